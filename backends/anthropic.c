@@ -1,0 +1,697 @@
+/* Anthropic Messages API, streamed (SSE with named events).
+ *
+ * The answer is complete at message_stop; input tokens arrive in
+ * message_start, output tokens as a running total in message_delta. */
+#include "backends/backend.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
+
+#include "backends/retry.h"
+#include "backends/sse.h"
+
+#define ANTHROPIC_VERSION "2023-06-01"
+/* Anthropic refuses a request without max_tokens; this is the bound
+ * used when neither the prompt nor the deployment sets one. */
+#define ANTHROPIC_DEFAULT_MAX_TOKENS 4096
+/* One event is a few hundred bytes; this only stops a runaway. */
+#define ANTHROPIC_MAX_EVENT_BYTES (1024 * 1024)
+/* Cap of a 200 body that is plain JSON instead of an event stream. */
+#define ANTHROPIC_MAX_JSON_BYTES (4 * 1024 * 1024)
+#define ANTHROPIC_JSON_FLAGS (JSON_COMPACT | JSON_REAL_PRECISION(15))
+
+/* ---- request ---------------------------------------------------------- */
+
+/* Appends the header line HEAD followed by VALUE. A value carrying a
+ * line end would inject headers, so control bytes are refused. The
+ * temporary line is wiped because VALUE is often a secret. */
+static int header_append(struct curl_slist **list, const char *head,
+			 const char *value)
+{
+	struct curl_slist *grown;
+	char *line = NULL;
+	const char *c;
+	int rc = 0;
+
+	for (c = value; *c; c++) {
+		if ((unsigned char)*c < ' ' || *c == 0x7f) {
+			rc = -EINVAL;
+			goto out;
+		}
+	}
+	if (asprintf(&line, "%s%s", head, value) < 0) {
+		line = NULL;
+		rc = -ENOMEM;
+		goto out;
+	}
+	grown = curl_slist_append(*list, line);
+	if (!grown) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	*list = grown;
+out:
+	if (line) {
+		explicit_bzero(line, strlen(line));
+		free(line);
+	}
+	return rc;
+}
+
+/* The system messages joined by blank lines; NULL (and 0) when there
+ * are none, -ENOMEM on allocation failure. */
+static int system_text_join(const struct llm_request *req, char **out)
+{
+	size_t len = 0;
+	size_t n = 0;
+	size_t i;
+	char *text;
+	char *at;
+
+	*out = NULL;
+	for (i = 0; i < req->n_messages; i++) {
+		if (strcmp(req->messages[i].role, "system") == 0) {
+			len += strlen(req->messages[i].content) + 2;
+			n++;
+		}
+	}
+	if (n == 0)
+		return 0;
+	text = malloc(len + 1);
+	if (!text)
+		return -ENOMEM;
+	at = text;
+	for (i = 0; i < req->n_messages; i++) {
+		if (strcmp(req->messages[i].role, "system") != 0)
+			continue;
+		if (at != text) {
+			memcpy(at, "\n\n", 2);
+			at += 2;
+		}
+		len = strlen(req->messages[i].content);
+		memcpy(at, req->messages[i].content, len);
+		at += len;
+	}
+	*at = '\0';
+	*out = text;
+	return 0;
+}
+
+static int anthropic_body(const struct model *model,
+			  const struct llm_request *req, char **out,
+			  size_t *out_len)
+{
+	json_t *root = json_object();
+	json_t *messages = json_array();
+	json_t *stops;
+	char *system = NULL;
+	const struct llm_message *msg;
+	long max_tokens = req->max_tokens;
+	size_t i;
+	int bad = !root || !messages;
+	int rc;
+
+	*out = NULL;
+	if (max_tokens <= 0)
+		max_tokens = model->max_output_tokens;
+	if (max_tokens <= 0)
+		max_tokens = ANTHROPIC_DEFAULT_MAX_TOKENS;
+	for (i = 0; !bad && i < req->n_messages; i++) {
+		msg = &req->messages[i];
+		if (strcmp(msg->role, "system") == 0)
+			continue;
+		if (strcmp(msg->role, "user") != 0 &&
+		    strcmp(msg->role, "assistant") != 0) {
+			rc = -EINVAL;
+			goto out;
+		}
+		bad |= json_array_append_new(
+			messages, json_pack("{s:s, s:s}", "role", msg->role,
+					    "content", msg->content));
+	}
+	if (bad) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	/* Anthropic refuses a request with nothing to answer. */
+	if (json_array_size(messages) == 0) {
+		rc = -EINVAL;
+		goto out;
+	}
+	rc = system_text_join(req, &system);
+	if (rc < 0)
+		goto out;
+	bad |= json_object_set_new(root, "model", json_string(model->id));
+	bad |= json_object_set_new(root, "max_tokens", json_integer(max_tokens));
+	if (system)
+		bad |= json_object_set_new(root, "system", json_string(system));
+	bad |= json_object_set(root, "messages", messages);
+	if (req->has_temperature)
+		bad |= json_object_set_new(root, "temperature",
+					   json_real(req->temperature));
+	if (req->n_stop > 0) {
+		stops = json_array();
+		for (i = 0; i < req->n_stop; i++)
+			bad |= json_array_append_new(stops,
+						     json_string(req->stop[i]));
+		bad |= json_object_set_new(root, "stop_sequences", stops);
+	}
+	bad |= json_object_set_new(root, "stream", json_true());
+	if (!bad)
+		*out = json_dumps(root, ANTHROPIC_JSON_FLAGS);
+	if (!*out) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	*out_len = strlen(*out);
+	rc = 0;
+out:
+	free(system);
+	json_decref(messages);
+	json_decref(root);
+	return rc;
+}
+
+/* ENDPOINT without the trailing slashes that would double the path's. */
+static int endpoint_len(const char *endpoint)
+{
+	size_t len = strlen(endpoint);
+
+	while (len > 0 && endpoint[len - 1] == '/')
+		len--;
+	return (int)len;
+}
+
+static int anthropic_build_request(const struct backend_target *target,
+				   const struct llm_request *req,
+				   struct http_request *out)
+{
+	const struct model *model = target->model;
+	const struct region *region = model ? model->region : NULL;
+	const char *api_key = target->credentials ?
+				      target->credentials->api_key : NULL;
+	char *url = NULL;
+	char *body = NULL;
+	size_t body_len = 0;
+	struct curl_slist *headers = NULL;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if (!region || !region->endpoint || !model->id) {
+		rc = -EINVAL;
+		goto out;
+	}
+	if (!api_key || !api_key[0]) {
+		rc = -ENOKEY;
+		goto out;
+	}
+	rc = anthropic_body(model, req, &body, &body_len);
+	if (rc < 0)
+		goto out;
+	if (asprintf(&url, "%.*s/v1/messages", endpoint_len(region->endpoint),
+		     region->endpoint) < 0) {
+		url = NULL;
+		rc = -ENOMEM;
+		goto out;
+	}
+	rc = header_append(&headers, "x-api-key: ", api_key);
+	if (rc == 0)
+		rc = header_append(&headers, "anthropic-version: ",
+				   ANTHROPIC_VERSION);
+	if (rc == 0)
+		rc = header_append(&headers, "content-type: application/json", "");
+	if (rc == 0)
+		rc = header_append(&headers, "accept: text/event-stream", "");
+	if (rc < 0)
+		goto out;
+	out->url = url;
+	out->headers = headers;
+	out->body = body;
+	out->body_len = body_len;
+	url = NULL;
+	headers = NULL;
+	body = NULL;
+out:
+	free(url);
+	free(body);
+	curl_slist_free_all(headers);
+	return rc;
+}
+
+/* Provider words may hold line ends; .error's first line must stay one. */
+static void message_flatten(char *message)
+{
+	for (; *message; message++) {
+		if ((unsigned char)*message < ' ')
+			*message = ' ';
+	}
+}
+
+/* ---- errors ----------------------------------------------------------- */
+
+static int error_type_retryable(const char *type)
+{
+	/* rate_limit_error and timeout_error are the forms of HTTP 429 and
+	 * 504, which SPEC §7 retries; overloaded_error is 529. */
+	static const char *const transient[] = {
+		"overloaded_error", "api_error", "rate_limit_error",
+		"timeout_error",
+	};
+	size_t i;
+
+	for (i = 0; type && i < sizeof(transient) / sizeof(transient[0]); i++) {
+		if (strcmp(type, transient[i]) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+static void anthropic_classify_error(const struct http_response_head *head,
+				     const char *body, size_t len,
+				     struct attempt_error *err)
+{
+	json_t *root = len ? json_loadb(body, len, 0, NULL) : NULL;
+	json_t *error = json_object_get(root, "error");
+	const char *type = json_string_value(json_object_get(error, "type"));
+	const char *message = json_string_value(json_object_get(error,
+								"message"));
+	const char *detail_code = json_string_value(json_object_get(
+		json_object_get(error, "details"), "error_code"));
+	int retryable = http_status_retryable(head->status) ||
+			error_type_retryable(type);
+	char outcome[sizeof(err->outcome)];
+
+	/* A spent budget does not come back by waiting a few seconds. */
+	if (detail_code && strcmp(detail_code, "enforced_spend_limit_reached") == 0)
+		retryable = 0;
+	if (strcmp(head->should_retry, "true") == 0)
+		retryable = 1;
+	else if (strcmp(head->should_retry, "false") == 0)
+		retryable = 0;
+	snprintf(outcome, sizeof(outcome), "http_%ld", head->status);
+	if (type && message)
+		attempt_error_set(err, retryable, outcome,
+				  "Anthropic answered HTTP %ld (%s): %s",
+				  head->status, type, message);
+	else if (message)
+		attempt_error_set(err, retryable, outcome,
+				  "Anthropic answered HTTP %ld: %s",
+				  head->status, message);
+	else
+		attempt_error_set(err, retryable, outcome,
+				  "Anthropic answered HTTP %ld", head->status);
+	err->retry_after_s = retry_after_parse(head->retry_after,
+					       head->retry_after_ms, time(NULL));
+	message_flatten(err->message);
+	json_decref(root);
+}
+
+/* ---- answer parser ---------------------------------------------------- */
+
+enum body_kind {
+	BODY_UNKNOWN,	/* nothing but blanks seen yet */
+	BODY_SSE,	/* text/event-stream, as asked for */
+	BODY_JSON,	/* a plain JSON document: an error, or an unstreamed message */
+};
+
+struct stream_parser {
+	const struct answer_events *ev;
+	void *ctx;
+	struct sse_parser *sse;
+	enum body_kind kind;
+	char *json;			/* BODY_JSON bytes, capped */
+	size_t json_len;
+	struct attempt_error *err;	/* of the feed or finish call running */
+	int event_failed;		/* the error came from an event, not from sse */
+	int at_eof;			/* flushing a last event that had no blank line */
+	int stopped;			/* message_stop arrived */
+	int finish_sent;
+	long input_tokens;		/* -1 until known */
+	long output_tokens;
+	int failed;			/* sticky: every later call repeats FAILURE */
+	struct attempt_error failure;
+};
+
+static int text_report(struct stream_parser *p, const char *text, size_t len)
+{
+	int rc;
+
+	if (len == 0)
+		return 0;
+	rc = p->ev->text(p->ctx, text, len);
+	if (rc < 0)
+		attempt_error_set(p->err, 0, "answer_refused",
+				  "the answer could not be taken: %s",
+				  strerror(-rc));
+	return rc;
+}
+
+static long count_of(json_t *usage, const char *key)
+{
+	json_t *count = json_object_get(usage, key);
+
+	return json_is_integer(count) ? (long)json_integer_value(count) : -1;
+}
+
+/* Reads the counters of a usage object; the three kinds of input tokens
+ * (plain, cache write, cache read) together are what the prompt cost. */
+static void usage_read(struct stream_parser *p, json_t *usage)
+{
+	long plain = count_of(usage, "input_tokens");
+	long cache_write = count_of(usage, "cache_creation_input_tokens");
+	long cache_read = count_of(usage, "cache_read_input_tokens");
+	long output = count_of(usage, "output_tokens");
+
+	if (!json_is_object(usage))
+		return;
+	if (plain >= 0)
+		p->input_tokens = plain + (cache_write > 0 ? cache_write : 0) +
+				  (cache_read > 0 ? cache_read : 0);
+	if (output >= 0)
+		p->output_tokens = output;	/* a running total: the latest wins */
+	p->ev->usage(p->ctx, p->input_tokens, p->output_tokens);
+}
+
+static int stop_reason_report(struct stream_parser *p, const char *reason)
+{
+	const char *mapped = reason;
+
+	if (!reason || p->finish_sent)
+		return 0;
+	if (strcmp(reason, "refusal") == 0) {
+		attempt_error_set(p->err, 0, "content_filter",
+				  "the answer was stopped by Anthropic's safety classifiers (refusal)");
+		return -EIO;
+	}
+	if (strcmp(reason, "end_turn") == 0 ||
+	    strcmp(reason, "stop_sequence") == 0)
+		mapped = "stop";
+	else if (strcmp(reason, "max_tokens") == 0 ||
+		 strcmp(reason, "model_context_window_exceeded") == 0)
+		mapped = "length";
+	p->finish_sent = 1;
+	p->ev->finish_reason(p->ctx, mapped);
+	return 0;
+}
+
+static void stream_error_report(struct stream_parser *p, json_t *error)
+{
+	const char *type = json_string_value(json_object_get(error, "type"));
+	const char *message = json_string_value(json_object_get(error,
+								"message"));
+
+	attempt_error_set(p->err, error_type_retryable(type), "stream_error",
+			  "Anthropic reported an error in the answer (%s): %s",
+			  type ? type : "unknown",
+			  message ? message : "no message");
+}
+
+static void request_id_report(struct stream_parser *p, json_t *message)
+{
+	const char *id = json_string_value(json_object_get(message, "id"));
+
+	if (id)
+		p->ev->request_id(p->ctx, id);
+}
+
+/* One event of the stream. 0, or negative with P->err filled. */
+static int event_handle(struct stream_parser *p, const char *type,
+			json_t *data)
+{
+	json_t *delta;
+	json_t *text;
+
+	if (strcmp(type, "message_start") == 0) {
+		request_id_report(p, json_object_get(data, "message"));
+		usage_read(p, json_object_get(json_object_get(data, "message"),
+					      "usage"));
+		return 0;
+	}
+	if (strcmp(type, "content_block_delta") == 0) {
+		delta = json_object_get(data, "delta");
+		if (!json_is_string(json_object_get(delta, "type")) ||
+		    strcmp(json_string_value(json_object_get(delta, "type")),
+			   "text_delta") != 0)
+			return 0;	/* thinking, tool input: not the answer */
+		text = json_object_get(delta, "text");
+		return text_report(p, json_string_value(text),
+				   json_string_length(text));
+	}
+	if (strcmp(type, "message_delta") == 0) {
+		usage_read(p, json_object_get(data, "usage"));
+		return stop_reason_report(
+			p, json_string_value(json_object_get(
+				   json_object_get(data, "delta"),
+				   "stop_reason")));
+	}
+	if (strcmp(type, "message_stop") == 0) {
+		p->stopped = 1;
+		return 0;
+	}
+	if (strcmp(type, "error") == 0) {
+		stream_error_report(p, json_object_get(data, "error"));
+		return -EIO;
+	}
+	return 0;	/* ping, block start and stop, and types yet to come */
+}
+
+static int on_sse_event(void *ctx, const char *event, const char *data,
+			size_t len)
+{
+	struct stream_parser *p = ctx;
+	json_t *root;
+	const char *type = event;
+	int rc;
+
+	if (len == 0 || p->stopped)
+		return 0;
+	root = json_loadb(data, len, 0, NULL);
+	if (!json_is_object(root)) {
+		json_decref(root);
+		/* A last event cut short is a cut stream, told by finish. */
+		if (p->at_eof)
+			return 0;
+		attempt_error_set(p->err, 0, "bad_response",
+				  "Anthropic sent an event that is not a JSON object");
+		p->event_failed = 1;
+		return -EIO;
+	}
+	if (!type[0])
+		type = json_string_value(json_object_get(root, "type"));
+	rc = type ? event_handle(p, type, root) : 0;
+	json_decref(root);
+	if (rc < 0)
+		p->event_failed = 1;
+	return rc;
+}
+
+static struct stream_parser *
+anthropic_parser_new(const struct answer_events *ev, void *ctx)
+{
+	struct stream_parser *p = calloc(1, sizeof(*p));
+
+	if (!p)
+		return NULL;
+	p->ev = ev;
+	p->ctx = ctx;
+	p->input_tokens = -1;
+	p->output_tokens = -1;
+	p->sse = sse_new(ANTHROPIC_MAX_EVENT_BYTES, on_sse_event, p);
+	if (!p->sse) {
+		free(p);
+		return NULL;
+	}
+	return p;
+}
+
+static void anthropic_parser_free(struct stream_parser *p)
+{
+	if (!p)
+		return;
+	sse_free(p->sse);
+	free(p->json);
+	free(p);
+}
+
+static int failure_remember(struct stream_parser *p, int rc)
+{
+	message_flatten(p->err->message);
+	p->failed = rc;
+	p->failure = *p->err;
+	return rc;
+}
+
+static int json_body_append(struct stream_parser *p, const char *data,
+			    size_t len)
+{
+	char *grown;
+
+	if (len > ANTHROPIC_MAX_JSON_BYTES - p->json_len) {
+		attempt_error_set(p->err, 0, "too_large",
+				  "Anthropic sent a JSON answer over %d bytes",
+				  ANTHROPIC_MAX_JSON_BYTES);
+		return -EIO;
+	}
+	grown = realloc(p->json, p->json_len + len + 1);
+	if (!grown) {
+		attempt_error_set(p->err, 1, "no_memory",
+				  "out of memory reading the answer");
+		return -ENOMEM;
+	}
+	p->json = grown;
+	memcpy(p->json + p->json_len, data, len);
+	p->json_len += len;
+	p->json[p->json_len] = '\0';
+	return 0;
+}
+
+/* Decides from the first byte that is not blank whether the body is an
+ * event stream or a plain JSON document. */
+static size_t body_kind_detect(struct stream_parser *p, const char *data,
+			       size_t len)
+{
+	size_t skipped = 0;
+
+	while (skipped < len && isspace((unsigned char)data[skipped]))
+		skipped++;
+	if (skipped < len)
+		p->kind = data[skipped] == '{' ? BODY_JSON : BODY_SSE;
+	return skipped;
+}
+
+static int anthropic_parser_feed(struct stream_parser *p, const char *data,
+				 size_t len, struct attempt_error *err)
+{
+	size_t skipped;
+	int rc;
+
+	p->err = err;
+	if (p->failed) {
+		*err = p->failure;
+		return p->failed;
+	}
+	if (p->kind == BODY_UNKNOWN) {
+		skipped = body_kind_detect(p, data, len);
+		data += skipped;
+		len -= skipped;
+	}
+	if (p->kind == BODY_JSON) {
+		rc = json_body_append(p, data, len);
+		return rc < 0 ? failure_remember(p, rc) : 0;
+	}
+	if (len == 0)
+		return 0;
+	rc = sse_feed(p->sse, data, len);
+	if (rc >= 0)
+		return 0;
+	if (!p->event_failed) {
+		if (rc == -E2BIG)
+			attempt_error_set(err, 0, "too_large",
+					  "Anthropic sent an event over %d bytes",
+					  ANTHROPIC_MAX_EVENT_BYTES);
+		else
+			attempt_error_set(err, 1, "no_memory",
+					  "out of memory reading the answer");
+	}
+	return failure_remember(p, rc == -E2BIG ? -EIO : rc);
+}
+
+/* A 200 body that is one JSON document: an error, or a whole message
+ * from a server that did not stream. */
+static int json_body_finish(struct stream_parser *p)
+{
+	json_t *root = json_loadb(p->json, p->json_len, 0, NULL);
+	const char *type = json_string_value(json_object_get(root, "type"));
+	json_t *content;
+	json_t *block;
+	json_t *text;
+	size_t i;
+	int rc = 0;
+
+	if (!type) {
+		attempt_error_set(p->err, 1, "stream_cut",
+				  "Anthropic sent an answer that is neither an event stream nor a whole message");
+		rc = -EIO;
+		goto out;
+	}
+	if (strcmp(type, "error") == 0) {
+		stream_error_report(p, json_object_get(root, "error"));
+		rc = -EIO;
+		goto out;
+	}
+	if (strcmp(type, "message") != 0) {
+		attempt_error_set(p->err, 0, "bad_response",
+				  "Anthropic sent a JSON answer of unknown type '%s'",
+				  type);
+		rc = -EIO;
+		goto out;
+	}
+	request_id_report(p, root);
+	content = json_object_get(root, "content");
+	for (i = 0; rc == 0 && i < json_array_size(content); i++) {
+		block = json_array_get(content, i);
+		if (!json_is_string(json_object_get(block, "type")) ||
+		    strcmp(json_string_value(json_object_get(block, "type")),
+			   "text") != 0)
+			continue;
+		text = json_object_get(block, "text");
+		rc = text_report(p, json_string_value(text),
+				 json_string_length(text));
+	}
+	if (rc < 0)
+		goto out;
+	usage_read(p, json_object_get(root, "usage"));
+	rc = stop_reason_report(p, json_string_value(json_object_get(
+					   root, "stop_reason")));
+	if (rc == 0)
+		p->stopped = 1;
+out:
+	json_decref(root);
+	return rc;
+}
+
+static int anthropic_parser_finish(struct stream_parser *p,
+				   struct attempt_error *err)
+{
+	int rc;
+
+	p->err = err;
+	if (p->failed) {
+		*err = p->failure;
+		return p->failed;
+	}
+	if (p->kind == BODY_JSON) {
+		rc = json_body_finish(p);
+		if (rc < 0)
+			return failure_remember(p, rc);
+	} else if (!p->stopped && sse_pending(p->sse)) {
+		/* The stream may end without the blank line after its last
+		 * event: dispatch what is there. */
+		p->at_eof = 1;
+		rc = sse_feed(p->sse, "\n\n", 2);
+		if (rc < 0 && p->event_failed)
+			return failure_remember(p, rc);
+	}
+	if (p->stopped)
+		return 0;
+	attempt_error_set(err, 1, "stream_cut",
+			  "the Anthropic answer ended before message_stop");
+	return failure_remember(p, -EIO);
+}
+
+const struct backend backend_anthropic = {
+	.name = "anthropic",
+	.build_request = anthropic_build_request,
+	.parser_new = anthropic_parser_new,
+	.parser_feed = anthropic_parser_feed,
+	.parser_finish = anthropic_parser_finish,
+	.parser_free = anthropic_parser_free,
+	.classify_error = anthropic_classify_error,
+};

@@ -1,0 +1,74 @@
+/* The engine: one thread owning one curl multi handle, running every
+ * backend transfer of the daemon (ARCHITECTURE.md).
+ *
+ * Whoever submits a job hands the engine a plan: the request, where to
+ * send it, retry limits and timeouts, and a sink to report to. The
+ * engine calls the sink on its own thread, never while holding its own
+ * lock, and the sink's done() is always the last call for a job. */
+#ifndef PROMPTFS_ENGINE_H
+#define PROMPTFS_ENGINE_H
+
+#include <stddef.h>
+
+#include "backends/backend.h"
+
+/* What the engine reports about one job. CTX is the plan's sink_ctx. */
+struct engine_sink {
+	/* An attempt starts on TARGET ("cloud/region/model"). */
+	void (*attempt_started)(void *ctx, const char *target);
+	/* Next bytes of the current attempt's answer. 0, or -errno to fail
+	 * the job at once (e.g. -EFBIG over the answer cap). */
+	int (*text)(void *ctx, const char *bytes, size_t len);
+	/* The bytes of the current attempt are void: a retry follows. */
+	void (*attempt_discarded)(void *ctx);
+	void (*usage)(void *ctx, long input_tokens, long output_tokens);
+	void (*finish_reason)(void *ctx, const char *reason);
+	void (*request_id)(void *ctx, const char *id);
+	/* An attempt ended: OUTCOME is "ok" or a short failure word. */
+	void (*attempt_ended)(void *ctx, const char *target, const char *outcome,
+			      long elapsed_ms);
+	/* The job ended: STATUS 0 (complete answer), -EIO (failed, MESSAGE
+	 * says why) or -ECANCELED. Last call for this job. */
+	void (*done)(void *ctx, int status, const char *message);
+};
+
+struct engine_plan {
+	struct llm_request request;	/* owned by the plan */
+	const struct model *model;	/* the deployment; outlives the job */
+	int retries;			/* retries after the first attempt */
+	double timeout_s;		/* one attempt */
+	double first_token_timeout_s;	/* 0: none */
+	const struct engine_sink *sink;
+	void *sink_ctx;
+};
+
+struct engine_options {
+	unsigned max_inflight;
+	double connect_timeout_s;
+	const char *cafile;		/* NULL: system CAs only */
+	size_t max_body_bytes;		/* cap of one response body */
+};
+
+struct engine;
+struct engine_job;
+
+/* Creates the engine and starts its thread. NULL on failure (-errno in
+ * *ERR_OUT). Free with engine_free, which stops the thread first and
+ * reports -ECANCELED for every job still held. */
+struct engine *engine_new(const struct engine_options *opts, int *err_out);
+void engine_free(struct engine *e);
+
+/* Takes PLAN (its request is moved out; PLAN itself may be on the
+ * stack) and queues the job. Returns a handle valid until the sink's
+ * done() has returned, or NULL on allocation failure (the request is
+ * then released and no sink call happens). */
+struct engine_job *engine_submit(struct engine *e, struct engine_plan *plan);
+
+/* Aborts JOB; its sink sees done(-ECANCELED) soon after unless the job
+ * has already ended. Safe from any thread while the handle is valid. */
+void engine_cancel(struct engine *e, struct engine_job *job);
+
+/* Transfers in flight and jobs waiting, for .metrics and tests. */
+void engine_counts(struct engine *e, unsigned *inflight, unsigned *waiting);
+
+#endif

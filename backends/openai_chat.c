@@ -1,0 +1,622 @@
+/* The Chat Completions wire format (see openai_chat.h). */
+#include "backends/openai_chat.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "backends/retry.h"
+#include "backends/sse.h"
+
+/* How much of a body that is not JSON goes into an error message. */
+#define RAW_BODY_EXCERPT_BYTES 200
+/* Room for the provider's own words in a message; attempt_error_set
+ * truncates the whole sentence to its field anyway. */
+#define PROVIDER_MESSAGE_BYTES 480
+
+/* ---- request body ---------------------------------------------------- */
+
+static int messages_build(json_t *messages, const struct llm_request *req)
+{
+	json_t *message;
+	size_t i;
+
+	for (i = 0; i < req->n_messages; i++) {
+		message = json_object();
+		if (json_array_append_new(messages, message) < 0)
+			return -ENOMEM;
+		if (json_object_set_new(message, "role",
+					json_string(req->messages[i].role)) < 0 ||
+		    json_object_set_new(message, "content",
+					json_string(req->messages[i].content)) < 0)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+static int stop_build(json_t *root, const struct llm_request *req)
+{
+	json_t *stop;
+	size_t i;
+
+	stop = json_array();
+	if (json_object_set_new(root, "stop", stop) < 0)
+		return -ENOMEM;
+	for (i = 0; i < req->n_stop; i++) {
+		if (json_array_append_new(stop, json_string(req->stop[i])) < 0)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+int openai_chat_body(const struct llm_request *req, const char *model,
+		     char **out, size_t *out_len)
+{
+	json_t *root;
+	json_t *messages;
+	json_t *stream_options;
+	int rc = -ENOMEM;
+
+	*out = NULL;
+	*out_len = 0;
+	root = json_object();
+	if (!root)
+		goto out;
+	if (model && json_object_set_new(root, "model", json_string(model)) < 0)
+		goto out;
+	messages = json_array();
+	if (json_object_set_new(root, "messages", messages) < 0)
+		goto out;
+	if (messages_build(messages, req) < 0)
+		goto out;
+	if (json_object_set_new(root, "stream", json_true()) < 0)
+		goto out;
+	/* Without include_usage a stream carries no token counts at all, and
+	 * the cost could not be charged. */
+	stream_options = json_object();
+	if (json_object_set_new(root, "stream_options", stream_options) < 0 ||
+	    json_object_set_new(stream_options, "include_usage", json_true()) < 0)
+		goto out;
+	if (req->has_temperature &&
+	    json_object_set_new(root, "temperature",
+				json_real(req->temperature)) < 0)
+		goto out;
+	/* max_tokens rather than max_completion_tokens: OpenAI-compatible
+	 * servers such as Ollama only know the older name. */
+	if (req->max_tokens > 0 &&
+	    json_object_set_new(root, "max_tokens",
+				json_integer(req->max_tokens)) < 0)
+		goto out;
+	if (req->n_stop > 0 && stop_build(root, req) < 0)
+		goto out;
+	/* 15 significant digits print 0.2 as 0.2, not 0.20000000000000001. */
+	*out = json_dumps(root, JSON_COMPACT | JSON_REAL_PRECISION(15));
+	if (!*out)
+		goto out;
+	*out_len = strlen(*out);
+	rc = 0;
+out:
+	json_decref(root);
+	return rc;
+}
+
+/* ---- text from remote data --------------------------------------------- */
+
+/* The length of the well-formed UTF-8 sequence at S (AVAIL bytes
+ * available): 1-4; 0 if the bytes are not UTF-8; -1 if the sequence is cut
+ * short by the end of the input. */
+static int utf8_sequence_length(const unsigned char *s, size_t avail)
+{
+	unsigned char lo = 0x80;
+	unsigned char hi = 0xBF;
+	int need;
+	int i;
+
+	if (s[0] < 0x80)
+		return 1;
+	if (s[0] >= 0xC2 && s[0] <= 0xDF) {
+		need = 2;
+	} else if (s[0] >= 0xE0 && s[0] <= 0xEF) {
+		need = 3;
+		if (s[0] == 0xE0)
+			lo = 0xA0;	/* overlong */
+		else if (s[0] == 0xED)
+			hi = 0x9F;	/* surrogates */
+	} else if (s[0] >= 0xF0 && s[0] <= 0xF4) {
+		need = 4;
+		if (s[0] == 0xF0)
+			lo = 0x90;	/* overlong */
+		else if (s[0] == 0xF4)
+			hi = 0x8F;	/* beyond U+10FFFF */
+	} else {
+		return 0;
+	}
+	for (i = 1; i < need; i++) {
+		if ((size_t)i >= avail)
+			return -1;
+		if (s[i] < lo || s[i] > hi)
+			return 0;
+		lo = 0x80;
+		hi = 0xBF;
+	}
+	return need;
+}
+
+/* Copies IN (LEN bytes) into OUT (SIZE bytes, NUL-terminated) as one
+ * printable line of UTF-8: controls and runs of white space become one
+ * space, bytes that are not UTF-8 become '?', a sequence cut by the end of
+ * the input is dropped, and a sequence that would not fit is not split. */
+static void text_sanitize(const char *in, size_t len, char *out, size_t size)
+{
+	const unsigned char *s = (const unsigned char *)in;
+	size_t pos = 0;
+	size_t used = 0;
+	int pending_space = 0;
+	int seq;
+
+	if (size == 0)
+		return;
+	while (pos < len) {
+		if (s[pos] < 0x20 || s[pos] == 0x7F || s[pos] == ' ') {
+			pending_space = used > 0;
+			pos++;
+			continue;
+		}
+		seq = utf8_sequence_length(s + pos, len - pos);
+		if (seq < 0)
+			break;
+		if (used + (size_t)pending_space + (size_t)(seq ? seq : 1) + 1 > size)
+			break;
+		if (pending_space)
+			out[used++] = ' ';
+		pending_space = 0;
+		if (seq == 0) {
+			out[used++] = '?';
+			pos++;
+		} else {
+			memcpy(out + used, s + pos, (size_t)seq);
+			used += (size_t)seq;
+			pos += (size_t)seq;
+		}
+	}
+	out[used] = '\0';
+}
+
+/* ---- provider error bodies --------------------------------------------- */
+
+/* What an error body says, read leniently: {"error":{...}}, {"error":"..."},
+ * a flat {"message":...,"type":...,"code":...} (vLLM), or {"detail":...}
+ * (FastAPI-based servers). */
+struct provider_error {
+	char message[PROVIDER_MESSAGE_BYTES];
+	char type[64];
+	char code[64];
+};
+
+static void json_text_copy(json_t *value, char *out, size_t size)
+{
+	char number[32];
+
+	out[0] = '\0';
+	if (json_is_string(value)) {
+		text_sanitize(json_string_value(value), json_string_length(value),
+			      out, size);
+	} else if (json_is_integer(value)) {
+		/* llama.cpp and vLLM send the code as an integer */
+		snprintf(number, sizeof(number), "%" JSON_INTEGER_FORMAT,
+			 json_integer_value(value));
+		text_sanitize(number, strlen(number), out, size);
+	}
+}
+
+/* Non-zero when ROOT is an error body; fills PE. */
+static int provider_error_read(json_t *root, struct provider_error *pe)
+{
+	json_t *error;
+	json_t *source = NULL;
+
+	memset(pe, 0, sizeof(*pe));
+	if (!json_is_object(root))
+		return 0;
+	error = json_object_get(root, "error");
+	if (json_is_object(error)) {
+		source = error;
+	} else if (json_is_string(error)) {
+		json_text_copy(error, pe->message, sizeof(pe->message));
+		source = root;	/* type and code, if any, sit beside it */
+	} else if (json_is_string(json_object_get(root, "message"))) {
+		source = root;
+	} else if (json_is_string(json_object_get(root, "detail"))) {
+		json_text_copy(json_object_get(root, "detail"), pe->message,
+			       sizeof(pe->message));
+		return 1;
+	} else {
+		return 0;
+	}
+	if (!pe->message[0])
+		json_text_copy(json_object_get(source, "message"), pe->message,
+			       sizeof(pe->message));
+	json_text_copy(json_object_get(source, "type"), pe->type,
+		       sizeof(pe->type));
+	json_text_copy(json_object_get(source, "code"), pe->code,
+		       sizeof(pe->code));
+	return 1;
+}
+
+/* An error that arrives inside a 200 stream has no status to go by; its
+ * type or code tells whether the server was at fault. */
+static int provider_error_retryable(const struct provider_error *pe)
+{
+	static const char *const transient[] = {
+		"server_error", "overloaded", "overloaded_error",
+		"api_error", "internal_error", "unavailable_error",
+		"service_unavailable", "timeout",
+	};
+	const char *words[2];
+	char *end;
+	long number;
+	size_t i;
+	size_t w;
+
+	words[0] = pe->type;
+	words[1] = pe->code;
+	for (w = 0; w < 2; w++) {
+		for (i = 0; i < sizeof(transient) / sizeof(transient[0]); i++) {
+			if (strcasecmp(words[w], transient[i]) == 0)
+				return 1;
+		}
+	}
+	number = strtol(pe->code, &end, 10);
+	if (end != pe->code && *end == '\0' && number >= 500 && number <= 599)
+		return 1;
+	return 0;
+}
+
+/* ---- answer parser ----------------------------------------------------- */
+
+enum answer_form {
+	ANSWER_FORM_UNKNOWN,	/* only blanks seen so far */
+	ANSWER_FORM_STREAM,	/* text/event-stream */
+	ANSWER_FORM_JSON,	/* one chat.completion object */
+};
+
+struct stream_parser {
+	const struct answer_events *ev;
+	void *ctx;
+	enum answer_form form;
+	struct sse_parser *sse;
+	char *json;		/* the buffered body in ANSWER_FORM_JSON */
+	size_t json_len;
+	size_t json_alloc;
+	int done_seen;		/* [DONE] arrived: the answer is complete */
+	int flushing;		/* the body ended; only a final [DONE] still counts */
+	int id_reported;
+	int failed_rc;		/* sticky: once failed, every call repeats it */
+	struct attempt_error failure;
+};
+
+static int fail(struct stream_parser *p, int rc, int retryable,
+		const char *outcome, const char *message)
+{
+	attempt_error_set(&p->failure, retryable, outcome, "%s", message);
+	p->failed_rc = rc;
+	return rc;
+}
+
+static int malformed(struct stream_parser *p, const json_error_t *jerr)
+{
+	/* Often a proxy cut the body short, so another attempt may do. */
+	attempt_error_set(&p->failure, 1, "malformed",
+			  "the provider sent an answer that is not valid JSON: %s",
+			  jerr ? jerr->text : "not a JSON object");
+	p->failed_rc = -EIO;
+	return -EIO;
+}
+
+static int in_band_error(struct stream_parser *p, json_t *root)
+{
+	struct provider_error pe;
+
+	provider_error_read(root, &pe);
+	attempt_error_set(&p->failure, provider_error_retryable(&pe),
+			  "provider_error",
+			  "the provider reported an error in its answer: %s",
+			  pe.message[0] ? pe.message : "(no message)");
+	p->failure.retry_after_s = retry_after_from_text(pe.message);
+	p->failed_rc = -EIO;
+	return -EIO;
+}
+
+static int text_report(struct stream_parser *p, json_t *content)
+{
+	int rc;
+
+	if (!json_is_string(content) || json_string_length(content) == 0)
+		return 0;
+	rc = p->ev->text(p->ctx, json_string_value(content),
+			 json_string_length(content));
+	if (rc < 0) {
+		attempt_error_set(&p->failure, 0, "aborted",
+				  "the answer could not be taken in: %s",
+				  strerror(-rc));
+		p->failed_rc = rc;
+	}
+	return rc;
+}
+
+static void usage_report(struct stream_parser *p, json_t *usage)
+{
+	json_t *input;
+	json_t *output;
+
+	if (!json_is_object(usage))
+		return;		/* "usage": null on every chunk but one */
+	input = json_object_get(usage, "prompt_tokens");
+	output = json_object_get(usage, "completion_tokens");
+	p->ev->usage(p->ctx,
+		     json_is_integer(input) ? (long)json_integer_value(input) : -1,
+		     json_is_integer(output) ? (long)json_integer_value(output) : -1);
+}
+
+/* Reports what one chunk (or the whole completion, when WHOLE) carries.
+ * Any part may be missing: Azure sends chunks with "choices": [], with
+ * no delta, or with "content": null. */
+static int completion_apply(struct stream_parser *p, json_t *root, int whole)
+{
+	json_t *error;
+	json_t *id;
+	json_t *choices;
+	json_t *choice;
+	json_t *reason;
+	const char *object;
+	int rc;
+
+	if (!json_is_object(root))
+		return malformed(p, NULL);
+	/* {"error": {...}} from OpenAI, or vLLM's flat {"object": "error"} */
+	error = json_object_get(root, "error");
+	object = json_string_value(json_object_get(root, "object"));
+	if ((error && !json_is_null(error)) ||
+	    (object && strcmp(object, "error") == 0))
+		return in_band_error(p, root);
+
+	id = json_object_get(root, "id");
+	if (!p->id_reported && json_is_string(id) && json_string_length(id) > 0) {
+		p->ev->request_id(p->ctx, json_string_value(id));
+		p->id_reported = 1;
+	}
+	choices = json_object_get(root, "choices");
+	choice = json_is_array(choices) ? json_array_get(choices, 0) : NULL;
+	if (json_is_object(choice)) {
+		rc = text_report(p, json_object_get(
+			json_object_get(choice, whole ? "message" : "delta"),
+			"content"));
+		if (rc < 0)
+			return rc;
+		reason = json_object_get(choice, "finish_reason");
+		if (json_is_string(reason) && json_string_length(reason) > 0)
+			p->ev->finish_reason(p->ctx, json_string_value(reason));
+	} else if (whole) {
+		return fail(p, -EIO, 1, "malformed",
+			    "the provider's answer holds no choices");
+	}
+	usage_report(p, json_object_get(root, "usage"));
+	return 0;
+}
+
+static int stream_event(void *ctx, const char *event, const char *data,
+			size_t data_len)
+{
+	struct stream_parser *p = ctx;
+	json_error_t jerr;
+	json_t *root;
+	int rc;
+
+	(void)event;	/* the format uses data: lines only */
+	if (p->done_seen)
+		return 0;	/* nothing after the end marker belongs to the answer */
+	if (data_len == 6 && memcmp(data, "[DONE]", 6) == 0) {
+		p->done_seen = 1;
+		return 0;
+	}
+	if (p->flushing)
+		return 0;	/* a last event without its blank line may be cut short */
+	root = json_loadb(data, data_len, 0, &jerr);
+	if (!root)
+		return malformed(p, &jerr);
+	rc = completion_apply(p, root, 0);
+	json_decref(root);
+	return rc;
+}
+
+struct stream_parser *openai_chat_parser_new(const struct answer_events *ev,
+					     void *ctx)
+{
+	struct stream_parser *p;
+
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return NULL;
+	p->ev = ev;
+	p->ctx = ctx;
+	p->sse = sse_new(OPENAI_CHAT_MAX_EVENT_BYTES, stream_event, p);
+	if (!p->sse) {
+		free(p);
+		return NULL;
+	}
+	return p;
+}
+
+void openai_chat_parser_free(struct stream_parser *p)
+{
+	if (!p)
+		return;
+	sse_free(p->sse);
+	free(p->json);
+	free(p);
+}
+
+static int json_append(struct stream_parser *p, const char *data, size_t len)
+{
+	size_t new_alloc;
+	char *grown;
+
+	if (len > OPENAI_CHAT_MAX_JSON_BYTES - p->json_len)
+		return fail(p, -EIO, 0, "too_large",
+			    "the provider's answer is too large (over 4 MiB)");
+	if (p->json_len + len > p->json_alloc) {
+		new_alloc = p->json_alloc ? p->json_alloc : 4096;
+		while (new_alloc < p->json_len + len)
+			new_alloc *= 2;
+		if (new_alloc > OPENAI_CHAT_MAX_JSON_BYTES)
+			new_alloc = OPENAI_CHAT_MAX_JSON_BYTES;
+		grown = realloc(p->json, new_alloc);
+		if (!grown)
+			return fail(p, -ENOMEM, 1, "no_memory",
+				    "out of memory while reading the answer");
+		p->json = grown;
+		p->json_alloc = new_alloc;
+	}
+	memcpy(p->json + p->json_len, data, len);
+	p->json_len += len;
+	return 0;
+}
+
+static int stream_append(struct stream_parser *p, const char *data, size_t len)
+{
+	int rc;
+
+	rc = sse_feed(p->sse, data, len);
+	if (rc >= 0 || p->failed_rc < 0)
+		return rc;	/* the event callback already said why */
+	if (rc == -E2BIG)
+		return fail(p, -EIO, 0, "too_large",
+			    "the provider sent an event over 1 MiB");
+	return fail(p, rc, 1, "no_memory",
+		    "out of memory while reading the answer");
+}
+
+int openai_chat_parser_feed(struct stream_parser *p, const char *data,
+			    size_t len, struct attempt_error *err)
+{
+	int rc = 0;
+
+	if (p->failed_rc < 0) {
+		rc = p->failed_rc;
+		goto out;
+	}
+	/* The first non-blank byte tells a stream from a whole JSON answer
+	 * sent by a server that ignored "stream": true. Leading blanks carry
+	 * nothing in either form. */
+	while (p->form == ANSWER_FORM_UNKNOWN && len > 0) {
+		if (*data == ' ' || *data == '\t' || *data == '\r' ||
+		    *data == '\n') {
+			data++;
+			len--;
+			continue;
+		}
+		p->form = *data == '{' ? ANSWER_FORM_JSON : ANSWER_FORM_STREAM;
+	}
+	if (len == 0)
+		goto out;
+	if (p->form == ANSWER_FORM_JSON)
+		rc = json_append(p, data, len);
+	else
+		rc = stream_append(p, data, len);
+out:
+	if (rc < 0)
+		*err = p->failure;
+	return rc;
+}
+
+static int json_answer_finish(struct stream_parser *p)
+{
+	json_error_t jerr;
+	json_t *root;
+	int rc;
+
+	root = json_loadb(p->json, p->json_len, 0, &jerr);
+	if (!root)
+		return malformed(p, &jerr);
+	rc = completion_apply(p, root, 1);
+	json_decref(root);
+	return rc;
+}
+
+int openai_chat_parser_finish(struct stream_parser *p,
+			      struct attempt_error *err)
+{
+	int rc = 0;
+
+	if (p->failed_rc < 0) {
+		rc = p->failed_rc;
+		goto out;
+	}
+	if (p->form == ANSWER_FORM_JSON) {
+		rc = json_answer_finish(p);
+		goto out;
+	}
+	/* Some servers close right after "data: [DONE]\n" without the blank
+	 * line that ends the event; ending it here accepts that marker. */
+	if (!p->done_seen && sse_pending(p->sse)) {
+		p->flushing = 1;
+		(void)sse_feed(p->sse, "\n\n", 2);
+	}
+	if (!p->done_seen)
+		rc = fail(p, -EIO, 1, "stream_cut",
+			  "the stream ended before its end marker");
+out:
+	if (rc < 0)
+		*err = p->failure;
+	return rc;
+}
+
+/* ---- error responses --------------------------------------------------- */
+
+void openai_chat_classify_error(const struct http_response_head *head,
+				const char *body, size_t len,
+				struct attempt_error *err)
+{
+	struct provider_error pe;
+	char outcome[32];
+	const char *detail;
+	json_t *root = NULL;
+	int retryable;
+
+	memset(&pe, 0, sizeof(pe));
+	if (body && len > 0)
+		root = json_loadb(body, len, 0, NULL);
+	if (!provider_error_read(root, &pe) || !pe.message[0]) {
+		/* An HTML page from a proxy, plain text, or JSON without a
+		 * message: the start of the body is the best explanation. */
+		text_sanitize(body ? body : "",
+			      len < RAW_BODY_EXCERPT_BYTES ? len : RAW_BODY_EXCERPT_BYTES,
+			      pe.message, sizeof(pe.message));
+	}
+	detail = pe.message;
+
+	retryable = http_status_retryable(head->status);
+	if (strcasecmp(head->should_retry, "true") == 0)
+		retryable = 1;
+	else if (strcasecmp(head->should_retry, "false") == 0)
+		retryable = 0;
+
+	snprintf(outcome, sizeof(outcome), "http_%ld", head->status);
+	if (detail[0])
+		attempt_error_set(err, retryable, outcome,
+				  "the provider answered HTTP %ld: %s",
+				  head->status, detail);
+	else
+		attempt_error_set(err, retryable, outcome,
+				  "the provider answered HTTP %ld", head->status);
+	err->retry_after_s = retry_after_parse(head->retry_after,
+					       head->retry_after_ms, time(NULL));
+	/* Azure and OpenAI often give the wait only in the message. */
+	if (err->retry_after_s < 0)
+		err->retry_after_s = retry_after_from_text(detail);
+	json_decref(root);
+}

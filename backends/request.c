@@ -1,0 +1,81 @@
+/* Release functions for the request types of backend.h and the attempt
+ * error setter. */
+#include "backends/backend.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void llm_request_release(struct llm_request *req)
+{
+	size_t i;
+
+	if (!req)
+		return;
+	for (i = 0; i < req->n_messages; i++) {
+		free(req->messages[i].role);
+		free(req->messages[i].content);
+	}
+	free(req->messages);
+	for (i = 0; i < req->n_stop; i++)
+		free(req->stop[i]);
+	free(req->stop);
+	memset(req, 0, sizeof(*req));
+}
+
+void http_request_release(struct http_request *req)
+{
+	if (!req)
+		return;
+	free(req->url);
+	curl_slist_free_all(req->headers);
+	free(req->body);
+	memset(req, 0, sizeof(*req));
+}
+
+/* Drops a UTF-8 sequence that truncation cut short at the end of TEXT, so
+ * a shortened message stays valid UTF-8. */
+static void utf8_trim_partial_tail(char *text)
+{
+	size_t len = strlen(text);
+	size_t start = len;
+	size_t need;
+	unsigned char lead;
+
+	/* Walk back over at most three continuation bytes to the lead byte. */
+	while (start > 0 && len - start < 4 &&
+	       ((unsigned char)text[start - 1] & 0xC0) == 0x80)
+		start--;
+	if (start == 0)
+		return;
+	lead = (unsigned char)text[start - 1];
+	if (lead < 0xC0)
+		return;		/* ASCII or a stray byte: nothing to trim */
+	if (lead >= 0xF0)
+		need = 4;
+	else if (lead >= 0xE0)
+		need = 3;
+	else
+		need = 2;
+	if (len - (start - 1) < need)
+		text[start - 1] = '\0';
+}
+
+void attempt_error_set(struct attempt_error *err, int retryable,
+		       const char *outcome, const char *fmt, ...)
+{
+	va_list ap;
+	int written;
+
+	err->retryable = retryable;
+	err->retry_after_s = -1;
+	snprintf(err->outcome, sizeof(err->outcome), "%s", outcome ? outcome : "");
+	va_start(ap, fmt);
+	written = vsnprintf(err->message, sizeof(err->message), fmt, ap);
+	va_end(ap);
+	if (written < 0)
+		err->message[0] = '\0';
+	else if ((size_t)written >= sizeof(err->message))
+		utf8_trim_partial_tail(err->message);
+}

@@ -1,0 +1,254 @@
+/* Retry decisions and delays (see retry.h). */
+#include "backends/retry.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define BACKOFF_INITIAL_S 0.5
+#define BACKOFF_MAX_S 8.0
+
+int http_status_retryable(long status)
+{
+	switch (status) {
+	case 408:	/* request timeout */
+	case 429:	/* rate limited */
+	case 500:
+	case 502:
+	case 503:
+	case 504:
+	case 529:	/* Anthropic: overloaded */
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+/* A finite number >= 0 filling all of TEXT but surrounding blanks;
+ * -1 otherwise. */
+static double nonnegative_number_parse(const char *text)
+{
+	char *end;
+	double value;
+
+	while (*text == ' ' || *text == '\t')
+		text++;
+	/* strtod would also take "inf", "nan" and hexadecimal forms, which no
+	 * server means. */
+	if (!isdigit((unsigned char)*text) && *text != '.')
+		return -1;
+	value = strtod(text, &end);
+	if (end == text)
+		return -1;
+	while (*end == ' ' || *end == '\t')
+		end++;
+	if (*end != '\0' || !isfinite(value) || value < 0)
+		return -1;
+	return value;
+}
+
+static int name_index(const char *text, const char *const *names, int n)
+{
+	int i;
+
+	for (i = 0; i < n; i++) {
+		if (strncmp(text, names[i], 3) == 0)
+			return i;
+	}
+	return -1;
+}
+
+/* Exactly N decimal digits at TEXT; -1 otherwise. */
+static int digits_parse(const char *text, int n)
+{
+	int value = 0;
+	int i;
+
+	for (i = 0; i < n; i++) {
+		if (!isdigit((unsigned char)text[i]))
+			return -1;
+		value = value * 10 + (text[i] - '0');
+	}
+	return value;
+}
+
+/* IMF-fixdate (RFC 9110 §5.6.7): "Sun, 06 Nov 1994 08:49:37 GMT", fixed
+ * width, English names, always GMT. Returns 0 and the time in *OUT, or -1. */
+static int imf_fixdate_parse(const char *text, time_t *out)
+{
+	static const char *const days[] = {
+		"Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun",
+	};
+	static const char *const months[] = {
+		"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+		"Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+	};
+	struct tm tm;
+	time_t when;
+
+	while (*text == ' ' || *text == '\t')
+		text++;
+	if (strlen(text) < 29 || name_index(text, days, 7) < 0 ||
+	    strncmp(text + 3, ", ", 2) != 0 || text[7] != ' ' ||
+	    text[11] != ' ' || text[16] != ' ' || text[19] != ':' ||
+	    text[22] != ':' || strncmp(text + 25, " GMT", 4) != 0)
+		return -1;
+	memset(&tm, 0, sizeof(tm));
+	tm.tm_mday = digits_parse(text + 5, 2);
+	tm.tm_mon = name_index(text + 8, months, 12);
+	tm.tm_year = digits_parse(text + 12, 4) - 1900;
+	tm.tm_hour = digits_parse(text + 17, 2);
+	tm.tm_min = digits_parse(text + 20, 2);
+	tm.tm_sec = digits_parse(text + 23, 2);
+	if (tm.tm_mday < 1 || tm.tm_mday > 31 || tm.tm_mon < 0 ||
+	    tm.tm_year < 0 || tm.tm_hour < 0 || tm.tm_hour > 23 ||
+	    tm.tm_min < 0 || tm.tm_min > 59 || tm.tm_sec < 0 || tm.tm_sec > 60)
+		return -1;
+	text += 29;
+	while (*text == ' ' || *text == '\t')
+		text++;
+	if (*text != '\0')
+		return -1;
+	when = timegm(&tm);
+	if (when == (time_t)-1)
+		return -1;
+	*out = when;
+	return 0;
+}
+
+double retry_after_parse(const char *retry_after, const char *retry_after_ms,
+			 time_t now)
+{
+	double value;
+	time_t when;
+
+	if (retry_after_ms && *retry_after_ms) {
+		value = nonnegative_number_parse(retry_after_ms);
+		if (value >= 0)
+			return value / 1000.0;
+	}
+	if (!retry_after || !*retry_after)
+		return -1;
+	value = nonnegative_number_parse(retry_after);
+	if (value >= 0)
+		return value;
+	if (imf_fixdate_parse(retry_after, &when) < 0)
+		return -1;
+	if (when <= now)
+		return 0;
+	return difftime(when, now);
+}
+
+/* The seconds in one unit word at TEXT (advancing *LEN over it), or -1. */
+static double unit_seconds(const char *text, size_t *len)
+{
+	static const struct {
+		const char *word;
+		double seconds;
+	} units[] = {
+		/* Longest spellings first so "ms" is not read as "m". */
+		{ "milliseconds", 0.001 }, { "millisecond", 0.001 },
+		{ "ms", 0.001 },
+		{ "seconds", 1 }, { "second", 1 }, { "secs", 1 }, { "sec", 1 },
+		{ "s", 1 },
+		{ "minutes", 60 }, { "minute", 60 }, { "mins", 60 },
+		{ "min", 60 }, { "m", 60 },
+		{ "hours", 3600 }, { "hour", 3600 }, { "h", 3600 },
+	};
+	size_t i;
+	size_t n;
+
+	for (i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+		n = strlen(units[i].word);
+		if (strncasecmp(text, units[i].word, n) == 0 &&
+		    !isalpha((unsigned char)text[n])) {
+			*len = n;
+			return units[i].seconds;
+		}
+	}
+	return -1;
+}
+
+/* A duration at TEXT: "6 seconds", "18.642s", "1m30s", "120ms", or a
+ * bare number taken as seconds. -1 when TEXT does not start with one. */
+static double duration_parse(const char *text)
+{
+	double total = 0;
+	double amount;
+	double unit;
+	size_t unit_len;
+	int parts = 0;
+	char *end;
+
+	for (;;) {
+		if (!isdigit((unsigned char)*text))
+			break;
+		amount = strtod(text, &end);
+		if (end == text || !isfinite(amount))
+			break;
+		text = end;
+		while (*text == ' ')
+			text++;
+		unit = unit_seconds(text, &unit_len);
+		if (unit < 0) {
+			/* A bare number ends the duration: seconds if it
+			 * stands alone, else it belongs to other prose. */
+			if (parts == 0)
+				total = amount;
+			parts++;
+			break;
+		}
+		total += amount * unit;
+		parts++;
+		text += unit_len;
+	}
+	return parts ? total : -1;
+}
+
+double retry_after_from_text(const char *message)
+{
+	static const char *const phrases[] = { "retry after ", "try again in " };
+	const char *at;
+	const char *hit;
+	double seconds;
+	size_t i;
+	size_t n;
+
+	if (!message)
+		return -1;
+	for (i = 0; i < sizeof(phrases) / sizeof(phrases[0]); i++) {
+		n = strlen(phrases[i]);
+		at = message;
+		/* A phrase may occur without a number ("try again in a few
+		 * minutes"); keep looking past it. */
+		for (;;) {
+			hit = strcasestr(at, phrases[i]);
+			if (!hit)
+				break;
+			seconds = duration_parse(hit + n);
+			if (seconds >= 0)
+				return seconds;
+			at = hit + n;
+		}
+	}
+	return -1;
+}
+
+double backoff_delay_s(int retry_index, double random01)
+{
+	double delay = BACKOFF_INITIAL_S;
+	int i;
+
+	if (!(random01 >= 0))	/* also catches NaN */
+		random01 = 0;
+	if (random01 > 1)
+		random01 = 1;
+	/* Doubling stops at the ceiling, so a large index cannot overflow. */
+	for (i = 0; i < retry_index && delay < BACKOFF_MAX_S; i++)
+		delay *= 2;
+	if (delay > BACKOFF_MAX_S)
+		delay = BACKOFF_MAX_S;
+	return delay * (1.0 - 0.25 * random01);
+}

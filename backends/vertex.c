@@ -1,0 +1,737 @@
+/* Google Vertex AI: Gemini streamGenerateContent with alt=sse.
+ *
+ * Each event of the stream is a whole GenerateContentResponse holding
+ * the next piece of text; there is no end sentinel, so an answer is
+ * complete only once a chunk has carried a finishReason. */
+#include "backends/backend.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
+
+#include "backends/retry.h"
+#include "backends/sse.h"
+
+/* One chunk is a few hundred bytes; this only stops a runaway. */
+#define VERTEX_MAX_EVENT_BYTES (1024 * 1024)
+/* Cap of a 200 body that is plain JSON instead of an event stream. */
+#define VERTEX_MAX_JSON_BYTES (4 * 1024 * 1024)
+#define VERTEX_JSON_FLAGS (JSON_COMPACT | JSON_REAL_PRECISION(15))
+
+/* ---- request ---------------------------------------------------------- */
+
+/* Appends the header line HEAD followed by VALUE. A value carrying a
+ * line end would inject headers, so control bytes are refused. The
+ * temporary line is wiped because VALUE is often a secret. */
+static int header_append(struct curl_slist **list, const char *head,
+			 const char *value)
+{
+	struct curl_slist *grown;
+	char *line = NULL;
+	const char *c;
+	int rc = 0;
+
+	for (c = value; *c; c++) {
+		if ((unsigned char)*c < ' ' || *c == 0x7f) {
+			rc = -EINVAL;
+			goto out;
+		}
+	}
+	if (asprintf(&line, "%s%s", head, value) < 0) {
+		line = NULL;
+		rc = -ENOMEM;
+		goto out;
+	}
+	grown = curl_slist_append(*list, line);
+	if (!grown) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	*list = grown;
+out:
+	if (line) {
+		explicit_bzero(line, strlen(line));
+		free(line);
+	}
+	return rc;
+}
+
+static json_t *text_part_new(const char *text)
+{
+	return json_pack("{s:s}", "text", text);
+}
+
+static int generation_config_fill(json_t *config, const struct model *model,
+				  const struct llm_request *req)
+{
+	long max_tokens = req->max_tokens ? req->max_tokens :
+			  model->max_output_tokens;
+	json_t *stops;
+	size_t i;
+	int bad = 0;
+
+	if (req->has_temperature)
+		bad |= json_object_set_new(config, "temperature",
+					   json_real(req->temperature));
+	if (max_tokens > 0)
+		bad |= json_object_set_new(config, "maxOutputTokens",
+					   json_integer(max_tokens));
+	if (req->n_stop > 0) {
+		stops = json_array();
+		for (i = 0; i < req->n_stop; i++)
+			bad |= json_array_append_new(stops,
+						     json_string(req->stop[i]));
+		bad |= json_object_set_new(config, "stopSequences", stops);
+	}
+	return bad ? -ENOMEM : 0;
+}
+
+/* The GenerateContentRequest for REQ: roles user and model, system
+ * messages moved to systemInstruction. */
+static int vertex_body(const struct model *model,
+		       const struct llm_request *req, char **out,
+		       size_t *out_len)
+{
+	json_t *root = json_object();
+	json_t *contents = json_array();
+	json_t *system_parts = json_array();
+	json_t *config = json_object();
+	const struct llm_message *msg;
+	const char *role;
+	size_t i;
+	int bad = !root || !contents || !system_parts || !config;
+	int rc;
+
+	*out = NULL;
+	for (i = 0; !bad && i < req->n_messages; i++) {
+		msg = &req->messages[i];
+		if (strcmp(msg->role, "system") == 0) {
+			bad |= json_array_append_new(system_parts,
+						     text_part_new(msg->content));
+			continue;
+		}
+		if (strcmp(msg->role, "user") == 0)
+			role = "user";
+		else if (strcmp(msg->role, "assistant") == 0)
+			role = "model";
+		else {
+			rc = -EINVAL;
+			goto out;
+		}
+		bad |= json_array_append_new(
+			contents, json_pack("{s:s, s:[o]}", "role", role,
+					    "parts", text_part_new(msg->content)));
+	}
+	if (bad) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	/* Gemini refuses a request with nothing to answer. */
+	if (json_array_size(contents) == 0) {
+		rc = -EINVAL;
+		goto out;
+	}
+	rc = generation_config_fill(config, model, req);
+	if (rc < 0)
+		goto out;
+	bad |= json_object_set(root, "contents", contents);
+	if (json_array_size(system_parts) > 0)
+		bad |= json_object_set_new(root, "systemInstruction",
+					   json_pack("{s:O}", "parts",
+						     system_parts));
+	if (json_object_size(config) > 0)
+		bad |= json_object_set(root, "generationConfig", config);
+	if (!bad)
+		*out = json_dumps(root, VERTEX_JSON_FLAGS);
+	if (!*out) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	*out_len = strlen(*out);
+	rc = 0;
+out:
+	json_decref(config);
+	json_decref(system_parts);
+	json_decref(contents);
+	json_decref(root);
+	return rc;
+}
+
+/* ENDPOINT without the trailing slashes that would double the path's. */
+static int endpoint_len(const char *endpoint)
+{
+	size_t len = strlen(endpoint);
+
+	while (len > 0 && endpoint[len - 1] == '/')
+		len--;
+	return (int)len;
+}
+
+static int vertex_build_request(const struct backend_target *target,
+				const struct llm_request *req,
+				struct http_request *out)
+{
+	const struct model *model = target->model;
+	const struct region *region = model ? model->region : NULL;
+	const struct cloud *cloud = region ? region->cloud : NULL;
+	const char *token = target->access_token;
+	char *project = NULL;
+	char *location = NULL;
+	char *model_id = NULL;
+	char *url = NULL;
+	char *body = NULL;
+	size_t body_len = 0;
+	struct curl_slist *headers = NULL;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if (!cloud || !region->endpoint || !region->name || !cloud->project ||
+	    !model->id) {
+		rc = -EINVAL;
+		goto out;
+	}
+	if (!token && target->credentials)
+		token = target->credentials->bearer_token;
+	if (!token || !token[0]) {
+		rc = -ENOKEY;
+		goto out;
+	}
+	rc = vertex_body(model, req, &body, &body_len);
+	if (rc < 0)
+		goto out;
+	/* Names from the config go into the path: escaping keeps a stray
+	 * '/' or '?' from changing which resource is addressed. */
+	project = curl_easy_escape(NULL, cloud->project, 0);
+	location = curl_easy_escape(NULL, region->name, 0);
+	model_id = curl_easy_escape(NULL, model->id, 0);
+	if (!project || !location || !model_id ||
+	    asprintf(&url,
+		     "%.*s/v1/projects/%s/locations/%s/publishers/google/models/%s:streamGenerateContent?alt=sse",
+		     endpoint_len(region->endpoint), region->endpoint, project,
+		     location, model_id) < 0) {
+		url = NULL;
+		rc = -ENOMEM;
+		goto out;
+	}
+	rc = header_append(&headers, "Authorization: Bearer ", token);
+	if (rc == 0)
+		rc = header_append(&headers, "Content-Type: application/json", "");
+	if (rc == 0)
+		rc = header_append(&headers, "Accept: text/event-stream", "");
+	if (rc < 0)
+		goto out;
+	out->url = url;
+	out->headers = headers;
+	out->body = body;
+	out->body_len = body_len;
+	url = NULL;
+	headers = NULL;
+	body = NULL;
+out:
+	free(url);
+	free(body);
+	curl_slist_free_all(headers);
+	curl_free(model_id);
+	curl_free(location);
+	curl_free(project);
+	return rc;
+}
+
+/* Provider words may hold line ends; .error's first line must stay one. */
+static void message_flatten(char *message)
+{
+	for (; *message; message++) {
+		if ((unsigned char)*message < ' ')
+			*message = ' ';
+	}
+}
+
+/* ---- errors ----------------------------------------------------------- */
+
+/* The google.rpc.Status inside a body: {"error":{...}}, also when the
+ * body is an array wrapping it. Borrowed; NULL if there is none. */
+static json_t *rpc_status_of(json_t *root)
+{
+	if (json_is_array(root))
+		root = json_array_get(root, 0);
+	return json_object_get(root, "error");
+}
+
+static int rpc_status_retryable(const char *status)
+{
+	static const char *const transient[] = {
+		"RESOURCE_EXHAUSTED", "UNAVAILABLE", "INTERNAL",
+		"DEADLINE_EXCEEDED",
+	};
+	size_t i;
+
+	for (i = 0; status && i < sizeof(transient) / sizeof(transient[0]);
+	     i++) {
+		if (strcmp(status, transient[i]) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/* The wait a google.rpc.RetryInfo detail asks for ("30s", "1.5s");
+ * -1 if there is none. */
+static double rpc_retry_delay(json_t *status)
+{
+	json_t *details = json_object_get(status, "details");
+	const char *type;
+	const char *delay;
+	char *end;
+	double seconds;
+	size_t i;
+
+	for (i = 0; i < json_array_size(details); i++) {
+		type = json_string_value(
+			json_object_get(json_array_get(details, i), "@type"));
+		delay = json_string_value(
+			json_object_get(json_array_get(details, i),
+					"retryDelay"));
+		if (!type || !delay || !strstr(type, "google.rpc.RetryInfo"))
+			continue;
+		seconds = strtod(delay, &end);
+		if (end != delay && strcmp(end, "s") == 0 && seconds >= 0)
+			return seconds;
+	}
+	return -1;
+}
+
+/* A Status delivered after the 200, inside the answer. */
+static void rpc_status_report(json_t *status, struct attempt_error *err)
+{
+	const char *name = json_string_value(json_object_get(status, "status"));
+	const char *message = json_string_value(json_object_get(status,
+								"message"));
+	json_t *code = json_object_get(status, "code");
+	int retryable = rpc_status_retryable(name) ||
+			(json_is_integer(code) &&
+			 http_status_retryable((long)json_integer_value(code)));
+
+	attempt_error_set(err, retryable, "stream_error",
+			  "Vertex AI reported an error in the answer (%s): %s",
+			  name ? name : "UNKNOWN",
+			  message ? message : "no message");
+	err->retry_after_s = rpc_retry_delay(status);
+}
+
+static void vertex_classify_error(const struct http_response_head *head,
+				  const char *body, size_t len,
+				  struct attempt_error *err)
+{
+	json_t *root = len ? json_loadb(body, len, 0, NULL) : NULL;
+	json_t *status = rpc_status_of(root);
+	const char *name = json_string_value(json_object_get(status, "status"));
+	const char *message = json_string_value(json_object_get(status,
+								"message"));
+	int retryable = http_status_retryable(head->status) ||
+			rpc_status_retryable(name);
+	char outcome[sizeof(err->outcome)];
+	double wait;
+
+	snprintf(outcome, sizeof(outcome), "http_%ld", head->status);
+	if (name && message)
+		attempt_error_set(err, retryable, outcome,
+				  "Vertex AI answered HTTP %ld (%s): %s",
+				  head->status, name, message);
+	else if (message)
+		attempt_error_set(err, retryable, outcome,
+				  "Vertex AI answered HTTP %ld: %s",
+				  head->status, message);
+	else
+		attempt_error_set(err, retryable, outcome,
+				  "Vertex AI answered HTTP %ld", head->status);
+	wait = retry_after_parse(head->retry_after, head->retry_after_ms,
+				 time(NULL));
+	if (wait < 0)
+		wait = rpc_retry_delay(status);
+	err->retry_after_s = wait;
+	message_flatten(err->message);
+	json_decref(root);
+}
+
+/* ---- answer parser ---------------------------------------------------- */
+
+enum body_kind {
+	BODY_UNKNOWN,	/* nothing but blanks seen yet */
+	BODY_SSE,	/* text/event-stream, as asked for */
+	BODY_JSON,	/* a plain JSON document: an error, or a server ignoring alt=sse */
+};
+
+struct stream_parser {
+	const struct answer_events *ev;
+	void *ctx;
+	struct sse_parser *sse;
+	enum body_kind kind;
+	char *json;			/* BODY_JSON bytes, capped */
+	size_t json_len;
+	struct attempt_error *err;	/* of the feed or finish call running */
+	int chunk_failed;		/* the error came from a chunk, not from sse */
+	int at_eof;			/* flushing a last event that had no blank line */
+	int finished;			/* a finishReason arrived */
+	int request_id_sent;
+	int failed;			/* sticky: every later call repeats FAILURE */
+	struct attempt_error failure;
+};
+
+static const char *const blocked_finish_reasons[] = {
+	"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII",
+	"MODEL_ARMOR", "IMAGE_SAFETY",
+};
+
+static int finish_reason_blocked(const char *reason)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(blocked_finish_reasons) /
+			sizeof(blocked_finish_reasons[0]); i++) {
+		if (strcmp(reason, blocked_finish_reasons[i]) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/* Gemini's reason in the words the other providers use. */
+static void finish_reason_report(struct stream_parser *p, const char *reason)
+{
+	char lower[64];
+	size_t i;
+
+	if (strcmp(reason, "STOP") == 0) {
+		p->ev->finish_reason(p->ctx, "stop");
+		return;
+	}
+	if (strcmp(reason, "MAX_TOKENS") == 0) {
+		p->ev->finish_reason(p->ctx, "length");
+		return;
+	}
+	for (i = 0; reason[i] && i < sizeof(lower) - 1; i++)
+		lower[i] = (char)tolower((unsigned char)reason[i]);
+	lower[i] = '\0';
+	p->ev->finish_reason(p->ctx, lower);
+}
+
+static int text_report(struct stream_parser *p, const char *text, size_t len)
+{
+	int rc;
+
+	if (len == 0)
+		return 0;
+	rc = p->ev->text(p->ctx, text, len);
+	if (rc < 0)
+		attempt_error_set(p->err, 0, "answer_refused",
+				  "the answer could not be taken: %s",
+				  strerror(-rc));
+	return rc;
+}
+
+static int candidate_handle(struct stream_parser *p, json_t *candidate)
+{
+	json_t *parts = json_object_get(json_object_get(candidate, "content"),
+					"parts");
+	json_t *part;
+	json_t *text;
+	const char *reason;
+	const char *detail;
+	size_t i;
+	int rc;
+
+	for (i = 0; i < json_array_size(parts); i++) {
+		part = json_array_get(parts, i);
+		/* Thought summaries are the model's notes, not its answer. */
+		if (json_is_true(json_object_get(part, "thought")))
+			continue;
+		text = json_object_get(part, "text");
+		rc = text_report(p, json_string_value(text),
+				 json_string_length(text));
+		if (rc < 0)
+			return rc;
+	}
+	reason = json_string_value(json_object_get(candidate, "finishReason"));
+	if (!reason || p->finished)
+		return 0;
+	if (finish_reason_blocked(reason)) {
+		detail = json_string_value(json_object_get(candidate,
+							   "finishMessage"));
+		if (detail)
+			attempt_error_set(p->err, 0, "content_filter",
+					  "the answer was blocked by Vertex AI safety filters (%s): %s",
+					  reason, detail);
+		else
+			attempt_error_set(p->err, 0, "content_filter",
+					  "the answer was blocked by Vertex AI safety filters (%s)",
+					  reason);
+		return -EIO;
+	}
+	p->finished = 1;
+	finish_reason_report(p, reason);
+	return 0;
+}
+
+static long token_count(json_t *usage, const char *key)
+{
+	json_t *count = json_object_get(usage, key);
+
+	/* proto3 leaves zero counters out. */
+	return json_is_integer(count) ? (long)json_integer_value(count) : 0;
+}
+
+/* One GenerateContentResponse. 0, or negative with P->err filled. */
+static int chunk_handle(struct stream_parser *p, json_t *chunk)
+{
+	json_t *status = json_object_get(chunk, "error");
+	json_t *feedback;
+	json_t *usage;
+	const char *block;
+	const char *detail;
+	const char *id;
+	int rc;
+
+	if (!json_is_object(chunk)) {
+		attempt_error_set(p->err, 0, "bad_response",
+				  "Vertex AI sent an answer chunk that is not a JSON object");
+		return -EIO;
+	}
+	if (status) {
+		rpc_status_report(status, p->err);
+		return -EIO;
+	}
+	id = json_string_value(json_object_get(chunk, "responseId"));
+	if (id && !p->request_id_sent) {
+		p->request_id_sent = 1;
+		p->ev->request_id(p->ctx, id);
+	}
+	feedback = json_object_get(chunk, "promptFeedback");
+	block = json_string_value(json_object_get(feedback, "blockReason"));
+	if (block) {
+		detail = json_string_value(json_object_get(feedback,
+							   "blockReasonMessage"));
+		if (detail)
+			attempt_error_set(p->err, 0, "content_filter",
+					  "the prompt was blocked by Vertex AI safety filters (%s): %s",
+					  block, detail);
+		else
+			attempt_error_set(p->err, 0, "content_filter",
+					  "the prompt was blocked by Vertex AI safety filters (%s)",
+					  block);
+		return -EIO;
+	}
+	usage = json_object_get(chunk, "usageMetadata");
+	if (json_is_object(usage))
+		/* Thinking tokens are billed as output. */
+		p->ev->usage(p->ctx, token_count(usage, "promptTokenCount"),
+			     token_count(usage, "candidatesTokenCount") +
+				     token_count(usage, "thoughtsTokenCount"));
+	rc = candidate_handle(p, json_array_get(json_object_get(chunk,
+								"candidates"),
+						0));
+	return rc;
+}
+
+static int on_sse_event(void *ctx, const char *event, const char *data,
+			size_t len)
+{
+	struct stream_parser *p = ctx;
+	json_t *chunk;
+	int rc;
+
+	(void)event;
+	if (len == 0)
+		return 0;
+	chunk = json_loadb(data, len, 0, NULL);
+	if (!chunk) {
+		/* A last event cut short is a cut stream, told by finish. */
+		if (p->at_eof)
+			return 0;
+		attempt_error_set(p->err, 0, "bad_response",
+				  "Vertex AI sent an answer chunk that is not JSON");
+		p->chunk_failed = 1;
+		return -EIO;
+	}
+	rc = chunk_handle(p, chunk);
+	json_decref(chunk);
+	if (rc < 0)
+		p->chunk_failed = 1;
+	return rc;
+}
+
+static struct stream_parser *vertex_parser_new(const struct answer_events *ev,
+					       void *ctx)
+{
+	struct stream_parser *p = calloc(1, sizeof(*p));
+
+	if (!p)
+		return NULL;
+	p->ev = ev;
+	p->ctx = ctx;
+	p->sse = sse_new(VERTEX_MAX_EVENT_BYTES, on_sse_event, p);
+	if (!p->sse) {
+		free(p);
+		return NULL;
+	}
+	return p;
+}
+
+static void vertex_parser_free(struct stream_parser *p)
+{
+	if (!p)
+		return;
+	sse_free(p->sse);
+	free(p->json);
+	free(p);
+}
+
+static int failure_remember(struct stream_parser *p, int rc)
+{
+	message_flatten(p->err->message);
+	p->failed = rc;
+	p->failure = *p->err;
+	return rc;
+}
+
+static int json_body_append(struct stream_parser *p, const char *data,
+			    size_t len)
+{
+	char *grown;
+
+	if (len > VERTEX_MAX_JSON_BYTES - p->json_len) {
+		attempt_error_set(p->err, 0, "too_large",
+				  "Vertex AI sent a JSON answer over %d bytes",
+				  VERTEX_MAX_JSON_BYTES);
+		return -EIO;
+	}
+	grown = realloc(p->json, p->json_len + len + 1);
+	if (!grown) {
+		attempt_error_set(p->err, 1, "no_memory",
+				  "out of memory reading the answer");
+		return -ENOMEM;
+	}
+	p->json = grown;
+	memcpy(p->json + p->json_len, data, len);
+	p->json_len += len;
+	p->json[p->json_len] = '\0';
+	return 0;
+}
+
+/* Decides from the first byte that is not blank whether the body is an
+ * event stream or a plain JSON document; the blanks before it mean
+ * nothing in either. */
+static size_t body_kind_detect(struct stream_parser *p, const char *data,
+			       size_t len)
+{
+	size_t skipped = 0;
+
+	while (skipped < len && isspace((unsigned char)data[skipped]))
+		skipped++;
+	if (skipped < len)
+		p->kind = data[skipped] == '{' || data[skipped] == '[' ?
+				  BODY_JSON : BODY_SSE;
+	return skipped;
+}
+
+static int vertex_parser_feed(struct stream_parser *p, const char *data,
+			      size_t len, struct attempt_error *err)
+{
+	size_t skipped;
+	int rc;
+
+	p->err = err;
+	if (p->failed) {
+		*err = p->failure;
+		return p->failed;
+	}
+	if (p->kind == BODY_UNKNOWN) {
+		skipped = body_kind_detect(p, data, len);
+		data += skipped;
+		len -= skipped;
+	}
+	if (p->kind == BODY_JSON) {
+		rc = json_body_append(p, data, len);
+		return rc < 0 ? failure_remember(p, rc) : 0;
+	}
+	if (len == 0)
+		return 0;
+	rc = sse_feed(p->sse, data, len);
+	if (rc >= 0)
+		return 0;
+	if (!p->chunk_failed) {
+		if (rc == -E2BIG)
+			attempt_error_set(err, 0, "too_large",
+					  "Vertex AI sent an answer chunk over %d bytes",
+					  VERTEX_MAX_EVENT_BYTES);
+		else
+			attempt_error_set(err, 1, "no_memory",
+					  "out of memory reading the answer");
+	}
+	return failure_remember(p, rc == -E2BIG ? -EIO : rc);
+}
+
+/* A 200 body that is one JSON document: an error Status (bare or in an
+ * array), one whole response, or an array of chunks. */
+static int json_body_finish(struct stream_parser *p)
+{
+	json_t *root = json_loadb(p->json, p->json_len, 0, NULL);
+	size_t i;
+	int rc = 0;
+
+	if (!root) {
+		attempt_error_set(p->err, 1, "stream_cut",
+				  "Vertex AI sent an answer that ends in the middle of its JSON");
+		return -EIO;
+	}
+	if (json_is_array(root)) {
+		for (i = 0; rc == 0 && i < json_array_size(root); i++)
+			rc = chunk_handle(p, json_array_get(root, i));
+	} else {
+		rc = chunk_handle(p, root);
+	}
+	json_decref(root);
+	return rc;
+}
+
+static int vertex_parser_finish(struct stream_parser *p,
+				struct attempt_error *err)
+{
+	int rc;
+
+	p->err = err;
+	if (p->failed) {
+		*err = p->failure;
+		return p->failed;
+	}
+	if (p->kind == BODY_JSON) {
+		rc = json_body_finish(p);
+		if (rc < 0)
+			return failure_remember(p, rc);
+	} else if (!p->finished && sse_pending(p->sse)) {
+		/* The stream may end without the blank line after its last
+		 * event: dispatch what is there. */
+		p->at_eof = 1;
+		rc = sse_feed(p->sse, "\n\n", 2);
+		if (rc < 0 && p->chunk_failed)
+			return failure_remember(p, rc);
+	}
+	if (p->finished)
+		return 0;
+	attempt_error_set(err, 1, "stream_cut",
+			  "the Vertex AI answer ended before it was complete");
+	return failure_remember(p, -EIO);
+}
+
+const struct backend backend_vertex = {
+	.name = "vertex",
+	.build_request = vertex_build_request,
+	.parser_new = vertex_parser_new,
+	.parser_feed = vertex_parser_feed,
+	.parser_finish = vertex_parser_finish,
+	.parser_free = vertex_parser_free,
+	.classify_error = vertex_classify_error,
+};

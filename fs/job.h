@@ -1,0 +1,70 @@
+/* Jobs (SPEC §5): a prompt handed to the engine, and the generated files
+ * beside it. A job lives in memory from submission until it ends; the
+ * files in state_dir/tree are its durable record, so a job that was
+ * queued or running when the daemon stopped is found and resumed at the
+ * next mount. */
+#ifndef PROMPTFS_JOB_H
+#define PROMPTFS_JOB_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "fs/node.h"
+
+struct job;
+
+/* One open NAME.response: where its reader is, so that a reader that got
+ * bytes of an attempt later thrown away gets EIO instead of a mixture. */
+struct response_reader {
+	struct job *job;	/* referenced; NULL for a finished job's file */
+	int fd;			/* the response file */
+	int failed;		/* finished job that failed: every read is EIO */
+	unsigned generation;
+	unsigned long long delivered;
+	struct fuse_pollhandle *poll_handle;	/* under the jobs lock */
+	struct response_reader *next_poller;
+	int polling;
+};
+
+int jobs_init(void);
+/* Before the engine stops: jobs it cancels now stay queued on disk. */
+void jobs_begin_shutdown(void);
+
+/* Finds the jobs recorded as queued or running in state_dir and hands
+ * them to the engine again. */
+void jobs_resume(void);
+
+/* Checks the prompt in FD: 0 if it would be submitted, -ENODATA if
+ * empty, -EINVAL/-EFBIG with the reason in ERR. */
+int job_check_prompt(int fd, char *err, size_t err_size);
+
+/* Submits the prompt file PROMPT_NAME (NAME.prompt) in DIR, open in
+ * PROMPT_FD, for UID. Durable before it returns 0. An empty prompt is
+ * not submitted (0). -EINVAL/-EFBIG: refused, reason in NAME.error. */
+int job_submit(struct node *dir, const char *prompt_name, int prompt_fd, uid_t uid);
+
+/* NAME.prompt is going away (rm, or renamed over): cancels its job and
+ * removes its generated files. */
+void job_remove(struct node *dir, const char *prompt_name);
+
+/* A generated file is being removed by hand: cancels the job if live. */
+void job_cancel_by_name(struct node *dir, const char *generated_name);
+
+/* Opens NAME.response for reading. 0 or -errno. */
+int job_response_open(struct node *dir, const char *response_name, int fd,
+		      struct response_reader *reader);
+void job_response_close(struct response_reader *reader);
+/* Answers REQ: bytes, EOF, EIO, EAGAIN, or parks it until one of those. */
+void job_response_read(fuse_req_t req, struct response_reader *reader, size_t size,
+		       off_t off, int nonblock);
+void job_response_poll(fuse_req_t req, struct response_reader *reader,
+		       struct fuse_pollhandle *ph);
+
+/* The current .meta text of the live job of META_NAME in DIR, or NULL
+ * when none is live (the file on disk is then the truth). Caller frees. */
+char *job_meta_snapshot(struct node *dir, const char *meta_name, size_t *len);
+
+/* Size of the live job's response so far; -1 when none is live. */
+long long job_response_size(struct node *dir, const char *response_name);
+
+#endif

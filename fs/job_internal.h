@@ -1,0 +1,73 @@
+/* What job.c (lifecycle) and job_read.c (readers) share. Not for other
+ * files: they use job.h. */
+#ifndef PROMPTFS_JOB_INTERNAL_H
+#define PROMPTFS_JOB_INTERNAL_H
+
+#include <jansson.h>
+#include <pthread.h>
+
+#include "fs/job.h"
+
+enum job_status { JOB_QUEUED, JOB_RUNNING, JOB_DONE, JOB_FAILED, JOB_CANCELLED };
+
+/* A read(2) of a .response that had nothing to return yet: its reply is
+ * sent later by whoever appends bytes or ends the job. */
+struct parked_read {
+	fuse_req_t req;
+	struct response_reader *reader;
+	size_t size;
+	off_t off;
+	struct parked_read *prev, *next;
+};
+
+struct job {
+	unsigned refs;			/* under jobs_lock */
+	struct node *dir;		/* referenced */
+	char *base;			/* NAME of NAME.prompt */
+	const struct model *model;
+	enum job_status status;
+	int in_table;
+	int detached;			/* superseded or removed: its files are not its own */
+	pthread_mutex_t file_lock;	/* held while writing its files at the end */
+	int response_fd;
+	unsigned long long size;	/* bytes of the current attempt */
+	unsigned generation;		/* attempts whose bytes were thrown away */
+	struct parked_read *parked;
+	struct response_reader *pollers;
+	json_t *meta;			/* the .meta object */
+	struct engine_job *engine_job;	/* while the engine holds it */
+	uid_t file_uid;
+	gid_t file_gid;
+	mode_t file_mode;
+	struct job *hash_next;
+};
+
+/* One lock for every job's state: short sections only, never I/O that
+ * can wait on the network. */
+extern pthread_mutex_t jobs_lock;
+
+/* A reply decided under jobs_lock and sent after it is released. */
+struct pending_reply {
+	fuse_req_t req;
+	int error;		/* 0: send DATA (LEN bytes, 0 = end of file) */
+	char *data;
+	size_t len;
+	struct pending_reply *next;
+};
+
+struct wakeups {
+	struct pending_reply *replies;
+	struct fuse_pollhandle **polls;
+	size_t n_polls, cap_polls;
+};
+
+/* With jobs_lock held: answers every parked read of JOB that can be
+ * answered now, and every poller, into W. */
+void job_wake_readers(struct job *job, struct wakeups *w);
+/* Without the lock: sends what job_wake_readers decided. */
+void wakeups_deliver(struct wakeups *w);
+
+struct job *job_lookup_locked(struct node *dir, const char *base);
+void job_put(struct job *job);
+
+#endif

@@ -1,0 +1,93 @@
+/* One log sink for the whole daemon; lines are written whole so that
+ * threads do not interleave them. */
+#include "fs/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static enum log_target log_target = LOG_TO_STDERR;
+static int log_level = LOG_INFO;
+static int log_fd = STDERR_FILENO;
+
+int log_open(enum log_target target, const char *file, int level)
+{
+	int fd;
+
+	log_level = level;
+	log_target = target;
+	if (target == LOG_TO_SYSLOG) {
+		openlog("promptfs", LOG_PID, LOG_DAEMON);
+		return 0;
+	}
+	if (target == LOG_TO_FILE) {
+		fd = open(file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+		if (fd < 0)
+			return -errno;
+		log_fd = fd;
+	}
+	return 0;
+}
+
+void log_close(void)
+{
+	if (log_target == LOG_TO_SYSLOG)
+		closelog();
+	else if (log_target == LOG_TO_FILE && log_fd > STDERR_FILENO)
+		close(log_fd);
+	log_target = LOG_TO_STDERR;
+	log_fd = STDERR_FILENO;
+}
+
+static const char *level_word(int level)
+{
+	switch (level) {
+	case LOG_ERR:
+		return "error";
+	case LOG_WARNING:
+		return "warn";
+	case LOG_INFO:
+		return "info";
+	default:
+		return "debug";
+	}
+}
+
+void log_msg(int level, const char *fmt, ...)
+{
+	char line[2048];
+	char stamp[32];
+	struct tm tm;
+	time_t now;
+	va_list ap;
+	int n;
+
+	if (level > log_level)
+		return;
+	va_start(ap, fmt);
+	if (log_target == LOG_TO_SYSLOG) {
+		vsyslog(level, fmt, ap);
+		va_end(ap);
+		return;
+	}
+	now = time(NULL);
+	gmtime_r(&now, &tm);
+	strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	n = snprintf(line, sizeof(line), "%s promptfs[%d] %s: ", stamp, (int)getpid(), level_word(level));
+	if (n > 0 && (size_t)n < sizeof(line))
+		n += vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	if ((size_t)n >= sizeof(line) - 1)
+		n = sizeof(line) - 2;
+	line[n++] = '\n';
+	/* one write(2) per line keeps lines from threads whole */
+	if (write(log_fd, line, (size_t)n) < 0)
+		return;
+}

@@ -1,0 +1,193 @@
+/* promptfs: mounts multi-cloud AI inference as files.
+ *
+ * Start-up order matters: everything that can fail on the user's input
+ * (options, config, credentials, state_dir, the mount itself) is checked
+ * before the daemon detaches, so the reason reaches the terminal; the
+ * engine thread starts after fuse_daemonize(), whose fork would lose it. */
+#include <curl/curl.h>
+#include <errno.h>
+#include <jansson.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fs/job.h"
+#include "fs/log.h"
+#include "fs/node.h"
+#include "fs/ops.h"
+#include "fs/promptfs.h"
+#include "fs/state.h"
+
+struct promptfs pfs = {
+	.state_fd = -1, .tree_fd = -1, .staging_fd = -1, .lock_fd = -1,
+};
+
+static int load_config(const struct mount_options *opts, struct config **cfg)
+{
+	char err[CONFIG_ERROR_MAX];
+	int rc;
+
+	if (opts->config_path)
+		rc = config_load(opts->config_path, opts->catalog_path, cfg, err);
+	else
+		rc = config_from_environment(opts->catalog_path, cfg, err);
+	if (rc < 0)
+		fprintf(stderr, "promptfs: %s\n", err);
+	return rc;
+}
+
+/* A state_dir inside the mount would be served by the mount itself. */
+static int check_state_dir_placement(const struct mount_options *opts)
+{
+	char mnt[PATH_MAX], state[PATH_MAX];
+	size_t n;
+
+	if (!realpath(opts->mountpoint, mnt)) {
+		fprintf(stderr, "promptfs: mountpoint %s: %s\n", opts->mountpoint, strerror(errno));
+		return -errno;
+	}
+	if (!realpath(opts->state_dir, state))
+		return 0;	/* created later, outside anything we serve */
+	n = strlen(mnt);
+	if (strncmp(state, mnt, n) == 0 && (state[n] == '/' || state[n] == '\0')) {
+		fprintf(stderr, "promptfs: state_dir %s is inside the mountpoint %s\n",
+			opts->state_dir, opts->mountpoint);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int serve(struct fuse_session *se)
+{
+	struct fuse_loop_config *loop = fuse_loop_cfg_create();
+	int rc;
+
+	if (!loop)
+		return -ENOMEM;
+	/* Parked reads hold no thread; these serve opens, closes (which
+	 * fsync submissions) and stats arriving together. */
+	fuse_loop_cfg_set_max_threads(loop, 64);
+	fuse_loop_cfg_set_idle_threads(loop, 16);
+	rc = fuse_session_loop_mt(se, loop);
+	fuse_loop_cfg_destroy(loop);
+	return rc;
+}
+
+static void ignore_sighup(void)
+{
+	struct sigaction sa = { .sa_handler = SIG_IGN };
+
+	/* libfuse maps SIGHUP to unmount; the contract says it must not */
+	sigaction(SIGHUP, &sa, NULL);
+}
+
+int main(int argc, char *argv[])
+{
+	struct engine_options engine_opts = { 0 };
+	struct mount_options opts;
+	struct fuse_args args;
+	struct config *cfg = NULL;
+	struct fuse_session *se = NULL;
+	char err[1024];
+	int rc, status = 1;
+
+	rc = options_parse(argc, argv, &opts, &args, err, sizeof(err));
+	if (rc < 0) {
+		fprintf(stderr, "promptfs: %s\n", err);
+		goto out_args;
+	}
+	if (opts.show_help) {
+		options_print_help(argv[0]);
+		status = 0;
+		goto out_args;
+	}
+	if (opts.show_version) {
+		printf("promptfs %s (libfuse %s, %s)\n", PROMPTFS_VERSION, fuse_pkgversion(),
+		       curl_version());
+		status = 0;
+		goto out_args;
+	}
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+		fprintf(stderr, "promptfs: cannot initialise libcurl\n");
+		goto out_args;
+	}
+	json_object_seed(0);
+	if (load_config(&opts, &cfg) < 0)
+		goto out_curl;
+	if (opts.print_config) {
+		status = config_print(cfg, stdout) < 0 ? 1 : 0;
+		goto out_config;
+	}
+	if (check_state_dir_placement(&opts) < 0)
+		goto out_config;
+	pfs.opts = &opts;
+	pfs.config = cfg;
+	pfs.daemon_uid = geteuid();
+	pfs.daemon_is_root = geteuid() == 0;
+	if (state_open(opts.state_dir, err, sizeof(err)) < 0) {
+		fprintf(stderr, "promptfs: %s\n", err);
+		goto out_config;
+	}
+	rc = node_table_init(pfs.tree_fd);
+	if (rc < 0) {
+		fprintf(stderr, "promptfs: %s\n", strerror(-rc));
+		goto out_state;
+	}
+	jobs_init();
+	se = fuse_session_new(&args, &promptfs_ops, sizeof(promptfs_ops), NULL);
+	if (!se)
+		goto out_nodes;	/* libfuse said why on stderr */
+	pfs.session = se;
+	if (fuse_set_signal_handlers(se) != 0)
+		goto out_session;
+	ignore_sighup();
+	if (fuse_session_mount(se, opts.mountpoint) != 0)
+		goto out_signals;
+	if (log_open(opts.log_target, opts.log_file, opts.log_level) < 0) {
+		fprintf(stderr, "promptfs: log %s: %s\n", opts.log_file, strerror(errno));
+		goto out_unmount;
+	}
+	if (fuse_daemonize(opts.foreground) != 0)
+		goto out_log;
+
+	engine_opts.max_inflight = opts.max_inflight;
+	engine_opts.connect_timeout_s = opts.connect_timeout_s;
+	engine_opts.cafile = opts.cafile;
+	engine_opts.max_body_bytes = opts.max_answer_bytes * 4;
+	pfs.engine = engine_new(&engine_opts, &rc);
+	if (!pfs.engine) {
+		log_error("cannot start the engine: %s", strerror(-rc));
+		goto out_log;
+	}
+	jobs_resume();
+	log_info("mounted %s (state_dir %s)", opts.mountpoint, opts.state_dir);
+	status = serve(se) == 0 ? 0 : 1;
+	log_info("unmounting %s", opts.mountpoint);
+
+	jobs_begin_shutdown();
+	engine_free(pfs.engine);
+	pfs.engine = NULL;
+out_log:
+	log_close();
+out_unmount:
+	fuse_session_unmount(se);
+out_signals:
+	fuse_remove_signal_handlers(se);
+out_session:
+	fuse_session_destroy(se);
+out_nodes:
+	node_table_destroy();
+out_state:
+	state_close();
+out_config:
+	config_free(cfg);
+out_curl:
+	curl_global_cleanup();
+out_args:
+	fuse_opt_free_args(&args);
+	options_release(&opts);
+	return status;
+}

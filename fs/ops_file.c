@@ -1,0 +1,313 @@
+/* Open files: ordinary files pass through to state_dir; a prompt open for
+ * writing is submitted by the close() that flushes it; a .response is
+ * read through its job, parking reads that must wait. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fs/job.h"
+#include "fs/ops_internal.h"
+#include "fs/state.h"
+
+static struct handle *handle_of(const struct fuse_file_info *fi)
+{
+	return (struct handle *)(uintptr_t)fi->fh;
+}
+
+static int wants_write(int flags)
+{
+	return (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
+}
+
+static int is_generated(enum file_role role)
+{
+	return role == ROLE_RESPONSE || role == ROLE_META || role == ROLE_ERROR;
+}
+
+/* Flags for the backing open: a prompt is opened read-write so that its
+ * close can read back what it submits. */
+static int backing_flags(int flags, enum file_role role)
+{
+	flags &= ~(O_CREAT | O_EXCL | O_NOCTTY | O_NONBLOCK);
+	if (role == ROLE_PROMPT && (flags & O_ACCMODE) == O_WRONLY)
+		flags = (flags & ~O_ACCMODE) | O_RDWR;
+	return flags | O_NOFOLLOW | O_CLOEXEC;
+}
+
+static void handle_free(struct handle *h)
+{
+	if (h->kind == HANDLE_RESPONSE)
+		job_response_close(&h->reader);
+	else if (h->fd >= 0)
+		close(h->fd);
+	free(h->snapshot);
+	node_put(h->node);
+	free(h);
+}
+
+/* Fills H for an open of NAME in DIR with FLAGS, on backing FD. */
+static int handle_setup(struct handle *h, struct node *dir, const char *name, int fd,
+			int flags, struct fuse_file_info *fi)
+{
+	enum file_role role = node_in_model_tree(dir) ? file_role_of(name) : ROLE_PLAIN;
+
+	h->fd = fd;
+	h->nonblock = (flags & O_NONBLOCK) != 0;
+	switch (role) {
+	case ROLE_PROMPT:
+		h->kind = (flags & O_ACCMODE) != O_RDONLY ? HANDLE_PROMPT : HANDLE_PLAIN;
+		break;
+	case ROLE_RESPONSE:
+		h->kind = HANDLE_RESPONSE;
+		/* its size grows while it is read: no page cache, no size limit */
+		fi->direct_io = 1;
+		h->fd = -1;
+		return job_response_open(dir, name, fd, &h->reader);
+	case ROLE_META:
+		fi->direct_io = 1;
+		h->snapshot = job_meta_snapshot(dir, name, &h->snapshot_len);
+		h->kind = h->snapshot ? HANDLE_SNAPSHOT : HANDLE_PLAIN;
+		break;
+	case ROLE_ERROR:
+		fi->direct_io = 1;
+		h->kind = HANDLE_PLAIN;
+		break;
+	default:
+		h->kind = HANDLE_PLAIN;
+		break;
+	}
+	return 0;
+}
+
+void ops_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		struct fuse_file_info *fi)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct node *dir = node_from_ino(parent);
+	struct fuse_entry_param e;
+	enum file_role role;
+	struct handle *h;
+	int fd, created = 1, rc;
+
+	if (!node_in_model_tree(dir)) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	role = file_role_of(name);
+	if (is_generated(role)) {
+		fuse_reply_err(req, EACCES);
+		return;
+	}
+	fd = openat(dir->fd, name, backing_flags(fi->flags, role) | O_CREAT | O_EXCL, mode);
+	if (fd < 0 && errno == EEXIST && !(fi->flags & O_EXCL)) {
+		created = 0;
+		fd = openat(dir->fd, name, backing_flags(fi->flags, role));
+	}
+	if (fd < 0) {
+		fuse_reply_err(req, errno);
+		return;
+	}
+	if (created)
+		state_give_file(fd, ctx->uid, ctx->gid);
+	h = calloc(1, sizeof(*h));
+	if (!h) {
+		close(fd);
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	rc = ops_make_entry(dir, name, &e);
+	if (rc < 0) {
+		close(fd);
+		free(h);
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	h->node = node_from_ino(e.ino);
+	node_hold(h->node);
+	handle_setup(h, dir, name, fd, fi->flags, fi);
+	fi->fh = (uintptr_t)h;
+	if (fuse_reply_create(req, &e, fi) != 0) {
+		/* the kernel gave up on this open: forget what it never saw */
+		node_forget(h->node, 1);
+		handle_free(h);
+	}
+}
+
+void ops_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct node *n = node_from_ino(ino);
+	struct node *dir;
+	enum file_role role;
+	struct handle *h;
+	char *name;
+	int fd, rc;
+
+	if (n->kind != NODE_FILE) {
+		fuse_reply_err(req, EISDIR);
+		return;
+	}
+	rc = node_file_location(n, &dir, &name);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	role = node_in_model_tree(dir) ? file_role_of(name) : ROLE_PLAIN;
+	if (is_generated(role) && wants_write(fi->flags)) {
+		rc = -EACCES;	/* generated files are read-only, even for root */
+		goto out;
+	}
+	fd = openat(dir->fd, name, backing_flags(fi->flags, role));
+	if (fd < 0) {
+		rc = -errno;
+		goto out;
+	}
+	h = calloc(1, sizeof(*h));
+	if (!h) {
+		close(fd);
+		rc = -ENOMEM;
+		goto out;
+	}
+	node_hold(n);
+	h->node = n;
+	handle_setup(h, dir, name, fd, fi->flags, fi);
+	fi->fh = (uintptr_t)h;
+	if (fuse_reply_open(req, fi) != 0)
+		handle_free(h);
+out:
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	free(name);
+	node_put(dir);
+}
+
+void ops_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+	      struct fuse_file_info *fi)
+{
+	struct handle *h = handle_of(fi);
+	char *buf;
+	ssize_t got;
+
+	(void)ino;
+	if (h->kind == HANDLE_RESPONSE) {
+		job_response_read(req, &h->reader, size, off,
+				  h->nonblock || (fi->flags & O_NONBLOCK));
+		return;
+	}
+	if (h->kind == HANDLE_SNAPSHOT) {
+		size_t start = off < 0 ? 0 : (size_t)off;
+
+		if (start > h->snapshot_len)
+			start = h->snapshot_len;
+		if (size > h->snapshot_len - start)
+			size = h->snapshot_len - start;
+		fuse_reply_buf(req, h->snapshot + start, size);
+		return;
+	}
+	buf = malloc(size ? size : 1);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	got = pread(h->fd, buf, size, off);
+	if (got < 0)
+		fuse_reply_err(req, errno);
+	else
+		fuse_reply_buf(req, buf, (size_t)got);
+	free(buf);
+}
+
+void ops_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+	       struct fuse_file_info *fi)
+{
+	struct handle *h = handle_of(fi);
+	ssize_t written;
+
+	(void)ino;
+	if (h->kind != HANDLE_PLAIN && h->kind != HANDLE_PROMPT) {
+		fuse_reply_err(req, EBADF);
+		return;
+	}
+	if (h->kind == HANDLE_PROMPT) {
+		struct stat st;
+		off_t end = off;
+
+		if ((fi->flags & O_APPEND) && fstat(h->fd, &st) == 0)
+			end = st.st_size;
+		if ((size_t)end + size > pfs.opts->max_prompt_bytes) {
+			fuse_reply_err(req, EFBIG);
+			return;
+		}
+	}
+	written = pwrite(h->fd, buf, size, off);
+	if (written < 0) {
+		fuse_reply_err(req, errno);
+		return;
+	}
+	if (h->kind == HANDLE_PROMPT)
+		h->dirty = 1;
+	fuse_reply_write(req, (size_t)written);
+}
+
+/* close(2) of a written prompt: submit it. Its return value is close's. */
+void ops_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct handle *h = handle_of(fi);
+	struct node *dir;
+	char *name;
+	int rc;
+
+	(void)ino;
+	if (h->kind != HANDLE_PROMPT || !h->dirty) {
+		fuse_reply_err(req, 0);
+		return;
+	}
+	h->dirty = 0;
+	rc = node_file_location(h->node, &dir, &name);
+	if (rc < 0) {
+		fuse_reply_err(req, 0);	/* removed while open: nothing to submit */
+		return;
+	}
+	if (node_in_model_tree(dir) && file_role_of(name) == ROLE_PROMPT)
+		rc = job_submit(dir, name, h->fd, ctx->uid);
+	free(name);
+	node_put(dir);
+	fuse_reply_err(req, rc < 0 ? -rc : 0);
+}
+
+void ops_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	handle_free(handle_of(fi));
+	fuse_reply_err(req, 0);
+}
+
+void ops_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	struct handle *h = handle_of(fi);
+	int fd = h->kind == HANDLE_RESPONSE ? h->reader.fd : h->fd;
+	int rc = 0;
+
+	(void)ino;
+	if (fd >= 0)
+		rc = datasync ? fdatasync(fd) : fsync(fd);
+	fuse_reply_err(req, rc < 0 ? errno : 0);
+}
+
+void ops_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
+	      struct fuse_pollhandle *ph)
+{
+	struct handle *h = handle_of(fi);
+
+	(void)ino;
+	if (h->kind == HANDLE_RESPONSE) {
+		job_response_poll(req, &h->reader, ph);
+		return;
+	}
+	if (ph)
+		fuse_pollhandle_destroy(ph);
+	fuse_reply_poll(req, POLLIN | POLLRDNORM | POLLOUT | POLLWRNORM);
+}

@@ -1,0 +1,599 @@
+/* Names, attributes and directories: lookup, getattr, setattr, readdir,
+ * mkdir, rmdir, unlink, rename. The structure that comes from the config
+ * (clouds, regions, models) cannot be changed here (EPERM); below a model
+ * the tree behaves like a disk. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fs/job.h"
+#include "fs/node.h"
+#include "fs/ops_internal.h"
+#include "fs/state.h"
+
+/* Structure changes rarely: the kernel may cache it briefly. Files
+ * change under jobs: always ask. */
+#define STRUCTURE_TIMEOUT 1.0
+
+static int is_structure_level(const struct node *dir)
+{
+	return dir->kind == NODE_ROOT || dir->kind == NODE_CLOUD || dir->kind == NODE_REGION;
+}
+
+/* Whether NAME in DIR is part of the tree the config describes. Below a
+ * model everything is visible. */
+int ops_name_visible(const struct node *dir, const char *name)
+{
+	switch (dir->kind) {
+	case NODE_ROOT:
+		for (size_t i = 0; i < pfs.config->n_clouds; i++) {
+			if (strcmp(pfs.config->clouds[i].name, name) == 0)
+				return 1;
+		}
+		return 0;
+	case NODE_CLOUD:
+		for (size_t i = 0; dir->cloud && i < dir->cloud->n_regions; i++) {
+			if (strcmp(dir->cloud->regions[i].name, name) == 0)
+				return 1;
+		}
+		return 0;
+	case NODE_REGION:
+		for (size_t i = 0; dir->region && i < dir->region->n_models; i++) {
+			if (strcmp(dir->region->models[i].name, name) == 0)
+				return 1;
+		}
+		return 0;
+	default:
+		return 1;
+	}
+}
+
+static double timeout_for(const struct node *n)
+{
+	return n->kind == NODE_FILE || n->kind == NODE_WORKSPACE ? 0.0 : STRUCTURE_TIMEOUT;
+}
+
+int ops_stat_node(struct node *n, struct stat *st)
+{
+	struct node *dir;
+	char *name;
+	int rc;
+
+	if (n->kind != NODE_FILE) {
+		if (fstatat(n->fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
+			return -errno;
+		node_fill_attr(n, NULL, st);
+		return 0;
+	}
+	rc = node_file_location(n, &dir, &name);
+	if (rc < 0)
+		return rc;
+	rc = fstatat(dir->fd, name, st, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+	if (rc == 0)
+		node_fill_attr(n, name, st);
+	free(name);
+	node_put(dir);
+	return rc;
+}
+
+/* Looks NAME up in DIR and fills E with one kernel reference. */
+int ops_make_entry(struct node *dir, const char *name, struct fuse_entry_param *e)
+{
+	struct node *n;
+	struct stat st;
+
+	memset(e, 0, sizeof(*e));
+	if (!ops_name_visible(dir, name))
+		return -ENOENT;
+	if (fstatat(dir->fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	if (is_structure_level(dir) && !S_ISDIR(st.st_mode))
+		return -ENOENT;
+	n = node_get_child(dir, name, &st, 1);
+	if (!n)
+		return -ENOMEM;
+	node_fill_attr(n, name, &st);
+	e->ino = node_ino(n);
+	e->attr = st;
+	e->attr_timeout = timeout_for(n);
+	e->entry_timeout = timeout_for(n);
+	return 0;
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fuse_entry_param e;
+	int rc = ops_make_entry(node_from_ino(parent), name, &e);
+
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_entry(req, &e);
+}
+
+static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	node_forget(node_from_ino(ino), nlookup);
+	fuse_reply_none(req);
+}
+
+static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+	for (size_t i = 0; i < count; i++)
+		node_forget(node_from_ino(forgets[i].ino), forgets[i].nlookup);
+	fuse_reply_none(req);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct node *n = node_from_ino(ino);
+	struct stat st;
+	int rc;
+
+	(void)fi;
+	rc = ops_stat_node(n, &st);
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_attr(req, &st, timeout_for(n));
+}
+
+/* chmod, chown and utimes of a directory through its O_PATH descriptor. */
+static int setattr_directory(struct node *n, const struct stat *attr, int to_set)
+{
+	char path[64];
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", n->fd);
+	if ((to_set & FUSE_SET_ATTR_MODE) && chmod(path, attr->st_mode & 07777) < 0)
+		return -errno;
+	if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
+		uid_t uid = to_set & FUSE_SET_ATTR_UID ? attr->st_uid : (uid_t)-1;
+		gid_t gid = to_set & FUSE_SET_ATTR_GID ? attr->st_gid : (gid_t)-1;
+
+		if (fchownat(n->fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
+			return -errno;
+	}
+	if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
+		struct timespec ts[2] = { { .tv_nsec = UTIME_OMIT }, { .tv_nsec = UTIME_OMIT } };
+
+		if (to_set & FUSE_SET_ATTR_ATIME_NOW)
+			ts[0].tv_nsec = UTIME_NOW;
+		else if (to_set & FUSE_SET_ATTR_ATIME)
+			ts[0] = attr->st_atim;
+		if (to_set & FUSE_SET_ATTR_MTIME_NOW)
+			ts[1].tv_nsec = UTIME_NOW;
+		else if (to_set & FUSE_SET_ATTR_MTIME)
+			ts[1] = attr->st_mtim;
+		if (utimensat(AT_FDCWD, path, ts, 0) < 0)
+			return -errno;
+	}
+	return 0;
+}
+
+static int setattr_file(struct node *dir, const char *name, const struct stat *attr,
+			int to_set, struct fuse_file_info *fi)
+{
+	enum file_role role = node_in_model_tree(dir) ? file_role_of(name) : ROLE_PLAIN;
+	int generated = role == ROLE_RESPONSE || role == ROLE_META || role == ROLE_ERROR;
+
+	if (generated && (to_set & FUSE_SET_ATTR_SIZE))
+		return -EACCES;
+	if (generated && (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)))
+		return -EPERM;	/* they follow their prompt */
+	if ((to_set & FUSE_SET_ATTR_MODE) && fchmodat(dir->fd, name, attr->st_mode & 07777, 0) < 0)
+		return -errno;
+	if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
+		uid_t uid = to_set & FUSE_SET_ATTR_UID ? attr->st_uid : (uid_t)-1;
+		gid_t gid = to_set & FUSE_SET_ATTR_GID ? attr->st_gid : (gid_t)-1;
+
+		if (fchownat(dir->fd, name, uid, gid, AT_SYMLINK_NOFOLLOW) < 0)
+			return -errno;
+	}
+	if (to_set & FUSE_SET_ATTR_SIZE) {
+		int rc;
+
+		if (role == ROLE_PROMPT && (size_t)attr->st_size > pfs.opts->max_prompt_bytes)
+			return -EFBIG;
+		if (fi && fi->fh)
+			rc = ftruncate(((struct handle *)(uintptr_t)fi->fh)->fd, attr->st_size);
+		else {
+			int fd = openat(dir->fd, name, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+
+			if (fd < 0)
+				return -errno;
+			rc = ftruncate(fd, attr->st_size);
+			close(fd);
+		}
+		if (rc < 0)
+			return -errno;
+	}
+	if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
+		struct timespec ts[2] = { { .tv_nsec = UTIME_OMIT }, { .tv_nsec = UTIME_OMIT } };
+
+		if (to_set & FUSE_SET_ATTR_ATIME_NOW)
+			ts[0].tv_nsec = UTIME_NOW;
+		else if (to_set & FUSE_SET_ATTR_ATIME)
+			ts[0] = attr->st_atim;
+		if (to_set & FUSE_SET_ATTR_MTIME_NOW)
+			ts[1].tv_nsec = UTIME_NOW;
+		else if (to_set & FUSE_SET_ATTR_MTIME)
+			ts[1] = attr->st_mtim;
+		if (utimensat(dir->fd, name, ts, AT_SYMLINK_NOFOLLOW) < 0)
+			return -errno;
+	}
+	return 0;
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+		       struct fuse_file_info *fi)
+{
+	struct node *n = node_from_ino(ino);
+	struct node *dir;
+	struct stat st;
+	char *name;
+	int rc;
+
+	if (n->kind != NODE_FILE) {
+		rc = (to_set & FUSE_SET_ATTR_SIZE) ? -EISDIR : setattr_directory(n, attr, to_set);
+	} else {
+		rc = node_file_location(n, &dir, &name);
+		if (rc == 0) {
+			rc = setattr_file(dir, name, attr, to_set, fi);
+			free(name);
+			node_put(dir);
+		}
+	}
+	if (rc == 0)
+		rc = ops_stat_node(n, &st);
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_attr(req, &st, timeout_for(n));
+}
+
+/* ---- directories ---- */
+
+struct dir_handle {
+	DIR *dp;
+	struct node *node;
+	off_t offset;
+	struct dirent *entry;
+};
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct node *n = node_from_ino(ino);
+	struct dir_handle *d;
+	int fd;
+
+	if (n->kind == NODE_FILE) {
+		fuse_reply_err(req, ENOTDIR);
+		return;
+	}
+	d = calloc(1, sizeof(*d));
+	if (!d) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	fd = openat(n->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0)
+		d->dp = fdopendir(fd);
+	if (!d->dp) {
+		int err = errno;
+
+		if (fd >= 0)
+			close(fd);
+		free(d);
+		fuse_reply_err(req, err);
+		return;
+	}
+	d->node = n;
+	fi->fh = (uintptr_t)d;
+	fuse_reply_open(req, fi);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
+		       struct fuse_file_info *fi)
+{
+	struct dir_handle *d = (struct dir_handle *)(uintptr_t)fi->fh;
+	char *buf = calloc(1, size);
+	size_t used = 0;
+
+	(void)ino;
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	if (offset != d->offset) {
+		seekdir(d->dp, offset);
+		d->entry = NULL;
+		d->offset = offset;
+	}
+	for (;;) {
+		struct stat st = { 0 };
+		size_t need;
+
+		if (!d->entry) {
+			errno = 0;
+			d->entry = readdir(d->dp);
+			if (!d->entry)
+				break;
+		}
+		if (strcmp(d->entry->d_name, ".") != 0 && strcmp(d->entry->d_name, "..") != 0 &&
+		    !ops_name_visible(d->node, d->entry->d_name)) {
+			d->offset = d->entry->d_off;
+			d->entry = NULL;
+			continue;
+		}
+		st.st_ino = d->entry->d_ino;
+		st.st_mode = (mode_t)d->entry->d_type << 12;
+		need = fuse_add_direntry(req, buf + used, size - used, d->entry->d_name, &st,
+					 d->entry->d_off);
+		if (need > size - used)
+			break;	/* the next call starts with this entry */
+		used += need;
+		d->offset = d->entry->d_off;
+		d->entry = NULL;
+	}
+	fuse_reply_buf(req, buf, used);
+	free(buf);
+}
+
+static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct dir_handle *d = (struct dir_handle *)(uintptr_t)fi->fh;
+
+	(void)ino;
+	closedir(d->dp);
+	free(d);
+	fuse_reply_err(req, 0);
+}
+
+static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	struct dir_handle *d = (struct dir_handle *)(uintptr_t)fi->fh;
+
+	(void)ino;
+	(void)datasync;
+	fuse_reply_err(req, fsync(dirfd(d->dp)) < 0 ? errno : 0);
+}
+
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct node *dir = node_from_ino(parent);
+	struct fuse_entry_param e;
+	int rc;
+
+	if (!node_in_model_tree(dir)) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	if (mkdirat(dir->fd, name, mode) < 0) {
+		fuse_reply_err(req, errno);
+		return;
+	}
+	if (pfs.daemon_is_root)
+		fchownat(dir->fd, name, ctx->uid, ctx->gid, AT_SYMLINK_NOFOLLOW);
+	rc = ops_make_entry(dir, name, &e);
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_entry(req, &e);
+}
+
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct node *dir = node_from_ino(parent);
+
+	if (!node_in_model_tree(dir)) {
+		fuse_reply_err(req, ops_name_visible(dir, name) ? EPERM : ENOENT);
+		return;
+	}
+	fuse_reply_err(req, unlinkat(dir->fd, name, AT_REMOVEDIR) < 0 ? errno : 0);
+}
+
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct node *dir = node_from_ino(parent);
+	enum file_role role;
+	struct stat st;
+
+	if (!node_in_model_tree(dir)) {
+		fuse_reply_err(req, ops_name_visible(dir, name) ? EPERM : ENOENT);
+		return;
+	}
+	if (fstatat(dir->fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+		fuse_reply_err(req, errno);
+		return;
+	}
+	role = S_ISREG(st.st_mode) ? file_role_of(name) : ROLE_PLAIN;
+	if (role == ROLE_PROMPT)
+		job_remove(dir, name);
+	else if (role != ROLE_PLAIN)
+		job_cancel_by_name(dir, name);
+	if (unlinkat(dir->fd, name, 0) < 0) {
+		fuse_reply_err(req, errno);
+		return;
+	}
+	node_file_renamed(dir, name, NULL, NULL);
+	fuse_reply_err(req, 0);
+}
+
+static int rename_checks(struct node *from_dir, const char *from, struct node *to_dir,
+			 const char *to, int *submit)
+{
+	enum file_role from_role, to_role;
+	struct stat st;
+
+	*submit = 0;
+	if (!node_in_model_tree(from_dir) || !node_in_model_tree(to_dir))
+		return -EPERM;
+	if (fstatat(from_dir->fd, from, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode))
+		return 0;	/* workspaces move freely */
+	from_role = file_role_of(from);
+	to_role = file_role_of(to);
+	if (from_role == ROLE_RESPONSE || from_role == ROLE_META || from_role == ROLE_ERROR)
+		return -EPERM;
+	if (to_role == ROLE_RESPONSE || to_role == ROLE_META || to_role == ROLE_ERROR)
+		return -EACCES;
+	*submit = to_role == ROLE_PROMPT;
+	return 0;
+}
+
+/* The batch pattern: `mv x.tmp x.prompt` submits. The prompt is checked
+ * before the rename, so a refused one stays where it was. */
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      fuse_ino_t newparent, const char *newname, unsigned int flags)
+{
+	struct node *from_dir = node_from_ino(parent);
+	struct node *to_dir = node_from_ino(newparent);
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	char reason[512];
+	int submit, rc, fd = -1;
+
+	rc = rename_checks(from_dir, name, to_dir, newname, &submit);
+	if (rc < 0)
+		goto out;
+	if (submit) {
+		fd = openat(from_dir->fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0) {
+			rc = -errno;
+			goto out;
+		}
+		rc = job_check_prompt(fd, reason, sizeof(reason));
+		if (rc == -EINVAL || rc == -EFBIG) {
+			/* refused: the reason goes where the job would have been */
+			rc = job_submit(to_dir, newname, fd, ctx->uid);
+			goto out;
+		}
+		if (rc < 0 && rc != -ENODATA)
+			goto out;
+	}
+	if (file_role_of(name) == ROLE_PROMPT && node_in_model_tree(from_dir))
+		job_remove(from_dir, name);
+	if (renameat2(from_dir->fd, name, to_dir->fd, newname, flags) < 0) {
+		rc = -errno;
+		goto out;
+	}
+	node_file_renamed(from_dir, name, to_dir, newname);
+	rc = 0;
+	if (submit)
+		rc = job_submit(to_dir, newname, fd, ctx->uid);
+out:
+	if (fd >= 0)
+		close(fd);
+	fuse_reply_err(req, -rc);
+}
+
+static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+	(void)ino;
+	(void)newparent;
+	(void)newname;
+	/* one job per prompt file: a second name for it would be ambiguous */
+	fuse_reply_err(req, EPERM);
+}
+
+static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+	(void)link;
+	(void)parent;
+	(void)name;
+	fuse_reply_err(req, EPERM);
+}
+
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		     dev_t rdev)
+{
+	(void)parent;
+	(void)name;
+	(void)mode;
+	(void)rdev;
+	fuse_reply_err(req, EPERM);
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct statvfs sv;
+
+	(void)ino;
+	if (fstatvfs(pfs.tree_fd, &sv) < 0)
+		fuse_reply_err(req, errno);
+	else
+		fuse_reply_statfs(req, &sv);
+}
+
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	(void)ino;
+	(void)name;
+	(void)size;
+	fuse_reply_err(req, ENODATA);
+}
+
+static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	(void)ino;
+	if (size == 0)
+		fuse_reply_xattr(req, 0);
+	else
+		fuse_reply_buf(req, NULL, 0);
+}
+
+static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+			size_t size, int flags)
+{
+	(void)ino;
+	(void)name;
+	(void)value;
+	(void)size;
+	(void)flags;
+	fuse_reply_err(req, ENOTSUP);
+}
+
+static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	(void)ino;
+	(void)name;
+	fuse_reply_err(req, ENODATA);
+}
+
+const struct fuse_lowlevel_ops promptfs_ops = {
+	.lookup = op_lookup,
+	.forget = op_forget,
+	.forget_multi = op_forget_multi,
+	.getattr = op_getattr,
+	.setattr = op_setattr,
+	.opendir = op_opendir,
+	.readdir = op_readdir,
+	.releasedir = op_releasedir,
+	.fsyncdir = op_fsyncdir,
+	.mkdir = op_mkdir,
+	.rmdir = op_rmdir,
+	.unlink = op_unlink,
+	.rename = op_rename,
+	.link = op_link,
+	.symlink = op_symlink,
+	.mknod = op_mknod,
+	.statfs = op_statfs,
+	.getxattr = op_getxattr,
+	.listxattr = op_listxattr,
+	.setxattr = op_setxattr,
+	.removexattr = op_removexattr,
+	.create = ops_create,
+	.open = ops_open,
+	.read = ops_read,
+	.write = ops_write,
+	.flush = ops_flush,
+	.release = ops_release,
+	.fsync = ops_fsync,
+	.poll = ops_poll,
+};

@@ -1,0 +1,464 @@
+/* Prompt files into requests (see prompt.h). */
+#include "fs/prompt.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+/* Bytes reckoned for one message's role and framing (SPEC §6.4). */
+#define COST_BYTES_PER_MESSAGE 8
+#define MAX_STOP_SEQUENCES 4
+/* How much of an unknown key an error message repeats. */
+#define KEY_ECHO_BYTES 64
+
+static void err_set(char *err, size_t err_size, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void err_set(char *err, size_t err_size, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err || err_size == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, err_size, fmt, ap);
+	va_end(ap);
+}
+
+static int is_blank(char c)
+{
+	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+/* The offset of the first byte that does not start a well-formed UTF-8
+ * sequence (RFC 3629: no overlong forms, no surrogates, nothing above
+ * U+10FFFF, no sequence cut by the end), or LEN when all of BUF is UTF-8.
+ * NUL counts as invalid: the text is kept in C strings. */
+static size_t utf8_invalid_offset(const char *buf, size_t len)
+{
+	const unsigned char *s = (const unsigned char *)buf;
+	size_t pos = 0;
+	size_t need;
+	size_t i;
+	unsigned char lo;
+	unsigned char hi;
+
+	while (pos < len) {
+		lo = 0x80;
+		hi = 0xBF;
+		if (s[pos] == 0x00)
+			return pos;
+		if (s[pos] < 0x80) {
+			pos++;
+			continue;
+		}
+		if (s[pos] >= 0xC2 && s[pos] <= 0xDF) {
+			need = 2;
+		} else if (s[pos] >= 0xE0 && s[pos] <= 0xEF) {
+			need = 3;
+			if (s[pos] == 0xE0)
+				lo = 0xA0;	/* shorter form exists: overlong */
+			else if (s[pos] == 0xED)
+				hi = 0x9F;	/* U+D800..U+DFFF: surrogates */
+		} else if (s[pos] >= 0xF0 && s[pos] <= 0xF4) {
+			need = 4;
+			if (s[pos] == 0xF0)
+				lo = 0x90;	/* overlong */
+			else if (s[pos] == 0xF4)
+				hi = 0x8F;	/* above U+10FFFF */
+		} else {
+			return pos;	/* continuation byte, C0/C1, F5..FF */
+		}
+		if (len - pos < need)
+			return pos;
+		for (i = 1; i < need; i++) {
+			if (s[pos + i] < lo || s[pos + i] > hi)
+				return pos;
+			lo = 0x80;
+			hi = 0xBF;
+		}
+		pos += need;
+	}
+	return len;
+}
+
+/* KEY as it may appear in a one-line message: control characters shown
+ * as '?', cut at a character boundary. */
+static void key_echo(const char *key, char out[KEY_ECHO_BYTES + 1])
+{
+	size_t len = strlen(key);
+	size_t i;
+
+	if (len > KEY_ECHO_BYTES) {
+		len = KEY_ECHO_BYTES;
+		while (len > 0 && ((unsigned char)key[len] & 0xC0) == 0x80)
+			len--;
+	}
+	for (i = 0; i < len; i++)
+		out[i] = (unsigned char)key[i] < 0x20 ? '?' : key[i];
+	out[len] = '\0';
+}
+
+static char *bytes_dup(const char *bytes, size_t len)
+{
+	char *copy;
+
+	copy = malloc(len + 1);
+	if (!copy)
+		return NULL;
+	memcpy(copy, bytes, len);
+	copy[len] = '\0';
+	return copy;
+}
+
+static int role_is_known(const char *role)
+{
+	return strcmp(role, "system") == 0 || strcmp(role, "user") == 0 ||
+	       strcmp(role, "assistant") == 0;
+}
+
+static int unknown_keys_check(json_t *object, const char *const *known,
+			      size_t n_known, const char *where, char *err,
+			      size_t err_size)
+{
+	char echo[KEY_ECHO_BYTES + 1];
+	const char *key;
+	json_t *value;
+	size_t i;
+
+	json_object_foreach(object, key, value) {
+		for (i = 0; i < n_known; i++) {
+			if (strcmp(key, known[i]) == 0)
+				break;
+		}
+		if (i < n_known)
+			continue;
+		key_echo(key, echo);
+		if (where)
+			err_set(err, err_size, "%s has an unknown key \"%s\"",
+				where, echo);
+		else
+			err_set(err, err_size,
+				"the prompt is a JSON request with an unknown key \"%s\"",
+				echo);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int message_parse(json_t *item, size_t index, struct llm_message *out,
+			 char *err, size_t err_size)
+{
+	static const char *const known[] = { "role", "content" };
+	char where[32];
+	json_t *role;
+	json_t *content;
+	int rc;
+
+	snprintf(where, sizeof(where), "messages[%zu]", index);
+	if (!json_is_object(item)) {
+		err_set(err, err_size,
+			"%s must be an object with \"role\" and \"content\"", where);
+		return -EINVAL;
+	}
+	rc = unknown_keys_check(item, known, 2, where, err, err_size);
+	if (rc < 0)
+		return rc;
+	role = json_object_get(item, "role");
+	if (!json_is_string(role) || !role_is_known(json_string_value(role))) {
+		err_set(err, err_size,
+			"%s.role must be one of system, user, assistant", where);
+		return -EINVAL;
+	}
+	content = json_object_get(item, "content");
+	if (!json_is_string(content)) {
+		err_set(err, err_size, "%s.content must be a string", where);
+		return -EINVAL;
+	}
+	out->role = strdup(json_string_value(role));
+	out->content = bytes_dup(json_string_value(content),
+				 json_string_length(content));
+	if (!out->role || !out->content)
+		return -ENOMEM;
+	return 0;
+}
+
+static int messages_parse(json_t *messages, struct llm_request *out,
+			  char *err, size_t err_size)
+{
+	size_t n;
+	size_t i;
+	int rc;
+
+	if (!messages) {
+		err_set(err, err_size,
+			"the prompt is a JSON request without \"messages\"");
+		return -EINVAL;
+	}
+	n = json_is_array(messages) ? json_array_size(messages) : 0;
+	if (n == 0) {
+		err_set(err, err_size, "messages must be a non-empty array");
+		return -EINVAL;
+	}
+	out->messages = calloc(n, sizeof(*out->messages));
+	if (!out->messages)
+		return -ENOMEM;
+	for (i = 0; i < n; i++) {
+		/* Counted before filling so a half-built message is freed too. */
+		out->n_messages = i + 1;
+		rc = message_parse(json_array_get(messages, i), i,
+				   &out->messages[i], err, err_size);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+static int stop_parse(json_t *stop, struct llm_request *out, char *err,
+		      size_t err_size)
+{
+	json_t *item;
+	size_t n;
+	size_t i;
+
+	if (json_is_string(stop)) {
+		out->stop = calloc(1, sizeof(*out->stop));
+		if (!out->stop)
+			return -ENOMEM;
+		out->n_stop = 1;
+		out->stop[0] = bytes_dup(json_string_value(stop),
+					 json_string_length(stop));
+		return out->stop[0] ? 0 : -ENOMEM;
+	}
+	if (!json_is_array(stop) || json_array_size(stop) > MAX_STOP_SEQUENCES) {
+		err_set(err, err_size,
+			"stop must be a string or an array of at most %d strings",
+			MAX_STOP_SEQUENCES);
+		return -EINVAL;
+	}
+	n = json_array_size(stop);
+	if (n == 0)
+		return 0;
+	out->stop = calloc(n, sizeof(*out->stop));
+	if (!out->stop)
+		return -ENOMEM;
+	for (i = 0; i < n; i++) {
+		item = json_array_get(stop, i);
+		if (!json_is_string(item)) {
+			err_set(err, err_size, "stop[%zu] must be a string", i);
+			return -EINVAL;
+		}
+		out->n_stop = i + 1;
+		out->stop[i] = bytes_dup(json_string_value(item),
+					 json_string_length(item));
+		if (!out->stop[i])
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+static int options_parse(json_t *root, struct llm_request *out, char *err,
+			 size_t err_size)
+{
+	json_t *temperature;
+	json_t *max_tokens;
+	json_t *stop;
+	double value;
+
+	temperature = json_object_get(root, "temperature");
+	if (temperature) {
+		value = json_number_value(temperature);
+		if (!json_is_number(temperature) || value < 0 || value > 2) {
+			err_set(err, err_size,
+				"temperature must be a number from 0 to 2");
+			return -EINVAL;
+		}
+		out->has_temperature = 1;
+		out->temperature = value;
+	}
+	max_tokens = json_object_get(root, "max_tokens");
+	if (max_tokens) {
+		if (!json_is_integer(max_tokens) ||
+		    json_integer_value(max_tokens) < 1 ||
+		    json_integer_value(max_tokens) > LONG_MAX) {
+			err_set(err, err_size,
+				"max_tokens must be an integer of at least 1");
+			return -EINVAL;
+		}
+		out->max_tokens = (long)json_integer_value(max_tokens);
+	}
+	stop = json_object_get(root, "stop");
+	if (stop)
+		return stop_parse(stop, out, err, err_size);
+	return 0;
+}
+
+static int json_request_parse(const char *buf, size_t len,
+			      struct llm_request *out, char *err,
+			      size_t err_size)
+{
+	static const char *const known[] = {
+		"messages", "temperature", "max_tokens", "stop",
+	};
+	json_error_t jerr;
+	json_t *root;
+	int rc;
+
+	/* Two "messages" keys would leave the request ambiguous. */
+	root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root) {
+		/* jansson's own text here names one of its flags, which means
+		 * nothing to the person who wrote the prompt. */
+		err_set(err, err_size,
+			"the prompt starts with '{' but is not valid JSON: %s at line %d column %d",
+			json_error_code(&jerr) == json_error_null_character ?
+			"a string holds \\u0000, which is not allowed" : jerr.text,
+			jerr.line, jerr.column);
+		rc = -EINVAL;
+		goto out;
+	}
+	rc = unknown_keys_check(root, known, sizeof(known) / sizeof(known[0]),
+				NULL, err, err_size);
+	if (rc < 0)
+		goto out;
+	rc = messages_parse(json_object_get(root, "messages"), out, err,
+			    err_size);
+	if (rc < 0)
+		goto out;
+	rc = options_parse(root, out, err, err_size);
+out:
+	json_decref(root);
+	return rc;
+}
+
+static int plain_text_parse(const char *buf, size_t len,
+			    struct llm_request *out)
+{
+	out->messages = calloc(1, sizeof(*out->messages));
+	if (!out->messages)
+		return -ENOMEM;
+	out->n_messages = 1;
+	out->messages[0].role = strdup("user");
+	out->messages[0].content = bytes_dup(buf, len);
+	if (!out->messages[0].role || !out->messages[0].content)
+		return -ENOMEM;
+	return 0;
+}
+
+int prompt_parse(const char *buf, size_t len, struct llm_request *out,
+		 char *err, size_t err_size)
+{
+	size_t bad;
+	size_t first;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	err_set(err, err_size, "%s", "");
+	bad = utf8_invalid_offset(buf, len);
+	if (bad < len) {
+		err_set(err, err_size,
+			"the prompt is not valid UTF-8 (byte offset %zu)", bad);
+		rc = -EINVAL;
+		goto out;
+	}
+	for (first = 0; first < len && is_blank(buf[first]); first++)
+		;
+	if (first == len) {
+		err_set(err, err_size, "empty prompt");
+		rc = -ENODATA;
+		goto out;
+	}
+	if (buf[first] == '{')
+		rc = json_request_parse(buf, len, out, err, err_size);
+	else
+		rc = plain_text_parse(buf, len, out);
+	if (rc == -ENOMEM)
+		err_set(err, err_size, "out of memory while reading the prompt");
+out:
+	if (rc < 0)
+		llm_request_release(out);
+	return rc;
+}
+
+static int request_has_system(const struct llm_request *req)
+{
+	size_t i;
+
+	for (i = 0; i < req->n_messages; i++) {
+		if (strcmp(req->messages[i].role, "system") == 0)
+			return 1;
+	}
+	return 0;
+}
+
+static int system_prepend(struct llm_request *req, const char *system)
+{
+	struct llm_message *messages;
+	char *role = NULL;
+	char *content = NULL;
+	int rc = -ENOMEM;
+
+	role = strdup("system");
+	if (!role)
+		goto out;
+	content = strdup(system);
+	if (!content)
+		goto out;
+	messages = realloc(req->messages,
+			   (req->n_messages + 1) * sizeof(*req->messages));
+	if (!messages)
+		goto out;
+	memmove(messages + 1, messages, req->n_messages * sizeof(*messages));
+	messages[0].role = role;
+	messages[0].content = content;
+	req->messages = messages;
+	req->n_messages++;
+	role = NULL;
+	content = NULL;
+	rc = 0;
+out:
+	free(content);
+	free(role);
+	return rc;
+}
+
+int prompt_apply_defaults(struct llm_request *req, const char *system,
+			  int has_temperature, double temperature,
+			  long max_output_tokens_cap)
+{
+	int rc;
+
+	/* The system message goes first, where every provider expects it;
+	 * it is the one step that can fail, so it runs before the others to
+	 * leave REQ unchanged on failure. */
+	if (system && system[0] && !request_has_system(req)) {
+		rc = system_prepend(req, system);
+		if (rc < 0)
+			return rc;
+	}
+	if (has_temperature && !req->has_temperature) {
+		req->has_temperature = 1;
+		req->temperature = temperature;
+	}
+	/* A prompt may lower the cap, never raise it. */
+	if (max_output_tokens_cap > 0 &&
+	    (req->max_tokens <= 0 || req->max_tokens > max_output_tokens_cap))
+		req->max_tokens = max_output_tokens_cap;
+	return 0;
+}
+
+long prompt_bytes_for_cost(const struct llm_request *req)
+{
+	long total = 0;
+	size_t i;
+
+	for (i = 0; i < req->n_messages; i++)
+		total += (long)strlen(req->messages[i].content) +
+			 COST_BYTES_PER_MESSAGE;
+	return total;
+}

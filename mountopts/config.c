@@ -1,0 +1,665 @@
+/* Loading and validating the config file (SPEC §3.1). */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "mountopts/catalog.h"
+#include "mountopts/config.h"
+#include "mountopts/credentials.h"
+#include "mountopts/loader.h"
+
+#define AZURE_DEFAULT_API_VERSION "2024-10-21"
+
+static const char *const provider_names[] = {
+	[PROVIDER_OPENAI] = "openai",
+	[PROVIDER_AZURE] = "azure",
+	[PROVIDER_BEDROCK] = "bedrock",
+	[PROVIDER_VERTEX] = "vertex",
+	[PROVIDER_ANTHROPIC] = "anthropic",
+};
+
+static const char *const top_keys[] = { "clouds", NULL };
+static const char *const cloud_keys[] = {
+	"provider", "project", "auth", "regions", NULL
+};
+static const char *const region_keys[] = {
+	"geo", "endpoint", "models", NULL
+};
+static const char *const model_keys[] = {
+	"id", "family", "price", "max_output_tokens", "api_version", NULL
+};
+static const char *const price_keys[] = {
+	"input_per_mtok", "output_per_mtok", NULL
+};
+
+const char *provider_name(enum provider p)
+{
+	if ((size_t)p < sizeof(provider_names) / sizeof(provider_names[0]))
+		return provider_names[p];
+	return "unknown";
+}
+
+int provider_parse(const char *name, enum provider *out)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(provider_names) / sizeof(provider_names[0]);
+	     i++) {
+		if (strcmp(name, provider_names[i]) == 0) {
+			*out = (enum provider)i;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+static int out_of_memory(struct load_ctx *ctx)
+{
+	return load_error(ctx, -ENOMEM, NULL, "out of memory");
+}
+
+/* Returns 0 and a new copy of OBJ[KEY] when present, 0 and *OUT = NULL
+ * when absent: the callers decide what absence means. */
+static int optional_string(struct load_ctx *ctx, const char *path,
+			   json_t *obj, const char *key, char **out)
+{
+	int rc = json_take_string(ctx, path, obj, key, out);
+
+	return rc < 0 ? rc : 0;
+}
+
+static int parse_price_value(struct load_ctx *ctx, const char *path,
+			     json_t *price, const char *key, double *out)
+{
+	char key_path[JSON_PATH_MAX];
+	json_t *value = json_object_get(price, key);
+
+	json_path_join(key_path, path, key);
+	if (!value)
+		return load_error(ctx, -EINVAL, key_path, "required");
+	if (!json_is_number(value) || json_number_value(value) < 0)
+		return load_error(ctx, -EINVAL, key_path,
+				  "must be a number >= 0");
+	*out = json_number_value(value);
+	return 0;
+}
+
+static int parse_price(struct load_ctx *ctx, const char *model_path,
+		       json_t *price, struct price *out)
+{
+	char path[JSON_PATH_MAX];
+	int rc;
+
+	json_path_join(path, model_path, "price");
+	if (!json_is_object(price))
+		return load_error(ctx, -EINVAL, path, "must be an object");
+	rc = check_keys(ctx, path, price, price_keys);
+	if (rc < 0)
+		return rc;
+	rc = parse_price_value(ctx, path, price, "input_per_mtok",
+			       &out->input_per_mtok);
+	if (rc < 0)
+		return rc;
+	rc = parse_price_value(ctx, path, price, "output_per_mtok",
+			       &out->output_per_mtok);
+	if (rc < 0)
+		return rc;
+	out->known = 1;
+	return 0;
+}
+
+static const struct catalog_entry *catalog_entry_for(struct load_ctx *ctx,
+						     const struct cloud *cloud,
+						     const struct model *model)
+{
+	const struct catalog_entry *entry;
+
+	entry = catalog_find(ctx->catalog, cloud->provider, model->id);
+	/* Azure deployment names are the customer's own; the directory is
+	 * usually named after the model behind it. */
+	if (!entry && cloud->provider == PROVIDER_AZURE)
+		entry = catalog_find(ctx->catalog, cloud->provider,
+				     model->name);
+	return entry;
+}
+
+static int parse_model(struct load_ctx *ctx, const char *path, json_t *obj,
+		       const struct cloud *cloud, struct model *model)
+{
+	const struct catalog_entry *entry;
+	char key_path[JSON_PATH_MAX];
+	json_t *value;
+	int rc;
+
+	if (!json_is_object(obj))
+		return load_error(ctx, -EINVAL, path, "must be an object");
+	rc = check_keys(ctx, path, obj, model_keys);
+	if (rc < 0)
+		return rc;
+
+	rc = optional_string(ctx, path, obj, "id", &model->id);
+	if (rc < 0)
+		return rc;
+	if (!model->id) {
+		model->id = strdup(model->name);
+		if (!model->id)
+			return out_of_memory(ctx);
+	}
+	entry = catalog_entry_for(ctx, cloud, model);
+
+	rc = optional_string(ctx, path, obj, "family", &model->family);
+	if (rc < 0)
+		return rc;
+	if (!model->family) {
+		model->family = strdup(entry ? entry->family : model->name);
+		if (!model->family)
+			return out_of_memory(ctx);
+	}
+	/* Families name directories under any/<geo>/. */
+	json_path_join(key_path, path, "family");
+	rc = check_file_name(ctx, key_path, model->family,
+			     strlen(model->family));
+	if (rc < 0)
+		return rc;
+
+	value = json_object_get(obj, "price");
+	if (value) {
+		rc = parse_price(ctx, path, value, &model->price);
+		if (rc < 0)
+			return rc;
+	} else if (entry) {
+		model->price.known = 1;
+		model->price.input_per_mtok = entry->input_per_mtok;
+		model->price.output_per_mtok = entry->output_per_mtok;
+	}
+
+	value = json_object_get(obj, "max_output_tokens");
+	if (value) {
+		json_path_join(key_path, path, "max_output_tokens");
+		if (!json_is_integer(value) || json_integer_value(value) < 1)
+			return load_error(ctx, -EINVAL, key_path,
+					  "must be an integer >= 1");
+		model->max_output_tokens = (long)json_integer_value(value);
+	}
+
+	if (json_object_get(obj, "api_version") &&
+	    cloud->provider != PROVIDER_AZURE) {
+		json_path_join(key_path, path, "api_version");
+		return load_error(ctx, -EINVAL, key_path,
+				  "only for provider azure");
+	}
+	rc = optional_string(ctx, path, obj, "api_version",
+			     &model->api_version);
+	if (rc < 0)
+		return rc;
+	if (!model->api_version && cloud->provider == PROVIDER_AZURE) {
+		model->api_version = strdup(AZURE_DEFAULT_API_VERSION);
+		if (!model->api_version)
+			return out_of_memory(ctx);
+	}
+	return 0;
+}
+
+static int parse_geo(struct load_ctx *ctx, const char *region_path,
+		     json_t *geo, struct region *region)
+{
+	char path[JSON_PATH_MAX], tag_path[JSON_PATH_MAX];
+	size_t i, n;
+	json_t *tag;
+	int rc;
+
+	json_path_join(path, region_path, "geo");
+	if (!geo)
+		return load_error(ctx, -EINVAL, path, "required");
+	if (json_is_array(geo) && json_array_size(geo) == 0)
+		return load_error(ctx, -EINVAL, path,
+				  "must not be an empty list");
+	if (!json_is_string(geo) && !json_is_array(geo))
+		return load_error(ctx, -EINVAL, path,
+				  "must be a string or a list of strings");
+
+	n = json_is_array(geo) ? json_array_size(geo) : 1;
+	region->geo = calloc(n, sizeof(*region->geo));
+	if (!region->geo)
+		return out_of_memory(ctx);
+	for (i = 0; i < n; i++) {
+		tag = json_is_array(geo) ? json_array_get(geo, i) : geo;
+		if (json_is_array(geo))
+			format_into(tag_path, sizeof(tag_path), "%s[%zu]",
+				    path, i);
+		else
+			format_into(tag_path, sizeof(tag_path), "%s", path);
+		if (!json_is_string(tag) || json_string_length(tag) == 0)
+			return load_error(ctx, -EINVAL, tag_path,
+					  "must be a non-empty string");
+		/* Tags name directories under any/. */
+		rc = check_file_name(ctx, tag_path, json_string_value(tag),
+				     json_string_length(tag));
+		if (rc < 0)
+			return rc;
+		region->geo[i] = strdup(json_string_value(tag));
+		if (!region->geo[i])
+			return out_of_memory(ctx);
+		region->n_geo = i + 1;
+	}
+	return 0;
+}
+
+static int default_endpoint(const struct cloud *cloud, const char *region,
+			    char **out)
+{
+	int n = 0;
+
+	switch (cloud->provider) {
+	case PROVIDER_OPENAI:
+		*out = strdup("https://api.openai.com/v1");
+		break;
+	case PROVIDER_ANTHROPIC:
+		*out = strdup("https://api.anthropic.com");
+		break;
+	case PROVIDER_BEDROCK:
+		n = asprintf(out, "https://bedrock-runtime.%s.amazonaws.com",
+			     region);
+		break;
+	case PROVIDER_VERTEX:
+		if (strcmp(region, "global") == 0)
+			*out = strdup("https://aiplatform.googleapis.com");
+		else
+			n = asprintf(out,
+				     "https://%s-aiplatform.googleapis.com",
+				     region);
+		break;
+	case PROVIDER_AZURE:
+		*out = NULL;
+		break;
+	}
+	if (n < 0)
+		*out = NULL;
+	return *out ? 0 : -ENOMEM;
+}
+
+static int parse_endpoint(struct load_ctx *ctx, const char *region_path,
+			  json_t *obj, const struct cloud *cloud,
+			  struct region *region)
+{
+	char path[JSON_PATH_MAX];
+	const char *url;
+	size_t len;
+	int rc;
+
+	json_path_join(path, region_path, "endpoint");
+	rc = optional_string(ctx, region_path, obj, "endpoint",
+			     &region->endpoint);
+	if (rc < 0)
+		return rc;
+	if (!region->endpoint) {
+		if (cloud->provider == PROVIDER_AZURE)
+			return load_error(ctx, -EINVAL, path,
+					  "required for provider azure");
+		rc = default_endpoint(cloud, region->name, &region->endpoint);
+		return rc < 0 ? out_of_memory(ctx) : 0;
+	}
+	url = region->endpoint;
+	if (!((strncmp(url, "http://", 7) == 0 && url[7]) ||
+	      (strncmp(url, "https://", 8) == 0 && url[8])))
+		return load_error(ctx, -EINVAL, path,
+				  "must start with http:// or https://");
+	/* Backends append "/chat/completions" and the like. */
+	len = strlen(url);
+	if (region->endpoint[len - 1] == '/')
+		region->endpoint[len - 1] = '\0';
+	return 0;
+}
+
+static int parse_region(struct load_ctx *ctx, const char *path, json_t *obj,
+			const struct cloud *cloud, struct region *region)
+{
+	char models_path[JSON_PATH_MAX], model_path[JSON_PATH_MAX];
+	json_t *models, *value;
+	const char *name;
+	size_t name_len;
+	size_t i = 0;
+	int rc;
+
+	if (!json_is_object(obj))
+		return load_error(ctx, -EINVAL, path, "must be an object");
+	rc = check_keys(ctx, path, obj, region_keys);
+	if (rc < 0)
+		return rc;
+	rc = parse_geo(ctx, path, json_object_get(obj, "geo"), region);
+	if (rc < 0)
+		return rc;
+	rc = parse_endpoint(ctx, path, obj, cloud, region);
+	if (rc < 0)
+		return rc;
+
+	json_path_join(models_path, path, "models");
+	models = json_object_get(obj, "models");
+	if (!models)
+		return load_error(ctx, -EINVAL, models_path, "required");
+	if (!json_is_object(models))
+		return load_error(ctx, -EINVAL, models_path,
+				  "must be an object");
+	if (json_object_size(models) == 0)
+		return load_error(ctx, -EINVAL, models_path,
+				  "at least one model is required");
+	region->models = calloc(json_object_size(models),
+				sizeof(*region->models));
+	if (!region->models)
+		return out_of_memory(ctx);
+
+	json_object_keylen_foreach(models, name, name_len, value) {
+		struct model *model = &region->models[i];
+
+		json_path_join(model_path, models_path, name);
+		rc = check_file_name(ctx, model_path, name, name_len);
+		if (rc < 0)
+			return rc;
+		/* Counted first so config_free() sees a half-read model. */
+		region->n_models = ++i;
+		model->region = region;
+		model->name = strdup(name);
+		if (!model->name)
+			return out_of_memory(ctx);
+		rc = parse_model(ctx, model_path, value, cloud, model);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+static int parse_provider(struct load_ctx *ctx, const char *cloud_path,
+			  json_t *obj, struct cloud *cloud)
+{
+	char path[JSON_PATH_MAX];
+	json_t *value = json_object_get(obj, "provider");
+
+	json_path_join(path, cloud_path, "provider");
+	if (!value)
+		return load_error(ctx, -EINVAL, path, "required");
+	if (!json_is_string(value) ||
+	    provider_parse(json_string_value(value), &cloud->provider) < 0)
+		return load_error(ctx, -EINVAL, path,
+				  "must be one of openai, azure, bedrock, vertex, anthropic");
+	return 0;
+}
+
+static int parse_cloud(struct load_ctx *ctx, const char *path, json_t *obj,
+		       struct cloud *cloud)
+{
+	char key_path[JSON_PATH_MAX], regions_path[JSON_PATH_MAX];
+	char region_path[JSON_PATH_MAX];
+	json_t *regions, *value;
+	const char *name;
+	size_t name_len;
+	size_t i = 0;
+	int rc;
+
+	if (!json_is_object(obj))
+		return load_error(ctx, -EINVAL, path, "must be an object");
+	rc = check_keys(ctx, path, obj, cloud_keys);
+	if (rc < 0)
+		return rc;
+	rc = parse_provider(ctx, path, obj, cloud);
+	if (rc < 0)
+		return rc;
+
+	json_path_join(key_path, path, "project");
+	if (cloud->provider == PROVIDER_VERTEX) {
+		if (!json_object_get(obj, "project"))
+			return load_error(ctx, -EINVAL, key_path,
+					  "required for provider vertex");
+		rc = optional_string(ctx, path, obj, "project",
+				     &cloud->project);
+		if (rc < 0)
+			return rc;
+	} else if (json_object_get(obj, "project")) {
+		return load_error(ctx, -EINVAL, key_path,
+				  "only for provider vertex");
+	}
+
+	json_path_join(regions_path, path, "regions");
+	regions = json_object_get(obj, "regions");
+	if (!regions)
+		return load_error(ctx, -EINVAL, regions_path, "required");
+	if (!json_is_object(regions))
+		return load_error(ctx, -EINVAL, regions_path,
+				  "must be an object");
+	if (json_object_size(regions) == 0)
+		return load_error(ctx, -EINVAL, regions_path,
+				  "at least one region is required");
+	cloud->regions = calloc(json_object_size(regions),
+				sizeof(*cloud->regions));
+	if (!cloud->regions)
+		return out_of_memory(ctx);
+	json_object_keylen_foreach(regions, name, name_len, value) {
+		struct region *region = &cloud->regions[i];
+
+		json_path_join(region_path, regions_path, name);
+		rc = check_file_name(ctx, region_path, name, name_len);
+		if (rc < 0)
+			return rc;
+		cloud->n_regions = ++i;
+		region->cloud = cloud;
+		region->name = strdup(name);
+		if (!region->name)
+			return out_of_memory(ctx);
+		rc = parse_region(ctx, region_path, value, cloud, region);
+		if (rc < 0)
+			return rc;
+	}
+
+	/* Last: the OpenAI default key depends on the endpoints. */
+	return credentials_load(ctx, path, json_object_get(obj, "auth"),
+				cloud);
+}
+
+static int parse_clouds(struct load_ctx *ctx, json_t *root,
+			struct config *cfg)
+{
+	char path[JSON_PATH_MAX];
+	json_t *clouds, *value;
+	const char *name;
+	size_t name_len;
+	size_t i = 0;
+	int rc;
+
+	if (!json_is_object(root))
+		return load_error(ctx, -EINVAL, NULL,
+				  "top level: must be an object");
+	rc = check_keys(ctx, NULL, root, top_keys);
+	if (rc < 0)
+		return rc;
+	clouds = json_object_get(root, "clouds");
+	if (!clouds)
+		return load_error(ctx, -EINVAL, "clouds", "required");
+	if (!json_is_object(clouds))
+		return load_error(ctx, -EINVAL, "clouds", "must be an object");
+	if (json_object_size(clouds) == 0)
+		return load_error(ctx, -EINVAL, "clouds",
+				  "at least one cloud is required");
+	cfg->clouds = calloc(json_object_size(clouds), sizeof(*cfg->clouds));
+	if (!cfg->clouds)
+		return out_of_memory(ctx);
+
+	json_object_keylen_foreach(clouds, name, name_len, value) {
+		struct cloud *cloud = &cfg->clouds[i];
+
+		json_path_join(path, "clouds", name);
+		rc = check_file_name(ctx, path, name, name_len);
+		if (rc < 0)
+			return rc;
+		if (strcmp(name, "any") == 0)
+			return load_error(ctx, -EINVAL, path,
+					  "the name \"any\" is reserved for the routed view");
+		cfg->n_clouds = ++i;
+		cloud->name = strdup(name);
+		if (!cloud->name)
+			return out_of_memory(ctx);
+		rc = parse_cloud(ctx, path, value, cloud);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+int config_from_json(struct load_ctx *ctx, json_t *root,
+		     struct config **out)
+{
+	struct config *cfg;
+	int rc;
+
+	cfg = calloc(1, sizeof(*cfg));
+	if (!cfg)
+		return out_of_memory(ctx);
+	rc = parse_clouds(ctx, root, cfg);
+	if (rc < 0) {
+		config_free(cfg);
+		return rc;
+	}
+	*out = cfg;
+	return 0;
+}
+
+/* Returns a new copy of the directory holding PATH; NULL: ENOMEM. */
+static char *directory_of(const char *path)
+{
+	char *copy = strdup(path), *dir;
+
+	if (!copy)
+		return NULL;
+	dir = strdup(dirname(copy));
+	free(copy);
+	return dir;
+}
+
+int config_load(const char *path, const char *catalog_path,
+		struct config **out, char err[CONFIG_ERROR_MAX])
+{
+	struct load_ctx ctx = { .file = path, .err = err };
+	struct catalog *catalog = NULL;
+	struct config *cfg = NULL;
+	json_error_t error;
+	json_t *root = NULL;
+	struct stat st;
+	int fd = -1;
+	int rc;
+
+	rc = catalog_load(catalog_path, &catalog, err);
+	if (rc < 0)
+		goto out;
+	ctx.catalog = catalog;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0) {
+		rc = load_error(&ctx, -errno, NULL, "cannot open: %s",
+				strerror(errno));
+		goto out;
+	}
+	if (fstat(fd, &st) < 0) {
+		rc = load_error(&ctx, -errno, NULL, "cannot stat: %s",
+				strerror(errno));
+		goto out;
+	}
+	ctx.have_file_mode = 1;
+	ctx.file_mode = st.st_mode;
+	ctx.dir = directory_of(path);
+	if (!ctx.dir) {
+		rc = out_of_memory(&ctx);
+		goto out;
+	}
+
+	root = json_loadfd(fd, JSON_REJECT_DUPLICATES, &error);
+	if (!root) {
+		rc = load_syntax_error(&ctx, &error);
+		goto out;
+	}
+	rc = config_from_json(&ctx, root, &cfg);
+	if (rc < 0)
+		goto out;
+	cfg->path = strdup(path);
+	if (!cfg->path) {
+		rc = out_of_memory(&ctx);
+		goto out;
+	}
+	*out = cfg;
+	cfg = NULL;
+out:
+	config_free(cfg);
+	json_decref(root);
+	free(ctx.dir);
+	if (fd >= 0)
+		close(fd);
+	catalog_free(catalog);
+	return rc;
+}
+
+static void region_release(struct region *region)
+{
+	size_t i;
+
+	for (i = 0; i < region->n_models; i++) {
+		free(region->models[i].name);
+		free(region->models[i].id);
+		free(region->models[i].family);
+		free(region->models[i].api_version);
+	}
+	free(region->models);
+	for (i = 0; i < region->n_geo; i++)
+		free(region->geo[i]);
+	free(region->geo);
+	free(region->endpoint);
+	free(region->name);
+}
+
+void config_free(struct config *cfg)
+{
+	size_t i, j;
+
+	if (!cfg)
+		return;
+	for (i = 0; i < cfg->n_clouds; i++) {
+		struct cloud *cloud = &cfg->clouds[i];
+
+		for (j = 0; j < cloud->n_regions; j++)
+			region_release(&cloud->regions[j]);
+		free(cloud->regions);
+		credentials_release(&cloud->credentials);
+		auth_sources_free(cloud);
+		free(cloud->project);
+		free(cloud->name);
+	}
+	free(cfg->clouds);
+	free(cfg->path);
+	free(cfg);
+}
+
+const struct model *config_find_model(const struct config *cfg,
+				      const char *cloud, const char *region,
+				      const char *model)
+{
+	size_t i, j, k;
+
+	for (i = 0; cfg && i < cfg->n_clouds; i++) {
+		const struct cloud *c = &cfg->clouds[i];
+
+		if (strcmp(c->name, cloud) != 0)
+			continue;
+		for (j = 0; j < c->n_regions; j++) {
+			const struct region *r = &c->regions[j];
+
+			if (strcmp(r->name, region) != 0)
+				continue;
+			for (k = 0; k < r->n_models; k++) {
+				if (strcmp(r->models[k].name, model) == 0)
+					return &r->models[k];
+			}
+		}
+	}
+	return NULL;
+}

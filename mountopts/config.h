@@ -1,0 +1,130 @@
+/* The config model: clouds, regions and model deployments (SPEC §3).
+ *
+ * mountopts/ knows no runtime: config_load() turns a JSON file (or the
+ * environment, §3.4) into these plain structs, with every credential
+ * already read into memory. Everything hangs off one struct config,
+ * which owns all of it; config_free() releases it. */
+#ifndef PROMPTFS_CONFIG_H
+#define PROMPTFS_CONFIG_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+enum provider {
+	PROVIDER_OPENAI,
+	PROVIDER_AZURE,
+	PROVIDER_BEDROCK,
+	PROVIDER_VERTEX,
+	PROVIDER_ANTHROPIC,
+};
+
+/* A Google service account key, as read from its JSON file. */
+struct google_service_account {
+	char *client_email;
+	char *private_key_pem;	/* secret */
+	char *private_key_id;
+	char *token_uri;
+};
+
+/* Secrets, resolved at load time. NULL where not configured. Never
+ * printed, logged, or written anywhere. */
+struct credentials {
+	char *api_key;			/* openai, anthropic; azure api-key */
+	char *bearer_token;		/* azure Entra ID; vertex access token */
+	char *aws_access_key_id;
+	char *aws_secret_access_key;
+	char *aws_session_token;
+	struct google_service_account *service_account;	/* vertex */
+};
+
+struct price {
+	int known;
+	double input_per_mtok;	/* USD per million tokens */
+	double output_per_mtok;
+};
+
+/* One deployment: prompts under cloud/region/model run exactly here. */
+struct model {
+	char *name;		/* directory name */
+	char *id;		/* provider model id / deployment / modelId */
+	char *family;
+	struct price price;
+	long max_output_tokens;	/* 0: not set */
+	char *api_version;	/* azure; NULL elsewhere */
+	const struct region *region;	/* back pointer, borrowed */
+};
+
+struct region {
+	char *name;
+	char **geo;		/* residency tags */
+	size_t n_geo;
+	char *endpoint;		/* base URL, always set (default filled in) */
+	struct model *models;
+	size_t n_models;
+	const struct cloud *cloud;	/* back pointer, borrowed */
+};
+
+/* Where one credential came from, for --print-config: a key of the
+ * `auth` object and its value, e.g. {"api_key_env", "OPENAI_API_KEY"} or
+ * {"service_account_file", "/etc/promptfs/gcp-sa.json"}. Never a secret:
+ * an inline secret is recorded with the value "(inline, hidden)". */
+struct auth_source {
+	char *key;
+	char *value;
+};
+
+struct cloud {
+	char *name;
+	enum provider provider;
+	char *project;		/* vertex */
+	struct credentials credentials;
+	struct region *regions;
+	size_t n_regions;
+	struct auth_source *auth_sources;	/* the effective sources */
+	size_t n_auth_sources;
+};
+
+struct config {
+	char *path;		/* file it came from; NULL for the embedded default */
+	struct cloud *clouds;
+	size_t n_clouds;
+};
+
+/* Longest message config_load() writes: file, JSON path, reason. */
+#define CONFIG_ERROR_MAX 1024
+
+/* Loads and validates the config at PATH, with CATALOG (may be NULL:
+ * built-in) filling in model prices and families. Returns 0 and a new
+ * config in *OUT (caller frees with config_free), or -errno with a
+ * sentence in ERR naming the file, the JSON path and the reason, e.g.
+ * "clouds.json: clouds.aws.regions.eu-central-1.geo: required". */
+int config_load(const char *path, const char *catalog_path,
+		struct config **out, char err[CONFIG_ERROR_MAX]);
+
+void config_free(struct config *cfg);
+
+const char *provider_name(enum provider p);
+
+/* Finds a deployment by its three directory names; NULL if none. */
+const struct model *config_find_model(const struct config *cfg,
+				      const char *cloud, const char *region,
+				      const char *model);
+
+/* Builds the embedded default (SPEC §3.4) from the environment the
+ * vendors' own SDKs read, with CATALOG (may be NULL: built-in) supplying
+ * the models. Returns 0 and a new config in *OUT (caller frees with
+ * config_free; its path is NULL), or -errno with a sentence in ERR.
+ * Fails with -ENOENT when the environment names no cloud at all. */
+int config_from_environment(const char *catalog_path, struct config **out,
+			    char err[CONFIG_ERROR_MAX]);
+
+/* Writes CFG to OUT as JSON in the SPEC §3.1 format, with every default
+ * filled in and credentials shown only as the names of the environment
+ * variables and files they come from. Returns 0 or -errno. */
+int config_print(const struct config *cfg, FILE *out);
+
+/* Parses a provider name ("openai", ...). Returns 0 and sets *OUT, or
+ * -EINVAL for a name that is not one. */
+int provider_parse(const char *name, enum provider *out);
+
+#endif

@@ -1,0 +1,414 @@
+/* Command line and -o options, parsed with a fuse_opt table in the manner
+ * of sshfs: our own keys are consumed here, fstab-only words discarded,
+ * everything else passes through to libfuse, which rejects what it does
+ * not know. */
+#include "mountopts/options.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <pwd.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <unistd.h>
+
+enum {
+	KEY_HELP,
+	KEY_VERSION,
+	KEY_FOREGROUND,
+	KEY_DEBUG,
+	KEY_PRINT_CONFIG,
+	KEY_STATE_DIR,
+	KEY_MAX_INFLIGHT,
+	KEY_TIMEOUT,
+	KEY_CONNECT_TIMEOUT,
+	KEY_CAFILE,
+	KEY_ADMIN_UID,
+	KEY_ADMIN_GID,
+	KEY_LOG,
+	KEY_LOG_LEVEL,
+	KEY_CATALOG,
+};
+
+static const struct fuse_opt promptfs_opts[] = {
+	FUSE_OPT_KEY("-h", KEY_HELP),
+	FUSE_OPT_KEY("--help", KEY_HELP),
+	FUSE_OPT_KEY("-V", KEY_VERSION),
+	FUSE_OPT_KEY("--version", KEY_VERSION),
+	FUSE_OPT_KEY("-f", KEY_FOREGROUND),
+	FUSE_OPT_KEY("-d", KEY_DEBUG),
+	FUSE_OPT_KEY("debug", KEY_DEBUG),
+	FUSE_OPT_KEY("--print-config", KEY_PRINT_CONFIG),
+	FUSE_OPT_KEY("state_dir=", KEY_STATE_DIR),
+	FUSE_OPT_KEY("max_inflight=", KEY_MAX_INFLIGHT),
+	FUSE_OPT_KEY("timeout=", KEY_TIMEOUT),
+	FUSE_OPT_KEY("connect_timeout=", KEY_CONNECT_TIMEOUT),
+	FUSE_OPT_KEY("cafile=", KEY_CAFILE),
+	FUSE_OPT_KEY("admin_uid=", KEY_ADMIN_UID),
+	FUSE_OPT_KEY("admin_gid=", KEY_ADMIN_GID),
+	FUSE_OPT_KEY("log=", KEY_LOG),
+	FUSE_OPT_KEY("log_level=", KEY_LOG_LEVEL),
+	FUSE_OPT_KEY("catalog=", KEY_CATALOG),
+	/* fstab words that mean something to mount(8), nothing to us */
+	FUSE_OPT_KEY("_netdev", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("nofail", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("noauto", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("auto", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("user", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("users", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("defaults", FUSE_OPT_KEY_DISCARD),
+	/* always on: the kernel enforces the modes we report */
+	FUSE_OPT_KEY("default_permissions", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_END
+};
+
+struct parse_state {
+	struct mount_options *opts;
+	char *err;
+	size_t err_size;
+	int failed;
+	int n_nonopts;
+	char *nonopts[2];
+	int has_fsname;
+	int has_subtype;
+};
+
+static int parse_fail(struct parse_state *st, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static int parse_fail(struct parse_state *st, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!st->failed) {
+		va_start(ap, fmt);
+		vsnprintf(st->err, st->err_size, fmt, ap);
+		va_end(ap);
+	}
+	st->failed = 1;
+	return -1;
+}
+
+static const char *option_value(const char *arg)
+{
+	const char *eq = strchr(arg, '=');
+
+	return eq ? eq + 1 : "";
+}
+
+static int parse_seconds(struct parse_state *st, const char *arg, double *out)
+{
+	const char *value = option_value(arg);
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(value, &end);
+	if (errno || end == value || *end || !isfinite(v) || v <= 0 || v > 86400)
+		return parse_fail(st, "option %s: expected a number of seconds above 0", arg);
+	*out = v;
+	return 0;
+}
+
+static int parse_id(struct parse_state *st, const char *arg, long *out)
+{
+	const char *value = option_value(arg);
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(value, &end, 10);
+	if (errno || end == value || *end || v < 0 || v > (long)UINT_MAX - 1)
+		return parse_fail(st, "option %s: expected a numeric id", arg);
+	*out = v;
+	return 0;
+}
+
+static int replace_string(struct parse_state *st, char **slot, const char *value)
+{
+	char *copy = strdup(value);
+
+	if (!copy)
+		return parse_fail(st, "out of memory");
+	free(*slot);
+	*slot = copy;
+	return 0;
+}
+
+static int parse_log_level(struct parse_state *st, const char *arg)
+{
+	static const struct {
+		const char *name;
+		int level;
+	} levels[] = {
+		{ "error", LOG_ERR },
+		{ "warn", LOG_WARNING },
+		{ "info", LOG_INFO },
+		{ "debug", LOG_DEBUG },
+	};
+	const char *value = option_value(arg);
+
+	for (size_t i = 0; i < sizeof(levels) / sizeof(levels[0]); i++) {
+		if (strcmp(value, levels[i].name) == 0) {
+			st->opts->log_level = levels[i].level;
+			return 0;
+		}
+	}
+	return parse_fail(st, "option %s: expected error, warn, info or debug", arg);
+}
+
+static int parse_log(struct parse_state *st, const char *arg)
+{
+	const char *value = option_value(arg);
+
+	if (strcmp(value, "stderr") == 0) {
+		st->opts->log_target = LOG_TO_STDERR;
+		return 0;
+	}
+	if (strcmp(value, "syslog") == 0) {
+		st->opts->log_target = LOG_TO_SYSLOG;
+		return 0;
+	}
+	if (value[0] != '/')
+		return parse_fail(st, "option %s: expected stderr, syslog or an absolute file path", arg);
+	st->opts->log_target = LOG_TO_FILE;
+	return replace_string(st, &st->opts->log_file, value);
+}
+
+static int parse_max_inflight(struct parse_state *st, const char *arg)
+{
+	const char *value = option_value(arg);
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(value, &end, 10);
+	if (errno || end == value || *end || v < 1 || v > 100000)
+		return parse_fail(st, "option %s: expected an integer from 1 to 100000", arg);
+	st->opts->max_inflight = (unsigned)v;
+	return 0;
+}
+
+static int parse_keyed_option(struct parse_state *st, const char *arg, int key)
+{
+	struct mount_options *o = st->opts;
+
+	switch (key) {
+	case KEY_STATE_DIR:
+		if (option_value(arg)[0] == '\0')
+			return parse_fail(st, "option state_dir: empty path");
+		return replace_string(st, &o->state_dir, option_value(arg));
+	case KEY_MAX_INFLIGHT:
+		return parse_max_inflight(st, arg);
+	case KEY_TIMEOUT:
+		return parse_seconds(st, arg, &o->timeout_s);
+	case KEY_CONNECT_TIMEOUT:
+		return parse_seconds(st, arg, &o->connect_timeout_s);
+	case KEY_CAFILE:
+		if (access(option_value(arg), R_OK) != 0)
+			return parse_fail(st, "option cafile: %s: %s", option_value(arg), strerror(errno));
+		return replace_string(st, &o->cafile, option_value(arg));
+	case KEY_ADMIN_UID:
+		return parse_id(st, arg, &o->admin_uid);
+	case KEY_ADMIN_GID:
+		return parse_id(st, arg, &o->admin_gid);
+	case KEY_LOG:
+		return parse_log(st, arg);
+	case KEY_LOG_LEVEL:
+		return parse_log_level(st, arg);
+	case KEY_CATALOG:
+		return replace_string(st, &o->catalog_path, option_value(arg));
+	}
+	return parse_fail(st, "internal error: option key %d", key);
+}
+
+/* fuse_opt callback: 0 consumes ARG, 1 keeps it for libfuse. */
+static int option_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
+{
+	struct parse_state *st = data;
+
+	(void)outargs;
+	switch (key) {
+	case KEY_HELP:
+		st->opts->show_help = 1;
+		return 0;
+	case KEY_VERSION:
+		st->opts->show_version = 1;
+		return 0;
+	case KEY_FOREGROUND:
+		st->opts->foreground = 1;
+		return 0;
+	case KEY_DEBUG:
+		st->opts->debug = 1;
+		st->opts->foreground = 1;
+		return 0;
+	case KEY_PRINT_CONFIG:
+		st->opts->print_config = 1;
+		return 0;
+	case FUSE_OPT_KEY_NONOPT:
+		if (st->n_nonopts >= 2)
+			return parse_fail(st, "too many arguments: %s", arg);
+		st->nonopts[st->n_nonopts] = strdup(arg);
+		if (!st->nonopts[st->n_nonopts])
+			return parse_fail(st, "out of memory");
+		st->n_nonopts++;
+		return 0;
+	case FUSE_OPT_KEY_OPT:
+		if (strncmp(arg, "fsname=", 7) == 0)
+			st->has_fsname = 1;
+		if (strncmp(arg, "subtype=", 8) == 0)
+			st->has_subtype = 1;
+		if (arg[0] == '-' && arg[1] != 'o')
+			return parse_fail(st, "unknown option %s (see promptfs -h)", arg);
+		return 1;
+	default:
+		if (parse_keyed_option(st, arg, key) < 0)
+			return -1;
+		return 0;
+	}
+}
+
+/* SPEC §2: $XDG_STATE_HOME/promptfs, else ~/.local/state/promptfs, and
+ * /var/lib/promptfs for root. */
+static char *default_state_dir(void)
+{
+	const char *xdg = getenv("XDG_STATE_HOME");
+	const char *home = getenv("HOME");
+	char *path = NULL;
+	struct passwd *pw;
+
+	if (geteuid() == 0)
+		return strdup("/var/lib/promptfs");
+	if (xdg && xdg[0] == '/') {
+		if (asprintf(&path, "%s/promptfs", xdg) < 0)
+			return NULL;
+		return path;
+	}
+	if (!home || home[0] != '/') {
+		pw = getpwuid(geteuid());
+		home = pw ? pw->pw_dir : NULL;
+	}
+	if (!home)
+		return NULL;
+	if (asprintf(&path, "%s/.local/state/promptfs", home) < 0)
+		return NULL;
+	return path;
+}
+
+static void set_defaults(struct mount_options *opts)
+{
+	memset(opts, 0, sizeof(*opts));
+	opts->max_inflight = 64;
+	opts->timeout_s = 120;
+	opts->connect_timeout_s = 10;
+	opts->admin_uid = -1;
+	opts->admin_gid = -1;
+	opts->log_target = LOG_TO_DEFAULT;
+	opts->log_level = LOG_INFO;
+	opts->max_prompt_bytes = 1024 * 1024;
+	opts->max_answer_bytes = 16 * 1024 * 1024;
+}
+
+static int add_fuse_defaults(struct parse_state *st, struct fuse_args *fuse_args)
+{
+	if (fuse_opt_add_arg(fuse_args, "-odefault_permissions") != 0)
+		return parse_fail(st, "out of memory");
+	if (!st->has_subtype && fuse_opt_add_arg(fuse_args, "-osubtype=promptfs") != 0)
+		return parse_fail(st, "out of memory");
+	if (!st->has_fsname && fuse_opt_add_arg(fuse_args, "-ofsname=promptfs") != 0)
+		return parse_fail(st, "out of memory");
+	if (st->opts->debug && fuse_opt_add_arg(fuse_args, "-odebug") != 0)
+		return parse_fail(st, "out of memory");
+	return 0;
+}
+
+int options_parse(int argc, char **argv, struct mount_options *opts,
+		  struct fuse_args *fuse_args, char *err, size_t err_size)
+{
+	struct parse_state st = {
+		.opts = opts, .err = err, .err_size = err_size,
+	};
+	struct fuse_args in = FUSE_ARGS_INIT(argc, argv);
+
+	set_defaults(opts);
+	err[0] = '\0';
+	*fuse_args = (struct fuse_args)FUSE_ARGS_INIT(0, NULL);
+	/* fuse_opt_parse copies argv[0] and every kept option into OUT. */
+	if (fuse_opt_parse(&in, &st, promptfs_opts, option_proc) != 0) {
+		parse_fail(&st, "invalid options");
+		goto fail;
+	}
+	*fuse_args = in;
+	if (st.failed)
+		goto fail;
+	if (opts->show_help || opts->show_version)
+		return 0;
+	if (st.n_nonopts == 2) {
+		opts->config_path = st.nonopts[0];
+		opts->mountpoint = st.nonopts[1];
+	} else if (st.n_nonopts == 1 && opts->print_config) {
+		opts->config_path = st.nonopts[0];
+	} else if (st.n_nonopts == 1) {
+		opts->mountpoint = st.nonopts[0];
+	} else if (!opts->print_config) {
+		parse_fail(&st, "missing MOUNTPOINT (usage: promptfs [options] [CONFIG] MOUNTPOINT)");
+		goto fail;
+	}
+	st.nonopts[0] = st.nonopts[1] = NULL;
+	if (!opts->state_dir) {
+		opts->state_dir = default_state_dir();
+		if (!opts->state_dir) {
+			parse_fail(&st, "cannot find a state directory: set -o state_dir=DIR");
+			goto fail;
+		}
+	}
+	if (opts->log_target == LOG_TO_DEFAULT)
+		opts->log_target = opts->foreground ? LOG_TO_STDERR : LOG_TO_SYSLOG;
+	if (add_fuse_defaults(&st, fuse_args) < 0)
+		goto fail;
+	return 0;
+fail:
+	free(st.nonopts[0]);
+	free(st.nonopts[1]);
+	return -EINVAL;
+}
+
+void options_release(struct mount_options *opts)
+{
+	free(opts->config_path);
+	free(opts->mountpoint);
+	free(opts->state_dir);
+	free(opts->cafile);
+	free(opts->log_file);
+	free(opts->catalog_path);
+	memset(opts, 0, sizeof(*opts));
+}
+
+void options_print_help(const char *progname)
+{
+	printf("usage: %s [options] [CONFIG] MOUNTPOINT\n"
+	       "\n"
+	       "Mounts multi-cloud AI inference as files.\n"
+	       "\n"
+	       "options:\n"
+	       "    -h, --help             print this help\n"
+	       "    -V, --version          print the version\n"
+	       "    -f                     stay in the foreground\n"
+	       "    -d                     debug output (implies -f)\n"
+	       "    --print-config         print the config in use (no secrets) and exit\n"
+	       "    -o opt[,opt...]        mount options:\n"
+	       "       state_dir=DIR         durable store (files, jobs)\n"
+	       "       max_inflight=N        backend requests in flight at once (64)\n"
+	       "       timeout=S             limit of one attempt, seconds (120)\n"
+	       "       connect_timeout=S     connection limit, seconds (10)\n"
+	       "       cafile=FILE           extra trusted CA certificates (PEM)\n"
+	       "       admin_uid=UID, admin_gid=GID   who may change policy\n"
+	       "       log=stderr|syslog|FILE\n"
+	       "       log_level=error|warn|info|debug\n"
+	       "       catalog=FILE          model and price catalog\n"
+	       "       allow_other, ro, fsname=, ... are passed to FUSE\n",
+	       progname);
+}
