@@ -1,6 +1,7 @@
 /* AWS Bedrock Runtime, ConverseStream: a SigV4-signed JSON request, an
  * application/vnd.amazon.eventstream answer, rest-json errors. */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,8 +72,7 @@ static int endpoint_parse(const char *url, struct endpoint *out)
 		goto out;
 	}
 	authority_end = authority + strcspn(authority, "/?#");
-	if (authority_end == authority || *authority_end == '?' ||
-	    *authority_end == '#' || strpbrk(authority_end, "?#") ||
+	if (authority_end == authority || strpbrk(authority_end, "?#") ||
 	    memchr(authority, '@', (size_t)(authority_end - authority)))
 		goto out;
 
@@ -116,17 +116,64 @@ out:
 
 /* --- request body -------------------------------------------------- */
 
-static json_t *text_block(const char *text)
+/* Strict UTF-8: no overlong forms, no surrogates, nothing above
+ * U+10FFFF. Checked here so that jansson failing afterwards can only
+ * mean memory ran out, which is retried, unlike a bad prompt. */
+static int utf8_is_valid(const char *text)
 {
-	json_t *block = json_object();
+	const unsigned char *p = (const unsigned char *)text;
 
-	/* json_string() refuses invalid UTF-8: the request is then invalid.
-	 * The _new setters take over their value even when they fail. */
+	while (*p) {
+		unsigned char c = *p;
+		size_t n, i;
+		uint32_t cp;
+
+		if (c < 0x80) {
+			p++;
+			continue;
+		}
+		if (c >= 0xc2 && c <= 0xdf) {
+			n = 1;
+			cp = c & 0x1f;
+		} else if (c >= 0xe0 && c <= 0xef) {
+			n = 2;
+			cp = c & 0x0f;
+		} else if (c >= 0xf0 && c <= 0xf4) {
+			n = 3;
+			cp = c & 0x07;
+		} else {
+			return 0;
+		}
+		for (i = 1; i <= n; i++) {
+			if ((p[i] & 0xc0) != 0x80)
+				return 0;	/* also stops at the NUL */
+			cp = cp << 6 | (p[i] & 0x3f);
+		}
+		if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
+		    cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+			return 0;
+		p += n + 1;
+	}
+	return 1;
+}
+
+/* {"text": TEXT}. Returns 0 and a new reference in *OUT, -EINVAL if TEXT
+ * is not UTF-8, or -ENOMEM. */
+static int text_block(const char *text, json_t **out)
+{
+	json_t *block;
+
+	*out = NULL;
+	if (!text || !utf8_is_valid(text))
+		return -EINVAL;
+	block = json_object();
+	/* The _new setter takes over its value even when it fails. */
 	if (json_object_set_new(block, "text", json_string(text)) < 0) {
 		json_decref(block);
-		return NULL;
+		return -ENOMEM;
 	}
-	return block;
+	*out = block;
+	return 0;
 }
 
 /* Appends MSG to the Converse "messages" list. Bedrock wants user and
@@ -135,33 +182,35 @@ static json_t *text_block(const char *text)
 static int append_turn(json_t *messages, const struct llm_message *msg)
 {
 	json_t *last = json_array_get(messages, json_array_size(messages) - 1);
-	json_t *block = text_block(msg->content);
-	json_t *turn, *content;
+	json_t *block, *turn = NULL, *content = NULL;
+	int ret;
 
-	if (!block)
-		return -EINVAL;
+	ret = text_block(msg->content, &block);
+	if (ret < 0)
+		return ret;
+	ret = -ENOMEM;
 	if (last && strcmp(json_string_value(json_object_get(last, "role")),
-			   msg->role) == 0)
-		return json_array_append_new(json_object_get(last, "content"),
-					     block) < 0 ? -ENOMEM : 0;
+			   msg->role) == 0) {
+		content = json_object_get(last, "content");
+		ret = json_array_append(content, block) < 0 ? -ENOMEM : 0;
+		json_decref(block);
+		return ret;
+	}
 
-	/* Each _new call below takes over its value, also on failure. */
+	/* Non-stealing setters keep every reference ours until "out". */
 	content = json_array();
-	if (json_array_append_new(content, block) < 0) {
-		json_decref(content);
-		return -ENOMEM;
-	}
 	turn = json_object();
-	if (json_object_set_new(turn, "role", json_string(msg->role)) < 0) {
-		json_decref(content);
-		json_decref(turn);
-		return -ENOMEM;
-	}
-	if (json_object_set_new(turn, "content", content) < 0) {
-		json_decref(turn);
-		return -ENOMEM;
-	}
-	return json_array_append_new(messages, turn) < 0 ? -ENOMEM : 0;
+	if (json_array_append(content, block) < 0 ||
+	    json_object_set_new(turn, "role", json_string(msg->role)) < 0 ||
+	    json_object_set(turn, "content", content) < 0 ||
+	    json_array_append(messages, turn) < 0)
+		goto out;
+	ret = 0;
+out:
+	json_decref(turn);
+	json_decref(content);
+	json_decref(block);
+	return ret;
 }
 
 static long effective_max_tokens(const struct model *model,
@@ -199,13 +248,12 @@ static int add_inference_config(json_t *root, const struct model *model,
 		if (json_object_set_new(config, "stopSequences", stops) < 0)
 			goto out;
 		for (i = 0; i < req->n_stop; i++) {
-			json_t *stop = json_string(req->stop[i]);
-
-			if (!stop) {
+			if (!req->stop[i] || !utf8_is_valid(req->stop[i])) {
 				ret = -EINVAL;
 				goto out;
 			}
-			if (json_array_append_new(stops, stop) < 0)
+			if (json_array_append_new(stops,
+						  json_string(req->stop[i])) < 0)
 				goto out;
 		}
 	}
@@ -242,12 +290,12 @@ static int build_body(const struct model *model, const struct llm_request *req,
 			goto out;
 		}
 		if (strcmp(msg->role, "system") == 0) {
-			json_t *block = text_block(msg->content);
+			json_t *block;
 
-			if (!block) {
-				ret = -EINVAL;
+			ret = text_block(msg->content, &block);
+			if (ret < 0)
 				goto out;
-			}
+			ret = -ENOMEM;
 			if (json_array_append_new(system, block) < 0)
 				goto out;
 		} else if (strcmp(msg->role, "user") == 0 ||
@@ -501,14 +549,18 @@ static void error_name_copy(char *dst, size_t cap, const char *src)
 }
 
 /* Copies at most CAP-1 bytes of SRC, control characters turned into
- * spaces so a hostile message cannot forge lines in .error. */
+ * spaces so a hostile message cannot forge lines in .error. A cut falls
+ * between UTF-8 characters, never inside one. */
 static void provider_text_copy(char *dst, size_t cap, const char *src,
 			       size_t len)
 {
 	size_t i;
 
-	if (len >= cap)
+	if (len >= cap) {
 		len = cap - 1;
+		while (len > 0 && ((unsigned char)src[len] & 0xc0) == 0x80)
+			len--;
+	}
 	for (i = 0; i < len; i++) {
 		unsigned char c = (unsigned char)src[i];
 

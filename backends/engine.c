@@ -53,6 +53,7 @@ struct engine_job {
 	size_t error_len;
 	size_t body_bytes;
 	int streamed_text;
+	size_t text_bytes;
 	int sink_error;
 	int parser_failed;
 	int body_too_large;
@@ -234,6 +235,11 @@ static int events_text(void *ctx, const char *bytes, size_t len)
 	if (!job->streamed_text)
 		job->first_text_at = monotonic_s();
 	job->streamed_text = 1;
+	job->text_bytes += len;
+	if (job->text_bytes > job->engine->opts.max_answer_bytes) {
+		job->sink_error = -EFBIG;
+		return -EFBIG;
+	}
 	rc = job->plan.sink->text(job->plan.sink_ctx, bytes, len);
 	if (rc < 0)
 		job->sink_error = rc;
@@ -431,6 +437,7 @@ static int attempt_start(struct engine *e, struct engine_job *job)
 	job->head_seen = job->body_accepted = job->wrong_content_type = 0;
 	job->body_bytes = 0;
 	job->streamed_text = job->sink_error = job->parser_failed = 0;
+	job->text_bytes = 0;
 	job->body_too_large = 0;
 	job->first_text_at = 0;
 	job->attempts++;
@@ -482,9 +489,15 @@ static int attempt_outcome(struct engine *e, struct engine_job *job, CURLcode re
 {
 	struct attempt_error *err = &job->error;
 
-	if (job->sink_error == -EFBIG || job->body_too_large) {
+	if (job->sink_error == -EFBIG) {
 		attempt_error_set(err, 0, "too_large",
-				  "the answer exceeded the daemon's limit of %zu bytes",
+				  "the answer exceeded the limit of %zu bytes (max_response_bytes)",
+				  e->opts.max_answer_bytes);
+		return -EIO;
+	}
+	if (job->body_too_large) {
+		attempt_error_set(err, 0, "too_large",
+				  "the provider's response exceeded the limit of %zu bytes",
 				  e->opts.max_body_bytes);
 		return -EIO;
 	}

@@ -46,7 +46,8 @@ struct engine_options {
 	unsigned max_inflight;
 	double connect_timeout_s;
 	const char *cafile;		/* NULL: system CAs only */
-	size_t max_body_bytes;		/* cap of one response body */
+	size_t max_answer_bytes;	/* cap of one answer's text */
+	size_t max_body_bytes;		/* cap of one response body, framing included */
 };
 
 struct engine;

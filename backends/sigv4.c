@@ -3,10 +3,8 @@
 #include "backends/sigv4.h"
 
 #include <errno.h>
-#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -469,8 +467,10 @@ static int build_canonical_headers(const struct sigv4_input *in,
 			strcmp(list[i].name, list[i - 1].name) == 0;
 
 		if (same_as_previous) {
-			/* Repeated headers become one comma-separated line. */
-			block->len--;	/* drop the previous '\n' */
+			/* Repeated headers become one comma-separated line:
+			 * the previous line's '\n' turns into the comma. */
+			if (!block->failed)
+				block->len--;
 			text_append_char(block, ',');
 		} else {
 			if (i > 0)

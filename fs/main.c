@@ -156,7 +156,9 @@ int main(int argc, char *argv[])
 	engine_opts.max_inflight = opts.max_inflight;
 	engine_opts.connect_timeout_s = opts.connect_timeout_s;
 	engine_opts.cafile = opts.cafile;
-	engine_opts.max_body_bytes = opts.max_answer_bytes * 4;
+	engine_opts.max_answer_bytes = opts.max_answer_bytes;
+	/* JSON framing around the text can take several times its size */
+	engine_opts.max_body_bytes = opts.max_answer_bytes * 64 + 1024 * 1024;
 	pfs.engine = engine_new(&engine_opts, &rc);
 	if (!pfs.engine) {
 		log_error("cannot start the engine: %s", strerror(-rc));

@@ -591,7 +591,10 @@ int config_load(const char *path, const char *catalog_path,
 	cfg = NULL;
 out:
 	config_free(cfg);
-	json_decref(root);
+	if (root) {
+		wipe_inline_secrets(root);
+		json_decref(root);
+	}
 	free(ctx.dir);
 	if (fd >= 0)
 		close(fd);

@@ -147,6 +147,27 @@ void auth_sources_free(struct cloud *cloud)
 	cloud->n_auth_sources = 0;
 }
 
+void wipe_inline_secrets(json_t *root)
+{
+	static const char *const inline_keys[] = {
+		"api_key", "bearer_token", "access_key_id",
+		"secret_access_key", "session_token", "access_token", NULL
+	};
+	json_t *cloud, *auth, *value;
+	const char *name;
+	size_t i;
+
+	json_object_foreach(json_object_get(root, "clouds"), name, cloud) {
+		auth = json_object_get(cloud, "auth");
+		for (i = 0; inline_keys[i]; i++) {
+			value = json_object_get(auth, inline_keys[i]);
+			if (json_is_string(value))
+				explicit_bzero((char *)json_string_value(value),
+					       json_string_length(value));
+		}
+	}
+}
+
 void credentials_release(struct credentials *creds)
 {
 	secret_free(creds->api_key);
@@ -275,9 +296,6 @@ static int read_slot(struct load_ctx *ctx, const char *auth_path,
 			*dest = strdup(source);
 			rc = *dest ? 0 : out_of_memory(ctx);
 		}
-		/* Wiped where jansson keeps it, since jansson won't. */
-		explicit_bzero((char *)json_string_value(value),
-			       json_string_length(value));
 		source = INLINE_SOURCE;
 	}
 	if (rc < 0)

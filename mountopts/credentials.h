@@ -18,6 +18,10 @@
 int credentials_load(struct load_ctx *ctx, const char *cloud_path,
 		     json_t *auth, struct cloud *cloud);
 
+/* Overwrites every inline secret of ROOT, a §3.1 document, where jansson
+ * keeps it: jansson frees without wiping. */
+void wipe_inline_secrets(json_t *root);
+
 /* Frees the secrets in CREDS (wiped first) and zeroes the struct. */
 void credentials_release(struct credentials *creds);
 

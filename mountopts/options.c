@@ -31,6 +31,7 @@ enum {
 	KEY_LOG,
 	KEY_LOG_LEVEL,
 	KEY_CATALOG,
+	KEY_MAX_RESPONSE_BYTES,
 };
 
 static const struct fuse_opt promptfs_opts[] = {
@@ -52,6 +53,7 @@ static const struct fuse_opt promptfs_opts[] = {
 	FUSE_OPT_KEY("log=", KEY_LOG),
 	FUSE_OPT_KEY("log_level=", KEY_LOG_LEVEL),
 	FUSE_OPT_KEY("catalog=", KEY_CATALOG),
+	FUSE_OPT_KEY("max_response_bytes=", KEY_MAX_RESPONSE_BYTES),
 	/* fstab words that mean something to mount(8), nothing to us */
 	FUSE_OPT_KEY("_netdev", FUSE_OPT_KEY_DISCARD),
 	FUSE_OPT_KEY("nofail", FUSE_OPT_KEY_DISCARD),
@@ -192,6 +194,20 @@ static int parse_max_inflight(struct parse_state *st, const char *arg)
 	return 0;
 }
 
+static int parse_max_response_bytes(struct parse_state *st, const char *arg)
+{
+	const char *value = option_value(arg);
+	char *end;
+	long long v;
+
+	errno = 0;
+	v = strtoll(value, &end, 10);
+	if (errno || end == value || *end || v < 1024 || v > (1LL << 32))
+		return parse_fail(st, "option %s: expected a byte count from 1024 to 4294967296", arg);
+	st->opts->max_answer_bytes = (size_t)v;
+	return 0;
+}
+
 static int parse_keyed_option(struct parse_state *st, const char *arg, int key)
 {
 	struct mount_options *o = st->opts;
@@ -221,6 +237,8 @@ static int parse_keyed_option(struct parse_state *st, const char *arg, int key)
 		return parse_log_level(st, arg);
 	case KEY_CATALOG:
 		return replace_string(st, &o->catalog_path, option_value(arg));
+	case KEY_MAX_RESPONSE_BYTES:
+		return parse_max_response_bytes(st, arg);
 	}
 	return parse_fail(st, "internal error: option key %d", key);
 }
@@ -409,6 +427,7 @@ void options_print_help(const char *progname)
 	       "       log=stderr|syslog|FILE\n"
 	       "       log_level=error|warn|info|debug\n"
 	       "       catalog=FILE          model and price catalog\n"
+	       "       max_response_bytes=N  cap of one answer (16 MiB)\n"
 	       "       allow_other, ro, fsname=, ... are passed to FUSE\n",
 	       progname);
 }

@@ -34,7 +34,8 @@ class Chat:
 
     def __init__(self, model, turns, system, max_tokens, stream, options=None):
         self.model = model
-        self.turns = turns            # list of (role, text), roles as the provider names them
+        self.turns = turns            # (role, text) pairs, roles as the provider names them;
+                                      # system text is never among them
         self.system = system          # str or None
         self.max_tokens = max_tokens  # int or None
         self.stream = stream

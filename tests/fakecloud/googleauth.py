@@ -58,7 +58,6 @@ class TokenAuthority:
         self.static_token = static_token
         self._tokens = {}
         self._lock = threading.Lock()
-        self.issued = 0
 
     @property
     def enabled(self):
@@ -84,7 +83,6 @@ class TokenAuthority:
         with self._lock:
             self._prune(now)
             self._tokens[token] = now + self.ttl
-            self.issued += 1
         return {"access_token": token, "expires_in": self.ttl, "token_type": "Bearer"}
 
     def _verify_assertion(self, assertion, now):
@@ -147,10 +145,6 @@ class TokenAuthority:
         if now >= exp:
             return "expired"
         return None
-
-    def reset_counters(self):
-        with self._lock:
-            self.issued = 0
 
 
 def make_sa_key(directory, token_uri, email=DEFAULT_EMAIL, project="fake-project"):

@@ -25,6 +25,9 @@ class Anthropic:
     stream_type = "text/event-stream"
     inband_status = 529
 
+    def new_request_id(self):
+        return new_request_id()
+
     def authenticate(self, rq):
         key = rq.cfg.anthropic_key
         if key is not None:

@@ -7,7 +7,8 @@ import time
 
 import eventstream
 import sigv4
-from common import BadRequest, Chat, Reject, check_unknown, is_int, is_num, jbody, jdump
+from common import (BadRequest, Chat, Reject, check_unknown, is_int, is_num, jbody, jdump,
+                    new_uuid)
 
 _NS = "http://internal.amazon.com/coral/com.amazon.bedrock/"
 _FRONT_NS = "http://internal.amazon.com/coral/com.amazon.coral.service/"
@@ -50,6 +51,9 @@ class Bedrock:
     name = "bedrock"
     stream_type = "application/vnd.amazon.eventstream"
     inband_status = 424
+
+    def new_request_id(self):
+        return new_uuid()
 
     def authenticate(self, rq):
         cfg = rq.cfg

@@ -2,11 +2,12 @@
 OpenAI dated deployments API, which shares its body format."""
 
 import hmac
+import secrets
 import json
 import re
 
 from common import (BadRequest, Chat, Reject, break_json_event, check_unknown, is_int,
-                    is_num, jbody, rand_id, sse, text_of_parts)
+                    is_num, jbody, new_uuid, rand_id, sse, text_of_parts)
 
 _KNOWN = {
     "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p",
@@ -50,6 +51,9 @@ class OpenAI:
     inband_status = 500
 
     # ----- authentication and parsing -------------------------------------------------
+    def new_request_id(self):
+        return "req_" + secrets.token_hex(16)
+
     def authenticate(self, rq):
         key = rq.cfg.openai_key
         if key is None:
@@ -94,9 +98,10 @@ class OpenAI:
                 text = content
             else:
                 text = text_of_parts(content, where + ".content")
-            turns.append((role, text))
             if role in ("system", "developer"):
                 system.append(text)
+            else:
+                turns.append((role, text))
         limits = {}
         for key in ("max_tokens", "max_completion_tokens"):
             value = obj.get(key)
@@ -251,6 +256,9 @@ class OpenAI:
 class Azure(OpenAI):
     name = "azure"
     azure = True
+
+    def new_request_id(self):
+        return new_uuid()
 
     def authenticate(self, rq):
         version = rq.params.get("api-version")

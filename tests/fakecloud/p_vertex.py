@@ -2,7 +2,8 @@
 
 import datetime
 
-from common import BadRequest, Chat, Reject, break_json_event, is_int, is_num, jbody, sse
+from common import (BadRequest, Chat, Reject, break_json_event, is_int, is_num, jbody,
+                    new_uuid, sse)
 
 _STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
            404: "NOT_FOUND", 409: "ABORTED", 429: "RESOURCE_EXHAUSTED", 499: "CANCELLED",
@@ -59,6 +60,9 @@ class Vertex:
     name = "vertex"
     stream_type = "text/event-stream"
     inband_status = 503
+
+    def new_request_id(self):
+        return new_uuid()
 
     def authenticate(self, rq):
         authority = rq.cfg.token_authority

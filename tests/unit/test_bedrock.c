@@ -342,6 +342,20 @@ static void test_request_refused(void **state)
 	assert_build_fails(&f, -EINVAL);
 
 	fixture_init(&f, "https://" AWS_HOST);
+	f.messages[0].content = "surrogate \xed\xa0\x80";
+	assert_build_fails(&f, -EINVAL);
+
+	fixture_init(&f, "https://" AWS_HOST);
+	f.messages[0].content = "overlong \xc0\xaf";
+	assert_build_fails(&f, -EINVAL);
+
+	fixture_init(&f, "https://" AWS_HOST);
+	f.stop[0] = "cut \xe2\x82";
+	f.req.stop = f.stop;
+	f.req.n_stop = 1;
+	assert_build_fails(&f, -EINVAL);
+
+	fixture_init(&f, "https://" AWS_HOST);
 	f.creds.aws_secret_access_key = NULL;
 	assert_build_fails(&f, -EINVAL);
 
@@ -353,6 +367,51 @@ static void test_request_refused(void **state)
 
 	fixture_init(&f, "https://" AWS_HOST "/?x=1");
 	assert_build_fails(&f, -EINVAL);
+}
+
+/* jansson allocations left before the next one fails. */
+static size_t json_allocs_left;
+
+static void *failing_json_malloc(size_t size)
+{
+	if (json_allocs_left == 0)
+		return NULL;
+	json_allocs_left--;
+	return malloc(size);
+}
+
+/* Every JSON allocation of the request failing in turn gives -ENOMEM,
+ * never a false -EINVAL and never a leak (run under ASan). */
+static void test_request_json_allocation_failure(void **state)
+{
+	struct fixture f;
+	struct http_request out;
+	size_t n;
+	int ret = -ENOMEM;
+
+	(void)state;
+	fixture_init(&f, "https://" AWS_HOST);
+	f.messages[0] = (struct llm_message){ "system", "Be terse." };
+	f.messages[1] = (struct llm_message){ "user", "Hi" };
+	f.messages[2] = (struct llm_message){ "user", "there" };
+	f.req.n_messages = 3;
+	f.req.has_temperature = 1;
+	f.req.temperature = 0.2;
+	f.req.max_tokens = 10;
+	f.stop[0] = "END";
+	f.req.stop = f.stop;
+	f.req.n_stop = 1;
+	for (n = 0; n < 1000 && ret == -ENOMEM; n++) {
+		json_allocs_left = n;
+		json_set_alloc_funcs(failing_json_malloc, free);
+		ret = backend_bedrock.build_request(&f.target, &f.req, &out);
+		json_set_alloc_funcs(malloc, free);
+		if (ret == -ENOMEM)
+			assert_null(out.url);
+	}
+	assert_int_equal(ret, 0);
+	assert_true(n > 5);
+	http_request_release(&out);
 }
 
 /* --- frames -------------------------------------------------------- */
@@ -834,6 +893,7 @@ int main(void)
 		cmocka_unit_test(test_request_model_arn),
 		cmocka_unit_test(test_body_shape),
 		cmocka_unit_test(test_request_refused),
+		cmocka_unit_test(test_request_json_allocation_failure),
 		cmocka_unit_test(test_answer_every_split),
 		cmocka_unit_test(test_answer_byte_by_byte),
 		cmocka_unit_test(test_finish_reasons),

@@ -44,6 +44,17 @@ static const struct {
 
 static char vectors_dir[4096];
 
+/* DIR/NAME into OUT; a path too long for it is a broken setup. */
+static void join_path(char *out, size_t cap, const char *dir, const char *name)
+{
+	int n = snprintf(out, cap, "%s/%s", dir, name);
+
+	if (n < 0 || (size_t)n >= cap) {
+		fprintf(stderr, "path too long: %s/%s\n", dir, name);
+		exit(1);
+	}
+}
+
 /* --- file helpers -------------------------------------------------- */
 
 /* Reads PATH whole; returns a NUL-terminated heap copy (caller frees) and
@@ -56,7 +67,7 @@ static char *read_file(const char *dir, const char *name, size_t *len)
 	char *buf = NULL;
 	size_t n, i, j;
 
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	join_path(path, sizeof(path), dir, name);
 	f = fopen(path, "rb");
 	if (!f)
 		return NULL;
@@ -82,7 +93,7 @@ static int file_exists(const char *dir, const char *name)
 	char path[4608];
 	struct stat st;
 
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	join_path(path, sizeof(path), dir, name);
 	return stat(path, &st) == 0;
 }
 
@@ -250,7 +261,7 @@ static void test_vector(void **state)
 	char context_path[4608];
 
 	parse_request(dir, &req);
-	snprintf(context_path, sizeof(context_path), "%s/context.json", dir);
+	join_path(context_path, sizeof(context_path), dir, "context.json");
 	ctx = json_load_file(context_path, 0, &jerr);
 	assert_non_null(ctx);
 	creds = json_object_get(ctx, "credentials");
@@ -424,12 +435,18 @@ static int compare_names(const void *a, const void *b)
 static void locate_vectors(void)
 {
 	const char *env = getenv("PROMPTFS_SIGV4_VECTORS");
+	int n;
 
-	if (env && *env)
-		snprintf(vectors_dir, sizeof(vectors_dir), "%s", env);
-	else
-		snprintf(vectors_dir, sizeof(vectors_dir),
-			 "%s/../shared/vectors/aws-sigv4", SOURCE_ROOT);
+	if (!env || !*env) {
+		join_path(vectors_dir, sizeof(vectors_dir), SOURCE_ROOT,
+			  "../shared/vectors/aws-sigv4");
+		return;
+	}
+	n = snprintf(vectors_dir, sizeof(vectors_dir), "%s", env);
+	if (n < 0 || (size_t)n >= sizeof(vectors_dir)) {
+		fprintf(stderr, "PROMPTFS_SIGV4_VECTORS is too long\n");
+		exit(1);
+	}
 }
 
 /* Collects the sorted case folders; *N_OUT of them, caller frees each
@@ -444,14 +461,14 @@ static char **list_cases(size_t *n_out)
 	*n_out = 0;
 	if (!dir)
 		return NULL;
-	while ((entry = readdir(dir)) != NULL) {
+	for (entry = readdir(dir); entry; entry = readdir(dir)) {
 		char case_dir[4608];
 		char **grown;
 
 		if (entry->d_name[0] == '.')
 			continue;
-		snprintf(case_dir, sizeof(case_dir), "%s/%s", vectors_dir,
-			 entry->d_name);
+		join_path(case_dir, sizeof(case_dir), vectors_dir,
+			  entry->d_name);
 		if (!file_exists(case_dir, "request.txt"))
 			continue;	/* README, LICENSE */
 		grown = realloc(names, (n + 1) * sizeof(*names));

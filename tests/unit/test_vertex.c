@@ -4,10 +4,12 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <errno.h>
 
 #include <cmocka.h>
+#include <jansson.h>
 
 #include "backends/backend.h"
 
@@ -577,6 +579,73 @@ static void classify_status_rules(void **state)
 	assert_string_equal(err.outcome, "http_400");
 }
 
+/* ---- allocation failure ----------------------------------------------- */
+
+static long allocations_left;	/* < 0: never fail */
+
+static void *failing_malloc(size_t size)
+{
+	if (allocations_left == 0)
+		return NULL;
+	if (allocations_left > 0)
+		allocations_left--;
+	return malloc(size);
+}
+
+/* Every jansson allocation in turn fails once: the request builder and
+ * the parser must fail cleanly (no crash, no leak under ASan) and never
+ * report success with a wrong answer. */
+static void chaos_run(const struct backend *b,
+		      const struct backend_target *where,
+		      const struct llm_request *req, const char *stream,
+		      const char *text)
+{
+	struct http_request out;
+	struct recorder rec;
+	struct attempt_error err;
+	long n;
+	int rc;
+	int clean_runs = 0;
+
+	for (n = 0; clean_runs < 2; n++) {
+		json_set_alloc_funcs(failing_malloc, free);
+		allocations_left = n;
+		rc = b->build_request(where, req, &out);
+		if (rc == 0)
+			http_request_release(&out);
+		else
+			assert_int_equal(rc, -ENOMEM);
+		allocations_left = n;
+		rc = stream_run(b, stream, strlen(stream), strlen(stream) / 2, 0,
+				&rec, &err);
+		if (rc == 0)
+			assert_string_equal(rec.text, text);
+		json_set_alloc_funcs(malloc, free);
+		/* Once N exceeds what one run needs, both succeed. */
+		if (allocations_left > 0 && rc == 0)
+			clean_runs++;
+	}
+}
+
+static void allocation_failures(void **state)
+{
+	struct backend_target target = {
+		.model = &gemini,
+		.credentials = &gcp_cloud.credentials,
+	};
+	struct llm_request req = {
+		.messages = conversation,
+		.n_messages = 5,
+		.has_temperature = 1,
+		.temperature = 0.2,
+		.stop = stops,
+		.n_stop = 2,
+	};
+
+	(void)state;
+	chaos_run(&backend_vertex, &target, &req, stream_ok, "Hello, w\xc3\xb6rld!");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -599,6 +668,7 @@ int main(void)
 		cmocka_unit_test(classify_array_and_retry_info),
 		cmocka_unit_test(classify_not_retryable),
 		cmocka_unit_test(classify_status_rules),
+		cmocka_unit_test(allocation_failures),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

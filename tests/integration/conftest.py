@@ -1,0 +1,217 @@
+"""Shared fixtures of the mounted-filesystem tests: the fake cloud, and
+promptfs mounts driven through real tools and real system calls."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+import pytest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+PROMPTFS = os.environ.get("PROMPTFS_BIN", os.path.join(ROOT, "build", "fs", "promptfs"))
+FAKECLOUD = os.path.join(ROOT, "tests", "fakecloud", "fakecloud.py")
+PYTHON = "/usr/bin/python3"
+
+OPENAI_KEY = "sk-test-7d1f0c2a9b"
+NOBODY = 65534
+
+
+class FakeCloud:
+    def __init__(self, workdir, extra_args=()):
+        self.workdir = workdir
+        self.log = os.path.join(workdir, "fakecloud.log")
+        port_file = os.path.join(workdir, "fakecloud.port")
+        self.proc = subprocess.Popen(
+            [PYTHON, FAKECLOUD, "--port", "0", "--port-file", port_file,
+             "--openai-key", OPENAI_KEY, "--log", self.log, *extra_args],
+            stdout=subprocess.DEVNULL, stderr=open(self.log + ".stderr", "w"))
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            if os.path.exists(port_file) and open(port_file).read().strip():
+                self.port = int(open(port_file).read().strip())
+                break
+            if self.proc.poll() is not None:
+                raise RuntimeError("fake cloud exited: " + open(self.log + ".stderr").read())
+            time.sleep(0.05)
+        else:
+            raise RuntimeError("fake cloud did not start")
+        self.url = "http://127.0.0.1:%d" % self.port
+
+    def stats(self):
+        with urllib.request.urlopen(self.url + "/_stats", timeout=5) as r:
+            return json.load(r)
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def default_config(fake_url):
+    return {
+        "clouds": {
+            "openai": {
+                "provider": "openai",
+                "auth": {"api_key_env": "PFS_TEST_OPENAI_KEY"},
+                "regions": {"us": {"geo": "us", "endpoint": fake_url + "/v1",
+                                   "models": {"gpt-4o": {}, "gpt-4o-mini": {}}}},
+            },
+            "local": {
+                "provider": "openai",
+                "auth": {"api_key_env": "PFS_TEST_OPENAI_KEY"},
+                "regions": {"localhost": {"geo": "local", "endpoint": fake_url + "/v1",
+                                          "models": {"llama3.2": {}}}},
+            },
+        }
+    }
+
+
+class Mount:
+    """One promptfs daemon in the foreground, mounted on a fresh directory."""
+
+    def __init__(self, workdir, config, options=(), env=None, state_dir=None):
+        self.workdir = workdir
+        self.path = os.path.join(workdir, "mnt")
+        self.state = state_dir or os.path.join(workdir, "state")
+        self.config_path = os.path.join(workdir, "clouds.json")
+        self.log = os.path.join(workdir, "promptfs.log")
+        self.options = ["state_dir=" + self.state, "allow_other", *options]
+        self.env = dict(os.environ, PFS_TEST_OPENAI_KEY=OPENAI_KEY, **(env or {}))
+        self.env.setdefault("ASAN_OPTIONS", "log_path=%s/asan" % workdir)
+        os.makedirs(self.path, exist_ok=True)
+        with open(self.config_path, "w") as f:
+            json.dump(config, f)
+        self.proc = None
+        self.start()
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [PROMPTFS, "-f", "-o", ",".join(self.options), self.config_path, self.path],
+            stdout=open(self.log, "a"), stderr=subprocess.STDOUT, env=self.env)
+        deadline = time.time() + 15
+        while not os.path.ismount(self.path):
+            if self.proc.poll() is not None:
+                raise RuntimeError("promptfs exited %d: %s" % (self.proc.returncode,
+                                                                 open(self.log).read()))
+            if time.time() > deadline:
+                raise RuntimeError("promptfs did not mount")
+            time.sleep(0.02)
+
+    def model(self, cloud="openai", region="us", model="gpt-4o"):
+        return os.path.join(self.path, cloud, region, model)
+
+    def unmount(self):
+        if self.proc is None:
+            return 0
+        for _ in range(50):
+            r = subprocess.run(["fusermount3", "-u", self.path], capture_output=True)
+            if r.returncode == 0 or not os.path.ismount(self.path):
+                break
+            time.sleep(0.1)
+        else:
+            subprocess.run(["fusermount3", "-uz", self.path], capture_output=True)
+        try:
+            code = self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self.proc = None
+        return code
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        self.proc = None
+        subprocess.run(["fusermount3", "-uz", self.path], capture_output=True)
+
+    def sanitizer_reports(self):
+        reports = [f for f in os.listdir(self.workdir) if f.startswith("asan")]
+        text = "".join(open(os.path.join(self.workdir, f)).read() for f in reports)
+        log = open(self.log).read()
+        for marker in ("runtime error:", "AddressSanitizer", "LeakSanitizer"):
+            if marker in log:
+                text += log
+                break
+        return text
+
+
+@pytest.fixture(scope="session")
+def fake(tmp_path_factory):
+    cloud = FakeCloud(str(tmp_path_factory.mktemp("fakecloud")))
+    yield cloud
+    cloud.stop()
+
+
+@pytest.fixture
+def mount_factory(fake):
+    mounts = []
+    # under /tmp and open to all: tests run commands as other uids, which
+    # must reach the mountpoint (pytest's own tmp_path is private to root)
+    base = tempfile.mkdtemp(prefix="promptfs-test-")
+    os.chmod(base, 0o755)
+
+    def make(config=None, options=(), env=None, state_dir=None, workdir=None):
+        wd = workdir or os.path.join(base, "m%d" % len(mounts))
+        os.makedirs(wd, exist_ok=True)
+        os.chmod(wd, 0o755)
+        m = Mount(wd, config or default_config(fake.url), options, env, state_dir)
+        mounts.append(m)
+        return m
+
+    yield make
+    problems = []
+    for m in mounts:
+        code = m.unmount()
+        if code not in (0, None):
+            problems.append("promptfs exited %d:\n%s" % (code, open(m.log).read()[-4000:]))
+        reports = m.sanitizer_reports()
+        if reports:
+            problems.append("sanitizer report:\n" + reports[-8000:])
+    if not problems:
+        shutil.rmtree(base, ignore_errors=True)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.fixture
+def mnt(mount_factory):
+    return mount_factory()
+
+
+def sh(cmd, check=True, timeout=60, user=None, **kw):
+    """Runs CMD with bash, optionally as another uid; returns the result."""
+    argv = ["bash", "-c", cmd]
+    if user is not None:
+        argv = ["setpriv", "--reuid=%d" % user, "--regid=%d" % user, "--clear-groups"] + argv
+    r = subprocess.run(argv, capture_output=True, timeout=timeout, **kw)
+    if check and r.returncode != 0:
+        raise AssertionError("command failed (%d): %s\nstdout: %r\nstderr: %r" %
+                             (r.returncode, cmd, r.stdout, r.stderr))
+    return r
+
+
+def read_meta(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def wait_finished(d, name, timeout=30):
+    """Waits until NAME's job has ended; returns its .meta."""
+    path = os.path.join(d, name + ".meta")
+    assert wait_for(lambda: read_meta(path)["status"] not in ("queued", "running"), timeout), \
+        "job %s did not end" % name
+    return read_meta(path)
+
+
+def wait_for(predicate, timeout=15, interval=0.05):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False

@@ -1,0 +1,258 @@
+"""Jobs through the mount: submit on close and on rename, stream, meta,
+error files, cancellation (SPEC §5)."""
+import errno
+import json
+import os
+import select
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import read_meta, sh, wait_for
+
+
+def test_echo_then_cat_gives_exact_answer(mnt):
+    d = mnt.model()
+    sh("echo 'What is 2+2?' > %s/q.prompt" % d)
+    r = sh("cat %s/q.response" % d)
+    assert r.stdout == b"echo: What is 2+2?\n"
+    meta = read_meta(d + "/q.meta")
+    assert meta["status"] == "done"
+    assert meta["route"] == "openai/us/gpt-4o"
+    assert meta["usage"] == {"input_tokens": 4, "output_tokens": 5}
+    assert meta["finish_reason"] == "stop"
+    assert meta["attempts"][0]["target"] == "openai/us/gpt-4o"
+    assert meta["attempts"][0]["outcome"] == "ok"
+    assert meta["uid"] == 0
+    for key in ("submitted", "started", "finished", "request_id"):
+        assert key in meta
+    assert not os.path.exists(d + "/q.error")
+
+
+def test_response_appears_at_submission_and_stat_reports_final_size(mnt):
+    d = mnt.model()
+    sh("echo 'hello [[fault:latency seconds=1]]' > %s/slow.prompt" % d)
+    assert os.path.exists(d + "/slow.response")
+    assert read_meta(d + "/slow.meta")["status"] in ("queued", "running")
+    data = open(d + "/slow.response", "rb").read()
+    assert data == b"echo: hello [[fault:latency seconds=1]]\n"
+    assert os.stat(d + "/slow.response").st_size == len(data)
+
+
+def test_utf8_answer_is_byte_exact(mnt):
+    d = mnt.model()
+    text = "Grüße, 世界! 🎉 ça va?\n"
+    with open(d + "/u.prompt", "w", encoding="utf-8") as f:
+        f.write(text)
+    assert open(d + "/u.response", "rb").read() == ("echo: " + text).encode()
+
+
+def test_json_prompt_with_system_and_max_tokens(mnt):
+    d = mnt.model()
+    req = {"messages": [{"role": "system", "content": "be brief"},
+                        {"role": "user", "content": "tell me a long story about files"}],
+           "temperature": 0.2, "max_tokens": 3}
+    with open(d + "/j.prompt", "w") as f:
+        json.dump(req, f)
+    answer = open(d + "/j.response", "rb").read()
+    full = b"[system: be brief] echo: tell me a long story about files"
+    assert answer == full[:12]
+    assert read_meta(d + "/j.meta")["finish_reason"] == "length"
+
+
+def test_invalid_utf8_is_refused_at_close_with_einval(mnt):
+    d = mnt.model()
+    fd = os.open(d + "/bad.prompt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(fd, b"caf\xc3(\n")
+    with pytest.raises(OSError) as e:
+        os.close(fd)
+    assert e.value.errno == errno.EINVAL
+    assert not os.path.exists(d + "/bad.response")
+    assert not os.path.exists(d + "/bad.meta")
+    err = open(d + "/bad.error").read()
+    assert err.startswith("The prompt was refused: ")
+    assert "UTF-8" in err
+
+
+def test_malformed_json_prompt_names_the_key(mnt):
+    d = mnt.model()
+    fd = os.open(d + "/k.prompt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(fd, b'{"messages":[{"role":"user","content":"hi"}],"temprature":1}')
+    with pytest.raises(OSError) as e:
+        os.close(fd)
+    assert e.value.errno == errno.EINVAL
+    assert "temprature" in open(d + "/k.error").read()
+    fd = os.open(d + "/k2.prompt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(fd, b'{"messages": [')
+    with pytest.raises(OSError) as e:
+        os.close(fd)
+    assert e.value.errno == errno.EINVAL
+    assert "not valid JSON" in open(d + "/k2.error").read()
+
+
+def test_prompt_over_one_mib_is_efbig_at_write(mnt):
+    d = mnt.model()
+    fd = os.open(d + "/big.prompt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(fd, b"a" * (1024 * 1024))
+    with pytest.raises(OSError) as e:
+        os.write(fd, b"b")
+    assert e.value.errno == errno.EFBIG
+    os.close(fd)  # exactly 1 MiB: submitted
+    assert open(d + "/big.response", "rb").read(6) == b"echo: "
+    r = sh("head -c 1048577 /dev/zero | tr '\\0' a > %s/big2.prompt" % d, check=False)
+    assert r.returncode != 0
+    assert b"File too large" in r.stderr
+
+
+def test_touch_and_empty_prompt_submit_nothing(mnt, fake):
+    d = mnt.model()
+    sh("touch %s/t.prompt" % d)
+    sh(": > %s/t2.prompt" % d)
+    assert sorted(os.listdir(d)) == ["t.prompt", "t2.prompt"]
+
+
+def test_rewriting_a_prompt_replaces_the_previous_job(mnt):
+    d = mnt.model()
+    sh("echo first > %s/r.prompt" % d)
+    assert sh("cat %s/r.response" % d).stdout == b"echo: first\n"
+    sh("echo second >> %s/r.prompt" % d)
+    assert sh("cat %s/r.response" % d).stdout == b"echo: first\nsecond\n"
+    sh("echo third > %s/r.prompt" % d)
+    assert sh("cat %s/r.response" % d).stdout == b"echo: third\n"
+
+
+def test_rename_submits_the_batch_pattern(mnt):
+    d = mnt.model()
+    sh("echo 'from tmp' > %s/x.tmp && mv %s/x.tmp %s/x.prompt" % (d, d, d))
+    assert sh("cat %s/x.response" % d).stdout == b"echo: from tmp\n"
+    assert not os.path.exists(d + "/x.tmp")
+
+
+def test_rename_of_invalid_prompt_fails_and_keeps_the_source(mnt):
+    d = mnt.model()
+    with open(d + "/y.tmp", "wb") as f:
+        f.write(b"\xff\xfe")
+    with pytest.raises(OSError) as e:
+        os.rename(d + "/y.tmp", d + "/y.prompt")
+    assert e.value.errno == errno.EINVAL
+    assert os.path.exists(d + "/y.tmp")
+    assert not os.path.exists(d + "/y.prompt")
+    assert "UTF-8" in open(d + "/y.error").read()
+
+
+def test_generated_files_are_read_only(mnt):
+    d = mnt.model()
+    sh("echo hi > %s/g.prompt && cat %s/g.response" % (d, d))
+    for name in ("g.response", "g.meta"):
+        with pytest.raises(OSError) as e:
+            os.open(d + "/" + name, os.O_WRONLY)
+        assert e.value.errno == errno.EACCES
+        assert os.stat(d + "/" + name).st_mode & 0o222 == 0
+    with pytest.raises(OSError) as e:
+        os.open(d + "/new.response", os.O_WRONLY | os.O_CREAT, 0o644)
+    assert e.value.errno == errno.EACCES
+
+
+def test_rm_prompt_cancels_and_removes_generated_files(mnt, fake):
+    d = mnt.model()
+    sh("echo 'wait [[fault:latency seconds=30]]' > %s/c.prompt" % d)
+    fd = os.open(d + "/c.response", os.O_RDONLY)
+    os.unlink(d + "/c.prompt")
+    with pytest.raises(OSError) as e:
+        os.read(fd, 100)
+    assert e.value.errno == errno.EIO
+    os.close(fd)
+    assert [n for n in os.listdir(d) if n.startswith("c.")] == []
+
+
+def test_nonblocking_read_gives_eagain_then_poll_wakes(mnt):
+    d = mnt.model()
+    sh("echo 'later [[fault:latency seconds=1]]' > %s/nb.prompt" % d)
+    fd = os.open(d + "/nb.response", os.O_RDONLY | os.O_NONBLOCK)
+    with pytest.raises(OSError) as e:
+        os.read(fd, 100)
+    assert e.value.errno == errno.EAGAIN
+    p = select.poll()
+    p.register(fd, select.POLLIN)
+    t0 = time.time()
+    events = p.poll(10000)
+    assert events and events[0][1] & select.POLLIN
+    assert time.time() - t0 < 9
+    data = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except BlockingIOError:
+            p.poll(10000)
+            continue
+        if not chunk:
+            break
+        data += chunk
+    os.close(fd)
+    assert data == b"echo: later [[fault:latency seconds=1]]\n"
+
+
+def test_blocked_read_is_interruptible(mnt):
+    d = mnt.model()
+    sh("echo 'never [[fault:latency seconds=30]]' > %s/i.prompt" % d)
+    cat = subprocess.Popen(["cat", d + "/i.response"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)
+    time.sleep(0.5)
+    assert cat.poll() is None
+    cat.send_signal(signal.SIGINT)
+    cat.wait(5)
+    assert cat.returncode != 0
+    os.unlink(d + "/i.prompt")
+
+
+def test_stream_is_readable_while_it_arrives(mnt):
+    d = mnt.model()
+    sh("echo 'abcdefghijklmnopqrstuvwxyz [[fault:stall after=10 seconds=1]]' > %s/s.prompt" % d)
+    fd = os.open(d + "/s.response", os.O_RDONLY)
+    t0 = time.time()
+    first = os.read(fd, 4096)
+    assert first and len(first) <= 10 + 7
+    assert time.time() - t0 < 0.9
+    rest = b""
+    while True:
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        rest += chunk
+    os.close(fd)
+    assert first + rest == b"echo: abcdefghijklmnopqrstuvwxyz [[fault:stall after=10 seconds=1]]\n"
+
+
+def test_many_readers_of_one_response(mnt):
+    d = mnt.model()
+    sh("echo 'shared [[fault:latency seconds=1]]' > %s/m.prompt" % d)
+    r = sh("for i in $(seq 1 50); do cat %s/m.response > /dev/shm/pfs-m-$i & done; wait; "
+           "cat /dev/shm/pfs-m-* | sort | uniq -c; rm -f /dev/shm/pfs-m-*" % d)
+    assert r.stdout.strip() == b"50 echo: shared [[fault:latency seconds=1]]"
+
+
+def test_workspaces_hold_jobs_at_any_depth(mnt):
+    d = mnt.model()
+    sh("mkdir -p %s/batch-42/a/b && echo deep > %s/batch-42/a/b/q.prompt" % (d, d))
+    assert sh("cat %s/batch-42/a/b/q.response" % d).stdout == b"echo: deep\n"
+    sh("mv %s/batch-42 %s/batch-43" % (d, d))
+    assert sh("cat %s/batch-43/a/b/q.response" % d).stdout == b"echo: deep\n"
+
+
+def test_parallel_batch_with_xargs(mnt):
+    d = mnt.model("local", "localhost", "llama3.2") + "/batch"
+    os.mkdir(d)
+    sh("seq 1 100 | xargs -P 32 -I{} sh -c 'echo \"item {}\" > %s/p{}.prompt'" % d)
+    out = mnt.workdir + "/out"
+    os.mkdir(out)
+    sh("seq 1 100 | xargs -P 32 -I{} sh -c 'cat %s/p{}.response > %s/{}'" % (d, out))
+    for i in range(1, 101):
+        assert open("%s/%d" % (out, i)).read() == "echo: item %d\n" % i
+
+
+def test_dd_writes_a_prompt_in_small_blocks(mnt):
+    d = mnt.model()
+    sh("printf 'written by dd in pieces' | dd of=%s/dd.prompt bs=3 status=none" % d)
+    assert sh("cat %s/dd.response" % d).stdout == b"echo: written by dd in pieces"

@@ -1,0 +1,649 @@
+/* Unit tests of the Anthropic backend: request, streamed answer, errors. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <errno.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "backends/backend.h"
+
+/* ---- a recorder of what the parser reports ---------------------------- */
+
+struct recorder {
+	char text[8192];
+	size_t text_len;
+	long input_tokens;
+	long output_tokens;
+	int usage_calls;
+	char finish_reason[64];
+	int finish_calls;
+	char request_id[128];
+	int request_id_calls;
+	int text_rc;		/* what text() answers; 0 takes the bytes */
+};
+
+static int record_text(void *ctx, const char *bytes, size_t len)
+{
+	struct recorder *rec = ctx;
+
+	if (rec->text_rc)
+		return rec->text_rc;
+	assert_true(rec->text_len + len < sizeof(rec->text));
+	memcpy(rec->text + rec->text_len, bytes, len);
+	rec->text_len += len;
+	rec->text[rec->text_len] = '\0';
+	return 0;
+}
+
+static void record_usage(void *ctx, long input_tokens, long output_tokens)
+{
+	struct recorder *rec = ctx;
+
+	rec->input_tokens = input_tokens;
+	rec->output_tokens = output_tokens;
+	rec->usage_calls++;
+}
+
+static void record_finish_reason(void *ctx, const char *reason)
+{
+	struct recorder *rec = ctx;
+
+	snprintf(rec->finish_reason, sizeof(rec->finish_reason), "%s", reason);
+	rec->finish_calls++;
+}
+
+static void record_request_id(void *ctx, const char *id)
+{
+	struct recorder *rec = ctx;
+
+	snprintf(rec->request_id, sizeof(rec->request_id), "%s", id);
+	rec->request_id_calls++;
+}
+
+static const struct answer_events recorder_events = {
+	.text = record_text,
+	.usage = record_usage,
+	.finish_reason = record_finish_reason,
+	.request_id = record_request_id,
+};
+
+static void recorder_reset(struct recorder *rec)
+{
+	memset(rec, 0, sizeof(*rec));
+	rec->input_tokens = -2;
+	rec->output_tokens = -2;
+}
+
+/* Feeds STREAM cut in two at SPLIT (the second half byte by byte when
+ * BYTEWISE), then ends the body. Returns the first failure, or what
+ * parser_finish says. */
+static int stream_run(const struct backend *b, const char *stream, size_t len,
+		      size_t split, int bytewise, struct recorder *rec,
+		      struct attempt_error *err)
+{
+	struct stream_parser *p;
+	size_t i;
+	int rc;
+
+	recorder_reset(rec);
+	memset(err, 0, sizeof(*err));
+	p = b->parser_new(&recorder_events, rec);
+	assert_non_null(p);
+	rc = b->parser_feed(p, stream, split, err);
+	for (i = split; rc == 0 && i < len; i += bytewise ? 1 : len - split)
+		rc = b->parser_feed(p, stream + i, bytewise ? 1 : len - split,
+				    err);
+	if (rc == 0)
+		rc = b->parser_finish(p, err);
+	b->parser_free(p);
+	return rc;
+}
+
+/* Runs STREAM split at every byte, and once byte by byte, and checks
+ * each run reports the same complete answer. */
+static void stream_expect_everywhere(const struct backend *b,
+				     const char *stream, const char *text,
+				     long input_tokens, long output_tokens,
+				     const char *finish_reason,
+				     const char *request_id)
+{
+	struct recorder rec;
+	struct attempt_error err;
+	size_t len = strlen(stream);
+	size_t split;
+	int bytewise;
+
+	for (bytewise = 0; bytewise < 2; bytewise++) {
+		for (split = 0; split <= len; split += bytewise ? len + 1 : 1) {
+			assert_int_equal(stream_run(b, stream, len, split,
+						    bytewise, &rec, &err),
+					 0);
+			assert_string_equal(rec.text, text);
+			assert_int_equal(rec.input_tokens, input_tokens);
+			assert_int_equal(rec.output_tokens, output_tokens);
+			assert_string_equal(rec.finish_reason, finish_reason);
+			assert_int_equal(rec.finish_calls, 1);
+			assert_string_equal(rec.request_id, request_id);
+			assert_int_equal(rec.request_id_calls, 1);
+		}
+	}
+}
+
+/* Runs STREAM whole and expects a failure. */
+static int stream_fail(const struct backend *b, const char *stream,
+		       struct recorder *rec, struct attempt_error *err)
+{
+	size_t len = strlen(stream);
+	int rc = stream_run(b, stream, len, len, 0, rec, err);
+
+	assert_true(rc < 0);
+	return rc;
+}
+
+/* The header lines of LIST, joined by '\n'. */
+static void headers_join(const struct curl_slist *list, char *out, size_t size)
+{
+	size_t used = 0;
+
+	out[0] = '\0';
+	for (; list; list = list->next) {
+		used += (size_t)snprintf(out + used, size - used, "%s\n",
+					 list->data);
+		assert_true(used < size);
+	}
+}
+
+static void head_init(struct http_response_head *head, long status)
+{
+	memset(head, 0, sizeof(*head));
+	head->status = status;
+}
+
+static void classify(const struct backend *b,
+		     const struct http_response_head *head, const char *body,
+		     struct attempt_error *err)
+{
+	memset(err, 0, sizeof(*err));
+	b->classify_error(head, body, strlen(body), err);
+}
+
+/* ---- fixtures --------------------------------------------------------- */
+
+static struct cloud anthropic_cloud = {
+	.name = "anthropic",
+	.provider = PROVIDER_ANTHROPIC,
+	.credentials = { .api_key = "sk-ant-test" },
+};
+
+static struct region anthropic_region = {
+	.name = "us",
+	.endpoint = "https://api.anthropic.com",
+	.cloud = &anthropic_cloud,
+};
+
+static struct model claude = {
+	.name = "claude-sonnet",
+	.id = "claude-sonnet-4-20250514",
+	.region = &anthropic_region,
+};
+
+static struct llm_message conversation[] = {
+	{ .role = "system", .content = "You are terse." },
+	{ .role = "user", .content = "Hello" },
+	{ .role = "assistant", .content = "Hi." },
+	{ .role = "system", .content = "Answer in English." },
+	{ .role = "user", .content = "Again" },
+};
+
+static char *stops[] = { "END" };
+
+static struct backend_target target = {
+	.model = &claude,
+	.credentials = &anthropic_cloud.credentials,
+};
+
+/* ---- request ---------------------------------------------------------- */
+
+static void build_request_full(void **state)
+{
+	struct llm_request req = {
+		.messages = conversation,
+		.n_messages = 5,
+		.has_temperature = 1,
+		.temperature = 0.5,
+		.max_tokens = 300,
+		.stop = stops,
+		.n_stop = 1,
+	};
+	struct http_request out;
+	char headers[1024];
+
+	(void)state;
+	assert_int_equal(backend_anthropic.build_request(&target, &req, &out), 0);
+	assert_string_equal(out.url, "https://api.anthropic.com/v1/messages");
+	headers_join(out.headers, headers, sizeof(headers));
+	assert_string_equal(headers,
+			    "x-api-key: sk-ant-test\n"
+			    "anthropic-version: 2023-06-01\n"
+			    "content-type: application/json\n"
+			    "accept: text/event-stream\n");
+	assert_string_equal(out.body,
+			    "{\"model\":\"claude-sonnet-4-20250514\",\"max_tokens\":300,"
+			    "\"system\":\"You are terse.\\n\\nAnswer in English.\","
+			    "\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"},"
+			    "{\"role\":\"assistant\",\"content\":\"Hi.\"},"
+			    "{\"role\":\"user\",\"content\":\"Again\"}],"
+			    "\"temperature\":0.5,\"stop_sequences\":[\"END\"],\"stream\":true}");
+	assert_int_equal(out.body_len, strlen(out.body));
+	http_request_release(&out);
+}
+
+static void build_request_max_tokens_defaults(void **state)
+{
+	struct llm_request req = { .messages = conversation + 1, .n_messages = 1 };
+	struct model capped = claude;
+	struct backend_target capped_target = {
+		.model = &capped,
+		.credentials = &anthropic_cloud.credentials,
+	};
+	struct http_request out;
+
+	(void)state;
+	/* Anthropic requires max_tokens: the built-in bound... */
+	assert_int_equal(backend_anthropic.build_request(&target, &req, &out), 0);
+	assert_string_equal(out.body,
+			    "{\"model\":\"claude-sonnet-4-20250514\",\"max_tokens\":4096,"
+			    "\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}],\"stream\":true}");
+	http_request_release(&out);
+	/* ...or the deployment's. */
+	capped.max_output_tokens = 8192;
+	assert_int_equal(backend_anthropic.build_request(&capped_target, &req,
+							 &out),
+			 0);
+	assert_non_null(strstr(out.body, "\"max_tokens\":8192,"));
+	http_request_release(&out);
+}
+
+static void build_request_refusals(void **state)
+{
+	struct credentials none = { 0 };
+	struct backend_target keyless = { .model = &claude, .credentials = &none };
+	struct llm_request only_system = { .messages = conversation, .n_messages = 1 };
+	struct llm_request hello = { .messages = conversation + 1, .n_messages = 1 };
+	struct http_request out;
+
+	(void)state;
+	assert_int_equal(backend_anthropic.build_request(&keyless, &hello, &out),
+			 -ENOKEY);
+	assert_null(out.url);
+	assert_int_equal(backend_anthropic.build_request(&target, &only_system,
+							 &out),
+			 -EINVAL);
+}
+
+/* ---- streamed answer -------------------------------------------------- */
+
+/* The reference's example stream, with two deltas. */
+static const char stream_ok[] =
+	"event: message_start\n"
+	"data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_01XFD\",\"type\":\"message\",\"role\":\"assistant\","
+	"\"content\":[],\"model\":\"claude-sonnet-4-20250514\",\"stop_reason\":null,\"stop_sequence\":null,"
+	"\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\n"
+	"\n"
+	"event: content_block_start\n"
+	"data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n"
+	"\n"
+	"event: ping\n"
+	"data: {\"type\":\"ping\"}\n"
+	"\n"
+	"event: content_block_delta\n"
+	"data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello\"}}\n"
+	"\n"
+	"event: content_block_delta\n"
+	"data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\", w\xc3\xb6rld\"}}\n"
+	"\n"
+	"event: content_block_stop\n"
+	"data: {\"type\":\"content_block_stop\",\"index\":0}\n"
+	"\n"
+	"event: message_delta\n"
+	"data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":15}}\n"
+	"\n"
+	"event: message_stop\n"
+	"data: {\"type\":\"message_stop\"}\n"
+	"\n";
+
+static void stream_complete(void **state)
+{
+	(void)state;
+	stream_expect_everywhere(&backend_anthropic, stream_ok,
+				 "Hello, w\xc3\xb6rld", 25, 15, "stop",
+				 "msg_01XFD");
+}
+
+static void stream_stop_reasons(void **state)
+{
+	static const char stream_head[] =
+		"event: message_start\n"
+		"data: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"usage\":{\"input_tokens\":3,"
+		"\"cache_read_input_tokens\":10,\"cache_creation_input_tokens\":2,\"output_tokens\":1}}}\n\n"
+		"event: thinking_soon\n"
+		"data: {\"type\":\"thinking_soon\"}\n\n"
+		"event: content_block_delta\n"
+		"data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"thinking_delta\",\"thinking\":\"hmm\"}}\n\n"
+		"event: content_block_delta\n"
+		"data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"text_delta\",\"text\":\"x\"}}\n\n"
+		"event: message_delta\n"
+		"data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"";
+	static const char stream_tail[] =
+		"\"},\"usage\":{\"output_tokens\":9}}\n\n"
+		"event: message_stop\n"
+		"data: {\"type\":\"message_stop\"}\n\n";
+	static const char *const cases[][2] = {
+		{ "max_tokens", "length" },
+		{ "stop_sequence", "stop" },
+		{ "tool_use", "tool_use" },
+	};
+	char stream[2048];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		snprintf(stream, sizeof(stream), "%s%s%s", stream_head,
+			 cases[i][0], stream_tail);
+		/* Unknown events and thinking are skipped; cache reads and
+		 * writes count as input. */
+		stream_expect_everywhere(&backend_anthropic, stream, "x", 15, 9,
+					 cases[i][1], "m");
+	}
+}
+
+static void stream_cut(void **state)
+{
+	struct recorder rec;
+	struct attempt_error err;
+	size_t len = strlen(stream_ok);
+	size_t end_of_stop = len - strlen("{\"type\":\"message_stop\"}\n\n");
+	size_t cut;
+
+	(void)state;
+	for (cut = 0; cut < end_of_stop; cut++) {
+		assert_int_equal(stream_run(&backend_anthropic, stream_ok, cut,
+					    cut, 0, &rec, &err),
+				 -EIO);
+		assert_true(err.retryable);
+		assert_string_equal(err.outcome, "stream_cut");
+	}
+	/* message_stop without its blank line still ends the answer. */
+	assert_int_equal(stream_run(&backend_anthropic, stream_ok, len - 2,
+				    len - 2, 0, &rec, &err),
+			 0);
+}
+
+static void stream_in_band_error(void **state)
+{
+	static const char overloaded[] =
+		"event: message_start\n"
+		"data: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\n\n"
+		"event: error\n"
+		"data: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
+	static const char invalid[] =
+		"event: error\n"
+		"data: {\"type\":\"error\",\"error\":{\"type\":\"invalid_request_error\",\"message\":\"prompt is too long\"}}\n\n";
+	struct recorder rec;
+	struct attempt_error err;
+
+	(void)state;
+	assert_int_equal(stream_fail(&backend_anthropic, overloaded, &rec, &err),
+			 -EIO);
+	assert_true(err.retryable);
+	assert_string_equal(err.outcome, "stream_error");
+	assert_string_equal(err.message,
+			    "Anthropic reported an error in the answer (overloaded_error): Overloaded");
+	assert_string_equal(rec.request_id, "m");
+
+	assert_int_equal(stream_fail(&backend_anthropic, invalid, &rec, &err),
+			 -EIO);
+	assert_false(err.retryable);
+	assert_string_equal(err.message,
+			    "Anthropic reported an error in the answer (invalid_request_error): prompt is too long");
+}
+
+static void stream_refusal(void **state)
+{
+	static const char stream[] =
+		"event: content_block_delta\n"
+		"data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Step 1\"}}\n\n"
+		"event: message_delta\n"
+		"data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"refusal\"},\"usage\":{\"output_tokens\":2}}\n\n"
+		"event: message_stop\n"
+		"data: {\"type\":\"message_stop\"}\n\n";
+	struct recorder rec;
+	struct attempt_error err;
+
+	(void)state;
+	assert_int_equal(stream_fail(&backend_anthropic, stream, &rec, &err), -EIO);
+	assert_false(err.retryable);
+	assert_string_equal(err.outcome, "content_filter");
+}
+
+static void stream_json_bodies(void **state)
+{
+	static const char error_body[] =
+		"{\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"Internal server error\"}}";
+	static const char message_body[] =
+		"{\"id\":\"msg_01\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude\","
+		"\"content\":[{\"type\":\"text\",\"text\":\"Hi!\"}],\"stop_reason\":\"end_turn\",\"stop_sequence\":null,"
+		"\"usage\":{\"input_tokens\":12,\"output_tokens\":4}}";
+	struct recorder rec;
+	struct attempt_error err;
+
+	(void)state;
+	assert_int_equal(stream_fail(&backend_anthropic, error_body, &rec, &err),
+			 -EIO);
+	assert_true(err.retryable);
+	assert_string_equal(err.message,
+			    "Anthropic reported an error in the answer (api_error): Internal server error");
+	stream_expect_everywhere(&backend_anthropic, message_body, "Hi!", 12, 4,
+				 "stop", "msg_01");
+}
+
+static void stream_malformed(void **state)
+{
+	static const char stream[] = "event: message_start\ndata: {\"type\":\n\n";
+	struct recorder rec;
+	struct attempt_error err;
+
+	(void)state;
+	assert_int_equal(stream_fail(&backend_anthropic, stream, &rec, &err),
+			 -EIO);
+	assert_false(err.retryable);
+	assert_string_equal(err.outcome, "bad_response");
+}
+
+static void stream_text_refused(void **state)
+{
+	struct stream_parser *p;
+	struct recorder rec;
+	struct attempt_error err;
+
+	(void)state;
+	recorder_reset(&rec);
+	rec.text_rc = -ECANCELED;
+	p = backend_anthropic.parser_new(&recorder_events, &rec);
+	assert_non_null(p);
+	assert_int_equal(backend_anthropic.parser_feed(p, stream_ok,
+						       strlen(stream_ok), &err),
+			 -ECANCELED);
+	assert_int_equal(backend_anthropic.parser_finish(p, &err), -ECANCELED);
+	backend_anthropic.parser_free(p);
+}
+
+/* ---- errors ----------------------------------------------------------- */
+
+static void classify_overloaded(void **state)
+{
+	struct http_response_head head;
+	struct attempt_error err;
+
+	(void)state;
+	head_init(&head, 529);
+	classify(&backend_anthropic, &head,
+		 "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"},"
+		 "\"request_id\":\"req_011\"}", &err);
+	assert_true(err.retryable);
+	assert_string_equal(err.outcome, "http_529");
+	assert_string_equal(err.message,
+			    "Anthropic answered HTTP 529 (overloaded_error): Overloaded");
+	assert_true(err.retry_after_s < 0);
+}
+
+static void classify_rate_limited(void **state)
+{
+	struct http_response_head head;
+	struct attempt_error err;
+
+	(void)state;
+	head_init(&head, 429);
+	snprintf(head.retry_after, sizeof(head.retry_after), "12");
+	classify(&backend_anthropic, &head,
+		 "{\"type\":\"error\",\"error\":{\"type\":\"rate_limit_error\",\"message\":\"Number of request tokens has exceeded your per-minute rate limit\"}}",
+		 &err);
+	assert_true(err.retryable);
+	assert_true(err.retry_after_s > 11.99 && err.retry_after_s < 12.01);
+	assert_string_equal(err.message,
+			    "Anthropic answered HTTP 429 (rate_limit_error): Number of request tokens has exceeded your per-minute rate limit");
+
+	/* A spend limit does not lift by waiting. */
+	classify(&backend_anthropic, &head,
+		 "{\"type\":\"error\",\"error\":{\"type\":\"rate_limit_error\",\"message\":\"spend limit\","
+		 "\"details\":{\"error_code\":\"enforced_spend_limit_reached\"}}}", &err);
+	assert_false(err.retryable);
+}
+
+static void classify_client_errors(void **state)
+{
+	static const struct {
+		long status;
+		const char *type;
+	} cases[] = {
+		{ 400, "invalid_request_error" },
+		{ 401, "authentication_error" },
+		{ 403, "permission_error" },
+		{ 404, "not_found_error" },
+	};
+	struct http_response_head head;
+	struct attempt_error err;
+	char body[256];
+	char expected[256];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		head_init(&head, cases[i].status);
+		snprintf(body, sizeof(body),
+			 "{\"type\":\"error\",\"error\":{\"type\":\"%s\",\"message\":\"nope\"}}",
+			 cases[i].type);
+		classify(&backend_anthropic, &head, body, &err);
+		assert_false(err.retryable);
+		snprintf(expected, sizeof(expected),
+			 "Anthropic answered HTTP %ld (%s): nope",
+			 cases[i].status, cases[i].type);
+		assert_string_equal(err.message, expected);
+	}
+	/* The server's own word on retrying wins. */
+	head_init(&head, 400);
+	snprintf(head.should_retry, sizeof(head.should_retry), "true");
+	classify(&backend_anthropic, &head, "", &err);
+	assert_true(err.retryable);
+	assert_string_equal(err.message, "Anthropic answered HTTP 400");
+}
+
+/* ---- allocation failure ----------------------------------------------- */
+
+static long allocations_left;	/* < 0: never fail */
+
+static void *failing_malloc(size_t size)
+{
+	if (allocations_left == 0)
+		return NULL;
+	if (allocations_left > 0)
+		allocations_left--;
+	return malloc(size);
+}
+
+/* Every jansson allocation in turn fails once: the request builder and
+ * the parser must fail cleanly (no crash, no leak under ASan) and never
+ * report success with a wrong answer. */
+static void chaos_run(const struct backend *b,
+		      const struct backend_target *where,
+		      const struct llm_request *req, const char *stream,
+		      const char *text)
+{
+	struct http_request out;
+	struct recorder rec;
+	struct attempt_error err;
+	long n;
+	int rc;
+	int clean_runs = 0;
+
+	for (n = 0; clean_runs < 2; n++) {
+		json_set_alloc_funcs(failing_malloc, free);
+		allocations_left = n;
+		rc = b->build_request(where, req, &out);
+		if (rc == 0)
+			http_request_release(&out);
+		else
+			assert_int_equal(rc, -ENOMEM);
+		allocations_left = n;
+		rc = stream_run(b, stream, strlen(stream), strlen(stream) / 2, 0,
+				&rec, &err);
+		if (rc == 0)
+			assert_string_equal(rec.text, text);
+		json_set_alloc_funcs(malloc, free);
+		/* Once N exceeds what one run needs, both succeed. */
+		if (allocations_left > 0 && rc == 0)
+			clean_runs++;
+	}
+}
+
+static void allocation_failures(void **state)
+{
+	struct llm_request req = {
+		.messages = conversation,
+		.n_messages = 5,
+		.stop = stops,
+		.n_stop = 1,
+	};
+
+	(void)state;
+	chaos_run(&backend_anthropic, &target, &req, stream_ok, "Hello, w\xc3\xb6rld");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(build_request_full),
+		cmocka_unit_test(build_request_max_tokens_defaults),
+		cmocka_unit_test(build_request_refusals),
+		cmocka_unit_test(stream_complete),
+		cmocka_unit_test(stream_stop_reasons),
+		cmocka_unit_test(stream_cut),
+		cmocka_unit_test(stream_in_band_error),
+		cmocka_unit_test(stream_refusal),
+		cmocka_unit_test(stream_json_bodies),
+		cmocka_unit_test(stream_malformed),
+		cmocka_unit_test(stream_text_refused),
+		cmocka_unit_test(classify_overloaded),
+		cmocka_unit_test(classify_rate_limited),
+		cmocka_unit_test(classify_client_errors),
+		cmocka_unit_test(allocation_failures),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
