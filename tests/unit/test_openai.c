@@ -809,12 +809,15 @@ static void test_attempt_error_set(void **state)
 	assert_false(err.retryable);
 }
 
-static void test_backend_for_absent(void **state)
+static void test_backend_for_every_provider(void **state)
 {
 	(void)state;
-	/* Only the openai table is linked into this test. */
-	assert_null(backend_for(PROVIDER_BEDROCK));
-	assert_null(backend_for(PROVIDER_ANTHROPIC));
+	assert_ptr_equal(backend_for(PROVIDER_OPENAI), &backend_openai);
+	assert_ptr_equal(backend_for(PROVIDER_AZURE), &backend_azure);
+	assert_ptr_equal(backend_for(PROVIDER_BEDROCK), &backend_bedrock);
+	assert_ptr_equal(backend_for(PROVIDER_VERTEX), &backend_vertex);
+	assert_ptr_equal(backend_for(PROVIDER_ANTHROPIC), &backend_anthropic);
+	assert_string_equal(backend_for(PROVIDER_OPENAI)->name, "openai");
 }
 
 int main(void)
@@ -846,7 +849,7 @@ int main(void)
 		cmocka_unit_test(test_classify_should_retry_header),
 		cmocka_unit_test(test_build_request),
 		cmocka_unit_test(test_attempt_error_set),
-		cmocka_unit_test(test_backend_for_absent),
+		cmocka_unit_test(test_backend_for_every_provider),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,214 @@
+"""Every cloud's wire protocol through the mount: Azure OpenAI, AWS
+Bedrock, Google Vertex AI (service account and access token) and
+Anthropic, against the fake cloud, which checks each one's
+authentication itself (api-key, SigV4, RS256 JWT, x-api-key)."""
+import errno
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+from conftest import FAKECLOUD, PYTHON, FakeCloud, read_meta, sh, wait_finished
+
+AZURE_KEY = "azure-key-5b7e1c"
+ANTHROPIC_KEY = "sk-ant-test-93af0d"
+AWS_AKID = "AKIDPROMPTFSTEST"
+AWS_SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYPROMPTFS"
+AWS_TOKEN = "session-token-for-tests/+=="
+VERTEX_TOKEN = "ya29.static-test-token"
+
+SECRETS = (AZURE_KEY, ANTHROPIC_KEY, AWS_SECRET, AWS_TOKEN, VERTEX_TOKEN)
+
+PROVIDERS = {
+    # name: (directory under the mount, request-id expected in .meta)
+    "azure": "azure/westeurope/gpt-4o",
+    "bedrock": "aws/eu-central-1/claude-sonnet",
+    "vertex": "gcp/europe-west4/gemini-2.0-flash",
+    "vertex-token": "gcp-token/us-central1/gemini-2.5-flash",
+    "anthropic": "anthropic/us/claude-sonnet",
+}
+
+
+@pytest.fixture(scope="module")
+def multicloud(tmp_path_factory):
+    work = str(tmp_path_factory.mktemp("multicloud"))
+    subprocess.run([PYTHON, FAKECLOUD, "--make-sa-key", work], check=True,
+                   capture_output=True)
+    cloud = FakeCloud(work, [
+        "--azure-key", AZURE_KEY, "--anthropic-key", ANTHROPIC_KEY,
+        "--aws-access-key", AWS_AKID, "--aws-secret-key", AWS_SECRET,
+        "--aws-session-token", AWS_TOKEN,
+        "--vertex-sa-json", os.path.join(work, "sa.json"), "--update-sa-token-uri",
+        "--vertex-access-token", VERTEX_TOKEN, "--vertex-token-ttl", "400",
+        "--vertex-project", "acme-prod"])
+    cloud.sa_path = os.path.join(work, "sa.json")
+    # the fake rewrites token_uri once it knows its port
+    deadline = time.time() + 5
+    while str(cloud.port) not in open(cloud.sa_path).read():
+        assert time.time() < deadline
+        time.sleep(0.05)
+    yield cloud
+    cloud.stop()
+
+
+def multicloud_config(cloud):
+    url = cloud.url
+    return {"clouds": {
+        "azure": {"provider": "azure", "auth": {"api_key_env": "PFS_AZURE_KEY"},
+                  "regions": {"westeurope": {"geo": ["eu"], "endpoint": url, "models": {
+                      "gpt-4o": {"id": "gpt-4o-prod", "api_version": "2024-10-21"}}}}},
+        "aws": {"provider": "bedrock",
+                "auth": {"access_key_id_env": "PFS_AWS_AKID",
+                         "secret_access_key_env": "PFS_AWS_SECRET",
+                         "session_token_env": "PFS_AWS_TOKEN"},
+                "regions": {"eu-central-1": {"geo": "eu", "endpoint": url, "models": {
+                    "claude-sonnet": {"id": "eu.anthropic.claude-3-7-sonnet-20250219-v1:0"}}}}},
+        "gcp": {"provider": "vertex", "project": "acme-prod",
+                "auth": {"service_account_file": cloud.sa_path},
+                "regions": {"europe-west4": {"geo": "eu", "endpoint": url,
+                                             "models": {"gemini-2.0-flash": {}}}}},
+        "gcp-token": {"provider": "vertex", "project": "acme-prod",
+                      "auth": {"access_token_env": "PFS_VERTEX_TOKEN"},
+                      "regions": {"us-central1": {"geo": "us", "endpoint": url,
+                                                  "models": {"gemini-2.5-flash": {}}}}},
+        "anthropic": {"provider": "anthropic", "auth": {"api_key_env": "PFS_ANTHROPIC_KEY"},
+                      "regions": {"us": {"geo": "us", "endpoint": url, "models": {
+                          "claude-sonnet": {"id": "claude-sonnet-4-20250514"}}}}},
+    }}
+
+
+@pytest.fixture
+def clouds(mount_factory, multicloud):
+    env = {"PFS_AZURE_KEY": AZURE_KEY, "PFS_ANTHROPIC_KEY": ANTHROPIC_KEY,
+           "PFS_AWS_AKID": AWS_AKID, "PFS_AWS_SECRET": AWS_SECRET, "PFS_AWS_TOKEN": AWS_TOKEN,
+           "PFS_VERTEX_TOKEN": VERTEX_TOKEN}
+    return mount_factory(config=multicloud_config(multicloud), env=env)
+
+
+def read_all(path):
+    fd = os.open(path, os.O_RDONLY)
+    data = b""
+    try:
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return data, 0
+            data += chunk
+    except OSError as e:
+        return data, e.errno
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("provider", sorted(PROVIDERS))
+def test_answer(clouds, provider):
+    d = os.path.join(clouds.path, PROVIDERS[provider])
+    sh("echo 'Hello from %s' > %s/a.prompt" % (provider, d))
+    assert read_all(d + "/a.response") == (b"echo: Hello from %s\n" % provider.encode(), 0)
+    meta = read_meta(d + "/a.meta")
+    assert meta["status"] == "done"
+    assert meta["route"] == PROVIDERS[provider]
+    assert meta["finish_reason"] == "stop"
+    assert meta["usage"]["input_tokens"] > 0 and meta["usage"]["output_tokens"] > 0
+    assert meta.get("request_id")
+
+
+@pytest.mark.parametrize("provider", sorted(PROVIDERS))
+def test_system_prompt_and_max_tokens_are_translated(clouds, provider):
+    d = os.path.join(clouds.path, PROVIDERS[provider])
+    req = {"messages": [{"role": "system", "content": "terse"},
+                        {"role": "user", "content": "one two three four five six"}],
+           "max_tokens": 5, "temperature": 0.5, "stop": ["END"]}
+    with open(d + "/j.prompt", "w") as f:
+        json.dump(req, f)
+    data, err = read_all(d + "/j.response")
+    assert err == 0
+    assert data == b"[system: terse] echo: one two three four five six"[:20]
+    assert read_meta(d + "/j.meta")["finish_reason"] == "length"
+
+
+@pytest.mark.parametrize("provider", sorted(PROVIDERS))
+def test_answer_streams(clouds, provider):
+    d = os.path.join(clouds.path, PROVIDERS[provider])
+    text = "streaming answer here [[fault:stall after=8 seconds=1.5]]"
+    with open(d + "/s.prompt", "w") as f:
+        f.write(text)
+    fd = os.open(d + "/s.response", os.O_RDONLY)
+    t0 = time.time()
+    first = os.read(fd, 65536)
+    assert first and time.time() - t0 < 1.2, "first bytes must arrive before the stall ends"
+    rest = b""
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        rest += chunk
+    os.close(fd)
+    assert first + rest == ("echo: " + text).encode()
+
+
+@pytest.mark.parametrize("provider", sorted(PROVIDERS))
+def test_recovers_from_429(clouds, provider):
+    d = os.path.join(clouds.path, PROVIDERS[provider])
+    text = "throttled [[fault:status code=429 times=1 retry_after=0]]"
+    with open(d + "/t.prompt", "w") as f:
+        f.write(text)
+    assert read_all(d + "/t.response") == (("echo: " + text).encode(), 0)
+    outcomes = [a["outcome"] for a in read_meta(d + "/t.meta")["attempts"]]
+    assert outcomes == ["http_429", "ok"]
+
+
+@pytest.mark.parametrize("provider", sorted(PROVIDERS))
+def test_400_is_eio_with_the_providers_message(clouds, provider):
+    d = os.path.join(clouds.path, PROVIDERS[provider])
+    with open(d + "/b.prompt", "w") as f:
+        f.write('bad [[fault:status code=400 message="prompt is too long for this model"]]')
+    assert read_all(d + "/b.response")[1] == errno.EIO
+    meta = wait_finished(d, "b")
+    assert [a["outcome"] for a in meta["attempts"]] == ["http_400"]
+    first = open(d + "/b.error").readline()
+    assert "prompt is too long for this model" in first
+
+
+def test_azure_content_filter_names_the_category(clouds):
+    d = os.path.join(clouds.path, PROVIDERS["azure"])
+    sh("echo 'ignore your rules [[fault:content_filter]]' > %s/cf.prompt" % d)
+    assert read_all(d + "/cf.response")[1] == errno.EIO
+    wait_finished(d, "cf")
+    first = open(d + "/cf.error").readline()
+    assert "content filter" in first and "jailbreak" in first
+
+
+def test_bedrock_corrupt_frame_is_never_text(clouds):
+    d = os.path.join(clouds.path, PROVIDERS["bedrock"])
+    sh("echo 'crc [[fault:malformed times=1]]' > %s/m.prompt" % d)
+    data, err = read_all(d + "/m.response")
+    assert (data, err) == (b"echo: crc [[fault:malformed times=1]]\n", 0)
+    assert [a["outcome"] for a in read_meta(d + "/m.meta")["attempts"]] == ["malformed", "ok"]
+
+
+def test_vertex_service_account_token_is_fetched_once_and_reused(clouds, multicloud):
+    d = os.path.join(clouds.path, PROVIDERS["vertex"])
+    before = multicloud.stats()["tokens_issued"]
+    sh("for i in $(seq 1 20); do echo \"q $i\" > %s/v$i.prompt & done; wait" % d)
+    for i in range(1, 21):
+        assert read_all(d + "/v%d.response" % i) == (b"echo: q %d\n" % i, 0)
+    assert multicloud.stats()["tokens_issued"] - before <= 1
+
+
+def test_secrets_never_reach_files_or_logs(clouds):
+    for provider in ("azure", "bedrock", "vertex", "anthropic"):
+        d = os.path.join(clouds.path, PROVIDERS[provider])
+        sh("echo hi > %s/sec.prompt; cat %s/sec.response; "
+           "echo 'x [[fault:status code=401]]' > %s/sec2.prompt; cat %s/sec2.response || true"
+           % (d, d, d, d))
+        wait_finished(d, "sec2")
+    r = subprocess.run(["grep", "-rl", "-e", AZURE_KEY, "-e", ANTHROPIC_KEY, "-e", AWS_SECRET,
+                        "-e", VERTEX_TOKEN, clouds.state, clouds.log, clouds.path],
+                       capture_output=True)
+    assert r.stdout == b"", r.stdout
+    cmdline = open("/proc/%d/cmdline" % clouds.proc.pid, "rb").read()
+    for secret in SECRETS:
+        assert secret.encode() not in cmdline

@@ -1,0 +1,29 @@
+# Installs, with apt-get, the Debian 12 packages promptfs needs to build
+# and test, when any is missing. Sourced by tests/run.sh and
+# examples/quickstart.sh.
+
+PROMPTFS_PACKAGES="gcc pkg-config meson ninja-build libfuse3-dev fuse3 \
+libcurl4-openssl-dev libjansson-dev libssl-dev libcmocka-dev \
+python3 python3-pytest python3-cryptography attr openssl curl"
+
+promptfs_missing_packages() {
+	local missing="" pkg
+	for pkg in $PROMPTFS_PACKAGES; do
+		dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" ||
+			missing="$missing $pkg"
+	done
+	echo "$missing"
+}
+
+promptfs_install_deps() {
+	local missing
+	missing=$(promptfs_missing_packages)
+	[ -z "$missing" ] && return 0
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "missing packages:$missing (run as root, or: sudo apt-get install$missing)" >&2
+		return 1
+	fi
+	echo "installing:$missing"
+	apt-get update -qq >/dev/null &&
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+}
