@@ -71,6 +71,7 @@ struct engine_job {
 	size_t error_len;
 	size_t body_bytes;
 	int streamed_text;
+	int reported_request_id;
 	size_t text_bytes;
 	int sink_error;
 	int parser_failed;
@@ -283,6 +284,7 @@ static void events_request_id(void *ctx, const char *id)
 {
 	struct engine_job *job = ctx;
 
+	job->reported_request_id = 1;
 	job->plan.sink->request_id(job->plan.sink_ctx, id);
 }
 
@@ -457,6 +459,7 @@ static int attempt_start(struct engine *e, struct engine_job *job, const char *a
 	job->body_bytes = 0;
 	job->streamed_text = job->sink_error = job->parser_failed = 0;
 	job->text_bytes = 0;
+	job->reported_request_id = 0;
 	job->body_too_large = 0;
 	job->first_text_at = 0;
 	job->attempts++;
@@ -609,6 +612,9 @@ static void attempt_done(struct engine *e, struct engine_job *job, CURLcode resu
 	job->plan.sink->attempt_ended(job->plan.sink_ctx, job->target,
 				      rc == 0 ? "ok" : job->error.outcome, elapsed_ms);
 	if (rc == 0) {
+		/* providers that keep the id in a header only (Bedrock) */
+		if (!job->reported_request_id && job->head.request_id[0])
+			job->plan.sink->request_id(job->plan.sink_ctx, job->head.request_id);
 		job_finish(e, job, 0, NULL);
 		return;
 	}

@@ -152,7 +152,7 @@ def test_answer_streams(clouds, provider):
 @pytest.mark.parametrize("provider", sorted(PROVIDERS))
 def test_recovers_from_429(clouds, provider):
     d = os.path.join(clouds.path, PROVIDERS[provider])
-    text = "throttled [[fault:status code=429 times=1 retry_after=0]]"
+    text = "throttled %s [[fault:status code=429 times=1 retry_after=0]]" % provider
     with open(d + "/t.prompt", "w") as f:
         f.write(text)
     assert read_all(d + "/t.response") == (("echo: " + text).encode(), 0)
@@ -184,6 +184,7 @@ def test_azure_content_filter_names_the_category(clouds):
 def test_bedrock_corrupt_frame_is_never_text(clouds):
     d = os.path.join(clouds.path, PROVIDERS["bedrock"])
     sh("echo 'crc [[fault:malformed times=1]]' > %s/m.prompt" % d)
+    wait_finished(d, "m")
     data, err = read_all(d + "/m.response")
     assert (data, err) == (b"echo: crc [[fault:malformed times=1]]\n", 0)
     assert [a["outcome"] for a in read_meta(d + "/m.meta")["attempts"]] == ["malformed", "ok"]
