@@ -89,6 +89,8 @@ struct engine {
 	int stopping;			/* under lock */
 	struct engine_job *incoming_head, *incoming_tail;	/* under lock */
 	struct engine_job *cancels;	/* under lock */
+	void (*update_fn)(void *);	/* under lock */
+	void *update_arg;		/* under lock */
 	unsigned n_incoming;		/* under lock */
 
 	/* engine thread only; the counts are read under lock */
@@ -925,9 +927,14 @@ static void cancel_job(struct engine *e, struct engine_job *job)
 static int take_handovers(struct engine *e)
 {
 	struct engine_job *incoming, *cancels, *job;
+	void (*update_fn)(void *);
+	void *update_arg;
 	int stopping;
 
 	pthread_mutex_lock(&e->lock);
+	update_fn = e->update_fn;
+	update_arg = e->update_arg;
+	e->update_fn = NULL;
 	incoming = e->incoming_head;
 	e->incoming_head = e->incoming_tail = NULL;
 	e->n_incoming = 0;
@@ -938,6 +945,14 @@ static int take_handovers(struct engine *e)
 	stopping = e->stopping;
 	pthread_mutex_unlock(&e->lock);
 
+	if (update_fn) {
+		update_fn(update_arg);
+		/* tokens of the old credentials must not outlive them; jobs
+		 * waiting for one are requeued and ask again */
+		for (struct cloud_token *ct = e->tokens; ct; ct = ct->next)
+			token_waiters_resume(e, ct);
+		cloud_tokens_free(e);
+	}
 	while (incoming) {
 		job = incoming;
 		incoming = job->next;
@@ -1134,6 +1149,22 @@ void engine_cancel(struct engine *e, struct engine_job *job)
 	}
 	pthread_mutex_unlock(&e->lock);
 	curl_multi_wakeup(e->multi);
+}
+
+int engine_run_credentials_update(struct engine *e, void (*fn)(void *arg), void *arg)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&e->lock);
+	if (e->update_fn)
+		rc = -EBUSY;	/* the previous one has not run yet */
+	else {
+		e->update_fn = fn;
+		e->update_arg = arg;
+	}
+	pthread_mutex_unlock(&e->lock);
+	curl_multi_wakeup(e->multi);
+	return rc;
 }
 
 void engine_counts(struct engine *e, unsigned *inflight, unsigned *waiting)

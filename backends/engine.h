@@ -69,6 +69,11 @@ struct engine_job *engine_submit(struct engine *e, struct engine_plan *plan);
  * has already ended. Safe from any thread while the handle is valid. */
 void engine_cancel(struct engine *e, struct engine_job *job);
 
+/* Runs FN(ARG) on the engine thread at its next turn, then forgets every
+ * cached OAuth token: the way to change credentials (SIGHUP) without a
+ * lock on the hot path, since only the engine thread reads them. */
+int engine_run_credentials_update(struct engine *e, void (*fn)(void *arg), void *arg);
+
 /* Transfers in flight and jobs waiting, for .metrics and tests. */
 void engine_counts(struct engine *e, unsigned *inflight, unsigned *waiting);
 

@@ -6,8 +6,10 @@
  * engine thread starts after fuse_daemonize(), whose fork would lose it. */
 #include <curl/curl.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,6 +86,95 @@ static void ignore_sighup(void)
 	sigaction(SIGHUP, &sa, NULL);
 }
 
+/* ---- SIGHUP: re-read the config ---- */
+
+static int reload_pipe[2] = { -1, -1 };
+
+static void on_sighup(int sig)
+{
+	char byte = 'r';
+	int saved = errno;
+
+	(void)sig;
+	if (write(reload_pipe[1], &byte, 1) < 0) {
+		/* a reload is already pending */
+	}
+	errno = saved;
+}
+
+/* Runs on the engine thread, the only reader of credentials. */
+static void adopt_credentials(void *arg)
+{
+	struct config *fresh = arg;
+	size_t n = config_adopt_credentials((struct config *)pfs.config, fresh);
+
+	config_free(fresh);
+	log_info("config reloaded: credentials of %zu cloud(s) renewed", n);
+}
+
+static void reload_config(void)
+{
+	char err[CONFIG_ERROR_MAX];
+	struct config *fresh = NULL;
+	int rc;
+
+	if (pfs.opts->config_path)
+		rc = config_load(pfs.opts->config_path, pfs.opts->catalog_path, &fresh, err);
+	else
+		rc = config_from_environment(pfs.opts->catalog_path, &fresh, err);
+	if (rc < 0) {
+		log_error("config reload refused, the previous config stays: %s", err);
+		return;
+	}
+	if (!config_same_structure(pfs.config, fresh))
+		log_warn("config reload: clouds, regions, endpoints or models changed; "
+			 "the tree follows at the next mount");
+	if (engine_run_credentials_update(pfs.engine, adopt_credentials, fresh) < 0) {
+		log_warn("config reload: the previous reload is still being applied");
+		config_free(fresh);
+	}
+}
+
+static void *reload_main(void *arg)
+{
+	char byte;
+
+	(void)arg;
+	while (read(reload_pipe[0], &byte, 1) == 1) {
+		if (byte == 'q')
+			break;
+		reload_config();
+	}
+	return NULL;
+}
+
+/* After fuse_daemonize: the thread would not survive its fork. */
+static int start_reloader(pthread_t *thread)
+{
+	struct sigaction sa = { .sa_handler = on_sighup, .sa_flags = SA_RESTART };
+
+	if (pipe2(reload_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
+		return -errno;
+	/* the reader blocks; only the signal handler must never block */
+	fcntl(reload_pipe[0], F_SETFL, 0);
+	if (pthread_create(thread, NULL, reload_main, NULL) != 0)
+		return -EAGAIN;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGHUP, &sa, NULL);
+	return 0;
+}
+
+static void stop_reloader(pthread_t thread)
+{
+	char byte = 'q';
+
+	ignore_sighup();
+	if (write(reload_pipe[1], &byte, 1) == 1)
+		pthread_join(thread, NULL);
+	close(reload_pipe[0]);
+	close(reload_pipe[1]);
+}
+
 int main(int argc, char *argv[])
 {
 	struct engine_options engine_opts = { 0 };
@@ -91,6 +182,7 @@ int main(int argc, char *argv[])
 	struct fuse_args args;
 	struct config *cfg = NULL;
 	struct fuse_session *se = NULL;
+	pthread_t reloader;
 	char err[1024];
 	int rc, status = 1;
 
@@ -165,9 +257,14 @@ int main(int argc, char *argv[])
 		goto out_log;
 	}
 	jobs_resume();
+	rc = start_reloader(&reloader);
+	if (rc < 0)
+		log_warn("SIGHUP will not reload the config: %s", strerror(-rc));
 	log_info("mounted %s (state_dir %s)", opts.mountpoint, opts.state_dir);
 	status = serve(se) == 0 ? 0 : 1;
 	log_info("unmounting %s", opts.mountpoint);
+	if (rc == 0)
+		stop_reloader(reloader);
 
 	jobs_begin_shutdown();
 	engine_free(pfs.engine);

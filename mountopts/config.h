@@ -123,6 +123,16 @@ int config_from_environment(const char *catalog_path, struct config **out,
  * variables and files they come from. Returns 0 or -errno. */
 int config_print(const struct config *cfg, FILE *out);
 
+/* Whether A and B describe the same tree: clouds, providers, regions,
+ * endpoints and models. */
+int config_same_structure(const struct config *a, const struct config *b);
+
+/* Moves FRESH's credentials into LIVE for every cloud both have (same
+ * name and provider), and LIVE's old ones into FRESH, which the caller
+ * then frees with config_free. Returns how many clouds changed hands.
+ * Only the thread that reads credentials (the engine's) may call it. */
+size_t config_adopt_credentials(struct config *live, struct config *fresh);
+
 /* Parses a provider name ("openai", ...). Returns 0 and sets *OUT, or
  * -EINVAL for a name that is not one. */
 int provider_parse(const char *name, enum provider *out);
