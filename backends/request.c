@@ -24,12 +24,18 @@ void llm_request_release(struct llm_request *req)
 	memset(req, 0, sizeof(*req));
 }
 
+/* Headers carry API keys and signatures, and a token request's body an
+ * assertion: wiped before the memory goes back to the allocator. */
 void http_request_release(struct http_request *req)
 {
 	if (!req)
 		return;
 	free(req->url);
+	for (struct curl_slist *h = req->headers; h; h = h->next)
+		explicit_bzero(h->data, strlen(h->data));
 	curl_slist_free_all(req->headers);
+	if (req->body)
+		explicit_bzero(req->body, req->body_len);
 	free(req->body);
 	memset(req, 0, sizeof(*req));
 }

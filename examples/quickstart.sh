@@ -17,13 +17,19 @@ cd "$ROOT"
 
 if [ -t 1 ]; then BOLD=$'\e[1m'; DIM=$'\e[2m'; OFF=$'\e[0m'; else BOLD= DIM= OFF=; fi
 
-WORK= MNT= FS_PID= FAKE_PID=
+WORK= MNT= D= FS_PID= FAKE_PID=
 
 cleanup() {
 	local rc=$? i
 	set +e
 	trap - EXIT INT TERM
 	cd /
+	if [ "$rc" -ne 0 ] && [ -n "${D:-}" ] && mountpoint -q "$MNT"; then
+		for f in "$MNT/$D"/*.error; do
+			[ -f "$f" ] && [ "${f##*/}" != bad.error ] &&
+				{ echo "--- ${f##*/}:"; cat "$f"; } >&2
+		done
+	fi
 	if [ -n "$MNT" ] && mountpoint -q "$MNT"; then
 		for i in $(seq 1 50); do
 			fusermount3 -u "$MNT" 2>/dev/null && break
@@ -55,7 +61,7 @@ trap 'exit 143' TERM
 
 step() { printf '\n%s# %s%s\n' "$DIM" "$1" "$OFF"; }
 # Prints a command, then runs it from the mountpoint.
-show() { printf '%s$ %s%s\n' "$BOLD" "$1" "$OFF"; eval "$1"; }
+show() { printf '%s$ %s%s\n' "$BOLD" "$1" "$OFF"; eval "$1" 2>&1; }
 
 # --- 1. dependencies and build ------------------------------------------------
 # shellcheck source=../tests/lib/deps.sh
@@ -132,11 +138,11 @@ EOF
 esac
 
 # --- 3. mount -----------------------------------------------------------------
-step "mount (config: $WORK/clouds.json)"
-printf '%s$ promptfs -f -o state_dir=%s %s %s &%s\n' "$BOLD" "$WORK/state" \
-	"$WORK/clouds.json" "$MNT" "$OFF"
-"$PROMPTFS" -f -o "state_dir=$WORK/state" "$WORK/clouds.json" "$MNT" \
-	>"$WORK/promptfs.log" 2>&1 &
+cd "$WORK"
+step "a config and a mount, in a temporary directory ($WORK)"
+show "cat clouds.json"
+printf '%s$ promptfs -f -o state_dir=state clouds.json mnt &%s\n' "$BOLD" "$OFF"
+"$PROMPTFS" -f -o state_dir=state clouds.json mnt >promptfs.log 2>&1 &
 FS_PID=$!
 for _ in $(seq 1 150); do
 	mountpoint -q "$MNT" && break
@@ -144,17 +150,17 @@ for _ in $(seq 1 150); do
 	sleep 0.1
 done
 mountpoint -q "$MNT"
-cd "$MNT"
+show "cd mnt"
 D=$CLOUD/$REGION/$MODEL
 
 # --- 4. the tour --------------------------------------------------------------
-step "clouds, regions and models are directories (here: cd $MNT)"
+step "clouds, regions and models are directories"
 show "find . -maxdepth 3 -type d"
 
 step "ask a question: write a .prompt, read the .response (blocks until the answer is complete)"
 show "echo 'What is the capital of France?' > $D/q.prompt"
 show "cat $D/q.response"
-show "cat $D/q.meta; echo"
+show "cat $D/q.meta"
 
 step "a JSON prompt carries a system message and parameters"
 show "echo '{\"messages\":[{\"role\":\"system\",\"content\":\"Answer in one word.\"},{\"role\":\"user\",\"content\":\"Name a primary colour.\"}],\"max_tokens\":20}' > $D/colour.prompt"
@@ -163,10 +169,10 @@ show "cat $D/colour.response; echo"
 step "batch: 20 prompts, 8 writers; each written as N.tmp then renamed to N.prompt"
 show "mkdir $D/batch"
 show "seq 1 20 | xargs -P 8 -I{} sh -c 'echo \"What is {} times {}? Reply with the number only.\" > $D/batch/{}.tmp && mv $D/batch/{}.tmp $D/batch/{}.prompt'"
-show "cat $D/batch/{1..20}.response > /tmp/answers.\$\$ && wc -l < /tmp/answers.\$\$ && tail -n 3 /tmp/answers.\$\$; rm -f /tmp/answers.\$\$"
+show "for i in {1..20}; do a=\$(cat $D/batch/\$i.response) && echo \"\$i: \$a\"; done | tail -n 3"
 
 step "any other file is an ordinary file, stored in state_dir and never sent anywhere"
-show "echo 'compare with gpt-4o next week' > $D/notes.txt"
+show "echo 'compare these answers with another model' > $D/notes.txt"
 show "cat $D/notes.txt"
 show "ls -C $D"
 
@@ -180,9 +186,9 @@ else
 fi
 
 # --- 5. unmount ---------------------------------------------------------------
-cd /
 step "unmount"
-show "fusermount3 -u $MNT"
+show "cd .."
+show "fusermount3 -u mnt"
 for _ in $(seq 1 100); do kill -0 "$FS_PID" 2>/dev/null || break; sleep 0.1; done
 wait "$FS_PID" || { echo "promptfs exited with status $?" >&2; FS_PID=; exit 1; }
 FS_PID=

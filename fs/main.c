@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "fs/job.h"
@@ -60,6 +61,19 @@ static int check_state_dir_placement(const struct mount_options *opts)
 		return -EINVAL;
 	}
 	return 0;
+}
+
+/* Every queued job keeps its response file open, and every reader and
+ * transfer takes a descriptor more: thousands of jobs need more than the
+ * usual soft limit of 1024. */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
 }
 
 static int serve(struct fuse_session *se)
@@ -215,6 +229,7 @@ int main(int argc, char *argv[])
 	}
 	if (check_state_dir_placement(&opts) < 0)
 		goto out_config;
+	raise_fd_limit();
 	pfs.opts = &opts;
 	pfs.config = cfg;
 	pfs.daemon_uid = geteuid();

@@ -213,3 +213,32 @@ def test_secrets_never_reach_files_or_logs(clouds):
     cmdline = open("/proc/%d/cmdline" % clouds.proc.pid, "rb").read()
     for secret in SECRETS:
         assert secret.encode() not in cmdline
+
+
+def test_anthropic_529_overloaded_is_retried(clouds):
+    d = os.path.join(clouds.path, PROVIDERS["anthropic"])
+    text = "busy [[fault:status code=529 times=1 retry_after=0]]"
+    with open(d + "/o.prompt", "w") as f:
+        f.write(text)
+    assert read_all(d + "/o.response") == (("echo: " + text).encode(), 0)
+    assert [a["outcome"] for a in read_meta(d + "/o.meta")["attempts"]] == ["http_529", "ok"]
+
+
+def test_azure_retry_hint_in_the_message_is_honoured(clouds):
+    d = os.path.join(clouds.path, PROVIDERS["azure"])
+    text = "hint [[fault:status code=429 times=1 retry_after=1]]"
+    with open(d + "/h.prompt", "w") as f:
+        f.write(text)
+    t0 = time.time()
+    assert read_all(d + "/h.response") == (("echo: " + text).encode(), 0)
+    assert time.time() - t0 >= 0.9
+
+
+def test_inband_errors_mid_stream(clouds):
+    for provider in ("anthropic", "bedrock", "azure"):
+        d = os.path.join(clouds.path, PROVIDERS[provider])
+        with open(d + "/ie.prompt", "w") as f:
+            f.write("mid-stream trouble [[fault:inband_error after=5]]")
+        assert read_all(d + "/ie.response")[1] == errno.EIO
+        meta = wait_finished(d, "ie")
+        assert meta["status"] == "failed", provider
