@@ -15,12 +15,12 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
-if [ -t 1 ]; then BOLD=$'\e[1m'; DIM=$'\e[2m'; OFF=$'\e[0m'; else BOLD= DIM= OFF=; fi
+if [ -t 1 ]; then BOLD=$'\e[1m'; DIM=$'\e[2m'; OFF=$'\e[0m'; else BOLD='' DIM='' OFF=''; fi
 
-WORK= MNT= D= FS_PID= FAKE_PID=
+WORK='' MNT='' D='' FS_PID='' FAKE_PID=''
 
 cleanup() {
-	local rc=$? i
+	local rc=$?
 	set +e
 	trap - EXIT INT TERM
 	cd /
@@ -31,14 +31,14 @@ cleanup() {
 		done
 	fi
 	if [ -n "$MNT" ] && mountpoint -q "$MNT"; then
-		for i in $(seq 1 50); do
+		for _ in $(seq 1 50); do
 			fusermount3 -u "$MNT" 2>/dev/null && break
 			sleep 0.1
 		done
 		mountpoint -q "$MNT" && fusermount3 -uz "$MNT"
 	fi
 	if [ -n "$FS_PID" ]; then
-		for i in $(seq 1 100); do kill -0 "$FS_PID" 2>/dev/null || break; sleep 0.1; done
+		for _ in $(seq 1 100); do kill -0 "$FS_PID" 2>/dev/null || break; sleep 0.1; done
 		kill "$FS_PID" 2>/dev/null
 		wait "$FS_PID" 2>/dev/null
 	fi
@@ -48,7 +48,7 @@ cleanup() {
 	fi
 	if [ "$rc" -ne 0 ] && [ -n "$WORK" ]; then
 		echo "quickstart failed (exit $rc)" >&2
-		for f in "$WORK/promptfs.log" "$WORK/fakecloud.log"; do
+		for f in "$WORK/build.log" "$WORK/promptfs.log" "$WORK/fakecloud.log"; do
 			[ -s "$f" ] && { echo "--- last lines of $(basename "$f"):" >&2; tail -n 15 "$f" >&2; }
 		done
 	fi
@@ -64,17 +64,18 @@ step() { printf '\n%s# %s%s\n' "$DIM" "$1" "$OFF"; }
 show() { printf '%s$ %s%s\n' "$BOLD" "$1" "$OFF"; eval "$1" 2>&1; }
 
 # --- 1. dependencies and build ------------------------------------------------
-# shellcheck source=../tests/lib/deps.sh
-. tests/lib/deps.sh
-promptfs_install_deps
-[ -f build/build.ninja ] || meson setup build >/dev/null
-ninja -C build >/dev/null
-PROMPTFS=$ROOT/build/fs/promptfs
-
 WORK=$(mktemp -d /tmp/promptfs-quickstart.XXXXXX)
 chmod 755 "$WORK"
 MNT=$WORK/mnt
 mkdir "$MNT"
+
+# shellcheck source=tests/lib/deps.sh
+. tests/lib/deps.sh
+promptfs_install_deps
+echo "building promptfs (meson, ninja)..."
+[ -f build/build.ninja ] || meson setup build >"$WORK/build.log" 2>&1
+ninja -C build >>"$WORK/build.log" 2>&1
+PROMPTFS=$ROOT/build/fs/promptfs
 
 # --- 2. the backend -----------------------------------------------------------
 OLLAMA=${OLLAMA_HOST:-http://127.0.0.1:11434}

@@ -137,24 +137,6 @@ static struct job *job_new(struct node *dir, const char *base)
 
 /* ---- small helpers ---- */
 
-static char *name_with_suffix(const char *base, const char *suffix)
-{
-	char *name = NULL;
-
-	if (asprintf(&name, "%s%s", base, suffix) < 0)
-		return NULL;
-	return name;
-}
-
-static char *base_of(const char *name, const char *suffix)
-{
-	size_t n = strlen(name), s = strlen(suffix);
-
-	if (n <= s || strcmp(name + n - s, suffix) != 0)
-		return NULL;
-	return strndup(name, n - s);
-}
-
 static void iso_time(char *out, size_t size, time_t t)
 {
 	struct tm tm;
@@ -672,7 +654,7 @@ int job_submit(struct node *dir, const char *prompt_name, int prompt_fd, uid_t u
 	size_t len;
 	int rc;
 
-	base = base_of(prompt_name, ".prompt");
+	base = name_strip_suffix(prompt_name, ".prompt");
 	if (!base)
 		return -EINVAL;
 	stripe = stripe_for(dir, base);
@@ -741,7 +723,7 @@ out:
 
 void job_remove(struct node *dir, const char *prompt_name)
 {
-	char *base = base_of(prompt_name, ".prompt");
+	char *base = name_strip_suffix(prompt_name, ".prompt");
 	pthread_mutex_t *stripe;
 
 	if (!base)
@@ -756,12 +738,9 @@ void job_remove(struct node *dir, const char *prompt_name)
 
 void job_cancel_by_name(struct node *dir, const char *generated_name)
 {
-	static const char *const suffixes[] = { ".response", ".meta", ".error" };
+	char *base = name_job_base(generated_name);
 	pthread_mutex_t *stripe;
-	char *base = NULL;
 
-	for (size_t i = 0; !base && i < sizeof(suffixes) / sizeof(suffixes[0]); i++)
-		base = base_of(generated_name, suffixes[i]);
 	if (!base)
 		return;
 	stripe = stripe_for(dir, base);
@@ -776,7 +755,7 @@ void job_cancel_by_name(struct node *dir, const char *generated_name)
 int job_response_open(struct node *dir, const char *response_name, int fd,
 		      struct response_reader *reader)
 {
-	char *base = base_of(response_name, ".response");
+	char *base = name_strip_suffix(response_name, ".response");
 	char *error_name;
 	struct job *job;
 	struct stat st;
@@ -806,7 +785,7 @@ int job_response_open(struct node *dir, const char *response_name, int fd,
 
 char *job_meta_snapshot(struct node *dir, const char *meta_name, size_t *len)
 {
-	char *base = base_of(meta_name, ".meta");
+	char *base = name_strip_suffix(meta_name, ".meta");
 	struct job *job;
 	char *text = NULL;
 
@@ -823,7 +802,7 @@ char *job_meta_snapshot(struct node *dir, const char *meta_name, size_t *len)
 
 long long job_response_size(struct node *dir, const char *response_name)
 {
-	char *base = base_of(response_name, ".response");
+	char *base = name_strip_suffix(response_name, ".response");
 	long long size = -1;
 	struct job *job;
 
@@ -965,7 +944,7 @@ static void resume_directory(struct node *dir, int depth)
 		} else if (S_ISREG(st.st_mode) && file_role_of(de->d_name) == ROLE_META) {
 			json_t *meta = load_meta(dir->fd, de->d_name);
 			const char *status = json_string_value(json_object_get(meta, "status"));
-			char *base = base_of(de->d_name, ".meta");
+			char *base = name_strip_suffix(de->d_name, ".meta");
 
 			if (base && status && (!strcmp(status, "queued") || !strcmp(status, "running")))
 				resume_one(dir, base, meta);

@@ -398,33 +398,12 @@ int node_open_file(struct node *n, int flags)
 	return rc;
 }
 
-static int has_suffix(const char *name, const char *suffix)
-{
-	size_t n = strlen(name), s = strlen(suffix);
-
-	/* ".prompt" alone is not a job: NAME must not be empty */
-	return n > s && strcmp(name + n - s, suffix) == 0;
-}
-
-enum file_role file_role_of(const char *name)
-{
-	if (has_suffix(name, ".prompt"))
-		return ROLE_PROMPT;
-	if (has_suffix(name, ".response"))
-		return ROLE_RESPONSE;
-	if (has_suffix(name, ".meta"))
-		return ROLE_META;
-	if (has_suffix(name, ".error"))
-		return ROLE_ERROR;
-	return ROLE_PLAIN;
-}
-
 void node_fill_attr(const struct node *n, const char *name, struct stat *st)
 {
 	enum file_role role = name ? file_role_of(name) : ROLE_PLAIN;
 
 	st->st_ino = node_ino(n);
 	if (n->kind == NODE_FILE && n->parent && node_in_model_tree(n->parent) &&
-	    (role == ROLE_RESPONSE || role == ROLE_META || role == ROLE_ERROR))
+	    file_role_generated(role))
 		st->st_mode &= ~(mode_t)0222;
 }

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include "fs/names.h"
 #include "fs/promptfs.h"
 
 enum node_kind {
@@ -22,15 +23,6 @@ enum node_kind {
 	NODE_MODEL,
 	NODE_WORKSPACE,		/* a directory a user made under a model */
 	NODE_FILE,
-};
-
-/* What a file's name makes it, inside a model's subtree. */
-enum file_role {
-	ROLE_PLAIN,		/* stored as written, never sent anywhere */
-	ROLE_PROMPT,		/* NAME.prompt */
-	ROLE_RESPONSE,		/* NAME.response, NAME.meta, NAME.error: made by jobs */
-	ROLE_META,
-	ROLE_ERROR,
 };
 
 struct node {
@@ -82,8 +74,6 @@ int node_open_file(struct node *n, int flags);
  * concurrent rename cannot free them under the caller. Caller puts the
  * directory and frees the name. -ENOENT if the file was unlinked. */
 int node_file_location(struct node *n, struct node **dir, char **name);
-
-enum file_role file_role_of(const char *name);
 
 /* Whether files in directory DIR are jobs and scratch (model subtree). */
 static inline int node_in_model_tree(const struct node *dir)

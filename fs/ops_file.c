@@ -22,11 +22,6 @@ static int wants_write(int flags)
 	return (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
 }
 
-static int is_generated(enum file_role role)
-{
-	return role == ROLE_RESPONSE || role == ROLE_META || role == ROLE_ERROR;
-}
-
 /* Flags for the backing open: a prompt is opened read-write so that its
  * close can read back what it submits. */
 static int backing_flags(int flags, enum file_role role)
@@ -97,7 +92,7 @@ void ops_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode
 		return;
 	}
 	role = file_role_of(name);
-	if (is_generated(role)) {
+	if (file_role_generated(role)) {
 		fuse_reply_err(req, EACCES);
 		return;
 	}
@@ -155,7 +150,7 @@ void ops_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	role = node_in_model_tree(dir) ? file_role_of(name) : ROLE_PLAIN;
-	if (is_generated(role) && wants_write(fi->flags)) {
+	if (file_role_generated(role) && wants_write(fi->flags)) {
 		rc = -EACCES;	/* generated files are read-only, even for root */
 		goto out;
 	}

@@ -179,7 +179,7 @@ static int setattr_file(struct node *dir, const char *name, const struct stat *a
 			int to_set, struct fuse_file_info *fi)
 {
 	enum file_role role = node_in_model_tree(dir) ? file_role_of(name) : ROLE_PLAIN;
-	int generated = role == ROLE_RESPONSE || role == ROLE_META || role == ROLE_ERROR;
+	int generated = file_role_generated(role);
 
 	if (generated && (to_set & FUSE_SET_ATTR_SIZE))
 		return -EACCES;
@@ -440,9 +440,9 @@ static int rename_checks(struct node *from_dir, const char *from, struct node *t
 		return 0;	/* workspaces move freely */
 	from_role = file_role_of(from);
 	to_role = file_role_of(to);
-	if (from_role == ROLE_RESPONSE || from_role == ROLE_META || from_role == ROLE_ERROR)
+	if (file_role_generated(from_role))
 		return -EPERM;
-	if (to_role == ROLE_RESPONSE || to_role == ROLE_META || to_role == ROLE_ERROR)
+	if (file_role_generated(to_role))
 		return -EACCES;
 	*submit = to_role == ROLE_PROMPT;
 	return 0;

@@ -8,6 +8,7 @@ shell side can read them with `read` or `eval`-free parsing.
   bench.py metas DIR N               check DIR/p1..pN.meta: done, one ok attempt
   bench.py pending DIR               count DIR/*.meta still queued or running
   bench.py snapshot PID PGRP         daemon threads + where PGRP's cat readers wait
+  bench.py watch PID PGRP FLAG       sample the above until FILE FLAG is gone
   bench.py status PID                threads, VmHWM and VmRSS (MiB) of PID
   bench.py fakestats PORT            the fake cloud's counters
   bench.py fakereset PORT            zero the fake cloud's counters
@@ -19,6 +20,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 import urllib.request
 
 
@@ -28,7 +30,7 @@ def expected(i):
 
 def cmd_answers(outdir, n):
     n = int(n)
-    bad = missing = 0
+    bad = missing = empty = 0
     first = ""
     for i in range(1, n + 1):
         path = os.path.join(outdir, str(i))
@@ -42,8 +44,11 @@ def cmd_answers(outdir, n):
             continue
         if data != expected(i):
             bad += 1
+            empty += not data
             first = first or "%d:%r" % (i, data[:60])
-    print("mismatches=%d missing=%d first_bad=%s" % (bad, missing, first.replace(" ", "_") or "-"))
+    # an empty file is a reader that got end-of-file before any answer
+    print("mismatches=%d empty=%d missing=%d first_bad=%s"
+          % (bad, empty, missing, first.replace(" ", "_") or "-"))
 
 
 def read_meta(path):
@@ -129,10 +134,8 @@ def cmd_status(pid):
         threads(pid), kib_to_mib(st.get("VmHWM")), kib_to_mib(st.get("VmRSS"))))
 
 
-def cmd_snapshot(pid, pgrp):
-    """Daemon threads, and the readers of process group PGRP: how many `cat`
-    are alive and in which kernel function they sleep."""
-    n = threads(pid)
+def readers_of(pgrp):
+    """Where the `cat` processes of process group PGRP sleep in the kernel."""
     where = collections.Counter()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -149,8 +152,33 @@ def cmd_snapshot(pid, pgrp):
                 where[f.read().strip() or "running"] += 1
         except (OSError, ValueError, IndexError):
             continue
+    return where
+
+
+def describe(n, where):
     desc = ",".join("%s:%d" % kv for kv in where.most_common()) or "-"
-    print("threads=%d readers=%d wchan=%s" % (n, sum(where.values()), desc))
+    return "threads=%d readers=%d wchan=%s" % (n, sum(where.values()), desc)
+
+
+def cmd_snapshot(pid, pgrp):
+    print(describe(threads(pid), readers_of(pgrp)))
+
+
+def cmd_watch(pid, pgrp, flag):
+    """Samples until FLAG disappears; prints the highest thread count seen
+    and the sample with the most readers blocked in the FUSE driver."""
+    max_threads = 0
+    best = None
+    while os.path.exists(flag):
+        n = threads(pid)
+        max_threads = max(max_threads, n)
+        where = readers_of(pgrp)
+        blocked = where.get("request_wait_answer", 0)
+        if best is None or blocked > best[0]:
+            best = (blocked, n, where)
+        time.sleep(0.1)
+    best = best or (0, 0, collections.Counter())
+    print("max_threads=%d blocked=%d %s" % (max_threads, best[0], describe(best[1], best[2])))
 
 
 def fake_get(port, path):
@@ -190,7 +218,7 @@ def cmd_buildtype(builddir):
 
 COMMANDS = {
     "answers": cmd_answers, "metas": cmd_metas, "pending": cmd_pending,
-    "snapshot": cmd_snapshot, "status": cmd_status, "fakestats": cmd_fakestats,
+    "snapshot": cmd_snapshot, "watch": cmd_watch, "status": cmd_status, "fakestats": cmd_fakestats,
     "fakereset": cmd_fakereset, "buildtype": cmd_buildtype,
 }
 

@@ -145,9 +145,10 @@ forget() { # ARRAY-NAME VALUE: drops VALUE from the array
 	arr=("${keep[@]}")
 }
 
-DCODE=
-stop_daemon() { # DIR; sets DCODE to the daemon's exit status
-	local mnt=$1/mnt i
+DCODE= DSTOP=
+stop_daemon() { # DIR; sets DCODE to the daemon's exit status, DSTOP to seconds taken
+	local mnt=$1/mnt i t0
+	t0=$(now)
 	for i in $(seq 50); do
 		fusermount3 -u "$mnt" 2>/dev/null && break
 		mountpoint -q "$mnt" || break
@@ -166,6 +167,7 @@ stop_daemon() { # DIR; sets DCODE to the daemon's exit status
 		wait "$DPID"
 		DCODE=$?
 	fi
+	DSTOP=$(elapsed "$t0" "$(now)")
 	forget DAEMONS "$DPID"
 	forget MOUNTS "$mnt"
 }
@@ -177,16 +179,6 @@ background() {
 	setsid bash -c "$1" </dev/null &
 	BG=$!
 	GROUPS_+=("$BG")
-}
-
-# Highest thread count of PID while $WORK/sampling exists, into FILE.
-sample_threads() { # PID FILE
-	local max=0 t
-	while [ -e "$WORK/sampling" ]; do
-		t=(/proc/"$1"/task/*)
-		if [ ${#t[@]} -gt $max ]; then max=${#t[@]}; echo $max >"$2"; fi
-		sleep 0.05
-	done
 }
 
 # ---------------------------------------------------------------- reporting
@@ -219,26 +211,23 @@ scenario1() { # LABEL OPTIONS
 	export D=$dir/mnt/$MODEL_DIR OUT=$dir/out
 	mkdir -p "$OUT"
 	idle=$("$PY" "$HELPER" status "$DPID")
-	touch "$WORK/sampling"
-	sample_threads "$DPID" "$dir/maxthreads" &
-	local sampler=$!
 
 	t0=$(now)
 	background "$S1_READ"
 	local readers=$BG
+	touch "$WORK/sampling"
+	"$PY" "$HELPER" watch "$DPID" "$readers" "$WORK/sampling" >"$dir/watch" &
+	local watcher=$!
 	bash -c "$S1_WRITE"
 	rc_w=$?
 	t1=$(now)
-	# the backend answers 1.5 s after each request: all 200 readers are
-	# waiting now (at least those whose job is queued or running)
-	sleep 0.4
-	snap=$("$PY" "$HELPER" snapshot "$DPID" "$readers")
 	wait "$readers"
 	rc_r=$?
 	forget GROUPS_ "$readers"
 	t2=$(now)
 	rm -f "$WORK/sampling"
-	wait "$sampler"
+	wait "$watcher"
+	snap=$(cat "$dir/watch")
 
 	res=$("$PY" "$HELPER" answers "$OUT" 200)
 	st=$("$PY" "$HELPER" fakestats "$FAKE_PORT")
@@ -248,18 +237,19 @@ scenario1() { # LABEL OPTIONS
 	row "$name" "submission, 200 closes returned" "$(elapsed "$t0" "$t1") s"
 	row "$name" "wall time, all 200 answers read" "$(elapsed "$t0" "$t2") s"
 	row "$name" "backend requests at once (fake's max)" "$(kv "$st" max_inflight)"
-	row "$name" "daemon threads idle -> readers blocked" \
-		"$(kv "$idle" threads) -> $(kv "$snap" threads) (with $(kv "$snap" readers) cat alive: $(kv "$snap" wchan))"
-	row "$name" "daemon threads, highest seen" "$(cat "$dir/maxthreads" 2>/dev/null || echo '?')"
+	row "$name" "daemon threads: idle / most readers blocked" \
+		"$(kv "$idle" threads) / $(kv "$snap" threads) (cat alive: $(kv "$snap" readers), in $(kv "$snap" wchan))"
+	row "$name" "daemon threads, highest seen" "$(kv "$snap" max_threads)"
 	check "$name" "writers and readers exit 0" "$([ $rc_w = 0 ] && [ $rc_r = 0 ]; echo $?)" "writers $rc_w, readers $rc_r"
 	check "$name" "200 answers exact" "$([ "$(kv "$res" mismatches)" = 0 ]; echo $?)" "$res"
+	row "$name" "fusermount3 -u to daemon exit" "$DSTOP s"
 	check "$name" "daemon exits 0 on unmount" "$([ "$code" = 0 ]; echo $?)" "exit $code"
 }
 
 # ---------------------------------------------------------------- scenario 2
 
 scenario2() {
-	local name="2 instant backend" dir=$WORK/s2 t0 t1 t2 rc_w rc_r res st code tb0 tb1
+	local name="2 instant backend" dir=$WORK/s2 t0 t1 t2 t3 rc_w rc_r res st code tb0 tb1
 	progress "scenario $name"
 	# the same writer command into a plain local directory: the cost of
 	# the shell and xargs themselves, to compare with
@@ -279,6 +269,9 @@ scenario2() {
 	bash -c "$S2_READ"
 	rc_r=$?
 	t2=$(now)
+	# the same reads again, every job long finished: the read path alone
+	bash -c "$S2_READ"
+	t3=$(now)
 	st=$("$PY" "$HELPER" status "$DPID")
 	res=$("$PY" "$HELPER" answers "$OUT" 1000)
 	local fk; fk=$("$PY" "$HELPER" fakestats "$FAKE_PORT")
@@ -287,10 +280,12 @@ scenario2() {
 	row "$name" "submission (32 writers)" "$(rate 1000 "$t0" "$t1") prompts/s ($(elapsed "$t0" "$t1") s)"
 	row "$name" "same command into a local dir" "$(rate 1000 "$tb0" "$tb1") files/s ($(elapsed "$tb0" "$tb1") s)"
 	row "$name" "end to end (all 1000 read)" "$(rate 1000 "$t0" "$t2") prompts/s ($(elapsed "$t0" "$t2") s)"
+	row "$name" "reading 1000 finished responses again" "$(rate 1000 "$t2" "$t3") files/s ($(elapsed "$t2" "$t3") s)"
 	row "$name" "backend requests" "$(kv "$fk" requests) (at once: $(kv "$fk" max_inflight))"
 	row "$name" "daemon peak RSS (VmHWM)" "$(kv "$st" hwm_mib) MiB (now $(kv "$st" rss_mib) MiB, $(kv "$st" threads) threads)"
 	check "$name" "writers and readers exit 0" "$([ $rc_w = 0 ] && [ $rc_r = 0 ]; echo $?)" "writers $rc_w, readers $rc_r"
 	check "$name" "1000 answers exact" "$([ "$(kv "$res" mismatches)" = 0 ]; echo $?)" "$res"
+	row "$name" "fusermount3 -u to daemon exit" "$DSTOP s"
 	check "$name" "daemon exits 0 on unmount" "$([ "$code" = 0 ]; echo $?)" "exit $code"
 }
 
@@ -330,12 +325,14 @@ scenario3() {
 		"$([ "$(kv "$pend" queued)" != 0 ] || [ "$(kv "$pend" running)" != 0 ]; echo $?)" "$pend"
 	check "$name" "100 answers exact (no duplication)" "$([ "$(kv "$res" mismatches)" = 0 ]; echo $?)" "$res"
 	check "$name" "100 metas done, one attempt, ok" "$([ "$(kv "$metas" bad)" = 0 ]; echo $?)" "$metas"
+	row "$name" "fusermount3 -u to daemon exit" "$DSTOP s"
 	check "$name" "daemon exits 0 on unmount" "$([ "$code" = 0 ]; echo $?)" "exit $code"
 }
 
 # ---------------------------------------------------------------- main
 
 START=$(now)
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "promptfs benchmark -- work directory $WORK" >&2
 
 start_fake 1.5 fake-slow
@@ -360,6 +357,7 @@ promptfs benchmark report
 machine : $(nproc) CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 memory  : $(awk -v k="$mem_kib" 'BEGIN { printf "%.1f GiB", k / 1048576 }')
 kernel  : $(uname -srm)
+load    : $LOAD_START at start, $(cut -d' ' -f1-3 /proc/loadavg) at end (1, 5, 15 min)
 daemon  : $PROMPTFS ($("$PY" "$HELPER" buildtype "$BUILD"))
 duration: $(elapsed "$START" "$END") s
 
@@ -370,9 +368,11 @@ Commands (D = MNT/$MODEL_DIR, OUT = a local directory; run with bash -c):
                  scenario 1 also with -o ...,max_inflight=256
   1 readers    : $S1_READ
   1 writers    : $S1_WRITE   (readers started first)
-  1 threads    : ls /proc/PID/task | wc -l, 0.4 s after the last close
+  1 threads    : ls /proc/PID/task | wc -l every 0.1 s, shown at the sample with the
+                 most readers asleep in the FUSE driver (/proc/PID/wchan of each cat)
   2 writers    : $S2_WRITE
   2 readers    : $S2_READ   (after the writers)
+  2 re-read    : the readers once more, all jobs finished
   2 peak RSS   : VmHWM in /proc/PID/status after the readers
   3 writers    : $S3_WRITE
   3 crash      : kill -9 PID; fusermount3 -uz MNT; count STATE/tree/$MODEL_DIR/*.meta queued/running

@@ -13,13 +13,14 @@ import pytest
 from conftest import FAKECLOUD, PYTHON, FakeCloud, read_meta, sh, wait_finished
 
 AZURE_KEY = "azure-key-5b7e1c"
+AZURE_ENTRA_TOKEN = "eyJ0eXAi.entra-test-token"
 ANTHROPIC_KEY = "sk-ant-test-93af0d"
 AWS_AKID = "AKIDPROMPTFSTEST"
 AWS_SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYPROMPTFS"
 AWS_TOKEN = "session-token-for-tests/+=="
 VERTEX_TOKEN = "ya29.static-test-token"
 
-SECRETS = (AZURE_KEY, ANTHROPIC_KEY, AWS_SECRET, AWS_TOKEN, VERTEX_TOKEN)
+SECRETS = (AZURE_KEY, AZURE_ENTRA_TOKEN, ANTHROPIC_KEY, AWS_SECRET, AWS_TOKEN, VERTEX_TOKEN)
 
 PROVIDERS = {
     # name: (directory under the mount, request-id expected in .meta)
@@ -27,6 +28,8 @@ PROVIDERS = {
     "bedrock": "aws/eu-central-1/claude-sonnet",
     "vertex": "gcp/europe-west4/gemini-2.0-flash",
     "vertex-token": "gcp-token/us-central1/gemini-2.5-flash",
+    "azure-entra": "azure-entra/swedencentral/gpt-4o-mini",
+    "bedrock-profile": "aws-profile/us-east-1/nova-pro",
     "anthropic": "anthropic/us/claude-sonnet",
 }
 
@@ -37,13 +40,21 @@ def multicloud(tmp_path_factory):
     subprocess.run([PYTHON, FAKECLOUD, "--make-sa-key", work], check=True,
                    capture_output=True)
     cloud = FakeCloud(work, [
-        "--azure-key", AZURE_KEY, "--anthropic-key", ANTHROPIC_KEY,
+        "--azure-key", AZURE_KEY, "--azure-token", AZURE_ENTRA_TOKEN,
+        "--anthropic-key", ANTHROPIC_KEY,
         "--aws-access-key", AWS_AKID, "--aws-secret-key", AWS_SECRET,
         "--aws-session-token", AWS_TOKEN,
         "--vertex-sa-json", os.path.join(work, "sa.json"), "--update-sa-token-uri",
         "--vertex-access-token", VERTEX_TOKEN, "--vertex-token-ttl", "400",
         "--vertex-project", "acme-prod"])
     cloud.sa_path = os.path.join(work, "sa.json")
+    # an ~/.aws/credentials-style file with two profiles
+    cloud.aws_credentials = os.path.join(work, "aws-credentials")
+    with open(cloud.aws_credentials, "w") as f:
+        f.write("[default]\naws_access_key_id = AKIDWRONG\naws_secret_access_key = wrong\n\n"
+                "[promptfs]\naws_access_key_id = %s\naws_secret_access_key = %s\n"
+                "aws_session_token = %s\n" % (AWS_AKID, AWS_SECRET, AWS_TOKEN))
+    os.chmod(cloud.aws_credentials, 0o600)
     # the fake rewrites token_uri once it knows its port
     deadline = time.time() + 5
     while str(cloud.port) not in open(cloud.sa_path).read():
@@ -73,6 +84,13 @@ def multicloud_config(cloud):
                       "auth": {"access_token_env": "PFS_VERTEX_TOKEN"},
                       "regions": {"us-central1": {"geo": "us", "endpoint": url,
                                                   "models": {"gemini-2.5-flash": {}}}}},
+        "azure-entra": {"provider": "azure", "auth": {"bearer_token_env": "PFS_AZURE_TOKEN"},
+                        "regions": {"swedencentral": {"geo": ["eu", "se"], "endpoint": url,
+                                                      "models": {"gpt-4o-mini": {}}}}},
+        "aws-profile": {"provider": "bedrock",
+                        "auth": {"credentials_file": cloud.aws_credentials, "profile": "promptfs"},
+                        "regions": {"us-east-1": {"geo": "us", "endpoint": url, "models": {
+                            "nova-pro": {"id": "amazon.nova-pro-v1:0"}}}}},
         "anthropic": {"provider": "anthropic", "auth": {"api_key_env": "PFS_ANTHROPIC_KEY"},
                       "regions": {"us": {"geo": "us", "endpoint": url, "models": {
                           "claude-sonnet": {"id": "claude-sonnet-4-20250514"}}}}},
@@ -82,6 +100,7 @@ def multicloud_config(cloud):
 @pytest.fixture
 def clouds(mount_factory, multicloud):
     env = {"PFS_AZURE_KEY": AZURE_KEY, "PFS_ANTHROPIC_KEY": ANTHROPIC_KEY,
+           "PFS_AZURE_TOKEN": AZURE_ENTRA_TOKEN,
            "PFS_AWS_AKID": AWS_AKID, "PFS_AWS_SECRET": AWS_SECRET, "PFS_AWS_TOKEN": AWS_TOKEN,
            "PFS_VERTEX_TOKEN": VERTEX_TOKEN}
     return mount_factory(config=multicloud_config(multicloud), env=env)
@@ -207,7 +226,8 @@ def test_secrets_never_reach_files_or_logs(clouds):
            % (d, d, d, d))
         wait_finished(d, "sec2")
     r = subprocess.run(["grep", "-rl", "-e", AZURE_KEY, "-e", ANTHROPIC_KEY, "-e", AWS_SECRET,
-                        "-e", VERTEX_TOKEN, clouds.state, clouds.log, clouds.path],
+                        "-e", VERTEX_TOKEN, "-e", AZURE_ENTRA_TOKEN, "-e", AWS_TOKEN,
+                        clouds.state, clouds.log, clouds.path],
                        capture_output=True)
     assert r.stdout == b"", r.stdout
     cmdline = open("/proc/%d/cmdline" % clouds.proc.pid, "rb").read()
@@ -242,3 +262,31 @@ def test_inband_errors_mid_stream(clouds):
         assert read_all(d + "/ie.response")[1] == errno.EIO
         meta = wait_finished(d, "ie")
         assert meta["status"] == "failed", provider
+
+
+def test_vertex_token_is_refreshed_before_expiry_without_failing_jobs(mount_factory, tmp_path):
+    work = str(tmp_path)
+    subprocess.run([PYTHON, FAKECLOUD, "--make-sa-key", work], check=True, capture_output=True)
+    # tokens live 303 s; promptfs refreshes 300 s before expiry, so every
+    # few seconds a refresh runs while jobs keep using the old token
+    cloud = FakeCloud(work, ["--vertex-sa-json", os.path.join(work, "sa.json"),
+                             "--update-sa-token-uri", "--vertex-token-ttl", "303"])
+    try:
+        cloud.sa_path = os.path.join(work, "sa.json")
+        deadline = time.time() + 5
+        while str(cloud.port) not in open(cloud.sa_path).read():
+            assert time.time() < deadline
+            time.sleep(0.05)
+        cfg = {"clouds": {"gcp": {"provider": "vertex", "project": "p",
+                                  "auth": {"service_account_file": cloud.sa_path},
+                                  "regions": {"global": {"geo": "global", "endpoint": cloud.url,
+                                                         "models": {"gemini-2.5-pro": {}}}}}}}
+        m = mount_factory(config=cfg)
+        d = m.model("gcp", "global", "gemini-2.5-pro")
+        for i in range(8):
+            sh("echo 'round %d' > %s/r%d.prompt" % (i, d, i))
+            assert read_all(d + "/r%d.response" % i) == (b"echo: round %d\n" % i, 0)
+            time.sleep(0.6)
+        assert cloud.stats()["tokens_issued"] >= 2
+    finally:
+        cloud.stop()
