@@ -162,7 +162,8 @@ static const char *status_word(enum job_status s)
 
 static char *meta_dump(const json_t *meta, size_t *len)
 {
-	char *text = json_dumps(meta, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	/* ten significant digits: a cost of 7.2e-06, not 7.2000000000000005e-06 */
+	char *text = json_dumps(meta, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
 	char *with_newline;
 
 	if (!text)
@@ -393,6 +394,9 @@ static char *error_text(const json_t *meta, const char *message)
 	if (!text)
 		return NULL;
 	p = text + snprintf(text, size, "%s\n", message);
+	/* the first line is a sentence */
+	if (text[0] >= 'a' && text[0] <= 'z')
+		text[0] = (char)(text[0] - 'a' + 'A');
 	json_array_foreach(attempts, i, a) {
 		p += snprintf(p, size - (size_t)(p - text), "attempt %zu: %s: %s after %lld ms\n",
 			      i + 1, json_string_value(json_object_get(a, "target")) ?: "?",

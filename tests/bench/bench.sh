@@ -29,6 +29,7 @@ PY=/usr/bin/python3
 HELPER=$ROOT/tests/bench/bench.py
 FAKECLOUD=$ROOT/tests/fakecloud/fakecloud.py
 MODEL_DIR=local/localhost/llama3.2
+CONFIG_FMT='{"clouds":{"local":{"provider":"openai","regions":{"localhost":{"geo":"local","endpoint":"http://127.0.0.1:%s/v1","models":{"llama3.2":{}}}}}}}'
 
 die() { echo "bench.sh: $*" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || die "run as root (it mounts FUSE file systems)"
@@ -122,8 +123,7 @@ start_daemon() { # DIR OPTIONS(comma list, may be empty)
 	local dir=$1 opts="state_dir=$1/state${2:+,$2}" i
 	mkdir -p "$dir/mnt" "$dir/state"
 	if [ ! -e "$dir/clouds.json" ]; then
-		printf '{"clouds":{"local":{"provider":"openai","regions":{"localhost":{"geo":"local","endpoint":"http://127.0.0.1:%s/v1","models":{"llama3.2":{}}}}}}}\n' \
-			"$FAKE_PORT" >"$dir/clouds.json"
+		printf "$CONFIG_FMT\n" "$FAKE_PORT" >"$dir/clouds.json"
 	fi
 	"$PROMPTFS" -f -o "$opts" "$dir/clouds.json" "$dir/mnt" >>"$dir/promptfs.log" 2>&1 &
 	DPID=$!
@@ -135,7 +135,6 @@ start_daemon() { # DIR OPTIONS(comma list, may be empty)
 		sleep 0.05
 	done
 	mountpoint -q "$dir/mnt" || die "promptfs did not mount $dir/mnt"
-	DAEMON_CMDS+=("$PROMPTFS -f -o $opts CONFIG MNT")
 }
 
 forget() { # ARRAY-NAME VALUE: drops VALUE from the array
@@ -185,7 +184,6 @@ background() {
 
 RESULTS=()   # "scenario|metric|value" rows
 FAILED=0
-DAEMON_CMDS=()
 row() { RESULTS+=("$1|$2|$3"); }
 check() { # SCENARIO WHAT CONDITION-EXIT-STATUS DETAIL
 	if [ "$3" = 0 ]; then row "$1" "check: $2" "ok"; else row "$1" "check: $2" "FAILED ($4)"; FAILED=1; fi
@@ -363,9 +361,9 @@ duration: $(elapsed "$START" "$END") s
 
 Commands (D = MNT/$MODEL_DIR, OUT = a local directory; run with bash -c):
   fake cloud   : $FAKE_CMD --latency 1.5 | 0 | 1
-  daemon       : ${DAEMON_CMDS[0]#"$PROMPTFS "} (CONFIG: one openai-compatible
-                 cloud "local", region "localhost", model "llama3.2" at the fake)
-                 scenario 1 also with -o ...,max_inflight=256
+  daemon       : $PROMPTFS -f -o state_dir=STATE CONFIG MNT
+                 (scenario 1 also with -o state_dir=STATE,max_inflight=256)
+  CONFIG       : $(printf "$CONFIG_FMT" PORT)
   1 readers    : $S1_READ
   1 writers    : $S1_WRITE   (readers started first)
   1 threads    : ls /proc/PID/task | wc -l every 0.1 s, shown at the sample with the
