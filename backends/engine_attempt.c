@@ -1,0 +1,405 @@
+/* One attempt of one job: the HTTP request its backend builds, the
+ * response's headers and body fed to the backend's parser, and what the
+ * outcome means: done, retry after a delay, or fail. Engine thread only. */
+#include "backends/engine_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "backends/retry.h"
+
+void engine_attempt_release(struct engine *e, struct engine_job *job)
+{
+	if (job->easy) {
+		curl_multi_remove_handle(e->multi, job->easy);
+		curl_easy_cleanup(job->easy);
+		job->easy = NULL;
+	}
+	if (job->parser) {
+		job->backend->parser_free(job->parser);
+		job->parser = NULL;
+	}
+	http_request_release(&job->http);
+	free(job->error_body);
+	job->error_body = NULL;
+	job->error_len = 0;
+}
+
+static int events_text(void *ctx, const char *bytes, size_t len)
+{
+	struct engine_job *job = ctx;
+	int rc;
+
+	if (job->sink_error)
+		return job->sink_error;
+	if (!job->streamed_text)
+		job->first_text_at = engine_now();
+	job->streamed_text = 1;
+	job->text_bytes += len;
+	if (job->text_bytes > job->engine->opts.max_answer_bytes) {
+		job->sink_error = -EFBIG;
+		return -EFBIG;
+	}
+	rc = job->plan.sink->text(job->plan.sink_ctx, bytes, len);
+	if (rc < 0)
+		job->sink_error = rc;
+	return rc;
+}
+
+static void events_usage(void *ctx, long input_tokens, long output_tokens)
+{
+	struct engine_job *job = ctx;
+
+	job->plan.sink->usage(job->plan.sink_ctx, input_tokens, output_tokens);
+}
+
+static void events_finish_reason(void *ctx, const char *reason)
+{
+	struct engine_job *job = ctx;
+
+	job->plan.sink->finish_reason(job->plan.sink_ctx, reason);
+}
+
+static void events_request_id(void *ctx, const char *id)
+{
+	struct engine_job *job = ctx;
+
+	job->reported_request_id = 1;
+	job->plan.sink->request_id(job->plan.sink_ctx, id);
+}
+
+static const struct answer_events engine_answer_events = {
+	.text = events_text,
+	.usage = events_usage,
+	.finish_reason = events_finish_reason,
+	.request_id = events_request_id,
+};
+
+static void copy_header_value(char *dst, size_t size, const char *value, size_t len)
+{
+	while (len > 0 && (value[len - 1] == '\r' || value[len - 1] == '\n' ||
+			   value[len - 1] == ' ' || value[len - 1] == '\t'))
+		len--;
+	while (len > 0 && (*value == ' ' || *value == '\t')) {
+		value++;
+		len--;
+	}
+	if (len >= size)
+		len = size - 1;
+	memcpy(dst, value, len);
+	dst[len] = '\0';
+}
+
+static size_t on_header(char *buffer, size_t size, size_t nitems, void *userdata)
+{
+	static const struct {
+		const char *name;
+		size_t offset;
+		size_t size;
+	} wanted[] = {
+#define FIELD(name, member) { name, offsetof(struct http_response_head, member), \
+			      sizeof(((struct http_response_head *)0)->member) }
+		FIELD("content-type", content_type),
+		FIELD("x-request-id", request_id),
+		FIELD("request-id", request_id),
+		FIELD("x-amzn-requestid", request_id),
+		FIELD("apim-request-id", request_id),
+		FIELD("retry-after", retry_after),
+		FIELD("retry-after-ms", retry_after_ms),
+		FIELD("x-amzn-errortype", amzn_error_type),
+		FIELD("x-should-retry", should_retry),
+#undef FIELD
+	};
+	struct engine_job *job = userdata;
+	size_t len = size * nitems;
+	const char *colon;
+	size_t name_len;
+
+	if (len >= 5 && strncmp(buffer, "HTTP/", 5) == 0) {
+		/* a new response (after 100-continue or a redirect) starts afresh */
+		memset(&job->head, 0, sizeof(job->head));
+		return len;
+	}
+	colon = memchr(buffer, ':', len);
+	if (!colon)
+		return len;
+	name_len = (size_t)(colon - buffer);
+	for (size_t i = 0; i < sizeof(wanted) / sizeof(wanted[0]); i++) {
+		char *dst = (char *)&job->head + wanted[i].offset;
+
+		if (strlen(wanted[i].name) != name_len ||
+		    strncasecmp(buffer, wanted[i].name, name_len) != 0)
+			continue;
+		/* the first request id seen wins: x-request-id over the others */
+		if (wanted[i].offset == offsetof(struct http_response_head, request_id) &&
+		    job->head.request_id[0])
+			continue;
+		copy_header_value(dst, wanted[i].size, colon + 1, len - name_len - 1);
+	}
+	return len;
+}
+
+static int answer_content_type(const char *content_type)
+{
+	static const char *const accepted[] = {
+		"text/event-stream",
+		"application/json",
+		"application/vnd.amazon.eventstream",
+	};
+
+	for (size_t i = 0; i < sizeof(accepted) / sizeof(accepted[0]); i++) {
+		if (strncasecmp(content_type, accepted[i], strlen(accepted[i])) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+static void on_first_body_bytes(struct engine_job *job)
+{
+	long status = 0;
+
+	curl_easy_getinfo(job->easy, CURLINFO_RESPONSE_CODE, &status);
+	job->head.status = status;
+	job->head_seen = 1;
+	if (status >= 200 && status < 300) {
+		if (answer_content_type(job->head.content_type))
+			job->body_accepted = 1;
+		else
+			job->wrong_content_type = 1;
+	}
+}
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
+{
+	struct engine_job *job = userdata;
+	size_t len = size * nmemb;
+	size_t room;
+	int rc;
+
+	if (!job->head_seen)
+		on_first_body_bytes(job);
+	job->body_bytes += len;
+	if (job->body_bytes > job->engine->opts.max_body_bytes) {
+		job->body_too_large = 1;
+		return 0;
+	}
+	if (job->body_accepted) {
+		rc = job->backend->parser_feed(job->parser, data, len, &job->error);
+		if (job->sink_error)
+			return 0;
+		if (rc < 0) {
+			job->parser_failed = 1;
+			return 0;
+		}
+		return len;
+	}
+	/* an error or unexpected body: keep a bounded prefix for the message */
+	room = ERROR_BODY_CAP - job->error_len;
+	if (len < room)
+		room = len;
+	if (room > 0) {
+		char *grown = realloc(job->error_body, job->error_len + room + 1);
+
+		if (!grown)
+			return len;
+		job->error_body = grown;
+		memcpy(job->error_body + job->error_len, data, room);
+		job->error_len += room;
+		job->error_body[job->error_len] = '\0';
+	}
+	return len;
+}
+
+void engine_set_tls_options(struct engine *e, CURL *easy)
+{
+	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L);
+	if (e->opts.cafile) {
+		/* CAINFO alone would replace the system store; with OpenSSL the
+		 * system directory stays trusted through CAPATH. */
+		curl_easy_setopt(easy, CURLOPT_CAINFO, e->opts.cafile);
+		curl_easy_setopt(easy, CURLOPT_CAPATH, "/etc/ssl/certs");
+	}
+}
+
+int engine_attempt_start(struct engine *e, struct engine_job *job, const char *access_token)
+{
+	const struct model *model = job->plan.model;
+	struct backend_target target = {
+		.model = model,
+		.credentials = &model->region->cloud->credentials,
+		.access_token = access_token,
+	};
+	CURL *easy;
+	int rc;
+
+	memset(&job->head, 0, sizeof(job->head));
+	memset(&job->error, 0, sizeof(job->error));
+	job->head_seen = job->body_accepted = job->wrong_content_type = 0;
+	job->body_bytes = 0;
+	job->streamed_text = job->sink_error = job->parser_failed = 0;
+	job->text_bytes = 0;
+	job->reported_request_id = 0;
+	job->body_too_large = 0;
+	job->first_text_at = 0;
+	job->attempts++;
+
+	if (!job->backend)
+		return -ENOSYS;
+	rc = job->backend->build_request(&target, &job->plan.request, &job->http);
+	if (rc < 0)
+		return rc;
+	job->parser = job->backend->parser_new(&engine_answer_events, job);
+	if (!job->parser)
+		return -ENOMEM;
+	easy = curl_easy_init();
+	if (!easy)
+		return -ENOMEM;
+	job->easy = easy;
+	curl_easy_setopt(easy, CURLOPT_URL, job->http.url);
+	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, job->http.headers);
+	curl_easy_setopt(easy, CURLOPT_POST, 1L);
+	curl_easy_setopt(easy, CURLOPT_POSTFIELDS, job->http.body);
+	curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)job->http.body_len);
+	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(easy, CURLOPT_WRITEDATA, job);
+	curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(easy, CURLOPT_HEADERDATA, job);
+	curl_easy_setopt(easy, CURLOPT_PRIVATE, job);
+	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long)(job->plan.timeout_s * 1000));
+	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS,
+			 (long)(e->opts.connect_timeout_s * 1000));
+	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
+	/* Expect: 100-continue would cost a round trip on every big prompt */
+	job->http.headers = curl_slist_append(job->http.headers, "Expect:");
+	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, job->http.headers);
+	engine_set_tls_options(e, easy);
+
+	job->attempt_started = engine_now();
+	job->plan.sink->attempt_started(job->plan.sink_ctx, job->target);
+	if (curl_multi_add_handle(e->multi, easy) != CURLM_OK)
+		return -ENOMEM;
+	engine_active_add(e, job);
+	return 0;
+}
+
+/* Explains a transfer that did not deliver a complete answer; 0 when it
+ * did. */
+static int attempt_outcome(struct engine *e, struct engine_job *job, CURLcode result)
+{
+	struct attempt_error *err = &job->error;
+
+	if (job->sink_error == -EFBIG) {
+		attempt_error_set(err, 0, "too_large",
+				  "the answer exceeded the limit of %zu bytes (max_response_bytes)",
+				  e->opts.max_answer_bytes);
+		return -EIO;
+	}
+	if (job->body_too_large) {
+		attempt_error_set(err, 0, "too_large",
+				  "the provider's response exceeded the limit of %zu bytes",
+				  e->opts.max_body_bytes);
+		return -EIO;
+	}
+	if (job->sink_error) {
+		attempt_error_set(err, 0, "local_error", "the answer could not be stored: %s",
+				  strerror(-job->sink_error));
+		return -EIO;
+	}
+	if (job->parser_failed)
+		return -EIO;
+	if (result == CURLE_OPERATION_TIMEDOUT) {
+		attempt_error_set(err, 1, "timeout", "the attempt timed out after %g s",
+				  job->plan.timeout_s);
+		return -EIO;
+	}
+	if (result == CURLE_PEER_FAILED_VERIFICATION || result == CURLE_SSL_CACERT_BADFILE) {
+		attempt_error_set(err, 0, "tls", "TLS verification failed: %s",
+				  curl_easy_strerror(result));
+		return -EIO;
+	}
+	if (result != CURLE_OK) {
+		if (job->body_accepted)
+			attempt_error_set(err, 1, "stream_cut",
+					  "the connection broke while the answer streamed: %s",
+					  curl_easy_strerror(result));
+		else
+			attempt_error_set(err, 1, "connection", "could not reach the provider: %s",
+					  curl_easy_strerror(result));
+		return -EIO;
+	}
+	if (!job->head_seen)
+		on_first_body_bytes(job);
+	if (job->head.status < 200 || job->head.status >= 300) {
+		job->backend->classify_error(&job->head, job->error_body ? job->error_body : "",
+					     job->error_len, err);
+		return -EIO;
+	}
+	if (job->wrong_content_type) {
+		attempt_error_set(err, 1, "bad_content_type",
+				  "the provider answered HTTP %ld with content type '%s', not an answer",
+				  job->head.status,
+				  job->head.content_type[0] ? job->head.content_type : "none");
+		return -EIO;
+	}
+	return job->backend->parser_finish(job->parser, &job->error);
+}
+
+void engine_attempt_failed(struct engine *e, struct engine_job *job)
+{
+	const struct attempt_error *err = &job->error;
+	double delay;
+
+	if (!err->retryable || job->attempts > job->plan.retries) {
+		engine_job_finish(e, job, -EIO, err->message);
+		return;
+	}
+	if (err->retry_after_s >= 0) {
+		delay = err->retry_after_s;
+		if (delay > job->plan.timeout_s) {
+			char message[sizeof(err->message) + 128];
+
+			snprintf(message, sizeof(message),
+				 "%s (the provider asked to wait %.0f s, longer than the %g s limit)",
+				 err->message, delay, job->plan.timeout_s);
+			engine_job_finish(e, job, -EIO, message);
+			return;
+		}
+	} else {
+		delay = backoff_delay_s(job->attempts - 1, engine_random01(e));
+	}
+	if (job->streamed_text)
+		job->plan.sink->attempt_discarded(job->plan.sink_ctx);
+	job->streamed_text = 0;
+	engine_attempt_release(e, job);
+	job->place = PLACE_BACKOFF;
+	job->retry_at = engine_now() + delay;
+	job->next = e->backoff;
+	e->backoff = job;
+	e->n_backoff++;
+}
+
+void engine_attempt_done(struct engine *e, struct engine_job *job, CURLcode result)
+{
+	long elapsed_ms;
+	int rc;
+
+	engine_active_remove(e, job);
+	rc = attempt_outcome(e, job, result);
+	elapsed_ms = (long)((engine_now() - job->attempt_started) * 1000);
+	job->plan.sink->attempt_ended(job->plan.sink_ctx, job->target,
+				      rc == 0 ? "ok" : job->error.outcome, elapsed_ms);
+	if (rc == 0) {
+		/* providers that keep the id in a header only (Bedrock) */
+		if (!job->reported_request_id && job->head.request_id[0])
+			job->plan.sink->request_id(job->plan.sink_ctx, job->head.request_id);
+		engine_job_finish(e, job, 0, NULL);
+		return;
+	}
+	engine_attempt_failed(e, job);
+}
