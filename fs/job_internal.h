@@ -70,4 +70,33 @@ void wakeups_deliver(struct wakeups *w);
 struct job *job_lookup_locked(struct node *dir, const char *base);
 void job_put(struct job *job);
 
+/* job.c: the table and lifecycle */
+struct job *job_new(struct node *dir, const char *base);
+void job_table_insert_locked(struct job *job);
+void job_table_remove_locked(struct job *job);
+int jobs_shutting_down_locked(void);
+/* Puts JOB in the table (it takes a reference): from now on readers of
+ * its files wait for it. */
+void job_publish(struct job *job);
+/* Takes a published JOB out of the table as failed, answering its
+ * readers EIO; for a job whose files or hand-over could not be made. */
+void job_abandon(struct job *job);
+/* Hands a published JOB to the engine; REQ is moved out. On failure the
+ * job is abandoned. */
+int job_start(struct job *job, struct llm_request *req);
+
+/* job_sink.c: what the engine calls */
+extern const struct engine_sink job_engine_sink;
+void job_persist_end(struct job *job, enum job_status final, const char *meta_text,
+		     size_t meta_len, const char *error);
+
+/* job_record.c: the durable record */
+void job_meta_set_time(json_t *meta, const char *key);
+const char *job_status_word(enum job_status s);
+/* The .meta text with a final newline; caller frees. */
+char *job_meta_dump(const json_t *meta, size_t *len);
+void job_sha256_hex(const void *data, size_t len, char out[65]);
+/* A whole prompt, -EFBIG past the limit. Caller frees *OUT. */
+int job_read_prompt(int fd, char **out, size_t *len);
+
 #endif

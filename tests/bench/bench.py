@@ -187,7 +187,12 @@ def fake_get(port, path):
 
 
 def cmd_fakestats(port, n=None):
-    s = fake_get(port, "/_stats")
+    try:
+        s = fake_get(port, "/_stats")
+    except OSError as e:
+        print("requests=? max_inflight=? inflight=? repeated_prompts=? error=%s"
+              % str(e).replace(" ", "_"))
+        return
     line = "requests=%d max_inflight=%d inflight=%d" % (
         s.get("requests", 0), s.get("max_inflight", 0), s.get("inflight", 0))
     if n is not None:
@@ -203,8 +208,11 @@ def cmd_fakestats(port, n=None):
 
 
 def cmd_fakereset(port):
-    fake_get(port, "/_reset")
-    print("ok=1")
+    try:
+        fake_get(port, "/_reset")
+        print("ok=1")
+    except OSError as e:
+        print("ok=0 error=%s" % str(e).replace(" ", "_"))
 
 
 def cmd_buildtype(builddir):

@@ -174,8 +174,8 @@ stop_daemon() { # DIR; sets DCODE to the daemon's exit status, DSTOP to seconds 
 # Runs CMD (which uses $D and $OUT) in its own process group, in the
 # background; sets BG to its pid (= its process group).
 BG=
-background() {
-	setsid bash -c "$1" </dev/null &
+background() { # CMD ERRFILE
+	setsid bash -c "$1" </dev/null 2>>"$2" &
 	BG=$!
 	GROUPS_+=("$BG")
 }
@@ -185,6 +185,8 @@ background() {
 RESULTS=()   # "scenario|metric|value" rows
 FAILED=0
 row() { RESULTS+=("$1|$2|$3"); }
+# "N lines, first: ..." of the error output of a scenario's commands
+errs() { [ -s "$1" ] && echo ", $(wc -l <"$1") error lines, first: $(head -1 "$1")"; }
 check() { # SCENARIO WHAT CONDITION-EXIT-STATUS DETAIL
 	if [ "$3" = 0 ]; then row "$1" "check: $2" "ok"; else row "$1" "check: $2" "FAILED ($4)"; FAILED=1; fi
 }
@@ -211,12 +213,12 @@ scenario1() { # LABEL OPTIONS
 	idle=$("$PY" "$HELPER" status "$DPID")
 
 	t0=$(now)
-	background "$S1_READ"
+	background "$S1_READ" "$dir/load.err"
 	local readers=$BG
 	touch "$WORK/sampling"
 	"$PY" "$HELPER" watch "$DPID" "$readers" "$WORK/sampling" >"$dir/watch" &
 	local watcher=$!
-	bash -c "$S1_WRITE"
+	bash -c "$S1_WRITE" 2>>"$dir/load.err"
 	rc_w=$?
 	t1=$(now)
 	wait "$readers"
@@ -238,7 +240,7 @@ scenario1() { # LABEL OPTIONS
 	row "$name" "daemon threads: idle / most readers blocked" \
 		"$(kv "$idle" threads) / $(kv "$snap" threads) (cat alive: $(kv "$snap" readers), in $(kv "$snap" wchan))"
 	row "$name" "daemon threads, highest seen" "$(kv "$snap" max_threads)"
-	check "$name" "writers and readers exit 0" "$([ $rc_w = 0 ] && [ $rc_r = 0 ]; echo $?)" "writers $rc_w, readers $rc_r"
+	check "$name" "writers and readers exit 0" "$([ $rc_w = 0 ] && [ $rc_r = 0 ]; echo $?)" "writers $rc_w, readers $rc_r$(errs "$dir/load.err")"
 	check "$name" "200 answers exact" "$([ "$(kv "$res" mismatches)" = 0 ]; echo $?)" "$res"
 	row "$name" "fusermount3 -u to daemon exit" "$DSTOP s"
 	check "$name" "daemon exits 0 on unmount" "$([ "$code" = 0 ]; echo $?)" "exit $code"
@@ -249,26 +251,27 @@ scenario1() { # LABEL OPTIONS
 scenario2() {
 	local name="2 instant backend" dir=$WORK/s2 t0 t1 t2 t3 rc_w rc_r res st code tb0 tb1
 	progress "scenario $name"
+	mkdir -p "$dir"
 	# the same writer command into a plain local directory: the cost of
 	# the shell and xargs themselves, to compare with
 	export D=$WORK/s2-baseline OUT=/dev/null
 	mkdir -p "$D"
 	tb0=$(now)
-	bash -c "$S2_WRITE"
+	bash -c "$S2_WRITE" 2>>"$dir/load.err"
 	tb1=$(now)
 
 	start_daemon "$dir" ""
 	export D=$dir/mnt/$MODEL_DIR OUT=$dir/out
 	mkdir -p "$OUT"
 	t0=$(now)
-	bash -c "$S2_WRITE"
+	bash -c "$S2_WRITE" 2>>"$dir/load.err"
 	rc_w=$?
 	t1=$(now)
-	bash -c "$S2_READ"
+	bash -c "$S2_READ" 2>>"$dir/load.err"
 	rc_r=$?
 	t2=$(now)
 	# the same reads again, every job long finished: the read path alone
-	bash -c "$S2_READ"
+	bash -c "$S2_READ" 2>>"$dir/load.err"
 	t3=$(now)
 	st=$("$PY" "$HELPER" status "$DPID")
 	res=$("$PY" "$HELPER" answers "$OUT" 1000)
@@ -281,7 +284,7 @@ scenario2() {
 	row "$name" "reading 1000 finished responses again" "$(rate 1000 "$t2" "$t3") files/s ($(elapsed "$t2" "$t3") s)"
 	row "$name" "backend requests" "$(kv "$fk" requests) (at once: $(kv "$fk" max_inflight))"
 	row "$name" "daemon peak RSS (VmHWM)" "$(kv "$st" hwm_mib) MiB (now $(kv "$st" rss_mib) MiB, $(kv "$st" threads) threads)"
-	check "$name" "writers and readers exit 0" "$([ $rc_w = 0 ] && [ $rc_r = 0 ]; echo $?)" "writers $rc_w, readers $rc_r"
+	check "$name" "writers and readers exit 0" "$([ $rc_w = 0 ] && [ $rc_r = 0 ]; echo $?)" "writers $rc_w, readers $rc_r$(errs "$dir/load.err")"
 	check "$name" "1000 answers exact" "$([ "$(kv "$res" mismatches)" = 0 ]; echo $?)" "$res"
 	row "$name" "fusermount3 -u to daemon exit" "$DSTOP s"
 	check "$name" "daemon exits 0 on unmount" "$([ "$code" = 0 ]; echo $?)" "exit $code"
@@ -295,7 +298,7 @@ scenario3() {
 	start_daemon "$dir" ""
 	export D=$dir/mnt/$MODEL_DIR OUT=$dir/out
 	mkdir -p "$OUT"
-	bash -c "$S3_WRITE"
+	bash -c "$S3_WRITE" 2>>"$dir/load.err"
 	rc_w=$?
 	kill -KILL "$DPID"
 	wait "$DPID" 2>/dev/null
@@ -306,7 +309,7 @@ scenario3() {
 
 	t0=$(now)
 	start_daemon "$dir" ""
-	bash -c "$S3_READ"
+	bash -c "$S3_READ" 2>>"$dir/load.err"
 	rc_r=$?
 	t1=$(now)
 	res=$("$PY" "$HELPER" answers "$OUT" 100)
@@ -318,7 +321,7 @@ scenario3() {
 		"$(kv "$pend" queued) / $(kv "$pend" running) / $(kv "$pend" done) (of $(kv "$pend" total))"
 	row "$name" "backend requests before kill / in all" "$(kv "$before" requests) / $(kv "$after" requests) ($(kv "$after" repeated_prompts) prompts sent twice or more)"
 	row "$name" "restart to all 100 complete" "$(elapsed "$t0" "$t1") s"
-	check "$name" "writers and readers exit 0" "$([ $rc_w = 0 ] && [ $rc_r = 0 ]; echo $?)" "writers $rc_w, readers $rc_r"
+	check "$name" "writers and readers exit 0" "$([ $rc_w = 0 ] && [ $rc_r = 0 ]; echo $?)" "writers $rc_w, readers $rc_r$(errs "$dir/load.err")"
 	check "$name" "some jobs unfinished at the kill" \
 		"$([ "$(kv "$pend" queued)" != 0 ] || [ "$(kv "$pend" running)" != 0 ]; echo $?)" "$pend"
 	check "$name" "100 answers exact (no duplication)" "$([ "$(kv "$res" mismatches)" = 0 ]; echo $?)" "$res"

@@ -256,3 +256,33 @@ def test_dd_writes_a_prompt_in_small_blocks(mnt):
     d = mnt.model()
     sh("printf 'written by dd in pieces' | dd of=%s/dd.prompt bs=3 status=none" % d)
     assert sh("cat %s/dd.response" % d).stdout == b"echo: written by dd in pieces"
+
+
+def test_a_reader_racing_the_submission_never_sees_an_empty_clean_end(mnt):
+    """A .response opened the moment it appears belongs to a live job: the
+    reader waits for the answer instead of reading an empty file."""
+    import threading
+    d = mnt.model("local", "localhost", "llama3.2") + "/race"
+    os.mkdir(d)
+    bad = []
+
+    def reader(i):
+        path = "%s/r%d.response" % (d, i)
+        deadline = time.time() + 20
+        while not os.path.exists(path):
+            assert time.time() < deadline
+        data = open(path, "rb").read()
+        if data != b"echo: q %d [[fault:latency seconds=0.3]]\n" % i:
+            bad.append((i, data))
+
+    def writer(i):
+        with open("%s/r%d.prompt" % (d, i), "w") as f:
+            f.write("q %d [[fault:latency seconds=0.3]]\n" % i)
+
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(100)]
+    threads += [threading.Thread(target=writer, args=(i,)) for i in range(100)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert bad == []

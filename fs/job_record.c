@@ -1,0 +1,114 @@
+/* A job's durable record: the .meta text, its timestamps, the prompt's
+ * hash, and reading a prompt within its size limit. */
+#include <errno.h>
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fs/job_internal.h"
+#include "fs/prompt.h"
+
+static void job_iso_time(char *out, size_t size, time_t t)
+{
+	struct tm tm;
+
+	gmtime_r(&t, &tm);
+	strftime(out, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+void job_meta_set_time(json_t *meta, const char *key)
+{
+	char stamp[32];
+
+	job_iso_time(stamp, sizeof(stamp), time(NULL));
+	json_object_set_new(meta, key, json_string(stamp));
+}
+
+const char *job_status_word(enum job_status s)
+{
+	static const char *const words[] = { "queued", "running", "done", "failed", "cancelled" };
+
+	return words[s];
+}
+
+char *job_meta_dump(const json_t *meta, size_t *len)
+{
+	/* ten significant digits: a cost of 7.2e-06, not 7.2000000000000005e-06 */
+	char *text = json_dumps(meta, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
+	char *with_newline;
+
+	if (!text)
+		return NULL;
+	with_newline = name_with_suffix(text, "\n");
+	free(text);
+	if (with_newline && len)
+		*len = strlen(with_newline);
+	return with_newline;
+}
+
+void job_sha256_hex(const void *data, size_t len, char out[65])
+{
+	unsigned char digest[SHA256_DIGEST_LENGTH];
+
+	SHA256(data, len, digest);
+	for (int i = 0; i < SHA256_DIGEST_LENGTH; i++)
+		snprintf(out + 2 * i, 3, "%02x", digest[i]);
+}
+
+/* Reads a whole prompt, refusing more than the limit. Caller frees. */
+int job_read_prompt(int fd, char **out, size_t *len)
+{
+	size_t cap = pfs.opts->max_prompt_bytes;
+	char *buf = malloc(cap + 1);
+	size_t have = 0;
+	ssize_t n;
+
+	if (!buf)
+		return -ENOMEM;
+	for (;;) {
+		n = pread(fd, buf + have, cap + 1 - have, (off_t)have);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			free(buf);
+			return -errno;
+		}
+		if (n == 0)
+			break;
+		have += (size_t)n;
+		if (have > cap) {
+			free(buf);
+			return -EFBIG;
+		}
+	}
+	buf[have] = '\0';
+	*out = buf;
+	*len = have;
+	return 0;
+}
+
+int job_check_prompt(int fd, char *err, size_t err_size)
+{
+	struct llm_request req = { 0 };
+	size_t len;
+	char *text;
+	int rc;
+
+	rc = job_read_prompt(fd, &text, &len);
+	if (rc == -EFBIG) {
+		snprintf(err, err_size, "The prompt is larger than the limit of %zu bytes.",
+			 pfs.opts->max_prompt_bytes);
+		return rc;
+	}
+	if (rc < 0) {
+		snprintf(err, err_size, "The prompt could not be read: %s.", strerror(-rc));
+		return rc;
+	}
+	rc = prompt_parse(text, len, &req, err, err_size);
+	llm_request_release(&req);
+	free(text);
+	return rc;
+}

@@ -1,0 +1,188 @@
+/* Restart: every job recorded as queued or running in state_dir is
+ * handed to the engine again, unless its prompt changed meanwhile. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fs/job_internal.h"
+#include "fs/log.h"
+#include "fs/prompt.h"
+#include "fs/state.h"
+
+static void resume_fail(struct job *job, const char *message)
+{
+	char *text;
+	size_t len;
+
+	json_object_set_new(job->meta, "status", json_string("failed"));
+	job_meta_set_time(job->meta, "finished");
+	text = job_meta_dump(job->meta, &len);
+	job_persist_end(job, JOB_FAILED, text ? text : "{}\n", text ? len : 3, message);
+	free(text);
+}
+
+static void resume_one(struct node *dir, const char *base, json_t *meta)
+{
+	const char *want_sha = json_string_value(json_object_get(meta, "prompt_sha256"));
+	struct llm_request req = { 0 };
+	char reason[512], sha[65];
+	char *prompt_name = name_with_suffix(base, ".prompt");
+	char *response_name = name_with_suffix(base, ".response");
+	struct job *job = job_new(dir, base);
+	char *text = NULL;
+	struct stat st;
+	size_t len;
+	int fd = -1, rc;
+
+	if (!job || !prompt_name || !response_name)
+		goto out;
+	json_decref(job->meta);
+	job->meta = json_incref(meta);
+	json_object_set_new(job->meta, "status", json_string("queued"));
+	fd = openat(dir->fd, prompt_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		job->response_fd = openat(dir->fd, response_name, O_RDWR | O_CLOEXEC);
+		if (job->response_fd >= 0)
+			resume_fail(job, "The job could not be resumed: its prompt file is gone.\n");
+		goto out;
+	}
+	job->file_uid = st.st_uid;
+	job->file_gid = st.st_gid;
+	job->file_mode = (st.st_mode & 0444) | 0200;
+	rc = state_replace_empty(dir->fd, response_name, job->file_mode, job->file_uid,
+				 job->file_gid);
+	if (rc < 0)
+		goto out;
+	job->response_fd = rc;
+	rc = job_read_prompt(fd, &text, &len);
+	if (rc == 0) {
+		job_sha256_hex(text, len, sha);
+		rc = want_sha && strcmp(sha, want_sha) == 0 ? 0 : -ESTALE;
+	}
+	if (rc == 0)
+		rc = prompt_parse(text, len, &req, reason, sizeof(reason));
+	if (rc < 0) {
+		resume_fail(job, "The job could not be resumed: its prompt changed while the "
+				 "daemon was stopped. Write the prompt again to resubmit it.\n");
+		goto out;
+	}
+	log_info("resuming job %s.prompt", base);
+	job_publish(job);
+	job_start(job, &req);
+out:
+	if (fd >= 0)
+		close(fd);
+	llm_request_release(&req);
+	free(text);
+	free(response_name);
+	free(prompt_name);
+	if (job)
+		job_put(job);
+}
+
+static json_t *load_meta(int dir_fd, const char *name)
+{
+	json_error_t error;
+	json_t *meta;
+	FILE *f;
+	int fd;
+
+	fd = openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return NULL;
+	f = fdopen(fd, "r");
+	if (!f) {
+		close(fd);
+		return NULL;
+	}
+	meta = json_loadf(f, 0, &error);
+	fclose(f);
+	if (meta && !json_is_object(meta)) {
+		json_decref(meta);
+		return NULL;
+	}
+	return meta;
+}
+
+static void resume_directory(struct node *dir, int depth)
+{
+	struct dirent *de;
+	DIR *d;
+	int fd;
+
+	fd = openat(dir->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return;
+	}
+	while ((de = readdir(d)) != NULL) {
+		struct stat st;
+
+		if (de->d_name[0] == '.' && (!de->d_name[1] || !strcmp(de->d_name, "..")))
+			continue;
+		if (fstatat(dir->fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		if (S_ISDIR(st.st_mode) && depth < 64) {
+			struct node *child = node_get_child(dir, de->d_name, &st, 0);
+
+			if (child) {
+				resume_directory(child, depth + 1);
+				node_put(child);
+			}
+		} else if (S_ISREG(st.st_mode) && file_role_of(de->d_name) == ROLE_META) {
+			json_t *meta = load_meta(dir->fd, de->d_name);
+			const char *status = json_string_value(json_object_get(meta, "status"));
+			char *base = name_strip_suffix(de->d_name, ".meta");
+
+			if (base && status && (!strcmp(status, "queued") || !strcmp(status, "running")))
+				resume_one(dir, base, meta);
+			free(base);
+			json_decref(meta);
+		}
+	}
+	closedir(d);
+}
+
+static struct node *structure_child(struct node *parent, const char *name)
+{
+	struct stat st;
+
+	if (fstatat(parent->fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISDIR(st.st_mode))
+		return NULL;
+	return node_get_child(parent, name, &st, 0);
+}
+
+void jobs_resume(void)
+{
+	const struct config *cfg = pfs.config;
+
+	for (size_t c = 0; c < cfg->n_clouds; c++) {
+		const struct cloud *cloud = &cfg->clouds[c];
+		struct node *cloud_node = structure_child(pfs.root, cloud->name);
+
+		for (size_t r = 0; cloud_node && r < cloud->n_regions; r++) {
+			const struct region *region = &cloud->regions[r];
+			struct node *region_node = structure_child(cloud_node, region->name);
+
+			for (size_t m = 0; region_node && m < region->n_models; m++) {
+				struct node *model_node =
+					structure_child(region_node, region->models[m].name);
+
+				if (model_node) {
+					resume_directory(model_node, 0);
+					node_put(model_node);
+				}
+			}
+			node_put(region_node);
+		}
+		node_put(cloud_node);
+	}
+}

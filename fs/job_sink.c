@@ -1,0 +1,274 @@
+/* What the engine reports about a job (on its thread): the attempt's
+ * bytes appended to the response and handed to waiting readers, usage,
+ * attempts, and the end, written durably: the response first, then
+ * .error, then .meta. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fs/job_internal.h"
+#include "fs/log.h"
+#include "fs/prompt.h"
+#include "fs/state.h"
+
+static void sink_attempt_started(void *ctx, const char *target)
+{
+	struct job *job = ctx;
+
+	(void)target;
+	pthread_mutex_lock(&jobs_lock);
+	if (job->status == JOB_QUEUED) {
+		job->status = JOB_RUNNING;
+		json_object_set_new(job->meta, "status", json_string("running"));
+		if (!json_object_get(job->meta, "started"))
+			job_meta_set_time(job->meta, "started");
+	}
+	pthread_mutex_unlock(&jobs_lock);
+}
+
+static int sink_text(void *ctx, const char *bytes, size_t len)
+{
+	struct job *job = ctx;
+	struct wakeups w = { 0 };
+	ssize_t written;
+	int rc = 0;
+
+	pthread_mutex_lock(&jobs_lock);
+	if (job->detached) {
+		rc = -ECANCELED;
+		goto out;
+	}
+	if (job->size + len > pfs.opts->max_answer_bytes) {
+		rc = -EFBIG;
+		goto out;
+	}
+	/* a page-cache write: fast enough to do under the lock, which keeps
+	 * size and contents consistent for readers */
+	written = pwrite(job->response_fd, bytes, len, (off_t)job->size);
+	if (written != (ssize_t)len) {
+		rc = written < 0 ? -errno : -EIO;
+		goto out;
+	}
+	job->size += len;
+	job_wake_readers(job, &w);
+out:
+	pthread_mutex_unlock(&jobs_lock);
+	wakeups_deliver(&w);
+	return rc;
+}
+
+static void sink_attempt_discarded(void *ctx)
+{
+	struct job *job = ctx;
+	struct wakeups w = { 0 };
+
+	pthread_mutex_lock(&jobs_lock);
+	if (!job->detached && ftruncate(job->response_fd, 0) < 0)
+		log_warn("cannot truncate a response: %s", strerror(errno));
+	job->size = 0;
+	job->generation++;
+	job_wake_readers(job, &w);
+	pthread_mutex_unlock(&jobs_lock);
+	wakeups_deliver(&w);
+}
+
+static double cost_of(const struct model *model, long input_tokens, long output_tokens)
+{
+	return (double)input_tokens / 1e6 * model->price.input_per_mtok +
+	       (double)output_tokens / 1e6 * model->price.output_per_mtok;
+}
+
+static void sink_usage(void *ctx, long input_tokens, long output_tokens)
+{
+	struct job *job = ctx;
+	json_t *usage;
+
+	pthread_mutex_lock(&jobs_lock);
+	usage = json_object_get(job->meta, "usage");
+	if (!usage) {
+		usage = json_object();
+		json_object_set_new(job->meta, "usage", usage);
+	}
+	if (usage && input_tokens >= 0)
+		json_object_set_new(usage, "input_tokens", json_integer(input_tokens));
+	if (usage && output_tokens >= 0)
+		json_object_set_new(usage, "output_tokens", json_integer(output_tokens));
+	pthread_mutex_unlock(&jobs_lock);
+}
+
+static void sink_finish_reason(void *ctx, const char *reason)
+{
+	struct job *job = ctx;
+
+	pthread_mutex_lock(&jobs_lock);
+	json_object_set_new(job->meta, "finish_reason", json_string(reason));
+	pthread_mutex_unlock(&jobs_lock);
+}
+
+static void sink_request_id(void *ctx, const char *id)
+{
+	struct job *job = ctx;
+
+	pthread_mutex_lock(&jobs_lock);
+	json_object_set_new(job->meta, "request_id", json_string(id));
+	pthread_mutex_unlock(&jobs_lock);
+}
+
+static void sink_attempt_ended(void *ctx, const char *target, const char *outcome,
+			       long elapsed_ms)
+{
+	struct job *job = ctx;
+	json_t *attempts, *attempt;
+
+	pthread_mutex_lock(&jobs_lock);
+	attempts = json_object_get(job->meta, "attempts");
+	if (!attempts) {
+		attempts = json_array();
+		json_object_set_new(job->meta, "attempts", attempts);
+	}
+	attempt = json_pack("{s:s, s:s, s:i}", "target", target, "outcome", outcome,
+			    "ms", (json_int_t)elapsed_ms);
+	if (attempts && attempt)
+		json_array_append_new(attempts, attempt);
+	if (strcmp(outcome, "ok") == 0)
+		json_object_set_new(job->meta, "route", json_string(target));
+	pthread_mutex_unlock(&jobs_lock);
+}
+
+/* The usage of a finished job, and what it cost where the price is known.
+ * Under jobs_lock. */
+static void meta_settle_cost(struct job *job)
+{
+	json_t *usage = json_object_get(job->meta, "usage");
+	long in, out;
+
+	if (!usage || !job->model->price.known)
+		return;
+	in = (long)json_integer_value(json_object_get(usage, "input_tokens"));
+	out = (long)json_integer_value(json_object_get(usage, "output_tokens"));
+	json_object_set_new(job->meta, "cost_usd", json_real(cost_of(job->model, in, out)));
+}
+
+/* The .error text: what happened, then one line per attempt. */
+static char *error_text(const json_t *meta, const char *message)
+{
+	json_t *attempts = json_object_get(meta, "attempts");
+	size_t i, size = strlen(message) + 64;
+	json_t *a;
+	char *text, *p;
+
+	json_array_foreach(attempts, i, a)
+		size += 96 + strlen(json_string_value(json_object_get(a, "target")) ?: "") +
+			strlen(json_string_value(json_object_get(a, "outcome")) ?: "");
+	text = malloc(size);
+	if (!text)
+		return NULL;
+	p = text + snprintf(text, size, "%s\n", message);
+	/* the first line is a sentence */
+	if (text[0] >= 'a' && text[0] <= 'z')
+		text[0] = (char)(text[0] - 'a' + 'A');
+	json_array_foreach(attempts, i, a) {
+		p += snprintf(p, size - (size_t)(p - text), "attempt %zu: %s: %s after %lld ms\n",
+			      i + 1, json_string_value(json_object_get(a, "target")) ?: "?",
+			      json_string_value(json_object_get(a, "outcome")) ?: "?",
+			      (long long)json_integer_value(json_object_get(a, "ms")));
+	}
+	return text;
+}
+
+/* Writes the end of a job durably: the response first, then .error, then
+ * .meta, so a .meta saying done always has its whole response. */
+void job_persist_end(struct job *job, enum job_status final, const char *meta_text,
+			size_t meta_len, const char *error)
+{
+	char *meta_name = name_with_suffix(job->base, ".meta");
+	char *error_name = name_with_suffix(job->base, ".error");
+	int rc = 0;
+
+	if (!meta_name || !error_name) {
+		log_error("out of memory recording a finished job");
+		goto out;
+	}
+	if (fsync(job->response_fd) < 0)
+		rc = -errno;
+	if (rc == 0 && final != JOB_DONE && error)
+		rc = state_write_file(job->dir->fd, error_name, error, strlen(error),
+				      job->file_mode, job->file_uid, job->file_gid);
+	if (rc == 0)
+		rc = state_write_file(job->dir->fd, meta_name, meta_text, meta_len,
+				      job->file_mode, job->file_uid, job->file_gid);
+	if (rc == 0)
+		rc = state_sync_dir(job->dir->fd);
+	if (rc < 0)
+		log_error("cannot record a finished job in state_dir: %s", strerror(-rc));
+out:
+	free(error_name);
+	free(meta_name);
+}
+
+static void sink_done(void *ctx, int status, const char *message)
+{
+	struct job *job = ctx;
+	enum job_status final;
+	struct wakeups w = { 0 };
+	const char *reason;
+	char *meta_text = NULL, *error = NULL;
+	size_t meta_len = 0;
+	int keep_files;
+
+	pthread_mutex_lock(&job->file_lock);
+	pthread_mutex_lock(&jobs_lock);
+	job->engine_job = NULL;
+	/* At shutdown the engine cancels what it holds; those jobs stay
+	 * queued on disk and resume at the next mount. */
+	keep_files = !job->detached && !(jobs_shutting_down_locked() && status == -ECANCELED);
+	reason = json_string_value(json_object_get(job->meta, "finish_reason"));
+	if (status == 0 && reason && strcmp(reason, "content_filter") == 0) {
+		status = -EIO;
+		message = "The provider's content filter cut the answer short.";
+	}
+	final = status == 0 ? JOB_DONE : status == -ECANCELED ? JOB_CANCELLED : JOB_FAILED;
+	if (keep_files) {
+		json_object_set_new(job->meta, "status", json_string(job_status_word(final)));
+		job_meta_set_time(job->meta, "finished");
+		meta_settle_cost(job);
+		meta_text = job_meta_dump(job->meta, &meta_len);
+		if (final != JOB_DONE)
+			error = error_text(job->meta, message ? message : "The job failed.");
+	}
+	pthread_mutex_unlock(&jobs_lock);
+
+	if (keep_files && meta_text)
+		job_persist_end(job, final, meta_text, meta_len, error);
+
+	pthread_mutex_lock(&jobs_lock);
+	job->status = final;
+	if (job->in_table) {
+		job_table_remove_locked(job);
+		job->refs--;	/* the table's; the engine's is dropped below */
+	}
+	job_wake_readers(job, &w);
+	pthread_mutex_unlock(&jobs_lock);
+	pthread_mutex_unlock(&job->file_lock);
+	wakeups_deliver(&w);
+	if (keep_files)
+		log_info("job %s.prompt %s", job->base, job_status_word(final));
+	free(meta_text);
+	free(error);
+	job_put(job);
+}
+
+const struct engine_sink job_engine_sink = {
+	.attempt_started = sink_attempt_started,
+	.text = sink_text,
+	.attempt_discarded = sink_attempt_discarded,
+	.usage = sink_usage,
+	.finish_reason = sink_finish_reason,
+	.request_id = sink_request_id,
+	.attempt_ended = sink_attempt_ended,
+	.done = sink_done,
+};
