@@ -286,3 +286,19 @@ def test_a_reader_racing_the_submission_never_sees_an_empty_clean_end(mnt):
     for t in threads:
         t.join()
     assert bad == []
+
+
+def test_a_thousand_blocked_readers_hold_no_threads(mnt):
+    d = mnt.model()
+    sh("echo 'crowd [[fault:latency seconds=2]]' > %s/crowd.prompt" % d)
+    out = mnt.workdir + "/crowd"
+    os.mkdir(out)
+    readers = subprocess.Popen(
+        ["bash", "-c", "for i in $(seq 1 1000); do cat %s/crowd.response > %s/$i & done; wait"
+         % (d, out)])
+    time.sleep(1.2)
+    threads = len(os.listdir("/proc/%d/task" % mnt.proc.pid))
+    assert readers.wait(60) == 0
+    assert threads < 80, "%d daemon threads with 1000 readers blocked" % threads
+    want = b"echo: crowd [[fault:latency seconds=2]]\n"
+    assert all(open("%s/%d" % (out, i), "rb").read() == want for i in range(1, 1001))
