@@ -141,16 +141,16 @@ static void sink_attempt_ended(void *ctx, const char *target, const char *outcom
 
 /* The usage of a finished job, and what it cost where the price is known.
  * Under jobs_lock. */
-static void meta_settle_cost(struct job *job)
+static void meta_settle_cost(json_t *meta, const struct model *model)
 {
-	json_t *usage = json_object_get(job->meta, "usage");
+	json_t *usage = json_object_get(meta, "usage");
 	long in, out;
 
-	if (!usage || !job->model->price.known)
+	if (!usage || !model->price.known)
 		return;
 	in = (long)json_integer_value(json_object_get(usage, "input_tokens"));
 	out = (long)json_integer_value(json_object_get(usage, "output_tokens"));
-	json_object_set_new(job->meta, "cost_usd", json_real(cost_of(job->model, in, out)));
+	json_object_set_new(meta, "cost_usd", json_real(cost_of(model, in, out)));
 }
 
 /* The .error text: what happened, then one line per attempt. */
@@ -217,6 +217,7 @@ static void sink_done(void *ctx, int status, const char *message)
 	struct wakeups w = { 0 };
 	const char *reason;
 	char *meta_text = NULL, *error = NULL;
+	json_t *final_meta = NULL;
 	size_t meta_len = 0;
 	int keep_files;
 
@@ -232,13 +233,16 @@ static void sink_done(void *ctx, int status, const char *message)
 		message = "The provider's content filter cut the answer short.";
 	}
 	final = status == 0 ? JOB_DONE : status == -ECANCELED ? JOB_CANCELLED : JOB_FAILED;
-	if (keep_files) {
-		json_object_set_new(job->meta, "status", json_string(job_status_word(final)));
-		job_meta_set_time(job->meta, "finished");
-		meta_settle_cost(job);
-		meta_text = job_meta_dump(job->meta, &meta_len);
+	/* The final record is made on a copy: until its files are on disk,
+	 * readers of .meta must not see an end that .error does not show. */
+	final_meta = json_deep_copy(job->meta);
+	if (keep_files && final_meta) {
+		json_object_set_new(final_meta, "status", json_string(job_status_word(final)));
+		job_meta_set_time(final_meta, "finished");
+		meta_settle_cost(final_meta, job->model);
+		meta_text = job_meta_dump(final_meta, &meta_len);
 		if (final != JOB_DONE)
-			error = error_text(job->meta, message ? message : "The job failed.");
+			error = error_text(final_meta, message ? message : "The job failed.");
 	}
 	pthread_mutex_unlock(&jobs_lock);
 
@@ -246,6 +250,11 @@ static void sink_done(void *ctx, int status, const char *message)
 		job_persist_end(job, final, meta_text, meta_len, error);
 
 	pthread_mutex_lock(&jobs_lock);
+	if (keep_files && final_meta) {
+		json_decref(job->meta);
+		job->meta = final_meta;
+		final_meta = NULL;
+	}
 	job->status = final;
 	if (job->in_table) {
 		job_table_remove_locked(job);
@@ -257,6 +266,7 @@ static void sink_done(void *ctx, int status, const char *message)
 	wakeups_deliver(&w);
 	if (keep_files)
 		log_info("job %s.prompt %s", job->base, job_status_word(final));
+	json_decref(final_meta);
 	free(meta_text);
 	free(error);
 	job_put(job);
