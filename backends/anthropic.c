@@ -4,7 +4,6 @@
  * message_start, output tokens as a running total in message_delta. */
 #include "backends/backend.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +15,7 @@
 
 #include "backends/retry.h"
 #include "backends/sse.h"
+#include "backends/wire_util.h"
 
 #define ANTHROPIC_VERSION "2023-06-01"
 /* Anthropic refuses a request without max_tokens; this is the bound
@@ -28,42 +28,6 @@
 #define ANTHROPIC_JSON_FLAGS (JSON_COMPACT | JSON_REAL_PRECISION(15))
 
 /* ---- request ---------------------------------------------------------- */
-
-/* Appends the header line HEAD followed by VALUE. A value carrying a
- * line end would inject headers, so control bytes are refused. The
- * temporary line is wiped because VALUE is often a secret. */
-static int header_append(struct curl_slist **list, const char *head,
-			 const char *value)
-{
-	struct curl_slist *grown;
-	char *line = NULL;
-	const char *c;
-	int rc = 0;
-
-	for (c = value; *c; c++) {
-		if ((unsigned char)*c < ' ' || *c == 0x7f) {
-			rc = -EINVAL;
-			goto out;
-		}
-	}
-	if (asprintf(&line, "%s%s", head, value) < 0) {
-		line = NULL;
-		rc = -ENOMEM;
-		goto out;
-	}
-	grown = curl_slist_append(*list, line);
-	if (!grown) {
-		rc = -ENOMEM;
-		goto out;
-	}
-	*list = grown;
-out:
-	if (line) {
-		explicit_bzero(line, strlen(line));
-		free(line);
-	}
-	return rc;
-}
 
 /* The system messages joined by blank lines; NULL (and 0) when there
  * are none, -ENOMEM on allocation failure. */
@@ -179,16 +143,6 @@ out:
 	return rc;
 }
 
-/* ENDPOINT without the trailing slashes that would double the path's. */
-static int endpoint_len(const char *endpoint)
-{
-	size_t len = strlen(endpoint);
-
-	while (len > 0 && endpoint[len - 1] == '/')
-		len--;
-	return (int)len;
-}
-
 static int anthropic_build_request(const struct backend_target *target,
 				   const struct llm_request *req,
 				   struct http_request *out)
@@ -215,20 +169,23 @@ static int anthropic_build_request(const struct backend_target *target,
 	rc = anthropic_body(model, req, &body, &body_len);
 	if (rc < 0)
 		goto out;
-	if (asprintf(&url, "%.*s/v1/messages", endpoint_len(region->endpoint),
+	if (asprintf(&url, "%.*s/v1/messages",
+		     endpoint_trimmed_length(region->endpoint),
 		     region->endpoint) < 0) {
 		url = NULL;
 		rc = -ENOMEM;
 		goto out;
 	}
-	rc = header_append(&headers, "x-api-key: ", api_key);
+	rc = http_header_append(&headers, "x-api-key: ", api_key);
 	if (rc == 0)
-		rc = header_append(&headers, "anthropic-version: ",
+		rc = http_header_append(&headers, "anthropic-version: ",
 				   ANTHROPIC_VERSION);
 	if (rc == 0)
-		rc = header_append(&headers, "content-type: application/json", "");
+		rc = http_header_append(&headers,
+					"content-type: application/json", "");
 	if (rc == 0)
-		rc = header_append(&headers, "accept: text/event-stream", "");
+		rc = http_header_append(&headers, "accept: text/event-stream",
+					"");
 	if (rc < 0)
 		goto out;
 	out->url = url;
@@ -243,15 +200,6 @@ out:
 	free(body);
 	curl_slist_free_all(headers);
 	return rc;
-}
-
-/* Provider words may hold line ends; .error's first line must stay one. */
-static void message_flatten(char *message)
-{
-	for (; *message; message++) {
-		if ((unsigned char)*message < ' ')
-			*message = ' ';
-	}
 }
 
 /* ---- errors ----------------------------------------------------------- */
@@ -309,25 +257,18 @@ static void anthropic_classify_error(const struct http_response_head *head,
 				  "Anthropic answered HTTP %ld", head->status);
 	err->retry_after_s = retry_after_parse(head->retry_after,
 					       head->retry_after_ms, time(NULL));
-	message_flatten(err->message);
+	error_message_flatten(err->message);
 	json_decref(root);
 }
 
 /* ---- answer parser ---------------------------------------------------- */
-
-enum body_kind {
-	BODY_UNKNOWN,	/* nothing but blanks seen yet */
-	BODY_SSE,	/* text/event-stream, as asked for */
-	BODY_JSON,	/* a plain JSON document: an error, or an unstreamed message */
-};
 
 struct stream_parser {
 	const struct answer_events *ev;
 	void *ctx;
 	struct sse_parser *sse;
 	enum body_kind kind;
-	char *json;			/* BODY_JSON bytes, capped */
-	size_t json_len;
+	struct capped_buffer json;	/* BODY_JSON bytes */
 	struct attempt_error *err;	/* of the feed or finish call running */
 	int event_failed;		/* the error came from an event, not from sse */
 	int at_eof;			/* flushing a last event that had no blank line */
@@ -335,23 +276,8 @@ struct stream_parser {
 	int finish_sent;
 	long input_tokens;		/* -1 until known */
 	long output_tokens;
-	int failed;			/* sticky: every later call repeats FAILURE */
-	struct attempt_error failure;
+	struct parser_failure failure;	/* sticky: later calls repeat it */
 };
-
-static int text_report(struct stream_parser *p, const char *text, size_t len)
-{
-	int rc;
-
-	if (len == 0)
-		return 0;
-	rc = p->ev->text(p->ctx, text, len);
-	if (rc < 0)
-		attempt_error_set(p->err, 0, "answer_refused",
-				  "the answer could not be taken: %s",
-				  strerror(-rc));
-	return rc;
-}
 
 static long count_of(json_t *usage, const char *key)
 {
@@ -441,8 +367,9 @@ static int event_handle(struct stream_parser *p, const char *type,
 			   "text_delta") != 0)
 			return 0;	/* thinking, tool input: not the answer */
 		text = json_object_get(delta, "text");
-		return text_report(p, json_string_value(text),
-				   json_string_length(text));
+		return answer_text_report(p->ev, p->ctx,
+					  json_string_value(text),
+					  json_string_length(text), p->err);
 	}
 	if (strcmp(type, "message_delta") == 0) {
 		usage_read(p, json_object_get(data, "usage"));
@@ -503,6 +430,7 @@ anthropic_parser_new(const struct answer_events *ev, void *ctx)
 	p->ctx = ctx;
 	p->input_tokens = -1;
 	p->output_tokens = -1;
+	capped_buffer_init(&p->json, ANTHROPIC_MAX_JSON_BYTES);
 	p->sse = sse_new(ANTHROPIC_MAX_EVENT_BYTES, on_sse_event, p);
 	if (!p->sse) {
 		free(p);
@@ -516,54 +444,8 @@ static void anthropic_parser_free(struct stream_parser *p)
 	if (!p)
 		return;
 	sse_free(p->sse);
-	free(p->json);
+	capped_buffer_release(&p->json);
 	free(p);
-}
-
-static int failure_remember(struct stream_parser *p, int rc)
-{
-	message_flatten(p->err->message);
-	p->failed = rc;
-	p->failure = *p->err;
-	return rc;
-}
-
-static int json_body_append(struct stream_parser *p, const char *data,
-			    size_t len)
-{
-	char *grown;
-
-	if (len > ANTHROPIC_MAX_JSON_BYTES - p->json_len) {
-		attempt_error_set(p->err, 0, "too_large",
-				  "Anthropic sent a JSON answer over %d bytes",
-				  ANTHROPIC_MAX_JSON_BYTES);
-		return -EIO;
-	}
-	grown = realloc(p->json, p->json_len + len + 1);
-	if (!grown) {
-		attempt_error_set(p->err, 1, "no_memory",
-				  "out of memory reading the answer");
-		return -ENOMEM;
-	}
-	p->json = grown;
-	memcpy(p->json + p->json_len, data, len);
-	p->json_len += len;
-	p->json[p->json_len] = '\0';
-	return 0;
-}
-
-/* Decides from the first byte that is not blank whether the body is an
- * event stream or a plain JSON document. */
-static size_t body_kind_detect(struct stream_parser *p, const char *data,
-			       size_t len)
-{
-	size_t skipped = 0;
-
-	while (skipped < len && isspace((unsigned char)data[skipped]))
-		skipped++;
-	if (skipped < len)
-		p->kind = data[skipped] == '{' ? BODY_JSON : BODY_SSE;
-	return skipped;
 }
 
 static int anthropic_parser_feed(struct stream_parser *p, const char *data,
@@ -573,41 +455,35 @@ static int anthropic_parser_feed(struct stream_parser *p, const char *data,
 	int rc;
 
 	p->err = err;
-	if (p->failed) {
-		*err = p->failure;
-		return p->failed;
-	}
+	rc = parser_failure_repeat(&p->failure, err);
+	if (rc)
+		return rc;
 	if (p->kind == BODY_UNKNOWN) {
-		skipped = body_kind_detect(p, data, len);
+		skipped = body_kind_detect(data, len, "{", &p->kind);
 		data += skipped;
 		len -= skipped;
 	}
-	if (p->kind == BODY_JSON) {
-		rc = json_body_append(p, data, len);
-		return rc < 0 ? failure_remember(p, rc) : 0;
-	}
-	if (len == 0)
-		return 0;
-	rc = sse_feed(p->sse, data, len);
+	if (p->kind == BODY_JSON)
+		rc = capped_buffer_append(&p->json, data, len);
+	else if (len > 0)
+		rc = sse_feed(p->sse, data, len);
 	if (rc >= 0)
 		return 0;
-	if (!p->event_failed) {
-		if (rc == -E2BIG)
-			attempt_error_set(err, 0, "too_large",
-					  "Anthropic sent an event over %d bytes",
-					  ANTHROPIC_MAX_EVENT_BYTES);
-		else
-			attempt_error_set(err, 1, "no_memory",
-					  "out of memory reading the answer");
-	}
-	return failure_remember(p, rc == -E2BIG ? -EIO : rc);
+	if (p->kind == BODY_JSON)
+		answer_overflow_explain(rc, "Anthropic", "a JSON answer",
+					ANTHROPIC_MAX_JSON_BYTES, err);
+	else if (!p->event_failed)
+		answer_overflow_explain(rc, "Anthropic", "an event",
+					ANTHROPIC_MAX_EVENT_BYTES, err);
+	return parser_failure_remember(&p->failure, rc == -E2BIG ? -EIO : rc,
+				       err);
 }
 
 /* A 200 body that is one JSON document: an error, or a whole message
  * from a server that did not stream. */
 static int json_body_finish(struct stream_parser *p)
 {
-	json_t *root = json_loadb(p->json, p->json_len, 0, NULL);
+	json_t *root = json_loadb(p->json.data, p->json.len, 0, NULL);
 	const char *type = json_string_value(json_object_get(root, "type"));
 	json_t *content;
 	json_t *block;
@@ -642,8 +518,9 @@ static int json_body_finish(struct stream_parser *p)
 			   "text") != 0)
 			continue;
 		text = json_object_get(block, "text");
-		rc = text_report(p, json_string_value(text),
-				 json_string_length(text));
+		rc = answer_text_report(p->ev, p->ctx,
+					json_string_value(text),
+					json_string_length(text), p->err);
 	}
 	if (rc < 0)
 		goto out;
@@ -663,27 +540,26 @@ static int anthropic_parser_finish(struct stream_parser *p,
 	int rc;
 
 	p->err = err;
-	if (p->failed) {
-		*err = p->failure;
-		return p->failed;
-	}
+	rc = parser_failure_repeat(&p->failure, err);
+	if (rc)
+		return rc;
 	if (p->kind == BODY_JSON) {
 		rc = json_body_finish(p);
 		if (rc < 0)
-			return failure_remember(p, rc);
+			return parser_failure_remember(&p->failure, rc, err);
 	} else if (!p->stopped && sse_pending(p->sse)) {
 		/* The stream may end without the blank line after its last
 		 * event: dispatch what is there. */
 		p->at_eof = 1;
 		rc = sse_feed(p->sse, "\n\n", 2);
 		if (rc < 0 && p->event_failed)
-			return failure_remember(p, rc);
+			return parser_failure_remember(&p->failure, rc, err);
 	}
 	if (p->stopped)
 		return 0;
 	attempt_error_set(err, 1, "stream_cut",
 			  "the Anthropic answer ended before message_stop");
-	return failure_remember(p, -EIO);
+	return parser_failure_remember(&p->failure, -EIO, err);
 }
 
 const struct backend backend_anthropic = {

@@ -20,6 +20,7 @@
 #include "backends/openai_chat.h"
 #include "backends/retry.h"
 #include "backends/sse.h"
+#include "backends/wire_util.h"
 
 #define AZURE_DEFAULT_API_VERSION "2024-10-21"
 /* Room for the names of the filter categories that fired. */
@@ -27,61 +28,16 @@
 
 /* ---- request ---------------------------------------------------------- */
 
-/* Appends the header line HEAD followed by VALUE. A value carrying a
- * line end would inject headers, so control bytes are refused. The
- * temporary line is wiped because VALUE is often a secret. */
-static int header_append(struct curl_slist **list, const char *head,
-			 const char *value)
-{
-	struct curl_slist *grown;
-	char *line = NULL;
-	const char *c;
-	int rc = 0;
-
-	for (c = value; *c; c++) {
-		if ((unsigned char)*c < ' ' || *c == 0x7f) {
-			rc = -EINVAL;
-			goto out;
-		}
-	}
-	if (asprintf(&line, "%s%s", head, value) < 0) {
-		line = NULL;
-		rc = -ENOMEM;
-		goto out;
-	}
-	grown = curl_slist_append(*list, line);
-	if (!grown) {
-		rc = -ENOMEM;
-		goto out;
-	}
-	*list = grown;
-out:
-	if (line) {
-		explicit_bzero(line, strlen(line));
-		free(line);
-	}
-	return rc;
-}
-
-/* ENDPOINT without the trailing slashes that would double the path's. */
-static int endpoint_len(const char *endpoint)
-{
-	size_t len = strlen(endpoint);
-
-	while (len > 0 && endpoint[len - 1] == '/')
-		len--;
-	return (int)len;
-}
-
 /* api-key when the cloud has a key, else an Entra ID bearer token. */
 static int auth_header_append(struct curl_slist **list,
 			      const struct credentials *credentials)
 {
 	if (credentials && credentials->api_key && credentials->api_key[0])
-		return header_append(list, "api-key: ", credentials->api_key);
+		return http_header_append(list, "api-key: ",
+					  credentials->api_key);
 	if (credentials && credentials->bearer_token &&
 	    credentials->bearer_token[0])
-		return header_append(list, "Authorization: Bearer ",
+		return http_header_append(list, "Authorization: Bearer ",
 				     credentials->bearer_token);
 	return -ENOKEY;
 }
@@ -107,9 +63,11 @@ static int azure_build_request(const struct backend_target *target,
 	}
 	rc = auth_header_append(&headers, target->credentials);
 	if (rc == 0)
-		rc = header_append(&headers, "Content-Type: application/json", "");
+		rc = http_header_append(&headers,
+					"Content-Type: application/json", "");
 	if (rc == 0)
-		rc = header_append(&headers, "Accept: text/event-stream", "");
+		rc = http_header_append(&headers, "Accept: text/event-stream",
+					"");
 	if (rc < 0)
 		goto out;
 	/* The deployment names the model, so the body carries none. */
@@ -125,8 +83,8 @@ static int azure_build_request(const struct backend_target *target,
 	if (!deployment || !version ||
 	    asprintf(&url,
 		     "%.*s/openai/deployments/%s/chat/completions?api-version=%s",
-		     endpoint_len(region->endpoint), region->endpoint,
-		     deployment, version) < 0) {
+		     endpoint_trimmed_length(region->endpoint),
+		     region->endpoint, deployment, version) < 0) {
 		url = NULL;
 		rc = -ENOMEM;
 		goto out;
@@ -185,15 +143,6 @@ static void filtered_categories_add(json_t *results, char *list, size_t size)
 			continue;
 		snprintf(list + used, size - used, "%s%s", used ? ", " : "",
 			 name);
-	}
-}
-
-/* Provider words may hold line ends; .error's first line must stay one. */
-static void message_flatten(char *message)
-{
-	for (; *message; message++) {
-		if ((unsigned char)*message < ' ')
-			*message = ' ';
 	}
 }
 
@@ -295,7 +244,7 @@ static void azure_classify_error(const struct http_response_head *head,
 		wait = retry_after_from_text(message);
 	err->retry_after_s = wait;
 out:
-	message_flatten(err->message);
+	error_message_flatten(err->message);
 	json_decref(root);
 }
 
@@ -309,8 +258,7 @@ struct azure_parser {
 	const struct answer_events *ev;
 	void *ctx;
 	int filtered;			/* the chat parser saw finish_reason content_filter */
-	int failed;			/* sticky: every later call repeats FAILURE */
-	struct attempt_error failure;
+	struct parser_failure failure;	/* sticky: later calls repeat it */
 	char categories[AZURE_CATEGORIES_BYTES];
 };
 
@@ -428,12 +376,14 @@ static int filter_verdict_apply(struct azure_parser *ap, int rc,
 		else
 			attempt_error_set(err, 0, "content_filter",
 					  "the answer was stopped by Azure OpenAI's content filter");
-		message_flatten(err->message);
+		error_message_flatten(err->message);
 		rc = -EIO;
 	}
+	/* Not parser_failure_remember: the chat parser's own words are
+	 * kept as it wrote them. */
 	if (rc < 0) {
-		ap->failed = rc;
-		ap->failure = *err;
+		ap->failure.rc = rc;
+		ap->failure.error = *err;
 	}
 	return rc;
 }
@@ -444,10 +394,9 @@ static int azure_parser_feed(struct stream_parser *p, const char *data,
 	struct azure_parser *ap = azure_parser_of(p);
 	int rc;
 
-	if (ap->failed) {
-		*err = ap->failure;
-		return ap->failed;
-	}
+	rc = parser_failure_repeat(&ap->failure, err);
+	if (rc)
+		return rc;
 	/* First, so the verdicts of an event are known by the time the
 	 * chat parser reports its finish_reason. An over-long event fails
 	 * the chat parser too, which says so. */
@@ -462,10 +411,9 @@ static int azure_parser_finish(struct stream_parser *p,
 	struct azure_parser *ap = azure_parser_of(p);
 	int rc;
 
-	if (ap->failed) {
-		*err = ap->failure;
-		return ap->failed;
-	}
+	rc = parser_failure_repeat(&ap->failure, err);
+	if (rc)
+		return rc;
 	/* A last event without its blank line still counts. */
 	if (sse_pending(ap->filter_sse))
 		sse_feed(ap->filter_sse, "\n\n", 2);

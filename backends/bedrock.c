@@ -13,6 +13,7 @@
 #include "backends/backend.h"
 #include "backends/eventstream.h"
 #include "backends/sigv4.h"
+#include "backends/wire_util.h"
 
 /* Credential scope service: Bedrock signs as "bedrock", although its
  * hosts are named bedrock-runtime. */
@@ -102,9 +103,7 @@ static int endpoint_parse(const char *url, struct endpoint *out)
 					   (size_t)(authority_end - authority));
 	else
 		out->host_header = strndup(authority, host_len);
-	path_len = strlen(authority_end);
-	while (path_len > 0 && authority_end[path_len - 1] == '/')
-		path_len--;
+	path_len = (size_t)endpoint_trimmed_length(authority_end);
 	out->base_path = strndup(authority_end, path_len);
 	if (out->origin && out->host_header && out->base_path)
 		ret = 0;
@@ -338,24 +337,6 @@ static int has_text(const char *s)
 	return s && *s;
 }
 
-static int slist_add(struct curl_slist **list, const char *name,
-		     const char *value)
-{
-	size_t len = strlen(name) + strlen(value) + 3;
-	char *line = malloc(len);
-	struct curl_slist *grown;
-
-	if (!line)
-		return -ENOMEM;
-	snprintf(line, len, "%s: %s", name, value);
-	grown = curl_slist_append(*list, line);
-	free(line);
-	if (!grown)
-		return -ENOMEM;
-	*list = grown;
-	return 0;
-}
-
 /* The headers sent, in the order sent. The signed ones (Host,
  * Content-Type and what sigv4 adds) are set explicitly, so libcurl sends
  * exactly the values that were signed; "Expect:" stops libcurl from
@@ -367,26 +348,24 @@ static int build_headers(const struct endpoint *ep, const char *session_token,
 	struct curl_slist *list = NULL;
 	int ret;
 
-	ret = slist_add(&list, "Host", ep->host_header);
+	ret = http_header_append(&list, "Host: ", ep->host_header);
 	if (ret == 0)
-		ret = slist_add(&list, "Content-Type", "application/json");
+		ret = http_header_append(&list, "Content-Type: ",
+					 "application/json");
 	if (ret == 0)
-		ret = slist_add(&list, "Accept",
-				"application/vnd.amazon.eventstream");
+		ret = http_header_append(&list, "Accept: ",
+					 "application/vnd.amazon.eventstream");
 	if (ret == 0)
-		ret = slist_add(&list, "X-Amz-Date", sig->amz_date);
+		ret = http_header_append(&list, "X-Amz-Date: ",
+					 sig->amz_date);
 	if (ret == 0 && session_token)
-		ret = slist_add(&list, "X-Amz-Security-Token", session_token);
+		ret = http_header_append(&list, "X-Amz-Security-Token: ",
+					 session_token);
 	if (ret == 0)
-		ret = slist_add(&list, "Authorization", sig->authorization);
-	if (ret == 0) {
-		struct curl_slist *grown = curl_slist_append(list, "Expect:");
-
-		if (grown)
-			list = grown;
-		else
-			ret = -ENOMEM;
-	}
+		ret = http_header_append(&list, "Authorization: ",
+					 sig->authorization);
+	if (ret == 0)
+		ret = http_header_append(&list, "Expect:", "");
 	if (ret < 0) {
 		curl_slist_free_all(list);
 		list = NULL;

@@ -15,6 +15,7 @@
 #include <openssl/pem.h>
 
 #include "backends/retry.h"
+#include "backends/wire_util.h"
 
 #define TOKEN_GRANT_PREFIX \
 	"grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion="
@@ -221,7 +222,6 @@ int google_token_request_build(const struct google_service_account *sa,
 	char *url = NULL;
 	char *body = NULL;
 	struct curl_slist *headers = NULL;
-	struct curl_slist *grown;
 	int rc;
 
 	memset(out, 0, sizeof(*out));
@@ -236,19 +236,14 @@ int google_token_request_build(const struct google_service_account *sa,
 		rc = -ENOMEM;
 		goto out;
 	}
-	grown = curl_slist_append(headers,
-				  "Content-Type: application/x-www-form-urlencoded");
-	if (!grown) {
-		rc = -ENOMEM;
+	rc = http_header_append(&headers,
+				"Content-Type: application/x-www-form-urlencoded",
+				"");
+	if (rc == 0)
+		rc = http_header_append(&headers, "Accept: application/json",
+					"");
+	if (rc < 0)
 		goto out;
-	}
-	headers = grown;
-	grown = curl_slist_append(headers, "Accept: application/json");
-	if (!grown) {
-		rc = -ENOMEM;
-		goto out;
-	}
-	headers = grown;
 	out->url = url;
 	out->headers = headers;
 	out->body = body;

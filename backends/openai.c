@@ -9,32 +9,7 @@
 
 #include "backends/backend.h"
 #include "backends/openai_chat.h"
-
-/* Appends LINE to *HEADERS; curl copies it. 0 or -ENOMEM. */
-static int header_add(struct curl_slist **headers, const char *line)
-{
-	struct curl_slist *grown;
-
-	grown = curl_slist_append(*headers, line);
-	if (!grown)
-		return -ENOMEM;
-	*headers = grown;
-	return 0;
-}
-
-static int authorization_add(struct curl_slist **headers, const char *api_key)
-{
-	char *line = NULL;
-	int rc;
-
-	if (asprintf(&line, "Authorization: Bearer %s", api_key) < 0)
-		return -ENOMEM;
-	rc = header_add(headers, line);
-	/* The key must not linger in freed heap memory. */
-	explicit_bzero(line, strlen(line));
-	free(line);
-	return rc;
-}
+#include "backends/wire_util.h"
 
 static int openai_build_request(const struct backend_target *target,
 				const struct llm_request *req,
@@ -42,40 +17,36 @@ static int openai_build_request(const struct backend_target *target,
 {
 	const struct model *model = target->model;
 	const char *endpoint;
-	size_t endpoint_len;
 	int rc = -EINVAL;
 
 	memset(out, 0, sizeof(*out));
 	if (!model || !model->id || !model->region || !model->region->endpoint)
 		goto fail;
 	endpoint = model->region->endpoint;
-	endpoint_len = strlen(endpoint);
-	/* "http://host/v1/" and "http://host/v1" mean the same base. */
-	while (endpoint_len > 0 && endpoint[endpoint_len - 1] == '/')
-		endpoint_len--;
 	rc = -ENOMEM;
-	if (asprintf(&out->url, "%.*s/chat/completions", (int)endpoint_len,
-		     endpoint) < 0) {
+	if (asprintf(&out->url, "%.*s/chat/completions",
+		     endpoint_trimmed_length(endpoint), endpoint) < 0) {
 		out->url = NULL;
 		goto fail;
 	}
 	/* Local servers need no key: without one, no Authorization at all. */
 	if (target->credentials && target->credentials->api_key &&
 	    target->credentials->api_key[0]) {
-		rc = authorization_add(&out->headers,
-				       target->credentials->api_key);
+		rc = http_header_append(&out->headers, "Authorization: Bearer ",
+					target->credentials->api_key);
 		if (rc < 0)
 			goto fail;
 	}
-	rc = header_add(&out->headers, "Content-Type: application/json");
+	rc = http_header_append(&out->headers,
+				"Content-Type: application/json", "");
 	if (rc < 0)
 		goto fail;
-	rc = header_add(&out->headers, "Accept: text/event-stream");
+	rc = http_header_append(&out->headers, "Accept: text/event-stream", "");
 	if (rc < 0)
 		goto fail;
 	/* curl would otherwise send "Expect: 100-continue" for large bodies
 	 * and wait up to a second for an interim answer few servers give. */
-	rc = header_add(&out->headers, "Expect:");
+	rc = http_header_append(&out->headers, "Expect:", "");
 	if (rc < 0)
 		goto fail;
 	rc = openai_chat_body(req, model->id, &out->body, &out->body_len);

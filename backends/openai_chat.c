@@ -11,6 +11,7 @@
 
 #include "backends/retry.h"
 #include "backends/sse.h"
+#include "backends/wire_util.h"
 
 /* How much of a body that is not JSON goes into an error message. */
 #define RAW_BODY_EXCERPT_BYTES 200
@@ -278,20 +279,12 @@ static int provider_error_retryable(const struct provider_error *pe)
 
 /* ---- answer parser ----------------------------------------------------- */
 
-enum answer_form {
-	ANSWER_FORM_UNKNOWN,	/* only blanks seen so far */
-	ANSWER_FORM_STREAM,	/* text/event-stream */
-	ANSWER_FORM_JSON,	/* one chat.completion object */
-};
-
 struct stream_parser {
 	const struct answer_events *ev;
 	void *ctx;
-	enum answer_form form;
+	enum body_kind form;	/* BODY_JSON: one chat.completion object */
 	struct sse_parser *sse;
-	char *json;		/* the buffered body in ANSWER_FORM_JSON */
-	size_t json_len;
-	size_t json_alloc;
+	struct capped_buffer json;	/* the buffered body in BODY_JSON */
 	int done_seen;		/* [DONE] arrived: the answer is complete */
 	int flushing;		/* the body ended; only a final [DONE] still counts */
 	int id_reported;
@@ -443,6 +436,7 @@ struct stream_parser *openai_chat_parser_new(const struct answer_events *ev,
 		return NULL;
 	p->ev = ev;
 	p->ctx = ctx;
+	capped_buffer_init(&p->json, OPENAI_CHAT_MAX_JSON_BYTES);
 	p->sse = sse_new(OPENAI_CHAT_MAX_EVENT_BYTES, stream_event, p);
 	if (!p->sse) {
 		free(p);
@@ -456,33 +450,20 @@ void openai_chat_parser_free(struct stream_parser *p)
 	if (!p)
 		return;
 	sse_free(p->sse);
-	free(p->json);
+	capped_buffer_release(&p->json);
 	free(p);
 }
 
 static int json_append(struct stream_parser *p, const char *data, size_t len)
 {
-	size_t new_alloc;
-	char *grown;
+	int rc = capped_buffer_append(&p->json, data, len);
 
-	if (len > OPENAI_CHAT_MAX_JSON_BYTES - p->json_len)
+	if (rc == -E2BIG)
 		return fail(p, -EIO, 0, "too_large",
 			    "the provider's answer is too large (over 4 MiB)");
-	if (p->json_len + len > p->json_alloc) {
-		new_alloc = p->json_alloc ? p->json_alloc : 4096;
-		while (new_alloc < p->json_len + len)
-			new_alloc *= 2;
-		if (new_alloc > OPENAI_CHAT_MAX_JSON_BYTES)
-			new_alloc = OPENAI_CHAT_MAX_JSON_BYTES;
-		grown = realloc(p->json, new_alloc);
-		if (!grown)
-			return fail(p, -ENOMEM, 1, "no_memory",
-				    "out of memory while reading the answer");
-		p->json = grown;
-		p->json_alloc = new_alloc;
-	}
-	memcpy(p->json + p->json_len, data, len);
-	p->json_len += len;
+	if (rc < 0)
+		return fail(p, -ENOMEM, 1, "no_memory",
+			    "out of memory while reading the answer");
 	return 0;
 }
 
@@ -503,6 +484,7 @@ static int stream_append(struct stream_parser *p, const char *data, size_t len)
 int openai_chat_parser_feed(struct stream_parser *p, const char *data,
 			    size_t len, struct attempt_error *err)
 {
+	size_t skipped;
 	int rc = 0;
 
 	if (p->failed_rc < 0) {
@@ -510,20 +492,15 @@ int openai_chat_parser_feed(struct stream_parser *p, const char *data,
 		goto out;
 	}
 	/* The first non-blank byte tells a stream from a whole JSON answer
-	 * sent by a server that ignored "stream": true. Leading blanks carry
-	 * nothing in either form. */
-	while (p->form == ANSWER_FORM_UNKNOWN && len > 0) {
-		if (*data == ' ' || *data == '\t' || *data == '\r' ||
-		    *data == '\n') {
-			data++;
-			len--;
-			continue;
-		}
-		p->form = *data == '{' ? ANSWER_FORM_JSON : ANSWER_FORM_STREAM;
+	 * sent by a server that ignored "stream": true. */
+	if (p->form == BODY_UNKNOWN) {
+		skipped = body_kind_detect(data, len, "{", &p->form);
+		data += skipped;
+		len -= skipped;
 	}
 	if (len == 0)
 		goto out;
-	if (p->form == ANSWER_FORM_JSON)
+	if (p->form == BODY_JSON)
 		rc = json_append(p, data, len);
 	else
 		rc = stream_append(p, data, len);
@@ -539,7 +516,7 @@ static int json_answer_finish(struct stream_parser *p)
 	json_t *root;
 	int rc;
 
-	root = json_loadb(p->json, p->json_len, 0, &jerr);
+	root = json_loadb(p->json.data, p->json.len, 0, &jerr);
 	if (!root)
 		return malformed(p, &jerr);
 	rc = completion_apply(p, root, 1);
@@ -556,7 +533,7 @@ int openai_chat_parser_finish(struct stream_parser *p,
 		rc = p->failed_rc;
 		goto out;
 	}
-	if (p->form == ANSWER_FORM_JSON) {
+	if (p->form == BODY_JSON) {
 		rc = json_answer_finish(p);
 		goto out;
 	}

@@ -17,6 +17,7 @@
 
 #include "backends/retry.h"
 #include "backends/sse.h"
+#include "backends/wire_util.h"
 
 /* One chunk is a few hundred bytes; this only stops a runaway. */
 #define VERTEX_MAX_EVENT_BYTES (1024 * 1024)
@@ -25,42 +26,6 @@
 #define VERTEX_JSON_FLAGS (JSON_COMPACT | JSON_REAL_PRECISION(15))
 
 /* ---- request ---------------------------------------------------------- */
-
-/* Appends the header line HEAD followed by VALUE. A value carrying a
- * line end would inject headers, so control bytes are refused. The
- * temporary line is wiped because VALUE is often a secret. */
-static int header_append(struct curl_slist **list, const char *head,
-			 const char *value)
-{
-	struct curl_slist *grown;
-	char *line = NULL;
-	const char *c;
-	int rc = 0;
-
-	for (c = value; *c; c++) {
-		if ((unsigned char)*c < ' ' || *c == 0x7f) {
-			rc = -EINVAL;
-			goto out;
-		}
-	}
-	if (asprintf(&line, "%s%s", head, value) < 0) {
-		line = NULL;
-		rc = -ENOMEM;
-		goto out;
-	}
-	grown = curl_slist_append(*list, line);
-	if (!grown) {
-		rc = -ENOMEM;
-		goto out;
-	}
-	*list = grown;
-out:
-	if (line) {
-		explicit_bzero(line, strlen(line));
-		free(line);
-	}
-	return rc;
-}
 
 static json_t *text_part_new(const char *text)
 {
@@ -163,16 +128,6 @@ out:
 	return rc;
 }
 
-/* ENDPOINT without the trailing slashes that would double the path's. */
-static int endpoint_len(const char *endpoint)
-{
-	size_t len = strlen(endpoint);
-
-	while (len > 0 && endpoint[len - 1] == '/')
-		len--;
-	return (int)len;
-}
-
 static int vertex_build_request(const struct backend_target *target,
 				const struct llm_request *req,
 				struct http_request *out)
@@ -213,17 +168,19 @@ static int vertex_build_request(const struct backend_target *target,
 	if (!project || !location || !model_id ||
 	    asprintf(&url,
 		     "%.*s/v1/projects/%s/locations/%s/publishers/google/models/%s:streamGenerateContent?alt=sse",
-		     endpoint_len(region->endpoint), region->endpoint, project,
-		     location, model_id) < 0) {
+		     endpoint_trimmed_length(region->endpoint),
+		     region->endpoint, project, location, model_id) < 0) {
 		url = NULL;
 		rc = -ENOMEM;
 		goto out;
 	}
-	rc = header_append(&headers, "Authorization: Bearer ", token);
+	rc = http_header_append(&headers, "Authorization: Bearer ", token);
 	if (rc == 0)
-		rc = header_append(&headers, "Content-Type: application/json", "");
+		rc = http_header_append(&headers,
+					"Content-Type: application/json", "");
 	if (rc == 0)
-		rc = header_append(&headers, "Accept: text/event-stream", "");
+		rc = http_header_append(&headers, "Accept: text/event-stream",
+					"");
 	if (rc < 0)
 		goto out;
 	out->url = url;
@@ -241,15 +198,6 @@ out:
 	curl_free(location);
 	curl_free(project);
 	return rc;
-}
-
-/* Provider words may hold line ends; .error's first line must stay one. */
-static void message_flatten(char *message)
-{
-	for (; *message; message++) {
-		if ((unsigned char)*message < ' ')
-			*message = ' ';
-	}
 }
 
 /* ---- errors ----------------------------------------------------------- */
@@ -354,32 +302,24 @@ static void vertex_classify_error(const struct http_response_head *head,
 	if (wait < 0)
 		wait = rpc_retry_delay(status);
 	err->retry_after_s = wait;
-	message_flatten(err->message);
+	error_message_flatten(err->message);
 	json_decref(root);
 }
 
 /* ---- answer parser ---------------------------------------------------- */
-
-enum body_kind {
-	BODY_UNKNOWN,	/* nothing but blanks seen yet */
-	BODY_SSE,	/* text/event-stream, as asked for */
-	BODY_JSON,	/* a plain JSON document: an error, or a server ignoring alt=sse */
-};
 
 struct stream_parser {
 	const struct answer_events *ev;
 	void *ctx;
 	struct sse_parser *sse;
 	enum body_kind kind;
-	char *json;			/* BODY_JSON bytes, capped */
-	size_t json_len;
+	struct capped_buffer json;	/* BODY_JSON bytes */
 	struct attempt_error *err;	/* of the feed or finish call running */
 	int chunk_failed;		/* the error came from a chunk, not from sse */
 	int at_eof;			/* flushing a last event that had no blank line */
 	int finished;			/* a finishReason arrived */
 	int request_id_sent;
-	int failed;			/* sticky: every later call repeats FAILURE */
-	struct attempt_error failure;
+	struct parser_failure failure;	/* sticky: later calls repeat it */
 };
 
 static const char *const blocked_finish_reasons[] = {
@@ -419,20 +359,6 @@ static void finish_reason_report(struct stream_parser *p, const char *reason)
 	p->ev->finish_reason(p->ctx, lower);
 }
 
-static int text_report(struct stream_parser *p, const char *text, size_t len)
-{
-	int rc;
-
-	if (len == 0)
-		return 0;
-	rc = p->ev->text(p->ctx, text, len);
-	if (rc < 0)
-		attempt_error_set(p->err, 0, "answer_refused",
-				  "the answer could not be taken: %s",
-				  strerror(-rc));
-	return rc;
-}
-
 static int candidate_handle(struct stream_parser *p, json_t *candidate)
 {
 	json_t *parts = json_object_get(json_object_get(candidate, "content"),
@@ -450,8 +376,9 @@ static int candidate_handle(struct stream_parser *p, json_t *candidate)
 		if (json_is_true(json_object_get(part, "thought")))
 			continue;
 		text = json_object_get(part, "text");
-		rc = text_report(p, json_string_value(text),
-				 json_string_length(text));
+		rc = answer_text_report(p->ev, p->ctx,
+					json_string_value(text),
+					json_string_length(text), p->err);
 		if (rc < 0)
 			return rc;
 	}
@@ -572,6 +499,7 @@ static struct stream_parser *vertex_parser_new(const struct answer_events *ev,
 		return NULL;
 	p->ev = ev;
 	p->ctx = ctx;
+	capped_buffer_init(&p->json, VERTEX_MAX_JSON_BYTES);
 	p->sse = sse_new(VERTEX_MAX_EVENT_BYTES, on_sse_event, p);
 	if (!p->sse) {
 		free(p);
@@ -585,56 +513,8 @@ static void vertex_parser_free(struct stream_parser *p)
 	if (!p)
 		return;
 	sse_free(p->sse);
-	free(p->json);
+	capped_buffer_release(&p->json);
 	free(p);
-}
-
-static int failure_remember(struct stream_parser *p, int rc)
-{
-	message_flatten(p->err->message);
-	p->failed = rc;
-	p->failure = *p->err;
-	return rc;
-}
-
-static int json_body_append(struct stream_parser *p, const char *data,
-			    size_t len)
-{
-	char *grown;
-
-	if (len > VERTEX_MAX_JSON_BYTES - p->json_len) {
-		attempt_error_set(p->err, 0, "too_large",
-				  "Vertex AI sent a JSON answer over %d bytes",
-				  VERTEX_MAX_JSON_BYTES);
-		return -EIO;
-	}
-	grown = realloc(p->json, p->json_len + len + 1);
-	if (!grown) {
-		attempt_error_set(p->err, 1, "no_memory",
-				  "out of memory reading the answer");
-		return -ENOMEM;
-	}
-	p->json = grown;
-	memcpy(p->json + p->json_len, data, len);
-	p->json_len += len;
-	p->json[p->json_len] = '\0';
-	return 0;
-}
-
-/* Decides from the first byte that is not blank whether the body is an
- * event stream or a plain JSON document; the blanks before it mean
- * nothing in either. */
-static size_t body_kind_detect(struct stream_parser *p, const char *data,
-			       size_t len)
-{
-	size_t skipped = 0;
-
-	while (skipped < len && isspace((unsigned char)data[skipped]))
-		skipped++;
-	if (skipped < len)
-		p->kind = data[skipped] == '{' || data[skipped] == '[' ?
-				  BODY_JSON : BODY_SSE;
-	return skipped;
 }
 
 static int vertex_parser_feed(struct stream_parser *p, const char *data,
@@ -644,41 +524,35 @@ static int vertex_parser_feed(struct stream_parser *p, const char *data,
 	int rc;
 
 	p->err = err;
-	if (p->failed) {
-		*err = p->failure;
-		return p->failed;
-	}
+	rc = parser_failure_repeat(&p->failure, err);
+	if (rc)
+		return rc;
 	if (p->kind == BODY_UNKNOWN) {
-		skipped = body_kind_detect(p, data, len);
+		skipped = body_kind_detect(data, len, "{[", &p->kind);
 		data += skipped;
 		len -= skipped;
 	}
-	if (p->kind == BODY_JSON) {
-		rc = json_body_append(p, data, len);
-		return rc < 0 ? failure_remember(p, rc) : 0;
-	}
-	if (len == 0)
-		return 0;
-	rc = sse_feed(p->sse, data, len);
+	if (p->kind == BODY_JSON)
+		rc = capped_buffer_append(&p->json, data, len);
+	else if (len > 0)
+		rc = sse_feed(p->sse, data, len);
 	if (rc >= 0)
 		return 0;
-	if (!p->chunk_failed) {
-		if (rc == -E2BIG)
-			attempt_error_set(err, 0, "too_large",
-					  "Vertex AI sent an answer chunk over %d bytes",
-					  VERTEX_MAX_EVENT_BYTES);
-		else
-			attempt_error_set(err, 1, "no_memory",
-					  "out of memory reading the answer");
-	}
-	return failure_remember(p, rc == -E2BIG ? -EIO : rc);
+	if (p->kind == BODY_JSON)
+		answer_overflow_explain(rc, "Vertex AI", "a JSON answer",
+					VERTEX_MAX_JSON_BYTES, err);
+	else if (!p->chunk_failed)
+		answer_overflow_explain(rc, "Vertex AI", "an answer chunk",
+					VERTEX_MAX_EVENT_BYTES, err);
+	return parser_failure_remember(&p->failure, rc == -E2BIG ? -EIO : rc,
+				       err);
 }
 
 /* A 200 body that is one JSON document: an error Status (bare or in an
  * array), one whole response, or an array of chunks. */
 static int json_body_finish(struct stream_parser *p)
 {
-	json_t *root = json_loadb(p->json, p->json_len, 0, NULL);
+	json_t *root = json_loadb(p->json.data, p->json.len, 0, NULL);
 	size_t i;
 	int rc = 0;
 
@@ -703,27 +577,26 @@ static int vertex_parser_finish(struct stream_parser *p,
 	int rc;
 
 	p->err = err;
-	if (p->failed) {
-		*err = p->failure;
-		return p->failed;
-	}
+	rc = parser_failure_repeat(&p->failure, err);
+	if (rc)
+		return rc;
 	if (p->kind == BODY_JSON) {
 		rc = json_body_finish(p);
 		if (rc < 0)
-			return failure_remember(p, rc);
+			return parser_failure_remember(&p->failure, rc, err);
 	} else if (!p->finished && sse_pending(p->sse)) {
 		/* The stream may end without the blank line after its last
 		 * event: dispatch what is there. */
 		p->at_eof = 1;
 		rc = sse_feed(p->sse, "\n\n", 2);
 		if (rc < 0 && p->chunk_failed)
-			return failure_remember(p, rc);
+			return parser_failure_remember(&p->failure, rc, err);
 	}
 	if (p->finished)
 		return 0;
 	attempt_error_set(err, 1, "stream_cut",
 			  "the Vertex AI answer ended before it was complete");
-	return failure_remember(p, -EIO);
+	return parser_failure_remember(&p->failure, -EIO, err);
 }
 
 const struct backend backend_vertex = {

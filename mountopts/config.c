@@ -316,6 +316,25 @@ static int parse_endpoint(struct load_ctx *ctx, const char *region_path,
 	return 0;
 }
 
+/* The object at PATH (OBJ's member KEY) that names one WHAT per key:
+ * required, an object, and not empty. Borrowed into *OUT. */
+static int named_entries_get(struct load_ctx *ctx, const char *path,
+			     json_t *obj, const char *key, const char *what,
+			     json_t **out)
+{
+	json_t *entries = json_object_get(obj, key);
+
+	if (!entries)
+		return load_error(ctx, -EINVAL, path, "required");
+	if (!json_is_object(entries))
+		return load_error(ctx, -EINVAL, path, "must be an object");
+	if (json_object_size(entries) == 0)
+		return load_error(ctx, -EINVAL, path,
+				  "at least one %s is required", what);
+	*out = entries;
+	return 0;
+}
+
 static int parse_region(struct load_ctx *ctx, const char *path, json_t *obj,
 			const struct cloud *cloud, struct region *region)
 {
@@ -339,15 +358,10 @@ static int parse_region(struct load_ctx *ctx, const char *path, json_t *obj,
 		return rc;
 
 	json_path_join(models_path, path, "models");
-	models = json_object_get(obj, "models");
-	if (!models)
-		return load_error(ctx, -EINVAL, models_path, "required");
-	if (!json_is_object(models))
-		return load_error(ctx, -EINVAL, models_path,
-				  "must be an object");
-	if (json_object_size(models) == 0)
-		return load_error(ctx, -EINVAL, models_path,
-				  "at least one model is required");
+	rc = named_entries_get(ctx, models_path, obj, "models", "model",
+			       &models);
+	if (rc < 0)
+		return rc;
 	region->models = calloc(json_object_size(models),
 				sizeof(*region->models));
 	if (!region->models)
@@ -424,15 +438,10 @@ static int parse_cloud(struct load_ctx *ctx, const char *path, json_t *obj,
 	}
 
 	json_path_join(regions_path, path, "regions");
-	regions = json_object_get(obj, "regions");
-	if (!regions)
-		return load_error(ctx, -EINVAL, regions_path, "required");
-	if (!json_is_object(regions))
-		return load_error(ctx, -EINVAL, regions_path,
-				  "must be an object");
-	if (json_object_size(regions) == 0)
-		return load_error(ctx, -EINVAL, regions_path,
-				  "at least one region is required");
+	rc = named_entries_get(ctx, regions_path, obj, "regions", "region",
+			       &regions);
+	if (rc < 0)
+		return rc;
 	cloud->regions = calloc(json_object_size(regions),
 				sizeof(*cloud->regions));
 	if (!cloud->regions)
@@ -475,14 +484,9 @@ static int parse_clouds(struct load_ctx *ctx, json_t *root,
 	rc = check_keys(ctx, NULL, root, top_keys);
 	if (rc < 0)
 		return rc;
-	clouds = json_object_get(root, "clouds");
-	if (!clouds)
-		return load_error(ctx, -EINVAL, "clouds", "required");
-	if (!json_is_object(clouds))
-		return load_error(ctx, -EINVAL, "clouds", "must be an object");
-	if (json_object_size(clouds) == 0)
-		return load_error(ctx, -EINVAL, "clouds",
-				  "at least one cloud is required");
+	rc = named_entries_get(ctx, "clouds", root, "clouds", "cloud", &clouds);
+	if (rc < 0)
+		return rc;
 	cfg->clouds = calloc(json_object_size(clouds), sizeof(*cfg->clouds));
 	if (!cfg->clouds)
 		return out_of_memory(ctx);
