@@ -68,8 +68,7 @@ static int system_text_join(const struct llm_request *req, char **out)
 	return 0;
 }
 
-static int anthropic_body(const struct model *model,
-			  const struct llm_request *req, char **out,
+static int anthropic_body(const struct model *model, const struct llm_request *req, char **out,
 			  size_t *out_len)
 {
 	json_t *root = json_object();
@@ -91,14 +90,12 @@ static int anthropic_body(const struct model *model,
 		msg = &req->messages[i];
 		if (strcmp(msg->role, "system") == 0)
 			continue;
-		if (strcmp(msg->role, "user") != 0 &&
-		    strcmp(msg->role, "assistant") != 0) {
+		if (strcmp(msg->role, "user") != 0 && strcmp(msg->role, "assistant") != 0) {
 			rc = -EINVAL;
 			goto out;
 		}
-		bad |= json_array_append_new(
-			messages, json_pack("{s:s, s:s}", "role", msg->role,
-					    "content", msg->content));
+		bad |= json_array_append_new(messages, json_pack("{s:s, s:s}", "role", msg->role,
+								 "content", msg->content));
 	}
 	if (bad) {
 		rc = -ENOMEM;
@@ -118,13 +115,11 @@ static int anthropic_body(const struct model *model,
 		bad |= json_object_set_new(root, "system", json_string(system));
 	bad |= json_object_set(root, "messages", messages);
 	if (req->has_temperature)
-		bad |= json_object_set_new(root, "temperature",
-					   json_real(req->temperature));
+		bad |= json_object_set_new(root, "temperature", json_real(req->temperature));
 	if (req->n_stop > 0) {
 		stops = json_array();
 		for (i = 0; i < req->n_stop; i++)
-			bad |= json_array_append_new(stops,
-						     json_string(req->stop[i]));
+			bad |= json_array_append_new(stops, json_string(req->stop[i]));
 		bad |= json_object_set_new(root, "stop_sequences", stops);
 	}
 	bad |= json_object_set_new(root, "stream", json_true());
@@ -144,13 +139,11 @@ out:
 }
 
 static int anthropic_build_request(const struct backend_target *target,
-				   const struct llm_request *req,
-				   struct http_request *out)
+				   const struct llm_request *req, struct http_request *out)
 {
 	const struct model *model = target->model;
 	const struct region *region = model ? model->region : NULL;
-	const char *api_key = target->credentials ?
-				      target->credentials->api_key : NULL;
+	const char *api_key = target->credentials ? target->credentials->api_key : NULL;
 	char *url = NULL;
 	char *body = NULL;
 	size_t body_len = 0;
@@ -169,8 +162,7 @@ static int anthropic_build_request(const struct backend_target *target,
 	rc = anthropic_body(model, req, &body, &body_len);
 	if (rc < 0)
 		goto out;
-	if (asprintf(&url, "%.*s/v1/messages",
-		     endpoint_trimmed_length(region->endpoint),
+	if (asprintf(&url, "%.*s/v1/messages", endpoint_trimmed_length(region->endpoint),
 		     region->endpoint) < 0) {
 		url = NULL;
 		rc = -ENOMEM;
@@ -178,14 +170,11 @@ static int anthropic_build_request(const struct backend_target *target,
 	}
 	rc = http_header_append(&headers, "x-api-key: ", api_key);
 	if (rc == 0)
-		rc = http_header_append(&headers, "anthropic-version: ",
-				   ANTHROPIC_VERSION);
+		rc = http_header_append(&headers, "anthropic-version: ", ANTHROPIC_VERSION);
 	if (rc == 0)
-		rc = http_header_append(&headers,
-					"content-type: application/json", "");
+		rc = http_header_append(&headers, "content-type: application/json", "");
 	if (rc == 0)
-		rc = http_header_append(&headers, "accept: text/event-stream",
-					"");
+		rc = http_header_append(&headers, "accept: text/event-stream", "");
 	if (rc < 0)
 		goto out;
 	out->url = url;
@@ -209,7 +198,9 @@ static int error_type_retryable(const char *type)
 	/* rate_limit_error and timeout_error are the forms of HTTP 429 and
 	 * 504, which SPEC §7 retries; overloaded_error is 529. */
 	static const char *const transient[] = {
-		"overloaded_error", "api_error", "rate_limit_error",
+		"overloaded_error",
+		"api_error",
+		"rate_limit_error",
 		"timeout_error",
 	};
 	size_t i;
@@ -221,19 +212,16 @@ static int error_type_retryable(const char *type)
 	return 0;
 }
 
-static void anthropic_classify_error(const struct http_response_head *head,
-				     const char *body, size_t len,
-				     struct attempt_error *err)
+static void anthropic_classify_error(const struct http_response_head *head, const char *body,
+				     size_t len, struct attempt_error *err)
 {
 	json_t *root = len ? json_loadb(body, len, 0, NULL) : NULL;
 	json_t *error = json_object_get(root, "error");
 	const char *type = json_string_value(json_object_get(error, "type"));
-	const char *message = json_string_value(json_object_get(error,
-								"message"));
-	const char *detail_code = json_string_value(json_object_get(
-		json_object_get(error, "details"), "error_code"));
-	int retryable = http_status_retryable(head->status) ||
-			error_type_retryable(type);
+	const char *message = json_string_value(json_object_get(error, "message"));
+	const char *detail_code =
+		json_string_value(json_object_get(json_object_get(error, "details"), "error_code"));
+	int retryable = http_status_retryable(head->status) || error_type_retryable(type);
 	char outcome[sizeof(err->outcome)];
 
 	/* A spent budget does not come back by waiting a few seconds. */
@@ -245,18 +233,15 @@ static void anthropic_classify_error(const struct http_response_head *head,
 		retryable = 0;
 	snprintf(outcome, sizeof(outcome), "http_%ld", head->status);
 	if (type && message)
-		attempt_error_set(err, retryable, outcome,
-				  "Anthropic answered HTTP %ld (%s): %s",
+		attempt_error_set(err, retryable, outcome, "Anthropic answered HTTP %ld (%s): %s",
 				  head->status, type, message);
 	else if (message)
-		attempt_error_set(err, retryable, outcome,
-				  "Anthropic answered HTTP %ld: %s",
+		attempt_error_set(err, retryable, outcome, "Anthropic answered HTTP %ld: %s",
 				  head->status, message);
 	else
-		attempt_error_set(err, retryable, outcome,
-				  "Anthropic answered HTTP %ld", head->status);
-	err->retry_after_s = retry_after_parse(head->retry_after,
-					       head->retry_after_ms, time(NULL));
+		attempt_error_set(err, retryable, outcome, "Anthropic answered HTTP %ld",
+				  head->status);
+	err->retry_after_s = retry_after_parse(head->retry_after, head->retry_after_ms, time(NULL));
 	error_message_flatten(err->message);
 	json_decref(root);
 }
@@ -268,15 +253,15 @@ struct stream_parser {
 	void *ctx;
 	struct sse_parser *sse;
 	enum body_kind kind;
-	struct capped_buffer json;	/* BODY_JSON bytes */
-	struct attempt_error *err;	/* of the feed or finish call running */
-	int event_failed;		/* the error came from an event, not from sse */
-	int at_eof;			/* flushing a last event that had no blank line */
-	int stopped;			/* message_stop arrived */
+	struct capped_buffer json; /* BODY_JSON bytes */
+	struct attempt_error *err; /* of the feed or finish call running */
+	int event_failed;	   /* the error came from an event, not from sse */
+	int at_eof;		   /* flushing a last event that had no blank line */
+	int stopped;		   /* message_stop arrived */
 	int finish_sent;
-	long input_tokens;		/* -1 until known */
+	long input_tokens; /* -1 until known */
 	long output_tokens;
-	struct parser_failure failure;	/* sticky: later calls repeat it */
+	struct parser_failure failure; /* sticky: later calls repeat it */
 };
 
 static long count_of(json_t *usage, const char *key)
@@ -301,7 +286,7 @@ static void usage_read(struct stream_parser *p, json_t *usage)
 		p->input_tokens = plain + (cache_write > 0 ? cache_write : 0) +
 				  (cache_read > 0 ? cache_read : 0);
 	if (output >= 0)
-		p->output_tokens = output;	/* a running total: the latest wins */
+		p->output_tokens = output; /* a running total: the latest wins */
 	p->ev->usage(p->ctx, p->input_tokens, p->output_tokens);
 }
 
@@ -312,12 +297,12 @@ static int stop_reason_report(struct stream_parser *p, const char *reason)
 	if (!reason || p->finish_sent)
 		return 0;
 	if (strcmp(reason, "refusal") == 0) {
-		attempt_error_set(p->err, 0, "content_filter",
-				  "the answer was stopped by Anthropic's safety classifiers (refusal)");
+		attempt_error_set(
+			p->err, 0, "content_filter",
+			"the answer was stopped by Anthropic's safety classifiers (refusal)");
 		return -EIO;
 	}
-	if (strcmp(reason, "end_turn") == 0 ||
-	    strcmp(reason, "stop_sequence") == 0)
+	if (strcmp(reason, "end_turn") == 0 || strcmp(reason, "stop_sequence") == 0)
 		mapped = "stop";
 	else if (strcmp(reason, "max_tokens") == 0 ||
 		 strcmp(reason, "model_context_window_exceeded") == 0)
@@ -330,13 +315,11 @@ static int stop_reason_report(struct stream_parser *p, const char *reason)
 static void stream_error_report(struct stream_parser *p, json_t *error)
 {
 	const char *type = json_string_value(json_object_get(error, "type"));
-	const char *message = json_string_value(json_object_get(error,
-								"message"));
+	const char *message = json_string_value(json_object_get(error, "message"));
 
 	attempt_error_set(p->err, error_type_retryable(type), "stream_error",
 			  "Anthropic reported an error in the answer (%s): %s",
-			  type ? type : "unknown",
-			  message ? message : "no message");
+			  type ? type : "unknown", message ? message : "no message");
 }
 
 static void request_id_report(struct stream_parser *p, json_t *message)
@@ -348,35 +331,30 @@ static void request_id_report(struct stream_parser *p, json_t *message)
 }
 
 /* One event of the stream. 0, or negative with P->err filled. */
-static int event_handle(struct stream_parser *p, const char *type,
-			json_t *data)
+static int event_handle(struct stream_parser *p, const char *type, json_t *data)
 {
 	json_t *delta;
 	json_t *text;
 
 	if (strcmp(type, "message_start") == 0) {
 		request_id_report(p, json_object_get(data, "message"));
-		usage_read(p, json_object_get(json_object_get(data, "message"),
-					      "usage"));
+		usage_read(p, json_object_get(json_object_get(data, "message"), "usage"));
 		return 0;
 	}
 	if (strcmp(type, "content_block_delta") == 0) {
 		delta = json_object_get(data, "delta");
 		if (!json_is_string(json_object_get(delta, "type")) ||
-		    strcmp(json_string_value(json_object_get(delta, "type")),
-			   "text_delta") != 0)
-			return 0;	/* thinking, tool input: not the answer */
+		    strcmp(json_string_value(json_object_get(delta, "type")), "text_delta") != 0)
+			return 0; /* thinking, tool input: not the answer */
 		text = json_object_get(delta, "text");
-		return answer_text_report(p->ev, p->ctx,
-					  json_string_value(text),
+		return answer_text_report(p->ev, p->ctx, json_string_value(text),
 					  json_string_length(text), p->err);
 	}
 	if (strcmp(type, "message_delta") == 0) {
 		usage_read(p, json_object_get(data, "usage"));
 		return stop_reason_report(
-			p, json_string_value(json_object_get(
-				   json_object_get(data, "delta"),
-				   "stop_reason")));
+			p, json_string_value(
+				   json_object_get(json_object_get(data, "delta"), "stop_reason")));
 	}
 	if (strcmp(type, "message_stop") == 0) {
 		p->stopped = 1;
@@ -386,11 +364,10 @@ static int event_handle(struct stream_parser *p, const char *type,
 		stream_error_report(p, json_object_get(data, "error"));
 		return -EIO;
 	}
-	return 0;	/* ping, block start and stop, and types yet to come */
+	return 0; /* ping, block start and stop, and types yet to come */
 }
 
-static int on_sse_event(void *ctx, const char *event, const char *data,
-			size_t len)
+static int on_sse_event(void *ctx, const char *event, const char *data, size_t len)
 {
 	struct stream_parser *p = ctx;
 	json_t *root;
@@ -419,8 +396,7 @@ static int on_sse_event(void *ctx, const char *event, const char *data,
 	return rc;
 }
 
-static struct stream_parser *
-anthropic_parser_new(const struct answer_events *ev, void *ctx)
+static struct stream_parser *anthropic_parser_new(const struct answer_events *ev, void *ctx)
 {
 	struct stream_parser *p = calloc(1, sizeof(*p));
 
@@ -448,8 +424,8 @@ static void anthropic_parser_free(struct stream_parser *p)
 	free(p);
 }
 
-static int anthropic_parser_feed(struct stream_parser *p, const char *data,
-				 size_t len, struct attempt_error *err)
+static int anthropic_parser_feed(struct stream_parser *p, const char *data, size_t len,
+				 struct attempt_error *err)
 {
 	size_t skipped;
 	int rc;
@@ -470,13 +446,12 @@ static int anthropic_parser_feed(struct stream_parser *p, const char *data,
 	if (rc >= 0)
 		return 0;
 	if (p->kind == BODY_JSON)
-		answer_overflow_explain(rc, "Anthropic", "a JSON answer",
-					ANTHROPIC_MAX_JSON_BYTES, err);
+		answer_overflow_explain(rc, "Anthropic", "a JSON answer", ANTHROPIC_MAX_JSON_BYTES,
+					err);
 	else if (!p->event_failed)
-		answer_overflow_explain(rc, "Anthropic", "an event",
-					ANTHROPIC_MAX_EVENT_BYTES, err);
-	return parser_failure_remember(&p->failure, rc == -E2BIG ? -EIO : rc,
-				       err);
+		answer_overflow_explain(rc, "Anthropic", "an event", ANTHROPIC_MAX_EVENT_BYTES,
+					err);
+	return parser_failure_remember(&p->failure, rc == -E2BIG ? -EIO : rc, err);
 }
 
 /* A 200 body that is one JSON document: an error, or a whole message
@@ -493,7 +468,8 @@ static int json_body_finish(struct stream_parser *p)
 
 	if (!type) {
 		attempt_error_set(p->err, 1, "stream_cut",
-				  "Anthropic sent an answer that is neither an event stream nor a whole message");
+				  "Anthropic sent an answer that is neither an event stream nor a "
+				  "whole message");
 		rc = -EIO;
 		goto out;
 	}
@@ -504,8 +480,7 @@ static int json_body_finish(struct stream_parser *p)
 	}
 	if (strcmp(type, "message") != 0) {
 		attempt_error_set(p->err, 0, "bad_response",
-				  "Anthropic sent a JSON answer of unknown type '%s'",
-				  type);
+				  "Anthropic sent a JSON answer of unknown type '%s'", type);
 		rc = -EIO;
 		goto out;
 	}
@@ -514,19 +489,16 @@ static int json_body_finish(struct stream_parser *p)
 	for (i = 0; rc == 0 && i < json_array_size(content); i++) {
 		block = json_array_get(content, i);
 		if (!json_is_string(json_object_get(block, "type")) ||
-		    strcmp(json_string_value(json_object_get(block, "type")),
-			   "text") != 0)
+		    strcmp(json_string_value(json_object_get(block, "type")), "text") != 0)
 			continue;
 		text = json_object_get(block, "text");
-		rc = answer_text_report(p->ev, p->ctx,
-					json_string_value(text),
+		rc = answer_text_report(p->ev, p->ctx, json_string_value(text),
 					json_string_length(text), p->err);
 	}
 	if (rc < 0)
 		goto out;
 	usage_read(p, json_object_get(root, "usage"));
-	rc = stop_reason_report(p, json_string_value(json_object_get(
-					   root, "stop_reason")));
+	rc = stop_reason_report(p, json_string_value(json_object_get(root, "stop_reason")));
 	if (rc == 0)
 		p->stopped = 1;
 out:
@@ -534,8 +506,7 @@ out:
 	return rc;
 }
 
-static int anthropic_parser_finish(struct stream_parser *p,
-				   struct attempt_error *err)
+static int anthropic_parser_finish(struct stream_parser *p, struct attempt_error *err)
 {
 	int rc;
 
@@ -557,8 +528,7 @@ static int anthropic_parser_finish(struct stream_parser *p,
 	}
 	if (p->stopped)
 		return 0;
-	attempt_error_set(err, 1, "stream_cut",
-			  "the Anthropic answer ended before message_stop");
+	attempt_error_set(err, 1, "stream_cut", "the Anthropic answer ended before message_stop");
 	return parser_failure_remember(&p->failure, -EIO, err);
 }
 

@@ -29,21 +29,17 @@
 /* ---- request ---------------------------------------------------------- */
 
 /* api-key when the cloud has a key, else an Entra ID bearer token. */
-static int auth_header_append(struct curl_slist **list,
-			      const struct credentials *credentials)
+static int auth_header_append(struct curl_slist **list, const struct credentials *credentials)
 {
 	if (credentials && credentials->api_key && credentials->api_key[0])
-		return http_header_append(list, "api-key: ",
-					  credentials->api_key);
-	if (credentials && credentials->bearer_token &&
-	    credentials->bearer_token[0])
+		return http_header_append(list, "api-key: ", credentials->api_key);
+	if (credentials && credentials->bearer_token && credentials->bearer_token[0])
 		return http_header_append(list, "Authorization: Bearer ",
-				     credentials->bearer_token);
+					  credentials->bearer_token);
 	return -ENOKEY;
 }
 
-static int azure_build_request(const struct backend_target *target,
-			       const struct llm_request *req,
+static int azure_build_request(const struct backend_target *target, const struct llm_request *req,
 			       struct http_request *out)
 {
 	const struct model *model = target->model;
@@ -63,11 +59,9 @@ static int azure_build_request(const struct backend_target *target,
 	}
 	rc = auth_header_append(&headers, target->credentials);
 	if (rc == 0)
-		rc = http_header_append(&headers,
-					"Content-Type: application/json", "");
+		rc = http_header_append(&headers, "Content-Type: application/json", "");
 	if (rc == 0)
-		rc = http_header_append(&headers, "Accept: text/event-stream",
-					"");
+		rc = http_header_append(&headers, "Accept: text/event-stream", "");
 	if (rc < 0)
 		goto out;
 	/* The deployment names the model, so the body carries none. */
@@ -77,14 +71,12 @@ static int azure_build_request(const struct backend_target *target,
 	/* Names from the config go into the URL: escaping keeps a stray
 	 * '/', '?' or '&' from changing what is addressed. */
 	deployment = curl_easy_escape(NULL, model->id, 0);
-	version = curl_easy_escape(NULL, model->api_version ?
-					   model->api_version :
-					   AZURE_DEFAULT_API_VERSION, 0);
+	version = curl_easy_escape(
+		NULL, model->api_version ? model->api_version : AZURE_DEFAULT_API_VERSION, 0);
 	if (!deployment || !version ||
-	    asprintf(&url,
-		     "%.*s/openai/deployments/%s/chat/completions?api-version=%s",
-		     endpoint_trimmed_length(region->endpoint),
-		     region->endpoint, deployment, version) < 0) {
+	    asprintf(&url, "%.*s/openai/deployments/%s/chat/completions?api-version=%s",
+		     endpoint_trimmed_length(region->endpoint), region->endpoint, deployment,
+		     version) < 0) {
 		url = NULL;
 		rc = -ENOMEM;
 		goto out;
@@ -115,8 +107,7 @@ static int list_has_name(const char *list, const char *name)
 	const char *at = strstr(list, name);
 
 	while (at) {
-		if ((at == list || at[-1] == ' ') &&
-		    (at[len] == ',' || at[len] == '\0'))
+		if ((at == list || at[-1] == ' ') && (at[len] == ',' || at[len] == '\0'))
 			return 1;
 		at = strstr(at + len, name);
 	}
@@ -133,7 +124,8 @@ static void filtered_categories_add(json_t *results, char *list, size_t size)
 	size_t used;
 	size_t need;
 
-	json_object_foreach(results, name, verdict) {
+	json_object_foreach(results, name, verdict)
+	{
 		if (!json_is_true(json_object_get(verdict, "filtered")) ||
 		    list_has_name(list, name))
 			continue;
@@ -141,8 +133,7 @@ static void filtered_categories_add(json_t *results, char *list, size_t size)
 		need = (used ? 2 : 0) + strlen(name);
 		if (used + need + 1 > size)
 			continue;
-		snprintf(list + used, size - used, "%s%s", used ? ", " : "",
-			 name);
+		snprintf(list + used, size - used, "%s%s", used ? ", " : "", name);
 	}
 }
 
@@ -156,56 +147,49 @@ static void error_code_text(json_t *code, char *out, size_t size)
 	if (json_is_string(code))
 		snprintf(out, size, "%s", json_string_value(code));
 	else if (json_is_integer(code))
-		snprintf(out, size, "%" JSON_INTEGER_FORMAT,
-			 json_integer_value(code));
+		snprintf(out, size, "%" JSON_INTEGER_FORMAT, json_integer_value(code));
 }
 
-static json_t *object_get_either(json_t *object, const char *key,
-				 const char *other_key)
+static json_t *object_get_either(json_t *object, const char *key, const char *other_key)
 {
 	json_t *value = json_object_get(object, key);
 
 	return value ? value : json_object_get(object, other_key);
 }
 
-static void content_filter_report(json_t *error, const char *message,
-				  struct attempt_error *err)
+static void content_filter_report(json_t *error, const char *message, struct attempt_error *err)
 {
 	json_t *inner = object_get_either(error, "innererror", "inner_error");
 	char categories[AZURE_CATEGORIES_BYTES] = "";
 
 	/* The deployments API spells it content_filter_result, the rest
 	 * content_filter_results; some gateways put it beside the code. */
-	filtered_categories_add(object_get_either(inner, "content_filter_result",
-						  "content_filter_results"),
-				categories, sizeof(categories));
-	filtered_categories_add(object_get_either(error, "content_filter_result",
-						  "content_filter_results"),
-				categories, sizeof(categories));
+	filtered_categories_add(
+		object_get_either(inner, "content_filter_result", "content_filter_results"),
+		categories, sizeof(categories));
+	filtered_categories_add(
+		object_get_either(error, "content_filter_result", "content_filter_results"),
+		categories, sizeof(categories));
 	if (categories[0])
 		attempt_error_set(err, 0, "content_filter",
 				  "Azure OpenAI's content filter rejected the prompt (%s)",
 				  categories);
 	else if (message)
 		attempt_error_set(err, 0, "content_filter",
-				  "Azure OpenAI's content filter rejected the prompt: %s",
-				  message);
+				  "Azure OpenAI's content filter rejected the prompt: %s", message);
 	else
 		attempt_error_set(err, 0, "content_filter",
 				  "Azure OpenAI's content filter rejected the prompt");
 }
 
-static void azure_classify_error(const struct http_response_head *head,
-				 const char *body, size_t len,
-				 struct attempt_error *err)
+static void azure_classify_error(const struct http_response_head *head, const char *body,
+				 size_t len, struct attempt_error *err)
 {
 	json_t *root = len ? json_loadb(body, len, 0, NULL) : NULL;
 	json_t *error = json_object_get(root, "error");
 	json_t *inner = object_get_either(error, "innererror", "inner_error");
-	const char *message = json_string_value(json_object_get(error,
-								"message"));
-	const char *inner_code = json_string_value(json_object_get(inner,
-								   "code"));
+	const char *message = json_string_value(json_object_get(error, "message"));
+	const char *inner_code = json_string_value(json_object_get(inner, "code"));
 	char code[64];
 	char status_text[24];
 	char outcome[sizeof(err->outcome)];
@@ -227,17 +211,15 @@ static void azure_classify_error(const struct http_response_head *head,
 	/* Azure's code is often the status again ("429"): no news there. */
 	if (code[0] && strcmp(code, status_text) != 0 && message)
 		attempt_error_set(err, retryable, outcome,
-				  "Azure OpenAI answered HTTP %ld (%s): %s",
-				  head->status, code, message);
+				  "Azure OpenAI answered HTTP %ld (%s): %s", head->status, code,
+				  message);
 	else if (message)
-		attempt_error_set(err, retryable, outcome,
-				  "Azure OpenAI answered HTTP %ld: %s",
+		attempt_error_set(err, retryable, outcome, "Azure OpenAI answered HTTP %ld: %s",
 				  head->status, message);
 	else
-		attempt_error_set(err, retryable, outcome,
-				  "Azure OpenAI answered HTTP %ld", head->status);
-	wait = retry_after_parse(head->retry_after, head->retry_after_ms,
-				 time(NULL));
+		attempt_error_set(err, retryable, outcome, "Azure OpenAI answered HTTP %ld",
+				  head->status);
+	wait = retry_after_parse(head->retry_after, head->retry_after_ms, time(NULL));
 	/* The wait is sometimes only in the prose: "Please retry after 6
 	 * seconds". */
 	if (wait < 0 && message)
@@ -253,12 +235,12 @@ out:
 /* struct stream_parser stays openai_chat's; this file's parser is an
  * azure_parser handed out under that opaque name. */
 struct azure_parser {
-	struct stream_parser *chat;	/* reads the answer */
-	struct sse_parser *filter_sse;	/* reads the same events for filter verdicts */
+	struct stream_parser *chat;    /* reads the answer */
+	struct sse_parser *filter_sse; /* reads the same events for filter verdicts */
 	const struct answer_events *ev;
 	void *ctx;
-	int filtered;			/* the chat parser saw finish_reason content_filter */
-	struct parser_failure failure;	/* sticky: later calls repeat it */
+	int filtered;		       /* the chat parser saw finish_reason content_filter */
+	struct parser_failure failure; /* sticky: later calls repeat it */
 	char categories[AZURE_CATEGORIES_BYTES];
 };
 
@@ -309,8 +291,7 @@ static const struct answer_events azure_forwarding_events = {
 
 /* Never fails the parse: malformed events are the chat parser's to
  * report. Azure's first chunk often has no choices at all. */
-static int on_filter_event(void *ctx, const char *event, const char *data,
-			   size_t len)
+static int on_filter_event(void *ctx, const char *event, const char *data, size_t len)
 {
 	struct azure_parser *ap = ctx;
 	json_t *chunk;
@@ -324,15 +305,13 @@ static int on_filter_event(void *ctx, const char *event, const char *data,
 	choices = json_object_get(chunk, "choices");
 	for (i = 0; i < json_array_size(choices); i++)
 		filtered_categories_add(
-			json_object_get(json_array_get(choices, i),
-					"content_filter_results"),
+			json_object_get(json_array_get(choices, i), "content_filter_results"),
 			ap->categories, sizeof(ap->categories));
 	json_decref(chunk);
 	return 0;
 }
 
-static struct stream_parser *azure_parser_new(const struct answer_events *ev,
-					      void *ctx)
+static struct stream_parser *azure_parser_new(const struct answer_events *ev, void *ctx)
 {
 	struct azure_parser *ap = calloc(1, sizeof(*ap));
 
@@ -341,8 +320,7 @@ static struct stream_parser *azure_parser_new(const struct answer_events *ev,
 	ap->ev = ev;
 	ap->ctx = ctx;
 	ap->chat = openai_chat_parser_new(&azure_forwarding_events, ap);
-	ap->filter_sse = sse_new(OPENAI_CHAT_MAX_EVENT_BYTES, on_filter_event,
-				 ap);
+	ap->filter_sse = sse_new(OPENAI_CHAT_MAX_EVENT_BYTES, on_filter_event, ap);
 	if (!ap->chat || !ap->filter_sse) {
 		openai_chat_parser_free(ap->chat);
 		sse_free(ap->filter_sse);
@@ -365,17 +343,18 @@ static void azure_parser_free(struct stream_parser *p)
 
 /* After the chat parser's turn: a content_filter finish overrides
  * whatever it said, since the answer is cut either way. */
-static int filter_verdict_apply(struct azure_parser *ap, int rc,
-				struct attempt_error *err)
+static int filter_verdict_apply(struct azure_parser *ap, int rc, struct attempt_error *err)
 {
 	if (ap->filtered) {
 		if (ap->categories[0])
-			attempt_error_set(err, 0, "content_filter",
-					  "the answer was stopped by Azure OpenAI's content filter (%s)",
-					  ap->categories);
+			attempt_error_set(
+				err, 0, "content_filter",
+				"the answer was stopped by Azure OpenAI's content filter (%s)",
+				ap->categories);
 		else
-			attempt_error_set(err, 0, "content_filter",
-					  "the answer was stopped by Azure OpenAI's content filter");
+			attempt_error_set(
+				err, 0, "content_filter",
+				"the answer was stopped by Azure OpenAI's content filter");
 		error_message_flatten(err->message);
 		rc = -EIO;
 	}
@@ -388,8 +367,8 @@ static int filter_verdict_apply(struct azure_parser *ap, int rc,
 	return rc;
 }
 
-static int azure_parser_feed(struct stream_parser *p, const char *data,
-			     size_t len, struct attempt_error *err)
+static int azure_parser_feed(struct stream_parser *p, const char *data, size_t len,
+			     struct attempt_error *err)
 {
 	struct azure_parser *ap = azure_parser_of(p);
 	int rc;
@@ -405,8 +384,7 @@ static int azure_parser_feed(struct stream_parser *p, const char *data,
 	return filter_verdict_apply(ap, rc, err);
 }
 
-static int azure_parser_finish(struct stream_parser *p,
-			       struct attempt_error *err)
+static int azure_parser_finish(struct stream_parser *p, struct attempt_error *err)
 {
 	struct azure_parser *ap = azure_parser_of(p);
 	int rc;

@@ -15,8 +15,8 @@
 
 /* One message of the provider-neutral request (SPEC §5.2). */
 struct llm_message {
-	char *role;		/* "system", "user" or "assistant" */
-	char *content;		/* UTF-8 */
+	char *role;    /* "system", "user" or "assistant" */
+	char *content; /* UTF-8 */
 };
 
 /* The provider-neutral request. Owns its members; llm_request_release()
@@ -26,7 +26,7 @@ struct llm_request {
 	size_t n_messages;
 	int has_temperature;
 	double temperature;
-	long max_tokens;	/* 0: not set */
+	long max_tokens; /* 0: not set */
 	char **stop;
 	size_t n_stop;
 };
@@ -47,14 +47,13 @@ struct answer_events {
 /* Why an attempt failed. */
 struct attempt_error {
 	int retryable;
-	double retry_after_s;	/* < 0: the provider gave no hint */
-	char outcome[32];	/* short word for .meta: "http_503", "timeout", "stream_cut" */
-	char message[512];	/* a sentence for .error, with the provider's own message */
+	double retry_after_s; /* < 0: the provider gave no hint */
+	char outcome[32];     /* short word for .meta: "http_503", "timeout", "stream_cut" */
+	char message[512];    /* a sentence for .error, with the provider's own message */
 };
 
-void attempt_error_set(struct attempt_error *err, int retryable,
-		       const char *outcome, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+void attempt_error_set(struct attempt_error *err, int retryable, const char *outcome,
+		       const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 /* One HTTP request. Owns its members; http_request_release() frees them. */
 struct http_request {
@@ -78,37 +77,35 @@ struct http_response_head {
 	char should_retry[16];
 };
 
-struct stream_parser;		/* private to each backend */
+struct stream_parser; /* private to each backend */
 
 /* Where and how to send: the deployment and its cloud's secrets. */
 struct backend_target {
 	const struct model *model;
 	const struct credentials *credentials;
-	const char *access_token;	/* OAuth token fetched by the engine (vertex service accounts); NULL otherwise */
+	const char *access_token; /* OAuth token fetched by the engine (vertex service accounts);
+				     NULL otherwise */
 };
 
 struct backend {
 	const char *name;
 	/* Fills OUT with the streaming request for REQ at TARGET.
 	 * Returns 0 or -errno (OUT then holds nothing to free). */
-	int (*build_request)(const struct backend_target *target,
-			     const struct llm_request *req,
+	int (*build_request)(const struct backend_target *target, const struct llm_request *req,
 			     struct http_request *out);
 	/* A new incremental parser of a 2xx body reporting to EV/CTX;
 	 * NULL on allocation failure. */
-	struct stream_parser *(*parser_new)(const struct answer_events *ev,
-					    void *ctx);
+	struct stream_parser *(*parser_new)(const struct answer_events *ev, void *ctx);
 	/* Feeds the next body bytes, split anywhere. 0, or -EIO with ERR
 	 * filled (malformed data, in-band error, answer over its cap). */
-	int (*parser_feed)(struct stream_parser *p, const char *data,
-			   size_t len, struct attempt_error *err);
+	int (*parser_feed)(struct stream_parser *p, const char *data, size_t len,
+			   struct attempt_error *err);
 	/* The body ended: 0 if the answer is complete, else -EIO with ERR
 	 * (a cut stream is retryable). */
 	int (*parser_finish)(struct stream_parser *p, struct attempt_error *err);
 	void (*parser_free)(struct stream_parser *p);
 	/* Explains a non-2xx response whose (capped) body is BODY. */
-	void (*classify_error)(const struct http_response_head *head,
-			       const char *body, size_t len,
+	void (*classify_error)(const struct http_response_head *head, const char *body, size_t len,
 			       struct attempt_error *err);
 };
 

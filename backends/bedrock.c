@@ -38,9 +38,9 @@ time_t (*bedrock_clock)(void) = system_clock;
 /* The pieces of the endpoint URL the request needs. Heap strings, freed
  * by endpoint_release(). */
 struct endpoint {
-	char *origin;		/* "https://host[:port]" exactly as configured */
-	char *host_header;	/* "host" or "host:port" (non-default port only) */
-	char *base_path;	/* configured path without trailing '/', often "" */
+	char *origin;	   /* "https://host[:port]" exactly as configured */
+	char *host_header; /* "host" or "host:port" (non-default port only) */
+	char *base_path;   /* configured path without trailing '/', often "" */
 };
 
 static void endpoint_release(struct endpoint *e)
@@ -99,8 +99,7 @@ static int endpoint_parse(const char *url, struct endpoint *out)
 	if (port && port < authority_end &&
 	    ((size_t)(authority_end - port) != strlen(default_port) ||
 	     strncmp(port, default_port, strlen(default_port)) != 0))
-		out->host_header = strndup(authority,
-					   (size_t)(authority_end - authority));
+		out->host_header = strndup(authority, (size_t)(authority_end - authority));
 	else
 		out->host_header = strndup(authority, host_len);
 	path_len = (size_t)endpoint_trimmed_length(authority_end);
@@ -145,11 +144,11 @@ static int utf8_is_valid(const char *text)
 		}
 		for (i = 1; i <= n; i++) {
 			if ((p[i] & 0xc0) != 0x80)
-				return 0;	/* also stops at the NUL */
+				return 0; /* also stops at the NUL */
 			cp = cp << 6 | (p[i] & 0x3f);
 		}
-		if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
-		    cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+		if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10ffff ||
+		    (cp >= 0xd800 && cp <= 0xdfff))
 			return 0;
 		p += n + 1;
 	}
@@ -188,8 +187,7 @@ static int append_turn(json_t *messages, const struct llm_message *msg)
 	if (ret < 0)
 		return ret;
 	ret = -ENOMEM;
-	if (last && strcmp(json_string_value(json_object_get(last, "role")),
-			   msg->role) == 0) {
+	if (last && strcmp(json_string_value(json_object_get(last, "role")), msg->role) == 0) {
 		content = json_object_get(last, "content");
 		ret = json_array_append(content, block) < 0 ? -ENOMEM : 0;
 		json_decref(block);
@@ -201,8 +199,7 @@ static int append_turn(json_t *messages, const struct llm_message *msg)
 	turn = json_object();
 	if (json_array_append(content, block) < 0 ||
 	    json_object_set_new(turn, "role", json_string(msg->role)) < 0 ||
-	    json_object_set(turn, "content", content) < 0 ||
-	    json_array_append(messages, turn) < 0)
+	    json_object_set(turn, "content", content) < 0 || json_array_append(messages, turn) < 0)
 		goto out;
 	ret = 0;
 out:
@@ -212,8 +209,7 @@ out:
 	return ret;
 }
 
-static long effective_max_tokens(const struct model *model,
-				  const struct llm_request *req)
+static long effective_max_tokens(const struct model *model, const struct llm_request *req)
 {
 	long max_tokens = req->max_tokens;
 
@@ -234,12 +230,10 @@ static int add_inference_config(json_t *root, const struct model *model,
 	if (!config)
 		goto out;
 	if (max_tokens > 0 &&
-	    json_object_set_new(config, "maxTokens",
-				json_integer(max_tokens)) < 0)
+	    json_object_set_new(config, "maxTokens", json_integer(max_tokens)) < 0)
 		goto out;
 	if (req->has_temperature &&
-	    json_object_set_new(config, "temperature",
-				json_real(req->temperature)) < 0)
+	    json_object_set_new(config, "temperature", json_real(req->temperature)) < 0)
 		goto out;
 	if (req->n_stop > 0) {
 		json_t *stops = json_array();
@@ -251,15 +245,13 @@ static int add_inference_config(json_t *root, const struct model *model,
 				ret = -EINVAL;
 				goto out;
 			}
-			if (json_array_append_new(stops,
-						  json_string(req->stop[i])) < 0)
+			if (json_array_append_new(stops, json_string(req->stop[i])) < 0)
 				goto out;
 		}
 	}
 	ret = 0;
 	if (json_object_size(config) > 0)
-		ret = json_object_set(root, "inferenceConfig", config) < 0 ?
-			-ENOMEM : 0;
+		ret = json_object_set(root, "inferenceConfig", config) < 0 ? -ENOMEM : 0;
 out:
 	json_decref(config);
 	return ret;
@@ -269,8 +261,7 @@ out:
  * inferenceConfig when anything in it is set. Returns 0 and a string in
  * *BODY (caller frees), -EINVAL for an unknown role, invalid UTF-8 or no
  * user/assistant turn, or -ENOMEM. */
-static int build_body(const struct model *model, const struct llm_request *req,
-		      char **body)
+static int build_body(const struct model *model, const struct llm_request *req, char **body)
 {
 	json_t *root = json_object();
 	json_t *messages = json_array();
@@ -297,8 +288,7 @@ static int build_body(const struct model *model, const struct llm_request *req,
 			ret = -ENOMEM;
 			if (json_array_append_new(system, block) < 0)
 				goto out;
-		} else if (strcmp(msg->role, "user") == 0 ||
-			   strcmp(msg->role, "assistant") == 0) {
+		} else if (strcmp(msg->role, "user") == 0 || strcmp(msg->role, "assistant") == 0) {
 			ret = append_turn(messages, msg);
 			if (ret < 0)
 				goto out;
@@ -314,8 +304,7 @@ static int build_body(const struct model *model, const struct llm_request *req,
 	ret = -ENOMEM;
 	if (json_object_set(root, "messages", messages) < 0)
 		goto out;
-	if (json_array_size(system) > 0 &&
-	    json_object_set(root, "system", system) < 0)
+	if (json_array_size(system) > 0 && json_object_set(root, "system", system) < 0)
 		goto out;
 	ret = add_inference_config(root, model, req);
 	if (ret < 0)
@@ -342,28 +331,22 @@ static int has_text(const char *s)
  * exactly the values that were signed; "Expect:" stops libcurl from
  * adding an unsigned Expect: 100-continue to large bodies. */
 static int build_headers(const struct endpoint *ep, const char *session_token,
-			 const struct sigv4_result *sig,
-			 struct curl_slist **out)
+			 const struct sigv4_result *sig, struct curl_slist **out)
 {
 	struct curl_slist *list = NULL;
 	int ret;
 
 	ret = http_header_append(&list, "Host: ", ep->host_header);
 	if (ret == 0)
-		ret = http_header_append(&list, "Content-Type: ",
-					 "application/json");
+		ret = http_header_append(&list, "Content-Type: ", "application/json");
 	if (ret == 0)
-		ret = http_header_append(&list, "Accept: ",
-					 "application/vnd.amazon.eventstream");
+		ret = http_header_append(&list, "Accept: ", "application/vnd.amazon.eventstream");
 	if (ret == 0)
-		ret = http_header_append(&list, "X-Amz-Date: ",
-					 sig->amz_date);
+		ret = http_header_append(&list, "X-Amz-Date: ", sig->amz_date);
 	if (ret == 0 && session_token)
-		ret = http_header_append(&list, "X-Amz-Security-Token: ",
-					 session_token);
+		ret = http_header_append(&list, "X-Amz-Security-Token: ", session_token);
 	if (ret == 0)
-		ret = http_header_append(&list, "Authorization: ",
-					 sig->authorization);
+		ret = http_header_append(&list, "Authorization: ", sig->authorization);
 	if (ret == 0)
 		ret = http_header_append(&list, "Expect:", "");
 	if (ret < 0) {
@@ -374,8 +357,7 @@ static int build_headers(const struct endpoint *ep, const char *session_token,
 	return ret;
 }
 
-static int bedrock_build_request(const struct backend_target *target,
-				 const struct llm_request *req,
+static int bedrock_build_request(const struct backend_target *target, const struct llm_request *req,
 				 struct http_request *out)
 {
 	const struct model *model = target->model;
@@ -392,9 +374,8 @@ static int bedrock_build_request(const struct backend_target *target,
 
 	memset(out, 0, sizeof(*out));
 	memset(&sig, 0, sizeof(sig));
-	if (!model || !model->region || !has_text(model->id) ||
-	    !has_text(model->region->name) || !has_text(model->region->endpoint) ||
-	    !creds || !has_text(creds->aws_access_key_id) ||
+	if (!model || !model->region || !has_text(model->id) || !has_text(model->region->name) ||
+	    !has_text(model->region->endpoint) || !creds || !has_text(creds->aws_access_key_id) ||
 	    !has_text(creds->aws_secret_access_key))
 		return -EINVAL;
 	if (has_text(creds->aws_session_token))
@@ -417,8 +398,7 @@ static int bedrock_build_request(const struct backend_target *target,
 	path = malloc(len);
 	if (!path)
 		goto out_id;
-	snprintf(path, len, "%s/model/%s/converse-stream", ep.base_path,
-		 encoded_id);
+	snprintf(path, len, "%s/model/%s/converse-stream", ep.base_path, encoded_id);
 	len = strlen(ep.origin) + strlen(path) + 1;
 	url = malloc(len);
 	if (!url)
@@ -487,23 +467,24 @@ static int name_in(const char *name, const char *const *list)
  * "ThrottlingException" in headers and "throttlingException" in
  * streams. */
 static const char *const retryable_errors[] = {
-	"ThrottlingException", "ServiceUnavailableException",
-	"InternalServerException", "ModelNotReadyException",
-	"ModelStreamErrorException", NULL,
+	"ThrottlingException",	  "ServiceUnavailableException", "InternalServerException",
+	"ModelNotReadyException", "ModelStreamErrorException",	 NULL,
 };
 
 static const char *const final_errors[] = {
-	"ValidationException", "AccessDeniedException",
-	"ResourceNotFoundException", "UnrecognizedClientException",
-	"InvalidSignatureException", "MissingAuthenticationTokenException",
+	"ValidationException",
+	"AccessDeniedException",
+	"ResourceNotFoundException",
+	"UnrecognizedClientException",
+	"InvalidSignatureException",
+	"MissingAuthenticationTokenException",
 	NULL,
 };
 
 static int status_is_retryable(long status)
 {
-	return status == 408 || status == 429 || status == 500 ||
-	       status == 502 || status == 503 || status == 504 ||
-	       status == 529;
+	return status == 408 || status == 429 || status == 500 || status == 502 || status == 503 ||
+	       status == 504 || status == 529;
 }
 
 /* "Name:namespace-url" or "ns#Name" → "Name". */
@@ -530,8 +511,7 @@ static void error_name_copy(char *dst, size_t cap, const char *src)
 /* Copies at most CAP-1 bytes of SRC, control characters turned into
  * spaces so a hostile message cannot forge lines in .error. A cut falls
  * between UTF-8 characters, never inside one. */
-static void provider_text_copy(char *dst, size_t cap, const char *src,
-			       size_t len)
+static void provider_text_copy(char *dst, size_t cap, const char *src, size_t len)
 {
 	size_t i;
 
@@ -586,9 +566,8 @@ static double retry_after_seconds(const struct http_response_head *head)
 	return -1;
 }
 
-static void bedrock_classify_error(const struct http_response_head *head,
-				   const char *body, size_t len,
-				   struct attempt_error *err)
+static void bedrock_classify_error(const struct http_response_head *head, const char *body,
+				   size_t len, struct attempt_error *err)
 {
 	char name[128], message[BEDROCK_MAX_PROVIDER_MESSAGE], outcome[32];
 	char what[160];
@@ -626,13 +605,12 @@ static void bedrock_classify_error(const struct http_response_head *head,
 		snprintf(what, sizeof(what), "HTTP %ld", head->status);
 	snprintf(outcome, sizeof(outcome), "http_%ld", head->status);
 	if (message[0])
-		attempt_error_set(err, retryable, outcome,
-				  "Bedrock rejected the request (%s): %s", what,
-				  message);
+		attempt_error_set(err, retryable, outcome, "Bedrock rejected the request (%s): %s",
+				  what, message);
 	else
 		attempt_error_set(err, retryable, outcome,
-				  "Bedrock rejected the request (%s) with HTTP %ld",
-				  what, head->status);
+				  "Bedrock rejected the request (%s) with HTTP %ld", what,
+				  head->status);
 	err->retry_after_s = retry_after_seconds(head);
 }
 
@@ -643,13 +621,13 @@ struct stream_parser {
 	void *ctx;
 	struct eventstream_decoder *decoder;
 	int saw_message_stop;
-	int complete;		/* metadata arrived after messageStop */
-	int failed;		/* FAILURE holds why; every later call repeats it */
+	int complete; /* metadata arrived after messageStop */
+	int failed;   /* FAILURE holds why; every later call repeats it */
 	struct attempt_error failure;
 };
 
-static void parser_fail(struct stream_parser *p, int retryable,
-			const char *outcome, const char *sentence)
+static void parser_fail(struct stream_parser *p, int retryable, const char *outcome,
+			const char *sentence)
 {
 	/* The first failure is the cause; later ones are consequences. */
 	if (p->failed)
@@ -661,8 +639,7 @@ static void parser_fail(struct stream_parser *p, int retryable,
 
 static const char *finish_reason_from_stop(const char *stop_reason)
 {
-	if (strcmp(stop_reason, "end_turn") == 0 ||
-	    strcmp(stop_reason, "stop_sequence") == 0)
+	if (strcmp(stop_reason, "end_turn") == 0 || strcmp(stop_reason, "stop_sequence") == 0)
 		return "stop";
 	if (strcmp(stop_reason, "max_tokens") == 0)
 		return "length";
@@ -684,18 +661,15 @@ static int on_delta(struct stream_parser *p, json_t *payload)
 	/* Tool-use and reasoning deltas carry no answer text. */
 	if (!json_is_string(text) || json_string_length(text) == 0)
 		return 0;
-	ret = p->ev->text(p->ctx, json_string_value(text),
-			  json_string_length(text));
+	ret = p->ev->text(p->ctx, json_string_value(text), json_string_length(text));
 	/* The reader refusing text is final: another deployment would
 	 * produce an answer just as long. */
 	if (ret == -EFBIG || ret == -E2BIG) {
-		parser_fail(p, 0, "too_large",
-			    "The answer exceeds its size limit");
+		parser_fail(p, 0, "too_large", "The answer exceeds its size limit");
 		return -EIO;
 	}
 	if (ret < 0) {
-		parser_fail(p, 0, "aborted",
-			    "Storing the answer failed while it streamed");
+		parser_fail(p, 0, "aborted", "Storing the answer failed while it streamed");
 		return -EIO;
 	}
 	return 0;
@@ -721,8 +695,7 @@ static void on_metadata(struct stream_parser *p, json_t *payload)
 		p->complete = 1;
 }
 
-static int on_event(struct stream_parser *p,
-		    const struct eventstream_message *msg, json_t *payload)
+static int on_event(struct stream_parser *p, const struct eventstream_message *msg, json_t *payload)
 {
 	const char *type = msg->event_type ? msg->event_type : "";
 
@@ -738,18 +711,16 @@ static int on_event(struct stream_parser *p,
 }
 
 /* An exception modeled by the service, sent instead of the next event. */
-static int on_exception(struct stream_parser *p,
-			const struct eventstream_message *msg, json_t *payload)
+static int on_exception(struct stream_parser *p, const struct eventstream_message *msg,
+			json_t *payload)
 {
-	const char *type = msg->exception_type ? msg->exception_type :
-						 "unknownException";
+	const char *type = msg->exception_type ? msg->exception_type : "unknownException";
 	char name[32], message[BEDROCK_MAX_PROVIDER_MESSAGE];
 	char sentence[sizeof(message) + 128];
 
 	provider_text_copy(name, sizeof(name), type, strlen(type));
 	provider_message_copy(message, sizeof(message), payload);
-	snprintf(sentence, sizeof(sentence),
-		 "Bedrock failed while streaming (%.100s): %s", name,
+	snprintf(sentence, sizeof(sentence), "Bedrock failed while streaming (%.100s): %s", name,
 		 message[0] ? message : "no message");
 	parser_fail(p, name_in(type, retryable_errors), name, sentence);
 	return -EIO;
@@ -757,8 +728,7 @@ static int on_exception(struct stream_parser *p,
 
 /* An error the service did not model; it comes from the server side, so
  * another attempt may well succeed. */
-static int on_error(struct stream_parser *p,
-		    const struct eventstream_message *msg)
+static int on_error(struct stream_parser *p, const struct eventstream_message *msg)
 {
 	const char *code = msg->error_code ? msg->error_code : "unknown error";
 	const char *text = msg->error_message ? msg->error_message : "";
@@ -767,8 +737,7 @@ static int on_error(struct stream_parser *p,
 
 	provider_text_copy(name, sizeof(name), code, strlen(code));
 	provider_text_copy(message, sizeof(message), text, strlen(text));
-	snprintf(sentence, sizeof(sentence),
-		 "Bedrock failed while streaming (%s): %s", name,
+	snprintf(sentence, sizeof(sentence), "Bedrock failed while streaming (%s): %s", name,
 		 message[0] ? message : "no message");
 	parser_fail(p, 1, "stream_error", sentence);
 	return -EIO;
@@ -784,10 +753,9 @@ static int on_frame(void *ctx, const struct eventstream_message *msg)
 	if (strcmp(kind, "error") == 0)
 		return on_error(p, msg);
 	if (strcmp(kind, "event") != 0 && strcmp(kind, "exception") != 0)
-		return 0;	/* unknown kinds are for future clients */
+		return 0; /* unknown kinds are for future clients */
 
-	payload = json_loadb((const char *)msg->payload, msg->payload_len, 0,
-			     NULL);
+	payload = json_loadb((const char *)msg->payload, msg->payload_len, 0, NULL);
 	/* An exception is reported even when its payload is unreadable. */
 	if (strcmp(kind, "exception") == 0) {
 		ret = on_exception(p, msg, payload);
@@ -805,8 +773,7 @@ out:
 	return ret;
 }
 
-static struct stream_parser *bedrock_parser_new(const struct answer_events *ev,
-						void *ctx)
+static struct stream_parser *bedrock_parser_new(const struct answer_events *ev, void *ctx)
 {
 	struct stream_parser *p = calloc(1, sizeof(*p));
 
@@ -822,8 +789,8 @@ static struct stream_parser *bedrock_parser_new(const struct answer_events *ev,
 	return p;
 }
 
-static int bedrock_parser_feed(struct stream_parser *p, const char *data,
-			       size_t len, struct attempt_error *err)
+static int bedrock_parser_feed(struct stream_parser *p, const char *data, size_t len,
+			       struct attempt_error *err)
 {
 	int ret;
 
@@ -832,8 +799,7 @@ static int bedrock_parser_feed(struct stream_parser *p, const char *data,
 		/* A corrupt frame means nothing after it can be trusted, but
 		 * another attempt may well get a clean stream. */
 		if (ret == -EBADMSG)
-			parser_fail(p, 1, "malformed",
-				    "Bedrock sent a corrupt event-stream frame");
+			parser_fail(p, 1, "malformed", "Bedrock sent a corrupt event-stream frame");
 		else if (ret == -EMSGSIZE)
 			parser_fail(p, 1, "malformed",
 				    "Bedrock sent an event-stream frame over the size limit");
@@ -841,8 +807,7 @@ static int bedrock_parser_feed(struct stream_parser *p, const char *data,
 			parser_fail(p, 1, "no_memory",
 				    "Out of memory while reading the Bedrock stream");
 		else if (ret < 0)
-			parser_fail(p, 1, "malformed",
-				    "Reading the Bedrock stream failed");
+			parser_fail(p, 1, "malformed", "Reading the Bedrock stream failed");
 	}
 	if (!p->failed)
 		return 0;
@@ -850,8 +815,7 @@ static int bedrock_parser_feed(struct stream_parser *p, const char *data,
 	return -EIO;
 }
 
-static int bedrock_parser_finish(struct stream_parser *p,
-				 struct attempt_error *err)
+static int bedrock_parser_finish(struct stream_parser *p, struct attempt_error *err)
 {
 	if (!p->failed && (!p->complete || eventstream_pending(p->decoder)))
 		parser_fail(p, 1, "stream_cut",

@@ -119,8 +119,7 @@ void engine_active_remove(struct engine *e, struct engine_job *job)
 
 /* The job ends here: the sink's done() is its last call, then the
  * engine forgets it. */
-void engine_job_finish(struct engine *e, struct engine_job *job, int status,
-		       const char *message)
+void engine_job_finish(struct engine *e, struct engine_job *job, int status, const char *message)
 {
 	const struct engine_sink *sink = job->plan.sink;
 	void *ctx = job->plan.sink_ctx;
@@ -155,7 +154,7 @@ static void start_waiting_jobs(struct engine *e)
 		if (engine_needs_oauth_token(job)) {
 			rc = engine_oauth_token_for(e, job, &token);
 			if (rc == 1)
-				continue;	/* parked until the refresh ends */
+				continue; /* parked until the refresh ends */
 			if (rc < 0) {
 				job->attempts++;
 				job->plan.sink->attempt_started(job->plan.sink_ctx, job->target);
@@ -170,8 +169,8 @@ static void start_waiting_jobs(struct engine *e)
 			char message[1024];
 
 			snprintf(message, sizeof(message),
-				 "the request for %s could not be built: %s",
-				 job->target, strerror(-rc));
+				 "the request for %s could not be built: %s", job->target,
+				 strerror(-rc));
 			engine_job_finish(e, job, -EIO, message);
 		}
 	}
@@ -433,8 +432,8 @@ struct engine_job *engine_submit(struct engine *e, struct engine_plan *plan)
 	job->plan = *plan;
 	memset(&plan->request, 0, sizeof(plan->request));
 	job->backend = backend_for(model->region->cloud->provider);
-	snprintf(job->target, sizeof(job->target), "%s/%s/%s",
-		 model->region->cloud->name, model->region->name, model->name);
+	snprintf(job->target, sizeof(job->target), "%s/%s/%s", model->region->cloud->name,
+		 model->region->name, model->name);
 	job->place = PLACE_INCOMING;
 	if (!job->backend) {
 		/* reported on the engine thread like any other failure */
@@ -472,7 +471,7 @@ int engine_run_credentials_update(struct engine *e, void (*fn)(void *arg), void 
 
 	pthread_mutex_lock(&e->lock);
 	if (e->update_fn)
-		rc = -EBUSY;	/* the previous one has not run yet */
+		rc = -EBUSY; /* the previous one has not run yet */
 	else {
 		e->update_fn = fn;
 		e->update_arg = arg;

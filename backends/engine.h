@@ -25,19 +25,18 @@ struct engine_sink {
 	void (*finish_reason)(void *ctx, const char *reason);
 	void (*request_id)(void *ctx, const char *id);
 	/* An attempt ended: OUTCOME is "ok" or a short failure word. */
-	void (*attempt_ended)(void *ctx, const char *target, const char *outcome,
-			      long elapsed_ms);
+	void (*attempt_ended)(void *ctx, const char *target, const char *outcome, long elapsed_ms);
 	/* The job ended: STATUS 0 (complete answer), -EIO (failed, MESSAGE
 	 * says why) or -ECANCELED. Last call for this job. */
 	void (*done)(void *ctx, int status, const char *message);
 };
 
 struct engine_plan {
-	struct llm_request request;	/* owned by the plan */
-	const struct model *model;	/* the deployment; outlives the job */
-	int retries;			/* retries after the first attempt */
-	double timeout_s;		/* one attempt */
-	double first_token_timeout_s;	/* 0: none */
+	struct llm_request request;   /* owned by the plan */
+	const struct model *model;    /* the deployment; outlives the job */
+	int retries;		      /* retries after the first attempt */
+	double timeout_s;	      /* one attempt */
+	double first_token_timeout_s; /* 0: none */
 	const struct engine_sink *sink;
 	void *sink_ctx;
 };
@@ -45,9 +44,9 @@ struct engine_plan {
 struct engine_options {
 	unsigned max_inflight;
 	double connect_timeout_s;
-	const char *cafile;		/* NULL: system CAs only */
-	size_t max_answer_bytes;	/* cap of one answer's text */
-	size_t max_body_bytes;		/* cap of one response body, framing included */
+	const char *cafile;	 /* NULL: system CAs only */
+	size_t max_answer_bytes; /* cap of one answer's text */
+	size_t max_body_bytes;	 /* cap of one response body, framing included */
 };
 
 struct engine;

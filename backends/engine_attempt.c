@@ -100,6 +100,7 @@ static size_t on_header(char *buffer, size_t size, size_t nitems, void *userdata
 		size_t offset;
 		size_t size;
 	} wanted[] = {
+	/* clang-format off */
 #define FIELD(name, member) { name, offsetof(struct http_response_head, member), \
 			      sizeof(((struct http_response_head *)0)->member) }
 		FIELD("content-type", content_type),
@@ -112,6 +113,7 @@ static size_t on_header(char *buffer, size_t size, size_t nitems, void *userdata
 		FIELD("x-amzn-errortype", amzn_error_type),
 		FIELD("x-should-retry", should_retry),
 #undef FIELD
+		/* clang-format on */
 	};
 	struct engine_job *job = userdata;
 	size_t len = size * nitems;
@@ -271,8 +273,7 @@ int engine_attempt_start(struct engine *e, struct engine_job *job, const char *a
 	curl_easy_setopt(easy, CURLOPT_PRIVATE, job);
 	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long)(job->plan.timeout_s * 1000));
-	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS,
-			 (long)(e->opts.connect_timeout_s * 1000));
+	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long)(e->opts.connect_timeout_s * 1000));
 	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
 	/* Expect: 100-continue would cost a round trip on every big prompt */
@@ -341,10 +342,11 @@ static int attempt_outcome(struct engine *e, struct engine_job *job, CURLcode re
 		return -EIO;
 	}
 	if (job->wrong_content_type) {
-		attempt_error_set(err, 1, "bad_content_type",
-				  "the provider answered HTTP %ld with content type '%s', not an answer",
-				  job->head.status,
-				  job->head.content_type[0] ? job->head.content_type : "none");
+		attempt_error_set(
+			err, 1, "bad_content_type",
+			"the provider answered HTTP %ld with content type '%s', not an answer",
+			job->head.status,
+			job->head.content_type[0] ? job->head.content_type : "none");
 		return -EIO;
 	}
 	return job->backend->parser_finish(job->parser, &job->error);
@@ -365,7 +367,8 @@ void engine_attempt_failed(struct engine *e, struct engine_job *job)
 			char message[sizeof(err->message) + 128];
 
 			snprintf(message, sizeof(message),
-				 "%s (the provider asked to wait %.0f s, longer than the %g s limit)",
+				 "%s (the provider asked to wait %.0f s, longer than the %g s "
+				 "limit)",
 				 err->message, delay, job->plan.timeout_s);
 			engine_job_finish(e, job, -EIO, message);
 			return;

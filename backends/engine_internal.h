@@ -22,7 +22,7 @@ enum job_place { PLACE_INCOMING, PLACE_WAITING, PLACE_ACTIVE, PLACE_BACKOFF, PLA
 struct cloud_token {
 	const struct cloud *cloud;
 	struct google_token_cache *cache;
-	CURL *easy;			/* the refresh in flight, if any */
+	CURL *easy; /* the refresh in flight, if any */
 	struct http_request http;
 	char *body;
 	size_t body_len;
@@ -36,14 +36,14 @@ struct engine_job {
 	const struct backend *backend;
 	char target[768];
 	enum job_place place;
-	struct engine_job *next;	/* in incoming, waiting or backoff */
+	struct engine_job *next; /* in incoming, waiting or backoff */
 	struct engine_job *prev_active, *next_active;
 	struct engine_job *next_cancel;
-	int cancel_requested;		/* under engine->lock */
-	int in_cancel_list;		/* under engine->lock */
+	int cancel_requested; /* under engine->lock */
+	int in_cancel_list;   /* under engine->lock */
 
-	int attempts;			/* started so far */
-	double retry_at;		/* monotonic seconds, in backoff */
+	int attempts;	 /* started so far */
+	double retry_at; /* monotonic seconds, in backoff */
 
 	/* The current attempt. */
 	CURL *easy;
@@ -51,7 +51,7 @@ struct engine_job {
 	struct stream_parser *parser;
 	struct http_response_head head;
 	int head_seen;
-	int body_accepted;		/* 2xx with an answer content type */
+	int body_accepted; /* 2xx with an answer content type */
 	int wrong_content_type;
 	char *error_body;
 	size_t error_len;
@@ -72,12 +72,12 @@ struct engine {
 	pthread_t thread;
 	pthread_mutex_t lock;
 	CURLM *multi;
-	int stopping;			/* under lock */
-	struct engine_job *incoming_head, *incoming_tail;	/* under lock */
-	struct engine_job *cancels;	/* under lock */
-	void (*update_fn)(void *);	/* under lock */
-	void *update_arg;		/* under lock */
-	unsigned n_incoming;		/* under lock */
+	int stopping;					  /* under lock */
+	struct engine_job *incoming_head, *incoming_tail; /* under lock */
+	struct engine_job *cancels;			  /* under lock */
+	void (*update_fn)(void *);			  /* under lock */
+	void *update_arg;				  /* under lock */
+	unsigned n_incoming;				  /* under lock */
 
 	/* engine thread only; the counts are read under lock */
 	struct engine_job *waiting_head, *waiting_tail;
@@ -96,8 +96,7 @@ double engine_random01(struct engine *e);
 void engine_waiting_push(struct engine *e, struct engine_job *job);
 void engine_active_add(struct engine *e, struct engine_job *job);
 void engine_active_remove(struct engine *e, struct engine_job *job);
-void engine_job_finish(struct engine *e, struct engine_job *job, int status,
-		       const char *message);
+void engine_job_finish(struct engine *e, struct engine_job *job, int status, const char *message);
 
 /* engine_attempt.c: one transfer of one job */
 int engine_attempt_start(struct engine *e, struct engine_job *job, const char *access_token);

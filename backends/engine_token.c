@@ -126,9 +126,10 @@ int engine_oauth_token_for(struct engine *e, struct engine_job *job, const char 
 		rc = token_transfer_start(e, ct);
 		if (rc < 0) {
 			google_token_cache_fail(ct->cache, strerror(-rc), time(NULL));
-			attempt_error_set(&job->error, 1, "auth",
-					  "the Google service account token could not be requested: %s",
-					  strerror(-rc));
+			attempt_error_set(
+				&job->error, 1, "auth",
+				"the Google service account token could not be requested: %s",
+				strerror(-rc));
 			return -EIO;
 		}
 		rc = -EINPROGRESS;
@@ -176,8 +177,11 @@ int engine_token_transfer_done(struct engine *e, CURL *easy, CURLcode result)
 		if (rc == 0)
 			rc = google_token_cache_store(ct->cache, token, expires_in, time(NULL));
 		if (rc < 0)
-			google_token_cache_fail(ct->cache, err.message[0] ? err.message :
-						"the token endpoint's answer was unusable", time(NULL));
+			google_token_cache_fail(
+				ct->cache,
+				err.message[0] ? err.message
+					       : "the token endpoint's answer was unusable",
+				time(NULL));
 		google_secret_free(token);
 	}
 	token_transfer_release(e, ct);

@@ -9,9 +9,8 @@
  * time: entry N is N run through four rounds of the bitwise algorithm.
  * Sixteen entries keep the table short enough to check by eye. */
 static const uint32_t crc32_nibble_table[16] = {
-	0x00000000, 0x1db71064, 0x3b6e20c8, 0x26d930ac,
-	0x76dc4190, 0x6b6b51f4, 0x4db26158, 0x5005713c,
-	0xedb88320, 0xf00f9344, 0xd6d6a3e8, 0xcb61b38c,
+	0x00000000, 0x1db71064, 0x3b6e20c8, 0x26d930ac, 0x76dc4190, 0x6b6b51f4,
+	0x4db26158, 0x5005713c, 0xedb88320, 0xf00f9344, 0xd6d6a3e8, 0xcb61b38c,
 	0x9b64c2b0, 0x86d3d2d4, 0xa00ae278, 0xbdbdf21c,
 };
 
@@ -31,8 +30,7 @@ uint32_t eventstream_crc32(uint32_t crc, const void *data, size_t len)
 
 static uint32_t read_be32(const unsigned char *p)
 {
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
-	       (uint32_t)p[2] << 8 | (uint32_t)p[3];
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
 }
 
 static uint64_t read_be_unsigned(const unsigned char *p, size_t n)
@@ -59,25 +57,23 @@ struct eventstream_decoder {
 	size_t max_message;
 	eventstream_message_cb cb;
 	void *ctx;
-	unsigned char *buf;	/* the message being assembled */
+	unsigned char *buf; /* the message being assembled */
 	size_t buf_cap;
 	size_t have;		/* bytes of it received */
 	size_t total;		/* its length once the prelude checked out; 0 before */
-	unsigned char *strings;	/* NUL-terminated copies of well-known headers */
+	unsigned char *strings; /* NUL-terminated copies of well-known headers */
 	size_t strings_cap;
-	int error;		/* 0, or the error it failed with, for good */
+	int error; /* 0, or the error it failed with, for good */
 };
 
-struct eventstream_decoder *eventstream_new(size_t max_message_bytes,
-					    eventstream_message_cb cb,
+struct eventstream_decoder *eventstream_new(size_t max_message_bytes, eventstream_message_cb cb,
 					    void *ctx)
 {
 	struct eventstream_decoder *d = calloc(1, sizeof(*d));
 
 	if (!d)
 		return NULL;
-	d->max_message = max_message_bytes ? max_message_bytes :
-					     EVENTSTREAM_DEFAULT_MAX_MESSAGE;
+	d->max_message = max_message_bytes ? max_message_bytes : EVENTSTREAM_DEFAULT_MAX_MESSAGE;
 	if (d->max_message < EVENTSTREAM_MIN_MESSAGE_BYTES)
 		d->max_message = EVENTSTREAM_MIN_MESSAGE_BYTES;
 	d->cb = cb;
@@ -130,7 +126,7 @@ static int header_next(const unsigned char **cursor, const unsigned char *end,
 	out->name = (const char *)p;
 	out->name_len = name_len;
 	p += name_len;
-	out->type = (enum eventstream_header_type)*p++;
+	out->type = (enum eventstream_header_type) * p++;
 	out->integer = 0;
 
 	switch (out->type) {
@@ -176,15 +172,12 @@ static int header_next(const unsigned char **cursor, const unsigned char *end,
 	return 0;
 }
 
-static int header_name_is(const struct eventstream_header *h,
-			  const char *name)
+static int header_name_is(const struct eventstream_header *h, const char *name)
 {
-	return h->name_len == strlen(name) &&
-	       memcmp(h->name, name, h->name_len) == 0;
+	return h->name_len == strlen(name) && memcmp(h->name, name, h->name_len) == 0;
 }
 
-int eventstream_message_header(const struct eventstream_message *msg,
-			       const char *name,
+int eventstream_message_header(const struct eventstream_message *msg, const char *name,
 			       struct eventstream_header *out)
 {
 	const unsigned char *p = msg->headers;
@@ -222,8 +215,7 @@ static const char **well_known_slot(struct eventstream_message *msg,
  * callback, and copies the well-known strings NUL-terminated. A
  * duplicate or mistyped well-known header makes the message ambiguous,
  * hence corrupt. */
-static int decode_headers(struct eventstream_decoder *d,
-			  struct eventstream_message *msg)
+static int decode_headers(struct eventstream_decoder *d, struct eventstream_message *msg)
 {
 	const unsigned char *p = msg->headers;
 	const unsigned char *end = msg->headers + msg->headers_len;
@@ -246,8 +238,7 @@ static int decode_headers(struct eventstream_decoder *d,
 		slot = well_known_slot(msg, &h);
 		if (!slot)
 			continue;
-		if (*slot || h.type != EVENTSTREAM_STRING ||
-		    memchr(h.value, '\0', h.value_len))
+		if (*slot || h.type != EVENTSTREAM_STRING || memchr(h.value, '\0', h.value_len))
 			return -EBADMSG;
 		memcpy(d->strings + used, h.value, h.value_len);
 		d->strings[used + h.value_len] = '\0';
@@ -298,8 +289,7 @@ static int deliver_message(struct eventstream_decoder *d)
 	return d->cb ? d->cb(d->ctx, &msg) : 0;
 }
 
-int eventstream_feed(struct eventstream_decoder *d, const void *data,
-		     size_t len)
+int eventstream_feed(struct eventstream_decoder *d, const void *data, size_t len)
 {
 	const unsigned char *p = data;
 	int ret = 0;

@@ -66,8 +66,7 @@ static char *json_base64url(json_t *value)
 		return NULL;
 	text = json_dumps(value, JSON_COMPACT);
 	if (text) {
-		encoded = base64url_encode((const unsigned char *)text,
-					   strlen(text));
+		encoded = base64url_encode((const unsigned char *)text, strlen(text));
 		free(text);
 	}
 	return encoded;
@@ -85,8 +84,8 @@ static int refuse_passphrase(char *buf, int size, int rwflag, void *userdata)
 }
 
 /* RSASSA-PKCS1-v1_5 with SHA-256 of DATA under the PEM key. */
-static int rs256_sign(const char *pem, const char *data, size_t len,
-		      unsigned char **sig_out, size_t *sig_len_out)
+static int rs256_sign(const char *pem, const char *data, size_t len, unsigned char **sig_out,
+		      size_t *sig_len_out)
 {
 	BIO *bio = NULL;
 	EVP_PKEY *key = NULL;
@@ -110,16 +109,14 @@ static int rs256_sign(const char *pem, const char *data, size_t len,
 	}
 	if (EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, key) != 1)
 		goto out;
-	if (EVP_DigestSign(md, NULL, &sig_len, (const unsigned char *)data,
-			   len) != 1)
+	if (EVP_DigestSign(md, NULL, &sig_len, (const unsigned char *)data, len) != 1)
 		goto out;
 	sig = malloc(sig_len);
 	if (!sig) {
 		rc = -ENOMEM;
 		goto out;
 	}
-	if (EVP_DigestSign(md, sig, &sig_len, (const unsigned char *)data,
-			   len) != 1)
+	if (EVP_DigestSign(md, sig, &sig_len, (const unsigned char *)data, len) != 1)
 		goto out;
 	*sig_out = sig;
 	*sig_len_out = sig_len;
@@ -143,8 +140,7 @@ static const char *token_uri_of(const struct google_service_account *sa)
 	return GOOGLE_DEFAULT_TOKEN_URI;
 }
 
-int google_jwt_assertion(const struct google_service_account *sa, time_t now,
-			 char **out)
+int google_jwt_assertion(const struct google_service_account *sa, time_t now, char **out)
 {
 	json_t *header = NULL;
 	json_t *claims = NULL;
@@ -158,23 +154,18 @@ int google_jwt_assertion(const struct google_service_account *sa, time_t now,
 	int rc;
 
 	*out = NULL;
-	if (!sa || !sa->client_email || !sa->private_key_pem ||
-	    !sa->client_email[0]) {
+	if (!sa || !sa->client_email || !sa->private_key_pem || !sa->client_email[0]) {
 		rc = -EINVAL;
 		goto out;
 	}
 	header = json_pack("{s:s, s:s}", "alg", "RS256", "typ", "JWT");
 	if (header && sa->private_key_id && sa->private_key_id[0] &&
-	    json_object_set_new(header, "kid",
-				json_string(sa->private_key_id)) != 0) {
+	    json_object_set_new(header, "kid", json_string(sa->private_key_id)) != 0) {
 		rc = -ENOMEM;
 		goto out;
 	}
-	claims = json_pack("{s:s, s:s, s:s, s:I, s:I}",
-			   "iss", sa->client_email,
-			   "scope", GOOGLE_OAUTH_SCOPE,
-			   "aud", token_uri_of(sa),
-			   "iat", (json_int_t)now,
+	claims = json_pack("{s:s, s:s, s:s, s:I, s:I}", "iss", sa->client_email, "scope",
+			   GOOGLE_OAUTH_SCOPE, "aud", token_uri_of(sa), "iat", (json_int_t)now,
 			   "exp", (json_int_t)now + GOOGLE_ASSERTION_LIFETIME_S);
 	header_b64 = json_base64url(header);
 	claims_b64 = json_base64url(claims);
@@ -188,8 +179,7 @@ int google_jwt_assertion(const struct google_service_account *sa, time_t now,
 		rc = -ENOMEM;
 		goto out;
 	}
-	rc = rs256_sign(sa->private_key_pem, signing_input,
-			strlen(signing_input), &sig, &sig_len);
+	rc = rs256_sign(sa->private_key_pem, signing_input, strlen(signing_input), &sig, &sig_len);
 	if (rc < 0)
 		goto out;
 	sig_b64 = base64url_encode(sig, sig_len);
@@ -215,8 +205,8 @@ out:
 	return rc;
 }
 
-int google_token_request_build(const struct google_service_account *sa,
-			       time_t now, struct http_request *out)
+int google_token_request_build(const struct google_service_account *sa, time_t now,
+			       struct http_request *out)
 {
 	char *jwt = NULL;
 	char *url = NULL;
@@ -236,12 +226,9 @@ int google_token_request_build(const struct google_service_account *sa,
 		rc = -ENOMEM;
 		goto out;
 	}
-	rc = http_header_append(&headers,
-				"Content-Type: application/x-www-form-urlencoded",
-				"");
+	rc = http_header_append(&headers, "Content-Type: application/x-www-form-urlencoded", "");
 	if (rc == 0)
-		rc = http_header_append(&headers, "Accept: application/json",
-					"");
+		rc = http_header_append(&headers, "Accept: application/json", "");
 	if (rc < 0)
 		goto out;
 	out->url = url;
@@ -282,7 +269,7 @@ static long expires_in_read(json_t *value)
 	long seconds;
 
 	if (!value)
-		return GOOGLE_ASSERTION_LIFETIME_S;	/* RFC 6749 leaves it optional */
+		return GOOGLE_ASSERTION_LIFETIME_S; /* RFC 6749 leaves it optional */
 	if (json_is_integer(value))
 		seconds = (long)json_integer_value(value);
 	else if (json_is_real(value))
@@ -303,7 +290,9 @@ static long expires_in_read(json_t *value)
 static int google_error_retryable(long status, const char *code)
 {
 	static const char *const transient[] = {
-		"internal_failure", "server_error", "temporarily_unavailable",
+		"internal_failure",
+		"server_error",
+		"temporarily_unavailable",
 	};
 	size_t i;
 
@@ -316,8 +305,7 @@ static int google_error_retryable(long status, const char *code)
 	return 0;
 }
 
-static void token_error_explain(long status, json_t *root,
-				struct attempt_error *err)
+static void token_error_explain(long status, json_t *root, struct attempt_error *err)
 {
 	const char *code = NULL;
 	const char *description = NULL;
@@ -325,31 +313,25 @@ static void token_error_explain(long status, json_t *root,
 
 	if (json_is_object(root)) {
 		code = json_string_value(json_object_get(root, "error"));
-		description = json_string_value(
-			json_object_get(root, "error_description"));
+		description = json_string_value(json_object_get(root, "error_description"));
 	}
 	snprintf(outcome, sizeof(outcome), "token_http_%ld", status);
 	if (code && description)
-		attempt_error_set(err, google_error_retryable(status, code),
-				  outcome,
-				  "Google OAuth token endpoint answered HTTP %ld (%s): %s",
-				  status, code, description);
+		attempt_error_set(err, google_error_retryable(status, code), outcome,
+				  "Google OAuth token endpoint answered HTTP %ld (%s): %s", status,
+				  code, description);
 	else if (code)
-		attempt_error_set(err, google_error_retryable(status, code),
-				  outcome,
-				  "Google OAuth token endpoint answered HTTP %ld (%s)",
-				  status, code);
+		attempt_error_set(err, google_error_retryable(status, code), outcome,
+				  "Google OAuth token endpoint answered HTTP %ld (%s)", status,
+				  code);
 	else
-		attempt_error_set(err, google_error_retryable(status, NULL),
-				  outcome,
-				  "Google OAuth token endpoint answered HTTP %ld",
-				  status);
+		attempt_error_set(err, google_error_retryable(status, NULL), outcome,
+				  "Google OAuth token endpoint answered HTTP %ld", status);
 	err->retry_after_s = -1;
 }
 
-int google_token_response_parse(long status, const char *body, size_t len,
-				char **access_token, long *expires_in,
-				struct attempt_error *err)
+int google_token_response_parse(long status, const char *body, size_t len, char **access_token,
+				long *expires_in, struct attempt_error *err)
 {
 	json_t *root = NULL;
 	json_t *token_value;
@@ -372,8 +354,9 @@ int google_token_response_parse(long status, const char *body, size_t len,
 	token_len = json_string_length(token_value);
 	seconds = expires_in_read(json_object_get(root, "expires_in"));
 	if (!token || !token_usable(token, token_len) || seconds < 0) {
-		attempt_error_set(err, 0, "token_bad_response",
-				  "Google OAuth token endpoint sent an answer without a usable access token");
+		attempt_error_set(
+			err, 0, "token_bad_response",
+			"Google OAuth token endpoint sent an answer without a usable access token");
 		err->retry_after_s = -1;
 		goto out;
 	}
@@ -400,11 +383,11 @@ out:
 }
 
 struct google_token_cache {
-	char *token;			/* secret; NULL before the first refresh */
-	time_t expiry;			/* when the token stops working */
-	int refreshing;			/* a caller got -EAGAIN and has not reported */
-	time_t refresh_deadline;	/* a silent refresher is given up after this */
-	time_t failed_until;		/* fail fast until then after a failed refresh */
+	char *token;		 /* secret; NULL before the first refresh */
+	time_t expiry;		 /* when the token stops working */
+	int refreshing;		 /* a caller got -EAGAIN and has not reported */
+	time_t refresh_deadline; /* a silent refresher is given up after this */
+	time_t failed_until;	 /* fail fast until then after a failed refresh */
 	char error[sizeof(((struct attempt_error *)0)->message)];
 };
 
@@ -421,14 +404,12 @@ void google_token_cache_free(struct google_token_cache *cache)
 	free(cache);
 }
 
-static int token_left_at_least(const struct google_token_cache *cache,
-			       time_t now, long seconds)
+static int token_left_at_least(const struct google_token_cache *cache, time_t now, long seconds)
 {
 	return cache->token && now + seconds < cache->expiry;
 }
 
-int google_token_cache_get(struct google_token_cache *cache, time_t now,
-			   const char **token)
+int google_token_cache_get(struct google_token_cache *cache, time_t now, const char **token)
 {
 	int rc;
 
@@ -439,13 +420,11 @@ int google_token_cache_get(struct google_token_cache *cache, time_t now,
 	}
 	if (cache->refreshing && now < cache->refresh_deadline) {
 		/* The old token still serves while its successor is fetched. */
-		rc = token_left_at_least(cache, now, GOOGLE_TOKEN_MIN_LEFT_S) ?
-			     0 : -EINPROGRESS;
+		rc = token_left_at_least(cache, now, GOOGLE_TOKEN_MIN_LEFT_S) ? 0 : -EINPROGRESS;
 		goto out;
 	}
 	if (!cache->refreshing && now < cache->failed_until) {
-		rc = token_left_at_least(cache, now, GOOGLE_TOKEN_MIN_LEFT_S) ?
-			     0 : -EIO;
+		rc = token_left_at_least(cache, now, GOOGLE_TOKEN_MIN_LEFT_S) ? 0 : -EIO;
 		goto out;
 	}
 	cache->refreshing = 1;
@@ -457,8 +436,8 @@ out:
 	return rc;
 }
 
-int google_token_cache_store(struct google_token_cache *cache,
-			     const char *token, long expires_in, time_t now)
+int google_token_cache_store(struct google_token_cache *cache, const char *token, long expires_in,
+			     time_t now)
 {
 	char *copy;
 
@@ -478,14 +457,12 @@ int google_token_cache_store(struct google_token_cache *cache,
 	return 0;
 }
 
-void google_token_cache_fail(struct google_token_cache *cache,
-			     const char *message, time_t now)
+void google_token_cache_fail(struct google_token_cache *cache, const char *message, time_t now)
 {
 	cache->refreshing = 0;
 	cache->failed_until = now + GOOGLE_TOKEN_FAIL_BACKOFF_S;
 	snprintf(cache->error, sizeof(cache->error), "%s",
-		 message && message[0] ? message :
-		 "the Google OAuth token could not be fetched");
+		 message && message[0] ? message : "the Google OAuth token could not be fetched");
 }
 
 const char *google_token_cache_error(const struct google_token_cache *cache)

@@ -41,24 +41,22 @@
  * NOW. Returns 0 and *OUT (caller frees with google_secret_free), or
  * -EINVAL (key missing, unreadable, encrypted or not RSA; fields
  * missing), or -ENOMEM. */
-int google_jwt_assertion(const struct google_service_account *sa, time_t now,
-			 char **out);
+int google_jwt_assertion(const struct google_service_account *sa, time_t now, char **out);
 
 /* Fills OUT with the token request for SA at NOW (POST to token_uri, or
  * GOOGLE_DEFAULT_TOKEN_URI when the key names none). OUT->body holds the
  * assertion, a credential for an hour: release OUT with
  * http_request_release. Returns 0 or -errno (OUT then holds nothing). */
-int google_token_request_build(const struct google_service_account *sa,
-			       time_t now, struct http_request *out);
+int google_token_request_build(const struct google_service_account *sa, time_t now,
+			       struct http_request *out);
 
 /* Reads the token endpoint's answer: HTTP STATUS and the (capped) BODY.
  * Returns 0 with *ACCESS_TOKEN (caller frees with google_secret_free)
  * and *EXPIRES_IN (seconds), or -EIO with ERR saying why (the endpoint's
  * error and error_description; 5xx, 408, 429 and Google's transient
  * error codes are retryable). */
-int google_token_response_parse(long status, const char *body, size_t len,
-				char **access_token, long *expires_in,
-				struct attempt_error *err);
+int google_token_response_parse(long status, const char *body, size_t len, char **access_token,
+				long *expires_in, struct attempt_error *err);
 
 /* Wipes a NUL-terminated secret, then frees it. NULL is fine. */
 void google_secret_free(char *secret);
@@ -81,17 +79,15 @@ void google_token_cache_free(struct google_token_cache *cache);
  *   -EIO         the last refresh failed moments ago:
  *                google_token_cache_error() says why.
  * *TOKEN is NULL unless 0 is returned. */
-int google_token_cache_get(struct google_token_cache *cache, time_t now,
-			   const char **token);
+int google_token_cache_get(struct google_token_cache *cache, time_t now, const char **token);
 
 /* A refresh succeeded at NOW: TOKEN (copied) lives EXPIRES_IN seconds.
  * Returns 0, -EINVAL (empty, oversized or unusable token), -ENOMEM. */
-int google_token_cache_store(struct google_token_cache *cache,
-			     const char *token, long expires_in, time_t now);
+int google_token_cache_store(struct google_token_cache *cache, const char *token, long expires_in,
+			     time_t now);
 
 /* A refresh failed at NOW because of MESSAGE (copied, truncated). */
-void google_token_cache_fail(struct google_token_cache *cache,
-			     const char *message, time_t now);
+void google_token_cache_fail(struct google_token_cache *cache, const char *message, time_t now);
 
 /* Why the last refresh failed; "" if it did not. Borrowed. */
 const char *google_token_cache_error(const struct google_token_cache *cache);

@@ -11,8 +11,7 @@
 #include "backends/openai_chat.h"
 #include "backends/wire_util.h"
 
-static int openai_build_request(const struct backend_target *target,
-				const struct llm_request *req,
+static int openai_build_request(const struct backend_target *target, const struct llm_request *req,
 				struct http_request *out)
 {
 	const struct model *model = target->model;
@@ -24,8 +23,8 @@ static int openai_build_request(const struct backend_target *target,
 		goto fail;
 	endpoint = model->region->endpoint;
 	rc = -ENOMEM;
-	if (asprintf(&out->url, "%.*s/chat/completions",
-		     endpoint_trimmed_length(endpoint), endpoint) < 0) {
+	if (asprintf(&out->url, "%.*s/chat/completions", endpoint_trimmed_length(endpoint),
+		     endpoint) < 0) {
 		out->url = NULL;
 		goto fail;
 	}
@@ -37,8 +36,7 @@ static int openai_build_request(const struct backend_target *target,
 		if (rc < 0)
 			goto fail;
 	}
-	rc = http_header_append(&out->headers,
-				"Content-Type: application/json", "");
+	rc = http_header_append(&out->headers, "Content-Type: application/json", "");
 	if (rc < 0)
 		goto fail;
 	rc = http_header_append(&out->headers, "Accept: text/event-stream", "");

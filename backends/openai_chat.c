@@ -30,10 +30,9 @@ static int messages_build(json_t *messages, const struct llm_request *req)
 		message = json_object();
 		if (json_array_append_new(messages, message) < 0)
 			return -ENOMEM;
-		if (json_object_set_new(message, "role",
-					json_string(req->messages[i].role)) < 0 ||
-		    json_object_set_new(message, "content",
-					json_string(req->messages[i].content)) < 0)
+		if (json_object_set_new(message, "role", json_string(req->messages[i].role)) < 0 ||
+		    json_object_set_new(message, "content", json_string(req->messages[i].content)) <
+			    0)
 			return -ENOMEM;
 	}
 	return 0;
@@ -54,8 +53,7 @@ static int stop_build(json_t *root, const struct llm_request *req)
 	return 0;
 }
 
-int openai_chat_body(const struct llm_request *req, const char *model,
-		     char **out, size_t *out_len)
+int openai_chat_body(const struct llm_request *req, const char *model, char **out, size_t *out_len)
 {
 	json_t *root;
 	json_t *messages;
@@ -83,14 +81,12 @@ int openai_chat_body(const struct llm_request *req, const char *model,
 	    json_object_set_new(stream_options, "include_usage", json_true()) < 0)
 		goto out;
 	if (req->has_temperature &&
-	    json_object_set_new(root, "temperature",
-				json_real(req->temperature)) < 0)
+	    json_object_set_new(root, "temperature", json_real(req->temperature)) < 0)
 		goto out;
 	/* max_tokens rather than max_completion_tokens: OpenAI-compatible
 	 * servers such as Ollama only know the older name. */
 	if (req->max_tokens > 0 &&
-	    json_object_set_new(root, "max_tokens",
-				json_integer(req->max_tokens)) < 0)
+	    json_object_set_new(root, "max_tokens", json_integer(req->max_tokens)) < 0)
 		goto out;
 	if (req->n_stop > 0 && stop_build(root, req) < 0)
 		goto out;
@@ -124,15 +120,15 @@ static int utf8_sequence_length(const unsigned char *s, size_t avail)
 	} else if (s[0] >= 0xE0 && s[0] <= 0xEF) {
 		need = 3;
 		if (s[0] == 0xE0)
-			lo = 0xA0;	/* overlong */
+			lo = 0xA0; /* overlong */
 		else if (s[0] == 0xED)
-			hi = 0x9F;	/* surrogates */
+			hi = 0x9F; /* surrogates */
 	} else if (s[0] >= 0xF0 && s[0] <= 0xF4) {
 		need = 4;
 		if (s[0] == 0xF0)
-			lo = 0x90;	/* overlong */
+			lo = 0x90; /* overlong */
 		else if (s[0] == 0xF4)
-			hi = 0x8F;	/* beyond U+10FFFF */
+			hi = 0x8F; /* beyond U+10FFFF */
 	} else {
 		return 0;
 	}
@@ -204,8 +200,7 @@ static void json_text_copy(json_t *value, char *out, size_t size)
 
 	out[0] = '\0';
 	if (json_is_string(value)) {
-		text_sanitize(json_string_value(value), json_string_length(value),
-			      out, size);
+		text_sanitize(json_string_value(value), json_string_length(value), out, size);
 	} else if (json_is_integer(value)) {
 		/* llama.cpp and vLLM send the code as an integer */
 		snprintf(number, sizeof(number), "%" JSON_INTEGER_FORMAT,
@@ -228,12 +223,11 @@ static int provider_error_read(json_t *root, struct provider_error *pe)
 		source = error;
 	} else if (json_is_string(error)) {
 		json_text_copy(error, pe->message, sizeof(pe->message));
-		source = root;	/* type and code, if any, sit beside it */
+		source = root; /* type and code, if any, sit beside it */
 	} else if (json_is_string(json_object_get(root, "message"))) {
 		source = root;
 	} else if (json_is_string(json_object_get(root, "detail"))) {
-		json_text_copy(json_object_get(root, "detail"), pe->message,
-			       sizeof(pe->message));
+		json_text_copy(json_object_get(root, "detail"), pe->message, sizeof(pe->message));
 		return 1;
 	} else {
 		return 0;
@@ -241,10 +235,8 @@ static int provider_error_read(json_t *root, struct provider_error *pe)
 	if (!pe->message[0])
 		json_text_copy(json_object_get(source, "message"), pe->message,
 			       sizeof(pe->message));
-	json_text_copy(json_object_get(source, "type"), pe->type,
-		       sizeof(pe->type));
-	json_text_copy(json_object_get(source, "code"), pe->code,
-		       sizeof(pe->code));
+	json_text_copy(json_object_get(source, "type"), pe->type, sizeof(pe->type));
+	json_text_copy(json_object_get(source, "code"), pe->code, sizeof(pe->code));
 	return 1;
 }
 
@@ -253,9 +245,8 @@ static int provider_error_read(json_t *root, struct provider_error *pe)
 static int provider_error_retryable(const struct provider_error *pe)
 {
 	static const char *const transient[] = {
-		"server_error", "overloaded", "overloaded_error",
-		"api_error", "internal_error", "unavailable_error",
-		"service_unavailable", "timeout",
+		"server_error",	  "overloaded",	       "overloaded_error",    "api_error",
+		"internal_error", "unavailable_error", "service_unavailable", "timeout",
 	};
 	const char *words[2];
 	char *end;
@@ -282,18 +273,18 @@ static int provider_error_retryable(const struct provider_error *pe)
 struct stream_parser {
 	const struct answer_events *ev;
 	void *ctx;
-	enum body_kind form;	/* BODY_JSON: one chat.completion object */
+	enum body_kind form; /* BODY_JSON: one chat.completion object */
 	struct sse_parser *sse;
-	struct capped_buffer json;	/* the buffered body in BODY_JSON */
-	int done_seen;		/* [DONE] arrived: the answer is complete */
-	int flushing;		/* the body ended; only a final [DONE] still counts */
+	struct capped_buffer json; /* the buffered body in BODY_JSON */
+	int done_seen;		   /* [DONE] arrived: the answer is complete */
+	int flushing;		   /* the body ended; only a final [DONE] still counts */
 	int id_reported;
-	int failed_rc;		/* sticky: once failed, every call repeats it */
+	int failed_rc; /* sticky: once failed, every call repeats it */
 	struct attempt_error failure;
 };
 
-static int fail(struct stream_parser *p, int rc, int retryable,
-		const char *outcome, const char *message)
+static int fail(struct stream_parser *p, int rc, int retryable, const char *outcome,
+		const char *message)
 {
 	attempt_error_set(&p->failure, retryable, outcome, "%s", message);
 	p->failed_rc = rc;
@@ -315,8 +306,7 @@ static int in_band_error(struct stream_parser *p, json_t *root)
 	struct provider_error pe;
 
 	provider_error_read(root, &pe);
-	attempt_error_set(&p->failure, provider_error_retryable(&pe),
-			  "provider_error",
+	attempt_error_set(&p->failure, provider_error_retryable(&pe), "provider_error",
 			  "the provider reported an error in its answer: %s",
 			  pe.message[0] ? pe.message : "(no message)");
 	p->failure.retry_after_s = retry_after_from_text(pe.message);
@@ -330,11 +320,9 @@ static int text_report(struct stream_parser *p, json_t *content)
 
 	if (!json_is_string(content) || json_string_length(content) == 0)
 		return 0;
-	rc = p->ev->text(p->ctx, json_string_value(content),
-			 json_string_length(content));
+	rc = p->ev->text(p->ctx, json_string_value(content), json_string_length(content));
 	if (rc < 0) {
-		attempt_error_set(&p->failure, 0, "aborted",
-				  "the answer could not be taken in: %s",
+		attempt_error_set(&p->failure, 0, "aborted", "the answer could not be taken in: %s",
 				  strerror(-rc));
 		p->failed_rc = rc;
 	}
@@ -347,11 +335,10 @@ static void usage_report(struct stream_parser *p, json_t *usage)
 	json_t *output;
 
 	if (!json_is_object(usage))
-		return;		/* "usage": null on every chunk but one */
+		return; /* "usage": null on every chunk but one */
 	input = json_object_get(usage, "prompt_tokens");
 	output = json_object_get(usage, "completion_tokens");
-	p->ev->usage(p->ctx,
-		     json_is_integer(input) ? (long)json_integer_value(input) : -1,
+	p->ev->usage(p->ctx, json_is_integer(input) ? (long)json_integer_value(input) : -1,
 		     json_is_integer(output) ? (long)json_integer_value(output) : -1);
 }
 
@@ -373,8 +360,7 @@ static int completion_apply(struct stream_parser *p, json_t *root, int whole)
 	/* {"error": {...}} from OpenAI, or vLLM's flat {"object": "error"} */
 	error = json_object_get(root, "error");
 	object = json_string_value(json_object_get(root, "object"));
-	if ((error && !json_is_null(error)) ||
-	    (object && strcmp(object, "error") == 0))
+	if ((error && !json_is_null(error)) || (object && strcmp(object, "error") == 0))
 		return in_band_error(p, root);
 
 	id = json_object_get(root, "id");
@@ -385,39 +371,37 @@ static int completion_apply(struct stream_parser *p, json_t *root, int whole)
 	choices = json_object_get(root, "choices");
 	choice = json_is_array(choices) ? json_array_get(choices, 0) : NULL;
 	if (json_is_object(choice)) {
-		rc = text_report(p, json_object_get(
-			json_object_get(choice, whole ? "message" : "delta"),
-			"content"));
+		rc = text_report(
+			p, json_object_get(json_object_get(choice, whole ? "message" : "delta"),
+					   "content"));
 		if (rc < 0)
 			return rc;
 		reason = json_object_get(choice, "finish_reason");
 		if (json_is_string(reason) && json_string_length(reason) > 0)
 			p->ev->finish_reason(p->ctx, json_string_value(reason));
 	} else if (whole) {
-		return fail(p, -EIO, 1, "malformed",
-			    "the provider's answer holds no choices");
+		return fail(p, -EIO, 1, "malformed", "the provider's answer holds no choices");
 	}
 	usage_report(p, json_object_get(root, "usage"));
 	return 0;
 }
 
-static int stream_event(void *ctx, const char *event, const char *data,
-			size_t data_len)
+static int stream_event(void *ctx, const char *event, const char *data, size_t data_len)
 {
 	struct stream_parser *p = ctx;
 	json_error_t jerr;
 	json_t *root;
 	int rc;
 
-	(void)event;	/* the format uses data: lines only */
+	(void)event; /* the format uses data: lines only */
 	if (p->done_seen)
-		return 0;	/* nothing after the end marker belongs to the answer */
+		return 0; /* nothing after the end marker belongs to the answer */
 	if (data_len == 6 && memcmp(data, "[DONE]", 6) == 0) {
 		p->done_seen = 1;
 		return 0;
 	}
 	if (p->flushing)
-		return 0;	/* a last event without its blank line may be cut short */
+		return 0; /* a last event without its blank line may be cut short */
 	root = json_loadb(data, data_len, 0, &jerr);
 	if (!root)
 		return malformed(p, &jerr);
@@ -426,8 +410,7 @@ static int stream_event(void *ctx, const char *event, const char *data,
 	return rc;
 }
 
-struct stream_parser *openai_chat_parser_new(const struct answer_events *ev,
-					     void *ctx)
+struct stream_parser *openai_chat_parser_new(const struct answer_events *ev, void *ctx)
 {
 	struct stream_parser *p;
 
@@ -462,8 +445,7 @@ static int json_append(struct stream_parser *p, const char *data, size_t len)
 		return fail(p, -EIO, 0, "too_large",
 			    "the provider's answer is too large (over 4 MiB)");
 	if (rc < 0)
-		return fail(p, -ENOMEM, 1, "no_memory",
-			    "out of memory while reading the answer");
+		return fail(p, -ENOMEM, 1, "no_memory", "out of memory while reading the answer");
 	return 0;
 }
 
@@ -473,16 +455,14 @@ static int stream_append(struct stream_parser *p, const char *data, size_t len)
 
 	rc = sse_feed(p->sse, data, len);
 	if (rc >= 0 || p->failed_rc < 0)
-		return rc;	/* the event callback already said why */
+		return rc; /* the event callback already said why */
 	if (rc == -E2BIG)
-		return fail(p, -EIO, 0, "too_large",
-			    "the provider sent an event over 1 MiB");
-	return fail(p, rc, 1, "no_memory",
-		    "out of memory while reading the answer");
+		return fail(p, -EIO, 0, "too_large", "the provider sent an event over 1 MiB");
+	return fail(p, rc, 1, "no_memory", "out of memory while reading the answer");
 }
 
-int openai_chat_parser_feed(struct stream_parser *p, const char *data,
-			    size_t len, struct attempt_error *err)
+int openai_chat_parser_feed(struct stream_parser *p, const char *data, size_t len,
+			    struct attempt_error *err)
 {
 	size_t skipped;
 	int rc = 0;
@@ -524,8 +504,7 @@ static int json_answer_finish(struct stream_parser *p)
 	return rc;
 }
 
-int openai_chat_parser_finish(struct stream_parser *p,
-			      struct attempt_error *err)
+int openai_chat_parser_finish(struct stream_parser *p, struct attempt_error *err)
 {
 	int rc = 0;
 
@@ -544,8 +523,7 @@ int openai_chat_parser_finish(struct stream_parser *p,
 		(void)sse_feed(p->sse, "\n\n", 2);
 	}
 	if (!p->done_seen)
-		rc = fail(p, -EIO, 1, "stream_cut",
-			  "the stream ended before its end marker");
+		rc = fail(p, -EIO, 1, "stream_cut", "the stream ended before its end marker");
 out:
 	if (rc < 0)
 		*err = p->failure;
@@ -554,8 +532,7 @@ out:
 
 /* ---- error responses --------------------------------------------------- */
 
-void openai_chat_classify_error(const struct http_response_head *head,
-				const char *body, size_t len,
+void openai_chat_classify_error(const struct http_response_head *head, const char *body, size_t len,
 				struct attempt_error *err)
 {
 	struct provider_error pe;
@@ -584,14 +561,12 @@ void openai_chat_classify_error(const struct http_response_head *head,
 
 	snprintf(outcome, sizeof(outcome), "http_%ld", head->status);
 	if (detail[0])
-		attempt_error_set(err, retryable, outcome,
-				  "the provider answered HTTP %ld: %s",
+		attempt_error_set(err, retryable, outcome, "the provider answered HTTP %ld: %s",
 				  head->status, detail);
 	else
-		attempt_error_set(err, retryable, outcome,
-				  "the provider answered HTTP %ld", head->status);
-	err->retry_after_s = retry_after_parse(head->retry_after,
-					       head->retry_after_ms, time(NULL));
+		attempt_error_set(err, retryable, outcome, "the provider answered HTTP %ld",
+				  head->status);
+	err->retry_after_s = retry_after_parse(head->retry_after, head->retry_after_ms, time(NULL));
 	/* Azure and OpenAI often give the wait only in the message. */
 	if (err->retry_after_s < 0)
 		err->retry_after_s = retry_after_from_text(detail);

@@ -20,8 +20,7 @@
  * UTF-8 (prompt_parse guarantees it). Returns 0 and a malloc'd,
  * NUL-terminated body in *OUT (caller frees) of *OUT_LEN bytes, or
  * -ENOMEM with *OUT set to NULL. */
-int openai_chat_body(const struct llm_request *req, const char *model,
-		     char **out, size_t *out_len);
+int openai_chat_body(const struct llm_request *req, const char *model, char **out, size_t *out_len);
 
 /* The answer parser, with the signatures of struct backend. It reads a
  * text/event-stream of chat.completion.chunk objects ending with
@@ -31,20 +30,17 @@ int openai_chat_body(const struct llm_request *req, const char *model,
  * negative value EV->text returned (ERR then says the answer was not
  * taken). After a failure every later call repeats it. parser_free
  * accepts NULL. */
-struct stream_parser *openai_chat_parser_new(const struct answer_events *ev,
-					     void *ctx);
-int openai_chat_parser_feed(struct stream_parser *p, const char *data,
-			    size_t len, struct attempt_error *err);
-int openai_chat_parser_finish(struct stream_parser *p,
-			      struct attempt_error *err);
+struct stream_parser *openai_chat_parser_new(const struct answer_events *ev, void *ctx);
+int openai_chat_parser_feed(struct stream_parser *p, const char *data, size_t len,
+			    struct attempt_error *err);
+int openai_chat_parser_finish(struct stream_parser *p, struct attempt_error *err);
 void openai_chat_parser_free(struct stream_parser *p);
 
 /* Explains a non-2xx answer: retryable per SPEC §7 unless the server's
  * x-should-retry says otherwise, the wait it asks for, outcome
  * "http_<status>", and a sentence with the provider's own message taken
  * leniently from BODY (LEN bytes, need not be NUL-terminated). */
-void openai_chat_classify_error(const struct http_response_head *head,
-				const char *body, size_t len,
+void openai_chat_classify_error(const struct http_response_head *head, const char *body, size_t len,
 				struct attempt_error *err);
 
 #endif

@@ -50,14 +50,13 @@ static void utf8_trim_partial_tail(char *text)
 	unsigned char lead;
 
 	/* Walk back over at most three continuation bytes to the lead byte. */
-	while (start > 0 && len - start < 4 &&
-	       ((unsigned char)text[start - 1] & 0xC0) == 0x80)
+	while (start > 0 && len - start < 4 && ((unsigned char)text[start - 1] & 0xC0) == 0x80)
 		start--;
 	if (start == 0)
 		return;
 	lead = (unsigned char)text[start - 1];
 	if (lead < 0xC0)
-		return;		/* ASCII or a stray byte: nothing to trim */
+		return; /* ASCII or a stray byte: nothing to trim */
 	if (lead >= 0xF0)
 		need = 4;
 	else if (lead >= 0xE0)
@@ -68,8 +67,8 @@ static void utf8_trim_partial_tail(char *text)
 		text[start - 1] = '\0';
 }
 
-void attempt_error_set(struct attempt_error *err, int retryable,
-		       const char *outcome, const char *fmt, ...)
+void attempt_error_set(struct attempt_error *err, int retryable, const char *outcome,
+		       const char *fmt, ...)
 {
 	va_list ap;
 	int written;

@@ -13,13 +13,13 @@
 int http_status_retryable(long status)
 {
 	switch (status) {
-	case 408:	/* request timeout */
-	case 429:	/* rate limited */
+	case 408: /* request timeout */
+	case 429: /* rate limited */
 	case 500:
 	case 502:
 	case 503:
 	case 504:
-	case 529:	/* Anthropic: overloaded */
+	case 529: /* Anthropic: overloaded */
 		return 1;
 	default:
 		return 0;
@@ -82,17 +82,15 @@ static int imf_fixdate_parse(const char *text, time_t *out)
 		"Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun",
 	};
 	static const char *const months[] = {
-		"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-		"Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+		"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
 	};
 	struct tm tm;
 	time_t when;
 
 	while (*text == ' ' || *text == '\t')
 		text++;
-	if (strlen(text) < 29 || name_index(text, days, 7) < 0 ||
-	    strncmp(text + 3, ", ", 2) != 0 || text[7] != ' ' ||
-	    text[11] != ' ' || text[16] != ' ' || text[19] != ':' ||
+	if (strlen(text) < 29 || name_index(text, days, 7) < 0 || strncmp(text + 3, ", ", 2) != 0 ||
+	    text[7] != ' ' || text[11] != ' ' || text[16] != ' ' || text[19] != ':' ||
 	    text[22] != ':' || strncmp(text + 25, " GMT", 4) != 0)
 		return -1;
 	memset(&tm, 0, sizeof(tm));
@@ -102,9 +100,9 @@ static int imf_fixdate_parse(const char *text, time_t *out)
 	tm.tm_hour = digits_parse(text + 17, 2);
 	tm.tm_min = digits_parse(text + 20, 2);
 	tm.tm_sec = digits_parse(text + 23, 2);
-	if (tm.tm_mday < 1 || tm.tm_mday > 31 || tm.tm_mon < 0 ||
-	    tm.tm_year < 0 || tm.tm_hour < 0 || tm.tm_hour > 23 ||
-	    tm.tm_min < 0 || tm.tm_min > 59 || tm.tm_sec < 0 || tm.tm_sec > 60)
+	if (tm.tm_mday < 1 || tm.tm_mday > 31 || tm.tm_mon < 0 || tm.tm_year < 0 ||
+	    tm.tm_hour < 0 || tm.tm_hour > 23 || tm.tm_min < 0 || tm.tm_min > 59 || tm.tm_sec < 0 ||
+	    tm.tm_sec > 60)
 		return -1;
 	text += 29;
 	while (*text == ' ' || *text == '\t')
@@ -118,8 +116,7 @@ static int imf_fixdate_parse(const char *text, time_t *out)
 	return 0;
 }
 
-double retry_after_parse(const char *retry_after, const char *retry_after_ms,
-			 time_t now)
+double retry_after_parse(const char *retry_after, const char *retry_after_ms, time_t now)
 {
 	double value;
 	time_t when;
@@ -149,21 +146,29 @@ static double unit_seconds(const char *text, size_t *len)
 		double seconds;
 	} units[] = {
 		/* Longest spellings first so "ms" is not read as "m". */
-		{ "milliseconds", 0.001 }, { "millisecond", 0.001 },
+		{ "milliseconds", 0.001 },
+		{ "millisecond", 0.001 },
 		{ "ms", 0.001 },
-		{ "seconds", 1 }, { "second", 1 }, { "secs", 1 }, { "sec", 1 },
+		{ "seconds", 1 },
+		{ "second", 1 },
+		{ "secs", 1 },
+		{ "sec", 1 },
 		{ "s", 1 },
-		{ "minutes", 60 }, { "minute", 60 }, { "mins", 60 },
-		{ "min", 60 }, { "m", 60 },
-		{ "hours", 3600 }, { "hour", 3600 }, { "h", 3600 },
+		{ "minutes", 60 },
+		{ "minute", 60 },
+		{ "mins", 60 },
+		{ "min", 60 },
+		{ "m", 60 },
+		{ "hours", 3600 },
+		{ "hour", 3600 },
+		{ "h", 3600 },
 	};
 	size_t i;
 	size_t n;
 
 	for (i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
 		n = strlen(units[i].word);
-		if (strncasecmp(text, units[i].word, n) == 0 &&
-		    !isalpha((unsigned char)text[n])) {
+		if (strncasecmp(text, units[i].word, n) == 0 && !isalpha((unsigned char)text[n])) {
 			*len = n;
 			return units[i].seconds;
 		}
@@ -241,7 +246,7 @@ double backoff_delay_s(int retry_index, double random01)
 	double delay = BACKOFF_INITIAL_S;
 	int i;
 
-	if (!(random01 >= 0))	/* also catches NaN */
+	if (!(random01 >= 0)) /* also catches NaN */
 		random01 = 0;
 	if (random01 > 1)
 		random01 = 1;

@@ -17,8 +17,7 @@ int http_status_retryable(long status);
  * as "Wed, 21 Oct 2015 07:28:00 GMT", compared with NOW; a date in the
  * past gives 0). Either argument may be NULL or "". -1 when neither gives
  * a usable value. */
-double retry_after_parse(const char *retry_after, const char *retry_after_ms,
-			 time_t now);
+double retry_after_parse(const char *retry_after, const char *retry_after_ms, time_t now);
 
 /* The wait a provider's error message asks for in prose, in seconds:
  * "Please retry after 6 seconds", "Please try again in 18.642s",

@@ -81,13 +81,11 @@ static void text_release(struct text *t)
 
 static int is_unreserved(unsigned char c)
 {
-	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
-	       (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.' ||
-	       c == '~';
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+	       c == '-' || c == '_' || c == '.' || c == '~';
 }
 
-static void text_append_encoded(struct text *t, const char *src, size_t len,
-				int keep_slash)
+static void text_append_encoded(struct text *t, const char *src, size_t len, int keep_slash)
 {
 	static const char hex[] = "0123456789ABCDEF";
 	size_t i;
@@ -133,8 +131,8 @@ int sigv4_sha256_hex(const void *data, size_t len, char hex[65])
 	unsigned char digest[EVP_MAX_MD_SIZE];
 	unsigned int digest_len = 0;
 
-	if (!EVP_Digest(data ? data : "", len, digest, &digest_len,
-			EVP_sha256(), NULL) || digest_len != 32)
+	if (!EVP_Digest(data ? data : "", len, digest, &digest_len, EVP_sha256(), NULL) ||
+	    digest_len != 32)
 		return -EIO;
 	bytes_to_hex(digest, digest_len, hex);
 	return 0;
@@ -199,15 +197,13 @@ static int append_normalized_path(struct text *t, const char *path)
 			text_append_char(t, '/');
 		text_append_encoded(t, stack[i].start, stack[i].len, 0);
 	}
-	if (n > 0 && (last.len == 0 || segment_is(&last, ".") ||
-		      segment_is(&last, "..")))
+	if (n > 0 && (last.len == 0 || segment_is(&last, ".") || segment_is(&last, "..")))
 		text_append_char(t, '/');
 	free(stack);
 	return 0;
 }
 
-static int append_canonical_uri(struct text *t, const char *path,
-				int normalize)
+static int append_canonical_uri(struct text *t, const char *path, int normalize)
 {
 	if (!path || !*path) {
 		text_append_char(t, '/');
@@ -259,8 +255,7 @@ static char *query_component_canonical(const char *src, size_t len)
 		text_release(&decoded);
 		return NULL;
 	}
-	text_append_encoded(&encoded, decoded.buf ? decoded.buf : "",
-			    decoded.len, 0);
+	text_append_encoded(&encoded, decoded.buf ? decoded.buf : "", decoded.len, 0);
 	text_release(&decoded);
 	out = text_take(&encoded);
 	return out;
@@ -303,9 +298,8 @@ static int append_canonical_query(struct text *t, const char *query)
 
 		if (len > 0) {
 			params[n].key = query_component_canonical(p, key_len);
-			params[n].value = eq ?
-				query_component_canonical(eq + 1, len - key_len - 1) :
-				strdup("");
+			params[n].value = eq ? query_component_canonical(eq + 1, len - key_len - 1)
+					     : strdup("");
 			n++;
 			if (!params[n - 1].key || !params[n - 1].value) {
 				ret = -ENOMEM;
@@ -337,9 +331,9 @@ out:
 /* --- canonical headers --------------------------------------------- */
 
 struct canonical_header {
-	char *name;		/* lowercase */
-	char *value;		/* trimmed, whitespace runs collapsed */
-	size_t order;		/* position in the input: keeps duplicates in order */
+	char *name;   /* lowercase */
+	char *value;  /* trimmed, whitespace runs collapsed */
+	size_t order; /* position in the input: keeps duplicates in order */
 };
 
 static int canonical_header_compare(const void *a, const void *b)
@@ -403,8 +397,8 @@ static int is_owned_header(const char *lowercase_name)
 	       strcmp(lowercase_name, "authorization") == 0;
 }
 
-static int header_list_add(struct canonical_header *list, size_t *n,
-			   const char *name, const char *value)
+static int header_list_add(struct canonical_header *list, size_t *n, const char *name,
+			   const char *value)
 {
 	struct canonical_header *h = &list[*n];
 
@@ -417,8 +411,7 @@ static int header_list_add(struct canonical_header *list, size_t *n,
 
 /* Appends the canonical header block (each "name:value\n") to BLOCK and
  * the signed-header list to NAMES. */
-static int build_canonical_headers(const struct sigv4_input *in,
-				   const struct sigv4_result *res,
+static int build_canonical_headers(const struct sigv4_input *in, const struct sigv4_result *res,
 				   struct text *block, struct text *names)
 {
 	struct canonical_header *list;
@@ -431,13 +424,11 @@ static int build_canonical_headers(const struct sigv4_input *in,
 		return -ENOMEM;
 
 	for (i = 0; i < in->n_headers; i++) {
-		if (!in->headers[i].name || !in->headers[i].value ||
-		    !*in->headers[i].name) {
+		if (!in->headers[i].name || !in->headers[i].value || !*in->headers[i].name) {
 			ret = -EINVAL;
 			goto out;
 		}
-		ret = header_list_add(list, &n, in->headers[i].name,
-				      in->headers[i].value);
+		ret = header_list_add(list, &n, in->headers[i].name, in->headers[i].value);
 		if (ret < 0)
 			goto out;
 		if (is_owned_header(list[n - 1].name)) {
@@ -453,18 +444,15 @@ static int build_canonical_headers(const struct sigv4_input *in,
 	}
 	ret = header_list_add(list, &n, "x-amz-date", res->amz_date);
 	if (ret == 0 && in->session_token && !in->session_token_unsigned)
-		ret = header_list_add(list, &n, "x-amz-security-token",
-				      in->session_token);
+		ret = header_list_add(list, &n, "x-amz-security-token", in->session_token);
 	if (ret == 0 && in->sign_content_sha256)
-		ret = header_list_add(list, &n, "x-amz-content-sha256",
-				      res->payload_sha256_hex);
+		ret = header_list_add(list, &n, "x-amz-content-sha256", res->payload_sha256_hex);
 	if (ret < 0)
 		goto out;
 
 	qsort(list, n, sizeof(*list), canonical_header_compare);
 	for (i = 0; i < n; i++) {
-		int same_as_previous = i > 0 &&
-			strcmp(list[i].name, list[i - 1].name) == 0;
+		int same_as_previous = i > 0 && strcmp(list[i].name, list[i - 1].name) == 0;
 
 		if (same_as_previous) {
 			/* Repeated headers become one comma-separated line:
@@ -493,20 +481,19 @@ out:
 
 /* --- signing ------------------------------------------------------- */
 
-static int hmac_sha256(const void *key, size_t key_len, const char *msg,
-		       unsigned char out[32])
+static int hmac_sha256(const void *key, size_t key_len, const char *msg, unsigned char out[32])
 {
 	unsigned int out_len = 0;
 
-	if (!HMAC(EVP_sha256(), key, (int)key_len, (const unsigned char *)msg,
-		  strlen(msg), out, &out_len) || out_len != 32)
+	if (!HMAC(EVP_sha256(), key, (int)key_len, (const unsigned char *)msg, strlen(msg), out,
+		  &out_len) ||
+	    out_len != 32)
 		return -EIO;
 	return 0;
 }
 
 /* kSigning = HMAC chain over date, region, service, "aws4_request". */
-static int derive_signing_key(const struct sigv4_input *in, const char *date,
-			      unsigned char key[32])
+static int derive_signing_key(const struct sigv4_input *in, const char *date, unsigned char key[32])
 {
 	size_t secret_len = strlen(in->secret_access_key);
 	unsigned char *secret = malloc(secret_len + 4);
@@ -542,15 +529,13 @@ static int is_blank(const char *s)
 
 static int input_is_complete(const struct sigv4_input *in)
 {
-	return !is_blank(in->method) && !is_blank(in->region) &&
-	       !is_blank(in->service) && !is_blank(in->access_key_id) &&
-	       !is_blank(in->secret_access_key) &&
+	return !is_blank(in->method) && !is_blank(in->region) && !is_blank(in->service) &&
+	       !is_blank(in->access_key_id) && !is_blank(in->secret_access_key) &&
 	       (in->headers || in->n_headers == 0) &&
 	       (in->payload || in->payload_len == 0 || in->payload_sha256_hex);
 }
 
-static int fill_payload_hash(const struct sigv4_input *in,
-			     struct sigv4_result *out)
+static int fill_payload_hash(const struct sigv4_input *in, struct sigv4_result *out)
 {
 	if (in->payload_sha256_hex) {
 		if (strlen(in->payload_sha256_hex) != 64)
@@ -558,12 +543,10 @@ static int fill_payload_hash(const struct sigv4_input *in,
 		memcpy(out->payload_sha256_hex, in->payload_sha256_hex, 65);
 		return 0;
 	}
-	return sigv4_sha256_hex(in->payload, in->payload_len,
-				out->payload_sha256_hex);
+	return sigv4_sha256_hex(in->payload, in->payload_len, out->payload_sha256_hex);
 }
 
-static int build_canonical_request(const struct sigv4_input *in,
-				   struct sigv4_result *out)
+static int build_canonical_request(const struct sigv4_input *in, struct sigv4_result *out)
 {
 	struct text creq = { 0 }, block = { 0 }, names = { 0 };
 	int ret;
@@ -602,15 +585,14 @@ out:
 	return ret;
 }
 
-static int build_string_to_sign(const struct sigv4_input *in,
-				const char *date, struct sigv4_result *out)
+static int build_string_to_sign(const struct sigv4_input *in, const char *date,
+				struct sigv4_result *out)
 {
 	struct text sts = { 0 };
 	char creq_hash[65];
 	int ret;
 
-	ret = sigv4_sha256_hex(out->canonical_request,
-			       strlen(out->canonical_request), creq_hash);
+	ret = sigv4_sha256_hex(out->canonical_request, strlen(out->canonical_request), creq_hash);
 	if (ret < 0)
 		return ret;
 	text_append_str(&sts, SIGV4_ALGORITHM "\n");
@@ -659,8 +641,7 @@ int sigv4_sign(const struct sigv4_input *in, struct sigv4_result *out)
 	if (!input_is_complete(in))
 		return -EINVAL;
 	if (!gmtime_r(&in->when, &utc) ||
-	    strftime(out->amz_date, sizeof(out->amz_date), "%Y%m%dT%H%M%SZ",
-		     &utc) != 16)
+	    strftime(out->amz_date, sizeof(out->amz_date), "%Y%m%dT%H%M%SZ", &utc) != 16)
 		return -EINVAL;
 	memcpy(date, out->amz_date, 8);
 	date[8] = '\0';
@@ -677,8 +658,7 @@ int sigv4_sign(const struct sigv4_input *in, struct sigv4_result *out)
 	ret = derive_signing_key(in, date, signing_key);
 	if (ret < 0)
 		goto out;
-	ret = hmac_sha256(signing_key, sizeof(signing_key),
-			  out->string_to_sign, signature);
+	ret = hmac_sha256(signing_key, sizeof(signing_key), out->string_to_sign, signature);
 	OPENSSL_cleanse(signing_key, sizeof(signing_key));
 	if (ret < 0)
 		goto out;

@@ -27,35 +27,35 @@ struct sigv4_header {
 /* Everything a signature depends on. All pointers are borrowed for the
  * duration of sigv4_sign() only. */
 struct sigv4_input {
-	const char *method;		/* "POST" */
-	const char *path;		/* as on the wire, e.g. "/model/a%3A0/converse"; "" means "/" */
-	const char *query;		/* without '?'; NULL or "" for none */
-	const struct sigv4_header *headers;	/* must include Host */
+	const char *method; /* "POST" */
+	const char *path;   /* as on the wire, e.g. "/model/a%3A0/converse"; "" means "/" */
+	const char *query;  /* without '?'; NULL or "" for none */
+	const struct sigv4_header *headers; /* must include Host */
 	size_t n_headers;
-	const void *payload;		/* body bytes (may be NULL when payload_len is 0) */
+	const void *payload; /* body bytes (may be NULL when payload_len is 0) */
 	size_t payload_len;
-	const char *payload_sha256_hex;	/* if set, used instead of hashing payload */
+	const char *payload_sha256_hex; /* if set, used instead of hashing payload */
 	const char *region;		/* credential scope: "us-east-1" */
 	const char *service;		/* "bedrock" */
 	const char *access_key_id;
 	const char *secret_access_key;
-	const char *session_token;	/* NULL for long-term keys */
-	time_t when;			/* signing time, UTC */
-	int normalize_path;		/* remove "." / ".." segments, collapse "//" */
-	int sign_content_sha256;	/* add and sign X-Amz-Content-Sha256 */
-	int session_token_unsigned;	/* token header sent but left out of the signature */
+	const char *session_token;  /* NULL for long-term keys */
+	time_t when;		    /* signing time, UTC */
+	int normalize_path;	    /* remove "." / ".." segments, collapse "//" */
+	int sign_content_sha256;    /* add and sign X-Amz-Content-Sha256 */
+	int session_token_unsigned; /* token header sent but left out of the signature */
 };
 
 /* The artefacts of one signature. sigv4_sign() fills it; the heap strings
  * are owned by the struct and freed by sigv4_result_release(). */
 struct sigv4_result {
-	char amz_date[17];		/* X-Amz-Date value: "20150830T123600Z" */
-	char payload_sha256_hex[65];	/* X-Amz-Content-Sha256 value */
+	char amz_date[17];	     /* X-Amz-Date value: "20150830T123600Z" */
+	char payload_sha256_hex[65]; /* X-Amz-Content-Sha256 value */
 	char signature_hex[65];
 	char *canonical_request;
 	char *string_to_sign;
-	char *signed_headers;		/* "content-type;host;x-amz-date" */
-	char *authorization;		/* Authorization header value */
+	char *signed_headers; /* "content-type;host;x-amz-date" */
+	char *authorization;  /* Authorization header value */
 };
 
 /* Signs IN. Returns 0 and fills OUT, or -EINVAL for a missing field or a

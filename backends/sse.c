@@ -25,17 +25,16 @@ struct sse_parser {
 	sse_event_cb cb;
 	void *ctx;
 
-	struct bounded_buf line;	/* the line being received, no line end */
-	struct bounded_buf data;	/* data: values of the current event, joined with \n */
-	struct bounded_buf event;	/* event: value of the current event */
-	int has_data;			/* at least one data: line in the current event */
-	int after_cr;			/* the last byte seen was \r: a \n next is the same line end */
-	int first_line_done;		/* a byte order mark is only allowed before the first line */
-	int failed;			/* sticky error: the stream cannot be resynchronised */
+	struct bounded_buf line;  /* the line being received, no line end */
+	struct bounded_buf data;  /* data: values of the current event, joined with \n */
+	struct bounded_buf event; /* event: value of the current event */
+	int has_data;		  /* at least one data: line in the current event */
+	int after_cr;		  /* the last byte seen was \r: a \n next is the same line end */
+	int first_line_done;	  /* a byte order mark is only allowed before the first line */
+	int failed;		  /* sticky error: the stream cannot be resynchronised */
 };
 
-static int bounded_buf_reserve(struct bounded_buf *buf, size_t extra,
-			       size_t cap)
+static int bounded_buf_reserve(struct bounded_buf *buf, size_t extra, size_t cap)
 {
 	size_t wanted;
 	size_t new_alloc;
@@ -60,8 +59,7 @@ static int bounded_buf_reserve(struct bounded_buf *buf, size_t extra,
 	return 0;
 }
 
-static int bounded_buf_append(struct bounded_buf *buf, const char *bytes,
-			      size_t len, size_t cap)
+static int bounded_buf_append(struct bounded_buf *buf, const char *bytes, size_t len, size_t cap)
 {
 	int rc;
 
@@ -133,33 +131,29 @@ static int event_dispatch(struct sse_parser *p)
 
 /* The event's two buffers share one cap, so the remaining room for one
  * of them is the cap minus what the other holds. */
-static size_t event_room(const struct sse_parser *p,
-			 const struct bounded_buf *other)
+static size_t event_room(const struct sse_parser *p, const struct bounded_buf *other)
 {
 	return p->max_event_bytes - other->len;
 }
 
-static int field_apply(struct sse_parser *p, const char *name, size_t name_len,
-		       const char *value, size_t value_len)
+static int field_apply(struct sse_parser *p, const char *name, size_t name_len, const char *value,
+		       size_t value_len)
 {
 	int rc = 0;
 
 	if (name_len == 4 && memcmp(name, "data", 4) == 0) {
 		if (p->has_data) {
-			rc = bounded_buf_append(&p->data, "\n", 1,
-						event_room(p, &p->event));
+			rc = bounded_buf_append(&p->data, "\n", 1, event_room(p, &p->event));
 			if (rc < 0)
 				goto out;
 		}
-		rc = bounded_buf_append(&p->data, value, value_len,
-					event_room(p, &p->event));
+		rc = bounded_buf_append(&p->data, value, value_len, event_room(p, &p->event));
 		if (rc < 0)
 			goto out;
 		p->has_data = 1;
 	} else if (name_len == 5 && memcmp(name, "event", 5) == 0) {
 		p->event.len = 0;
-		rc = bounded_buf_append(&p->event, value, value_len,
-					event_room(p, &p->data));
+		rc = bounded_buf_append(&p->event, value, value_len, event_room(p, &p->data));
 	}
 	/* id:, retry: and unknown fields do not matter to a client that
 	 * never reconnects with Last-Event-ID. */
@@ -189,7 +183,7 @@ static int line_process(struct sse_parser *p)
 		goto out;
 	}
 	if (line[0] == ':')
-		goto out;	/* a comment, often a keep-alive */
+		goto out; /* a comment, often a keep-alive */
 
 	colon = memchr(line, ':', len);
 	if (colon) {
@@ -241,13 +235,12 @@ int sse_feed(struct sse_parser *p, const char *data, size_t len)
 			}
 		}
 		span = line_end_find(data + pos, len - pos);
-		rc = bounded_buf_append(&p->line, data + pos, span,
-					p->max_event_bytes);
+		rc = bounded_buf_append(&p->line, data + pos, span, p->max_event_bytes);
 		if (rc < 0)
 			goto fail;
 		pos += span;
 		if (pos == len)
-			break;	/* the line continues in a later chunk */
+			break; /* the line continues in a later chunk */
 		p->after_cr = data[pos] == '\r';
 		pos++;
 		rc = line_process(p);

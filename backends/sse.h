@@ -12,8 +12,7 @@
 /* Called once per complete event. EVENT is the event: field ("" when
  * absent), DATA the joined data: lines (NUL-terminated, DATA_LEN bytes).
  * Return 0 to go on, or a negative value to stop; sse_feed returns it. */
-typedef int (*sse_event_cb)(void *ctx, const char *event, const char *data,
-			    size_t data_len);
+typedef int (*sse_event_cb)(void *ctx, const char *event, const char *data, size_t data_len);
 
 struct sse_parser;
 

@@ -35,23 +35,19 @@ static json_t *text_part_new(const char *text)
 static int generation_config_fill(json_t *config, const struct model *model,
 				  const struct llm_request *req)
 {
-	long max_tokens = req->max_tokens ? req->max_tokens :
-			  model->max_output_tokens;
+	long max_tokens = req->max_tokens ? req->max_tokens : model->max_output_tokens;
 	json_t *stops;
 	size_t i;
 	int bad = 0;
 
 	if (req->has_temperature)
-		bad |= json_object_set_new(config, "temperature",
-					   json_real(req->temperature));
+		bad |= json_object_set_new(config, "temperature", json_real(req->temperature));
 	if (max_tokens > 0)
-		bad |= json_object_set_new(config, "maxOutputTokens",
-					   json_integer(max_tokens));
+		bad |= json_object_set_new(config, "maxOutputTokens", json_integer(max_tokens));
 	if (req->n_stop > 0) {
 		stops = json_array();
 		for (i = 0; i < req->n_stop; i++)
-			bad |= json_array_append_new(stops,
-						     json_string(req->stop[i]));
+			bad |= json_array_append_new(stops, json_string(req->stop[i]));
 		bad |= json_object_set_new(config, "stopSequences", stops);
 	}
 	return bad ? -ENOMEM : 0;
@@ -59,8 +55,7 @@ static int generation_config_fill(json_t *config, const struct model *model,
 
 /* The GenerateContentRequest for REQ: roles user and model, system
  * messages moved to systemInstruction. */
-static int vertex_body(const struct model *model,
-		       const struct llm_request *req, char **out,
+static int vertex_body(const struct model *model, const struct llm_request *req, char **out,
 		       size_t *out_len)
 {
 	json_t *root = json_object();
@@ -77,8 +72,7 @@ static int vertex_body(const struct model *model,
 	for (i = 0; !bad && i < req->n_messages; i++) {
 		msg = &req->messages[i];
 		if (strcmp(msg->role, "system") == 0) {
-			bad |= json_array_append_new(system_parts,
-						     text_part_new(msg->content));
+			bad |= json_array_append_new(system_parts, text_part_new(msg->content));
 			continue;
 		}
 		if (strcmp(msg->role, "user") == 0)
@@ -89,9 +83,9 @@ static int vertex_body(const struct model *model,
 			rc = -EINVAL;
 			goto out;
 		}
-		bad |= json_array_append_new(
-			contents, json_pack("{s:s, s:[o]}", "role", role,
-					    "parts", text_part_new(msg->content)));
+		bad |= json_array_append_new(contents,
+					     json_pack("{s:s, s:[o]}", "role", role, "parts",
+						       text_part_new(msg->content)));
 	}
 	if (bad) {
 		rc = -ENOMEM;
@@ -108,8 +102,7 @@ static int vertex_body(const struct model *model,
 	bad |= json_object_set(root, "contents", contents);
 	if (json_array_size(system_parts) > 0)
 		bad |= json_object_set_new(root, "systemInstruction",
-					   json_pack("{s:O}", "parts",
-						     system_parts));
+					   json_pack("{s:O}", "parts", system_parts));
 	if (json_object_size(config) > 0)
 		bad |= json_object_set(root, "generationConfig", config);
 	if (!bad)
@@ -128,8 +121,7 @@ out:
 	return rc;
 }
 
-static int vertex_build_request(const struct backend_target *target,
-				const struct llm_request *req,
+static int vertex_build_request(const struct backend_target *target, const struct llm_request *req,
 				struct http_request *out)
 {
 	const struct model *model = target->model;
@@ -146,8 +138,7 @@ static int vertex_build_request(const struct backend_target *target,
 	int rc;
 
 	memset(out, 0, sizeof(*out));
-	if (!cloud || !region->endpoint || !region->name || !cloud->project ||
-	    !model->id) {
+	if (!cloud || !region->endpoint || !region->name || !cloud->project || !model->id) {
 		rc = -EINVAL;
 		goto out;
 	}
@@ -167,20 +158,19 @@ static int vertex_build_request(const struct backend_target *target,
 	model_id = curl_easy_escape(NULL, model->id, 0);
 	if (!project || !location || !model_id ||
 	    asprintf(&url,
-		     "%.*s/v1/projects/%s/locations/%s/publishers/google/models/%s:streamGenerateContent?alt=sse",
-		     endpoint_trimmed_length(region->endpoint),
-		     region->endpoint, project, location, model_id) < 0) {
+		     "%.*s/v1/projects/%s/locations/%s/publishers/google/models/"
+		     "%s:streamGenerateContent?alt=sse",
+		     endpoint_trimmed_length(region->endpoint), region->endpoint, project, location,
+		     model_id) < 0) {
 		url = NULL;
 		rc = -ENOMEM;
 		goto out;
 	}
 	rc = http_header_append(&headers, "Authorization: Bearer ", token);
 	if (rc == 0)
-		rc = http_header_append(&headers,
-					"Content-Type: application/json", "");
+		rc = http_header_append(&headers, "Content-Type: application/json", "");
 	if (rc == 0)
-		rc = http_header_append(&headers, "Accept: text/event-stream",
-					"");
+		rc = http_header_append(&headers, "Accept: text/event-stream", "");
 	if (rc < 0)
 		goto out;
 	out->url = url;
@@ -214,13 +204,14 @@ static json_t *rpc_status_of(json_t *root)
 static int rpc_status_retryable(const char *status)
 {
 	static const char *const transient[] = {
-		"RESOURCE_EXHAUSTED", "UNAVAILABLE", "INTERNAL",
+		"RESOURCE_EXHAUSTED",
+		"UNAVAILABLE",
+		"INTERNAL",
 		"DEADLINE_EXCEEDED",
 	};
 	size_t i;
 
-	for (i = 0; status && i < sizeof(transient) / sizeof(transient[0]);
-	     i++) {
+	for (i = 0; status && i < sizeof(transient) / sizeof(transient[0]); i++) {
 		if (strcmp(status, transient[i]) == 0)
 			return 1;
 	}
@@ -239,11 +230,9 @@ static double rpc_retry_delay(json_t *status)
 	size_t i;
 
 	for (i = 0; i < json_array_size(details); i++) {
-		type = json_string_value(
-			json_object_get(json_array_get(details, i), "@type"));
+		type = json_string_value(json_object_get(json_array_get(details, i), "@type"));
 		delay = json_string_value(
-			json_object_get(json_array_get(details, i),
-					"retryDelay"));
+			json_object_get(json_array_get(details, i), "retryDelay"));
 		if (!type || !delay || !strstr(type, "google.rpc.RetryInfo"))
 			continue;
 		seconds = strtod(delay, &end);
@@ -257,48 +246,40 @@ static double rpc_retry_delay(json_t *status)
 static void rpc_status_report(json_t *status, struct attempt_error *err)
 {
 	const char *name = json_string_value(json_object_get(status, "status"));
-	const char *message = json_string_value(json_object_get(status,
-								"message"));
+	const char *message = json_string_value(json_object_get(status, "message"));
 	json_t *code = json_object_get(status, "code");
-	int retryable = rpc_status_retryable(name) ||
-			(json_is_integer(code) &&
-			 http_status_retryable((long)json_integer_value(code)));
+	int retryable =
+		rpc_status_retryable(name) ||
+		(json_is_integer(code) && http_status_retryable((long)json_integer_value(code)));
 
 	attempt_error_set(err, retryable, "stream_error",
 			  "Vertex AI reported an error in the answer (%s): %s",
-			  name ? name : "UNKNOWN",
-			  message ? message : "no message");
+			  name ? name : "UNKNOWN", message ? message : "no message");
 	err->retry_after_s = rpc_retry_delay(status);
 }
 
-static void vertex_classify_error(const struct http_response_head *head,
-				  const char *body, size_t len,
-				  struct attempt_error *err)
+static void vertex_classify_error(const struct http_response_head *head, const char *body,
+				  size_t len, struct attempt_error *err)
 {
 	json_t *root = len ? json_loadb(body, len, 0, NULL) : NULL;
 	json_t *status = rpc_status_of(root);
 	const char *name = json_string_value(json_object_get(status, "status"));
-	const char *message = json_string_value(json_object_get(status,
-								"message"));
-	int retryable = http_status_retryable(head->status) ||
-			rpc_status_retryable(name);
+	const char *message = json_string_value(json_object_get(status, "message"));
+	int retryable = http_status_retryable(head->status) || rpc_status_retryable(name);
 	char outcome[sizeof(err->outcome)];
 	double wait;
 
 	snprintf(outcome, sizeof(outcome), "http_%ld", head->status);
 	if (name && message)
-		attempt_error_set(err, retryable, outcome,
-				  "Vertex AI answered HTTP %ld (%s): %s",
+		attempt_error_set(err, retryable, outcome, "Vertex AI answered HTTP %ld (%s): %s",
 				  head->status, name, message);
 	else if (message)
-		attempt_error_set(err, retryable, outcome,
-				  "Vertex AI answered HTTP %ld: %s",
+		attempt_error_set(err, retryable, outcome, "Vertex AI answered HTTP %ld: %s",
 				  head->status, message);
 	else
-		attempt_error_set(err, retryable, outcome,
-				  "Vertex AI answered HTTP %ld", head->status);
-	wait = retry_after_parse(head->retry_after, head->retry_after_ms,
-				 time(NULL));
+		attempt_error_set(err, retryable, outcome, "Vertex AI answered HTTP %ld",
+				  head->status);
+	wait = retry_after_parse(head->retry_after, head->retry_after_ms, time(NULL));
 	if (wait < 0)
 		wait = rpc_retry_delay(status);
 	err->retry_after_s = wait;
@@ -313,26 +294,25 @@ struct stream_parser {
 	void *ctx;
 	struct sse_parser *sse;
 	enum body_kind kind;
-	struct capped_buffer json;	/* BODY_JSON bytes */
-	struct attempt_error *err;	/* of the feed or finish call running */
-	int chunk_failed;		/* the error came from a chunk, not from sse */
-	int at_eof;			/* flushing a last event that had no blank line */
-	int finished;			/* a finishReason arrived */
+	struct capped_buffer json; /* BODY_JSON bytes */
+	struct attempt_error *err; /* of the feed or finish call running */
+	int chunk_failed;	   /* the error came from a chunk, not from sse */
+	int at_eof;		   /* flushing a last event that had no blank line */
+	int finished;		   /* a finishReason arrived */
 	int request_id_sent;
-	struct parser_failure failure;	/* sticky: later calls repeat it */
+	struct parser_failure failure; /* sticky: later calls repeat it */
 };
 
 static const char *const blocked_finish_reasons[] = {
-	"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII",
-	"MODEL_ARMOR", "IMAGE_SAFETY",
+	"SAFETY", "RECITATION",	 "BLOCKLIST",	 "PROHIBITED_CONTENT",
+	"SPII",	  "MODEL_ARMOR", "IMAGE_SAFETY",
 };
 
 static int finish_reason_blocked(const char *reason)
 {
 	size_t i;
 
-	for (i = 0; i < sizeof(blocked_finish_reasons) /
-			sizeof(blocked_finish_reasons[0]); i++) {
+	for (i = 0; i < sizeof(blocked_finish_reasons) / sizeof(blocked_finish_reasons[0]); i++) {
 		if (strcmp(reason, blocked_finish_reasons[i]) == 0)
 			return 1;
 	}
@@ -361,8 +341,7 @@ static void finish_reason_report(struct stream_parser *p, const char *reason)
 
 static int candidate_handle(struct stream_parser *p, json_t *candidate)
 {
-	json_t *parts = json_object_get(json_object_get(candidate, "content"),
-					"parts");
+	json_t *parts = json_object_get(json_object_get(candidate, "content"), "parts");
 	json_t *part;
 	json_t *text;
 	const char *reason;
@@ -376,8 +355,7 @@ static int candidate_handle(struct stream_parser *p, json_t *candidate)
 		if (json_is_true(json_object_get(part, "thought")))
 			continue;
 		text = json_object_get(part, "text");
-		rc = answer_text_report(p->ev, p->ctx,
-					json_string_value(text),
+		rc = answer_text_report(p->ev, p->ctx, json_string_value(text),
 					json_string_length(text), p->err);
 		if (rc < 0)
 			return rc;
@@ -386,12 +364,12 @@ static int candidate_handle(struct stream_parser *p, json_t *candidate)
 	if (!reason || p->finished)
 		return 0;
 	if (finish_reason_blocked(reason)) {
-		detail = json_string_value(json_object_get(candidate,
-							   "finishMessage"));
+		detail = json_string_value(json_object_get(candidate, "finishMessage"));
 		if (detail)
-			attempt_error_set(p->err, 0, "content_filter",
-					  "the answer was blocked by Vertex AI safety filters (%s): %s",
-					  reason, detail);
+			attempt_error_set(
+				p->err, 0, "content_filter",
+				"the answer was blocked by Vertex AI safety filters (%s): %s",
+				reason, detail);
 		else
 			attempt_error_set(p->err, 0, "content_filter",
 					  "the answer was blocked by Vertex AI safety filters (%s)",
@@ -439,12 +417,12 @@ static int chunk_handle(struct stream_parser *p, json_t *chunk)
 	feedback = json_object_get(chunk, "promptFeedback");
 	block = json_string_value(json_object_get(feedback, "blockReason"));
 	if (block) {
-		detail = json_string_value(json_object_get(feedback,
-							   "blockReasonMessage"));
+		detail = json_string_value(json_object_get(feedback, "blockReasonMessage"));
 		if (detail)
-			attempt_error_set(p->err, 0, "content_filter",
-					  "the prompt was blocked by Vertex AI safety filters (%s): %s",
-					  block, detail);
+			attempt_error_set(
+				p->err, 0, "content_filter",
+				"the prompt was blocked by Vertex AI safety filters (%s): %s",
+				block, detail);
 		else
 			attempt_error_set(p->err, 0, "content_filter",
 					  "the prompt was blocked by Vertex AI safety filters (%s)",
@@ -457,14 +435,11 @@ static int chunk_handle(struct stream_parser *p, json_t *chunk)
 		p->ev->usage(p->ctx, token_count(usage, "promptTokenCount"),
 			     token_count(usage, "candidatesTokenCount") +
 				     token_count(usage, "thoughtsTokenCount"));
-	rc = candidate_handle(p, json_array_get(json_object_get(chunk,
-								"candidates"),
-						0));
+	rc = candidate_handle(p, json_array_get(json_object_get(chunk, "candidates"), 0));
 	return rc;
 }
 
-static int on_sse_event(void *ctx, const char *event, const char *data,
-			size_t len)
+static int on_sse_event(void *ctx, const char *event, const char *data, size_t len)
 {
 	struct stream_parser *p = ctx;
 	json_t *chunk;
@@ -490,8 +465,7 @@ static int on_sse_event(void *ctx, const char *event, const char *data,
 	return rc;
 }
 
-static struct stream_parser *vertex_parser_new(const struct answer_events *ev,
-					       void *ctx)
+static struct stream_parser *vertex_parser_new(const struct answer_events *ev, void *ctx)
 {
 	struct stream_parser *p = calloc(1, sizeof(*p));
 
@@ -517,8 +491,8 @@ static void vertex_parser_free(struct stream_parser *p)
 	free(p);
 }
 
-static int vertex_parser_feed(struct stream_parser *p, const char *data,
-			      size_t len, struct attempt_error *err)
+static int vertex_parser_feed(struct stream_parser *p, const char *data, size_t len,
+			      struct attempt_error *err)
 {
 	size_t skipped;
 	int rc;
@@ -539,13 +513,12 @@ static int vertex_parser_feed(struct stream_parser *p, const char *data,
 	if (rc >= 0)
 		return 0;
 	if (p->kind == BODY_JSON)
-		answer_overflow_explain(rc, "Vertex AI", "a JSON answer",
-					VERTEX_MAX_JSON_BYTES, err);
+		answer_overflow_explain(rc, "Vertex AI", "a JSON answer", VERTEX_MAX_JSON_BYTES,
+					err);
 	else if (!p->chunk_failed)
-		answer_overflow_explain(rc, "Vertex AI", "an answer chunk",
-					VERTEX_MAX_EVENT_BYTES, err);
-	return parser_failure_remember(&p->failure, rc == -E2BIG ? -EIO : rc,
-				       err);
+		answer_overflow_explain(rc, "Vertex AI", "an answer chunk", VERTEX_MAX_EVENT_BYTES,
+					err);
+	return parser_failure_remember(&p->failure, rc == -E2BIG ? -EIO : rc, err);
 }
 
 /* A 200 body that is one JSON document: an error Status (bare or in an
@@ -571,8 +544,7 @@ static int json_body_finish(struct stream_parser *p)
 	return rc;
 }
 
-static int vertex_parser_finish(struct stream_parser *p,
-				struct attempt_error *err)
+static int vertex_parser_finish(struct stream_parser *p, struct attempt_error *err)
 {
 	int rc;
 

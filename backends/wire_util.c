@@ -9,8 +9,7 @@
 /* First allocation of a capped buffer; it doubles from there. */
 #define CAPPED_BUFFER_FIRST_ALLOC 4096
 
-int http_header_append(struct curl_slist **list, const char *head,
-		       const char *value)
+int http_header_append(struct curl_slist **list, const char *head, const char *value)
 {
 	struct curl_slist *grown;
 	char *line = NULL;
@@ -57,8 +56,7 @@ void capped_buffer_init(struct capped_buffer *buf, size_t cap)
 	buf->cap = cap;
 }
 
-int capped_buffer_append(struct capped_buffer *buf, const char *bytes,
-			 size_t len)
+int capped_buffer_append(struct capped_buffer *buf, const char *bytes, size_t len)
 {
 	size_t need;
 	size_t new_alloc;
@@ -66,7 +64,7 @@ int capped_buffer_append(struct capped_buffer *buf, const char *bytes,
 
 	if (buf->len > buf->cap || len > buf->cap - buf->len)
 		return -E2BIG;
-	need = buf->len + len + 1;	/* and the NUL */
+	need = buf->len + len + 1; /* and the NUL */
 	if (need > buf->alloc) {
 		new_alloc = buf->alloc ? buf->alloc : CAPPED_BUFFER_FIRST_ALLOC;
 		while (new_alloc < need)
@@ -99,12 +97,10 @@ void capped_buffer_release(struct capped_buffer *buf)
  * locale can change what a body is taken for. */
 static int is_blank(char c)
 {
-	return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' ||
-	       c == '\f';
+	return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f';
 }
 
-size_t body_kind_detect(const char *data, size_t len, const char *json_starts,
-			enum body_kind *kind)
+size_t body_kind_detect(const char *data, size_t len, const char *json_starts, enum body_kind *kind)
 {
 	size_t skipped = 0;
 
@@ -112,9 +108,8 @@ size_t body_kind_detect(const char *data, size_t len, const char *json_starts,
 		skipped++;
 	/* strchr would find a NUL byte at the end of JSON_STARTS. */
 	if (skipped < len)
-		*kind = data[skipped] != '\0' &&
-				strchr(json_starts, data[skipped]) ?
-			BODY_JSON : BODY_SSE;
+		*kind = data[skipped] != '\0' && strchr(json_starts, data[skipped]) ? BODY_JSON
+										    : BODY_SSE;
 	return skipped;
 }
 
@@ -126,20 +121,17 @@ void error_message_flatten(char *message)
 	}
 }
 
-void answer_overflow_explain(int rc, const char *provider, const char *what,
-			     size_t cap, struct attempt_error *err)
+void answer_overflow_explain(int rc, const char *provider, const char *what, size_t cap,
+			     struct attempt_error *err)
 {
 	if (rc == -E2BIG)
-		attempt_error_set(err, 0, "too_large",
-				  "%s sent %s over %zu bytes", provider, what,
+		attempt_error_set(err, 0, "too_large", "%s sent %s over %zu bytes", provider, what,
 				  cap);
 	else
-		attempt_error_set(err, 1, "no_memory",
-				  "out of memory reading the answer");
+		attempt_error_set(err, 1, "no_memory", "out of memory reading the answer");
 }
 
-int answer_text_report(const struct answer_events *ev, void *ctx,
-		       const char *text, size_t len,
+int answer_text_report(const struct answer_events *ev, void *ctx, const char *text, size_t len,
 		       struct attempt_error *err)
 {
 	int rc;
@@ -148,14 +140,12 @@ int answer_text_report(const struct answer_events *ev, void *ctx,
 		return 0;
 	rc = ev->text(ctx, text, len);
 	if (rc < 0)
-		attempt_error_set(err, 0, "answer_refused",
-				  "the answer could not be taken: %s",
+		attempt_error_set(err, 0, "answer_refused", "the answer could not be taken: %s",
 				  strerror(-rc));
 	return rc;
 }
 
-int parser_failure_remember(struct parser_failure *f, int rc,
-			    struct attempt_error *err)
+int parser_failure_remember(struct parser_failure *f, int rc, struct attempt_error *err)
 {
 	error_message_flatten(err->message);
 	f->rc = rc;
@@ -163,8 +153,7 @@ int parser_failure_remember(struct parser_failure *f, int rc,
 	return rc;
 }
 
-int parser_failure_repeat(const struct parser_failure *f,
-			  struct attempt_error *err)
+int parser_failure_repeat(const struct parser_failure *f, struct attempt_error *err)
 {
 	if (f->rc)
 		*err = f->error;

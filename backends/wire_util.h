@@ -38,8 +38,7 @@
 /* Appends the line HEAD followed by VALUE (HEAD carries the "Name: " and
  * may be a whole line with VALUE ""). Returns 0; -EINVAL when VALUE
  * holds a control byte (*LIST is then unchanged); -ENOMEM. */
-int http_header_append(struct curl_slist **list, const char *head,
-		       const char *value);
+int http_header_append(struct curl_slist **list, const char *head, const char *value);
 
 /* The length of ENDPOINT without the trailing slashes that would double
  * the path appended to it ("http://host/v1/" and "http://host/v1" name
@@ -49,27 +48,26 @@ int endpoint_trimmed_length(const char *endpoint);
 /* Bytes from the network, kept NUL-terminated (the NUL is not counted
  * in LEN, nor against CAP). Zero it, or use capped_buffer_init. */
 struct capped_buffer {
-	char *data;		/* owned; NULL until the first byte */
+	char *data; /* owned; NULL until the first byte */
 	size_t len;
 	size_t alloc;
-	size_t cap;		/* most bytes LEN may reach */
+	size_t cap; /* most bytes LEN may reach */
 };
 
 void capped_buffer_init(struct capped_buffer *buf, size_t cap);
 
 /* Appends LEN bytes of BYTES. Returns 0; -E2BIG when they would take
  * LEN past CAP; -ENOMEM. On failure the buffer is as it was. */
-int capped_buffer_append(struct capped_buffer *buf, const char *bytes,
-			 size_t len);
+int capped_buffer_append(struct capped_buffer *buf, const char *bytes, size_t len);
 
 /* Frees the bytes and empties BUF (its cap stays). */
 void capped_buffer_release(struct capped_buffer *buf);
 
 /* What a 2xx body turned out to be. */
 enum body_kind {
-	BODY_UNKNOWN,	/* nothing but blanks seen yet */
-	BODY_SSE,	/* text/event-stream, as asked for */
-	BODY_JSON,	/* plain JSON: an error, or an answer not streamed */
+	BODY_UNKNOWN, /* nothing but blanks seen yet */
+	BODY_SSE,     /* text/event-stream, as asked for */
+	BODY_JSON,    /* plain JSON: an error, or an answer not streamed */
 };
 
 /* Skips the blanks (space, tab, CR, LF, VT, FF) at the start of DATA
@@ -88,30 +86,27 @@ void error_message_flatten(char *message);
  * "PROVIDER sent WHAT over CAP bytes" (outcome too_large, not retryable:
  * the same request brings the same answer), any other RC as memory
  * running out (no_memory, retryable). */
-void answer_overflow_explain(int rc, const char *provider, const char *what,
-			     size_t cap, struct attempt_error *err);
+void answer_overflow_explain(int rc, const char *provider, const char *what, size_t cap,
+			     struct attempt_error *err);
 
 /* Hands LEN bytes of TEXT to EV->text (nothing when LEN is 0). Returns
  * 0, or the negative value EV->text returned with ERR saying the answer
  * could not be taken. */
-int answer_text_report(const struct answer_events *ev, void *ctx,
-		       const char *text, size_t len,
+int answer_text_report(const struct answer_events *ev, void *ctx, const char *text, size_t len,
 		       struct attempt_error *err);
 
 /* A parser's failure, kept so that every later call repeats it. Zero it
  * to start. */
 struct parser_failure {
-	int rc;			/* 0, or the -errno first returned */
-	struct attempt_error error;	/* why, when RC is not 0 */
+	int rc;			    /* 0, or the -errno first returned */
+	struct attempt_error error; /* why, when RC is not 0 */
 };
 
 /* Flattens ERR's message, keeps ERR and RC in F, and returns RC. */
-int parser_failure_remember(struct parser_failure *f, int rc,
-			    struct attempt_error *err);
+int parser_failure_remember(struct parser_failure *f, int rc, struct attempt_error *err);
 
 /* 0 when F holds no failure; else copies it into ERR and returns its
  * rc. */
-int parser_failure_repeat(const struct parser_failure *f,
-			  struct attempt_error *err);
+int parser_failure_repeat(const struct parser_failure *f, struct attempt_error *err);
 
 #endif

@@ -20,7 +20,7 @@
 
 pthread_mutex_t jobs_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct job *job_table[JOB_TABLE_SIZE];
-static int shutting_down;	/* under jobs_lock */
+static int shutting_down; /* under jobs_lock */
 
 /* Submissions and removals of one NAME are serialised so that two
  * writers closing the same prompt cannot interleave their files; other
@@ -231,7 +231,7 @@ int job_start(struct job *job, struct llm_request *req)
 		return -ENOMEM;
 	}
 	pthread_mutex_lock(&jobs_lock);
-	job->refs++;	/* the engine's, dropped in sink_done */
+	job->refs++; /* the engine's, dropped in sink_done */
 	pthread_mutex_unlock(&jobs_lock);
 	/* the engine may call the sink before engine_submit returns */
 	pthread_mutex_lock(&job->file_lock);
@@ -272,7 +272,7 @@ void job_abandon(struct job *job)
 	pthread_mutex_unlock(&jobs_lock);
 	wakeups_deliver(&w);
 	if (was_in_table)
-		job_put(job);	/* the table's reference */
+		job_put(job); /* the table's reference */
 }
 
 /* Makes a new job's files: an empty response and a queued .meta. */
@@ -289,8 +289,8 @@ static int create_job_files(struct job *job)
 		rc = -ENOMEM;
 		goto out;
 	}
-	rc = state_replace_empty(job->dir->fd, response_name, job->file_mode,
-				 job->file_uid, job->file_gid);
+	rc = state_replace_empty(job->dir->fd, response_name, job->file_mode, job->file_uid,
+				 job->file_gid);
 	if (rc < 0)
 		goto out;
 	job->response_fd = rc;
@@ -344,7 +344,7 @@ int job_submit(struct node *dir, const char *prompt_name, int prompt_fd, uid_t u
 		goto out;
 	rc = prompt_parse(text, len, &req, reason, sizeof(reason));
 	if (rc == -ENODATA) {
-		rc = 0;		/* touch, or an empty write: nothing to do */
+		rc = 0; /* touch, or an empty write: nothing to do */
 		goto out;
 	}
 	if (rc < 0) {

@@ -16,12 +16,12 @@ struct job;
 /* One open NAME.response: where its reader is, so that a reader that got
  * bytes of an attempt later thrown away gets EIO instead of a mixture. */
 struct response_reader {
-	struct job *job;	/* referenced; NULL for a finished job's file */
-	int fd;			/* the response file */
-	int failed;		/* finished job that failed: every read is EIO */
+	struct job *job; /* referenced; NULL for a finished job's file */
+	int fd;		 /* the response file */
+	int failed;	 /* finished job that failed: every read is EIO */
 	unsigned generation;
 	unsigned long long delivered;
-	struct fuse_pollhandle *poll_handle;	/* under the jobs lock */
+	struct fuse_pollhandle *poll_handle; /* under the jobs lock */
 	struct response_reader *next_poller;
 	int polling;
 };
@@ -55,10 +55,9 @@ int job_response_open(struct node *dir, const char *response_name, int fd,
 		      struct response_reader *reader);
 void job_response_close(struct response_reader *reader);
 /* Answers REQ: bytes, EOF, EIO, EAGAIN, or parks it until one of those. */
-void job_response_read(fuse_req_t req, struct response_reader *reader, size_t size,
-		       off_t off, int nonblock);
-void job_response_poll(fuse_req_t req, struct response_reader *reader,
-		       struct fuse_pollhandle *ph);
+void job_response_read(fuse_req_t req, struct response_reader *reader, size_t size, off_t off,
+		       int nonblock);
+void job_response_poll(fuse_req_t req, struct response_reader *reader, struct fuse_pollhandle *ph);
 
 /* The current .meta text of the live job of META_NAME in DIR, or NULL
  * when none is live (the file on disk is then the truth). Caller frees. */

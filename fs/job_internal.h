@@ -21,21 +21,21 @@ struct parked_read {
 };
 
 struct job {
-	unsigned refs;			/* under jobs_lock */
-	struct node *dir;		/* referenced */
-	char *base;			/* NAME of NAME.prompt */
+	unsigned refs;	  /* under jobs_lock */
+	struct node *dir; /* referenced */
+	char *base;	  /* NAME of NAME.prompt */
 	const struct model *model;
 	enum job_status status;
 	int in_table;
-	int detached;			/* superseded or removed: its files are not its own */
-	pthread_mutex_t file_lock;	/* held while writing its files at the end */
+	int detached;		   /* superseded or removed: its files are not its own */
+	pthread_mutex_t file_lock; /* held while writing its files at the end */
 	int response_fd;
-	unsigned long long size;	/* bytes of the current attempt */
-	unsigned generation;		/* attempts whose bytes were thrown away */
+	unsigned long long size; /* bytes of the current attempt */
+	unsigned generation;	 /* attempts whose bytes were thrown away */
 	struct parked_read *parked;
 	struct response_reader *pollers;
-	json_t *meta;			/* the .meta object */
-	struct engine_job *engine_job;	/* while the engine holds it */
+	json_t *meta;		       /* the .meta object */
+	struct engine_job *engine_job; /* while the engine holds it */
 	uid_t file_uid;
 	gid_t file_gid;
 	mode_t file_mode;
@@ -49,7 +49,7 @@ extern pthread_mutex_t jobs_lock;
 /* A reply decided under jobs_lock and sent after it is released. */
 struct pending_reply {
 	fuse_req_t req;
-	int error;		/* 0: send DATA (LEN bytes, 0 = end of file) */
+	int error; /* 0: send DATA (LEN bytes, 0 = end of file) */
 	char *data;
 	size_t len;
 	struct pending_reply *next;
@@ -87,8 +87,8 @@ int job_start(struct job *job, struct llm_request *req);
 
 /* job_sink.c: what the engine calls */
 extern const struct engine_sink job_engine_sink;
-void job_persist_end(struct job *job, enum job_status final, const char *meta_text,
-		     size_t meta_len, const char *error);
+void job_persist_end(struct job *job, enum job_status final, const char *meta_text, size_t meta_len,
+		     const char *error);
 
 /* job_record.c: the durable record */
 void job_meta_set_time(json_t *meta, const char *key);

@@ -50,8 +50,7 @@ static void unpark(struct job *job, struct parked_entry *e)
 
 /* What a read at OFF gets now: 1 with OUT filled, or 0 to wait. Called
  * with jobs_lock held. */
-static int decide_read(struct response_reader *r, size_t size, off_t off,
-		       struct pending_reply *out)
+static int decide_read(struct response_reader *r, size_t size, off_t off, struct pending_reply *out)
 {
 	struct job *job = r->job;
 	unsigned long long available;
@@ -94,7 +93,7 @@ static int decide_read(struct response_reader *r, size_t size, off_t off,
 	}
 	switch (job->status) {
 	case JOB_DONE:
-		return 1;	/* end of file: the answer is complete */
+		return 1; /* end of file: the answer is complete */
 	case JOB_FAILED:
 	case JOB_CANCELLED:
 		out->error = EIO;
@@ -201,8 +200,7 @@ static void on_interrupt(fuse_req_t req, void *data)
 	}
 }
 
-static void read_finished_file(fuse_req_t req, struct response_reader *r, size_t size,
-			       off_t off)
+static void read_finished_file(fuse_req_t req, struct response_reader *r, size_t size, off_t off)
 {
 	char *buf;
 	ssize_t got;
@@ -224,8 +222,8 @@ static void read_finished_file(fuse_req_t req, struct response_reader *r, size_t
 	free(buf);
 }
 
-void job_response_read(fuse_req_t req, struct response_reader *r, size_t size,
-		       off_t off, int nonblock)
+void job_response_read(fuse_req_t req, struct response_reader *r, size_t size, off_t off,
+		       int nonblock)
 {
 	struct pending_reply reply;
 	struct parked_entry *e;

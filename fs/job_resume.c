@@ -48,7 +48,8 @@ static void resume_one(struct node *dir, const char *base, json_t *meta)
 	if (fd < 0 || fstat(fd, &st) < 0) {
 		job->response_fd = openat(dir->fd, response_name, O_RDWR | O_CLOEXEC);
 		if (job->response_fd >= 0)
-			resume_fail(job, "The job could not be resumed: its prompt file is gone.\n");
+			resume_fail(job,
+				    "The job could not be resumed: its prompt file is gone.\n");
 		goto out;
 	}
 	job->file_uid = st.st_uid;
@@ -142,7 +143,8 @@ static void resume_directory(struct node *dir, int depth)
 			const char *status = json_string_value(json_object_get(meta, "status"));
 			char *base = name_strip_suffix(de->d_name, ".meta");
 
-			if (base && status && (!strcmp(status, "queued") || !strcmp(status, "running")))
+			if (base && status &&
+			    (!strcmp(status, "queued") || !strcmp(status, "running")))
 				resume_one(dir, base, meta);
 			free(base);
 			json_decref(meta);

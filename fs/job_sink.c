@@ -118,8 +118,7 @@ static void sink_request_id(void *ctx, const char *id)
 	pthread_mutex_unlock(&jobs_lock);
 }
 
-static void sink_attempt_ended(void *ctx, const char *target, const char *outcome,
-			       long elapsed_ms)
+static void sink_attempt_ended(void *ctx, const char *target, const char *outcome, long elapsed_ms)
 {
 	struct job *job = ctx;
 	json_t *attempts, *attempt;
@@ -130,8 +129,8 @@ static void sink_attempt_ended(void *ctx, const char *target, const char *outcom
 		attempts = json_array();
 		json_object_set_new(job->meta, "attempts", attempts);
 	}
-	attempt = json_pack("{s:s, s:s, s:i}", "target", target, "outcome", outcome,
-			    "ms", (json_int_t)elapsed_ms);
+	attempt = json_pack("{s:s, s:s, s:i}", "target", target, "outcome", outcome, "ms",
+			    (json_int_t)elapsed_ms);
 	if (attempts && attempt)
 		json_array_append_new(attempts, attempt);
 	if (strcmp(outcome, "ok") == 0)
@@ -161,9 +160,9 @@ static char *error_text(const json_t *meta, const char *message)
 	json_t *a;
 	char *text, *p;
 
-	json_array_foreach(attempts, i, a)
-		size += 96 + strlen(json_string_value(json_object_get(a, "target")) ?: "") +
-			strlen(json_string_value(json_object_get(a, "outcome")) ?: "");
+	json_array_foreach(attempts, i, a) size +=
+		96 + strlen(json_string_value(json_object_get(a, "target")) ?: "") +
+		strlen(json_string_value(json_object_get(a, "outcome")) ?: "");
 	text = malloc(size);
 	if (!text)
 		return NULL;
@@ -171,7 +170,8 @@ static char *error_text(const json_t *meta, const char *message)
 	/* the first line is a sentence */
 	if (text[0] >= 'a' && text[0] <= 'z')
 		text[0] = (char)(text[0] - 'a' + 'A');
-	json_array_foreach(attempts, i, a) {
+	json_array_foreach(attempts, i, a)
+	{
 		p += snprintf(p, size - (size_t)(p - text), "attempt %zu: %s: %s after %lld ms\n",
 			      i + 1, json_string_value(json_object_get(a, "target")) ?: "?",
 			      json_string_value(json_object_get(a, "outcome")) ?: "?",
@@ -182,8 +182,8 @@ static char *error_text(const json_t *meta, const char *message)
 
 /* Writes the end of a job durably: the response first, then .error, then
  * .meta, so a .meta saying done always has its whole response. */
-void job_persist_end(struct job *job, enum job_status final, const char *meta_text,
-			size_t meta_len, const char *error)
+void job_persist_end(struct job *job, enum job_status final, const char *meta_text, size_t meta_len,
+		     const char *error)
 {
 	char *meta_name = name_with_suffix(job->base, ".meta");
 	char *error_name = name_with_suffix(job->base, ".error");
@@ -199,8 +199,8 @@ void job_persist_end(struct job *job, enum job_status final, const char *meta_te
 		rc = state_write_file(job->dir->fd, error_name, error, strlen(error),
 				      job->file_mode, job->file_uid, job->file_gid);
 	if (rc == 0)
-		rc = state_write_file(job->dir->fd, meta_name, meta_text, meta_len,
-				      job->file_mode, job->file_uid, job->file_gid);
+		rc = state_write_file(job->dir->fd, meta_name, meta_text, meta_len, job->file_mode,
+				      job->file_uid, job->file_gid);
 	if (rc == 0)
 		rc = state_sync_dir(job->dir->fd);
 	if (rc < 0)
@@ -258,7 +258,7 @@ static void sink_done(void *ctx, int status, const char *message)
 	job->status = final;
 	if (job->in_table) {
 		job_table_remove_locked(job);
-		job->refs--;	/* the table's; the engine's is dropped below */
+		job->refs--; /* the table's; the engine's is dropped below */
 	}
 	job_wake_readers(job, &w);
 	pthread_mutex_unlock(&jobs_lock);

@@ -78,7 +78,8 @@ void log_msg(int level, const char *fmt, ...)
 	now = time(NULL);
 	gmtime_r(&now, &tm);
 	strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%SZ", &tm);
-	n = snprintf(line, sizeof(line), "%s promptfs[%d] %s: ", stamp, (int)getpid(), level_word(level));
+	n = snprintf(line, sizeof(line), "%s promptfs[%d] %s: ", stamp, (int)getpid(),
+		     level_word(level));
 	if (n > 0 && (size_t)n < sizeof(line))
 		n += vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
 	va_end(ap);

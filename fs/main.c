@@ -25,7 +25,10 @@
 #include "fs/state.h"
 
 struct promptfs pfs = {
-	.state_fd = -1, .tree_fd = -1, .staging_fd = -1, .lock_fd = -1,
+	.state_fd = -1,
+	.tree_fd = -1,
+	.staging_fd = -1,
+	.lock_fd = -1,
 };
 
 static int load_config(const struct mount_options *opts, struct config **cfg)
@@ -53,7 +56,7 @@ static int check_state_dir_placement(const struct mount_options *opts)
 		return -errno;
 	}
 	if (!realpath(opts->state_dir, state))
-		return 0;	/* created later, outside anything we serve */
+		return 0; /* created later, outside anything we serve */
 	n = strlen(mnt);
 	if (strncmp(state, mnt, n) == 0 && (state[n] == '/' || state[n] == '\0')) {
 		fprintf(stderr, "promptfs: state_dir %s is inside the mountpoint %s\n",
@@ -246,7 +249,7 @@ int main(int argc, char *argv[])
 	jobs_init();
 	se = fuse_session_new(&args, &promptfs_ops, sizeof(promptfs_ops), NULL);
 	if (!se)
-		goto out_nodes;	/* libfuse said why on stderr */
+		goto out_nodes; /* libfuse said why on stderr */
 	pfs.session = se;
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out_session;

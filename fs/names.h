@@ -4,9 +4,9 @@
 #define PROMPTFS_NAMES_H
 
 enum file_role {
-	ROLE_PLAIN,		/* stored as written, never sent anywhere */
-	ROLE_PROMPT,		/* NAME.prompt */
-	ROLE_RESPONSE,		/* NAME.response, NAME.meta, NAME.error: made by jobs */
+	ROLE_PLAIN,    /* stored as written, never sent anywhere */
+	ROLE_PROMPT,   /* NAME.prompt */
+	ROLE_RESPONSE, /* NAME.response, NAME.meta, NAME.error: made by jobs */
 	ROLE_META,
 	ROLE_ERROR,
 };

@@ -176,8 +176,8 @@ static void set_directory_context(struct node *n, struct node *parent, const cha
 	}
 }
 
-static struct node *get_directory(struct node *parent, const char *name,
-				  const struct stat *st, int kernel_ref)
+static struct node *get_directory(struct node *parent, const char *name, const struct stat *st,
+				  int kernel_ref)
 {
 	size_t bucket = dir_hash(st->st_dev, st->st_ino);
 	struct node *n;
@@ -267,8 +267,8 @@ static struct node *get_file(struct node *parent, const char *name, int kernel_r
 	return n;
 }
 
-struct node *node_get_child(struct node *parent, const char *name,
-			    const struct stat *st, int kernel_ref)
+struct node *node_get_child(struct node *parent, const char *name, const struct stat *st,
+			    int kernel_ref)
 {
 	if (S_ISDIR(st->st_mode))
 		return get_directory(parent, name, st, kernel_ref);
@@ -300,8 +300,8 @@ void node_forget(struct node *n, uint64_t nlookup)
 	pthread_mutex_unlock(&table_lock);
 }
 
-void node_file_renamed(struct node *old_parent, const char *old_name,
-		       struct node *new_parent, const char *new_name)
+void node_file_renamed(struct node *old_parent, const char *old_name, struct node *new_parent,
+		       const char *new_name)
 {
 	struct node *moved, *replaced = NULL;
 	char *copy = NULL;
@@ -309,7 +309,7 @@ void node_file_renamed(struct node *old_parent, const char *old_name,
 	if (new_name) {
 		copy = strdup(new_name);
 		if (!copy)
-			new_name = NULL;	/* treat as gone: lookups will find it anew */
+			new_name = NULL; /* treat as gone: lookups will find it anew */
 	}
 	pthread_mutex_lock(&table_lock);
 	moved = find_file_locked(old_parent, old_name, file_hash(old_parent, old_name));

@@ -21,22 +21,22 @@ enum node_kind {
 	NODE_CLOUD,
 	NODE_REGION,
 	NODE_MODEL,
-	NODE_WORKSPACE,		/* a directory a user made under a model */
+	NODE_WORKSPACE, /* a directory a user made under a model */
 	NODE_FILE,
 };
 
 struct node {
 	enum node_kind kind;
-	uint64_t nlookup;	/* kernel references; under the table lock */
-	unsigned refs;		/* our own references; under the table lock */
-	int fd;			/* directories: O_PATH; files: -1 */
+	uint64_t nlookup; /* kernel references; under the table lock */
+	unsigned refs;	  /* our own references; under the table lock */
+	int fd;		  /* directories: O_PATH; files: -1 */
 	dev_t dev;
 	ino_t ino;
-	struct node *parent;	/* files: the directory (referenced) */
-	char *name;		/* files: name in parent; NULL once unlinked */
+	struct node *parent; /* files: the directory (referenced) */
+	char *name;	     /* files: name in parent; NULL once unlinked */
 	const struct cloud *cloud;
 	const struct region *region;
-	const struct model *model;	/* model directories and below */
+	const struct model *model; /* model directories and below */
 	struct node *hash_next;
 };
 
@@ -53,16 +53,16 @@ struct node *node_from_ino(fuse_ino_t ino);
 /* Finds or makes the node for NAME in directory PARENT, whose backing
  * entry has status ST. Adds one kernel reference when KERNEL_REF, else
  * one of ours (release with node_put). NULL on allocation failure. */
-struct node *node_get_child(struct node *parent, const char *name,
-			    const struct stat *st, int kernel_ref);
+struct node *node_get_child(struct node *parent, const char *name, const struct stat *st,
+			    int kernel_ref);
 
 void node_hold(struct node *n);
 void node_put(struct node *n);
 void node_forget(struct node *n, uint64_t nlookup);
 
 /* A file node's name moved (rename) or went away (NEW_NAME NULL). */
-void node_file_renamed(struct node *old_parent, const char *old_name,
-		       struct node *new_parent, const char *new_name);
+void node_file_renamed(struct node *old_parent, const char *old_name, struct node *new_parent,
+		       const char *new_name);
 
 /* fstat of the backing entry. 0 or -errno. */
 int node_stat(struct node *n, struct stat *st);

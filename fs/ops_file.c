@@ -44,8 +44,8 @@ static void handle_free(struct handle *h)
 }
 
 /* Fills H for an open of NAME in DIR with FLAGS, on backing FD. */
-static int handle_setup(struct handle *h, struct node *dir, const char *name, int fd,
-			int flags, struct fuse_file_info *fi)
+static int handle_setup(struct handle *h, struct node *dir, const char *name, int fd, int flags,
+			struct fuse_file_info *fi)
 {
 	enum file_role role = node_in_model_tree(dir) ? file_role_of(name) : ROLE_PLAIN;
 
@@ -151,7 +151,7 @@ void ops_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	role = node_in_model_tree(dir) ? file_role_of(name) : ROLE_PLAIN;
 	if (file_role_generated(role) && wants_write(fi->flags)) {
-		rc = -EACCES;	/* generated files are read-only, even for root */
+		rc = -EACCES; /* generated files are read-only, even for root */
 		goto out;
 	}
 	fd = openat(dir->fd, name, backing_flags(fi->flags, role));
@@ -178,8 +178,7 @@ out:
 	node_put(dir);
 }
 
-void ops_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-	      struct fuse_file_info *fi)
+void ops_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
 	struct handle *h = handle_of(fi);
 	char *buf;
@@ -263,7 +262,7 @@ void ops_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	h->dirty = 0;
 	rc = node_file_location(h->node, &dir, &name);
 	if (rc < 0) {
-		fuse_reply_err(req, 0);	/* removed while open: nothing to submit */
+		fuse_reply_err(req, 0); /* removed while open: nothing to submit */
 		return;
 	}
 	if (node_in_model_tree(dir) && file_role_of(name) == ROLE_PROMPT)
@@ -292,8 +291,7 @@ void ops_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_in
 	fuse_reply_err(req, rc < 0 ? errno : 0);
 }
 
-void ops_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
-	      struct fuse_pollhandle *ph)
+void ops_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct fuse_pollhandle *ph)
 {
 	struct handle *h = handle_of(fi);
 

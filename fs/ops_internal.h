@@ -8,17 +8,17 @@
 #include "fs/node.h"
 
 enum handle_kind {
-	HANDLE_PLAIN,		/* an ordinary file, or a finished job's .meta/.error */
-	HANDLE_PROMPT,		/* NAME.prompt open for writing */
-	HANDLE_RESPONSE,	/* NAME.response */
-	HANDLE_SNAPSHOT,	/* a live job's .meta, as it was at open */
+	HANDLE_PLAIN,	 /* an ordinary file, or a finished job's .meta/.error */
+	HANDLE_PROMPT,	 /* NAME.prompt open for writing */
+	HANDLE_RESPONSE, /* NAME.response */
+	HANDLE_SNAPSHOT, /* a live job's .meta, as it was at open */
 };
 
 struct handle {
 	enum handle_kind kind;
 	int fd;
-	struct node *node;	/* referenced */
-	int dirty;		/* written since the last submission */
+	struct node *node; /* referenced */
+	int dirty;	   /* written since the last submission */
 	int nonblock;
 	struct response_reader reader;
 	char *snapshot;
@@ -32,8 +32,7 @@ int ops_make_entry(struct node *dir, const char *name, struct fuse_entry_param *
 void ops_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		struct fuse_file_info *fi);
 void ops_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
-void ops_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-	      struct fuse_file_info *fi);
+void ops_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi);
 void ops_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
 	       struct fuse_file_info *fi);
 void ops_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);

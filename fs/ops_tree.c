@@ -175,8 +175,8 @@ static int setattr_directory(struct node *n, const struct stat *attr, int to_set
 	return 0;
 }
 
-static int setattr_file(struct node *dir, const char *name, const struct stat *attr,
-			int to_set, struct fuse_file_info *fi)
+static int setattr_file(struct node *dir, const char *name, const struct stat *attr, int to_set,
+			struct fuse_file_info *fi)
 {
 	enum file_role role = node_in_model_tree(dir) ? file_role_of(name) : ROLE_PLAIN;
 	int generated = file_role_generated(role);
@@ -184,7 +184,7 @@ static int setattr_file(struct node *dir, const char *name, const struct stat *a
 	if (generated && (to_set & FUSE_SET_ATTR_SIZE))
 		return -EACCES;
 	if (generated && (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)))
-		return -EPERM;	/* they follow their prompt */
+		return -EPERM; /* they follow their prompt */
 	if ((to_set & FUSE_SET_ATTR_MODE) && fchmodat(dir->fd, name, attr->st_mode & 07777, 0) < 0)
 		return -errno;
 	if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
@@ -335,7 +335,7 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset
 		need = fuse_add_direntry(req, buf + used, size - used, d->entry->d_name, &st,
 					 d->entry->d_off);
 		if (need > size - used)
-			break;	/* the next call starts with this entry */
+			break; /* the next call starts with this entry */
 		used += need;
 		d->offset = d->entry->d_off;
 		d->entry = NULL;
@@ -437,7 +437,7 @@ static int rename_checks(struct node *from_dir, const char *from, struct node *t
 	if (fstatat(from_dir->fd, from, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return -errno;
 	if (!S_ISREG(st.st_mode))
-		return 0;	/* workspaces move freely */
+		return 0; /* workspaces move freely */
 	from_role = file_role_of(from);
 	to_role = file_role_of(to);
 	if (file_role_generated(from_role))
@@ -450,8 +450,8 @@ static int rename_checks(struct node *from_dir, const char *from, struct node *t
 
 /* The batch pattern: `mv x.tmp x.prompt` submits. The prompt is checked
  * before the rename, so a refused one stays where it was. */
-static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
-		      fuse_ino_t newparent, const char *newname, unsigned int flags)
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+		      const char *newname, unsigned int flags)
 {
 	struct node *from_dir = node_from_ino(parent);
 	struct node *to_dir = node_from_ino(newparent);
@@ -510,8 +510,7 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
 	fuse_reply_err(req, EPERM);
 }
 
-static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
-		     dev_t rdev)
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
 {
 	(void)parent;
 	(void)name;

@@ -62,17 +62,17 @@ static size_t utf8_invalid_offset(const char *buf, size_t len)
 		} else if (s[pos] >= 0xE0 && s[pos] <= 0xEF) {
 			need = 3;
 			if (s[pos] == 0xE0)
-				lo = 0xA0;	/* shorter form exists: overlong */
+				lo = 0xA0; /* shorter form exists: overlong */
 			else if (s[pos] == 0xED)
-				hi = 0x9F;	/* U+D800..U+DFFF: surrogates */
+				hi = 0x9F; /* U+D800..U+DFFF: surrogates */
 		} else if (s[pos] >= 0xF0 && s[pos] <= 0xF4) {
 			need = 4;
 			if (s[pos] == 0xF0)
-				lo = 0x90;	/* overlong */
+				lo = 0x90; /* overlong */
 			else if (s[pos] == 0xF4)
-				hi = 0x8F;	/* above U+10FFFF */
+				hi = 0x8F; /* above U+10FFFF */
 		} else {
-			return pos;	/* continuation byte, C0/C1, F5..FF */
+			return pos; /* continuation byte, C0/C1, F5..FF */
 		}
 		if (len - pos < need)
 			return pos;
@@ -122,16 +122,16 @@ static int role_is_known(const char *role)
 	       strcmp(role, "assistant") == 0;
 }
 
-static int unknown_keys_check(json_t *object, const char *const *known,
-			      size_t n_known, const char *where, char *err,
-			      size_t err_size)
+static int unknown_keys_check(json_t *object, const char *const *known, size_t n_known,
+			      const char *where, char *err, size_t err_size)
 {
 	char echo[KEY_ECHO_BYTES + 1];
 	const char *key;
 	json_t *value;
 	size_t i;
 
-	json_object_foreach(object, key, value) {
+	json_object_foreach(object, key, value)
+	{
 		for (i = 0; i < n_known; i++) {
 			if (strcmp(key, known[i]) == 0)
 				break;
@@ -140,19 +140,17 @@ static int unknown_keys_check(json_t *object, const char *const *known,
 			continue;
 		key_echo(key, echo);
 		if (where)
-			err_set(err, err_size, "%s has an unknown key \"%s\"",
-				where, echo);
+			err_set(err, err_size, "%s has an unknown key \"%s\"", where, echo);
 		else
 			err_set(err, err_size,
-				"the prompt is a JSON request with an unknown key \"%s\"",
-				echo);
+				"the prompt is a JSON request with an unknown key \"%s\"", echo);
 		return -EINVAL;
 	}
 	return 0;
 }
 
-static int message_parse(json_t *item, size_t index, struct llm_message *out,
-			 char *err, size_t err_size)
+static int message_parse(json_t *item, size_t index, struct llm_message *out, char *err,
+			 size_t err_size)
 {
 	static const char *const known[] = { "role", "content" };
 	char where[32];
@@ -162,8 +160,7 @@ static int message_parse(json_t *item, size_t index, struct llm_message *out,
 
 	snprintf(where, sizeof(where), "messages[%zu]", index);
 	if (!json_is_object(item)) {
-		err_set(err, err_size,
-			"%s must be an object with \"role\" and \"content\"", where);
+		err_set(err, err_size, "%s must be an object with \"role\" and \"content\"", where);
 		return -EINVAL;
 	}
 	rc = unknown_keys_check(item, known, 2, where, err, err_size);
@@ -171,8 +168,7 @@ static int message_parse(json_t *item, size_t index, struct llm_message *out,
 		return rc;
 	role = json_object_get(item, "role");
 	if (!json_is_string(role) || !role_is_known(json_string_value(role))) {
-		err_set(err, err_size,
-			"%s.role must be one of system, user, assistant", where);
+		err_set(err, err_size, "%s.role must be one of system, user, assistant", where);
 		return -EINVAL;
 	}
 	content = json_object_get(item, "content");
@@ -181,23 +177,20 @@ static int message_parse(json_t *item, size_t index, struct llm_message *out,
 		return -EINVAL;
 	}
 	out->role = strdup(json_string_value(role));
-	out->content = bytes_dup(json_string_value(content),
-				 json_string_length(content));
+	out->content = bytes_dup(json_string_value(content), json_string_length(content));
 	if (!out->role || !out->content)
 		return -ENOMEM;
 	return 0;
 }
 
-static int messages_parse(json_t *messages, struct llm_request *out,
-			  char *err, size_t err_size)
+static int messages_parse(json_t *messages, struct llm_request *out, char *err, size_t err_size)
 {
 	size_t n;
 	size_t i;
 	int rc;
 
 	if (!messages) {
-		err_set(err, err_size,
-			"the prompt is a JSON request without \"messages\"");
+		err_set(err, err_size, "the prompt is a JSON request without \"messages\"");
 		return -EINVAL;
 	}
 	n = json_is_array(messages) ? json_array_size(messages) : 0;
@@ -211,16 +204,15 @@ static int messages_parse(json_t *messages, struct llm_request *out,
 	for (i = 0; i < n; i++) {
 		/* Counted before filling so a half-built message is freed too. */
 		out->n_messages = i + 1;
-		rc = message_parse(json_array_get(messages, i), i,
-				   &out->messages[i], err, err_size);
+		rc = message_parse(json_array_get(messages, i), i, &out->messages[i], err,
+				   err_size);
 		if (rc < 0)
 			return rc;
 	}
 	return 0;
 }
 
-static int stop_parse(json_t *stop, struct llm_request *out, char *err,
-		      size_t err_size)
+static int stop_parse(json_t *stop, struct llm_request *out, char *err, size_t err_size)
 {
 	json_t *item;
 	size_t n;
@@ -231,13 +223,11 @@ static int stop_parse(json_t *stop, struct llm_request *out, char *err,
 		if (!out->stop)
 			return -ENOMEM;
 		out->n_stop = 1;
-		out->stop[0] = bytes_dup(json_string_value(stop),
-					 json_string_length(stop));
+		out->stop[0] = bytes_dup(json_string_value(stop), json_string_length(stop));
 		return out->stop[0] ? 0 : -ENOMEM;
 	}
 	if (!json_is_array(stop) || json_array_size(stop) > MAX_STOP_SEQUENCES) {
-		err_set(err, err_size,
-			"stop must be a string or an array of at most %d strings",
+		err_set(err, err_size, "stop must be a string or an array of at most %d strings",
 			MAX_STOP_SEQUENCES);
 		return -EINVAL;
 	}
@@ -254,16 +244,14 @@ static int stop_parse(json_t *stop, struct llm_request *out, char *err,
 			return -EINVAL;
 		}
 		out->n_stop = i + 1;
-		out->stop[i] = bytes_dup(json_string_value(item),
-					 json_string_length(item));
+		out->stop[i] = bytes_dup(json_string_value(item), json_string_length(item));
 		if (!out->stop[i])
 			return -ENOMEM;
 	}
 	return 0;
 }
 
-static int options_parse(json_t *root, struct llm_request *out, char *err,
-			 size_t err_size)
+static int options_parse(json_t *root, struct llm_request *out, char *err, size_t err_size)
 {
 	json_t *temperature;
 	json_t *max_tokens;
@@ -274,8 +262,7 @@ static int options_parse(json_t *root, struct llm_request *out, char *err,
 	if (temperature) {
 		value = json_number_value(temperature);
 		if (!json_is_number(temperature) || value < 0 || value > 2) {
-			err_set(err, err_size,
-				"temperature must be a number from 0 to 2");
+			err_set(err, err_size, "temperature must be a number from 0 to 2");
 			return -EINVAL;
 		}
 		out->has_temperature = 1;
@@ -283,11 +270,9 @@ static int options_parse(json_t *root, struct llm_request *out, char *err,
 	}
 	max_tokens = json_object_get(root, "max_tokens");
 	if (max_tokens) {
-		if (!json_is_integer(max_tokens) ||
-		    json_integer_value(max_tokens) < 1 ||
+		if (!json_is_integer(max_tokens) || json_integer_value(max_tokens) < 1 ||
 		    json_integer_value(max_tokens) > LONG_MAX) {
-			err_set(err, err_size,
-				"max_tokens must be an integer of at least 1");
+			err_set(err, err_size, "max_tokens must be an integer of at least 1");
 			return -EINVAL;
 		}
 		out->max_tokens = (long)json_integer_value(max_tokens);
@@ -298,12 +283,14 @@ static int options_parse(json_t *root, struct llm_request *out, char *err,
 	return 0;
 }
 
-static int json_request_parse(const char *buf, size_t len,
-			      struct llm_request *out, char *err,
+static int json_request_parse(const char *buf, size_t len, struct llm_request *out, char *err,
 			      size_t err_size)
 {
 	static const char *const known[] = {
-		"messages", "temperature", "max_tokens", "stop",
+		"messages",
+		"temperature",
+		"max_tokens",
+		"stop",
 	};
 	json_error_t jerr;
 	json_t *root;
@@ -316,18 +303,17 @@ static int json_request_parse(const char *buf, size_t len,
 		 * nothing to the person who wrote the prompt. */
 		err_set(err, err_size,
 			"the prompt starts with '{' but is not valid JSON: %s at line %d column %d",
-			json_error_code(&jerr) == json_error_null_character ?
-			"a string holds \\u0000, which is not allowed" : jerr.text,
+			json_error_code(&jerr) == json_error_null_character
+				? "a string holds \\u0000, which is not allowed"
+				: jerr.text,
 			jerr.line, jerr.column);
 		rc = -EINVAL;
 		goto out;
 	}
-	rc = unknown_keys_check(root, known, sizeof(known) / sizeof(known[0]),
-				NULL, err, err_size);
+	rc = unknown_keys_check(root, known, sizeof(known) / sizeof(known[0]), NULL, err, err_size);
 	if (rc < 0)
 		goto out;
-	rc = messages_parse(json_object_get(root, "messages"), out, err,
-			    err_size);
+	rc = messages_parse(json_object_get(root, "messages"), out, err, err_size);
 	if (rc < 0)
 		goto out;
 	rc = options_parse(root, out, err, err_size);
@@ -336,8 +322,7 @@ out:
 	return rc;
 }
 
-static int plain_text_parse(const char *buf, size_t len,
-			    struct llm_request *out)
+static int plain_text_parse(const char *buf, size_t len, struct llm_request *out)
 {
 	out->messages = calloc(1, sizeof(*out->messages));
 	if (!out->messages)
@@ -350,8 +335,7 @@ static int plain_text_parse(const char *buf, size_t len,
 	return 0;
 }
 
-int prompt_parse(const char *buf, size_t len, struct llm_request *out,
-		 char *err, size_t err_size)
+int prompt_parse(const char *buf, size_t len, struct llm_request *out, char *err, size_t err_size)
 {
 	size_t bad;
 	size_t first;
@@ -361,8 +345,7 @@ int prompt_parse(const char *buf, size_t len, struct llm_request *out,
 	err_set(err, err_size, "%s", "");
 	bad = utf8_invalid_offset(buf, len);
 	if (bad < len) {
-		err_set(err, err_size,
-			"the prompt is not valid UTF-8 (byte offset %zu)", bad);
+		err_set(err, err_size, "the prompt is not valid UTF-8 (byte offset %zu)", bad);
 		rc = -EINVAL;
 		goto out;
 	}
@@ -409,8 +392,7 @@ static int system_prepend(struct llm_request *req, const char *system)
 	content = strdup(system);
 	if (!content)
 		goto out;
-	messages = realloc(req->messages,
-			   (req->n_messages + 1) * sizeof(*req->messages));
+	messages = realloc(req->messages, (req->n_messages + 1) * sizeof(*req->messages));
 	if (!messages)
 		goto out;
 	memmove(messages + 1, messages, req->n_messages * sizeof(*messages));
@@ -427,9 +409,8 @@ out:
 	return rc;
 }
 
-int prompt_apply_defaults(struct llm_request *req, const char *system,
-			  int has_temperature, double temperature,
-			  long max_output_tokens_cap)
+int prompt_apply_defaults(struct llm_request *req, const char *system, int has_temperature,
+			  double temperature, long max_output_tokens_cap)
 {
 	int rc;
 
@@ -458,7 +439,6 @@ long prompt_bytes_for_cost(const struct llm_request *req)
 	size_t i;
 
 	for (i = 0; i < req->n_messages; i++)
-		total += (long)strlen(req->messages[i].content) +
-			 COST_BYTES_PER_MESSAGE;
+		total += (long)strlen(req->messages[i].content) + COST_BYTES_PER_MESSAGE;
 	return total;
 }

@@ -17,17 +17,15 @@
  * request that is malformed; -ENOMEM. On failure *OUT holds nothing to
  * free and ERR (ERR_SIZE bytes, may be 0) holds a sentence naming the
  * offending byte offset or key. */
-int prompt_parse(const char *buf, size_t len, struct llm_request *out,
-		 char *err, size_t err_size);
+int prompt_parse(const char *buf, size_t len, struct llm_request *out, char *err, size_t err_size);
 
 /* Applies a policy's defaults where the prompt said nothing: SYSTEM
  * (NULL or "": none) becomes a first system message when REQ has no
  * system message; TEMPERATURE when HAS_TEMPERATURE and REQ has none;
  * MAX_OUTPUT_TOKENS_CAP (0: no cap) bounds max_tokens, or becomes it when
  * the prompt gave none. Returns 0, or -ENOMEM with REQ unchanged. */
-int prompt_apply_defaults(struct llm_request *req, const char *system,
-			  int has_temperature, double temperature,
-			  long max_output_tokens_cap);
+int prompt_apply_defaults(struct llm_request *req, const char *system, int has_temperature,
+			  double temperature, long max_output_tokens_cap);
 
 /* The bytes that bound the request's input tokens: every message's
  * content plus 8 per message for its framing. */

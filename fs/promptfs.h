@@ -19,13 +19,13 @@ struct promptfs {
 	const struct config *config;
 	struct engine *engine;
 	struct fuse_session *session;
-	int state_fd;		/* state_dir */
-	int tree_fd;		/* state_dir/tree: the files users see */
-	int staging_fd;		/* state_dir/staging: files being made durable */
-	int lock_fd;		/* flock: one daemon per state_dir */
+	int state_fd;	/* state_dir */
+	int tree_fd;	/* state_dir/tree: the files users see */
+	int staging_fd; /* state_dir/staging: files being made durable */
+	int lock_fd;	/* flock: one daemon per state_dir */
 	struct node *root;
 	uid_t daemon_uid;
-	int daemon_is_root;	/* may chown files to their creators */
+	int daemon_is_root; /* may chown files to their creators */
 };
 
 extern struct promptfs pfs;

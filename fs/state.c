@@ -217,8 +217,8 @@ static int write_all(int fd, const void *data, size_t len)
 	return 0;
 }
 
-int state_write_file(int dir_fd, const char *name, const void *data, size_t len,
-		     mode_t mode, uid_t uid, gid_t gid)
+int state_write_file(int dir_fd, const char *name, const void *data, size_t len, mode_t mode,
+		     uid_t uid, gid_t gid)
 {
 	char tmp[64];
 	int fd, rc;

@@ -21,8 +21,8 @@ void state_close(void);
 /* Writes DATA to NAME in DIR_FD durably: a staging file is written,
  * fsync'd, given MODE/UID/GID, then renamed over NAME. The directory is
  * not fsync'd (state_sync_dir). 0 or -errno. */
-int state_write_file(int dir_fd, const char *name, const void *data, size_t len,
-		     mode_t mode, uid_t uid, gid_t gid);
+int state_write_file(int dir_fd, const char *name, const void *data, size_t len, mode_t mode,
+		     uid_t uid, gid_t gid);
 
 /* Creates an empty file and renames it over NAME in DIR_FD; returns an
  * O_RDWR descriptor of the new file or -errno. Readers of the old file

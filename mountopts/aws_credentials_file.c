@@ -14,8 +14,7 @@ static char *trim(char *s)
 	while (*s == ' ' || *s == '\t' || *s == '\r')
 		s++;
 	end = s + strlen(s);
-	while (end > s && (end[-1] == ' ' || end[-1] == '\t' ||
-			   end[-1] == '\r'))
+	while (end > s && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\r'))
 		end--;
 	*end = '\0';
 	return s;
@@ -36,15 +35,13 @@ static int set_secret(char **slot, const char *value)
 
 /* Scans TEXT (modified in place) for PROFILE. Returns 1 when the section
  * was found, 0 when not, -ENOMEM. */
-static int scan_profile(char *text, const char *profile,
-			struct credentials *creds)
+static int scan_profile(char *text, const char *profile, struct credentials *creds)
 {
 	int in_profile = 0, found = 0;
 	char *save = NULL, *line, *key, *value, *eq;
 	int rc = 0;
 
-	for (line = strtok_r(text, "\n", &save); line;
-	     line = strtok_r(NULL, "\n", &save)) {
+	for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
 		line = trim(line);
 		if (*line == '\0' || *line == '#' || *line == ';')
 			continue;
@@ -87,8 +84,7 @@ static int scan_profile(char *text, const char *profile,
 	return found;
 }
 
-int aws_profile_read(struct load_ctx *ctx, const char *path,
-		     const char *prefix, const char *file,
+int aws_profile_read(struct load_ctx *ctx, const char *path, const char *prefix, const char *file,
 		     const char *profile, struct credentials *creds)
 {
 	char *text = NULL;
@@ -104,14 +100,15 @@ int aws_profile_read(struct load_ctx *ctx, const char *path,
 		goto out;
 	}
 	if (rc == 0) {
-		rc = load_error(ctx, -EINVAL, path, "%s%s has no profile [%s]",
-				prefix, file, profile);
+		rc = load_error(ctx, -EINVAL, path, "%s%s has no profile [%s]", prefix, file,
+				profile);
 		goto out;
 	}
 	if (!creds->aws_access_key_id || !creds->aws_secret_access_key) {
-		rc = load_error(ctx, -EINVAL, path,
-				"%s%s: profile [%s] needs aws_access_key_id and aws_secret_access_key",
-				prefix, file, profile);
+		rc = load_error(
+			ctx, -EINVAL, path,
+			"%s%s: profile [%s] needs aws_access_key_id and aws_secret_access_key",
+			prefix, file, profile);
 		goto out;
 	}
 	rc = 0;

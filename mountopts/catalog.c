@@ -10,12 +10,11 @@
 #include "mountopts/loader.h"
 
 static const char *const entry_keys[] = {
-	"provider", "id", "family", "input_per_mtok", "output_per_mtok",
-	"context_window", NULL
+	"provider", "id", "family", "input_per_mtok", "output_per_mtok", "context_window", NULL
 };
 
-static int parse_price(struct load_ctx *ctx, const char *path, json_t *obj,
-		       const char *key, double *out)
+static int parse_price(struct load_ctx *ctx, const char *path, json_t *obj, const char *key,
+		       double *out)
 {
 	char key_path[JSON_PATH_MAX];
 	json_t *value = json_object_get(obj, key);
@@ -24,8 +23,7 @@ static int parse_price(struct load_ctx *ctx, const char *path, json_t *obj,
 	if (!value)
 		return load_error(ctx, -EINVAL, key_path, "required");
 	if (!json_is_number(value) || json_number_value(value) < 0)
-		return load_error(ctx, -EINVAL, key_path,
-				  "must be a number >= 0");
+		return load_error(ctx, -EINVAL, key_path, "must be a number >= 0");
 	*out = json_number_value(value);
 	return 0;
 }
@@ -81,12 +79,10 @@ static int parse_entry(struct load_ctx *ctx, const char *path, json_t *obj,
 		}
 	}
 
-	rc = parse_price(ctx, path, obj, "input_per_mtok",
-			 &entry->input_per_mtok);
+	rc = parse_price(ctx, path, obj, "input_per_mtok", &entry->input_per_mtok);
 	if (rc < 0)
 		goto out;
-	rc = parse_price(ctx, path, obj, "output_per_mtok",
-			 &entry->output_per_mtok);
+	rc = parse_price(ctx, path, obj, "output_per_mtok", &entry->output_per_mtok);
 	if (rc < 0)
 		goto out;
 
@@ -94,8 +90,7 @@ static int parse_entry(struct load_ctx *ctx, const char *path, json_t *obj,
 	if (window) {
 		json_path_join(key_path, path, "context_window");
 		if (!json_is_integer(window) || json_integer_value(window) < 1) {
-			rc = load_error(ctx, -EINVAL, key_path,
-					"must be an integer >= 1");
+			rc = load_error(ctx, -EINVAL, key_path, "must be an integer >= 1");
 			goto out;
 		}
 		entry->context_window = (long)json_integer_value(window);
@@ -106,18 +101,15 @@ out:
 	return rc;
 }
 
-static int parse_catalog(struct load_ctx *ctx, json_t *root,
-			 struct catalog *cat)
+static int parse_catalog(struct load_ctx *ctx, json_t *root, struct catalog *cat)
 {
 	char path[JSON_PATH_MAX];
 	size_t i, j;
 	int rc;
 
 	if (!json_is_array(root))
-		return load_error(ctx, -EINVAL, NULL,
-				  "top level: must be a list of models");
-	cat->entries = calloc(json_array_size(root) + 1,
-			      sizeof(*cat->entries));
+		return load_error(ctx, -EINVAL, NULL, "top level: must be a list of models");
+	cat->entries = calloc(json_array_size(root) + 1, sizeof(*cat->entries));
 	if (!cat->entries)
 		return load_error(ctx, -ENOMEM, NULL, "out of memory");
 
@@ -126,24 +118,21 @@ static int parse_catalog(struct load_ctx *ctx, json_t *root,
 		/* Counted before parsing so that catalog_free() releases a
 		 * half-filled entry too. */
 		cat->n_entries = i + 1;
-		rc = parse_entry(ctx, path, json_array_get(root, i),
-				 &cat->entries[i]);
+		rc = parse_entry(ctx, path, json_array_get(root, i), &cat->entries[i]);
 		if (rc < 0)
 			return rc;
 		for (j = 0; j < i; j++) {
-			if (cat->entries[j].provider ==
-				    cat->entries[i].provider &&
+			if (cat->entries[j].provider == cat->entries[i].provider &&
 			    strcmp(cat->entries[j].id, cat->entries[i].id) == 0)
 				return load_error(ctx, -EINVAL, path,
-						  "duplicate of [%zu] (same provider and id)",
-						  j);
+						  "duplicate of [%zu] (same provider and id)", j);
 		}
 	}
 	return 0;
 }
 
-int catalog_parse(const char *file, const char *text, size_t len,
-		  struct catalog **out, char err[CONFIG_ERROR_MAX])
+int catalog_parse(const char *file, const char *text, size_t len, struct catalog **out,
+		  char err[CONFIG_ERROR_MAX])
 {
 	struct load_ctx ctx = { .file = file, .err = err };
 	struct catalog *cat = NULL;
@@ -213,8 +202,7 @@ out:
 	return rc;
 }
 
-int catalog_load(const char *path, struct catalog **out,
-		 char err[CONFIG_ERROR_MAX])
+int catalog_load(const char *path, struct catalog **out, char err[CONFIG_ERROR_MAX])
 {
 	char *text = NULL;
 	size_t len = 0;
@@ -228,14 +216,12 @@ int catalog_load(const char *path, struct catalog **out,
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		rc = -errno;
-		snprintf(err, CONFIG_ERROR_MAX, "%s: cannot open: %s", path,
-			 strerror(-rc));
+		snprintf(err, CONFIG_ERROR_MAX, "%s: cannot open: %s", path, strerror(-rc));
 		goto out;
 	}
 	rc = read_all(fd, &text, &len);
 	if (rc < 0) {
-		snprintf(err, CONFIG_ERROR_MAX, "%s: cannot read: %s", path,
-			 strerror(-rc));
+		snprintf(err, CONFIG_ERROR_MAX, "%s: cannot read: %s", path, strerror(-rc));
 		goto out;
 	}
 	rc = catalog_parse(path, text, len, out, err);
@@ -260,27 +246,23 @@ void catalog_free(struct catalog *cat)
 	free(cat);
 }
 
-static const struct catalog_entry *find_exact(const struct catalog *cat,
-					      enum provider provider,
+static const struct catalog_entry *find_exact(const struct catalog *cat, enum provider provider,
 					      const char *id)
 {
 	size_t i;
 
 	for (i = 0; i < cat->n_entries; i++) {
-		if (cat->entries[i].provider == provider &&
-		    strcmp(cat->entries[i].id, id) == 0)
+		if (cat->entries[i].provider == provider && strcmp(cat->entries[i].id, id) == 0)
 			return &cat->entries[i];
 	}
 	return NULL;
 }
 
-const struct catalog_entry *catalog_find(const struct catalog *cat,
-					 enum provider provider,
+const struct catalog_entry *catalog_find(const struct catalog *cat, enum provider provider,
 					 const char *id)
 {
-	static const char *const profile_prefixes[] = {
-		"us.", "eu.", "apac.", "us-gov.", "global.", NULL
-	};
+	static const char *const profile_prefixes[] = { "us.",	   "eu.",     "apac.",
+							"us-gov.", "global.", NULL };
 	const struct catalog_entry *entry;
 	size_t i, n;
 

@@ -16,26 +16,17 @@
 #define AZURE_DEFAULT_API_VERSION "2024-10-21"
 
 static const char *const provider_names[] = {
-	[PROVIDER_OPENAI] = "openai",
-	[PROVIDER_AZURE] = "azure",
-	[PROVIDER_BEDROCK] = "bedrock",
-	[PROVIDER_VERTEX] = "vertex",
+	[PROVIDER_OPENAI] = "openai",	    [PROVIDER_AZURE] = "azure",
+	[PROVIDER_BEDROCK] = "bedrock",	    [PROVIDER_VERTEX] = "vertex",
 	[PROVIDER_ANTHROPIC] = "anthropic",
 };
 
 static const char *const top_keys[] = { "clouds", NULL };
-static const char *const cloud_keys[] = {
-	"provider", "project", "auth", "regions", NULL
-};
-static const char *const region_keys[] = {
-	"geo", "endpoint", "models", NULL
-};
-static const char *const model_keys[] = {
-	"id", "family", "price", "max_output_tokens", "api_version", NULL
-};
-static const char *const price_keys[] = {
-	"input_per_mtok", "output_per_mtok", NULL
-};
+static const char *const cloud_keys[] = { "provider", "project", "auth", "regions", NULL };
+static const char *const region_keys[] = { "geo", "endpoint", "models", NULL };
+static const char *const model_keys[] = { "id",		 "family", "price", "max_output_tokens",
+					  "api_version", NULL };
+static const char *const price_keys[] = { "input_per_mtok", "output_per_mtok", NULL };
 
 const char *provider_name(enum provider p)
 {
@@ -48,8 +39,7 @@ int provider_parse(const char *name, enum provider *out)
 {
 	size_t i;
 
-	for (i = 0; i < sizeof(provider_names) / sizeof(provider_names[0]);
-	     i++) {
+	for (i = 0; i < sizeof(provider_names) / sizeof(provider_names[0]); i++) {
 		if (strcmp(name, provider_names[i]) == 0) {
 			*out = (enum provider)i;
 			return 0;
@@ -65,16 +55,16 @@ static int out_of_memory(struct load_ctx *ctx)
 
 /* Returns 0 and a new copy of OBJ[KEY] when present, 0 and *OUT = NULL
  * when absent: the callers decide what absence means. */
-static int optional_string(struct load_ctx *ctx, const char *path,
-			   json_t *obj, const char *key, char **out)
+static int optional_string(struct load_ctx *ctx, const char *path, json_t *obj, const char *key,
+			   char **out)
 {
 	int rc = json_take_string(ctx, path, obj, key, out);
 
 	return rc < 0 ? rc : 0;
 }
 
-static int parse_price_value(struct load_ctx *ctx, const char *path,
-			     json_t *price, const char *key, double *out)
+static int parse_price_value(struct load_ctx *ctx, const char *path, json_t *price, const char *key,
+			     double *out)
 {
 	char key_path[JSON_PATH_MAX];
 	json_t *value = json_object_get(price, key);
@@ -83,14 +73,13 @@ static int parse_price_value(struct load_ctx *ctx, const char *path,
 	if (!value)
 		return load_error(ctx, -EINVAL, key_path, "required");
 	if (!json_is_number(value) || json_number_value(value) < 0)
-		return load_error(ctx, -EINVAL, key_path,
-				  "must be a number >= 0");
+		return load_error(ctx, -EINVAL, key_path, "must be a number >= 0");
 	*out = json_number_value(value);
 	return 0;
 }
 
-static int parse_price(struct load_ctx *ctx, const char *model_path,
-		       json_t *price, struct price *out)
+static int parse_price(struct load_ctx *ctx, const char *model_path, json_t *price,
+		       struct price *out)
 {
 	char path[JSON_PATH_MAX];
 	int rc;
@@ -101,21 +90,18 @@ static int parse_price(struct load_ctx *ctx, const char *model_path,
 	rc = check_keys(ctx, path, price, price_keys);
 	if (rc < 0)
 		return rc;
-	rc = parse_price_value(ctx, path, price, "input_per_mtok",
-			       &out->input_per_mtok);
+	rc = parse_price_value(ctx, path, price, "input_per_mtok", &out->input_per_mtok);
 	if (rc < 0)
 		return rc;
-	rc = parse_price_value(ctx, path, price, "output_per_mtok",
-			       &out->output_per_mtok);
+	rc = parse_price_value(ctx, path, price, "output_per_mtok", &out->output_per_mtok);
 	if (rc < 0)
 		return rc;
 	out->known = 1;
 	return 0;
 }
 
-static const struct catalog_entry *catalog_entry_for(struct load_ctx *ctx,
-						     const struct cloud *cloud,
-						     const struct model *model)
+static const struct catalog_entry *
+catalog_entry_for(struct load_ctx *ctx, const struct cloud *cloud, const struct model *model)
 {
 	const struct catalog_entry *entry;
 
@@ -123,8 +109,7 @@ static const struct catalog_entry *catalog_entry_for(struct load_ctx *ctx,
 	/* Azure deployment names are the customer's own; the directory is
 	 * usually named after the model behind it. */
 	if (!entry && cloud->provider == PROVIDER_AZURE)
-		entry = catalog_find(ctx->catalog, cloud->provider,
-				     model->name);
+		entry = catalog_find(ctx->catalog, cloud->provider, model->name);
 	return entry;
 }
 
@@ -162,8 +147,7 @@ static int parse_model(struct load_ctx *ctx, const char *path, json_t *obj,
 	}
 	/* Families name directories under any/<geo>/. */
 	json_path_join(key_path, path, "family");
-	rc = check_file_name(ctx, key_path, model->family,
-			     strlen(model->family));
+	rc = check_file_name(ctx, key_path, model->family, strlen(model->family));
 	if (rc < 0)
 		return rc;
 
@@ -182,19 +166,15 @@ static int parse_model(struct load_ctx *ctx, const char *path, json_t *obj,
 	if (value) {
 		json_path_join(key_path, path, "max_output_tokens");
 		if (!json_is_integer(value) || json_integer_value(value) < 1)
-			return load_error(ctx, -EINVAL, key_path,
-					  "must be an integer >= 1");
+			return load_error(ctx, -EINVAL, key_path, "must be an integer >= 1");
 		model->max_output_tokens = (long)json_integer_value(value);
 	}
 
-	if (json_object_get(obj, "api_version") &&
-	    cloud->provider != PROVIDER_AZURE) {
+	if (json_object_get(obj, "api_version") && cloud->provider != PROVIDER_AZURE) {
 		json_path_join(key_path, path, "api_version");
-		return load_error(ctx, -EINVAL, key_path,
-				  "only for provider azure");
+		return load_error(ctx, -EINVAL, key_path, "only for provider azure");
 	}
-	rc = optional_string(ctx, path, obj, "api_version",
-			     &model->api_version);
+	rc = optional_string(ctx, path, obj, "api_version", &model->api_version);
 	if (rc < 0)
 		return rc;
 	if (!model->api_version && cloud->provider == PROVIDER_AZURE) {
@@ -205,8 +185,8 @@ static int parse_model(struct load_ctx *ctx, const char *path, json_t *obj,
 	return 0;
 }
 
-static int parse_geo(struct load_ctx *ctx, const char *region_path,
-		     json_t *geo, struct region *region)
+static int parse_geo(struct load_ctx *ctx, const char *region_path, json_t *geo,
+		     struct region *region)
 {
 	char path[JSON_PATH_MAX], tag_path[JSON_PATH_MAX];
 	size_t i, n;
@@ -217,11 +197,9 @@ static int parse_geo(struct load_ctx *ctx, const char *region_path,
 	if (!geo)
 		return load_error(ctx, -EINVAL, path, "required");
 	if (json_is_array(geo) && json_array_size(geo) == 0)
-		return load_error(ctx, -EINVAL, path,
-				  "must not be an empty list");
+		return load_error(ctx, -EINVAL, path, "must not be an empty list");
 	if (!json_is_string(geo) && !json_is_array(geo))
-		return load_error(ctx, -EINVAL, path,
-				  "must be a string or a list of strings");
+		return load_error(ctx, -EINVAL, path, "must be a string or a list of strings");
 
 	n = json_is_array(geo) ? json_array_size(geo) : 1;
 	region->geo = calloc(n, sizeof(*region->geo));
@@ -230,13 +208,11 @@ static int parse_geo(struct load_ctx *ctx, const char *region_path,
 	for (i = 0; i < n; i++) {
 		tag = json_is_array(geo) ? json_array_get(geo, i) : geo;
 		if (json_is_array(geo))
-			format_into(tag_path, sizeof(tag_path), "%s[%zu]",
-				    path, i);
+			format_into(tag_path, sizeof(tag_path), "%s[%zu]", path, i);
 		else
 			format_into(tag_path, sizeof(tag_path), "%s", path);
 		if (!json_is_string(tag) || json_string_length(tag) == 0)
-			return load_error(ctx, -EINVAL, tag_path,
-					  "must be a non-empty string");
+			return load_error(ctx, -EINVAL, tag_path, "must be a non-empty string");
 		/* Tags name directories under any/. */
 		rc = check_file_name(ctx, tag_path, json_string_value(tag),
 				     json_string_length(tag));
@@ -250,8 +226,7 @@ static int parse_geo(struct load_ctx *ctx, const char *region_path,
 	return 0;
 }
 
-static int default_endpoint(const struct cloud *cloud, const char *region,
-			    char **out)
+static int default_endpoint(const struct cloud *cloud, const char *region, char **out)
 {
 	int n = 0;
 
@@ -263,16 +238,13 @@ static int default_endpoint(const struct cloud *cloud, const char *region,
 		*out = strdup("https://api.anthropic.com");
 		break;
 	case PROVIDER_BEDROCK:
-		n = asprintf(out, "https://bedrock-runtime.%s.amazonaws.com",
-			     region);
+		n = asprintf(out, "https://bedrock-runtime.%s.amazonaws.com", region);
 		break;
 	case PROVIDER_VERTEX:
 		if (strcmp(region, "global") == 0)
 			*out = strdup("https://aiplatform.googleapis.com");
 		else
-			n = asprintf(out,
-				     "https://%s-aiplatform.googleapis.com",
-				     region);
+			n = asprintf(out, "https://%s-aiplatform.googleapis.com", region);
 		break;
 	case PROVIDER_AZURE:
 		*out = NULL;
@@ -283,9 +255,8 @@ static int default_endpoint(const struct cloud *cloud, const char *region,
 	return *out ? 0 : -ENOMEM;
 }
 
-static int parse_endpoint(struct load_ctx *ctx, const char *region_path,
-			  json_t *obj, const struct cloud *cloud,
-			  struct region *region)
+static int parse_endpoint(struct load_ctx *ctx, const char *region_path, json_t *obj,
+			  const struct cloud *cloud, struct region *region)
 {
 	char path[JSON_PATH_MAX];
 	const char *url;
@@ -293,22 +264,19 @@ static int parse_endpoint(struct load_ctx *ctx, const char *region_path,
 	int rc;
 
 	json_path_join(path, region_path, "endpoint");
-	rc = optional_string(ctx, region_path, obj, "endpoint",
-			     &region->endpoint);
+	rc = optional_string(ctx, region_path, obj, "endpoint", &region->endpoint);
 	if (rc < 0)
 		return rc;
 	if (!region->endpoint) {
 		if (cloud->provider == PROVIDER_AZURE)
-			return load_error(ctx, -EINVAL, path,
-					  "required for provider azure");
+			return load_error(ctx, -EINVAL, path, "required for provider azure");
 		rc = default_endpoint(cloud, region->name, &region->endpoint);
 		return rc < 0 ? out_of_memory(ctx) : 0;
 	}
 	url = region->endpoint;
 	if (!((strncmp(url, "http://", 7) == 0 && url[7]) ||
 	      (strncmp(url, "https://", 8) == 0 && url[8])))
-		return load_error(ctx, -EINVAL, path,
-				  "must start with http:// or https://");
+		return load_error(ctx, -EINVAL, path, "must start with http:// or https://");
 	/* Backends append "/chat/completions" and the like. */
 	len = strlen(url);
 	if (region->endpoint[len - 1] == '/')
@@ -318,9 +286,8 @@ static int parse_endpoint(struct load_ctx *ctx, const char *region_path,
 
 /* The object at PATH (OBJ's member KEY) that names one WHAT per key:
  * required, an object, and not empty. Borrowed into *OUT. */
-static int named_entries_get(struct load_ctx *ctx, const char *path,
-			     json_t *obj, const char *key, const char *what,
-			     json_t **out)
+static int named_entries_get(struct load_ctx *ctx, const char *path, json_t *obj, const char *key,
+			     const char *what, json_t **out)
 {
 	json_t *entries = json_object_get(obj, key);
 
@@ -329,8 +296,7 @@ static int named_entries_get(struct load_ctx *ctx, const char *path,
 	if (!json_is_object(entries))
 		return load_error(ctx, -EINVAL, path, "must be an object");
 	if (json_object_size(entries) == 0)
-		return load_error(ctx, -EINVAL, path,
-				  "at least one %s is required", what);
+		return load_error(ctx, -EINVAL, path, "at least one %s is required", what);
 	*out = entries;
 	return 0;
 }
@@ -358,16 +324,15 @@ static int parse_region(struct load_ctx *ctx, const char *path, json_t *obj,
 		return rc;
 
 	json_path_join(models_path, path, "models");
-	rc = named_entries_get(ctx, models_path, obj, "models", "model",
-			       &models);
+	rc = named_entries_get(ctx, models_path, obj, "models", "model", &models);
 	if (rc < 0)
 		return rc;
-	region->models = calloc(json_object_size(models),
-				sizeof(*region->models));
+	region->models = calloc(json_object_size(models), sizeof(*region->models));
 	if (!region->models)
 		return out_of_memory(ctx);
 
-	json_object_keylen_foreach(models, name, name_len, value) {
+	json_object_keylen_foreach(models, name, name_len, value)
+	{
 		struct model *model = &region->models[i];
 
 		json_path_join(model_path, models_path, name);
@@ -387,8 +352,8 @@ static int parse_region(struct load_ctx *ctx, const char *path, json_t *obj,
 	return 0;
 }
 
-static int parse_provider(struct load_ctx *ctx, const char *cloud_path,
-			  json_t *obj, struct cloud *cloud)
+static int parse_provider(struct load_ctx *ctx, const char *cloud_path, json_t *obj,
+			  struct cloud *cloud)
 {
 	char path[JSON_PATH_MAX];
 	json_t *value = json_object_get(obj, "provider");
@@ -403,8 +368,7 @@ static int parse_provider(struct load_ctx *ctx, const char *cloud_path,
 	return 0;
 }
 
-static int parse_cloud(struct load_ctx *ctx, const char *path, json_t *obj,
-		       struct cloud *cloud)
+static int parse_cloud(struct load_ctx *ctx, const char *path, json_t *obj, struct cloud *cloud)
 {
 	char key_path[JSON_PATH_MAX], regions_path[JSON_PATH_MAX];
 	char region_path[JSON_PATH_MAX];
@@ -426,27 +390,23 @@ static int parse_cloud(struct load_ctx *ctx, const char *path, json_t *obj,
 	json_path_join(key_path, path, "project");
 	if (cloud->provider == PROVIDER_VERTEX) {
 		if (!json_object_get(obj, "project"))
-			return load_error(ctx, -EINVAL, key_path,
-					  "required for provider vertex");
-		rc = optional_string(ctx, path, obj, "project",
-				     &cloud->project);
+			return load_error(ctx, -EINVAL, key_path, "required for provider vertex");
+		rc = optional_string(ctx, path, obj, "project", &cloud->project);
 		if (rc < 0)
 			return rc;
 	} else if (json_object_get(obj, "project")) {
-		return load_error(ctx, -EINVAL, key_path,
-				  "only for provider vertex");
+		return load_error(ctx, -EINVAL, key_path, "only for provider vertex");
 	}
 
 	json_path_join(regions_path, path, "regions");
-	rc = named_entries_get(ctx, regions_path, obj, "regions", "region",
-			       &regions);
+	rc = named_entries_get(ctx, regions_path, obj, "regions", "region", &regions);
 	if (rc < 0)
 		return rc;
-	cloud->regions = calloc(json_object_size(regions),
-				sizeof(*cloud->regions));
+	cloud->regions = calloc(json_object_size(regions), sizeof(*cloud->regions));
 	if (!cloud->regions)
 		return out_of_memory(ctx);
-	json_object_keylen_foreach(regions, name, name_len, value) {
+	json_object_keylen_foreach(regions, name, name_len, value)
+	{
 		struct region *region = &cloud->regions[i];
 
 		json_path_join(region_path, regions_path, name);
@@ -464,12 +424,10 @@ static int parse_cloud(struct load_ctx *ctx, const char *path, json_t *obj,
 	}
 
 	/* Last: the OpenAI default key depends on the endpoints. */
-	return credentials_load(ctx, path, json_object_get(obj, "auth"),
-				cloud);
+	return credentials_load(ctx, path, json_object_get(obj, "auth"), cloud);
 }
 
-static int parse_clouds(struct load_ctx *ctx, json_t *root,
-			struct config *cfg)
+static int parse_clouds(struct load_ctx *ctx, json_t *root, struct config *cfg)
 {
 	char path[JSON_PATH_MAX];
 	json_t *clouds, *value;
@@ -479,8 +437,7 @@ static int parse_clouds(struct load_ctx *ctx, json_t *root,
 	int rc;
 
 	if (!json_is_object(root))
-		return load_error(ctx, -EINVAL, NULL,
-				  "top level: must be an object");
+		return load_error(ctx, -EINVAL, NULL, "top level: must be an object");
 	rc = check_keys(ctx, NULL, root, top_keys);
 	if (rc < 0)
 		return rc;
@@ -491,7 +448,8 @@ static int parse_clouds(struct load_ctx *ctx, json_t *root,
 	if (!cfg->clouds)
 		return out_of_memory(ctx);
 
-	json_object_keylen_foreach(clouds, name, name_len, value) {
+	json_object_keylen_foreach(clouds, name, name_len, value)
+	{
 		struct cloud *cloud = &cfg->clouds[i];
 
 		json_path_join(path, "clouds", name);
@@ -512,8 +470,7 @@ static int parse_clouds(struct load_ctx *ctx, json_t *root,
 	return 0;
 }
 
-int config_from_json(struct load_ctx *ctx, json_t *root,
-		     struct config **out)
+int config_from_json(struct load_ctx *ctx, json_t *root, struct config **out)
 {
 	struct config *cfg;
 	int rc;
@@ -542,8 +499,8 @@ static char *directory_of(const char *path)
 	return dir;
 }
 
-int config_load(const char *path, const char *catalog_path,
-		struct config **out, char err[CONFIG_ERROR_MAX])
+int config_load(const char *path, const char *catalog_path, struct config **out,
+		char err[CONFIG_ERROR_MAX])
 {
 	struct load_ctx ctx = { .file = path, .err = err };
 	struct catalog *catalog = NULL;
@@ -561,13 +518,11 @@ int config_load(const char *path, const char *catalog_path,
 
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0) {
-		rc = load_error(&ctx, -errno, NULL, "cannot open: %s",
-				strerror(errno));
+		rc = load_error(&ctx, -errno, NULL, "cannot open: %s", strerror(errno));
 		goto out;
 	}
 	if (fstat(fd, &st) < 0) {
-		rc = load_error(&ctx, -errno, NULL, "cannot stat: %s",
-				strerror(errno));
+		rc = load_error(&ctx, -errno, NULL, "cannot stat: %s", strerror(errno));
 		goto out;
 	}
 	ctx.have_file_mode = 1;
@@ -646,9 +601,8 @@ void config_free(struct config *cfg)
 	free(cfg);
 }
 
-const struct model *config_find_model(const struct config *cfg,
-				      const char *cloud, const char *region,
-				      const char *model)
+const struct model *config_find_model(const struct config *cfg, const char *cloud,
+				      const char *region, const char *model)
 {
 	size_t i, j, k;
 

@@ -21,7 +21,7 @@ enum provider {
 /* A Google service account key, as read from its JSON file. */
 struct google_service_account {
 	char *client_email;
-	char *private_key_pem;	/* secret */
+	char *private_key_pem; /* secret */
 	char *private_key_id;
 	char *token_uri;
 };
@@ -29,39 +29,39 @@ struct google_service_account {
 /* Secrets, resolved at load time. NULL where not configured. Never
  * printed, logged, or written anywhere. */
 struct credentials {
-	char *api_key;			/* openai, anthropic; azure api-key */
-	char *bearer_token;		/* azure Entra ID; vertex access token */
+	char *api_key;	    /* openai, anthropic; azure api-key */
+	char *bearer_token; /* azure Entra ID; vertex access token */
 	char *aws_access_key_id;
 	char *aws_secret_access_key;
 	char *aws_session_token;
-	struct google_service_account *service_account;	/* vertex */
+	struct google_service_account *service_account; /* vertex */
 };
 
 struct price {
 	int known;
-	double input_per_mtok;	/* USD per million tokens */
+	double input_per_mtok; /* USD per million tokens */
 	double output_per_mtok;
 };
 
 /* One deployment: prompts under cloud/region/model run exactly here. */
 struct model {
-	char *name;		/* directory name */
-	char *id;		/* provider model id / deployment / modelId */
+	char *name; /* directory name */
+	char *id;   /* provider model id / deployment / modelId */
 	char *family;
 	struct price price;
-	long max_output_tokens;	/* 0: not set */
-	char *api_version;	/* azure; NULL elsewhere */
-	const struct region *region;	/* back pointer, borrowed */
+	long max_output_tokens;	     /* 0: not set */
+	char *api_version;	     /* azure; NULL elsewhere */
+	const struct region *region; /* back pointer, borrowed */
 };
 
 struct region {
 	char *name;
-	char **geo;		/* residency tags */
+	char **geo; /* residency tags */
 	size_t n_geo;
-	char *endpoint;		/* base URL, always set (default filled in) */
+	char *endpoint; /* base URL, always set (default filled in) */
 	struct model *models;
 	size_t n_models;
-	const struct cloud *cloud;	/* back pointer, borrowed */
+	const struct cloud *cloud; /* back pointer, borrowed */
 };
 
 /* Where one credential came from, for --print-config: a key of the
@@ -76,16 +76,16 @@ struct auth_source {
 struct cloud {
 	char *name;
 	enum provider provider;
-	char *project;		/* vertex */
+	char *project; /* vertex */
 	struct credentials credentials;
 	struct region *regions;
 	size_t n_regions;
-	struct auth_source *auth_sources;	/* the effective sources */
+	struct auth_source *auth_sources; /* the effective sources */
 	size_t n_auth_sources;
 };
 
 struct config {
-	char *path;		/* file it came from; NULL for the embedded default */
+	char *path; /* file it came from; NULL for the embedded default */
 	struct cloud *clouds;
 	size_t n_clouds;
 };
@@ -98,17 +98,16 @@ struct config {
  * config in *OUT (caller frees with config_free), or -errno with a
  * sentence in ERR naming the file, the JSON path and the reason, e.g.
  * "clouds.json: clouds.aws.regions.eu-central-1.geo: required". */
-int config_load(const char *path, const char *catalog_path,
-		struct config **out, char err[CONFIG_ERROR_MAX]);
+int config_load(const char *path, const char *catalog_path, struct config **out,
+		char err[CONFIG_ERROR_MAX]);
 
 void config_free(struct config *cfg);
 
 const char *provider_name(enum provider p);
 
 /* Finds a deployment by its three directory names; NULL if none. */
-const struct model *config_find_model(const struct config *cfg,
-				      const char *cloud, const char *region,
-				      const char *model);
+const struct model *config_find_model(const struct config *cfg, const char *cloud,
+				      const char *region, const char *model);
 
 /* Builds the embedded default (SPEC §3.4) from the environment the
  * vendors' own SDKs read, with CATALOG (may be NULL: built-in) supplying

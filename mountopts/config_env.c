@@ -23,11 +23,11 @@
 struct env_cloud {
 	const char *name;
 	enum provider provider;
-	const char *project;		/* vertex */
-	const char *auth_key;		/* NULL: the provider's default */
+	const char *project;  /* vertex */
+	const char *auth_key; /* NULL: the provider's default */
 	const char *auth_value;
 	const char *region;
-	const char *endpoint;		/* NULL: the provider's default */
+	const char *endpoint; /* NULL: the provider's default */
 	int local;
 };
 
@@ -40,8 +40,7 @@ static const char *env(const char *name)
 
 /* A Bedrock cross-region profile ("eu.anthropic...") runs only from a
  * region of its own geography. */
-static int bedrock_profile_fits(const char *id, const char *const *geo,
-				size_t n_geo)
+static int bedrock_profile_fits(const char *id, const char *const *geo, size_t n_geo)
 {
 	static const char *const prefixes[] = { "us.", "eu.", "apac.", NULL };
 	size_t i, j, n;
@@ -51,8 +50,7 @@ static int bedrock_profile_fits(const char *id, const char *const *geo,
 		if (strncmp(id, prefixes[i], n) != 0)
 			continue;
 		for (j = 0; j < n_geo; j++) {
-			if (strlen(geo[j]) == n - 1 &&
-			    strncmp(geo[j], prefixes[i], n - 1) == 0)
+			if (strlen(geo[j]) == n - 1 && strncmp(geo[j], prefixes[i], n - 1) == 0)
 				return 1;
 		}
 		return 0;
@@ -67,8 +65,7 @@ static int usable_as_name(const char *id)
 
 /* Returns a new object of the catalog's models for the cloud (caller
  * decrefs); NULL: ENOMEM. */
-static json_t *models_json(const struct catalog *cat,
-			   const struct env_cloud *ec,
+static json_t *models_json(const struct catalog *cat, const struct env_cloud *ec,
 			   const char *const *geo, size_t n_geo)
 {
 	json_t *models = json_object(), *price;
@@ -77,8 +74,7 @@ static json_t *models_json(const struct catalog *cat,
 	if (!models)
 		return NULL;
 	if (ec->local) {
-		price = json_pack("{s:f, s:f}", "input_per_mtok", 0.0,
-				  "output_per_mtok", 0.0);
+		price = json_pack("{s:f, s:f}", "input_per_mtok", 0.0, "output_per_mtok", 0.0);
 		if (json_object_set_new(models, LOCAL_DEFAULT_MODEL,
 					json_pack("{s:o}", "price", price)) < 0)
 			goto fail;
@@ -87,8 +83,7 @@ static json_t *models_json(const struct catalog *cat,
 	for (i = 0; i < cat->n_entries; i++) {
 		const struct catalog_entry *entry = &cat->entries[i];
 
-		if (entry->provider != ec->provider ||
-		    !usable_as_name(entry->id))
+		if (entry->provider != ec->provider || !usable_as_name(entry->id))
 			continue;
 		if (ec->provider == PROVIDER_BEDROCK &&
 		    !bedrock_profile_fits(entry->id, geo, n_geo))
@@ -103,8 +98,7 @@ fail:
 }
 
 /* Adds EC to CLOUDS unless the catalog offers it no model. 0 or -ENOMEM. */
-static int add_cloud(json_t *clouds, const struct catalog *cat,
-		     const struct env_cloud *ec)
+static int add_cloud(json_t *clouds, const struct catalog *cat, const struct env_cloud *ec)
 {
 	const char *geo[2] = { "local", NULL };
 	json_t *cloud = NULL, *region = NULL, *models = NULL, *tags;
@@ -129,9 +123,7 @@ static int add_cloud(json_t *clouds, const struct catalog *cat,
 		if (json_array_append_new(tags, json_string(geo[i])) < 0)
 			goto out;
 	}
-	if (ec->endpoint &&
-	    json_object_set_new(region, "endpoint",
-				json_string(ec->endpoint)) < 0)
+	if (ec->endpoint && json_object_set_new(region, "endpoint", json_string(ec->endpoint)) < 0)
 		goto out;
 	rc = json_object_set_new(region, "models", models);
 	models = NULL;
@@ -142,20 +134,15 @@ static int add_cloud(json_t *clouds, const struct catalog *cat,
 	rc = -ENOMEM;
 
 	cloud = json_object();
-	if (json_object_set_new(cloud, "provider",
-				json_string(provider_name(ec->provider))) < 0)
+	if (json_object_set_new(cloud, "provider", json_string(provider_name(ec->provider))) < 0)
 		goto out;
-	if (ec->project &&
-	    json_object_set_new(cloud, "project",
-				json_string(ec->project)) < 0)
+	if (ec->project && json_object_set_new(cloud, "project", json_string(ec->project)) < 0)
 		goto out;
 	if (ec->auth_key &&
-	    json_object_set_new(cloud, "auth",
-				json_pack("{s:s}", ec->auth_key,
-					  ec->auth_value)) < 0)
+	    json_object_set_new(cloud, "auth", json_pack("{s:s}", ec->auth_key, ec->auth_value)) <
+		    0)
 		goto out;
-	if (json_object_set_new(cloud, "regions",
-				json_pack("{s:O}", ec->region, region)) < 0)
+	if (json_object_set_new(cloud, "regions", json_pack("{s:O}", ec->region, region)) < 0)
 		goto out;
 	rc = json_object_set(clouds, ec->name, cloud) < 0 ? -ENOMEM : 0;
 out:
@@ -198,8 +185,7 @@ static void parse_ollama_host(const char *value, struct local_server *ls)
 		if (close) {
 			*close = '\0';
 			if (close[1] == ':' && close[2])
-				format_into(ls->port, sizeof(ls->port), "%s",
-					    close + 2);
+				format_into(ls->port, sizeof(ls->port), "%s", close + 2);
 		}
 	} else {
 		colon = strchr(host, ':');
@@ -207,8 +193,7 @@ static void parse_ollama_host(const char *value, struct local_server *ls)
 		if (colon && !strchr(colon + 1, ':')) {
 			*colon = '\0';
 			if (colon[1])
-				format_into(ls->port, sizeof(ls->port), "%s",
-					    colon + 1);
+				format_into(ls->port, sizeof(ls->port), "%s", colon + 1);
 		}
 	}
 	/* A server bound to every address answers on loopback. */
@@ -218,8 +203,8 @@ static void parse_ollama_host(const char *value, struct local_server *ls)
 		host = "::1";
 	format_into(ls->host, sizeof(ls->host), "%s", host);
 	format_into(ls->endpoint, sizeof(ls->endpoint),
-		    strchr(ls->host, ':') ? "%s://[%s]:%s/v1" : "%s://%s:%s/v1",
-		    ls->scheme, ls->host, ls->port);
+		    strchr(ls->host, ':') ? "%s://[%s]:%s/v1" : "%s://%s:%s/v1", ls->scheme,
+		    ls->host, ls->port);
 }
 
 static int aws_credentials_present(void)
@@ -240,20 +225,17 @@ static int aws_credentials_present(void)
 }
 
 /* The Vertex project: $GOOGLE_CLOUD_PROJECT, else the key's own. */
-static int vertex_project(struct load_ctx *ctx, const char *key_file,
-			  char **project)
+static int vertex_project(struct load_ctx *ctx, const char *key_file, char **project)
 {
 	struct google_service_account *account = NULL;
 	int rc;
 
 	if (env("GOOGLE_CLOUD_PROJECT")) {
 		*project = strdup(env("GOOGLE_CLOUD_PROJECT"));
-		return *project ? 0 : load_error(ctx, -ENOMEM, NULL,
-						 "out of memory");
+		return *project ? 0 : load_error(ctx, -ENOMEM, NULL, "out of memory");
 	}
 	rc = service_account_read(ctx, "clouds.gcp.auth",
-				  "GOOGLE_APPLICATION_CREDENTIALS: ", key_file,
-				  &account, project);
+				  "GOOGLE_APPLICATION_CREDENTIALS: ", key_file, &account, project);
 	service_account_free(account);
 	if (rc < 0)
 		return rc;
@@ -264,8 +246,7 @@ static int vertex_project(struct load_ctx *ctx, const char *key_file,
 	return 0;
 }
 
-static int add_env_clouds(struct load_ctx *ctx, json_t *clouds,
-			  char **project)
+static int add_env_clouds(struct load_ctx *ctx, json_t *clouds, char **project)
 {
 	const struct catalog *cat = ctx->catalog;
 	struct local_server local;
@@ -274,34 +255,46 @@ static int add_env_clouds(struct load_ctx *ctx, json_t *clouds,
 	int rc;
 
 	if (env("OPENAI_API_KEY")) {
-		ec = (struct env_cloud){ "openai", PROVIDER_OPENAI, NULL,
-			"api_key_env", "OPENAI_API_KEY", "us",
-			env("OPENAI_BASE_URL"), 0 };
+		ec = (struct env_cloud){
+			"openai", PROVIDER_OPENAI,	  NULL, "api_key_env", "OPENAI_API_KEY",
+			"us",	  env("OPENAI_BASE_URL"), 0
+		};
 		rc = add_cloud(clouds, cat, &ec);
 		if (rc < 0)
 			return rc;
 	}
 	if (env("ANTHROPIC_API_KEY")) {
-		ec = (struct env_cloud){ "anthropic", PROVIDER_ANTHROPIC, NULL,
-			"api_key_env", "ANTHROPIC_API_KEY", "us", NULL, 0 };
+		ec = (struct env_cloud){ "anthropic",
+					 PROVIDER_ANTHROPIC,
+					 NULL,
+					 "api_key_env",
+					 "ANTHROPIC_API_KEY",
+					 "us",
+					 NULL,
+					 0 };
 		rc = add_cloud(clouds, cat, &ec);
 		if (rc < 0)
 			return rc;
 	}
 	if (env("AZURE_OPENAI_ENDPOINT") && env("AZURE_OPENAI_API_KEY")) {
 		value = env("AZURE_OPENAI_REGION");
-		ec = (struct env_cloud){ "azure", PROVIDER_AZURE, NULL,
-			"api_key_env", "AZURE_OPENAI_API_KEY",
-			value ? value : "global", env("AZURE_OPENAI_ENDPOINT"),
-			0 };
+		ec = (struct env_cloud){ "azure",
+					 PROVIDER_AZURE,
+					 NULL,
+					 "api_key_env",
+					 "AZURE_OPENAI_API_KEY",
+					 value ? value : "global",
+					 env("AZURE_OPENAI_ENDPOINT"),
+					 0 };
 		rc = add_cloud(clouds, cat, &ec);
 		if (rc < 0)
 			return rc;
 	}
 	value = env("AWS_REGION") ? env("AWS_REGION") : env("AWS_DEFAULT_REGION");
 	if (value && aws_credentials_present()) {
-		ec = (struct env_cloud){ "aws", PROVIDER_BEDROCK, NULL, NULL,
-			NULL, value, NULL, 0 };
+		ec =
+			(struct env_cloud){ "aws", PROVIDER_BEDROCK, NULL, NULL, NULL, value, NULL,
+					    0 };
 		rc = add_cloud(clouds, cat, &ec);
 		if (rc < 0)
 			return rc;
@@ -311,20 +304,24 @@ static int add_env_clouds(struct load_ctx *ctx, json_t *clouds,
 		rc = vertex_project(ctx, value, project);
 		if (rc < 0)
 			return rc;
-		ec = (struct env_cloud){ "gcp", PROVIDER_VERTEX, *project,
-			"service_account_file", value,
-			env("GOOGLE_CLOUD_LOCATION") ?
-				env("GOOGLE_CLOUD_LOCATION") :
-				VERTEX_DEFAULT_LOCATION,
-			NULL, 0 };
+		ec = (struct env_cloud){
+			"gcp",
+			PROVIDER_VERTEX,
+			*project,
+			"service_account_file",
+			value,
+			env("GOOGLE_CLOUD_LOCATION") ? env("GOOGLE_CLOUD_LOCATION") : VERTEX_DEFAULT_LOCATION,
+			NULL,
+			0
+		};
 		rc = add_cloud(clouds, cat, &ec);
 		if (rc < 0)
 			return rc;
 	}
 	parse_ollama_host(env("OLLAMA_HOST"), &local);
 	if (tcp_port_answers(local.host, local.port, LOCAL_PROBE_TIMEOUT_MS)) {
-		ec = (struct env_cloud){ "local", PROVIDER_OPENAI, NULL, NULL,
-			NULL, "localhost", local.endpoint, 1 };
+		ec = (struct env_cloud){ "local", PROVIDER_OPENAI, NULL,	   NULL,
+					 NULL,	  "localhost",	   local.endpoint, 1 };
 		rc = add_cloud(clouds, cat, &ec);
 		if (rc < 0)
 			return rc;
@@ -359,7 +356,10 @@ int config_from_environment(const char *catalog_path, struct config **out,
 		goto out;
 	if (json_object_size(clouds) == 0) {
 		rc = load_error(&ctx, -ENOENT, NULL,
-				"no cloud configured: set OPENAI_API_KEY, ANTHROPIC_API_KEY, AZURE_OPENAI_ENDPOINT and AZURE_OPENAI_API_KEY, AWS_REGION with AWS credentials, or GOOGLE_APPLICATION_CREDENTIALS, run a local server at $OLLAMA_HOST, or give a CONFIG file");
+				"no cloud configured: set OPENAI_API_KEY, ANTHROPIC_API_KEY, "
+				"AZURE_OPENAI_ENDPOINT and AZURE_OPENAI_API_KEY, AWS_REGION with "
+				"AWS credentials, or GOOGLE_APPLICATION_CREDENTIALS, run a local "
+				"server at $OLLAMA_HOST, or give a CONFIG file");
 		goto out;
 	}
 	rc = config_from_json(&ctx, root, out);

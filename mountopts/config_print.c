@@ -15,20 +15,17 @@ static json_t *model_json(const struct model *model)
 	int failed = 0;
 
 	failed |= json_object_set_new(obj, "id", json_string(model->id));
-	failed |= json_object_set_new(obj, "family",
-				      json_string(model->family));
+	failed |= json_object_set_new(obj, "family", json_string(model->family));
 	if (model->price.known)
-		failed |= json_object_set_new(obj, "price",
-			json_pack("{s:f, s:f}",
-				  "input_per_mtok", model->price.input_per_mtok,
-				  "output_per_mtok",
-				  model->price.output_per_mtok));
+		failed |= json_object_set_new(
+			obj, "price",
+			json_pack("{s:f, s:f}", "input_per_mtok", model->price.input_per_mtok,
+				  "output_per_mtok", model->price.output_per_mtok));
 	if (model->max_output_tokens)
 		failed |= json_object_set_new(obj, "max_output_tokens",
-				json_integer(model->max_output_tokens));
+					      json_integer(model->max_output_tokens));
 	if (model->api_version)
-		failed |= json_object_set_new(obj, "api_version",
-				json_string(model->api_version));
+		failed |= json_object_set_new(obj, "api_version", json_string(model->api_version));
 	if (failed) {
 		json_decref(obj);
 		return NULL;
@@ -43,14 +40,12 @@ static json_t *region_json(const struct region *region)
 	size_t i;
 
 	for (i = 0; i < region->n_geo; i++)
-		failed |= json_array_append_new(geo,
-						json_string(region->geo[i]));
+		failed |= json_array_append_new(geo, json_string(region->geo[i]));
 	for (i = 0; i < region->n_models; i++)
 		failed |= json_object_set_new(models, region->models[i].name,
 					      model_json(&region->models[i]));
 	failed |= json_object_set_new(obj, "geo", geo);
-	failed |= json_object_set_new(obj, "endpoint",
-				      json_string(region->endpoint));
+	failed |= json_object_set_new(obj, "endpoint", json_string(region->endpoint));
 	failed |= json_object_set_new(obj, "models", models);
 	if (failed) {
 		json_decref(obj);
@@ -66,21 +61,18 @@ static json_t *cloud_json(const struct cloud *cloud)
 	int failed = 0;
 	size_t i;
 
-	failed |= json_object_set_new(obj, "provider",
-			json_string(provider_name(cloud->provider)));
+	failed |= json_object_set_new(obj, "provider", json_string(provider_name(cloud->provider)));
 	if (cloud->project)
-		failed |= json_object_set_new(obj, "project",
-					      json_string(cloud->project));
+		failed |= json_object_set_new(obj, "project", json_string(cloud->project));
 	/* auth_sources hold names of variables and files, never secrets. */
 	for (i = 0; i < cloud->n_auth_sources; i++)
 		failed |= json_object_set_new(auth, cloud->auth_sources[i].key,
-				json_string(cloud->auth_sources[i].value));
+					      json_string(cloud->auth_sources[i].value));
 	if (cloud->n_auth_sources)
 		failed |= json_object_set(obj, "auth", auth);
 	json_decref(auth);
 	for (i = 0; i < cloud->n_regions; i++)
-		failed |= json_object_set_new(regions,
-					      cloud->regions[i].name,
+		failed |= json_object_set_new(regions, cloud->regions[i].name,
 					      region_json(&cloud->regions[i]));
 	failed |= json_object_set_new(obj, "regions", regions);
 	if (failed) {

@@ -15,21 +15,22 @@
 #define INLINE_SOURCE "(inline, hidden)"
 #define OPENAI_DEFAULT_ENDPOINT "https://api.openai.com/v1"
 
-static const char *const openai_auth_keys[] = {
-	"api_key_env", "api_key_file", "api_key", NULL
-};
+static const char *const openai_auth_keys[] = { "api_key_env", "api_key_file", "api_key", NULL };
 static const char *const azure_auth_keys[] = {
-	"api_key_env", "api_key_file", "api_key",
-	"bearer_token_env", "bearer_token_file", "bearer_token", NULL
+	"api_key_env",	     "api_key_file", "api_key", "bearer_token_env",
+	"bearer_token_file", "bearer_token", NULL
 };
-static const char *const bedrock_auth_keys[] = {
-	"access_key_id_env", "secret_access_key_env", "session_token_env",
-	"access_key_id", "secret_access_key", "session_token",
-	"credentials_file", "profile", NULL
-};
-static const char *const vertex_auth_keys[] = {
-	"service_account_file", "access_token_env", "access_token", NULL
-};
+static const char *const bedrock_auth_keys[] = { "access_key_id_env",
+						 "secret_access_key_env",
+						 "session_token_env",
+						 "access_key_id",
+						 "secret_access_key",
+						 "session_token",
+						 "credentials_file",
+						 "profile",
+						 NULL };
+static const char *const vertex_auth_keys[] = { "service_account_file", "access_token_env",
+						"access_token", NULL };
 
 static const char *const *auth_keys_of(enum provider provider)
 {
@@ -60,25 +61,23 @@ static int in_list(const char *const list[], const char *key)
 
 /* Unknown keys and keys that belong to another provider get different
  * sentences: the second is usually a provider typed wrong. */
-static int check_auth_keys(struct load_ctx *ctx, const char *auth_path,
-			   json_t *auth, enum provider provider)
+static int check_auth_keys(struct load_ctx *ctx, const char *auth_path, json_t *auth,
+			   enum provider provider)
 {
-	static const char *const *const every_provider[] = {
-		openai_auth_keys, azure_auth_keys, bedrock_auth_keys,
-		vertex_auth_keys
-	};
+	static const char *const *const every_provider[] = { openai_auth_keys, azure_auth_keys,
+							     bedrock_auth_keys, vertex_auth_keys };
 	const char *const *allowed = auth_keys_of(provider);
 	char key_path[JSON_PATH_MAX];
 	const char *key;
 	json_t *value;
 	size_t i;
 
-	json_object_foreach(auth, key, value) {
+	json_object_foreach(auth, key, value)
+	{
 		if (in_list(allowed, key))
 			continue;
 		json_path_join(key_path, auth_path, key);
-		for (i = 0; i < sizeof(every_provider) /
-					sizeof(every_provider[0]); i++) {
+		for (i = 0; i < sizeof(every_provider) / sizeof(every_provider[0]); i++) {
 			if (in_list(every_provider[i], key))
 				return load_error(ctx, -EINVAL, key_path,
 						  "not an auth key for provider %s",
@@ -98,8 +97,8 @@ int is_env_name(const char *name)
 	for (i = 0; name[i]; i++) {
 		char c = name[i];
 
-		if (!(c == '_' || (c >= 'A' && c <= 'Z') ||
-		      (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')))
+		if (!(c == '_' || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+		      (c >= '0' && c <= '9')))
 			return 0;
 	}
 	return 1;
@@ -115,8 +114,7 @@ int auth_source_add(struct cloud *cloud, const char *key, const char *value)
 		rc = -ENOMEM;
 		goto out;
 	}
-	grown = realloc(cloud->auth_sources,
-			(cloud->n_auth_sources + 1) * sizeof(*grown));
+	grown = realloc(cloud->auth_sources, (cloud->n_auth_sources + 1) * sizeof(*grown));
 	if (!grown) {
 		rc = -ENOMEM;
 		goto out;
@@ -149,15 +147,19 @@ void auth_sources_free(struct cloud *cloud)
 
 void wipe_inline_secrets(json_t *root)
 {
-	static const char *const inline_keys[] = {
-		"api_key", "bearer_token", "access_key_id",
-		"secret_access_key", "session_token", "access_token", NULL
-	};
+	static const char *const inline_keys[] = { "api_key",
+						   "bearer_token",
+						   "access_key_id",
+						   "secret_access_key",
+						   "session_token",
+						   "access_token",
+						   NULL };
 	json_t *cloud, *auth, *value;
 	const char *name;
 	size_t i;
 
-	json_object_foreach(json_object_get(root, "clouds"), name, cloud) {
+	json_object_foreach(json_object_get(root, "clouds"), name, cloud)
+	{
 		auth = json_object_get(cloud, "auth");
 		for (i = 0; inline_keys[i]; i++) {
 			value = json_object_get(auth, inline_keys[i]);
@@ -184,27 +186,24 @@ static int out_of_memory(struct load_ctx *ctx)
 	return load_error(ctx, -ENOMEM, NULL, "out of memory");
 }
 
-static int secret_from_env(struct load_ctx *ctx, const char *key_path,
-			   const char *var, char **dest)
+static int secret_from_env(struct load_ctx *ctx, const char *key_path, const char *var, char **dest)
 {
 	const char *value;
 
 	if (!is_env_name(var))
-		return load_error(ctx, -EINVAL, key_path,
-				  "not a valid environment variable name");
+		return load_error(ctx, -EINVAL, key_path, "not a valid environment variable name");
 	value = getenv(var);
 	if (!value)
-		return load_error(ctx, -EINVAL, key_path,
-				  "environment variable %s is not set", var);
+		return load_error(ctx, -EINVAL, key_path, "environment variable %s is not set",
+				  var);
 	if (!*value)
-		return load_error(ctx, -EINVAL, key_path,
-				  "environment variable %s is empty", var);
+		return load_error(ctx, -EINVAL, key_path, "environment variable %s is empty", var);
 	*dest = strdup(value);
 	return *dest ? 0 : out_of_memory(ctx);
 }
 
-static int secret_from_file(struct load_ctx *ctx, const char *key_path,
-			    const char *file, char **dest)
+static int secret_from_file(struct load_ctx *ctx, const char *key_path, const char *file,
+			    char **dest)
 {
 	char *text = NULL;
 	size_t len = 0;
@@ -243,9 +242,8 @@ static int inline_allowed(struct load_ctx *ctx, const char *key_path)
 
 /* Reads the secret NAME from NAME_env, NAME_file or NAME. Returns 1 when
  * one was given, 0 when none, or -errno. */
-static int read_slot(struct load_ctx *ctx, const char *auth_path,
-		     json_t *auth, const char *name, struct cloud *cloud,
-		     char **dest)
+static int read_slot(struct load_ctx *ctx, const char *auth_path, json_t *auth, const char *name,
+		     struct cloud *cloud, char **dest)
 {
 	char env_key[64], file_key[64], key_path[JSON_PATH_MAX];
 	const char *keys[3] = { env_key, file_key, name };
@@ -262,8 +260,7 @@ static int read_slot(struct load_ctx *ctx, const char *auth_path,
 			continue;
 		if (given) {
 			json_path_join(key_path, auth_path, keys[i]);
-			return load_error(ctx, -EINVAL, key_path,
-					  "conflicts with %s.%s", auth_path,
+			return load_error(ctx, -EINVAL, key_path, "conflicts with %s.%s", auth_path,
 					  given);
 		}
 		given = keys[i];
@@ -275,8 +272,7 @@ static int read_slot(struct load_ctx *ctx, const char *auth_path,
 	value = json_object_get(auth, given);
 	if (!json_is_string(value) || json_string_length(value) == 0 ||
 	    strlen(json_string_value(value)) != json_string_length(value)) {
-		rc = load_error(ctx, -EINVAL, key_path,
-				"must be a non-empty string");
+		rc = load_error(ctx, -EINVAL, key_path, "must be a non-empty string");
 		goto out;
 	}
 	source = json_string_value(value);
@@ -312,8 +308,8 @@ out:
 }
 
 /* The default of providers keyed by one environment variable. */
-static int api_key_default(struct load_ctx *ctx, const char *auth_path,
-			   const char *var, int required, struct cloud *cloud)
+static int api_key_default(struct load_ctx *ctx, const char *auth_path, const char *var,
+			   int required, struct cloud *cloud)
 {
 	const char *value = getenv(var);
 	int rc;
@@ -322,8 +318,7 @@ static int api_key_default(struct load_ctx *ctx, const char *auth_path,
 		if (!required)
 			return 0;
 		return load_error(ctx, -EINVAL, auth_path,
-				  "absent, and environment variable %s is not set",
-				  var);
+				  "absent, and environment variable %s is not set", var);
 	}
 	cloud->credentials.api_key = strdup(value);
 	if (!cloud->credentials.api_key)
@@ -340,8 +335,7 @@ static int uses_openai_itself(const struct cloud *cloud)
 
 	for (i = 0; i < cloud->n_regions; i++) {
 		if (cloud->regions[i].endpoint &&
-		    strcmp(cloud->regions[i].endpoint,
-			   OPENAI_DEFAULT_ENDPOINT) == 0)
+		    strcmp(cloud->regions[i].endpoint, OPENAI_DEFAULT_ENDPOINT) == 0)
 			return 1;
 	}
 	return 0;
@@ -376,9 +370,8 @@ static const char *aws_profile_name(void)
 	return profile && *profile ? profile : "default";
 }
 
-static int aws_file_credentials(struct load_ctx *ctx, const char *auth_path,
-				const char *prefix, const char *file,
-				const char *profile, struct cloud *cloud)
+static int aws_file_credentials(struct load_ctx *ctx, const char *auth_path, const char *prefix,
+				const char *file, const char *profile, struct cloud *cloud)
 {
 	char *default_file = NULL;
 	int rc;
@@ -387,16 +380,14 @@ static int aws_file_credentials(struct load_ctx *ctx, const char *auth_path,
 		default_file = aws_credentials_path();
 		if (!default_file) {
 			rc = load_error(ctx, -ENOENT, auth_path,
-					"%sno home directory to find .aws/credentials in",
-					prefix);
+					"%sno home directory to find .aws/credentials in", prefix);
 			goto out;
 		}
 		file = default_file;
 	}
 	if (!profile)
 		profile = aws_profile_name();
-	rc = aws_profile_read(ctx, auth_path, prefix, file, profile,
-			      &cloud->credentials);
+	rc = aws_profile_read(ctx, auth_path, prefix, file, profile, &cloud->credentials);
 	if (rc < 0)
 		goto out;
 	rc = auth_source_add(cloud, "credentials_file", file);
@@ -409,8 +400,7 @@ out:
 	return rc;
 }
 
-static int bedrock_default(struct load_ctx *ctx, const char *auth_path,
-			   struct cloud *cloud)
+static int bedrock_default(struct load_ctx *ctx, const char *auth_path, struct cloud *cloud)
 {
 	static const struct {
 		const char *var;
@@ -429,12 +419,13 @@ static int bedrock_default(struct load_ctx *ctx, const char *auth_path,
 	value = getenv("AWS_ACCESS_KEY_ID");
 	if (!value || !*value)
 		return aws_file_credentials(ctx, auth_path,
-					    "absent, AWS_ACCESS_KEY_ID is not set, and ",
-					    NULL, NULL, cloud);
+					    "absent, AWS_ACCESS_KEY_ID is not set, and ", NULL,
+					    NULL, cloud);
 	value = getenv("AWS_SECRET_ACCESS_KEY");
 	if (!value || !*value)
-		return load_error(ctx, -EINVAL, auth_path,
-				  "absent, and AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not");
+		return load_error(
+			ctx, -EINVAL, auth_path,
+			"absent, and AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not");
 
 	dests[0] = &creds->aws_access_key_id;
 	dests[1] = &creds->aws_secret_access_key;
@@ -453,16 +444,15 @@ static int bedrock_default(struct load_ctx *ctx, const char *auth_path,
 	return 0;
 }
 
-static int bedrock_auth(struct load_ctx *ctx, const char *auth_path,
-			json_t *auth, struct cloud *cloud)
+static int bedrock_auth(struct load_ctx *ctx, const char *auth_path, json_t *auth,
+			struct cloud *cloud)
 {
 	struct credentials *creds = &cloud->credentials;
 	char *file = NULL, *profile = NULL, *resolved = NULL;
 	int have_id, have_secret, have_token;
 	int rc;
 
-	rc = read_slot(ctx, auth_path, auth, "access_key_id", cloud,
-		       &creds->aws_access_key_id);
+	rc = read_slot(ctx, auth_path, auth, "access_key_id", cloud, &creds->aws_access_key_id);
 	if (rc < 0)
 		goto out;
 	have_id = rc;
@@ -471,8 +461,7 @@ static int bedrock_auth(struct load_ctx *ctx, const char *auth_path,
 	if (rc < 0)
 		goto out;
 	have_secret = rc;
-	rc = read_slot(ctx, auth_path, auth, "session_token", cloud,
-		       &creds->aws_session_token);
+	rc = read_slot(ctx, auth_path, auth, "session_token", cloud, &creds->aws_session_token);
 	if (rc < 0)
 		goto out;
 	have_token = rc;
@@ -486,8 +475,9 @@ static int bedrock_auth(struct load_ctx *ctx, const char *auth_path,
 
 	if (have_id || have_secret || have_token) {
 		if (file || profile) {
-			rc = load_error(ctx, -EINVAL, auth_path,
-					"give either access keys or credentials_file/profile, not both");
+			rc = load_error(
+				ctx, -EINVAL, auth_path,
+				"give either access keys or credentials_file/profile, not both");
 			goto out;
 		}
 		if (!have_id || !have_secret) {
@@ -505,8 +495,7 @@ static int bedrock_auth(struct load_ctx *ctx, const char *auth_path,
 			goto out;
 		}
 	}
-	rc = aws_file_credentials(ctx, auth_path, "", resolved, profile,
-				  cloud);
+	rc = aws_file_credentials(ctx, auth_path, "", resolved, profile, cloud);
 out:
 	free(resolved);
 	free(profile);
@@ -514,22 +503,21 @@ out:
 	return rc;
 }
 
-static int vertex_service_account(struct load_ctx *ctx, const char *path,
-				  const char *prefix, const char *file,
-				  struct cloud *cloud)
+static int vertex_service_account(struct load_ctx *ctx, const char *path, const char *prefix,
+				  const char *file, struct cloud *cloud)
 {
 	int rc;
 
-	rc = service_account_read(ctx, path, prefix, file,
-				  &cloud->credentials.service_account, NULL);
+	rc = service_account_read(ctx, path, prefix, file, &cloud->credentials.service_account,
+				  NULL);
 	if (rc < 0)
 		return rc;
 	rc = auth_source_add(cloud, "service_account_file", file);
 	return rc < 0 ? out_of_memory(ctx) : 0;
 }
 
-static int vertex_auth(struct load_ctx *ctx, const char *auth_path,
-		       json_t *auth, struct cloud *cloud)
+static int vertex_auth(struct load_ctx *ctx, const char *auth_path, json_t *auth,
+		       struct cloud *cloud)
 {
 	char key_path[JSON_PATH_MAX];
 	char *file = NULL, *resolved = NULL;
@@ -540,21 +528,21 @@ static int vertex_auth(struct load_ctx *ctx, const char *auth_path,
 		default_file = getenv("GOOGLE_APPLICATION_CREDENTIALS");
 		if (!default_file || !*default_file)
 			return load_error(ctx, -EINVAL, auth_path,
-					  "absent, and environment variable GOOGLE_APPLICATION_CREDENTIALS is not set");
-		return vertex_service_account(ctx, auth_path,
-					      "GOOGLE_APPLICATION_CREDENTIALS: ",
-					      default_file, cloud);
+					  "absent, and environment variable "
+					  "GOOGLE_APPLICATION_CREDENTIALS is not set");
+		return vertex_service_account(
+			ctx, auth_path, "GOOGLE_APPLICATION_CREDENTIALS: ", default_file, cloud);
 	}
 
-	rc = json_take_string(ctx, auth_path, auth, "service_account_file",
-			      &file);
+	rc = json_take_string(ctx, auth_path, auth, "service_account_file", &file);
 	if (rc < 0)
 		goto out;
 	if (file) {
 		if (json_object_get(auth, "access_token_env") ||
 		    json_object_get(auth, "access_token")) {
-			rc = load_error(ctx, -EINVAL, auth_path,
-					"give either service_account_file or an access token, not both");
+			rc = load_error(
+				ctx, -EINVAL, auth_path,
+				"give either service_account_file or an access token, not both");
 			goto out;
 		}
 		resolved = resolve_path(ctx, file);
@@ -563,8 +551,7 @@ static int vertex_auth(struct load_ctx *ctx, const char *auth_path,
 			goto out;
 		}
 		json_path_join(key_path, auth_path, "service_account_file");
-		rc = vertex_service_account(ctx, key_path, "", resolved,
-					    cloud);
+		rc = vertex_service_account(ctx, key_path, "", resolved, cloud);
 		goto out;
 	}
 	rc = read_slot(ctx, auth_path, auth, "access_token", cloud,
@@ -577,23 +564,20 @@ out:
 	return rc;
 }
 
-static int azure_auth(struct load_ctx *ctx, const char *auth_path,
-		      json_t *auth, struct cloud *cloud)
+static int azure_auth(struct load_ctx *ctx, const char *auth_path, json_t *auth,
+		      struct cloud *cloud)
 {
 	struct credentials *creds = &cloud->credentials;
 	int have_key;
 	int rc;
 
 	if (!auth)
-		return api_key_default(ctx, auth_path, "AZURE_OPENAI_API_KEY",
-				       1, cloud);
-	rc = read_slot(ctx, auth_path, auth, "api_key", cloud,
-		       &creds->api_key);
+		return api_key_default(ctx, auth_path, "AZURE_OPENAI_API_KEY", 1, cloud);
+	rc = read_slot(ctx, auth_path, auth, "api_key", cloud, &creds->api_key);
 	if (rc < 0)
 		return rc;
 	have_key = rc;
-	rc = read_slot(ctx, auth_path, auth, "bearer_token", cloud,
-		       &creds->bearer_token);
+	rc = read_slot(ctx, auth_path, auth, "bearer_token", cloud, &creds->bearer_token);
 	if (rc < 0)
 		return rc;
 	if (have_key && rc)
@@ -602,16 +586,15 @@ static int azure_auth(struct load_ctx *ctx, const char *auth_path,
 	return 0;
 }
 
-int credentials_load(struct load_ctx *ctx, const char *cloud_path,
-		     json_t *auth, struct cloud *cloud)
+int credentials_load(struct load_ctx *ctx, const char *cloud_path, json_t *auth,
+		     struct cloud *cloud)
 {
 	char auth_path[JSON_PATH_MAX];
 	int rc;
 
 	json_path_join(auth_path, cloud_path, "auth");
 	if (auth && !json_is_object(auth))
-		return load_error(ctx, -EINVAL, auth_path,
-				  "must be an object");
+		return load_error(ctx, -EINVAL, auth_path, "must be an object");
 	if (auth) {
 		rc = check_auth_keys(ctx, auth_path, auth, cloud->provider);
 		if (rc < 0)
@@ -626,13 +609,11 @@ int credentials_load(struct load_ctx *ctx, const char *cloud_path,
 		if (!auth && !uses_openai_itself(cloud))
 			return 0;
 		if (!auth)
-			return api_key_default(ctx, auth_path, "OPENAI_API_KEY",
-					       0, cloud);
+			return api_key_default(ctx, auth_path, "OPENAI_API_KEY", 0, cloud);
 		break;
 	case PROVIDER_ANTHROPIC:
 		if (!auth)
-			return api_key_default(ctx, auth_path,
-					       "ANTHROPIC_API_KEY", 1, cloud);
+			return api_key_default(ctx, auth_path, "ANTHROPIC_API_KEY", 1, cloud);
 		break;
 	case PROVIDER_AZURE:
 		return azure_auth(ctx, auth_path, auth, cloud);
@@ -643,7 +624,6 @@ int credentials_load(struct load_ctx *ctx, const char *cloud_path,
 	case PROVIDER_VERTEX:
 		return vertex_auth(ctx, auth_path, auth, cloud);
 	}
-	rc = read_slot(ctx, auth_path, auth, "api_key", cloud,
-		       &cloud->credentials.api_key);
+	rc = read_slot(ctx, auth_path, auth, "api_key", cloud, &cloud->credentials.api_key);
 	return rc < 0 ? rc : 0;
 }

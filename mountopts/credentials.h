@@ -15,8 +15,8 @@
  * the cloud's provider and regions must already be set. Returns 0 or
  * -errno with the sentence in ctx->err. What it filled in is released
  * by credentials_release() and auth_sources_free(), also on failure. */
-int credentials_load(struct load_ctx *ctx, const char *cloud_path,
-		     json_t *auth, struct cloud *cloud);
+int credentials_load(struct load_ctx *ctx, const char *cloud_path, json_t *auth,
+		     struct cloud *cloud);
 
 /* Overwrites every inline secret of ROOT, a §3.1 document, where jansson
  * keeps it: jansson frees without wiping. */
@@ -33,23 +33,19 @@ int auth_source_add(struct cloud *cloud, const char *key, const char *value);
 /* Reads the secret file FILE whole into a new buffer (caller wipes and
  * frees it with secret_free), refusing files that group or others may
  * read. Errors name PATH and start with PREFIX ("" for none). */
-int secret_file_read(struct load_ctx *ctx, const char *path,
-		     const char *prefix, const char *file, char **out,
-		     size_t *out_len);
+int secret_file_read(struct load_ctx *ctx, const char *path, const char *prefix, const char *file,
+		     char **out, size_t *out_len);
 
 /* Reads PROFILE from the AWS shared credentials FILE (INI) into CREDS.
  * Errors as for secret_file_read(). */
-int aws_profile_read(struct load_ctx *ctx, const char *path,
-		     const char *prefix, const char *file,
+int aws_profile_read(struct load_ctx *ctx, const char *path, const char *prefix, const char *file,
 		     const char *profile, struct credentials *creds);
 
 /* Reads a Google service account key FILE into a new struct (caller
  * frees with service_account_free). *PROJECT_ID, when not NULL, gets a
  * new copy of the key's project_id or NULL (caller frees). */
-int service_account_read(struct load_ctx *ctx, const char *path,
-			 const char *prefix, const char *file,
-			 struct google_service_account **out,
-			 char **project_id);
+int service_account_read(struct load_ctx *ctx, const char *path, const char *prefix,
+			 const char *file, struct google_service_account **out, char **project_id);
 
 void service_account_free(struct google_service_account *account);
 

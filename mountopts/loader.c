@@ -16,8 +16,7 @@ void format_into(char *buf, size_t size, const char *fmt, ...)
 	va_end(ap);
 }
 
-int load_error(struct load_ctx *ctx, int rc, const char *path,
-	       const char *fmt, ...)
+int load_error(struct load_ctx *ctx, int rc, const char *path, const char *fmt, ...)
 {
 	char reason[CONFIG_ERROR_MAX];
 	va_list ap;
@@ -27,11 +26,9 @@ int load_error(struct load_ctx *ctx, int rc, const char *path,
 	va_end(ap);
 
 	if (path && *path)
-		format_into(ctx->err, CONFIG_ERROR_MAX, "%s: %s: %s",
-			    ctx->file, path, reason);
+		format_into(ctx->err, CONFIG_ERROR_MAX, "%s: %s: %s", ctx->file, path, reason);
 	else
-		format_into(ctx->err, CONFIG_ERROR_MAX, "%s: %s", ctx->file,
-			    reason);
+		format_into(ctx->err, CONFIG_ERROR_MAX, "%s: %s", ctx->file, reason);
 	return rc;
 }
 
@@ -48,12 +45,11 @@ int load_syntax_error(struct load_ctx *ctx, const json_error_t *error)
 		*near = '\0';
 	if (error->line < 0)
 		return load_error(ctx, -EINVAL, NULL, "%s", text);
-	return load_error(ctx, -EINVAL, NULL, "line %d column %d: %s",
-			  error->line, error->column, text);
+	return load_error(ctx, -EINVAL, NULL, "line %d column %d: %s", error->line, error->column,
+			  text);
 }
 
-void json_path_join(char out[JSON_PATH_MAX], const char *parent,
-		    const char *key)
+void json_path_join(char out[JSON_PATH_MAX], const char *parent, const char *key)
 {
 	if (parent && *parent)
 		format_into(out, JSON_PATH_MAX, "%s.%s", parent, key);
@@ -61,15 +57,15 @@ void json_path_join(char out[JSON_PATH_MAX], const char *parent,
 		format_into(out, JSON_PATH_MAX, "%s", key);
 }
 
-int check_keys(struct load_ctx *ctx, const char *path, json_t *obj,
-	       const char *const allowed[])
+int check_keys(struct load_ctx *ctx, const char *path, json_t *obj, const char *const allowed[])
 {
 	char key_path[JSON_PATH_MAX];
 	const char *key;
 	json_t *value;
 	size_t i;
 
-	json_object_foreach(obj, key, value) {
+	json_object_foreach(obj, key, value)
+	{
 		int known = 0;
 
 		for (i = 0; allowed[i]; i++) {
@@ -80,15 +76,13 @@ int check_keys(struct load_ctx *ctx, const char *path, json_t *obj,
 		}
 		if (!known) {
 			json_path_join(key_path, path, key);
-			return load_error(ctx, -EINVAL, key_path,
-					  "unknown key");
+			return load_error(ctx, -EINVAL, key_path, "unknown key");
 		}
 	}
 	return 0;
 }
 
-int check_file_name(struct load_ctx *ctx, const char *path,
-		    const char *name, size_t len)
+int check_file_name(struct load_ctx *ctx, const char *path, const char *name, size_t len)
 {
 	const char *why = NULL;
 
@@ -104,13 +98,12 @@ int check_file_name(struct load_ctx *ctx, const char *path,
 		why = "is longer than 255 bytes";
 
 	if (why)
-		return load_error(ctx, -EINVAL, path,
-				  "not a valid file name: the name %s", why);
+		return load_error(ctx, -EINVAL, path, "not a valid file name: the name %s", why);
 	return 0;
 }
 
-int json_take_string(struct load_ctx *ctx, const char *path, json_t *obj,
-		     const char *key, char **out)
+int json_take_string(struct load_ctx *ctx, const char *path, json_t *obj, const char *key,
+		     char **out)
 {
 	char key_path[JSON_PATH_MAX];
 	json_t *value = json_object_get(obj, key);
@@ -124,8 +117,7 @@ int json_take_string(struct load_ctx *ctx, const char *path, json_t *obj,
 	if (json_string_length(value) == 0)
 		return load_error(ctx, -EINVAL, key_path, "must not be empty");
 	if (strlen(json_string_value(value)) != json_string_length(value))
-		return load_error(ctx, -EINVAL, key_path,
-				  "must not contain a NUL byte");
+		return load_error(ctx, -EINVAL, key_path, "must not contain a NUL byte");
 	copy = strdup(json_string_value(value));
 	if (!copy)
 		return load_error(ctx, -ENOMEM, NULL, "out of memory");

@@ -17,18 +17,18 @@ struct catalog;
 
 /* What every reader needs to know about the file being read. */
 struct load_ctx {
-	const char *file;		/* as named in messages */
-	char *dir;			/* relative paths resolve here; owned */
-	int have_file_mode;		/* 0: no file (environment) */
+	const char *file;   /* as named in messages */
+	char *dir;	    /* relative paths resolve here; owned */
+	int have_file_mode; /* 0: no file (environment) */
 	mode_t file_mode;
-	const struct catalog *catalog;	/* borrowed */
-	char *err;			/* CONFIG_ERROR_MAX bytes, borrowed */
+	const struct catalog *catalog; /* borrowed */
+	char *err;		       /* CONFIG_ERROR_MAX bytes, borrowed */
 };
 
 /* Writes "FILE: PATH: reason" into ctx->err (PATH may be NULL or "")
  * and returns RC, so callers can write rc = load_error(...). */
-int load_error(struct load_ctx *ctx, int rc, const char *path,
-	       const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+int load_error(struct load_ctx *ctx, int rc, const char *path, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
 
 /* snprintf for text that may be cut short: messages and JSON paths are
  * bounded, and a cut one still reads. */
@@ -42,22 +42,19 @@ void format_into(char *buf, size_t size, const char *fmt, ...)
 int load_syntax_error(struct load_ctx *ctx, const json_error_t *error);
 
 /* Joins PARENT and KEY with a dot into OUT (JSON_PATH_MAX bytes). */
-void json_path_join(char out[JSON_PATH_MAX], const char *parent,
-		    const char *key);
+void json_path_join(char out[JSON_PATH_MAX], const char *parent, const char *key);
 
 /* Fails with "PATH.KEY: unknown key" for the first key of OBJ that is
  * not in the NULL-terminated list ALLOWED. */
-int check_keys(struct load_ctx *ctx, const char *path, json_t *obj,
-	       const char *const allowed[]);
+int check_keys(struct load_ctx *ctx, const char *path, json_t *obj, const char *const allowed[]);
 
 /* Checks that NAME (LEN bytes, from a JSON key) may be a directory name. */
-int check_file_name(struct load_ctx *ctx, const char *path,
-		    const char *name, size_t len);
+int check_file_name(struct load_ctx *ctx, const char *path, const char *name, size_t len);
 
 /* Reads OBJ[KEY] as a non-empty string. Returns 1 and a new copy in *OUT
  * (caller frees), 0 if absent (*OUT untouched), or -errno. */
-int json_take_string(struct load_ctx *ctx, const char *path, json_t *obj,
-		     const char *key, char **out);
+int json_take_string(struct load_ctx *ctx, const char *path, json_t *obj, const char *key,
+		     char **out);
 
 /* Returns a new string (caller frees): PATH itself when absolute or when
  * there is no directory to resolve against, else DIR/PATH. NULL: ENOMEM. */
@@ -68,15 +65,13 @@ char *resolve_path(const struct load_ctx *ctx, const char *path);
  * defaults. Returns 0 or -errno with the sentence in ctx->err. Shared by
  * config_load() and the embedded default, which builds such a document
  * from the environment. */
-int config_from_json(struct load_ctx *ctx, json_t *root,
-		     struct config **out);
+int config_from_json(struct load_ctx *ctx, json_t *root, struct config **out);
 
 /* The residency tags of a provider's region, from a built-in table
  * (SPEC §3.4). Fills TAGS with static strings, or REGION itself, and
  * returns how many (1 or 2). A region the table does not know is tagged
  * with its own name, so that it never matches a policy asking for eu. */
-size_t region_geo_tags(enum provider provider, const char *region,
-		       const char *tags[2]);
+size_t region_geo_tags(enum provider provider, const char *region, const char *tags[2]);
 
 /* Whether a TCP connection to HOST:PORT opens within TIMEOUT_MS. Nothing
  * is sent. 1 yes, 0 no. */

@@ -64,7 +64,7 @@ static const struct fuse_opt promptfs_opts[] = {
 	FUSE_OPT_KEY("defaults", FUSE_OPT_KEY_DISCARD),
 	/* always on: the kernel enforces the modes we report */
 	FUSE_OPT_KEY("default_permissions", FUSE_OPT_KEY_DISCARD),
-	FUSE_OPT_END
+	FUSE_OPT_END,
 };
 
 struct parse_state {
@@ -175,7 +175,8 @@ static int parse_log(struct parse_state *st, const char *arg)
 		return 0;
 	}
 	if (value[0] != '/')
-		return parse_fail(st, "option %s: expected stderr, syslog or an absolute file path", arg);
+		return parse_fail(st, "option %s: expected stderr, syslog or an absolute file path",
+				  arg);
 	st->opts->log_target = LOG_TO_FILE;
 	return replace_string(st, &st->opts->log_file, value);
 }
@@ -203,7 +204,8 @@ static int parse_max_response_bytes(struct parse_state *st, const char *arg)
 	errno = 0;
 	v = strtoll(value, &end, 10);
 	if (errno || end == value || *end || v < 1024 || v > (1LL << 32))
-		return parse_fail(st, "option %s: expected a byte count from 1024 to 4294967296", arg);
+		return parse_fail(st, "option %s: expected a byte count from 1024 to 4294967296",
+				  arg);
 	st->opts->max_answer_bytes = (size_t)v;
 	return 0;
 }
@@ -225,7 +227,8 @@ static int parse_keyed_option(struct parse_state *st, const char *arg, int key)
 		return parse_seconds(st, arg, &o->connect_timeout_s);
 	case KEY_CAFILE:
 		if (access(option_value(arg), R_OK) != 0)
-			return parse_fail(st, "option cafile: %s: %s", option_value(arg), strerror(errno));
+			return parse_fail(st, "option cafile: %s: %s", option_value(arg),
+					  strerror(errno));
 		return replace_string(st, &o->cafile, option_value(arg));
 	case KEY_ADMIN_UID:
 		return parse_id(st, arg, &o->admin_uid);
@@ -343,11 +346,13 @@ static int add_fuse_defaults(struct parse_state *st, struct fuse_args *fuse_args
 	return 0;
 }
 
-int options_parse(int argc, char **argv, struct mount_options *opts,
-		  struct fuse_args *fuse_args, char *err, size_t err_size)
+int options_parse(int argc, char **argv, struct mount_options *opts, struct fuse_args *fuse_args,
+		  char *err, size_t err_size)
 {
 	struct parse_state st = {
-		.opts = opts, .err = err, .err_size = err_size,
+		.opts = opts,
+		.err = err,
+		.err_size = err_size,
 	};
 	struct fuse_args in = FUSE_ARGS_INIT(argc, argv);
 
@@ -372,7 +377,8 @@ int options_parse(int argc, char **argv, struct mount_options *opts,
 	} else if (st.n_nonopts == 1) {
 		opts->mountpoint = st.nonopts[0];
 	} else if (!opts->print_config) {
-		parse_fail(&st, "missing MOUNTPOINT (usage: promptfs [options] [CONFIG] MOUNTPOINT)");
+		parse_fail(&st,
+			   "missing MOUNTPOINT (usage: promptfs [options] [CONFIG] MOUNTPOINT)");
 		goto fail;
 	}
 	st.nonopts[0] = st.nonopts[1] = NULL;

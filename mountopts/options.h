@@ -16,7 +16,7 @@
 enum log_target { LOG_TO_DEFAULT, LOG_TO_STDERR, LOG_TO_SYSLOG, LOG_TO_FILE };
 
 struct mount_options {
-	char *config_path;	/* NULL: the embedded default */
+	char *config_path; /* NULL: the embedded default */
 	char *mountpoint;
 	int foreground;
 	int debug;
@@ -24,16 +24,16 @@ struct mount_options {
 	int show_version;
 	int print_config;
 
-	char *state_dir;	/* always set after options_parse */
+	char *state_dir; /* always set after options_parse */
 	unsigned max_inflight;
 	double timeout_s;
 	double connect_timeout_s;
 	char *cafile;
-	long admin_uid;		/* -1: none */
+	long admin_uid; /* -1: none */
 	long admin_gid;
 	enum log_target log_target;
 	char *log_file;
-	int log_level;		/* LOG_ERR … LOG_DEBUG from syslog.h */
+	int log_level; /* LOG_ERR … LOG_DEBUG from syslog.h */
 	char *catalog_path;
 
 	/* Not from the user: internal limits with safe defaults. */
@@ -44,8 +44,8 @@ struct mount_options {
 /* Parses ARGC/ARGV into OPTS (zeroed and defaulted first) and FUSE_ARGS
  * (caller frees with fuse_opt_free_args; options_release frees OPTS's
  * strings). Returns 0, or -EINVAL with a sentence in ERR. */
-int options_parse(int argc, char **argv, struct mount_options *opts,
-		  struct fuse_args *fuse_args, char *err, size_t err_size);
+int options_parse(int argc, char **argv, struct mount_options *opts, struct fuse_args *fuse_args,
+		  char *err, size_t err_size);
 
 void options_release(struct mount_options *opts);
 

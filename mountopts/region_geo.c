@@ -6,23 +6,16 @@
 #include "mountopts/loader.h"
 
 struct geo_rule {
-	const char *pattern;	/* exact name, or a prefix when it ends in '*' */
+	const char *pattern; /* exact name, or a prefix when it ends in '*' */
 	const char *tag;
-	const char *country;	/* a second, narrower tag; NULL if none */
+	const char *country; /* a second, narrower tag; NULL if none */
 };
 
 static const struct geo_rule aws_rules[] = {
-	{ "eu-central-1", "eu", "de" },
-	{ "us-gov-*", "us", NULL },
-	{ "eu-*", "eu", NULL },
-	{ "us-*", "us", NULL },
-	{ "ap-*", "apac", NULL },
-	{ "ca-*", "ca", NULL },
-	{ "sa-*", "sa", NULL },
-	{ "me-*", "me", NULL },
-	{ "il-*", "me", NULL },
-	{ "af-*", "af", NULL },
-	{ NULL, NULL, NULL }
+	{ "eu-central-1", "eu", "de" }, { "us-gov-*", "us", NULL }, { "eu-*", "eu", NULL },
+	{ "us-*", "us", NULL },		{ "ap-*", "apac", NULL },   { "ca-*", "ca", NULL },
+	{ "sa-*", "sa", NULL },		{ "me-*", "me", NULL },	    { "il-*", "me", NULL },
+	{ "af-*", "af", NULL },		{ NULL, NULL, NULL }
 };
 
 static const struct geo_rule azure_rules[] = {
@@ -61,21 +54,19 @@ static const struct geo_rule azure_rules[] = {
 	{ NULL, NULL, NULL }
 };
 
-static const struct geo_rule gcp_rules[] = {
-	{ "global", "global", NULL },
-	{ "europe-west3", "eu", "de" },
-	{ "europe-west2", "uk", NULL },
-	{ "europe-west6", "ch", NULL },
-	{ "europe-*", "eu", NULL },
-	{ "us-*", "us", NULL },
-	{ "northamerica-*", "ca", NULL },
-	{ "asia-*", "apac", NULL },
-	{ "australia-*", "apac", NULL },
-	{ "southamerica-*", "sa", NULL },
-	{ "me-*", "me", NULL },
-	{ "africa-*", "af", NULL },
-	{ NULL, NULL, NULL }
-};
+static const struct geo_rule gcp_rules[] = { { "global", "global", NULL },
+					     { "europe-west3", "eu", "de" },
+					     { "europe-west2", "uk", NULL },
+					     { "europe-west6", "ch", NULL },
+					     { "europe-*", "eu", NULL },
+					     { "us-*", "us", NULL },
+					     { "northamerica-*", "ca", NULL },
+					     { "asia-*", "apac", NULL },
+					     { "australia-*", "apac", NULL },
+					     { "southamerica-*", "sa", NULL },
+					     { "me-*", "me", NULL },
+					     { "africa-*", "af", NULL },
+					     { NULL, NULL, NULL } };
 
 static int rule_matches(const struct geo_rule *rule, const char *region)
 {
@@ -86,8 +77,7 @@ static int rule_matches(const struct geo_rule *rule, const char *region)
 	return strcmp(region, rule->pattern) == 0;
 }
 
-size_t region_geo_tags(enum provider provider, const char *region,
-		       const char *tags[2])
+size_t region_geo_tags(enum provider provider, const char *region, const char *tags[2])
 {
 	const struct geo_rule *rules = NULL;
 	size_t i;

@@ -12,9 +12,8 @@
 /* Key files are a few kilobytes; anything far bigger is not one. */
 #define SECRET_FILE_MAX (1024 * 1024)
 
-int secret_file_read(struct load_ctx *ctx, const char *path,
-		     const char *prefix, const char *file, char **out,
-		     size_t *out_len)
+int secret_file_read(struct load_ctx *ctx, const char *path, const char *prefix, const char *file,
+		     char **out, size_t *out_len)
 {
 	char *buf = NULL;
 	size_t len = 0;
@@ -25,18 +24,17 @@ int secret_file_read(struct load_ctx *ctx, const char *path,
 
 	fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0) {
-		rc = load_error(ctx, -errno, path, "%scannot open %s: %s",
-				prefix, file, strerror(errno));
+		rc = load_error(ctx, -errno, path, "%scannot open %s: %s", prefix, file,
+				strerror(errno));
 		goto out;
 	}
 	if (fstat(fd, &st) < 0) {
-		rc = load_error(ctx, -errno, path, "%scannot stat %s: %s",
-				prefix, file, strerror(errno));
+		rc = load_error(ctx, -errno, path, "%scannot stat %s: %s", prefix, file,
+				strerror(errno));
 		goto out;
 	}
 	if (!S_ISREG(st.st_mode)) {
-		rc = load_error(ctx, -EINVAL, path,
-				"%s%s is not a regular file", prefix, file);
+		rc = load_error(ctx, -EINVAL, path, "%s%s is not a regular file", prefix, file);
 		goto out;
 	}
 	if (st.st_mode & (S_IRGRP | S_IROTH)) {
@@ -46,8 +44,7 @@ int secret_file_read(struct load_ctx *ctx, const char *path,
 		goto out;
 	}
 	if (st.st_size > SECRET_FILE_MAX) {
-		rc = load_error(ctx, -EFBIG, path,
-				"%s%s is larger than %d bytes", prefix, file,
+		rc = load_error(ctx, -EFBIG, path, "%s%s is larger than %d bytes", prefix, file,
 				SECRET_FILE_MAX);
 		goto out;
 	}
@@ -63,8 +60,7 @@ int secret_file_read(struct load_ctx *ctx, const char *path,
 		if (got < 0 && errno == EINTR)
 			continue;
 		if (got < 0) {
-			rc = load_error(ctx, -errno, path,
-					"%scannot read %s: %s", prefix, file,
+			rc = load_error(ctx, -errno, path, "%scannot read %s: %s", prefix, file,
 					strerror(errno));
 			goto out;
 		}
@@ -74,8 +70,7 @@ int secret_file_read(struct load_ctx *ctx, const char *path,
 	}
 	buf[len] = '\0';
 	if (strlen(buf) != len) {
-		rc = load_error(ctx, -EINVAL, path, "%s%s contains a NUL byte",
-				prefix, file);
+		rc = load_error(ctx, -EINVAL, path, "%s%s contains a NUL byte", prefix, file);
 		goto out;
 	}
 	*out = buf;

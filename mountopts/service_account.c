@@ -37,18 +37,14 @@ static void wipe_private_key(json_t *root)
 	json_t *value = json_object_get(root, "private_key");
 
 	if (json_is_string(value))
-		explicit_bzero((char *)json_string_value(value),
-			       json_string_length(value));
+		explicit_bzero((char *)json_string_value(value), json_string_length(value));
 }
 
-int service_account_read(struct load_ctx *ctx, const char *path,
-			 const char *prefix, const char *file,
-			 struct google_service_account **out,
-			 char **project_id)
+int service_account_read(struct load_ctx *ctx, const char *path, const char *prefix,
+			 const char *file, struct google_service_account **out, char **project_id)
 {
-	static const char *const required[] = {
-		"client_email", "private_key", "private_key_id", NULL
-	};
+	static const char *const required[] = { "client_email", "private_key", "private_key_id",
+						NULL };
 	struct google_service_account *account = NULL;
 	char **fields[3];
 	json_error_t error;
@@ -64,16 +60,16 @@ int service_account_read(struct load_ctx *ctx, const char *path,
 	root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &error);
 	if (!root) {
 		/* Only the position: jansson's text may quote the key. */
-		rc = load_error(ctx, -EINVAL, path,
-				"%s%s: not valid JSON (line %d column %d)",
+		rc = load_error(ctx, -EINVAL, path, "%s%s: not valid JSON (line %d column %d)",
 				prefix, file, error.line, error.column);
 		goto out;
 	}
 	type = json_string_value(json_object_get(root, "type"));
 	if (!type || strcmp(type, "service_account") != 0) {
-		rc = load_error(ctx, -EINVAL, path,
-				"%s%s: not a service account key (\"type\" is not \"service_account\")",
-				prefix, file);
+		rc = load_error(
+			ctx, -EINVAL, path,
+			"%s%s: not a service account key (\"type\" is not \"service_account\")",
+			prefix, file);
 		goto out;
 	}
 	account = calloc(1, sizeof(*account));
@@ -91,8 +87,7 @@ int service_account_read(struct load_ctx *ctx, const char *path,
 			goto out;
 		}
 		if (rc == 0) {
-			rc = load_error(ctx, -EINVAL, path,
-					"%s%s: \"%s\" is missing or empty",
+			rc = load_error(ctx, -EINVAL, path, "%s%s: \"%s\" is missing or empty",
 					prefix, file, required[i]);
 			goto out;
 		}

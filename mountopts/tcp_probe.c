@@ -26,8 +26,7 @@ static int connect_within(const struct addrinfo *ai, long deadline)
 	int fd, rc, so_error = 0;
 	int answered = 0;
 
-	fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK |
-			SOCK_CLOEXEC, ai->ai_protocol);
+	fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
 	if (fd < 0)
 		return 0;
 	rc = connect(fd, ai->ai_addr, ai->ai_addrlen);

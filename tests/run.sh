@@ -92,6 +92,21 @@ run_suite() {
 	count "$p" "$f"
 }
 
+note "C style (.clang-format)"
+c_files=$(git ls-files 'fs/*.[ch]' 'backends/*.[ch]' 'mountopts/*.[ch]' 'tests/unit/*.c' 2>/dev/null)
+if ! command -v clang-format >/dev/null; then
+	echo "clang-format not installed: style not checked"
+elif [ -z "$c_files" ]; then
+	echo "not a git checkout: style not checked"
+elif clang-format --dry-run --Werror $c_files 2>build-format.log; then
+	echo "style: every C file matches .clang-format"
+	count 1 0
+else
+	head -n 40 build-format.log
+	echo "style: run clang-format -i on the files above"
+	count 0 1
+fi
+
 note "fake cloud self-test"
 if "$python" tests/fakecloud/selftest.py >build-selftest.log 2>&1; then
 	n=$(grep -Eo '^Ran [0-9]+' build-selftest.log | grep -Eo '[0-9]+')

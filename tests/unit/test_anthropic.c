@@ -25,7 +25,7 @@ struct recorder {
 	int finish_calls;
 	char request_id[128];
 	int request_id_calls;
-	int text_rc;		/* what text() answers; 0 takes the bytes */
+	int text_rc; /* what text() answers; 0 takes the bytes */
 };
 
 static int record_text(void *ctx, const char *bytes, size_t len)
@@ -83,9 +83,8 @@ static void recorder_reset(struct recorder *rec)
 /* Feeds STREAM cut in two at SPLIT (the second half byte by byte when
  * BYTEWISE), then ends the body. Returns the first failure, or what
  * parser_finish says. */
-static int stream_run(const struct backend *b, const char *stream, size_t len,
-		      size_t split, int bytewise, struct recorder *rec,
-		      struct attempt_error *err)
+static int stream_run(const struct backend *b, const char *stream, size_t len, size_t split,
+		      int bytewise, struct recorder *rec, struct attempt_error *err)
 {
 	struct stream_parser *p;
 	size_t i;
@@ -97,8 +96,7 @@ static int stream_run(const struct backend *b, const char *stream, size_t len,
 	assert_non_null(p);
 	rc = b->parser_feed(p, stream, split, err);
 	for (i = split; rc == 0 && i < len; i += bytewise ? 1 : len - split)
-		rc = b->parser_feed(p, stream + i, bytewise ? 1 : len - split,
-				    err);
+		rc = b->parser_feed(p, stream + i, bytewise ? 1 : len - split, err);
 	if (rc == 0)
 		rc = b->parser_finish(p, err);
 	b->parser_free(p);
@@ -107,11 +105,9 @@ static int stream_run(const struct backend *b, const char *stream, size_t len,
 
 /* Runs STREAM split at every byte, and once byte by byte, and checks
  * each run reports the same complete answer. */
-static void stream_expect_everywhere(const struct backend *b,
-				     const char *stream, const char *text,
+static void stream_expect_everywhere(const struct backend *b, const char *stream, const char *text,
 				     long input_tokens, long output_tokens,
-				     const char *finish_reason,
-				     const char *request_id)
+				     const char *finish_reason, const char *request_id)
 {
 	struct recorder rec;
 	struct attempt_error err;
@@ -121,8 +117,7 @@ static void stream_expect_everywhere(const struct backend *b,
 
 	for (bytewise = 0; bytewise < 2; bytewise++) {
 		for (split = 0; split <= len; split += bytewise ? len + 1 : 1) {
-			assert_int_equal(stream_run(b, stream, len, split,
-						    bytewise, &rec, &err),
+			assert_int_equal(stream_run(b, stream, len, split, bytewise, &rec, &err),
 					 0);
 			assert_string_equal(rec.text, text);
 			assert_int_equal(rec.input_tokens, input_tokens);
@@ -136,8 +131,8 @@ static void stream_expect_everywhere(const struct backend *b,
 }
 
 /* Runs STREAM whole and expects a failure. */
-static int stream_fail(const struct backend *b, const char *stream,
-		       struct recorder *rec, struct attempt_error *err)
+static int stream_fail(const struct backend *b, const char *stream, struct recorder *rec,
+		       struct attempt_error *err)
 {
 	size_t len = strlen(stream);
 	int rc = stream_run(b, stream, len, len, 0, rec, err);
@@ -153,8 +148,7 @@ static void headers_join(const struct curl_slist *list, char *out, size_t size)
 
 	out[0] = '\0';
 	for (; list; list = list->next) {
-		used += (size_t)snprintf(out + used, size - used, "%s\n",
-					 list->data);
+		used += (size_t)snprintf(out + used, size - used, "%s\n", list->data);
 		assert_true(used < size);
 	}
 }
@@ -165,9 +159,8 @@ static void head_init(struct http_response_head *head, long status)
 	head->status = status;
 }
 
-static void classify(const struct backend *b,
-		     const struct http_response_head *head, const char *body,
-		     struct attempt_error *err)
+static void classify(const struct backend *b, const struct http_response_head *head,
+		     const char *body, struct attempt_error *err)
 {
 	memset(err, 0, sizeof(*err));
 	b->classify_error(head, body, strlen(body), err);
@@ -228,11 +221,10 @@ static void build_request_full(void **state)
 	assert_int_equal(backend_anthropic.build_request(&target, &req, &out), 0);
 	assert_string_equal(out.url, "https://api.anthropic.com/v1/messages");
 	headers_join(out.headers, headers, sizeof(headers));
-	assert_string_equal(headers,
-			    "x-api-key: sk-ant-test\n"
-			    "anthropic-version: 2023-06-01\n"
-			    "content-type: application/json\n"
-			    "accept: text/event-stream\n");
+	assert_string_equal(headers, "x-api-key: sk-ant-test\n"
+				     "anthropic-version: 2023-06-01\n"
+				     "content-type: application/json\n"
+				     "accept: text/event-stream\n");
 	assert_string_equal(out.body,
 			    "{\"model\":\"claude-sonnet-4-20250514\",\"max_tokens\":300,"
 			    "\"system\":\"You are terse.\\n\\nAnswer in English.\","
@@ -257,15 +249,14 @@ static void build_request_max_tokens_defaults(void **state)
 	(void)state;
 	/* Anthropic requires max_tokens: the built-in bound... */
 	assert_int_equal(backend_anthropic.build_request(&target, &req, &out), 0);
-	assert_string_equal(out.body,
-			    "{\"model\":\"claude-sonnet-4-20250514\",\"max_tokens\":4096,"
-			    "\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}],\"stream\":true}");
+	assert_string_equal(
+		out.body,
+		"{\"model\":\"claude-sonnet-4-20250514\",\"max_tokens\":4096,"
+		"\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}],\"stream\":true}");
 	http_request_release(&out);
 	/* ...or the deployment's. */
 	capped.max_output_tokens = 8192;
-	assert_int_equal(backend_anthropic.build_request(&capped_target, &req,
-							 &out),
-			 0);
+	assert_int_equal(backend_anthropic.build_request(&capped_target, &req, &out), 0);
 	assert_non_null(strstr(out.body, "\"max_tokens\":8192,"));
 	http_request_release(&out);
 }
@@ -279,71 +270,83 @@ static void build_request_refusals(void **state)
 	struct http_request out;
 
 	(void)state;
-	assert_int_equal(backend_anthropic.build_request(&keyless, &hello, &out),
-			 -ENOKEY);
+	assert_int_equal(backend_anthropic.build_request(&keyless, &hello, &out), -ENOKEY);
 	assert_null(out.url);
-	assert_int_equal(backend_anthropic.build_request(&target, &only_system,
-							 &out),
-			 -EINVAL);
+	assert_int_equal(backend_anthropic.build_request(&target, &only_system, &out), -EINVAL);
 }
 
 /* ---- streamed answer -------------------------------------------------- */
 
 /* The reference's example stream, with two deltas. */
-static const char stream_ok[] =
-	"event: message_start\n"
-	"data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_01XFD\",\"type\":\"message\",\"role\":\"assistant\","
-	"\"content\":[],\"model\":\"claude-sonnet-4-20250514\",\"stop_reason\":null,\"stop_sequence\":null,"
-	"\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\n"
-	"\n"
-	"event: content_block_start\n"
-	"data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n"
-	"\n"
-	"event: ping\n"
-	"data: {\"type\":\"ping\"}\n"
-	"\n"
-	"event: content_block_delta\n"
-	"data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello\"}}\n"
-	"\n"
-	"event: content_block_delta\n"
-	"data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\", w\xc3\xb6rld\"}}\n"
-	"\n"
-	"event: content_block_stop\n"
-	"data: {\"type\":\"content_block_stop\",\"index\":0}\n"
-	"\n"
-	"event: message_delta\n"
-	"data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":15}}\n"
-	"\n"
-	"event: message_stop\n"
-	"data: {\"type\":\"message_stop\"}\n"
-	"\n";
+static const char stream_ok[] = "event: message_start\n"
+				"data: "
+				"{\"type\":\"message_start\",\"message\":{\"id\":\"msg_01XFD\","
+				"\"type\":\"message\",\"role\":\"assistant\","
+				"\"content\":[],\"model\":\"claude-sonnet-4-20250514\",\"stop_"
+				"reason\":null,\"stop_sequence\":null,"
+				"\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\n"
+				"\n"
+				"event: content_block_start\n"
+				"data: "
+				"{\"type\":\"content_block_start\",\"index\":0,\"content_block\":{"
+				"\"type\":\"text\",\"text\":\"\"}}\n"
+				"\n"
+				"event: ping\n"
+				"data: {\"type\":\"ping\"}\n"
+				"\n"
+				"event: content_block_delta\n"
+				"data: "
+				"{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":"
+				"\"text_delta\",\"text\":\"Hello\"}}\n"
+				"\n"
+				"event: content_block_delta\n"
+				"data: "
+				"{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":"
+				"\"text_delta\",\"text\":\", w\xc3\xb6rld\"}}\n"
+				"\n"
+				"event: content_block_stop\n"
+				"data: {\"type\":\"content_block_stop\",\"index\":0}\n"
+				"\n"
+				"event: message_delta\n"
+				"data: "
+				"{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_"
+				"turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":15}}\n"
+				"\n"
+				"event: message_stop\n"
+				"data: {\"type\":\"message_stop\"}\n"
+				"\n";
 
 static void stream_complete(void **state)
 {
 	(void)state;
-	stream_expect_everywhere(&backend_anthropic, stream_ok,
-				 "Hello, w\xc3\xb6rld", 25, 15, "stop",
-				 "msg_01XFD");
+	stream_expect_everywhere(&backend_anthropic, stream_ok, "Hello, w\xc3\xb6rld", 25, 15,
+				 "stop", "msg_01XFD");
 }
 
 static void stream_stop_reasons(void **state)
 {
 	static const char stream_head[] =
 		"event: message_start\n"
-		"data: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"usage\":{\"input_tokens\":3,"
-		"\"cache_read_input_tokens\":10,\"cache_creation_input_tokens\":2,\"output_tokens\":1}}}\n\n"
+		"data: "
+		"{\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"usage\":{\"input_tokens\":"
+		"3,"
+		"\"cache_read_input_tokens\":10,\"cache_creation_input_tokens\":2,\"output_"
+		"tokens\":1}}}\n\n"
 		"event: thinking_soon\n"
 		"data: {\"type\":\"thinking_soon\"}\n\n"
 		"event: content_block_delta\n"
-		"data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"thinking_delta\",\"thinking\":\"hmm\"}}\n\n"
+		"data: "
+		"{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"thinking_"
+		"delta\",\"thinking\":\"hmm\"}}\n\n"
 		"event: content_block_delta\n"
-		"data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"text_delta\",\"text\":\"x\"}}\n\n"
+		"data: "
+		"{\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"text_delta\","
+		"\"text\":\"x\"}}\n\n"
 		"event: message_delta\n"
 		"data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"";
-	static const char stream_tail[] =
-		"\"},\"usage\":{\"output_tokens\":9}}\n\n"
-		"event: message_stop\n"
-		"data: {\"type\":\"message_stop\"}\n\n";
+	static const char stream_tail[] = "\"},\"usage\":{\"output_tokens\":9}}\n\n"
+					  "event: message_stop\n"
+					  "data: {\"type\":\"message_stop\"}\n\n";
 	static const char *const cases[][2] = {
 		{ "max_tokens", "length" },
 		{ "stop_sequence", "stop" },
@@ -354,12 +357,10 @@ static void stream_stop_reasons(void **state)
 
 	(void)state;
 	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		snprintf(stream, sizeof(stream), "%s%s%s", stream_head,
-			 cases[i][0], stream_tail);
+		snprintf(stream, sizeof(stream), "%s%s%s", stream_head, cases[i][0], stream_tail);
 		/* Unknown events and thinking are skipped; cache reads and
 		 * writes count as input. */
-		stream_expect_everywhere(&backend_anthropic, stream, "x", 15, 9,
-					 cases[i][1], "m");
+		stream_expect_everywhere(&backend_anthropic, stream, "x", 15, 9, cases[i][1], "m");
 	}
 }
 
@@ -373,56 +374,60 @@ static void stream_cut(void **state)
 
 	(void)state;
 	for (cut = 0; cut < end_of_stop; cut++) {
-		assert_int_equal(stream_run(&backend_anthropic, stream_ok, cut,
-					    cut, 0, &rec, &err),
+		assert_int_equal(stream_run(&backend_anthropic, stream_ok, cut, cut, 0, &rec, &err),
 				 -EIO);
 		assert_true(err.retryable);
 		assert_string_equal(err.outcome, "stream_cut");
 	}
 	/* message_stop without its blank line still ends the answer. */
-	assert_int_equal(stream_run(&backend_anthropic, stream_ok, len - 2,
-				    len - 2, 0, &rec, &err),
+	assert_int_equal(stream_run(&backend_anthropic, stream_ok, len - 2, len - 2, 0, &rec, &err),
 			 0);
 }
 
 static void stream_in_band_error(void **state)
 {
-	static const char overloaded[] =
-		"event: message_start\n"
-		"data: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\n\n"
-		"event: error\n"
-		"data: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
-	static const char invalid[] =
-		"event: error\n"
-		"data: {\"type\":\"error\",\"error\":{\"type\":\"invalid_request_error\",\"message\":\"prompt is too long\"}}\n\n";
+	static const char overloaded[] = "event: message_start\n"
+					 "data: "
+					 "{\"type\":\"message_start\",\"message\":{\"id\":\"m\","
+					 "\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\n\n"
+					 "event: error\n"
+					 "data: "
+					 "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_"
+					 "error\",\"message\":\"Overloaded\"}}\n\n";
+	static const char invalid[] = "event: error\n"
+				      "data: "
+				      "{\"type\":\"error\",\"error\":{\"type\":\"invalid_request_"
+				      "error\",\"message\":\"prompt is too long\"}}\n\n";
 	struct recorder rec;
 	struct attempt_error err;
 
 	(void)state;
-	assert_int_equal(stream_fail(&backend_anthropic, overloaded, &rec, &err),
-			 -EIO);
+	assert_int_equal(stream_fail(&backend_anthropic, overloaded, &rec, &err), -EIO);
 	assert_true(err.retryable);
 	assert_string_equal(err.outcome, "stream_error");
-	assert_string_equal(err.message,
-			    "Anthropic reported an error in the answer (overloaded_error): Overloaded");
+	assert_string_equal(
+		err.message,
+		"Anthropic reported an error in the answer (overloaded_error): Overloaded");
 	assert_string_equal(rec.request_id, "m");
 
-	assert_int_equal(stream_fail(&backend_anthropic, invalid, &rec, &err),
-			 -EIO);
+	assert_int_equal(stream_fail(&backend_anthropic, invalid, &rec, &err), -EIO);
 	assert_false(err.retryable);
-	assert_string_equal(err.message,
-			    "Anthropic reported an error in the answer (invalid_request_error): prompt is too long");
+	assert_string_equal(err.message, "Anthropic reported an error in the answer "
+					 "(invalid_request_error): prompt is too long");
 }
 
 static void stream_refusal(void **state)
 {
-	static const char stream[] =
-		"event: content_block_delta\n"
-		"data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Step 1\"}}\n\n"
-		"event: message_delta\n"
-		"data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"refusal\"},\"usage\":{\"output_tokens\":2}}\n\n"
-		"event: message_stop\n"
-		"data: {\"type\":\"message_stop\"}\n\n";
+	static const char stream[] = "event: content_block_delta\n"
+				     "data: "
+				     "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{"
+				     "\"type\":\"text_delta\",\"text\":\"Step 1\"}}\n\n"
+				     "event: message_delta\n"
+				     "data: "
+				     "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":"
+				     "\"refusal\"},\"usage\":{\"output_tokens\":2}}\n\n"
+				     "event: message_stop\n"
+				     "data: {\"type\":\"message_stop\"}\n\n";
 	struct recorder rec;
 	struct attempt_error err;
 
@@ -434,23 +439,23 @@ static void stream_refusal(void **state)
 
 static void stream_json_bodies(void **state)
 {
-	static const char error_body[] =
-		"{\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"Internal server error\"}}";
-	static const char message_body[] =
-		"{\"id\":\"msg_01\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude\","
-		"\"content\":[{\"type\":\"text\",\"text\":\"Hi!\"}],\"stop_reason\":\"end_turn\",\"stop_sequence\":null,"
-		"\"usage\":{\"input_tokens\":12,\"output_tokens\":4}}";
+	static const char error_body[] = "{\"type\":\"error\",\"error\":{\"type\":\"api_error\","
+					 "\"message\":\"Internal server error\"}}";
+	static const char message_body[] = "{\"id\":\"msg_01\",\"type\":\"message\",\"role\":"
+					   "\"assistant\",\"model\":\"claude\","
+					   "\"content\":[{\"type\":\"text\",\"text\":\"Hi!\"}],"
+					   "\"stop_reason\":\"end_turn\",\"stop_sequence\":null,"
+					   "\"usage\":{\"input_tokens\":12,\"output_tokens\":4}}";
 	struct recorder rec;
 	struct attempt_error err;
 
 	(void)state;
-	assert_int_equal(stream_fail(&backend_anthropic, error_body, &rec, &err),
-			 -EIO);
+	assert_int_equal(stream_fail(&backend_anthropic, error_body, &rec, &err), -EIO);
 	assert_true(err.retryable);
-	assert_string_equal(err.message,
-			    "Anthropic reported an error in the answer (api_error): Internal server error");
-	stream_expect_everywhere(&backend_anthropic, message_body, "Hi!", 12, 4,
-				 "stop", "msg_01");
+	assert_string_equal(
+		err.message,
+		"Anthropic reported an error in the answer (api_error): Internal server error");
+	stream_expect_everywhere(&backend_anthropic, message_body, "Hi!", 12, 4, "stop", "msg_01");
 }
 
 static void stream_malformed(void **state)
@@ -460,8 +465,7 @@ static void stream_malformed(void **state)
 	struct attempt_error err;
 
 	(void)state;
-	assert_int_equal(stream_fail(&backend_anthropic, stream, &rec, &err),
-			 -EIO);
+	assert_int_equal(stream_fail(&backend_anthropic, stream, &rec, &err), -EIO);
 	assert_false(err.retryable);
 	assert_string_equal(err.outcome, "bad_response");
 }
@@ -477,8 +481,7 @@ static void stream_text_refused(void **state)
 	rec.text_rc = -ECANCELED;
 	p = backend_anthropic.parser_new(&recorder_events, &rec);
 	assert_non_null(p);
-	assert_int_equal(backend_anthropic.parser_feed(p, stream_ok,
-						       strlen(stream_ok), &err),
+	assert_int_equal(backend_anthropic.parser_feed(p, stream_ok, strlen(stream_ok), &err),
 			 -ECANCELED);
 	assert_int_equal(backend_anthropic.parser_finish(p, &err), -ECANCELED);
 	backend_anthropic.parser_free(p);
@@ -494,8 +497,10 @@ static void classify_overloaded(void **state)
 	(void)state;
 	head_init(&head, 529);
 	classify(&backend_anthropic, &head,
-		 "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"},"
-		 "\"request_id\":\"req_011\"}", &err);
+		 "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":"
+		 "\"Overloaded\"},"
+		 "\"request_id\":\"req_011\"}",
+		 &err);
 	assert_true(err.retryable);
 	assert_string_equal(err.outcome, "http_529");
 	assert_string_equal(err.message,
@@ -512,17 +517,21 @@ static void classify_rate_limited(void **state)
 	head_init(&head, 429);
 	snprintf(head.retry_after, sizeof(head.retry_after), "12");
 	classify(&backend_anthropic, &head,
-		 "{\"type\":\"error\",\"error\":{\"type\":\"rate_limit_error\",\"message\":\"Number of request tokens has exceeded your per-minute rate limit\"}}",
+		 "{\"type\":\"error\",\"error\":{\"type\":\"rate_limit_error\",\"message\":"
+		 "\"Number of request tokens has exceeded your per-minute rate limit\"}}",
 		 &err);
 	assert_true(err.retryable);
 	assert_true(err.retry_after_s > 11.99 && err.retry_after_s < 12.01);
 	assert_string_equal(err.message,
-			    "Anthropic answered HTTP 429 (rate_limit_error): Number of request tokens has exceeded your per-minute rate limit");
+			    "Anthropic answered HTTP 429 (rate_limit_error): Number of request "
+			    "tokens has exceeded your per-minute rate limit");
 
 	/* A spend limit does not lift by waiting. */
 	classify(&backend_anthropic, &head,
-		 "{\"type\":\"error\",\"error\":{\"type\":\"rate_limit_error\",\"message\":\"spend limit\","
-		 "\"details\":{\"error_code\":\"enforced_spend_limit_reached\"}}}", &err);
+		 "{\"type\":\"error\",\"error\":{\"type\":\"rate_limit_error\",\"message\":\"spend "
+		 "limit\","
+		 "\"details\":{\"error_code\":\"enforced_spend_limit_reached\"}}}",
+		 &err);
 	assert_false(err.retryable);
 }
 
@@ -551,8 +560,7 @@ static void classify_client_errors(void **state)
 			 cases[i].type);
 		classify(&backend_anthropic, &head, body, &err);
 		assert_false(err.retryable);
-		snprintf(expected, sizeof(expected),
-			 "Anthropic answered HTTP %ld (%s): nope",
+		snprintf(expected, sizeof(expected), "Anthropic answered HTTP %ld (%s): nope",
 			 cases[i].status, cases[i].type);
 		assert_string_equal(err.message, expected);
 	}
@@ -566,7 +574,7 @@ static void classify_client_errors(void **state)
 
 /* ---- allocation failure ----------------------------------------------- */
 
-static long allocations_left;	/* < 0: never fail */
+static long allocations_left; /* < 0: never fail */
 
 static void *failing_malloc(size_t size)
 {
@@ -580,10 +588,8 @@ static void *failing_malloc(size_t size)
 /* Every jansson allocation in turn fails once: the request builder and
  * the parser must fail cleanly (no crash, no leak under ASan) and never
  * report success with a wrong answer. */
-static void chaos_run(const struct backend *b,
-		      const struct backend_target *where,
-		      const struct llm_request *req, const char *stream,
-		      const char *text)
+static void chaos_run(const struct backend *b, const struct backend_target *where,
+		      const struct llm_request *req, const char *stream, const char *text)
 {
 	struct http_request out;
 	struct recorder rec;
@@ -601,8 +607,7 @@ static void chaos_run(const struct backend *b,
 		else
 			assert_int_equal(rc, -ENOMEM);
 		allocations_left = n;
-		rc = stream_run(b, stream, strlen(stream), strlen(stream) / 2, 0,
-				&rec, &err);
+		rc = stream_run(b, stream, strlen(stream), strlen(stream) / 2, 0, &rec, &err);
 		if (rc == 0)
 			assert_string_equal(rec.text, text);
 		json_set_alloc_funcs(malloc, free);

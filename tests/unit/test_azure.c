@@ -24,7 +24,7 @@ struct recorder {
 	int finish_calls;
 	char request_id[128];
 	int request_id_calls;
-	int text_rc;		/* what text() answers; 0 takes the bytes */
+	int text_rc; /* what text() answers; 0 takes the bytes */
 };
 
 static int record_text(void *ctx, const char *bytes, size_t len)
@@ -82,9 +82,8 @@ static void recorder_reset(struct recorder *rec)
 /* Feeds STREAM cut in two at SPLIT (the second half byte by byte when
  * BYTEWISE), then ends the body. Returns the first failure, or what
  * parser_finish says. */
-static int stream_run(const struct backend *b, const char *stream, size_t len,
-		      size_t split, int bytewise, struct recorder *rec,
-		      struct attempt_error *err)
+static int stream_run(const struct backend *b, const char *stream, size_t len, size_t split,
+		      int bytewise, struct recorder *rec, struct attempt_error *err)
 {
 	struct stream_parser *p;
 	size_t i;
@@ -96,8 +95,7 @@ static int stream_run(const struct backend *b, const char *stream, size_t len,
 	assert_non_null(p);
 	rc = b->parser_feed(p, stream, split, err);
 	for (i = split; rc == 0 && i < len; i += bytewise ? 1 : len - split)
-		rc = b->parser_feed(p, stream + i, bytewise ? 1 : len - split,
-				    err);
+		rc = b->parser_feed(p, stream + i, bytewise ? 1 : len - split, err);
 	if (rc == 0)
 		rc = b->parser_finish(p, err);
 	b->parser_free(p);
@@ -106,11 +104,9 @@ static int stream_run(const struct backend *b, const char *stream, size_t len,
 
 /* Runs STREAM split at every byte, and once byte by byte, and checks
  * each run reports the same complete answer. */
-static void stream_expect_everywhere(const struct backend *b,
-				     const char *stream, const char *text,
+static void stream_expect_everywhere(const struct backend *b, const char *stream, const char *text,
 				     long input_tokens, long output_tokens,
-				     const char *finish_reason,
-				     const char *request_id)
+				     const char *finish_reason, const char *request_id)
 {
 	struct recorder rec;
 	struct attempt_error err;
@@ -120,8 +116,7 @@ static void stream_expect_everywhere(const struct backend *b,
 
 	for (bytewise = 0; bytewise < 2; bytewise++) {
 		for (split = 0; split <= len; split += bytewise ? len + 1 : 1) {
-			assert_int_equal(stream_run(b, stream, len, split,
-						    bytewise, &rec, &err),
+			assert_int_equal(stream_run(b, stream, len, split, bytewise, &rec, &err),
 					 0);
 			assert_string_equal(rec.text, text);
 			assert_int_equal(rec.input_tokens, input_tokens);
@@ -135,8 +130,8 @@ static void stream_expect_everywhere(const struct backend *b,
 }
 
 /* Runs STREAM whole and expects a failure. */
-static int stream_fail(const struct backend *b, const char *stream,
-		       struct recorder *rec, struct attempt_error *err)
+static int stream_fail(const struct backend *b, const char *stream, struct recorder *rec,
+		       struct attempt_error *err)
 {
 	size_t len = strlen(stream);
 	int rc = stream_run(b, stream, len, len, 0, rec, err);
@@ -152,8 +147,7 @@ static void headers_join(const struct curl_slist *list, char *out, size_t size)
 
 	out[0] = '\0';
 	for (; list; list = list->next) {
-		used += (size_t)snprintf(out + used, size - used, "%s\n",
-					 list->data);
+		used += (size_t)snprintf(out + used, size - used, "%s\n", list->data);
 		assert_true(used < size);
 	}
 }
@@ -164,9 +158,8 @@ static void head_init(struct http_response_head *head, long status)
 	head->status = status;
 }
 
-static void classify(const struct backend *b,
-		     const struct http_response_head *head, const char *body,
-		     struct attempt_error *err)
+static void classify(const struct backend *b, const struct http_response_head *head,
+		     const char *body, struct attempt_error *err)
 {
 	memset(err, 0, sizeof(*err));
 	b->classify_error(head, body, strlen(body), err);
@@ -222,13 +215,12 @@ static void build_request_key(void **state)
 
 	(void)state;
 	assert_int_equal(backend_azure.build_request(&target, &req, &out), 0);
-	assert_string_equal(out.url,
-			    "https://contoso-weu.openai.azure.com/openai/deployments/gpt-4o-prod/chat/completions?api-version=2024-06-01");
+	assert_string_equal(out.url, "https://contoso-weu.openai.azure.com/openai/deployments/"
+				     "gpt-4o-prod/chat/completions?api-version=2024-06-01");
 	headers_join(out.headers, headers, sizeof(headers));
-	assert_string_equal(headers,
-			    "api-key: azure-key-1\n"
-			    "Content-Type: application/json\n"
-			    "Accept: text/event-stream\n");
+	assert_string_equal(headers, "api-key: azure-key-1\n"
+				     "Content-Type: application/json\n"
+				     "Accept: text/event-stream\n");
 	/* The deployment in the URL names the model: no "model" key. */
 	assert_string_equal(out.body,
 			    "{\"messages\":[{\"role\":\"system\",\"content\":\"You are terse.\"},"
@@ -257,13 +249,12 @@ static void build_request_bearer_and_default_version(void **state)
 	slashed.endpoint = "https://contoso-weu.openai.azure.com/";
 	unversioned.region = &slashed;
 	assert_int_equal(backend_azure.build_request(&target, &req, &out), 0);
-	assert_string_equal(out.url,
-			    "https://contoso-weu.openai.azure.com/openai/deployments/gpt-4o-prod/chat/completions?api-version=2024-10-21");
+	assert_string_equal(out.url, "https://contoso-weu.openai.azure.com/openai/deployments/"
+				     "gpt-4o-prod/chat/completions?api-version=2024-10-21");
 	headers_join(out.headers, headers, sizeof(headers));
-	assert_string_equal(headers,
-			    "Authorization: Bearer eyJ0eXAi.entra\n"
-			    "Content-Type: application/json\n"
-			    "Accept: text/event-stream\n");
+	assert_string_equal(headers, "Authorization: Bearer eyJ0eXAi.entra\n"
+				     "Content-Type: application/json\n"
+				     "Accept: text/event-stream\n");
 	http_request_release(&out);
 }
 
@@ -277,11 +268,9 @@ static void build_request_refusals(void **state)
 	struct http_request out;
 
 	(void)state;
-	assert_int_equal(backend_azure.build_request(&keyless, &req, &out),
-			 -ENOKEY);
+	assert_int_equal(backend_azure.build_request(&keyless, &req, &out), -ENOKEY);
 	assert_null(out.url);
-	assert_int_equal(backend_azure.build_request(&injected, &req, &out),
-			 -EINVAL);
+	assert_int_equal(backend_azure.build_request(&injected, &req, &out), -EINVAL);
 }
 
 /* ---- streamed answer -------------------------------------------------- */
@@ -292,43 +281,69 @@ static void build_request_refusals(void **state)
 static const char stream_ok[] =
 	"data: {\"choices\":[],\"created\":0,\"id\":\"\",\"model\":\"\",\"object\":\"\","
 	"\"prompt_filter_results\":[{\"prompt_index\":0,\"content_filter_results\":{"
-	"\"hate\":{\"filtered\":false,\"severity\":\"safe\"},\"jailbreak\":{\"filtered\":false,\"detected\":false}}}]}\n\n"
-	"data: {\"choices\":[{\"content_filter_results\":{},\"delta\":{\"content\":\"\",\"role\":\"assistant\"},"
-	"\"finish_reason\":null,\"index\":0,\"logprobs\":null}],\"created\":1735689600,\"id\":\"chatcmpl-AZ1\","
-	"\"model\":\"gpt-4o-2024-08-06\",\"object\":\"chat.completion.chunk\",\"system_fingerprint\":\"fp_1\"}\n\n"
-	"data: {\"choices\":[{\"content_filter_results\":{\"hate\":{\"filtered\":false,\"severity\":\"safe\"},"
+	"\"hate\":{\"filtered\":false,\"severity\":\"safe\"},\"jailbreak\":{\"filtered\":false,"
+	"\"detected\":false}}}]}\n\n"
+	"data: "
+	"{\"choices\":[{\"content_filter_results\":{},\"delta\":{\"content\":\"\",\"role\":"
+	"\"assistant\"},"
+	"\"finish_reason\":null,\"index\":0,\"logprobs\":null}],\"created\":1735689600,\"id\":"
+	"\"chatcmpl-AZ1\","
+	"\"model\":\"gpt-4o-2024-08-06\",\"object\":\"chat.completion.chunk\",\"system_"
+	"fingerprint\":\"fp_1\"}\n\n"
+	"data: "
+	"{\"choices\":[{\"content_filter_results\":{\"hate\":{\"filtered\":false,\"severity\":"
+	"\"safe\"},"
 	"\"violence\":{\"filtered\":false,\"severity\":\"safe\"}},\"delta\":{\"content\":\"Hel\"},"
-	"\"finish_reason\":null,\"index\":0,\"logprobs\":null}],\"created\":1735689600,\"id\":\"chatcmpl-AZ1\","
+	"\"finish_reason\":null,\"index\":0,\"logprobs\":null}],\"created\":1735689600,\"id\":"
+	"\"chatcmpl-AZ1\","
 	"\"model\":\"gpt-4o-2024-08-06\",\"object\":\"chat.completion.chunk\"}\n\n"
-	"data: {\"choices\":[{\"content_filter_results\":{\"hate\":{\"filtered\":false,\"severity\":\"safe\"}},"
+	"data: "
+	"{\"choices\":[{\"content_filter_results\":{\"hate\":{\"filtered\":false,\"severity\":"
+	"\"safe\"}},"
 	"\"delta\":{\"content\":\"lo!\"},\"finish_reason\":null,\"index\":0,\"logprobs\":null}],"
-	"\"created\":1735689600,\"id\":\"chatcmpl-AZ1\",\"model\":\"gpt-4o-2024-08-06\",\"object\":\"chat.completion.chunk\"}\n\n"
-	"data: {\"choices\":[{\"content_filter_results\":{},\"delta\":{},\"finish_reason\":\"stop\",\"index\":0,"
-	"\"logprobs\":null}],\"created\":1735689600,\"id\":\"chatcmpl-AZ1\",\"model\":\"gpt-4o-2024-08-06\","
+	"\"created\":1735689600,\"id\":\"chatcmpl-AZ1\",\"model\":\"gpt-4o-2024-08-06\",\"object\":"
+	"\"chat.completion.chunk\"}\n\n"
+	"data: "
+	"{\"choices\":[{\"content_filter_results\":{},\"delta\":{},\"finish_reason\":\"stop\","
+	"\"index\":0,"
+	"\"logprobs\":null}],\"created\":1735689600,\"id\":\"chatcmpl-AZ1\",\"model\":\"gpt-4o-"
+	"2024-08-06\","
 	"\"object\":\"chat.completion.chunk\"}\n\n"
-	"data: {\"choices\":[],\"created\":1735689600,\"id\":\"chatcmpl-AZ1\",\"model\":\"gpt-4o-2024-08-06\","
-	"\"object\":\"chat.completion.chunk\",\"usage\":{\"completion_tokens\":3,\"prompt_tokens\":12,\"total_tokens\":15}}\n\n"
+	"data: "
+	"{\"choices\":[],\"created\":1735689600,\"id\":\"chatcmpl-AZ1\",\"model\":\"gpt-4o-2024-08-"
+	"06\","
+	"\"object\":\"chat.completion.chunk\",\"usage\":{\"completion_tokens\":3,\"prompt_tokens\":"
+	"12,\"total_tokens\":15}}\n\n"
 	"data: [DONE]\n\n";
 
 static void stream_complete(void **state)
 {
 	(void)state;
-	stream_expect_everywhere(&backend_azure, stream_ok, "Hello!", 12, 3,
-				 "stop", "chatcmpl-AZ1");
+	stream_expect_everywhere(&backend_azure, stream_ok, "Hello!", 12, 3, "stop",
+				 "chatcmpl-AZ1");
 }
 
 /* The output filter fires: a verdict chunk without delta first (the
  * asynchronous filter), then the finish. */
 static const char stream_filtered[] =
 	"data: {\"choices\":[{\"content_filter_results\":{},\"delta\":{\"content\":\"Once upon\"},"
-	"\"finish_reason\":null,\"index\":0}],\"created\":1,\"id\":\"chatcmpl-F\",\"model\":\"gpt-4o\",\"object\":\"chat.completion.chunk\"}\n\n"
-	"data: {\"choices\":[{\"content_filter_offsets\":{\"check_offset\":0,\"start_offset\":0,\"end_offset\":9},"
+	"\"finish_reason\":null,\"index\":0}],\"created\":1,\"id\":\"chatcmpl-F\",\"model\":\"gpt-"
+	"4o\",\"object\":\"chat.completion.chunk\"}\n\n"
+	"data: "
+	"{\"choices\":[{\"content_filter_offsets\":{\"check_offset\":0,\"start_offset\":0,\"end_"
+	"offset\":9},"
 	"\"content_filter_results\":{\"hate\":{\"filtered\":false,\"severity\":\"safe\"},"
-	"\"violence\":{\"filtered\":true,\"severity\":\"high\"}},\"finish_reason\":null,\"index\":0}],"
-	"\"created\":1,\"id\":\"chatcmpl-F\",\"model\":\"gpt-4o\",\"object\":\"chat.completion.chunk\"}\n\n"
-	"data: {\"choices\":[{\"content_filter_results\":{\"self_harm\":{\"filtered\":true,\"severity\":\"medium\"},"
-	"\"violence\":{\"filtered\":true,\"severity\":\"high\"}},\"delta\":{},\"finish_reason\":\"content_filter\",\"index\":0}],"
-	"\"created\":1,\"id\":\"chatcmpl-F\",\"model\":\"gpt-4o\",\"object\":\"chat.completion.chunk\"}\n\n"
+	"\"violence\":{\"filtered\":true,\"severity\":\"high\"}},\"finish_reason\":null,\"index\":"
+	"0}],"
+	"\"created\":1,\"id\":\"chatcmpl-F\",\"model\":\"gpt-4o\",\"object\":\"chat.completion."
+	"chunk\"}\n\n"
+	"data: "
+	"{\"choices\":[{\"content_filter_results\":{\"self_harm\":{\"filtered\":true,\"severity\":"
+	"\"medium\"},"
+	"\"violence\":{\"filtered\":true,\"severity\":\"high\"}},\"delta\":{},\"finish_reason\":"
+	"\"content_filter\",\"index\":0}],"
+	"\"created\":1,\"id\":\"chatcmpl-F\",\"model\":\"gpt-4o\",\"object\":\"chat.completion."
+	"chunk\"}\n\n"
 	"data: [DONE]\n\n";
 
 static void stream_content_filter(void **state)
@@ -340,13 +355,13 @@ static void stream_content_filter(void **state)
 
 	(void)state;
 	for (split = 0; split <= len; split++) {
-		assert_int_equal(stream_run(&backend_azure, stream_filtered, len,
-					    split, 0, &rec, &err),
-				 -EIO);
+		assert_int_equal(
+			stream_run(&backend_azure, stream_filtered, len, split, 0, &rec, &err),
+			-EIO);
 		assert_false(err.retryable);
 		assert_string_equal(err.outcome, "content_filter");
-		assert_string_equal(err.message,
-				    "the answer was stopped by Azure OpenAI's content filter (violence, self_harm)");
+		assert_string_equal(err.message, "the answer was stopped by Azure OpenAI's content "
+						 "filter (violence, self_harm)");
 		/* content_filter is not reported as a normal finish. */
 		assert_string_equal(rec.finish_reason, "");
 	}
@@ -355,7 +370,8 @@ static void stream_content_filter(void **state)
 static void stream_content_filter_without_verdicts(void **state)
 {
 	static const char stream[] =
-		"data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"content_filter\",\"index\":0}],"
+		"data: "
+		"{\"choices\":[{\"delta\":{},\"finish_reason\":\"content_filter\",\"index\":0}],"
 		"\"id\":\"c\",\"object\":\"chat.completion.chunk\"}\n\n"
 		"data: [DONE]\n\n";
 	struct recorder rec;
@@ -363,8 +379,7 @@ static void stream_content_filter_without_verdicts(void **state)
 
 	(void)state;
 	assert_int_equal(stream_fail(&backend_azure, stream, &rec, &err), -EIO);
-	assert_string_equal(err.message,
-			    "the answer was stopped by Azure OpenAI's content filter");
+	assert_string_equal(err.message, "the answer was stopped by Azure OpenAI's content filter");
 }
 
 static void stream_cut(void **state)
@@ -376,8 +391,7 @@ static void stream_cut(void **state)
 
 	(void)state;
 	for (cut = 0; cut < len - strlen("]\n\n"); cut++) {
-		assert_int_equal(stream_run(&backend_azure, stream_ok, cut, cut,
-					    0, &rec, &err),
+		assert_int_equal(stream_run(&backend_azure, stream_ok, cut, cut, 0, &rec, &err),
 				 -EIO);
 		assert_true(err.retryable);
 		assert_string_equal(err.outcome, "stream_cut");
@@ -386,19 +400,21 @@ static void stream_cut(void **state)
 
 static void stream_in_band_error(void **state)
 {
-	static const char stream[] =
-		"data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"},\"finish_reason\":null,\"index\":0}],"
-		"\"id\":\"c\",\"object\":\"chat.completion.chunk\"}\n\n"
-		"data: {\"error\":{\"message\":\"The server had an error while processing your request.\","
-		"\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n";
+	static const char stream[] = "data: "
+				     "{\"choices\":[{\"delta\":{\"content\":\"Hel\"},\"finish_"
+				     "reason\":null,\"index\":0}],"
+				     "\"id\":\"c\",\"object\":\"chat.completion.chunk\"}\n\n"
+				     "data: {\"error\":{\"message\":\"The server had an error "
+				     "while processing your request.\","
+				     "\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n";
 	struct recorder rec;
 	struct attempt_error err;
 
 	(void)state;
 	assert_int_equal(stream_fail(&backend_azure, stream, &rec, &err), -EIO);
 	assert_true(err.retryable);
-	assert_non_null(strstr(err.message,
-			       "The server had an error while processing your request."));
+	assert_non_null(
+		strstr(err.message, "The server had an error while processing your request."));
 }
 
 /* ---- errors ----------------------------------------------------------- */
@@ -408,9 +424,12 @@ static void classify_prompt_filtered(void **state)
 	/* As observed on the deployments API: innererror and the singular
 	 * content_filter_result. */
 	static const char body[] =
-		"{\"error\":{\"message\":\"The response was filtered due to the prompt triggering Azure OpenAI's "
-		"content management policy. Please modify your prompt and retry.\",\"type\":null,\"param\":\"prompt\","
-		"\"code\":\"content_filter\",\"status\":400,\"innererror\":{\"code\":\"ResponsibleAIPolicyViolation\","
+		"{\"error\":{\"message\":\"The response was filtered due to the prompt triggering "
+		"Azure OpenAI's "
+		"content management policy. Please modify your prompt and "
+		"retry.\",\"type\":null,\"param\":\"prompt\","
+		"\"code\":\"content_filter\",\"status\":400,\"innererror\":{\"code\":"
+		"\"ResponsibleAIPolicyViolation\","
 		"\"content_filter_result\":{\"hate\":{\"filtered\":false,\"severity\":\"safe\"},"
 		"\"jailbreak\":{\"filtered\":true,\"detected\":true},"
 		"\"self_harm\":{\"filtered\":false,\"severity\":\"safe\"},"
@@ -418,9 +437,12 @@ static void classify_prompt_filtered(void **state)
 		"\"violence\":{\"filtered\":false,\"severity\":\"safe\"}}}}}";
 	/* As the spec spells it: inner_error and content_filter_results. */
 	static const char body_spec[] =
-		"{\"error\":{\"code\":\"content_filter\",\"message\":\"filtered\",\"param\":\"prompt\",\"type\":null,"
-		"\"inner_error\":{\"code\":\"ResponsibleAIPolicyViolation\",\"content_filter_results\":{"
-		"\"hate\":{\"filtered\":true,\"severity\":\"high\"},\"violence\":{\"filtered\":true,\"severity\":\"medium\"},"
+		"{\"error\":{\"code\":\"content_filter\",\"message\":\"filtered\",\"param\":"
+		"\"prompt\",\"type\":null,"
+		"\"inner_error\":{\"code\":\"ResponsibleAIPolicyViolation\",\"content_filter_"
+		"results\":{"
+		"\"hate\":{\"filtered\":true,\"severity\":\"high\"},\"violence\":{\"filtered\":"
+		"true,\"severity\":\"medium\"},"
 		"\"profanity\":{\"filtered\":false,\"detected\":true}}}}}";
 	struct http_response_head head;
 	struct attempt_error err;
@@ -441,9 +463,12 @@ static void classify_prompt_filtered(void **state)
 static void classify_rate_limited(void **state)
 {
 	static const char body[] =
-		"{\"error\":{\"code\":\"429\",\"message\":\"Requests to the ChatCompletions_Create Operation under "
-		"Azure OpenAI API version 2024-08-01-preview have exceeded token rate limit of your current OpenAI "
-		"S0 pricing tier. Please retry after 6 seconds. Please go here: https://aka.ms/oai/quotaincrease "
+		"{\"error\":{\"code\":\"429\",\"message\":\"Requests to the ChatCompletions_Create "
+		"Operation under "
+		"Azure OpenAI API version 2024-08-01-preview have exceeded token rate limit of "
+		"your current OpenAI "
+		"S0 pricing tier. Please retry after 6 seconds. Please go here: "
+		"https://aka.ms/oai/quotaincrease "
 		"if you would like to further increase the default rate limit.\"}}";
 	struct http_response_head head;
 	struct attempt_error err;
@@ -455,8 +480,9 @@ static void classify_rate_limited(void **state)
 	assert_true(err.retryable);
 	assert_string_equal(err.outcome, "http_429");
 	assert_true(err.retry_after_s > 5.99 && err.retry_after_s < 6.01);
-	assert_non_null(strstr(err.message,
-			       "Azure OpenAI answered HTTP 429: Requests to the ChatCompletions_Create"));
+	assert_non_null(
+		strstr(err.message,
+		       "Azure OpenAI answered HTTP 429: Requests to the ChatCompletions_Create"));
 	/* retry-after beats the prose... */
 	snprintf(head.retry_after, sizeof(head.retry_after), "9");
 	classify(&backend_azure, &head, body, &err);
@@ -475,20 +501,22 @@ static void classify_other(void **state)
 	(void)state;
 	head_init(&head, 404);
 	classify(&backend_azure, &head,
-		 "{\"error\":{\"code\":\"DeploymentNotFound\",\"message\":\"The API deployment for this resource does not exist.\"}}",
+		 "{\"error\":{\"code\":\"DeploymentNotFound\",\"message\":\"The API deployment for "
+		 "this resource does not exist.\"}}",
 		 &err);
 	assert_false(err.retryable);
 	assert_string_equal(err.outcome, "http_404");
-	assert_string_equal(err.message,
-			    "Azure OpenAI answered HTTP 404 (DeploymentNotFound): The API deployment for this resource does not exist.");
+	assert_string_equal(err.message, "Azure OpenAI answered HTTP 404 (DeploymentNotFound): The "
+					 "API deployment for this resource does not exist.");
 
 	head_init(&head, 401);
 	classify(&backend_azure, &head,
-		 "{\"error\":{\"code\":401,\"message\":\"Access denied due to invalid subscription key or wrong API endpoint.\"}}",
+		 "{\"error\":{\"code\":401,\"message\":\"Access denied due to invalid subscription "
+		 "key or wrong API endpoint.\"}}",
 		 &err);
 	assert_false(err.retryable);
-	assert_string_equal(err.message,
-			    "Azure OpenAI answered HTTP 401: Access denied due to invalid subscription key or wrong API endpoint.");
+	assert_string_equal(err.message, "Azure OpenAI answered HTTP 401: Access denied due to "
+					 "invalid subscription key or wrong API endpoint.");
 
 	head_init(&head, 503);
 	classify(&backend_azure, &head, "Service Unavailable", &err);

@@ -23,7 +23,7 @@
 /* Signing clock of backends/bedrock.c, replaced for reproducibility. */
 extern time_t (*bedrock_clock)(void);
 
-#define FIXED_TIME 1440938160	/* 2015-08-30T12:36:00Z */
+#define FIXED_TIME 1440938160 /* 2015-08-30T12:36:00Z */
 #define MODEL_ID "eu.anthropic.claude-3-7-sonnet-20250219-v1:0"
 #define AWS_HOST "bedrock-runtime.eu-central-1.amazonaws.com"
 
@@ -63,16 +63,14 @@ static void fixture_init(struct fixture *f, const char *endpoint)
 }
 
 /* The value of header NAME in LIST ("Name: value"); NULL if absent. */
-static const char *header_value(const struct curl_slist *list,
-				const char *name)
+static const char *header_value(const struct curl_slist *list, const char *name)
 {
 	size_t len = strlen(name);
 
 	for (; list; list = list->next)
-		if (strncasecmp(list->data, name, len) == 0 &&
-		    list->data[len] == ':')
-			return list->data[len + 1] == ' ' ?
-				list->data + len + 2 : list->data + len + 1;
+		if (strncasecmp(list->data, name, len) == 0 && list->data[len] == ':')
+			return list->data[len + 1] == ' ' ? list->data + len + 2
+							  : list->data + len + 1;
 	return NULL;
 }
 
@@ -87,9 +85,8 @@ static size_t header_count(const struct curl_slist *list)
 
 /* Re-derives the signature of OUT the way AWS does on receipt: the path
  * as sent, the signed headers as sent, the body as sent. */
-static void assert_signature_matches(const struct http_request *out,
-				     const char *origin, const char *region,
-				     const char *token)
+static void assert_signature_matches(const struct http_request *out, const char *origin,
+				     const char *region, const char *token)
 {
 	struct sigv4_header headers[2];
 	struct sigv4_input in;
@@ -120,13 +117,10 @@ static void assert_signature_matches(const struct http_request *out,
 	in.when = FIXED_TIME;
 	in.normalize_path = 1;
 	assert_int_equal(sigv4_sign(&in, &res), 0);
-	assert_string_equal(header_value(out->headers, "Authorization"),
-			    res.authorization);
-	assert_string_equal(header_value(out->headers, "X-Amz-Date"),
-			    "20150830T123600Z");
+	assert_string_equal(header_value(out->headers, "Authorization"), res.authorization);
+	assert_string_equal(header_value(out->headers, "X-Amz-Date"), "20150830T123600Z");
 	/* The model id's %3A is encoded once more for signing. */
-	assert_non_null(strstr(res.canonical_request,
-			       "-v1%253A0/converse-stream\n"));
+	assert_non_null(strstr(res.canonical_request, "-v1%253A0/converse-stream\n"));
 	sigv4_result_release(&res);
 }
 
@@ -140,14 +134,12 @@ static void test_request_url_and_headers(void **state)
 
 	(void)state;
 	fixture_init(&f, "https://" AWS_HOST);
-	assert_int_equal(backend_bedrock.build_request(&f.target, &f.req, &out),
-			 0);
+	assert_int_equal(backend_bedrock.build_request(&f.target, &f.req, &out), 0);
 	assert_string_equal(out.url, "https://" AWS_HOST "/model/"
-			    "eu.anthropic.claude-3-7-sonnet-20250219-v1%3A0"
-			    "/converse-stream");
+				     "eu.anthropic.claude-3-7-sonnet-20250219-v1%3A0"
+				     "/converse-stream");
 	assert_string_equal(header_value(out.headers, "Host"), AWS_HOST);
-	assert_string_equal(header_value(out.headers, "Content-Type"),
-			    "application/json");
+	assert_string_equal(header_value(out.headers, "Content-Type"), "application/json");
 	assert_string_equal(header_value(out.headers, "Accept"),
 			    "application/vnd.amazon.eventstream");
 	assert_string_equal(header_value(out.headers, "Expect"), "");
@@ -156,12 +148,11 @@ static void test_request_url_and_headers(void **state)
 	auth = header_value(out.headers, "Authorization");
 	assert_non_null(auth);
 	assert_non_null(strstr(auth, "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/"
-			       "20150830/eu-central-1/bedrock/aws4_request, "
-			       "SignedHeaders=content-type;host;x-amz-date, "
-			       "Signature="));
+				     "20150830/eu-central-1/bedrock/aws4_request, "
+				     "SignedHeaders=content-type;host;x-amz-date, "
+				     "Signature="));
 	assert_int_equal(out.body_len, strlen(out.body));
-	assert_signature_matches(&out, "https://" AWS_HOST, "eu-central-1",
-				 NULL);
+	assert_signature_matches(&out, "https://" AWS_HOST, "eu-central-1", NULL);
 	http_request_release(&out);
 }
 
@@ -173,14 +164,12 @@ static void test_request_session_token(void **state)
 	(void)state;
 	fixture_init(&f, "https://" AWS_HOST "/");
 	f.creds.aws_session_token = "EXAMPLESESSIONTOKEN";
-	assert_int_equal(backend_bedrock.build_request(&f.target, &f.req, &out),
-			 0);
+	assert_int_equal(backend_bedrock.build_request(&f.target, &f.req, &out), 0);
 	assert_string_equal(header_value(out.headers, "X-Amz-Security-Token"),
 			    "EXAMPLESESSIONTOKEN");
 	assert_non_null(strstr(header_value(out.headers, "Authorization"),
-		"SignedHeaders=content-type;host;x-amz-date;x-amz-security-token,"));
-	assert_signature_matches(&out, "https://" AWS_HOST, "eu-central-1",
-				 "EXAMPLESESSIONTOKEN");
+			       "SignedHeaders=content-type;host;x-amz-date;x-amz-security-token,"));
+	assert_signature_matches(&out, "https://" AWS_HOST, "eu-central-1", "EXAMPLESESSIONTOKEN");
 	http_request_release(&out);
 }
 
@@ -194,10 +183,9 @@ static void test_request_custom_endpoints(void **state)
 		const char *host;
 		const char *path_prefix;
 	} cases[] = {
-		{ "http://127.0.0.1:8080", "http://127.0.0.1:8080",
-		  "127.0.0.1:8080", "" },
-		{ "http://localhost:80/fake/bedrock//", "http://localhost:80",
-		  "localhost", "/fake/bedrock" },
+		{ "http://127.0.0.1:8080", "http://127.0.0.1:8080", "127.0.0.1:8080", "" },
+		{ "http://localhost:80/fake/bedrock//", "http://localhost:80", "localhost",
+		  "/fake/bedrock" },
 		{ "https://vpce.example.com:443/", "https://vpce.example.com:443",
 		  "vpce.example.com", "" },
 		{ "https://vpce.example.com:8443", "https://vpce.example.com:8443",
@@ -214,18 +202,14 @@ static void test_request_custom_endpoints(void **state)
 		char url[256];
 
 		fixture_init(&f, cases[i].endpoint);
-		assert_int_equal(backend_bedrock.build_request(&f.target, &f.req,
-							       &out), 0);
-		snprintf(url, sizeof(url), "%s%s/model/%s/converse-stream",
-			 cases[i].origin, cases[i].path_prefix,
-			 "eu.anthropic.claude-3-7-sonnet-20250219-v1%3A0");
+		assert_int_equal(backend_bedrock.build_request(&f.target, &f.req, &out), 0);
+		snprintf(url, sizeof(url), "%s%s/model/%s/converse-stream", cases[i].origin,
+			 cases[i].path_prefix, "eu.anthropic.claude-3-7-sonnet-20250219-v1%3A0");
 		assert_string_equal(out.url, url);
-		assert_string_equal(header_value(out.headers, "Host"),
-				    cases[i].host);
+		assert_string_equal(header_value(out.headers, "Host"), cases[i].host);
 		assert_non_null(strstr(header_value(out.headers, "Authorization"),
 				       "/eu-central-1/bedrock/aws4_request"));
-		assert_signature_matches(&out, cases[i].origin, "eu-central-1",
-					 NULL);
+		assert_signature_matches(&out, cases[i].origin, "eu-central-1", NULL);
 		http_request_release(&out);
 	}
 }
@@ -239,11 +223,10 @@ static void test_request_model_arn(void **state)
 	fixture_init(&f, "https://" AWS_HOST);
 	f.model.id = "arn:aws:bedrock:eu-central-1:123456789012:"
 		     "inference-profile/eu.x-v1:0";
-	assert_int_equal(backend_bedrock.build_request(&f.target, &f.req, &out),
-			 0);
+	assert_int_equal(backend_bedrock.build_request(&f.target, &f.req, &out), 0);
 	assert_string_equal(out.url, "https://" AWS_HOST "/model/"
-			    "arn%3Aaws%3Abedrock%3Aeu-central-1%3A123456789012"
-			    "%3Ainference-profile%2Feu.x-v1%3A0/converse-stream");
+				     "arn%3Aaws%3Abedrock%3Aeu-central-1%3A123456789012"
+				     "%3Ainference-profile%2Feu.x-v1%3A0/converse-stream");
 	http_request_release(&out);
 }
 
@@ -271,9 +254,9 @@ static void test_body_shape(void **state)
 	f.req.stop = f.stop;
 	f.req.n_stop = 2;
 
-	assert_int_equal(backend_bedrock.build_request(&f.target, &f.req, &out),
-			 0);
-	assert_string_equal(out.body,
+	assert_int_equal(backend_bedrock.build_request(&f.target, &f.req, &out), 0);
+	assert_string_equal(
+		out.body,
 		"{\"messages\":["
 		"{\"role\":\"user\",\"content\":[{\"text\":\"Hi\"},{\"text\":\"there\"}]},"
 		"{\"role\":\"assistant\",\"content\":[{\"text\":\"Hello.\"}]},"
@@ -291,22 +274,19 @@ static void test_body_shape(void **state)
 
 	/* Nothing set: no inferenceConfig, no system. */
 	fixture_init(&f, "https://" AWS_HOST);
-	assert_int_equal(backend_bedrock.build_request(&f.target, &f.req, &out),
-			 0);
+	assert_int_equal(backend_bedrock.build_request(&f.target, &f.req, &out), 0);
 	assert_string_equal(out.body, "{\"messages\":[{\"role\":\"user\","
-			    "\"content\":[{\"text\":\"Hello\"}]}]}");
+				      "\"content\":[{\"text\":\"Hello\"}]}]}");
 	http_request_release(&out);
 
 	/* The deployment's max_output_tokens bounds the request's. */
 	fixture_init(&f, "https://" AWS_HOST);
 	f.model.max_output_tokens = 100;
-	assert_int_equal(backend_bedrock.build_request(&f.target, &f.req, &out),
-			 0);
+	assert_int_equal(backend_bedrock.build_request(&f.target, &f.req, &out), 0);
 	assert_non_null(strstr(out.body, "\"inferenceConfig\":{\"maxTokens\":100}"));
 	http_request_release(&out);
 	f.req.max_tokens = 50;
-	assert_int_equal(backend_bedrock.build_request(&f.target, &f.req, &out),
-			 0);
+	assert_int_equal(backend_bedrock.build_request(&f.target, &f.req, &out), 0);
 	assert_non_null(strstr(out.body, "\"maxTokens\":50"));
 	http_request_release(&out);
 }
@@ -316,8 +296,7 @@ static void assert_build_fails(struct fixture *f, int want)
 	struct http_request out;
 
 	memset(&out, 0x5a, sizeof(out));
-	assert_int_equal(backend_bedrock.build_request(&f->target, &f->req,
-						       &out), want);
+	assert_int_equal(backend_bedrock.build_request(&f->target, &f->req, &out), want);
 	/* On failure OUT holds nothing to free. */
 	assert_null(out.url);
 	assert_null(out.headers);
@@ -334,7 +313,7 @@ static void test_request_refused(void **state)
 	assert_build_fails(&f, -EINVAL);
 
 	fixture_init(&f, "https://" AWS_HOST);
-	f.messages[0].role = "system";	/* no turn to answer */
+	f.messages[0].role = "system"; /* no turn to answer */
 	assert_build_fails(&f, -EINVAL);
 
 	fixture_init(&f, "https://" AWS_HOST);
@@ -429,14 +408,13 @@ static void put_be32(unsigned char *p, uint32_t v)
 	p[3] = (unsigned char)v;
 }
 
-static size_t put_string_header(unsigned char *p, const char *name,
-				const char *value)
+static size_t put_string_header(unsigned char *p, const char *name, const char *value)
 {
 	size_t name_len = strlen(name), value_len = strlen(value);
 
 	p[0] = (unsigned char)name_len;
 	memcpy(p + 1, name, name_len);
-	p[1 + name_len] = 7;	/* string */
+	p[1 + name_len] = 7; /* string */
 	p[2 + name_len] = (unsigned char)(value_len >> 8);
 	p[3 + name_len] = (unsigned char)value_len;
 	memcpy(p + 4 + name_len, value, value_len);
@@ -445,21 +423,18 @@ static size_t put_string_header(unsigned char *p, const char *name,
 
 /* Appends one frame: ":message-type" KIND, plus ":event-type" or
  * ":exception-type" TYPE, and a JSON payload. */
-static void stream_add(struct stream *s, const char *kind, const char *type,
-		       const char *payload)
+static void stream_add(struct stream *s, const char *kind, const char *type, const char *payload)
 {
 	unsigned char *frame = s->bytes + s->len;
 	size_t headers_len = 0, payload_len = strlen(payload), total;
 
-	headers_len += put_string_header(frame + 12 + headers_len,
-					 ":message-type", kind);
+	headers_len += put_string_header(frame + 12 + headers_len, ":message-type", kind);
 	if (type)
 		headers_len += put_string_header(
 			frame + 12 + headers_len,
-			strcmp(kind, "exception") == 0 ? ":exception-type" :
-							 ":event-type", type);
-	headers_len += put_string_header(frame + 12 + headers_len,
-					 ":content-type", "application/json");
+			strcmp(kind, "exception") == 0 ? ":exception-type" : ":event-type", type);
+	headers_len +=
+		put_string_header(frame + 12 + headers_len, ":content-type", "application/json");
 	total = 16 + headers_len + payload_len;
 	assert_true(s->len + total <= sizeof(s->bytes));
 	put_be32(frame, (uint32_t)total);
@@ -470,8 +445,7 @@ static void stream_add(struct stream *s, const char *kind, const char *type,
 	s->len += total;
 }
 
-static void stream_add_event(struct stream *s, const char *type,
-			     const char *payload)
+static void stream_add_event(struct stream *s, const char *type, const char *payload)
 {
 	stream_add(s, "event", type, payload);
 }
@@ -483,18 +457,19 @@ static void build_answer(struct stream *s, const char *stop_reason)
 
 	s->len = 0;
 	stream_add_event(s, "messageStart", "{\"role\":\"assistant\",\"p\":\"abc\"}");
-	stream_add_event(s, "contentBlockDelta",
+	stream_add_event(
+		s, "contentBlockDelta",
 		"{\"contentBlockIndex\":0,\"delta\":{\"text\":\"Hel\"},\"p\":\"abcdefgh\"}");
 	stream_add_event(s, "contentBlockDelta",
-		"{\"contentBlockIndex\":0,\"delta\":{\"text\":\"lo, w\\u00f6r\"}}");
+			 "{\"contentBlockIndex\":0,\"delta\":{\"text\":\"lo, w\\u00f6r\"}}");
 	stream_add_event(s, "contentBlockDelta",
-		"{\"contentBlockIndex\":0,\"delta\":{\"text\":\"ld\\n\"}}");
+			 "{\"contentBlockIndex\":0,\"delta\":{\"text\":\"ld\\n\"}}");
 	stream_add_event(s, "contentBlockStop", "{\"contentBlockIndex\":0}");
 	snprintf(stop, sizeof(stop), "{\"stopReason\":\"%s\"}", stop_reason);
 	stream_add_event(s, "messageStop", stop);
 	stream_add_event(s, "metadata",
-		"{\"usage\":{\"inputTokens\":12,\"outputTokens\":4,\"totalTokens\":16},"
-		"\"metrics\":{\"latencyMs\":412}}");
+			 "{\"usage\":{\"inputTokens\":12,\"outputTokens\":4,\"totalTokens\":16},"
+			 "\"metrics\":{\"latencyMs\":412}}");
 }
 
 #define EXPECTED_TEXT "Hello, w\xc3\xb6rld\n"
@@ -508,7 +483,7 @@ struct answer {
 	long output_tokens;
 	int usage_calls;
 	char finish_reason[64];
-	int refuse_text;	/* text() result to return, 0 to accept */
+	int refuse_text; /* text() result to return, 0 to accept */
 };
 
 static int on_text(void *ctx, const char *bytes, size_t len)
@@ -558,8 +533,7 @@ static int parse_split(const struct stream *s, size_t split, struct answer *a,
 	assert_non_null(p);
 	ret = backend_bedrock.parser_feed(p, bytes, split, err);
 	if (ret == 0)
-		ret = backend_bedrock.parser_feed(p, bytes + split,
-						  s->len - split, err);
+		ret = backend_bedrock.parser_feed(p, bytes + split, s->len - split, err);
 	if (ret == 0)
 		ret = backend_bedrock.parser_finish(p, err);
 	backend_bedrock.parser_free(p);
@@ -597,8 +571,8 @@ static void test_answer_byte_by_byte(void **state)
 	(void)state;
 	build_answer(&s, "end_turn");
 	for (i = 0; i < s.len; i++)
-		assert_int_equal(backend_bedrock.parser_feed(
-			p, (const char *)s.bytes + i, 1, &err), 0);
+		assert_int_equal(backend_bedrock.parser_feed(p, (const char *)s.bytes + i, 1, &err),
+				 0);
 	assert_int_equal(backend_bedrock.parser_finish(p, &err), 0);
 	backend_bedrock.parser_free(p);
 	assert_string_equal(a.text, EXPECTED_TEXT);
@@ -653,8 +627,7 @@ static void test_cut_stream(void **state)
 
 	/* metadata before messageStop does not complete an answer */
 	no_metadata.len = 0;
-	stream_add_event(&no_metadata, "contentBlockDelta",
-			 "{\"delta\":{\"text\":\"x\"}}");
+	stream_add_event(&no_metadata, "contentBlockDelta", "{\"delta\":{\"text\":\"x\"}}");
 	stream_add_event(&no_metadata, "metadata",
 			 "{\"usage\":{\"inputTokens\":1,\"outputTokens\":1}}");
 	stream_add_event(&no_metadata, "messageStop", "{\"stopReason\":\"end_turn\"}");
@@ -673,14 +646,13 @@ static void assert_exception(const char *type, int retryable)
 	stream_add_event(&s, "contentBlockDelta", "{\"delta\":{\"text\":\"par\"}}");
 	stream_add(&s, "exception", type, "{\"message\":\"Too many\\ntokens\"}");
 	stream_add_event(&s, "contentBlockDelta", "{\"delta\":{\"text\":\"tial\"}}");
-	assert_int_equal(backend_bedrock.parser_feed(p, (const char *)s.bytes,
-						     s.len, &err), -EIO);
+	assert_int_equal(backend_bedrock.parser_feed(p, (const char *)s.bytes, s.len, &err), -EIO);
 	assert_int_equal(err.retryable, retryable);
 	assert_string_equal(err.outcome, type);
-	snprintf(expected, sizeof(expected),
-		 "Bedrock failed while streaming (%s): Too many tokens", type);
+	snprintf(expected, sizeof(expected), "Bedrock failed while streaming (%s): Too many tokens",
+		 type);
 	assert_string_equal(err.message, expected);
-	assert_string_equal(a.text, "par");	/* nothing after the exception */
+	assert_string_equal(a.text, "par"); /* nothing after the exception */
 
 	/* The failure sticks, through feed and finish. */
 	memset(&err, 0, sizeof(err));
@@ -712,22 +684,21 @@ static void test_error_frame(void **state)
 
 	(void)state;
 	headers_len += put_string_header(frame + 12, ":message-type", "error");
-	headers_len += put_string_header(frame + 12 + headers_len,
-					 ":error-code", "InternalFailure");
-	headers_len += put_string_header(frame + 12 + headers_len,
-					 ":error-message", "Something broke");
+	headers_len +=
+		put_string_header(frame + 12 + headers_len, ":error-code", "InternalFailure");
+	headers_len +=
+		put_string_header(frame + 12 + headers_len, ":error-message", "Something broke");
 	total = 16 + headers_len;
 	put_be32(frame, (uint32_t)total);
 	put_be32(frame + 4, (uint32_t)headers_len);
 	put_be32(frame + 8, eventstream_crc32(0, frame, 8));
 	put_be32(frame + total - 4, eventstream_crc32(0, frame, total - 4));
 
-	assert_int_equal(backend_bedrock.parser_feed(p, (const char *)frame,
-						     total, &err), -EIO);
+	assert_int_equal(backend_bedrock.parser_feed(p, (const char *)frame, total, &err), -EIO);
 	assert_true(err.retryable);
 	assert_string_equal(err.outcome, "stream_error");
 	assert_string_equal(err.message, "Bedrock failed while streaming "
-			    "(InternalFailure): Something broke");
+					 "(InternalFailure): Something broke");
 	backend_bedrock.parser_free(p);
 }
 
@@ -755,7 +726,7 @@ static void test_corrupt_frame(void **state)
 		assert_int_equal(parse_split(&s, i, &a, &err), -EIO);
 		assert_true(err.retryable);
 		assert_string_equal(err.outcome, "malformed");
-		assert_string_equal(a.text, "");	/* corrupt text never shown */
+		assert_string_equal(a.text, ""); /* corrupt text never shown */
 	}
 }
 
@@ -795,11 +766,9 @@ static void classify(long status, const char *error_type, const char *body,
 
 	memset(&head, 0, sizeof(head));
 	head.status = status;
-	snprintf(head.amzn_error_type, sizeof(head.amzn_error_type), "%s",
-		 error_type);
+	snprintf(head.amzn_error_type, sizeof(head.amzn_error_type), "%s", error_type);
 	memset(err, 0, sizeof(*err));
-	backend_bedrock.classify_error(&head, body, body ? strlen(body) : 0,
-				       err);
+	backend_bedrock.classify_error(&head, body, body ? strlen(body) : 0, err);
 }
 
 static void test_classify_error(void **state)
@@ -807,33 +776,39 @@ static void test_classify_error(void **state)
 	struct attempt_error err;
 
 	(void)state;
-	classify(429, "ThrottlingException:http://internal.amazon.com/coral/"
+	classify(429,
+		 "ThrottlingException:http://internal.amazon.com/coral/"
 		 "com.amazon.bedrock/",
-		 "{\"message\":\"Too many tokens, please wait before trying again.\"}",
-		 &err);
+		 "{\"message\":\"Too many tokens, please wait before trying again.\"}", &err);
 	assert_true(err.retryable);
 	assert_string_equal(err.outcome, "http_429");
-	assert_string_equal(err.message, "Bedrock rejected the request "
-		"(ThrottlingException): Too many tokens, please wait before "
-		"trying again.");
+	assert_string_equal(err.message,
+			    "Bedrock rejected the request "
+			    "(ThrottlingException): Too many tokens, please wait before "
+			    "trying again.");
 	assert_true(err.retry_after_s < 0);
 
-	classify(400, "ValidationException:http://internal.amazon.com/coral/"
+	classify(400,
+		 "ValidationException:http://internal.amazon.com/coral/"
 		 "com.amazon.bedrock/",
 		 "{\"message\":\"The provided model identifier is invalid.\"}", &err);
 	assert_false(err.retryable);
 	assert_string_equal(err.outcome, "http_400");
-	assert_string_equal(err.message, "Bedrock rejected the request "
-		"(ValidationException): The provided model identifier is invalid.");
+	assert_string_equal(err.message,
+			    "Bedrock rejected the request "
+			    "(ValidationException): The provided model identifier is invalid.");
 
 	/* "Message", and the code from the body's __type */
-	classify(403, "", "{\"__type\":\"com.amazon.coral.service#"
+	classify(403, "",
+		 "{\"__type\":\"com.amazon.coral.service#"
 		 "UnrecognizedClientException\",\"Message\":\"The security token "
-		 "included in the request is invalid.\"}", &err);
+		 "included in the request is invalid.\"}",
+		 &err);
 	assert_false(err.retryable);
-	assert_string_equal(err.message, "Bedrock rejected the request "
-		"(UnrecognizedClientException): The security token included in "
-		"the request is invalid.");
+	assert_string_equal(err.message,
+			    "Bedrock rejected the request "
+			    "(UnrecognizedClientException): The security token included in "
+			    "the request is invalid.");
 
 	classify(403, "InvalidSignatureException", "{\"message\":\"x\"}", &err);
 	assert_false(err.retryable);
@@ -842,7 +817,7 @@ static void test_classify_error(void **state)
 	classify(404, "ResourceNotFoundException", "{}", &err);
 	assert_false(err.retryable);
 	assert_string_equal(err.message, "Bedrock rejected the request "
-			    "(ResourceNotFoundException) with HTTP 404");
+					 "(ResourceNotFoundException) with HTTP 404");
 	classify(429, "ModelNotReadyException", "{\"message\":\"warming\"}", &err);
 	assert_true(err.retryable);
 	classify(500, "InternalServerException", "{\"message\":\"x\"}", &err);
@@ -861,11 +836,11 @@ static void test_classify_error(void **state)
 	assert_true(err.retryable);
 	assert_string_equal(err.outcome, "http_502");
 	assert_string_equal(err.message, "Bedrock rejected the request "
-			    "(HTTP 502): <html>  Bad Gateway</html>");
+					 "(HTTP 502): <html>  Bad Gateway</html>");
 	classify(401, "", NULL, &err);
 	assert_false(err.retryable);
 	assert_string_equal(err.message, "Bedrock rejected the request "
-			    "(HTTP 401) with HTTP 401");
+					 "(HTTP 401) with HTTP 401");
 }
 
 static void test_classify_retry_after(void **state)

@@ -51,18 +51,31 @@ static void fmt(char *buf, size_t size, const char *format, ...)
 
 /* Every variable the loader reads, cleared before each test so that the
  * developer's own credentials never leak into a result. */
-static const char *const loader_env[] = {
-	"OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY",
-	"AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_REGION",
-	"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-	"AWS_PROFILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_REGION",
-	"AWS_DEFAULT_REGION", "GOOGLE_APPLICATION_CREDENTIALS",
-	"GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_LOCATION", "OLLAMA_HOST",
-	"PROMPTFS_TEST_AZURE_KEY", "PROMPTFS_TEST_AWS_ID",
-	"PROMPTFS_TEST_AWS_SECRET", "PROMPTFS_TEST_GCP_TOKEN",
-	"PROMPTFS_TEST_OPENAI_KEY", "PROMPTFS_TEST_ANTHROPIC_KEY",
-	"PROMPTFS_TEST_UNSET", NULL
-};
+static const char *const loader_env[] = { "OPENAI_API_KEY",
+					  "OPENAI_BASE_URL",
+					  "ANTHROPIC_API_KEY",
+					  "AZURE_OPENAI_ENDPOINT",
+					  "AZURE_OPENAI_API_KEY",
+					  "AZURE_OPENAI_REGION",
+					  "AWS_ACCESS_KEY_ID",
+					  "AWS_SECRET_ACCESS_KEY",
+					  "AWS_SESSION_TOKEN",
+					  "AWS_PROFILE",
+					  "AWS_SHARED_CREDENTIALS_FILE",
+					  "AWS_REGION",
+					  "AWS_DEFAULT_REGION",
+					  "GOOGLE_APPLICATION_CREDENTIALS",
+					  "GOOGLE_CLOUD_PROJECT",
+					  "GOOGLE_CLOUD_LOCATION",
+					  "OLLAMA_HOST",
+					  "PROMPTFS_TEST_AZURE_KEY",
+					  "PROMPTFS_TEST_AWS_ID",
+					  "PROMPTFS_TEST_AWS_SECRET",
+					  "PROMPTFS_TEST_GCP_TOKEN",
+					  "PROMPTFS_TEST_OPENAI_KEY",
+					  "PROMPTFS_TEST_ANTHROPIC_KEY",
+					  "PROMPTFS_TEST_UNSET",
+					  NULL };
 
 static const char *data_dir(void)
 {
@@ -78,16 +91,14 @@ static void fixture(char out[PATH_LEN], const char *name)
 
 /* Writes CONTENT to NAME under the temporary directory with exactly
  * MODE, and puts its path in OUT. */
-static void tmp_file(char out[PATH_LEN], const char *name,
-		     const char *content, mode_t mode)
+static void tmp_file(char out[PATH_LEN], const char *name, const char *content, mode_t mode)
 {
 	int fd;
 
 	fmt(out, PATH_LEN, "%s/%s", tmp_dir, name);
 	fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 	assert_true(fd >= 0);
-	assert_int_equal(write(fd, content, strlen(content)),
-			 (ssize_t)strlen(content));
+	assert_int_equal(write(fd, content, strlen(content)), (ssize_t)strlen(content));
 	/* The umask must not decide what the test checks. */
 	assert_int_equal(fchmod(fd, mode), 0);
 	close(fd);
@@ -103,19 +114,18 @@ static void tmp_mkdir(const char *name)
 
 /* A one-cloud openai config with AUTH (JSON text, may be "") and
  * ENDPOINT (may be NULL). */
-static void openai_config(char out[PATH_LEN], const char *name,
-			  const char *auth, const char *endpoint, mode_t mode)
+static void openai_config(char out[PATH_LEN], const char *name, const char *auth,
+			  const char *endpoint, mode_t mode)
 {
 	char text[2048], endpoint_json[512] = "";
 
 	if (endpoint)
-		fmt(endpoint_json, sizeof(endpoint_json),
-			 "\"endpoint\": \"%s\", ", endpoint);
+		fmt(endpoint_json, sizeof(endpoint_json), "\"endpoint\": \"%s\", ", endpoint);
 	fmt(text, sizeof(text),
-		 "{ \"clouds\": { \"openai\": { \"provider\": \"openai\", %s%s"
-		 "\"regions\": { \"us\": { \"geo\": \"us\", %s"
-		 "\"models\": { \"gpt-4o\": {} } } } } } }\n",
-		 auth, *auth ? ", " : "", endpoint_json);
+	    "{ \"clouds\": { \"openai\": { \"provider\": \"openai\", %s%s"
+	    "\"regions\": { \"us\": { \"geo\": \"us\", %s"
+	    "\"models\": { \"gpt-4o\": {} } } } } } }\n",
+	    auth, *auth ? ", " : "", endpoint_json);
 	tmp_file(out, name, text, mode);
 }
 
@@ -135,8 +145,7 @@ static int setup(void **state)
 	return 0;
 }
 
-static int remove_entry(const char *path, const struct stat *st, int flag,
-			struct FTW *ftw)
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
 	(void)st;
 	(void)flag;
@@ -152,8 +161,7 @@ static int teardown(void **state)
 
 /* Loads PATH, expects failure, and checks the sentence is exactly
  * "PATH: SUFFIX". */
-static void expect_error(const char *path, const char *catalog,
-			 const char *suffix)
+static void expect_error(const char *path, const char *catalog, const char *suffix)
 {
 	char err[CONFIG_ERROR_MAX] = "", expected[CONFIG_ERROR_MAX];
 	struct config *cfg = NULL;
@@ -181,8 +189,7 @@ static struct config *load_ok(const char *path, const char *catalog)
 	return cfg;
 }
 
-static const struct cloud *find_cloud(const struct config *cfg,
-				      const char *name)
+static const struct cloud *find_cloud(const struct config *cfg, const char *name)
 {
 	size_t i;
 
@@ -221,8 +228,7 @@ static void test_valid_full(void **state)
 	assert_non_null(c);
 	assert_int_equal(c->provider, PROVIDER_AZURE);
 	assert_string_equal(c->credentials.api_key, "azure-SECRET-1");
-	assert_string_equal(c->regions[0].endpoint,
-			    "https://contoso-weu.openai.azure.com");
+	assert_string_equal(c->regions[0].endpoint, "https://contoso-weu.openai.azure.com");
 	m = config_find_model(cfg, "azure", "westeurope", "gpt-4o");
 	assert_non_null(m);
 	assert_string_equal(m->id, "gpt-4o-prod");
@@ -243,8 +249,7 @@ static void test_valid_full(void **state)
 	c = find_cloud(cfg, "aws");
 	assert_int_equal(c->provider, PROVIDER_BEDROCK);
 	assert_string_equal(c->credentials.aws_access_key_id, "AKIDEXAMPLE");
-	assert_string_equal(c->credentials.aws_secret_access_key,
-			    "aws-SECRET-2");
+	assert_string_equal(c->credentials.aws_secret_access_key, "aws-SECRET-2");
 	assert_null(c->credentials.aws_session_token);
 	assert_int_equal(c->regions[0].n_geo, 2);
 	assert_string_equal(c->regions[0].geo[0], "eu");
@@ -268,19 +273,16 @@ static void test_valid_full(void **state)
 	assert_string_equal(c->regions[0].endpoint,
 			    "https://europe-west4-aiplatform.googleapis.com");
 	assert_string_equal(c->regions[1].name, "global");
-	assert_string_equal(c->regions[1].endpoint,
-			    "https://aiplatform.googleapis.com");
+	assert_string_equal(c->regions[1].endpoint, "https://aiplatform.googleapis.com");
 	m = config_find_model(cfg, "gcp", "europe-west4", "gemini-2.0-flash");
 	assert_string_equal(m->id, "gemini-2.0-flash");
-	assert_true(m->price.input_per_mtok == 0.10 &&
-		    m->price.output_per_mtok == 0.40);
+	assert_true(m->price.input_per_mtok == 0.10 && m->price.output_per_mtok == 0.40);
 
 	c = find_cloud(cfg, "openai");
 	assert_string_equal(c->credentials.api_key, "sk-openai-SECRET-4");
 	assert_string_equal(c->regions[0].endpoint, "https://api.openai.com/v1");
 	m = config_find_model(cfg, "openai", "us", "gpt-4o");
-	assert_true(m->price.input_per_mtok == 2.50 &&
-		    m->price.output_per_mtok == 10.00);
+	assert_true(m->price.input_per_mtok == 2.50 && m->price.output_per_mtok == 10.00);
 	assert_int_equal(m->max_output_tokens, 0);
 
 	c = find_cloud(cfg, "anthropic");
@@ -314,8 +316,7 @@ static const struct bad_case bad_cases[] = {
 	{ "empty_clouds.json", "clouds: at least one cloud is required" },
 	{ "unknown_top_key.json", "cloudz: unknown key" },
 	{ "unknown_cloud_key.json", "clouds.openai.regionz: unknown key" },
-	{ "unknown_region_key.json",
-	  "clouds.openai.regions.us.endpoints: unknown key" },
+	{ "unknown_region_key.json", "clouds.openai.regions.us.endpoints: unknown key" },
 	{ "unknown_model_key.json",
 	  "clouds.openai.regions.us.models.gpt-4o.temperature: unknown key" },
 	{ "unknown_price_key.json",
@@ -328,32 +329,25 @@ static const struct bad_case bad_cases[] = {
 	  "clouds.openai.provider: must be one of openai, azure, bedrock, vertex, anthropic" },
 	{ "missing_provider.json", "clouds.openai.provider: required" },
 	{ "geo_missing.json", "clouds.aws.regions.eu-central-1.geo: required" },
-	{ "geo_empty_list.json",
-	  "clouds.openai.regions.us.geo: must not be an empty list" },
+	{ "geo_empty_list.json", "clouds.openai.regions.us.geo: must not be an empty list" },
 	{ "geo_number.json",
 	  "clouds.openai.regions.us.geo: must be a string or a list of strings" },
-	{ "geo_empty_tag.json",
-	  "clouds.openai.regions.us.geo[1]: must be a non-empty string" },
+	{ "geo_empty_tag.json", "clouds.openai.regions.us.geo[1]: must be a non-empty string" },
 	{ "geo_slash.json",
 	  "clouds.openai.regions.us.geo: not a valid file name: the name contains '/'" },
-	{ "reserved_any.json",
-	  "clouds.any: the name \"any\" is reserved for the routed view" },
+	{ "reserved_any.json", "clouds.any: the name \"any\" is reserved for the routed view" },
 	{ "name_slash.json",
 	  "clouds.openai.regions.eu/west: not a valid file name: the name contains '/'" },
-	{ "name_dot.json",
-	  "clouds.openai.regions.us.models..hidden: not a valid file name: the name starts with '.'" },
-	{ "name_empty.json",
-	  "clouds.: not a valid file name: the name is empty" },
+	{ "name_dot.json", "clouds.openai.regions.us.models..hidden: not a valid file name: the "
+			   "name starts with '.'" },
+	{ "name_empty.json", "clouds.: not a valid file name: the name is empty" },
 	{ "azure_no_endpoint.json",
 	  "clouds.azure.regions.westeurope.endpoint: required for provider azure" },
 	{ "bad_endpoint.json",
 	  "clouds.openai.regions.us.endpoint: must start with http:// or https://" },
-	{ "empty_models.json",
-	  "clouds.openai.regions.us.models: at least one model is required" },
-	{ "empty_regions.json",
-	  "clouds.openai.regions: at least one region is required" },
-	{ "region_not_object.json",
-	  "clouds.openai.regions.us: must be an object" },
+	{ "empty_models.json", "clouds.openai.regions.us.models: at least one model is required" },
+	{ "empty_regions.json", "clouds.openai.regions: at least one region is required" },
+	{ "region_not_object.json", "clouds.openai.regions.us: must be an object" },
 	{ "price_negative.json",
 	  "clouds.openai.regions.us.models.gpt-4o.price.input_per_mtok: must be a number >= 0" },
 	{ "price_incomplete.json",
@@ -364,14 +358,11 @@ static const struct bad_case bad_cases[] = {
 	  "clouds.openai.regions.us.models.gpt-4o.max_output_tokens: must be an integer >= 1" },
 	{ "api_version_openai.json",
 	  "clouds.openai.regions.us.models.gpt-4o.api_version: only for provider azure" },
-	{ "family_slash.json",
-	  "clouds.openai.regions.us.models.gpt-4o.family: not a valid file name: the name contains '/'" },
-	{ "id_empty.json",
-	  "clouds.openai.regions.us.models.gpt-4o.id: must not be empty" },
-	{ "vertex_no_project.json",
-	  "clouds.gcp.project: required for provider vertex" },
-	{ "project_on_openai.json",
-	  "clouds.openai.project: only for provider vertex" },
+	{ "family_slash.json", "clouds.openai.regions.us.models.gpt-4o.family: not a valid file "
+			       "name: the name contains '/'" },
+	{ "id_empty.json", "clouds.openai.regions.us.models.gpt-4o.id: must not be empty" },
+	{ "vertex_no_project.json", "clouds.gcp.project: required for provider vertex" },
+	{ "project_on_openai.json", "clouds.openai.project: only for provider vertex" },
 	{ "env_unset.json",
 	  "clouds.openai.auth.api_key_env: environment variable PROMPTFS_TEST_UNSET is not set" },
 	{ "env_name_is_secret.json",
@@ -406,8 +397,9 @@ static void test_name_too_long(void **state)
 	memset(name, 'm', 256);
 	name[256] = '\0';
 	fmt(message, sizeof(message),
-		 "clouds.openai.regions.us.models.%s: not a valid file name: the name is longer than 255 bytes",
-		 name);
+	    "clouds.openai.regions.us.models.%s: not a valid file name: the name is longer than "
+	    "255 bytes",
+	    name);
 	fixture(path, "name_too_long.json");
 	expect_error(path, NULL, message);
 }
@@ -450,19 +442,20 @@ static void test_secret_file_mode_refused(void **state)
 
 	(void)state;
 	tmp_file(key, "key.txt", "sk-file-SECRET-6\n", 0644);
-	fmt(auth, sizeof(auth), "\"auth\": { \"api_key_file\": \"%s\" }",
-		 key);
+	fmt(auth, sizeof(auth), "\"auth\": { \"api_key_file\": \"%s\" }", key);
 	openai_config(cfg_path, "clouds.json", auth, NULL, 0600);
 	fmt(message, sizeof(message),
-		 "clouds.openai.auth.api_key_file: %s is readable by group or others (mode 0644); chmod 600 it",
-		 key);
+	    "clouds.openai.auth.api_key_file: %s is readable by group or others (mode 0644); chmod "
+	    "600 it",
+	    key);
 	expect_error(cfg_path, NULL, message);
 
 	/* Group-readable alone is refused too. */
 	tmp_file(key, "key.txt", "sk-file-SECRET-6\n", 0640);
 	fmt(message, sizeof(message),
-		 "clouds.openai.auth.api_key_file: %s is readable by group or others (mode 0640); chmod 600 it",
-		 key);
+	    "clouds.openai.auth.api_key_file: %s is readable by group or others (mode 0640); chmod "
+	    "600 it",
+	    key);
 	expect_error(cfg_path, NULL, message);
 }
 
@@ -474,15 +467,12 @@ static void test_secret_file_accepted(void **state)
 	(void)state;
 	/* Relative paths resolve beside the config file. */
 	tmp_file(key, "key.txt", "sk-file-SECRET-6\n\n", 0600);
-	openai_config(cfg_path, "clouds.json",
-		      "\"auth\": { \"api_key_file\": \"key.txt\" }", NULL,
+	openai_config(cfg_path, "clouds.json", "\"auth\": { \"api_key_file\": \"key.txt\" }", NULL,
 		      0644);
 	cfg = load_ok(cfg_path, NULL);
 	/* One trailing newline is the editor's, the other the user's. */
-	assert_string_equal(cfg->clouds[0].credentials.api_key,
-			    "sk-file-SECRET-6\n");
-	assert_string_equal(cfg->clouds[0].auth_sources[0].key,
-			    "api_key_file");
+	assert_string_equal(cfg->clouds[0].credentials.api_key, "sk-file-SECRET-6\n");
+	assert_string_equal(cfg->clouds[0].auth_sources[0].key, "api_key_file");
 	assert_string_equal(cfg->clouds[0].auth_sources[0].value, key);
 	config_free(cfg);
 
@@ -490,8 +480,7 @@ static void test_secret_file_accepted(void **state)
 	{
 		char message[CONFIG_ERROR_MAX];
 
-		fmt(message, sizeof(message),
-			 "clouds.openai.auth.api_key_file: %s is empty", key);
+		fmt(message, sizeof(message), "clouds.openai.auth.api_key_file: %s is empty", key);
 		expect_error(cfg_path, NULL, message);
 	}
 }
@@ -503,20 +492,19 @@ static void test_inline_secret_needs_private_config(void **state)
 	struct config *cfg = NULL;
 
 	(void)state;
-	openai_config(cfg_path, "clouds.json",
-		      "\"auth\": { \"api_key\": \"sk-inline-SECRET-7\" }", NULL,
-		      0644);
+	openai_config(cfg_path, "clouds.json", "\"auth\": { \"api_key\": \"sk-inline-SECRET-7\" }",
+		      NULL, 0644);
 	fmt(message, sizeof(message),
-		 "clouds.openai.auth.api_key: inline secret refused: %s is mode 0644; it must be 0600 or stricter",
-		 cfg_path);
+	    "clouds.openai.auth.api_key: inline secret refused: %s is mode 0644; it must be 0600 "
+	    "or stricter",
+	    cfg_path);
 	expect_error(cfg_path, NULL, message);
 	assert_true(config_load(cfg_path, NULL, &cfg, err) < 0);
 	assert_null(strstr(err, "SECRET-7"));
 
 	assert_int_equal(chmod(cfg_path, 0600), 0);
 	cfg = load_ok(cfg_path, NULL);
-	assert_string_equal(cfg->clouds[0].credentials.api_key,
-			    "sk-inline-SECRET-7");
+	assert_string_equal(cfg->clouds[0].credentials.api_key, "sk-inline-SECRET-7");
 	config_free(cfg);
 
 	assert_int_equal(chmod(cfg_path, 0400), 0);
@@ -531,15 +519,14 @@ static void test_env_secret(void **state)
 
 	(void)state;
 	openai_config(cfg_path, "clouds.json",
-		      "\"auth\": { \"api_key_env\": \"PROMPTFS_TEST_OPENAI_KEY\" }",
-		      NULL, 0644);
+		      "\"auth\": { \"api_key_env\": \"PROMPTFS_TEST_OPENAI_KEY\" }", NULL, 0644);
 	setenv("PROMPTFS_TEST_OPENAI_KEY", "", 1);
 	expect_error(cfg_path, NULL,
-		     "clouds.openai.auth.api_key_env: environment variable PROMPTFS_TEST_OPENAI_KEY is empty");
+		     "clouds.openai.auth.api_key_env: environment variable "
+		     "PROMPTFS_TEST_OPENAI_KEY is empty");
 	setenv("PROMPTFS_TEST_OPENAI_KEY", "sk-env-SECRET-8", 1);
 	cfg = load_ok(cfg_path, NULL);
-	assert_string_equal(cfg->clouds[0].credentials.api_key,
-			    "sk-env-SECRET-8");
+	assert_string_equal(cfg->clouds[0].credentials.api_key, "sk-env-SECRET-8");
 	config_free(cfg);
 }
 
@@ -553,16 +540,13 @@ static void test_openai_default_key(void **state)
 	setenv("OPENAI_API_KEY", "sk-default-SECRET-9", 1);
 	openai_config(cfg_path, "a.json", "", NULL, 0644);
 	cfg = load_ok(cfg_path, NULL);
-	assert_string_equal(cfg->clouds[0].credentials.api_key,
-			    "sk-default-SECRET-9");
+	assert_string_equal(cfg->clouds[0].credentials.api_key, "sk-default-SECRET-9");
 	config_free(cfg);
 
-	openai_config(cfg_path, "b.json", "", "http://127.0.0.1:8080/v1/",
-		      0644);
+	openai_config(cfg_path, "b.json", "", "http://127.0.0.1:8080/v1/", 0644);
 	cfg = load_ok(cfg_path, NULL);
 	assert_null(cfg->clouds[0].credentials.api_key);
-	assert_string_equal(cfg->clouds[0].regions[0].endpoint,
-			    "http://127.0.0.1:8080/v1");
+	assert_string_equal(cfg->clouds[0].regions[0].endpoint, "http://127.0.0.1:8080/v1");
 	config_free(cfg);
 
 	unsetenv("OPENAI_API_KEY");
@@ -572,27 +556,26 @@ static void test_openai_default_key(void **state)
 	config_free(cfg);
 }
 
-static const char aws_ini[] =
-	"# comments are fine\n"
-	"[default]\n"
-	"aws_access_key_id = AKIDDEFAULT\n"
-	"aws_secret_access_key = default-SECRET-10\n"
-	"\n"
-	"[profile prod]\n"
-	"aws_access_key_id=AKIDPROD\n"
-	"aws_secret_access_key=prod-SECRET-11\n"
-	"aws_session_token = prod-token-SECRET-12\n"
-	"region = eu-west-1\n";
+static const char aws_ini[] = "# comments are fine\n"
+			      "[default]\n"
+			      "aws_access_key_id = AKIDDEFAULT\n"
+			      "aws_secret_access_key = default-SECRET-10\n"
+			      "\n"
+			      "[profile prod]\n"
+			      "aws_access_key_id=AKIDPROD\n"
+			      "aws_secret_access_key=prod-SECRET-11\n"
+			      "aws_session_token = prod-token-SECRET-12\n"
+			      "region = eu-west-1\n";
 
 static void bedrock_config(char out[PATH_LEN], const char *auth)
 {
 	char text[2048];
 
 	fmt(text, sizeof(text),
-		 "{ \"clouds\": { \"aws\": { \"provider\": \"bedrock\", %s%s"
-		 "\"regions\": { \"us-east-1\": { \"geo\": \"us\", "
-		 "\"models\": { \"nova\": { \"id\": \"amazon.nova-pro-v1:0\" } } } } } } }\n",
-		 auth, *auth ? ", " : "");
+	    "{ \"clouds\": { \"aws\": { \"provider\": \"bedrock\", %s%s"
+	    "\"regions\": { \"us-east-1\": { \"geo\": \"us\", "
+	    "\"models\": { \"nova\": { \"id\": \"amazon.nova-pro-v1:0\" } } } } } } }\n",
+	    auth, *auth ? ", " : "");
 	tmp_file(out, "clouds.json", text, 0644);
 }
 
@@ -612,8 +595,7 @@ static void test_aws_profile_from_home(void **state)
 	assert_string_equal(creds->aws_access_key_id, "AKIDDEFAULT");
 	assert_string_equal(creds->aws_secret_access_key, "default-SECRET-10");
 	assert_null(creds->aws_session_token);
-	assert_string_equal(cfg->clouds[0].auth_sources[0].key,
-			    "credentials_file");
+	assert_string_equal(cfg->clouds[0].auth_sources[0].key, "credentials_file");
 	assert_string_equal(cfg->clouds[0].auth_sources[0].value, ini);
 	assert_string_equal(cfg->clouds[0].auth_sources[1].value, "default");
 	config_free(cfg);
@@ -628,21 +610,22 @@ static void test_aws_profile_from_home(void **state)
 
 	setenv("AWS_PROFILE", "staging", 1);
 	fmt(message, sizeof(message),
-		 "clouds.aws.auth: absent, AWS_ACCESS_KEY_ID is not set, and %s has no profile [staging]",
-		 ini);
+	    "clouds.aws.auth: absent, AWS_ACCESS_KEY_ID is not set, and %s has no profile "
+	    "[staging]",
+	    ini);
 	expect_error(cfg_path, NULL, message);
 
 	/* The environment wins over the file. */
 	setenv("AWS_ACCESS_KEY_ID", "AKIDENV", 1);
 	setenv("AWS_SECRET_ACCESS_KEY", "env-SECRET-13", 1);
 	cfg = load_ok(cfg_path, NULL);
-	assert_string_equal(cfg->clouds[0].credentials.aws_access_key_id,
-			    "AKIDENV");
+	assert_string_equal(cfg->clouds[0].credentials.aws_access_key_id, "AKIDENV");
 	config_free(cfg);
 
 	unsetenv("AWS_SECRET_ACCESS_KEY");
 	expect_error(cfg_path, NULL,
-		     "clouds.aws.auth: absent, and AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not");
+		     "clouds.aws.auth: absent, and AWS_ACCESS_KEY_ID is set but "
+		     "AWS_SECRET_ACCESS_KEY is not");
 }
 
 static void test_aws_credentials_file_checks(void **state)
@@ -654,24 +637,26 @@ static void test_aws_credentials_file_checks(void **state)
 	(void)state;
 	bedrock_config(cfg_path, "");
 	fmt(message, sizeof(message),
-		 "clouds.aws.auth: absent, AWS_ACCESS_KEY_ID is not set, and cannot open %s/.aws/credentials: No such file or directory",
-		 tmp_dir);
+	    "clouds.aws.auth: absent, AWS_ACCESS_KEY_ID is not set, and cannot open "
+	    "%s/.aws/credentials: No such file or directory",
+	    tmp_dir);
 	expect_error(cfg_path, NULL, message);
 
 	tmp_file(ini, "shared", aws_ini, 0644);
 	setenv("AWS_SHARED_CREDENTIALS_FILE", ini, 1);
 	fmt(message, sizeof(message),
-		 "clouds.aws.auth: absent, AWS_ACCESS_KEY_ID is not set, and %s is readable by group or others (mode 0644); chmod 600 it",
-		 ini);
+	    "clouds.aws.auth: absent, AWS_ACCESS_KEY_ID is not set, and %s is readable by group or "
+	    "others (mode 0644); chmod 600 it",
+	    ini);
 	expect_error(cfg_path, NULL, message);
 	assert_true(config_load(cfg_path, NULL, &cfg, err) < 0);
 	assert_null(strstr(err, "SECRET-"));
 
-	tmp_file(ini, "shared", "[default]\naws_access_key_id = AKID\n",
-		 0600);
+	tmp_file(ini, "shared", "[default]\naws_access_key_id = AKID\n", 0600);
 	fmt(message, sizeof(message),
-		 "clouds.aws.auth: absent, AWS_ACCESS_KEY_ID is not set, and %s: profile [default] needs aws_access_key_id and aws_secret_access_key",
-		 ini);
+	    "clouds.aws.auth: absent, AWS_ACCESS_KEY_ID is not set, and %s: profile [default] "
+	    "needs aws_access_key_id and aws_secret_access_key",
+	    ini);
 	expect_error(cfg_path, NULL, message);
 }
 
@@ -682,18 +667,19 @@ static void test_bedrock_auth_keys(void **state)
 
 	(void)state;
 	tmp_file(ini, "team-credentials", aws_ini, 0600);
-	bedrock_config(cfg_path,
-		       "\"auth\": { \"credentials_file\": \"team-credentials\", \"profile\": \"prod\" }");
+	bedrock_config(
+		cfg_path,
+		"\"auth\": { \"credentials_file\": \"team-credentials\", \"profile\": \"prod\" }");
 	cfg = load_ok(cfg_path, NULL);
-	assert_string_equal(cfg->clouds[0].credentials.aws_access_key_id,
-			    "AKIDPROD");
+	assert_string_equal(cfg->clouds[0].credentials.aws_access_key_id, "AKIDPROD");
 	config_free(cfg);
 
-	bedrock_config(cfg_path,
-		       "\"auth\": { \"access_key_id_env\": \"PROMPTFS_TEST_AWS_ID\", \"profile\": \"prod\" }");
+	bedrock_config(cfg_path, "\"auth\": { \"access_key_id_env\": \"PROMPTFS_TEST_AWS_ID\", "
+				 "\"profile\": \"prod\" }");
 	setenv("PROMPTFS_TEST_AWS_ID", "AKID", 1);
-	expect_error(cfg_path, NULL,
-		     "clouds.aws.auth: give either access keys or credentials_file/profile, not both");
+	expect_error(
+		cfg_path, NULL,
+		"clouds.aws.auth: give either access keys or credentials_file/profile, not both");
 
 	bedrock_config(cfg_path, "\"auth\": { \"api_key_env\": \"X\" }");
 	expect_error(cfg_path, NULL,
@@ -703,7 +689,8 @@ static void test_bedrock_auth_keys(void **state)
 static const char service_account_json[] =
 	"{ \"type\": \"service_account\", \"project_id\": \"acme-sa\", "
 	"\"private_key_id\": \"kid-1\", "
-	"\"private_key\": \"-----BEGIN PRIVATE KEY-----\\nPEM-SECRET-14\\n-----END PRIVATE KEY-----\\n\", "
+	"\"private_key\": \"-----BEGIN PRIVATE KEY-----\\nPEM-SECRET-14\\n-----END PRIVATE "
+	"KEY-----\\n\", "
 	"\"client_email\": \"promptfs@acme-sa.iam.gserviceaccount.com\" }\n";
 
 static void vertex_config(char out[PATH_LEN], const char *auth)
@@ -711,10 +698,10 @@ static void vertex_config(char out[PATH_LEN], const char *auth)
 	char text[2048];
 
 	fmt(text, sizeof(text),
-		 "{ \"clouds\": { \"gcp\": { \"provider\": \"vertex\", \"project\": \"acme\", %s%s"
-		 "\"regions\": { \"europe-west4\": { \"geo\": \"eu\", "
-		 "\"models\": { \"gemini-2.5-flash\": {} } } } } } }\n",
-		 auth, *auth ? ", " : "");
+	    "{ \"clouds\": { \"gcp\": { \"provider\": \"vertex\", \"project\": \"acme\", %s%s"
+	    "\"regions\": { \"europe-west4\": { \"geo\": \"eu\", "
+	    "\"models\": { \"gemini-2.5-flash\": {} } } } } } }\n",
+	    auth, *auth ? ", " : "");
 	tmp_file(out, "clouds.json", text, 0644);
 }
 
@@ -730,19 +717,18 @@ static void test_vertex_service_account(void **state)
 	cfg = load_ok(cfg_path, NULL);
 	sa = cfg->clouds[0].credentials.service_account;
 	assert_non_null(sa);
-	assert_string_equal(sa->client_email,
-			    "promptfs@acme-sa.iam.gserviceaccount.com");
+	assert_string_equal(sa->client_email, "promptfs@acme-sa.iam.gserviceaccount.com");
 	assert_string_equal(sa->private_key_id, "kid-1");
 	assert_non_null(strstr(sa->private_key_pem, "PEM-SECRET-14"));
 	assert_string_equal(sa->token_uri, "https://oauth2.googleapis.com/token");
-	assert_true(cfg->clouds[0].regions[0].models[0].price.output_per_mtok ==
-		    2.50);
+	assert_true(cfg->clouds[0].regions[0].models[0].price.output_per_mtok == 2.50);
 	config_free(cfg);
 
 	/* Absent auth: $GOOGLE_APPLICATION_CREDENTIALS. */
 	vertex_config(cfg_path, "");
 	expect_error(cfg_path, NULL,
-		     "clouds.gcp.auth: absent, and environment variable GOOGLE_APPLICATION_CREDENTIALS is not set");
+		     "clouds.gcp.auth: absent, and environment variable "
+		     "GOOGLE_APPLICATION_CREDENTIALS is not set");
 	setenv("GOOGLE_APPLICATION_CREDENTIALS", key, 1);
 	cfg = load_ok(cfg_path, NULL);
 	assert_non_null(cfg->clouds[0].credentials.service_account);
@@ -750,22 +736,23 @@ static void test_vertex_service_account(void **state)
 
 	tmp_file(key, "sa.json", service_account_json, 0604);
 	fmt(message, sizeof(message),
-		 "clouds.gcp.auth: GOOGLE_APPLICATION_CREDENTIALS: %s is readable by group or others (mode 0604); chmod 600 it",
-		 key);
+	    "clouds.gcp.auth: GOOGLE_APPLICATION_CREDENTIALS: %s is readable by group or others "
+	    "(mode 0604); chmod 600 it",
+	    key);
 	expect_error(cfg_path, NULL, message);
 
 	tmp_file(key, "sa.json", "{ \"type\": \"authorized_user\" }", 0600);
 	vertex_config(cfg_path, "\"auth\": { \"service_account_file\": \"sa.json\" }");
 	fmt(message, sizeof(message),
-		 "clouds.gcp.auth.service_account_file: %s: not a service account key (\"type\" is not \"service_account\")",
-		 key);
+	    "clouds.gcp.auth.service_account_file: %s: not a service account key (\"type\" is not "
+	    "\"service_account\")",
+	    key);
 	expect_error(cfg_path, NULL, message);
 
 	/* A broken key file: its position only, never its text. */
 	tmp_file(key, "sa.json", "{ \"private_key\": PEM-SECRET-14 }", 0600);
 	fmt(message, sizeof(message),
-		 "clouds.gcp.auth.service_account_file: %s: not valid JSON (line 1 column 20)",
-		 key);
+	    "clouds.gcp.auth.service_account_file: %s: not valid JSON (line 1 column 20)", key);
 	expect_error(cfg_path, NULL, message);
 }
 
@@ -777,10 +764,13 @@ static void test_catalog_fill_in(void **state)
 
 	(void)state;
 	tmp_file(cfg_path, "clouds.json",
-		 "{ \"clouds\": { \"openai\": { \"provider\": \"openai\", \"regions\": { \"us\": { \"geo\": \"us\", \"models\": {"
+		 "{ \"clouds\": { \"openai\": { \"provider\": \"openai\", \"regions\": { \"us\": { "
+		 "\"geo\": \"us\", \"models\": {"
 		 " \"gpt-4o-mini\": {}, \"mine\": { \"id\": \"gpt-4o-mini\" },"
-		 " \"house\": {}, \"priced\": { \"id\": \"gpt-4o\", \"family\": \"big\", \"price\": { \"input_per_mtok\": 0, \"output_per_mtok\": 0 } }"
-		 " } } } } } }", 0644);
+		 " \"house\": {}, \"priced\": { \"id\": \"gpt-4o\", \"family\": \"big\", "
+		 "\"price\": { \"input_per_mtok\": 0, \"output_per_mtok\": 0 } }"
+		 " } } } } } }",
+		 0644);
 	cfg = load_ok(cfg_path, NULL);
 	m = config_find_model(cfg, "openai", "us", "gpt-4o-mini");
 	assert_true(m->price.known && m->price.input_per_mtok == 0.15 &&
@@ -806,14 +796,14 @@ static void test_catalog_file_replaces(void **state)
 	(void)state;
 	fixture(catalog, "catalog_custom.json");
 	tmp_file(cfg_path, "clouds.json",
-		 "{ \"clouds\": { \"openai\": { \"provider\": \"openai\", \"regions\": { \"us\": { \"geo\": \"us\", \"models\": {"
+		 "{ \"clouds\": { \"openai\": { \"provider\": \"openai\", \"regions\": { \"us\": { "
+		 "\"geo\": \"us\", \"models\": {"
 		 " \"gpt-4o\": {}, \"gpt-4o-mini\": {}, \"house-model\": {} } } } } } }",
 		 0644);
 	cfg = load_ok(cfg_path, catalog);
 	m = config_find_model(cfg, "openai", "us", "gpt-4o");
 	assert_string_equal(m->family, "omni");
-	assert_true(m->price.input_per_mtok == 1.0 &&
-		    m->price.output_per_mtok == 4.0);
+	assert_true(m->price.input_per_mtok == 1.0 && m->price.output_per_mtok == 4.0);
 	/* Replaced, not merged: the built-in entry is gone. */
 	m = config_find_model(cfg, "openai", "us", "gpt-4o-mini");
 	assert_false(m->price.known);
@@ -826,15 +816,12 @@ static void test_catalog_file_replaces(void **state)
 static void test_catalog_file_errors(void **state)
 {
 	static const struct bad_case cases[] = {
-		{ "catalog_bad_price.json",
-		  "[1].input_per_mtok: must be a number >= 0" },
+		{ "catalog_bad_price.json", "[1].input_per_mtok: must be a number >= 0" },
 		{ "catalog_unknown_key.json", "[0].currency: unknown key" },
-		{ "catalog_duplicate.json",
-		  "[1]: duplicate of [0] (same provider and id)" },
+		{ "catalog_duplicate.json", "[1]: duplicate of [0] (same provider and id)" },
 		{ "catalog_bad_provider.json",
 		  "[0].provider: must be one of openai, azure, bedrock, vertex, anthropic" },
-		{ "catalog_not_list.json",
-		  "top level: must be a list of models" },
+		{ "catalog_not_list.json", "top level: must be a list of models" },
 	};
 	char cfg_path[PATH_LEN], catalog[PATH_LEN];
 	char err[CONFIG_ERROR_MAX], expected[CONFIG_ERROR_MAX];
@@ -846,14 +833,12 @@ static void test_catalog_file_errors(void **state)
 	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		fixture(catalog, cases[i].file);
 		assert_true(config_load(cfg_path, catalog, &cfg, err) < 0);
-		fmt(expected, sizeof(expected), "%s: %s", catalog,
-			 cases[i].message);
+		fmt(expected, sizeof(expected), "%s: %s", catalog, cases[i].message);
 		assert_string_equal(err, expected);
 	}
 	fmt(catalog, sizeof(catalog), "%s/none.json", tmp_dir);
 	assert_int_equal(config_load(cfg_path, catalog, &cfg, err), -ENOENT);
-	fmt(expected, sizeof(expected),
-		 "%s: cannot open: No such file or directory", catalog);
+	fmt(expected, sizeof(expected), "%s: cannot open: No such file or directory", catalog);
 	assert_string_equal(err, expected);
 }
 
@@ -866,16 +851,14 @@ static void test_builtin_catalog(void **state)
 	(void)state;
 	assert_int_equal(catalog_load(NULL, &cat, err), 0);
 	e = catalog_find(cat, PROVIDER_OPENAI, "gpt-4o");
-	assert_true(e && e->input_per_mtok == 2.50 &&
-		    e->output_per_mtok == 10.00 && e->context_window == 128000);
+	assert_true(e && e->input_per_mtok == 2.50 && e->output_per_mtok == 10.00 &&
+		    e->context_window == 128000);
 	e = catalog_find(cat, PROVIDER_VERTEX, "gemini-2.5-flash");
 	assert_true(e && e->input_per_mtok == 0.30 && e->output_per_mtok == 2.50);
-	e = catalog_find(cat, PROVIDER_BEDROCK,
-			 "eu.anthropic.claude-3-7-sonnet-20250219-v1:0");
+	e = catalog_find(cat, PROVIDER_BEDROCK, "eu.anthropic.claude-3-7-sonnet-20250219-v1:0");
 	assert_true(e && strcmp(e->family, "claude-sonnet") == 0);
 	/* A profile not listed falls back to the model it routes to. */
-	e = catalog_find(cat, PROVIDER_BEDROCK,
-			 "apac.anthropic.claude-3-7-sonnet-20250219-v1:0");
+	e = catalog_find(cat, PROVIDER_BEDROCK, "apac.anthropic.claude-3-7-sonnet-20250219-v1:0");
 	assert_true(e && e->input_per_mtok == 3.0);
 	assert_null(catalog_find(cat, PROVIDER_ANTHROPIC, "gpt-4o"));
 	catalog_free(cat);
@@ -896,11 +879,16 @@ static char *print_to_string(const struct config *cfg)
 
 static void test_print_never_shows_secrets(void **state)
 {
-	static const char *const secrets[] = {
-		"azure-SECRET-1", "aws-SECRET-2", "ya29.gcp-SECRET-3",
-		"sk-openai-SECRET-4", "sk-ant-SECRET-5", "sk-file-SECRET-6",
-		"sk-inline-SECRET-7", "PEM-SECRET-14", "SECRET-", NULL
-	};
+	static const char *const secrets[] = { "azure-SECRET-1",
+					       "aws-SECRET-2",
+					       "ya29.gcp-SECRET-3",
+					       "sk-openai-SECRET-4",
+					       "sk-ant-SECRET-5",
+					       "sk-file-SECRET-6",
+					       "sk-inline-SECRET-7",
+					       "PEM-SECRET-14",
+					       "SECRET-",
+					       NULL };
 	char cfg_path[PATH_LEN], key[PATH_LEN], sa[PATH_LEN];
 	char text[4096], reload[PATH_LEN], err[CONFIG_ERROR_MAX];
 	struct config *cfg, *again = NULL;
@@ -912,18 +900,27 @@ static void test_print_never_shows_secrets(void **state)
 	tmp_file(key, "key.txt", "sk-file-SECRET-6\n", 0600);
 	tmp_file(sa, "sa.json", service_account_json, 0600);
 	fmt(text, sizeof(text),
-		 "{ \"clouds\": {"
-		 " \"inline\": { \"provider\": \"openai\", \"auth\": { \"api_key\": \"sk-inline-SECRET-7\" },"
-		 "  \"regions\": { \"us\": { \"geo\": \"us\", \"models\": { \"gpt-4o\": {} } } } },"
-		 " \"file\": { \"provider\": \"anthropic\", \"auth\": { \"api_key_file\": \"%s\" },"
-		 "  \"regions\": { \"us\": { \"geo\": \"us\", \"models\": { \"claude-3-5-haiku-latest\": {} } } } },"
-		 " \"env\": { \"provider\": \"azure\", \"auth\": { \"bearer_token_env\": \"PROMPTFS_TEST_AZURE_KEY\" },"
-		 "  \"regions\": { \"swedencentral\": { \"geo\": [\"eu\"], \"endpoint\": \"https://x.openai.azure.com\", \"models\": { \"gpt-4o\": {} } } } },"
-		 " \"aws\": { \"provider\": \"bedrock\", \"auth\": { \"access_key_id_env\": \"PROMPTFS_TEST_AWS_ID\", \"secret_access_key_env\": \"PROMPTFS_TEST_AWS_SECRET\" },"
-		 "  \"regions\": { \"us-east-1\": { \"geo\": \"us\", \"models\": { \"amazon.nova-pro-v1:0\": {} } } } },"
-		 " \"gcp\": { \"provider\": \"vertex\", \"project\": \"acme\", \"auth\": { \"service_account_file\": \"%s\" },"
-		 "  \"regions\": { \"global\": { \"geo\": \"global\", \"models\": { \"gemini-2.5-pro\": {} } } } }"
-		 " } }\n", key, sa);
+	    "{ \"clouds\": {"
+	    " \"inline\": { \"provider\": \"openai\", \"auth\": { \"api_key\": "
+	    "\"sk-inline-SECRET-7\" },"
+	    "  \"regions\": { \"us\": { \"geo\": \"us\", \"models\": { \"gpt-4o\": {} } } } },"
+	    " \"file\": { \"provider\": \"anthropic\", \"auth\": { \"api_key_file\": \"%s\" },"
+	    "  \"regions\": { \"us\": { \"geo\": \"us\", \"models\": { "
+	    "\"claude-3-5-haiku-latest\": {} } } } },"
+	    " \"env\": { \"provider\": \"azure\", \"auth\": { \"bearer_token_env\": "
+	    "\"PROMPTFS_TEST_AZURE_KEY\" },"
+	    "  \"regions\": { \"swedencentral\": { \"geo\": [\"eu\"], \"endpoint\": "
+	    "\"https://x.openai.azure.com\", \"models\": { \"gpt-4o\": {} } } } },"
+	    " \"aws\": { \"provider\": \"bedrock\", \"auth\": { \"access_key_id_env\": "
+	    "\"PROMPTFS_TEST_AWS_ID\", \"secret_access_key_env\": \"PROMPTFS_TEST_AWS_SECRET\" },"
+	    "  \"regions\": { \"us-east-1\": { \"geo\": \"us\", \"models\": { "
+	    "\"amazon.nova-pro-v1:0\": {} } } } },"
+	    " \"gcp\": { \"provider\": \"vertex\", \"project\": \"acme\", \"auth\": { "
+	    "\"service_account_file\": \"%s\" },"
+	    "  \"regions\": { \"global\": { \"geo\": \"global\", \"models\": { \"gemini-2.5-pro\": "
+	    "{} } } } }"
+	    " } }\n",
+	    key, sa);
 	tmp_file(cfg_path, "clouds.json", text, 0600);
 	cfg = load_ok(cfg_path, NULL);
 	printed = print_to_string(cfg);
@@ -1057,12 +1054,10 @@ static void test_environment_azure_vertex(void **state)
 	assert_int_equal(config_from_environment(NULL, &cfg, err), 0);
 	c = find_cloud(cfg, "azure");
 	assert_non_null(c);
-	assert_string_equal(c->regions[0].endpoint,
-			    "https://contoso.openai.azure.com");
+	assert_string_equal(c->regions[0].endpoint, "https://contoso.openai.azure.com");
 	assert_string_equal(c->regions[0].geo[0], "eu");
 	assert_string_equal(c->regions[0].geo[1], "de");
-	assert_non_null(config_find_model(cfg, "azure", "germanywestcentral",
-					  "gpt-4o"));
+	assert_non_null(config_find_model(cfg, "azure", "germanywestcentral", "gpt-4o"));
 	c = find_cloud(cfg, "gcp");
 	assert_non_null(c);
 	/* No GOOGLE_CLOUD_PROJECT: the key's own project. */
@@ -1095,7 +1090,7 @@ void *__wrap_calloc(size_t n, size_t size);
 void *__wrap_realloc(void *ptr, size_t size);
 char *__wrap_strdup(const char *s);
 
-static long allocs_before_failure = -1;	/* -1: never fail */
+static long allocs_before_failure = -1; /* -1: never fail */
 
 static int allocation_fails(void)
 {

@@ -49,8 +49,7 @@ static void header_put_name(struct header_block *h, const char *name,
 	h->bytes[h->len++] = (unsigned char)type;
 }
 
-static void header_add_string(struct header_block *h, const char *name,
-			      const char *value)
+static void header_add_string(struct header_block *h, const char *name, const char *value)
 {
 	size_t value_len = strlen(value);
 
@@ -62,8 +61,7 @@ static void header_add_string(struct header_block *h, const char *name,
 }
 
 static void header_add_fixed(struct header_block *h, const char *name,
-			     enum eventstream_header_type type, uint64_t value,
-			     size_t value_len)
+			     enum eventstream_header_type type, uint64_t value, size_t value_len)
 {
 	header_put_name(h, name, type);
 	put_be(h->bytes + h->len, value, value_len);
@@ -73,9 +71,8 @@ static void header_add_fixed(struct header_block *h, const char *name,
 /* Lays out prelude, headers, payload and both CRCs; TOTAL_OVERRIDE and
  * HEADERS_OVERRIDE (when not 0) forge the prelude lengths, with a prelude
  * CRC that still matches them. */
-static void frame_build_forged(struct frame *f, const struct header_block *h,
-			       const char *payload, uint32_t total_override,
-			       uint32_t headers_override)
+static void frame_build_forged(struct frame *f, const struct header_block *h, const char *payload,
+			       uint32_t total_override, uint32_t headers_override)
 {
 	size_t headers_len = h ? h->len : 0;
 	size_t payload_len = payload ? strlen(payload) : 0;
@@ -83,26 +80,22 @@ static void frame_build_forged(struct frame *f, const struct header_block *h,
 
 	assert_true(total <= MAX_FRAME);
 	put_be(f->bytes, total_override ? total_override : total, 4);
-	put_be(f->bytes + 4, headers_override ? headers_override : headers_len,
-	       4);
+	put_be(f->bytes + 4, headers_override ? headers_override : headers_len, 4);
 	put_be(f->bytes + 8, eventstream_crc32(0, f->bytes, 8), 4);
 	if (headers_len)
 		memcpy(f->bytes + 12, h->bytes, headers_len);
 	if (payload_len)
 		memcpy(f->bytes + 12 + headers_len, payload, payload_len);
-	put_be(f->bytes + total - 4, eventstream_crc32(0, f->bytes, total - 4),
-	       4);
+	put_be(f->bytes + total - 4, eventstream_crc32(0, f->bytes, total - 4), 4);
 	f->len = total;
 }
 
-static void frame_build(struct frame *f, const struct header_block *h,
-			const char *payload)
+static void frame_build(struct frame *f, const struct header_block *h, const char *payload)
 {
 	frame_build_forged(f, h, payload, 0, 0);
 }
 
-static void frame_build_event(struct frame *f, const char *event_type,
-			      const char *payload)
+static void frame_build_event(struct frame *f, const char *event_type, const char *payload)
 {
 	struct header_block h = { .len = 0 };
 
@@ -124,7 +117,7 @@ struct seen_message {
 struct collector {
 	struct seen_message seen[MAX_SEEN];
 	size_t n_seen;
-	int fail_with;		/* callback result to return, 0 to accept */
+	int fail_with; /* callback result to return, 0 to accept */
 };
 
 static void copy_or_empty(char *dst, size_t cap, const char *src)
@@ -140,8 +133,7 @@ static int collect(void *ctx, const struct eventstream_message *msg)
 	assert_true(c->n_seen < MAX_SEEN);
 	s = &c->seen[c->n_seen++];
 	copy_or_empty(s->event_type, sizeof(s->event_type), msg->event_type);
-	copy_or_empty(s->message_type, sizeof(s->message_type),
-		      msg->message_type);
+	copy_or_empty(s->message_type, sizeof(s->message_type), msg->message_type);
 	assert_true(msg->payload_len < sizeof(s->payload));
 	memcpy(s->payload, msg->payload, msg->payload_len);
 	s->payload[msg->payload_len] = '\0';
@@ -149,8 +141,7 @@ static int collect(void *ctx, const struct eventstream_message *msg)
 	return c->fail_with;
 }
 
-static int feed_all(const unsigned char *bytes, size_t len, size_t max,
-		    struct collector *c)
+static int feed_all(const unsigned char *bytes, size_t len, size_t max, struct collector *c)
 {
 	struct eventstream_decoder *d = eventstream_new(max, collect, c);
 	int ret;
@@ -158,7 +149,7 @@ static int feed_all(const unsigned char *bytes, size_t len, size_t max,
 	assert_non_null(d);
 	ret = eventstream_feed(d, bytes, len);
 	if (ret == 0 && eventstream_pending(d))
-		ret = -EPIPE;	/* a complete input must leave nothing behind */
+		ret = -EPIPE; /* a complete input must leave nothing behind */
 	eventstream_free(d);
 	return ret;
 }
@@ -185,8 +176,8 @@ static void test_crc32_check_value(void **state)
 	assert_int_equal(eventstream_crc32(0, "123456789", 9), 0xCBF43926u);
 	assert_int_equal(eventstream_crc32(0, "", 0), 0);
 	/* Continuing a CRC over a second part equals one pass. */
-	assert_int_equal(eventstream_crc32(eventstream_crc32(0, "1234", 4),
-					   "56789", 5), 0xCBF43926u);
+	assert_int_equal(eventstream_crc32(eventstream_crc32(0, "1234", 4), "56789", 5),
+			 0xCBF43926u);
 }
 
 /* The smallest legal message, as published with botocore's tests. */
@@ -197,8 +188,10 @@ static void test_empty_message(void **state)
 	struct frame f;
 
 	(void)state;
-	assert_int_equal(hex_decode("0000001000000000" "05c248eb7d98c8ff",
-				    bytes), 16);
+	assert_int_equal(hex_decode("0000001000000000"
+				    "05c248eb7d98c8ff",
+				    bytes),
+			 16);
 	frame_build(&f, NULL, NULL);
 	assert_int_equal(f.len, 16);
 	assert_memory_equal(f.bytes, bytes, 16);
@@ -227,7 +220,7 @@ static void test_reference_frame(void **state)
 	len = hex_decode(reference_delta_hex, bytes);
 	assert_int_equal(len, 159);
 	frame_build_event(&f, "contentBlockDelta",
-		"{\"contentBlockIndex\":0,\"delta\":{\"text\":\"Hi\"},\"p\":\"abcd\"}");
+			  "{\"contentBlockIndex\":0,\"delta\":{\"text\":\"Hi\"},\"p\":\"abcd\"}");
 	assert_int_equal(f.len, 159);
 	assert_memory_equal(f.bytes, bytes, 159);
 
@@ -237,13 +230,14 @@ static void test_reference_frame(void **state)
 	assert_string_equal(c.seen[0].message_type, "event");
 	assert_int_equal(c.seen[0].n_headers, 3);
 	assert_string_equal(c.seen[0].payload,
-		"{\"contentBlockIndex\":0,\"delta\":{\"text\":\"Hi\"},\"p\":\"abcd\"}");
+			    "{\"contentBlockIndex\":0,\"delta\":{\"text\":\"Hi\"},\"p\":\"abcd\"}");
 }
 
 static int check_every_type(void *ctx, const struct eventstream_message *msg)
 {
 	static const unsigned char uuid[16] = {
-		0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15 };
+		0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
+	};
 	struct eventstream_header h;
 	int *calls = ctx;
 
@@ -274,8 +268,7 @@ static int check_every_type(void *ctx, const struct eventstream_message *msg)
 	assert_int_equal(eventstream_message_header(msg, "id", &h), 0);
 	assert_int_equal(h.value_len, 16);
 	assert_memory_equal(h.value, uuid, 16);
-	assert_int_equal(eventstream_message_header(msg, "absent", &h),
-			 -ENOENT);
+	assert_int_equal(eventstream_message_header(msg, "absent", &h), -ENOENT);
 	assert_int_equal(msg->payload_len, 0);
 	return 0;
 }
@@ -294,8 +287,7 @@ static void test_every_header_type(void **state)
 	header_add_fixed(&h, "byte", EVENTSTREAM_BYTE, 0xff, 1);
 	header_add_fixed(&h, "short", EVENTSTREAM_SHORT, 0xfffe, 2);
 	header_add_fixed(&h, "int", EVENTSTREAM_INTEGER, 123456789, 4);
-	header_add_fixed(&h, "long", EVENTSTREAM_LONG,
-			 (uint64_t)INT64_C(-5000000000), 8);
+	header_add_fixed(&h, "long", EVENTSTREAM_LONG, (uint64_t)INT64_C(-5000000000), 8);
 	header_add_fixed(&h, "time", EVENTSTREAM_TIMESTAMP, 1440938160000u, 8);
 	header_put_name(&h, "bytes", EVENTSTREAM_BYTE_ARRAY);
 	put_be(h.bytes + h.len, 3, 2);
@@ -390,8 +382,7 @@ static void test_sequence_every_split(void **state)
 
 		assert_non_null(d);
 		assert_int_equal(eventstream_feed(d, bytes, split), 0);
-		assert_int_equal(eventstream_feed(d, bytes + split,
-						  len - split), 0);
+		assert_int_equal(eventstream_feed(d, bytes + split, len - split), 0);
 		assert_false(eventstream_pending(d));
 		eventstream_free(d);
 		assert_sequence_seen(&c);
@@ -421,8 +412,7 @@ static void test_pending_after_partial(void **state)
 /* Feeds BAD (split at every boundary, then followed by a valid frame):
  * the decoder must fail with WANT, deliver nothing of BAD, and stay
  * failed. */
-static void assert_rejected(const unsigned char *bad, size_t len, size_t max,
-			    int want)
+static void assert_rejected(const unsigned char *bad, size_t len, size_t max, int want)
 {
 	struct frame good;
 	size_t split;
@@ -459,10 +449,10 @@ static void test_bad_message_crc(void **state)
 
 	(void)state;
 	frame_build_event(&f, "contentBlockDelta", "{\"delta\":{}}");
-	f.bytes[f.len - 6] ^= 0x20;	/* a payload byte */
+	f.bytes[f.len - 6] ^= 0x20; /* a payload byte */
 	assert_rejected(f.bytes, f.len, 0, -EBADMSG);
 	frame_build_event(&f, "contentBlockDelta", "{\"delta\":{}}");
-	f.bytes[f.len - 1] ^= 0x80;	/* the CRC itself */
+	f.bytes[f.len - 1] ^= 0x80; /* the CRC itself */
 	assert_rejected(f.bytes, f.len, 0, -EBADMSG);
 }
 
@@ -569,7 +559,7 @@ static void test_callback_error_sticks(void **state)
 
 	(void)state;
 	assert_int_equal(eventstream_feed(d, bytes, len), -ECANCELED);
-	assert_int_equal(c.n_seen, 1);	/* stopped at the first message */
+	assert_int_equal(c.n_seen, 1); /* stopped at the first message */
 	assert_int_equal(eventstream_feed(d, bytes, len), -ECANCELED);
 	assert_int_equal(c.n_seen, 1);
 	eventstream_free(d);

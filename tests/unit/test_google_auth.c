@@ -18,7 +18,7 @@
 
 #include "backends/google_auth.h"
 
-#define NOW ((time_t)1764151200)	/* 2025-11-26T10:00:00Z */
+#define NOW ((time_t)1764151200) /* 2025-11-26T10:00:00Z */
 
 struct fixture {
 	EVP_PKEY *key;
@@ -26,8 +26,7 @@ struct fixture {
 	struct google_service_account sa;
 };
 
-static char *pem_of(EVP_PKEY *key, const EVP_CIPHER *cipher,
-		    const char *passphrase)
+static char *pem_of(EVP_PKEY *key, const EVP_CIPHER *cipher, const char *passphrase)
 {
 	BIO *bio = BIO_new(BIO_s_mem());
 	char *data;
@@ -35,9 +34,9 @@ static char *pem_of(EVP_PKEY *key, const EVP_CIPHER *cipher,
 	char *pem;
 
 	assert_non_null(bio);
-	assert_int_equal(PEM_write_bio_PKCS8PrivateKey(bio, key, cipher, NULL, 0,
-						       NULL, (void *)passphrase),
-			 1);
+	assert_int_equal(
+		PEM_write_bio_PKCS8PrivateKey(bio, key, cipher, NULL, 0, NULL, (void *)passphrase),
+		1);
 	len = BIO_get_mem_data(bio, &data);
 	pem = strndup(data, (size_t)len);
 	assert_non_null(pem);
@@ -76,8 +75,7 @@ static int fixture_teardown(void **state)
 /* ---- helpers ---------------------------------------------------------- */
 
 /* Decodes base64url without padding; checks the alphabet on the way. */
-static unsigned char *base64url_decode(const char *text, size_t len,
-				       size_t *out_len)
+static unsigned char *base64url_decode(const char *text, size_t len, size_t *out_len)
 {
 	size_t padded = (len + 3) / 4 * 4;
 	char *standard = malloc(padded + 1);
@@ -114,8 +112,7 @@ static json_t *json_part(const char *text, size_t len)
 
 /* Checks JWT is header.claims.signature with the expected contents and
  * a signature that KEY's public half accepts. */
-static void jwt_check(const char *jwt, EVP_PKEY *key, const char *kid,
-		      const char *aud)
+static void jwt_check(const char *jwt, EVP_PKEY *key, const char *kid, const char *aud)
 {
 	const char *dot1 = strchr(jwt, '.');
 	const char *dot2 = dot1 ? strchr(dot1 + 1, '.') : NULL;
@@ -145,8 +142,7 @@ static void jwt_check(const char *jwt, EVP_PKEY *key, const char *kid,
 			    "https://www.googleapis.com/auth/cloud-platform");
 	assert_string_equal(json_string_value(json_object_get(claims, "aud")), aud);
 	assert_int_equal(json_integer_value(json_object_get(claims, "iat")), NOW);
-	assert_int_equal(json_integer_value(json_object_get(claims, "exp")),
-			 NOW + 3600);
+	assert_int_equal(json_integer_value(json_object_get(claims, "exp")), NOW + 3600);
 	assert_int_equal(json_object_size(claims), 5);
 
 	sig = base64url_decode(dot2 + 1, strlen(dot2 + 1), &sig_len);
@@ -154,15 +150,13 @@ static void jwt_check(const char *jwt, EVP_PKEY *key, const char *kid,
 	md = EVP_MD_CTX_new();
 	assert_non_null(md);
 	assert_int_equal(EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, key), 1);
-	assert_int_equal(EVP_DigestVerify(md, sig, sig_len,
-					  (const unsigned char *)jwt,
+	assert_int_equal(EVP_DigestVerify(md, sig, sig_len, (const unsigned char *)jwt,
 					  (size_t)(dot2 - jwt)),
 			 1);
 	/* And a single changed byte of the signed part is caught. */
 	EVP_MD_CTX_reset(md);
 	assert_int_equal(EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, key), 1);
-	assert_int_equal(EVP_DigestVerify(md, sig, sig_len,
-					  (const unsigned char *)jwt,
+	assert_int_equal(EVP_DigestVerify(md, sig, sig_len, (const unsigned char *)jwt,
 					  (size_t)(dot2 - jwt) - 1),
 			 0);
 	EVP_MD_CTX_free(md);
@@ -179,8 +173,7 @@ static void assertion_signed(void **state)
 	char *jwt = NULL;
 
 	assert_int_equal(google_jwt_assertion(&f->sa, NOW, &jwt), 0);
-	jwt_check(jwt, f->key, "0123456789abcdef",
-		  "https://oauth2.googleapis.com/token");
+	jwt_check(jwt, f->key, "0123456789abcdef", "https://oauth2.googleapis.com/token");
 	google_secret_free(jwt);
 }
 
@@ -253,8 +246,7 @@ static void token_request(void **state)
 	for (h = req.headers; h; h = h->next)
 		n_headers++;
 	assert_int_equal(n_headers, 2);
-	assert_string_equal(req.headers->data,
-			    "Content-Type: application/x-www-form-urlencoded");
+	assert_string_equal(req.headers->data, "Content-Type: application/x-www-form-urlencoded");
 	assert_string_equal(req.headers->next->data, "Accept: application/json");
 	assert_int_equal(req.body_len, strlen(req.body));
 	assert_int_equal(strncmp(req.body, prefix, strlen(prefix)), 0);
@@ -276,12 +268,11 @@ static void token_request_bad_key(void **state)
 	assert_null(req.body);
 }
 
-static int token_parse(long status, const char *body, char **token,
-		       long *expires_in, struct attempt_error *err)
+static int token_parse(long status, const char *body, char **token, long *expires_in,
+		       struct attempt_error *err)
 {
 	memset(err, 0, sizeof(*err));
-	return google_token_response_parse(status, body, strlen(body), token,
-					   expires_in, err);
+	return google_token_response_parse(status, body, strlen(body), token, expires_in, err);
 }
 
 static void token_response_ok(void **state)
@@ -292,7 +283,8 @@ static void token_response_ok(void **state)
 
 	(void)state;
 	assert_int_equal(token_parse(200,
-				     "{\"access_token\":\"ya29.c.b0Aaek\",\"expires_in\":3599,\"token_type\":\"Bearer\"}",
+				     "{\"access_token\":\"ya29.c.b0Aaek\",\"expires_in\":3599,"
+				     "\"token_type\":\"Bearer\"}",
 				     &token, &expires_in, &err),
 			 0);
 	assert_string_equal(token, "ya29.c.b0Aaek");
@@ -301,7 +293,8 @@ static void token_response_ok(void **state)
 
 	/* expires_in may come as a string. */
 	assert_int_equal(token_parse(200,
-				     "{\"access_token\":\"t2\",\"expires_in\":\"120\",\"token_type\":\"Bearer\"}",
+				     "{\"access_token\":\"t2\",\"expires_in\":\"120\",\"token_"
+				     "type\":\"Bearer\"}",
 				     &token, &expires_in, &err),
 			 0);
 	assert_string_equal(token, "t2");
@@ -317,44 +310,41 @@ static void token_response_errors(void **state)
 
 	(void)state;
 	assert_int_equal(token_parse(400,
-				     "{\"error\":\"invalid_grant\",\"error_description\":\"Invalid JWT Signature.\"}",
+				     "{\"error\":\"invalid_grant\",\"error_description\":\"Invalid "
+				     "JWT Signature.\"}",
 				     &token, &expires_in, &err),
 			 -EIO);
 	assert_null(token);
 	assert_false(err.retryable);
 	assert_string_equal(err.outcome, "token_http_400");
-	assert_string_equal(err.message,
-			    "Google OAuth token endpoint answered HTTP 400 (invalid_grant): Invalid JWT Signature.");
+	assert_string_equal(err.message, "Google OAuth token endpoint answered HTTP 400 "
+					 "(invalid_grant): Invalid JWT Signature.");
 
-	assert_int_equal(token_parse(400, "{\"error\":\"temporarily_unavailable\"}",
-				     &token, &expires_in, &err),
-			 -EIO);
-	assert_true(err.retryable);
-	assert_string_equal(err.message,
-			    "Google OAuth token endpoint answered HTTP 400 (temporarily_unavailable)");
-
-	assert_int_equal(token_parse(503, "<html>unavailable</html>", &token,
+	assert_int_equal(token_parse(400, "{\"error\":\"temporarily_unavailable\"}", &token,
 				     &expires_in, &err),
 			 -EIO);
 	assert_true(err.retryable);
-	assert_string_equal(err.message,
-			    "Google OAuth token endpoint answered HTTP 503");
+	assert_string_equal(
+		err.message,
+		"Google OAuth token endpoint answered HTTP 400 (temporarily_unavailable)");
+
+	assert_int_equal(token_parse(503, "<html>unavailable</html>", &token, &expires_in, &err),
+			 -EIO);
+	assert_true(err.retryable);
+	assert_string_equal(err.message, "Google OAuth token endpoint answered HTTP 503");
 
 	/* A 200 without a usable token. */
-	assert_int_equal(token_parse(200, "{\"expires_in\":3599}", &token,
-				     &expires_in, &err),
+	assert_int_equal(token_parse(200, "{\"expires_in\":3599}", &token, &expires_in, &err),
 			 -EIO);
 	assert_false(err.retryable);
 	assert_int_equal(token_parse(200,
 				     "{\"access_token\":\"a\\r\\nX-Evil: 1\",\"expires_in\":3599}",
 				     &token, &expires_in, &err),
 			 -EIO);
-	assert_int_equal(token_parse(200,
-				     "{\"access_token\":\"a\",\"expires_in\":\"soon\"}",
+	assert_int_equal(token_parse(200, "{\"access_token\":\"a\",\"expires_in\":\"soon\"}",
 				     &token, &expires_in, &err),
 			 -EIO);
-	assert_int_equal(token_parse(200, "not json", &token, &expires_in, &err),
-			 -EIO);
+	assert_int_equal(token_parse(200, "not json", &token, &expires_in, &err), -EIO);
 	assert_null(token);
 }
 
@@ -370,29 +360,20 @@ static void cache_lifecycle(void **state)
 	/* Empty: the first caller refreshes, the next ones wait for it. */
 	assert_int_equal(google_token_cache_get(cache, NOW, &token), -EAGAIN);
 	assert_null(token);
-	assert_int_equal(google_token_cache_get(cache, NOW + 1, &token),
-			 -EINPROGRESS);
+	assert_int_equal(google_token_cache_get(cache, NOW + 1, &token), -EINPROGRESS);
 	assert_int_equal(google_token_cache_store(cache, "tok-1", 3600, NOW + 2), 0);
 
 	/* Fresh until five minutes are left. */
 	assert_int_equal(google_token_cache_get(cache, NOW + 2, &token), 0);
 	assert_string_equal(token, "tok-1");
-	assert_int_equal(google_token_cache_get(cache, NOW + 2 + 3600 - 301,
-						&token),
-			 0);
+	assert_int_equal(google_token_cache_get(cache, NOW + 2 + 3600 - 301, &token), 0);
 	assert_string_equal(token, "tok-1");
 
 	/* Then renewed early; meanwhile the old token still serves. */
-	assert_int_equal(google_token_cache_get(cache, NOW + 2 + 3600 - 300,
-						&token),
-			 -EAGAIN);
-	assert_int_equal(google_token_cache_get(cache, NOW + 2 + 3600 - 299,
-						&token),
-			 0);
+	assert_int_equal(google_token_cache_get(cache, NOW + 2 + 3600 - 300, &token), -EAGAIN);
+	assert_int_equal(google_token_cache_get(cache, NOW + 2 + 3600 - 299, &token), 0);
 	assert_string_equal(token, "tok-1");
-	assert_int_equal(google_token_cache_store(cache, "tok-2", 3600,
-						  NOW + 3400),
-			 0);
+	assert_int_equal(google_token_cache_store(cache, "tok-2", 3600, NOW + 3400), 0);
 	assert_int_equal(google_token_cache_get(cache, NOW + 3400, &token), 0);
 	assert_string_equal(token, "tok-2");
 	google_token_cache_free(cache);
@@ -410,13 +391,11 @@ static void cache_expiry_and_stalled_refresh(void **state)
 	assert_int_equal(google_token_cache_get(cache, NOW + 99, &token), 0);
 	/* Renewal due, and the token too close to its end to lend out. */
 	assert_int_equal(google_token_cache_get(cache, NOW + 345, &token), -EAGAIN);
-	assert_int_equal(google_token_cache_get(cache, NOW + 346, &token),
-			 -EINPROGRESS);
+	assert_int_equal(google_token_cache_get(cache, NOW + 346, &token), -EINPROGRESS);
 	/* A refresher that never reports back is given up on. */
-	assert_int_equal(google_token_cache_get(cache,
-						NOW + 345 + GOOGLE_TOKEN_REFRESH_TIMEOUT_S,
-						&token),
-			 -EAGAIN);
+	assert_int_equal(
+		google_token_cache_get(cache, NOW + 345 + GOOGLE_TOKEN_REFRESH_TIMEOUT_S, &token),
+		-EAGAIN);
 	google_token_cache_free(cache);
 }
 
@@ -430,24 +409,23 @@ static void cache_failure(void **state)
 	assert_string_equal(google_token_cache_error(cache), "");
 	assert_int_equal(google_token_cache_get(cache, NOW, &token), -EAGAIN);
 	google_token_cache_fail(cache,
-				"Google OAuth token endpoint answered HTTP 400 (invalid_grant): Invalid JWT Signature.",
+				"Google OAuth token endpoint answered HTTP 400 (invalid_grant): "
+				"Invalid JWT Signature.",
 				NOW);
 	/* Fail fast for a while instead of hammering the endpoint... */
 	assert_int_equal(google_token_cache_get(cache, NOW + 1, &token), -EIO);
 	assert_null(token);
 	assert_string_equal(google_token_cache_error(cache),
-			    "Google OAuth token endpoint answered HTTP 400 (invalid_grant): Invalid JWT Signature.");
+			    "Google OAuth token endpoint answered HTTP 400 (invalid_grant): "
+			    "Invalid JWT Signature.");
 	/* ...then try again. */
-	assert_int_equal(google_token_cache_get(cache,
-						NOW + GOOGLE_TOKEN_FAIL_BACKOFF_S,
-						&token),
+	assert_int_equal(google_token_cache_get(cache, NOW + GOOGLE_TOKEN_FAIL_BACKOFF_S, &token),
 			 -EAGAIN);
 	assert_int_equal(google_token_cache_store(cache, "ok", 3600, NOW + 20), 0);
 	assert_string_equal(google_token_cache_error(cache), "");
 
 	/* A failed early renewal leaves the still valid token in use. */
-	assert_int_equal(google_token_cache_get(cache, NOW + 20 + 3400, &token),
-			 -EAGAIN);
+	assert_int_equal(google_token_cache_get(cache, NOW + 20 + 3400, &token), -EAGAIN);
 	google_token_cache_fail(cache, NULL, NOW + 20 + 3400);
 	assert_int_equal(google_token_cache_get(cache, NOW + 20 + 3401, &token), 0);
 	assert_string_equal(token, "ok");

@@ -27,7 +27,7 @@ struct answer {
 	char finish_reason[32];
 	char request_id[64];
 	int request_id_calls;
-	int text_fails;		/* the text callback refuses with -ECANCELED */
+	int text_fails; /* the text callback refuses with -ECANCELED */
 };
 
 static int answer_text(void *ctx, const char *bytes, size_t len)
@@ -83,8 +83,7 @@ static void answer_init(struct answer *a)
 
 /* Feeds BODY in pieces of STEP bytes (0: all at once), then finishes.
  * Returns the first negative result, or finish's. */
-static int parse_body(const char *body, size_t step, struct answer *a,
-		      struct attempt_error *err)
+static int parse_body(const char *body, size_t step, struct answer *a, struct attempt_error *err)
 {
 	struct stream_parser *p;
 	size_t len = strlen(body);
@@ -111,8 +110,7 @@ out:
 
 /* ---- request body ------------------------------------------------------ */
 
-static void expect_body(const struct llm_request *req, const char *model,
-			const char *expected)
+static void expect_body(const struct llm_request *req, const char *model, const char *expected)
 {
 	char *body;
 	size_t len;
@@ -144,9 +142,13 @@ static void test_body_every_option(void **state)
 	};
 	char *stop[] = { "END", "###" };
 	struct llm_request req = {
-		.messages = messages, .n_messages = 4,
-		.has_temperature = 1, .temperature = 0.2,
-		.max_tokens = 500, .stop = stop, .n_stop = 2,
+		.messages = messages,
+		.n_messages = 4,
+		.has_temperature = 1,
+		.temperature = 0.2,
+		.max_tokens = 500,
+		.stop = stop,
+		.n_stop = 2,
 	};
 
 	(void)state;
@@ -165,9 +167,12 @@ static void test_body_without_model(void **state)
 	struct llm_message messages[] = { { "user", "x" } };
 	char *stop[] = { "\n\n" };
 	struct llm_request req = {
-		.messages = messages, .n_messages = 1,
-		.has_temperature = 1, .temperature = 1,
-		.stop = stop, .n_stop = 1,
+		.messages = messages,
+		.n_messages = 1,
+		.has_temperature = 1,
+		.temperature = 1,
+		.stop = stop,
+		.n_stop = 1,
 	};
 
 	(void)state;
@@ -188,13 +193,25 @@ static void test_body_without_model(void **state)
 
 /* The example stream of the wire-protocol reference, §2.3. */
 static const char reference_stream[] =
-	"data: {\"id\":\"chatcmpl-X\",\"object\":\"chat.completion.chunk\",\"created\":1735689600,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n"
+	"data: "
+	"{\"id\":\"chatcmpl-X\",\"object\":\"chat.completion.chunk\",\"created\":1735689600,"
+	"\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\","
+	"\"content\":\"\"},\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n"
 	"\n"
-	"data: {\"id\":\"chatcmpl-X\",\"object\":\"chat.completion.chunk\",\"created\":1735689600,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"},\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n"
+	"data: "
+	"{\"id\":\"chatcmpl-X\",\"object\":\"chat.completion.chunk\",\"created\":1735689600,"
+	"\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"},"
+	"\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n"
 	"\n"
-	"data: {\"id\":\"chatcmpl-X\",\"object\":\"chat.completion.chunk\",\"created\":1735689600,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"stop\"}],\"usage\":null}\n"
+	"data: "
+	"{\"id\":\"chatcmpl-X\",\"object\":\"chat.completion.chunk\",\"created\":1735689600,"
+	"\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{},\"logprobs\":null,"
+	"\"finish_reason\":\"stop\"}],\"usage\":null}\n"
 	"\n"
-	"data: {\"id\":\"chatcmpl-X\",\"object\":\"chat.completion.chunk\",\"created\":1735689600,\"model\":\"gpt-4o-mini\",\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":3,\"total_tokens\":15}}\n"
+	"data: "
+	"{\"id\":\"chatcmpl-X\",\"object\":\"chat.completion.chunk\",\"created\":1735689600,"
+	"\"model\":\"gpt-4o-mini\",\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_"
+	"tokens\":3,\"total_tokens\":15}}\n"
 	"\n"
 	"data: [DONE]\n"
 	"\n";
@@ -203,12 +220,23 @@ static const char reference_stream[] =
  * comment and CRLF line ends. */
 static const char hello_stream[] =
 	": keep-alive\r\n\r\n"
-	"data: {\"id\":\"chatcmpl-42\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}],\"usage\":null}\r\n\r\n"
-	"data: {\"id\":\"chatcmpl-42\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello\"},\"finish_reason\":null}],\"usage\":null}\r\n\r\n"
-	"data: {\"id\":\"chatcmpl-42\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\", w\\u00f6rld\"},\"finish_reason\":null}],\"usage\":null}\r\n\r\n"
-	"data: {\"id\":\"chatcmpl-42\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"!\\n\"},\"finish_reason\":null}],\"usage\":null}\r\n\r\n"
-	"data: {\"id\":\"chatcmpl-42\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"length\"}],\"usage\":null}\r\n\r\n"
-	"data: {\"id\":\"chatcmpl-42\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":5,\"total_tokens\":14}}\r\n\r\n"
+	"data: "
+	"{\"id\":\"chatcmpl-42\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\","
+	"\"content\":\"\"},\"finish_reason\":null}],\"usage\":null}\r\n\r\n"
+	"data: "
+	"{\"id\":\"chatcmpl-42\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello\"},"
+	"\"finish_reason\":null}],\"usage\":null}\r\n\r\n"
+	"data: {\"id\":\"chatcmpl-42\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\", "
+	"w\\u00f6rld\"},\"finish_reason\":null}],\"usage\":null}\r\n\r\n"
+	"data: "
+	"{\"id\":\"chatcmpl-42\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"!\\n\"},"
+	"\"finish_reason\":null}],\"usage\":null}\r\n\r\n"
+	"data: "
+	"{\"id\":\"chatcmpl-42\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":"
+	"\"length\"}],\"usage\":null}\r\n\r\n"
+	"data: "
+	"{\"id\":\"chatcmpl-42\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_"
+	"tokens\":5,\"total_tokens\":14}}\r\n\r\n"
 	"data: [DONE]\r\n\r\n";
 
 static void test_reference_stream_byte_by_byte(void **state)
@@ -254,16 +282,27 @@ static void test_azure_filter_chunks(void **state)
 		"data: {\"choices\":[],\"created\":0,\"id\":\"\",\"model\":\"\",\"object\":\"\","
 		"\"prompt_filter_results\":[{\"prompt_index\":0,\"content_filter_results\":"
 		"{\"hate\":{\"filtered\":false,\"severity\":\"safe\"}}}]}\n\n"
-		"data: {\"choices\":[{\"content_filter_results\":{},\"delta\":{\"content\":null,\"role\":\"assistant\"},"
-		"\"finish_reason\":null,\"index\":0}],\"created\":1,\"id\":\"chatcmpl-az\",\"model\":\"gpt-4o\","
+		"data: "
+		"{\"choices\":[{\"content_filter_results\":{},\"delta\":{\"content\":null,\"role\":"
+		"\"assistant\"},"
+		"\"finish_reason\":null,\"index\":0}],\"created\":1,\"id\":\"chatcmpl-az\","
+		"\"model\":\"gpt-4o\","
 		"\"object\":\"chat.completion.chunk\"}\n\n"
-		"data: {\"choices\":[{\"content_filter_results\":{\"hate\":{\"filtered\":false,\"severity\":\"safe\"}},"
-		"\"delta\":{\"content\":\"Bonjour\"},\"finish_reason\":null,\"index\":0}],\"id\":\"chatcmpl-az\"}\n\n"
-		"data: {\"choices\":[{\"content_filter_offsets\":{\"check_offset\":0,\"start_offset\":0,\"end_offset\":7},"
-		"\"content_filter_results\":{},\"finish_reason\":null,\"index\":0}],\"id\":\"chatcmpl-az\"}\n\n"
+		"data: "
+		"{\"choices\":[{\"content_filter_results\":{\"hate\":{\"filtered\":false,"
+		"\"severity\":\"safe\"}},"
+		"\"delta\":{\"content\":\"Bonjour\"},\"finish_reason\":null,\"index\":0}],\"id\":"
+		"\"chatcmpl-az\"}\n\n"
+		"data: "
+		"{\"choices\":[{\"content_filter_offsets\":{\"check_offset\":0,\"start_offset\":0,"
+		"\"end_offset\":7},"
+		"\"content_filter_results\":{},\"finish_reason\":null,\"index\":0}],\"id\":"
+		"\"chatcmpl-az\"}\n\n"
 		"data: {\"choices\":[\"odd\"],\"id\":\"chatcmpl-az\"}\n\n"
 		"data: {\"choices\":{},\"id\":\"chatcmpl-az\"}\n\n"
-		"data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\",\"index\":0}],\"id\":\"chatcmpl-az\"}\n\n"
+		"data: "
+		"{\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\",\"index\":0}],\"id\":"
+		"\"chatcmpl-az\"}\n\n"
 		"data: [DONE]\n\n";
 	struct attempt_error err;
 	struct answer a;
@@ -283,8 +322,10 @@ static void test_azure_filter_chunks(void **state)
 static void test_in_band_error(void **state)
 {
 	static const char stream[] =
-		"data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Par\"}}]}\n\n"
-		"data: {\"error\":{\"message\":\"The server had an error while processing your request.\","
+		"data: "
+		"{\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Par\"}}]}\n\n"
+		"data: {\"error\":{\"message\":\"The server had an error while processing your "
+		"request.\","
 		"\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n"
 		"data: [DONE]\n\n";
 	struct attempt_error err;
@@ -296,16 +337,15 @@ static void test_in_band_error(void **state)
 	assert_string_equal(a.text, "Par");
 	assert_true(err.retryable);
 	assert_string_equal(err.outcome, "provider_error");
-	assert_string_equal(err.message,
-			    "the provider reported an error in its answer: "
-			    "The server had an error while processing your request.");
+	assert_string_equal(err.message, "the provider reported an error in its answer: "
+					 "The server had an error while processing your request.");
 }
 
 static void test_in_band_error_not_retryable(void **state)
 {
-	static const char invalid[] =
-		"data: {\"error\":{\"message\":\"Invalid prompt\",\"type\":\"invalid_request_error\","
-		"\"code\":\"invalid_prompt\"}}\n\n";
+	static const char invalid[] = "data: {\"error\":{\"message\":\"Invalid "
+				      "prompt\",\"type\":\"invalid_request_error\","
+				      "\"code\":\"invalid_prompt\"}}\n\n";
 	static const char coded[] =
 		"data: {\"error\":{\"message\":\"Loading model\",\"type\":\"x\",\"code\":503}}\n\n";
 	static const char flat[] =
@@ -326,14 +366,14 @@ static void test_in_band_error_not_retryable(void **state)
 	answer_init(&a);
 	assert_int_equal(parse_body(flat, 0, &a, &err), -EIO);
 	assert_false(err.retryable);
-	assert_string_equal(err.message,
-			    "the provider reported an error in its answer: bad");
+	assert_string_equal(err.message, "the provider reported an error in its answer: bad");
 }
 
 static void test_malformed_json(void **state)
 {
 	static const char stream[] =
-		"data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"ok\"}}]}\n\n"
+		"data: "
+		"{\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"ok\"}}]}\n\n"
 		"data: {\"id\":\"c1\",\"choices\":[{\n\n"
 		"data: [DONE]\n\n";
 	struct attempt_error err;
@@ -363,9 +403,11 @@ static void test_malformed_json(void **state)
 static void test_missing_done(void **state)
 {
 	static const char cut_between[] =
-		"data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"}}]}\n\n";
+		"data: "
+		"{\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"}}]}\n\n";
 	static const char cut_inside[] =
-		"data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"}}]}\n\n"
+		"data: "
+		"{\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"}}]}\n\n"
 		"data: {\"id\":\"c1\",\"choi";
 	struct attempt_error err;
 	struct answer a;
@@ -396,7 +438,10 @@ static void test_missing_done(void **state)
 static void test_done_without_blank_line(void **state)
 {
 	static const char *const endings[] = {
-		"data: [DONE]", "data: [DONE]\n", "data: [DONE]\r", "data: [DONE]\r\n",
+		"data: [DONE]",
+		"data: [DONE]\n",
+		"data: [DONE]\r",
+		"data: [DONE]\r\n",
 	};
 	struct attempt_error err;
 	struct answer a;
@@ -407,7 +452,8 @@ static void test_done_without_blank_line(void **state)
 	for (i = 0; i < sizeof(endings) / sizeof(endings[0]); i++) {
 		snprintf(body, sizeof(body),
 			 "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":"
-			 "{\"content\":\"A\"}}]}\n\n%s", endings[i]);
+			 "{\"content\":\"A\"}}]}\n\n%s",
+			 endings[i]);
 		answer_init(&a);
 		assert_int_equal(parse_body(body, 1, &a, &err), 0);
 		assert_string_equal(a.text, "A");
@@ -420,9 +466,11 @@ static void test_done_without_blank_line(void **state)
 static void test_data_after_done_ignored(void **state)
 {
 	static const char stream[] =
-		"data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"A\"}}]}\n\n"
+		"data: "
+		"{\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"A\"}}]}\n\n"
 		"data: [DONE]\n\n"
-		"data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"B\"}}]}\n\n"
+		"data: "
+		"{\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"B\"}}]}\n\n"
 		"data: {broken\n\n";
 	struct attempt_error err;
 	struct answer a;
@@ -478,7 +526,8 @@ static const char whole_answer[] =
 	"  \"model\": \"gpt-4o-mini-2024-07-18\",\n"
 	"  \"choices\": [\n"
 	"    { \"index\": 0,\n"
-	"      \"message\": { \"role\": \"assistant\", \"content\": \"Hello!\", \"refusal\": null, \"annotations\": [] },\n"
+	"      \"message\": { \"role\": \"assistant\", \"content\": \"Hello!\", \"refusal\": null, "
+	"\"annotations\": [] },\n"
 	"      \"logprobs\": null,\n"
 	"      \"finish_reason\": \"stop\" }\n"
 	"  ],\n"
@@ -525,7 +574,9 @@ static void test_whole_json_answer_faults(void **state)
 
 	answer_init(&a);
 	assert_int_equal(parse_body("{\"error\":{\"message\":\"no such model\","
-				    "\"type\":\"not_found_error\"}}", 0, &a, &err), -EIO);
+				    "\"type\":\"not_found_error\"}}",
+				    0, &a, &err),
+			 -EIO);
 	assert_string_equal(err.message,
 			    "the provider reported an error in its answer: no such model");
 	assert_false(err.retryable);
@@ -547,9 +598,8 @@ static void test_whole_json_answer_faults(void **state)
 
 /* ---- error responses --------------------------------------------------- */
 
-static void classify(long status, const char *retry_after,
-		     const char *should_retry, const char *body,
-		     struct attempt_error *err)
+static void classify(long status, const char *retry_after, const char *should_retry,
+		     const char *body, struct attempt_error *err)
 {
 	struct http_response_head head;
 
@@ -568,7 +618,8 @@ static void test_classify_429_retry_after(void **state)
 	classify(429, "20", "",
 		 "{\"error\":{\"message\":\"Rate limit reached for gpt-4o on tokens per min (TPM). "
 		 "Please try again in 18.642s.\",\"type\":\"tokens\",\"param\":null,"
-		 "\"code\":\"rate_limit_exceeded\"}}", &err);
+		 "\"code\":\"rate_limit_exceeded\"}}",
+		 &err);
 	assert_true(err.retryable);
 	assert_string_equal(err.outcome, "http_429");
 	/* The header wins over the message. */
@@ -577,15 +628,15 @@ static void test_classify_429_retry_after(void **state)
 			    "the provider answered HTTP 429: Rate limit reached for gpt-4o on "
 			    "tokens per min (TPM). Please try again in 18.642s.");
 
-	classify(429, "", "",
-		 "{\"error\":{\"message\":\"Please try again in 18.642s.\"}}", &err);
+	classify(429, "", "", "{\"error\":{\"message\":\"Please try again in 18.642s.\"}}", &err);
 	assert_float_equal(err.retry_after_s, 18.642, EPSILON);
 
 	/* Azure: code as a string, the wait only in prose. */
 	classify(429, "", "",
 		 "{\"error\":{\"code\":\"429\",\"message\":\"Requests ... have exceeded token "
 		 "rate limit of your current OpenAI S0 pricing tier. Please retry after 6 "
-		 "seconds.\"}}", &err);
+		 "seconds.\"}}",
+		 &err);
 	assert_true(err.retryable);
 	assert_float_equal(err.retry_after_s, 6, EPSILON);
 }
@@ -614,13 +665,15 @@ static void test_classify_400_error_object(void **state)
 		 "{\"error\":{\"message\":\"Unsupported parameter: 'max_tokens' is not supported "
 		 "with this model. Use 'max_completion_tokens' instead.\","
 		 "\"type\":\"invalid_request_error\",\"param\":\"max_tokens\","
-		 "\"code\":\"unsupported_parameter\"}}", &err);
+		 "\"code\":\"unsupported_parameter\"}}",
+		 &err);
 	assert_false(err.retryable);
 	assert_string_equal(err.outcome, "http_400");
 	assert_true(err.retry_after_s < 0);
-	assert_string_equal(err.message,
-			    "the provider answered HTTP 400: Unsupported parameter: 'max_tokens' "
-			    "is not supported with this model. Use 'max_completion_tokens' instead.");
+	assert_string_equal(
+		err.message,
+		"the provider answered HTTP 400: Unsupported parameter: 'max_tokens' "
+		"is not supported with this model. Use 'max_completion_tokens' instead.");
 }
 
 static void test_classify_vllm_flat(void **state)
@@ -630,7 +683,8 @@ static void test_classify_vllm_flat(void **state)
 	(void)state;
 	classify(400, "", "",
 		 "{\"object\":\"error\",\"message\":\"This model's maximum context length is "
-		 "4096 tokens.\",\"type\":\"BadRequestError\",\"param\":null,\"code\":400}", &err);
+		 "4096 tokens.\",\"type\":\"BadRequestError\",\"param\":null,\"code\":400}",
+		 &err);
 	assert_false(err.retryable);
 	assert_string_equal(err.message,
 			    "the provider answered HTTP 400: This model's maximum context length "
@@ -643,14 +697,16 @@ static void test_classify_llama_cpp_integer_code(void **state)
 
 	(void)state;
 	classify(503, "", "",
-		 "{\"error\":{\"code\":503,\"message\":\"Loading model\",\"type\":\"unavailable_error\"}}",
+		 "{\"error\":{\"code\":503,\"message\":\"Loading "
+		 "model\",\"type\":\"unavailable_error\"}}",
 		 &err);
 	assert_true(err.retryable);
 	assert_string_equal(err.outcome, "http_503");
 	assert_string_equal(err.message, "the provider answered HTTP 503: Loading model");
 
 	classify(401, "", "",
-		 "{\"error\":{\"code\":401,\"message\":\"Invalid API Key\",\"type\":\"authentication_error\"}}",
+		 "{\"error\":{\"code\":401,\"message\":\"Invalid API "
+		 "Key\",\"type\":\"authentication_error\"}}",
 		 &err);
 	assert_false(err.retryable);
 	assert_string_equal(err.message, "the provider answered HTTP 401: Invalid API Key");
@@ -681,7 +737,8 @@ static void test_classify_html_body(void **state)
 	classify(502, "", "",
 		 "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n"
 		 "<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n"
-		 "<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n", &err);
+		 "<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n",
+		 &err);
 	assert_true(err.retryable);
 	assert_string_equal(err.message,
 			    "the provider answered HTTP 502: <html> <head><title>502 Bad "
@@ -693,8 +750,7 @@ static void test_classify_html_body(void **state)
 	body[0] = '\xFF';
 	body[sizeof(body) - 1] = '\0';
 	classify(500, "", "", body, &err);
-	snprintf(expected, sizeof(expected), "the provider answered HTTP 500: ?%.199s",
-		 body + 1);
+	snprintf(expected, sizeof(expected), "the provider answered HTTP 500: ?%.199s", body + 1);
 	assert_string_equal(err.message, expected);
 
 	/* A multi-byte character cut at byte 200 is dropped, not mangled. */
@@ -721,8 +777,7 @@ static void test_classify_should_retry_header(void **state)
 
 /* ---- the openai backend's request --------------------------------------- */
 
-static void expect_headers(const struct curl_slist *headers,
-			   const char *const *expected, size_t n)
+static void expect_headers(const struct curl_slist *headers, const char *const *expected, size_t n)
 {
 	size_t i;
 
@@ -792,8 +847,8 @@ static void test_attempt_error_set(void **state)
 	size_t len;
 
 	(void)state;
-	attempt_error_set(&err, 1, "a_very_long_outcome_word_that_does_not_fit",
-			  "failed %d times", 3);
+	attempt_error_set(&err, 1, "a_very_long_outcome_word_that_does_not_fit", "failed %d times",
+			  3);
 	assert_true(err.retryable);
 	assert_float_equal(err.retry_after_s, -1, EPSILON);
 	assert_int_equal(strlen(err.outcome), sizeof(err.outcome) - 1);

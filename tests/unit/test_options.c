@@ -53,9 +53,11 @@ static int kept_option(const struct fuse_args *args, const char *opt)
 
 static void config_and_mountpoint_with_promptfs_options(void **state)
 {
-	const char *argv[] = { "promptfs", "-o", "state_dir=/tmp/s,max_inflight=8,timeout=2.5,"
+	const char *argv[] = { "promptfs", "-o",
+			       "state_dir=/tmp/s,max_inflight=8,timeout=2.5,"
 			       "connect_timeout=3,admin_uid=1000,admin_gid=50,log_level=debug,"
-			       "allow_other", "/etc/clouds.json", "/mnt/ai" };
+			       "allow_other",
+			       "/etc/clouds.json", "/mnt/ai" };
 	struct parsed p;
 
 	(void)state;
@@ -99,8 +101,10 @@ static void defaults_without_config(void **state)
 
 static void fstab_words_are_ignored(void **state)
 {
-	const char *argv[] = { "promptfs", "/etc/c.json", "/mnt/ai", "-o",
-			       "_netdev,nofail,noauto,auto,user,users,defaults,default_permissions" };
+	const char *argv[] = {
+		"promptfs", "/etc/c.json", "/mnt/ai", "-o",
+		"_netdev,nofail,noauto,auto,user,users,defaults,default_permissions"
+	};
 	struct parsed p;
 
 	(void)state;
@@ -122,8 +126,10 @@ static void bad_values_are_refused_with_a_reason(void **state)
 		{ "timeout=-1", "option timeout=-1: expected a number of seconds above 0" },
 		{ "admin_uid=x", "option admin_uid=x: expected a numeric id" },
 		{ "log_level=loud", "option log_level=loud: expected error, warn, info or debug" },
-		{ "log=relative.log", "option log=relative.log: expected stderr, syslog or an absolute file path" },
-		{ "cafile=/nonexistent/ca.pem", "option cafile: /nonexistent/ca.pem: No such file or directory" },
+		{ "log=relative.log",
+		  "option log=relative.log: expected stderr, syslog or an absolute file path" },
+		{ "cafile=/nonexistent/ca.pem",
+		  "option cafile: /nonexistent/ca.pem: No such file or directory" },
 	};
 	struct parsed p;
 
@@ -147,7 +153,8 @@ static void missing_mountpoint_and_extra_arguments(void **state)
 	(void)state;
 	parse(&p, 1, none);
 	assert_int_equal(p.rc, -EINVAL);
-	assert_string_equal(p.err, "missing MOUNTPOINT (usage: promptfs [options] [CONFIG] MOUNTPOINT)");
+	assert_string_equal(p.err,
+			    "missing MOUNTPOINT (usage: promptfs [options] [CONFIG] MOUNTPOINT)");
 	release(&p);
 	parse(&p, 4, three);
 	assert_int_equal(p.rc, -EINVAL);

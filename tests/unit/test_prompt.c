@@ -14,8 +14,7 @@
 #define EPSILON 1e-9
 
 /* Parses a NUL-terminated TEXT. */
-static int parse(const char *text, struct llm_request *req, char *err,
-		 size_t err_size)
+static int parse(const char *text, struct llm_request *req, char *err, size_t err_size)
 {
 	return prompt_parse(text, strlen(text), req, err, err_size);
 }
@@ -27,8 +26,8 @@ static void expect_bad_utf8(const char *bytes, size_t len, size_t offset)
 	char err[256];
 	char expected[256];
 
-	snprintf(expected, sizeof(expected),
-		 "the prompt is not valid UTF-8 (byte offset %zu)", offset);
+	snprintf(expected, sizeof(expected), "the prompt is not valid UTF-8 (byte offset %zu)",
+		 offset);
 	assert_int_equal(prompt_parse(bytes, len, &req, err, sizeof(err)), -EINVAL);
 	assert_string_equal(err, expected);
 	assert_null(req.messages);
@@ -81,19 +80,19 @@ static void test_invalid_utf8(void **state)
 {
 	(void)state;
 	expect_bad_utf8("ab\xFF", 3, 2);
-	expect_bad_utf8("\x80", 1, 0);			/* lone continuation */
-	expect_bad_utf8("ok \xC0\xAF", 5, 3);		/* overlong '/' */
-	expect_bad_utf8("\xC1\xBF", 2, 0);		/* overlong */
-	expect_bad_utf8("x\xE0\x80\xAF", 4, 1);	/* overlong, 3 bytes */
-	expect_bad_utf8("\xF0\x80\x80\xAF", 4, 0);	/* overlong, 4 bytes */
-	expect_bad_utf8("a\xED\xA0\x80", 4, 1);	/* surrogate U+D800 */
-	expect_bad_utf8("\xED\xBF\xBF", 3, 0);		/* surrogate U+DFFF */
-	expect_bad_utf8("\xF4\x90\x80\x80", 4, 0);	/* U+110000 */
+	expect_bad_utf8("\x80", 1, 0);		   /* lone continuation */
+	expect_bad_utf8("ok \xC0\xAF", 5, 3);	   /* overlong '/' */
+	expect_bad_utf8("\xC1\xBF", 2, 0);	   /* overlong */
+	expect_bad_utf8("x\xE0\x80\xAF", 4, 1);	   /* overlong, 3 bytes */
+	expect_bad_utf8("\xF0\x80\x80\xAF", 4, 0); /* overlong, 4 bytes */
+	expect_bad_utf8("a\xED\xA0\x80", 4, 1);	   /* surrogate U+D800 */
+	expect_bad_utf8("\xED\xBF\xBF", 3, 0);	   /* surrogate U+DFFF */
+	expect_bad_utf8("\xF4\x90\x80\x80", 4, 0); /* U+110000 */
 	expect_bad_utf8("\xF5\x80\x80\x80", 4, 0);
-	expect_bad_utf8("hello \xE2\x82", 8, 6);	/* truncated at the end */
+	expect_bad_utf8("hello \xE2\x82", 8, 6); /* truncated at the end */
 	expect_bad_utf8("hello \xF0\x9F\x98", 9, 6);
 	expect_bad_utf8("\xC3", 1, 0);
-	expect_bad_utf8("\xC3x", 2, 0);		/* continuation missing */
+	expect_bad_utf8("\xC3x", 2, 0); /* continuation missing */
 	expect_bad_utf8("nul\0byte", 8, 3);
 	expect_bad_utf8("{\"messages\":[]}\xFF", 16, 15);
 }
@@ -126,7 +125,8 @@ static void test_json_request_full(void **state)
 			       "{\"role\":\"user\",\"content\":\"\\u00e9\"}],"
 			       "\"temperature\":0.2,\"max_tokens\":500,"
 			       "\"stop\":[\"END\",\"###\"]}\n",
-			       &req, err, sizeof(err)), 0);
+			       &req, err, sizeof(err)),
+			 0);
 	assert_int_equal(req.n_messages, 4);
 	assert_string_equal(req.messages[0].role, "system");
 	assert_string_equal(req.messages[0].content, "Be brief.");
@@ -151,7 +151,8 @@ static void test_json_request_minimal_forms(void **state)
 	/* Integer temperature, stop as one string, last message not user. */
 	assert_int_equal(parse("{\"messages\":[{\"role\":\"assistant\",\"content\":\"\"}],"
 			       "\"temperature\":2,\"stop\":\"\\n\\n\"}",
-			       &req, err, sizeof(err)), 0);
+			       &req, err, sizeof(err)),
+			 0);
 	assert_int_equal(req.n_messages, 1);
 	assert_true(req.has_temperature);
 	assert_float_equal(req.temperature, 2, EPSILON);
@@ -161,7 +162,8 @@ static void test_json_request_minimal_forms(void **state)
 
 	assert_int_equal(parse("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
 			       "\"temperature\":0,\"stop\":[]}",
-			       &req, err, sizeof(err)), 0);
+			       &req, err, sizeof(err)),
+			 0);
 	assert_float_equal(req.temperature, 0, EPSILON);
 	assert_int_equal(req.n_stop, 0);
 	llm_request_release(&req);
@@ -174,8 +176,7 @@ static void test_json_request_invalid(void **state)
 		       "the prompt is a JSON request with an unknown key \"foo\"");
 	expect_invalid("{\"model\":\"gpt-4o\",\"messages\":[]}",
 		       "the prompt is a JSON request with an unknown key \"model\"");
-	expect_invalid("{\"temperature\":1}",
-		       "the prompt is a JSON request without \"messages\"");
+	expect_invalid("{\"temperature\":1}", "the prompt is a JSON request without \"messages\"");
 	expect_invalid("{\"messages\":[]}", "messages must be a non-empty array");
 	expect_invalid("{\"messages\":\"hi\"}", "messages must be a non-empty array");
 	expect_invalid("{\"messages\":[\"hi\"]}",
@@ -193,33 +194,36 @@ static void test_json_request_invalid(void **state)
 		       "messages[0].content must be a string");
 	expect_invalid("{\"messages\":[{\"role\":\"user\",\"content\":\"a\",\"name\":\"x\"}]}",
 		       "messages[0] has an unknown key \"name\"");
-	expect_invalid("{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}],\"temperature\":\"hot\"}",
-		       "temperature must be a number from 0 to 2");
+	expect_invalid(
+		"{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}],\"temperature\":\"hot\"}",
+		"temperature must be a number from 0 to 2");
 	expect_invalid("{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}],\"temperature\":2.5}",
 		       "temperature must be a number from 0 to 2");
-	expect_invalid("{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}],\"temperature\":-0.1}",
-		       "temperature must be a number from 0 to 2");
+	expect_invalid(
+		"{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}],\"temperature\":-0.1}",
+		"temperature must be a number from 0 to 2");
 	expect_invalid("{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}],\"max_tokens\":0}",
 		       "max_tokens must be an integer of at least 1");
 	expect_invalid("{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}],\"max_tokens\":10.5}",
 		       "max_tokens must be an integer of at least 1");
-	expect_invalid("{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}],\"max_tokens\":\"9\"}",
-		       "max_tokens must be an integer of at least 1");
+	expect_invalid(
+		"{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}],\"max_tokens\":\"9\"}",
+		"max_tokens must be an integer of at least 1");
 	expect_invalid("{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}],\"stop\":5}",
 		       "stop must be a string or an array of at most 4 strings");
 	expect_invalid("{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}],"
 		       "\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\"]}",
 		       "stop must be a string or an array of at most 4 strings");
-	expect_invalid("{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}],\"stop\":[\"a\",null]}",
-		       "stop[1] must be a string");
+	expect_invalid(
+		"{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}],\"stop\":[\"a\",null]}",
+		"stop[1] must be a string");
 }
 
 static void test_json_request_malformed(void **state)
 {
 	(void)state;
-	expect_invalid("{\"messages\": [",
-		       "the prompt starts with '{' but is not valid JSON: "
-		       "']' expected near end of file at line 1 column 14");
+	expect_invalid("{\"messages\": [", "the prompt starts with '{' but is not valid JSON: "
+					   "']' expected near end of file at line 1 column 14");
 	expect_invalid("{\n\"messages\":[{\"role\":\"user\",\"content\":\"a\"}]}\nmore",
 		       "the prompt starts with '{' but is not valid JSON: "
 		       "end of file expected near 'more' at line 3 column 4");
@@ -280,7 +284,8 @@ static void test_defaults_yield_to_prompt(void **state)
 	assert_int_equal(parse("{\"messages\":[{\"role\":\"user\",\"content\":\"a\"},"
 			       "{\"role\":\"system\",\"content\":\"Mine.\"}],"
 			       "\"temperature\":1.5,\"max_tokens\":100}",
-			       &req, err, sizeof(err)), 0);
+			       &req, err, sizeof(err)),
+			 0);
 	assert_int_equal(prompt_apply_defaults(&req, "Policy.", 1, 0.1, 500), 0);
 	assert_int_equal(req.n_messages, 2);
 	assert_string_equal(req.messages[1].content, "Mine.");
@@ -294,7 +299,9 @@ static void test_defaults_yield_to_prompt(void **state)
 
 	/* A JSON request without a system message gets the policy's. */
 	assert_int_equal(parse("{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}],"
-			       "\"max_tokens\":100}", &req, err, sizeof(err)), 0);
+			       "\"max_tokens\":100}",
+			       &req, err, sizeof(err)),
+			 0);
 	assert_int_equal(prompt_apply_defaults(&req, "Policy.", 0, 0, 0), 0);
 	assert_int_equal(req.n_messages, 2);
 	assert_string_equal(req.messages[0].content, "Policy.");
@@ -316,7 +323,8 @@ static void test_cost_bytes(void **state)
 
 	assert_int_equal(parse("{\"messages\":[{\"role\":\"user\",\"content\":\"\"},"
 			       "{\"role\":\"assistant\",\"content\":\"abc\"}]}",
-			       &req, err, sizeof(err)), 0);
+			       &req, err, sizeof(err)),
+			 0);
 	assert_int_equal(prompt_bytes_for_cost(&req), 0 + 8 + 3 + 8);
 	llm_request_release(&req);
 }

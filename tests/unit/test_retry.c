@@ -16,8 +16,7 @@ static const time_t date_2015_10_21 = 1445412480;
 static void test_status_retryable(void **state)
 {
 	static const long retryable[] = { 408, 429, 500, 502, 503, 504, 529 };
-	static const long final[] = { 200, 400, 401, 403, 404, 409, 413, 422,
-				      501, 505, 0, -1 };
+	static const long final[] = { 200, 400, 401, 403, 404, 409, 413, 422, 501, 505, 0, -1 };
 	size_t i;
 
 	(void)state;
@@ -49,15 +48,15 @@ static void test_retry_after_ms_wins(void **state)
 static void test_retry_after_date(void **state)
 {
 	(void)state;
-	assert_float_equal(retry_after_parse("Wed, 21 Oct 2015 07:28:00 GMT",
-					     NULL, date_2015_10_21 - 30),
-			   30, EPSILON);
+	assert_float_equal(
+		retry_after_parse("Wed, 21 Oct 2015 07:28:00 GMT", NULL, date_2015_10_21 - 30), 30,
+		EPSILON);
 	/* A date in the past means: now. */
-	assert_float_equal(retry_after_parse("Wed, 21 Oct 2015 07:28:00 GMT",
-					     NULL, date_2015_10_21 + 100),
-			   0, EPSILON);
-	assert_float_equal(retry_after_parse("Thu, 01 Jan 1970 00:01:00 GMT",
-					     NULL, 0), 60, EPSILON);
+	assert_float_equal(
+		retry_after_parse("Wed, 21 Oct 2015 07:28:00 GMT", NULL, date_2015_10_21 + 100), 0,
+		EPSILON);
+	assert_float_equal(retry_after_parse("Thu, 01 Jan 1970 00:01:00 GMT", NULL, 0), 60,
+			   EPSILON);
 }
 
 static void test_retry_after_unusable(void **state)
@@ -81,25 +80,26 @@ static void test_retry_after_unusable(void **state)
 static void test_retry_after_from_text(void **state)
 {
 	(void)state;
-	assert_float_equal(retry_after_from_text(
-		"Requests to the ChatCompletions_Create Operation ... have exceeded "
-		"token rate limit of your current OpenAI S0 pricing tier. Please "
-		"retry after 6 seconds. Please go here: https://aka.ms/oai/quotaincrease"),
+	assert_float_equal(
+		retry_after_from_text(
+			"Requests to the ChatCompletions_Create Operation ... have exceeded "
+			"token rate limit of your current OpenAI S0 pricing tier. Please "
+			"retry after 6 seconds. Please go here: https://aka.ms/oai/quotaincrease"),
 		6, EPSILON);
-	assert_float_equal(retry_after_from_text(
-		"Rate limit reached for gpt-4o in organization org-x on tokens per "
-		"min (TPM): Limit 30000, Used 14567, Requested 24754. Please try "
-		"again in 18.642s. Visit https://platform.openai.com/account/rate-limits"),
+	assert_float_equal(
+		retry_after_from_text(
+			"Rate limit reached for gpt-4o in organization org-x on tokens per "
+			"min (TPM): Limit 30000, Used 14567, Requested 24754. Please try "
+			"again in 18.642s. Visit https://platform.openai.com/account/rate-limits"),
 		18.642, EPSILON);
 	assert_float_equal(retry_after_from_text("Retry after 1 second."), 1, EPSILON);
-	assert_float_equal(retry_after_from_text("please try again in 120ms"), 0.12,
-			   EPSILON);
-	assert_float_equal(retry_after_from_text("Please try again in 1m30s."), 90,
-			   EPSILON);
+	assert_float_equal(retry_after_from_text("please try again in 120ms"), 0.12, EPSILON);
+	assert_float_equal(retry_after_from_text("Please try again in 1m30s."), 90, EPSILON);
 	assert_float_equal(retry_after_from_text("try again in 6m0s"), 360, EPSILON);
 	/* A phrase without a number is skipped, a later one still counts. */
-	assert_float_equal(retry_after_from_text(
-		"Please try again in a moment, or retry after 4 seconds"), 4, EPSILON);
+	assert_float_equal(
+		retry_after_from_text("Please try again in a moment, or retry after 4 seconds"), 4,
+		EPSILON);
 	assert_true(retry_after_from_text("The server had an error") < 0);
 	assert_true(retry_after_from_text("try again later") < 0);
 	assert_true(retry_after_from_text("") < 0);

@@ -100,12 +100,12 @@ static int file_exists(const char *dir, const char *name)
 /* --- request.txt --------------------------------------------------- */
 
 struct parsed_request {
-	char *text;		/* the file, cut in place into the fields below */
+	char *text; /* the file, cut in place into the fields below */
 	char *method;
 	char *path;
-	char *query;		/* NULL when the target has no '?' */
+	char *query; /* NULL when the target has no '?' */
 	struct sigv4_header headers[MAX_REQUEST_HEADERS];
-	char *values[MAX_REQUEST_HEADERS];	/* owned: folded lines joined */
+	char *values[MAX_REQUEST_HEADERS]; /* owned: folded lines joined */
 	size_t n_headers;
 	const char *body;
 	size_t body_len;
@@ -220,15 +220,14 @@ static const char *json_string_at(json_t *obj, const char *key)
 
 /* --- one vector ---------------------------------------------------- */
 
-static void assert_file_equals(const char *dir, const char *name,
-			       const char *actual)
+static void assert_file_equals(const char *dir, const char *name, const char *actual)
 {
 	char *expected = read_file(dir, name, NULL);
 
 	assert_non_null(expected);
 	if (strcmp(expected, actual) != 0)
-		print_error("%s/%s differs\n--- expected\n%s\n--- actual\n%s\n",
-			    dir, name, expected, actual);
+		print_error("%s/%s differs\n--- expected\n%s\n--- actual\n%s\n", dir, name,
+			    expected, actual);
 	assert_string_equal(expected, actual);
 	free(expected);
 }
@@ -283,12 +282,10 @@ static void test_vector(void **state)
 	in.when = parse_iso8601_utc(json_string_at(ctx, "timestamp"));
 	in.normalize_path = json_is_true(json_object_get(ctx, "normalize"));
 	in.sign_content_sha256 = json_is_true(json_object_get(ctx, "sign_body"));
-	in.session_token_unsigned =
-		json_is_true(json_object_get(ctx, "omit_session_token"));
+	in.session_token_unsigned = json_is_true(json_object_get(ctx, "omit_session_token"));
 
 	assert_int_equal(sigv4_sign(&in, &res), 0);
-	assert_file_equals(dir, "header-canonical-request.txt",
-			   res.canonical_request);
+	assert_file_equals(dir, "header-canonical-request.txt", res.canonical_request);
 	assert_file_equals(dir, "header-string-to-sign.txt", res.string_to_sign);
 	assert_file_equals(dir, "header-signature.txt", res.signature_hex);
 	assert_authorization_line(dir, res.authorization);
@@ -300,7 +297,7 @@ static void test_vector(void **state)
 
 /* --- Bedrock worked example (reference §6.3) ----------------------- */
 
-#define BEDROCK_BODY \
+#define BEDROCK_BODY                                                              \
 	"{\"messages\":[{\"role\":\"user\",\"content\":[{\"text\":\"Hello\"}]}]," \
 	"\"inferenceConfig\":{\"maxTokens\":64,\"temperature\":0.5}}"
 
@@ -324,7 +321,7 @@ static void sign_bedrock_example(const char *token, struct sigv4_result *res)
 	in.access_key_id = "AKIDEXAMPLE";
 	in.secret_access_key = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
 	in.session_token = token;
-	in.when = 1440938160;	/* 2015-08-30T12:36:00Z */
+	in.when = 1440938160; /* 2015-08-30T12:36:00Z */
 	in.normalize_path = 1;
 	assert_int_equal(sigv4_sign(&in, res), 0);
 }
@@ -336,24 +333,25 @@ static void test_bedrock_double_encoding(void **state)
 	(void)state;
 	sign_bedrock_example(NULL, &res);
 	assert_string_equal(res.payload_sha256_hex,
-		"14a35e749e415670a238cb250221feb9de6a53cc2d195d31dea5be1e5e843750");
+			    "14a35e749e415670a238cb250221feb9de6a53cc2d195d31dea5be1e5e843750");
 	assert_string_equal(res.canonical_request,
-		"POST\n"
-		"/model/anthropic.claude-3-haiku-20240307-v1%253A0/converse\n"
-		"\n"
-		"content-type:application/json\n"
-		"host:bedrock-runtime.us-east-1.amazonaws.com\n"
-		"x-amz-date:20150830T123600Z\n"
-		"\n"
-		"content-type;host;x-amz-date\n"
-		"14a35e749e415670a238cb250221feb9de6a53cc2d195d31dea5be1e5e843750");
+			    "POST\n"
+			    "/model/anthropic.claude-3-haiku-20240307-v1%253A0/converse\n"
+			    "\n"
+			    "content-type:application/json\n"
+			    "host:bedrock-runtime.us-east-1.amazonaws.com\n"
+			    "x-amz-date:20150830T123600Z\n"
+			    "\n"
+			    "content-type;host;x-amz-date\n"
+			    "14a35e749e415670a238cb250221feb9de6a53cc2d195d31dea5be1e5e843750");
 	assert_string_equal(res.string_to_sign,
-		"AWS4-HMAC-SHA256\n20150830T123600Z\n"
-		"20150830/us-east-1/bedrock/aws4_request\n"
-		"af409bbc1ddb8c55320f25431375247017face1d65268ef84e2551d2546c4ef2");
+			    "AWS4-HMAC-SHA256\n20150830T123600Z\n"
+			    "20150830/us-east-1/bedrock/aws4_request\n"
+			    "af409bbc1ddb8c55320f25431375247017face1d65268ef84e2551d2546c4ef2");
 	assert_string_equal(res.signature_hex,
-		"9e49235b233d7416c24e7b270bcc1e16e0233ecd29a7a5308f4271e74718c869");
-	assert_string_equal(res.authorization,
+			    "9e49235b233d7416c24e7b270bcc1e16e0233ecd29a7a5308f4271e74718c869");
+	assert_string_equal(
+		res.authorization,
 		"AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/"
 		"bedrock/aws4_request, SignedHeaders=content-type;host;x-amz-date, "
 		"Signature=9e49235b233d7416c24e7b270bcc1e16e0233ecd29a7a5308f4271e74718c869");
@@ -370,9 +368,9 @@ static void test_bedrock_session_token(void **state)
 	assert_string_equal(res.signed_headers,
 			    "content-type;host;x-amz-date;x-amz-security-token");
 	assert_non_null(strstr(res.string_to_sign,
-		"0d8d5ed5fddd37d39084a544c36bc97112e87536ad30a3b350545651999ed46a"));
+			       "0d8d5ed5fddd37d39084a544c36bc97112e87536ad30a3b350545651999ed46a"));
 	assert_string_equal(res.signature_hex,
-		"7e583c0539aa59020a5fa523b673f058433c99703bf00a8554c10ef3728389a9");
+			    "7e583c0539aa59020a5fa523b673f058433c99703bf00a8554c10ef3728389a9");
 	sigv4_result_release(&res);
 }
 
@@ -399,7 +397,7 @@ static void test_owned_header_rejected(void **state)
 	in.secret_access_key = "secret";
 	assert_int_equal(sigv4_sign(&in, &res), -EINVAL);
 	in.n_headers = 0;
-	assert_int_equal(sigv4_sign(&in, &res), -EINVAL);	/* no Host */
+	assert_int_equal(sigv4_sign(&in, &res), -EINVAL); /* no Host */
 }
 
 static void test_uri_encode(void **state)
@@ -467,10 +465,9 @@ static char **list_cases(size_t *n_out)
 
 		if (entry->d_name[0] == '.')
 			continue;
-		join_path(case_dir, sizeof(case_dir), vectors_dir,
-			  entry->d_name);
+		join_path(case_dir, sizeof(case_dir), vectors_dir, entry->d_name);
 		if (!file_exists(case_dir, "request.txt"))
-			continue;	/* README, LICENSE */
+			continue; /* README, LICENSE */
 		grown = realloc(names, (n + 1) * sizeof(*names));
 		if (!grown)
 			break;
@@ -503,8 +500,7 @@ int main(void)
 
 	/* The fixed cases need no vectors, so they run (and may fail) even
 	 * where the suite is missing. */
-	failures = cmocka_run_group_tests_name("sigv4_fixed", fixed_tests,
-					       NULL, NULL);
+	failures = cmocka_run_group_tests_name("sigv4_fixed", fixed_tests, NULL, NULL);
 	locate_vectors();
 	if (stat(vectors_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
 		printf("SigV4 vectors not found at %s; skipped\n", vectors_dir);
@@ -522,8 +518,7 @@ int main(void)
 		const char *name = strrchr(cases[i], '/') + 1;
 		const char *reason = unsupported_reason(name);
 
-		if (!reason && !file_exists(cases[i],
-					    "header-canonical-request.txt"))
+		if (!reason && !file_exists(cases[i], "header-canonical-request.txt"))
 			reason = "no header-signing artefacts (query presigning only)";
 		if (reason) {
 			printf("[ EXCLUDED ] %s: %s\n", name, reason);
@@ -538,8 +533,7 @@ int main(void)
 	printf("SigV4 vectors at %s: %zu run, %zu excluded; query-string "
 	       "(presigned) artefacts not checked in any case\n",
 	       vectors_dir, n_tests, n_excluded);
-	failures += _cmocka_run_group_tests("sigv4_vectors", tests, n_tests,
-					    NULL, NULL);
+	failures += _cmocka_run_group_tests("sigv4_vectors", tests, n_tests, NULL, NULL);
 
 	for (i = 0; i < n_cases; i++)
 		free(cases[i]);

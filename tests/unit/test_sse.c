@@ -19,18 +19,16 @@
 struct recorder {
 	char events[MAX_RECORDED][512];
 	size_t n_events;
-	int stop_after;		/* > 0: the callback fails on that event */
+	int stop_after; /* > 0: the callback fails on that event */
 };
 
-static int record_event(void *ctx, const char *event, const char *data,
-			size_t data_len)
+static int record_event(void *ctx, const char *event, const char *data, size_t data_len)
 {
 	struct recorder *rec = ctx;
 
 	assert_int_equal(strlen(data), data_len);
 	assert_true(rec->n_events < MAX_RECORDED);
-	snprintf(rec->events[rec->n_events], sizeof(rec->events[0]), "%s|%s",
-		 event, data);
+	snprintf(rec->events[rec->n_events], sizeof(rec->events[0]), "%s|%s", event, data);
 	rec->n_events++;
 	if (rec->stop_after > 0 && rec->n_events == (size_t)rec->stop_after)
 		return -ECANCELED;
@@ -89,8 +87,11 @@ static void test_mixed_line_ends(void **state)
 	struct recorder rec;
 
 	(void)state;
-	assert_int_equal(feed_whole(&rec, "data: a\r\ndata: b\rdata: c\n\r\n"
-				    "data: d\n\r", 1024), 0);
+	assert_int_equal(feed_whole(&rec,
+				    "data: a\r\ndata: b\rdata: c\n\r\n"
+				    "data: d\n\r",
+				    1024),
+			 0);
 	assert_int_equal(rec.n_events, 2);
 	assert_string_equal(rec.events[0], "|a\nb\nc");
 	assert_string_equal(rec.events[1], "|d");
@@ -128,8 +129,8 @@ static void test_comments_ignored(void **state)
 	struct recorder rec;
 
 	(void)state;
-	assert_int_equal(feed_whole(&rec, ": keep-alive\n\n:\ndata: x\n: mid\ndata: y\n\n",
-				    1024), 0);
+	assert_int_equal(feed_whole(&rec, ": keep-alive\n\n:\ndata: x\n: mid\ndata: y\n\n", 1024),
+			 0);
 	assert_int_equal(rec.n_events, 1);
 	assert_string_equal(rec.events[0], "|x\ny");
 }
@@ -141,8 +142,11 @@ static void test_field_value_forms(void **state)
 	(void)state;
 	/* Only one leading space is dropped; no space is fine; a line without
 	 * a colon is a field with an empty value. */
-	assert_int_equal(feed_whole(&rec, "data:  two spaces\n\ndata:tight\n\ndata\n\n"
-				    "data: a:b: c\n\n", 1024), 0);
+	assert_int_equal(feed_whole(&rec,
+				    "data:  two spaces\n\ndata:tight\n\ndata\n\n"
+				    "data: a:b: c\n\n",
+				    1024),
+			 0);
 	assert_int_equal(rec.n_events, 4);
 	assert_string_equal(rec.events[0], "| two spaces");
 	assert_string_equal(rec.events[1], "|tight");
@@ -155,9 +159,12 @@ static void test_event_field_and_unknown_fields(void **state)
 	struct recorder rec;
 
 	(void)state;
-	assert_int_equal(feed_whole(&rec, "event: message_start\nid: 7\nretry: 10\n"
+	assert_int_equal(feed_whole(&rec,
+				    "event: message_start\nid: 7\nretry: 10\n"
 				    "x-custom: y\ndata: {\"a\":1}\n\n"
-				    "data: plain\n\n", 1024), 0);
+				    "data: plain\n\n",
+				    1024),
+			 0);
 	assert_int_equal(rec.n_events, 2);
 	assert_string_equal(rec.events[0], "message_start|{\"a\":1}");
 	/* The event name does not leak into the next event. */
@@ -178,7 +185,11 @@ static void test_byte_order_mark_skipped(void **state)
 	struct recorder rec;
 
 	(void)state;
-	assert_int_equal(feed_whole(&rec, "\xEF\xBB\xBF" "data: x\n\n", 1024), 0);
+	assert_int_equal(feed_whole(&rec,
+				    "\xEF\xBB\xBF"
+				    "data: x\n\n",
+				    1024),
+			 0);
 	assert_int_equal(rec.n_events, 1);
 	assert_string_equal(rec.events[0], "|x");
 }
@@ -246,14 +257,12 @@ static void test_cap_on_event(void **state)
 
 	(void)state;
 	/* Each line fits, but their joined data does not: 5+1+5+1+5 = 17. */
-	assert_int_equal(feed_whole(&rec, "data: aaaaa\ndata: bbbbb\ndata: ccccc\n\n", 16),
-			 -E2BIG);
+	assert_int_equal(feed_whole(&rec, "data: aaaaa\ndata: bbbbb\ndata: ccccc\n\n", 16), -E2BIG);
 	assert_int_equal(rec.n_events, 0);
 	assert_int_equal(feed_whole(&rec, "data: aaaaa\ndata: bbbbb\n\n", 16), 0);
 	assert_int_equal(rec.n_events, 1);
 	/* The event name counts toward the same cap. */
-	assert_int_equal(feed_whole(&rec, "event: eeeeeeee\ndata: aaaaaaaaa\n\n", 16),
-			 -E2BIG);
+	assert_int_equal(feed_whole(&rec, "event: eeeeeeee\ndata: aaaaaaaaa\n\n", 16), -E2BIG);
 }
 
 static const char realistic_stream[] =

@@ -25,7 +25,7 @@ struct recorder {
 	int finish_calls;
 	char request_id[128];
 	int request_id_calls;
-	int text_rc;		/* what text() answers; 0 takes the bytes */
+	int text_rc; /* what text() answers; 0 takes the bytes */
 };
 
 static int record_text(void *ctx, const char *bytes, size_t len)
@@ -83,9 +83,8 @@ static void recorder_reset(struct recorder *rec)
 /* Feeds STREAM cut in two at SPLIT (the second half byte by byte when
  * BYTEWISE), then ends the body. Returns the first failure, or what
  * parser_finish says. */
-static int stream_run(const struct backend *b, const char *stream, size_t len,
-		      size_t split, int bytewise, struct recorder *rec,
-		      struct attempt_error *err)
+static int stream_run(const struct backend *b, const char *stream, size_t len, size_t split,
+		      int bytewise, struct recorder *rec, struct attempt_error *err)
 {
 	struct stream_parser *p;
 	size_t i;
@@ -97,8 +96,7 @@ static int stream_run(const struct backend *b, const char *stream, size_t len,
 	assert_non_null(p);
 	rc = b->parser_feed(p, stream, split, err);
 	for (i = split; rc == 0 && i < len; i += bytewise ? 1 : len - split)
-		rc = b->parser_feed(p, stream + i, bytewise ? 1 : len - split,
-				    err);
+		rc = b->parser_feed(p, stream + i, bytewise ? 1 : len - split, err);
 	if (rc == 0)
 		rc = b->parser_finish(p, err);
 	b->parser_free(p);
@@ -107,11 +105,9 @@ static int stream_run(const struct backend *b, const char *stream, size_t len,
 
 /* Runs STREAM split at every byte, and once byte by byte, and checks
  * each run reports the same complete answer. */
-static void stream_expect_everywhere(const struct backend *b,
-				     const char *stream, const char *text,
+static void stream_expect_everywhere(const struct backend *b, const char *stream, const char *text,
 				     long input_tokens, long output_tokens,
-				     const char *finish_reason,
-				     const char *request_id)
+				     const char *finish_reason, const char *request_id)
 {
 	struct recorder rec;
 	struct attempt_error err;
@@ -121,8 +117,7 @@ static void stream_expect_everywhere(const struct backend *b,
 
 	for (bytewise = 0; bytewise < 2; bytewise++) {
 		for (split = 0; split <= len; split += bytewise ? len + 1 : 1) {
-			assert_int_equal(stream_run(b, stream, len, split,
-						    bytewise, &rec, &err),
+			assert_int_equal(stream_run(b, stream, len, split, bytewise, &rec, &err),
 					 0);
 			assert_string_equal(rec.text, text);
 			assert_int_equal(rec.input_tokens, input_tokens);
@@ -136,8 +131,8 @@ static void stream_expect_everywhere(const struct backend *b,
 }
 
 /* Runs STREAM whole and expects a failure. */
-static int stream_fail(const struct backend *b, const char *stream,
-		       struct recorder *rec, struct attempt_error *err)
+static int stream_fail(const struct backend *b, const char *stream, struct recorder *rec,
+		       struct attempt_error *err)
 {
 	size_t len = strlen(stream);
 	int rc = stream_run(b, stream, len, len, 0, rec, err);
@@ -153,8 +148,7 @@ static void headers_join(const struct curl_slist *list, char *out, size_t size)
 
 	out[0] = '\0';
 	for (; list; list = list->next) {
-		used += (size_t)snprintf(out + used, size - used, "%s\n",
-					 list->data);
+		used += (size_t)snprintf(out + used, size - used, "%s\n", list->data);
 		assert_true(used < size);
 	}
 }
@@ -165,9 +159,8 @@ static void head_init(struct http_response_head *head, long status)
 	head->status = status;
 }
 
-static void classify(const struct backend *b,
-		     const struct http_response_head *head, const char *body,
-		     struct attempt_error *err)
+static void classify(const struct backend *b, const struct http_response_head *head,
+		     const char *body, struct attempt_error *err)
 {
 	memset(err, 0, sizeof(*err));
 	b->classify_error(head, body, strlen(body), err);
@@ -227,20 +220,22 @@ static void build_request_full(void **state)
 
 	(void)state;
 	assert_int_equal(backend_vertex.build_request(&target, &req, &out), 0);
-	assert_string_equal(out.url,
-			    "https://europe-west4-aiplatform.googleapis.com/v1/projects/acme-prod/locations/europe-west4/publishers/google/models/gemini-2.0-flash:streamGenerateContent?alt=sse");
+	assert_string_equal(out.url, "https://europe-west4-aiplatform.googleapis.com/v1/projects/"
+				     "acme-prod/locations/europe-west4/publishers/google/models/"
+				     "gemini-2.0-flash:streamGenerateContent?alt=sse");
 	headers_join(out.headers, headers, sizeof(headers));
-	assert_string_equal(headers,
-			    "Authorization: Bearer ya29.fresh\n"
-			    "Content-Type: application/json\n"
-			    "Accept: text/event-stream\n");
+	assert_string_equal(headers, "Authorization: Bearer ya29.fresh\n"
+				     "Content-Type: application/json\n"
+				     "Accept: text/event-stream\n");
 	assert_string_equal(out.body,
 			    "{\"contents\":["
 			    "{\"role\":\"user\",\"parts\":[{\"text\":\"Hello\"}]},"
 			    "{\"role\":\"model\",\"parts\":[{\"text\":\"Hi.\"}]},"
 			    "{\"role\":\"user\",\"parts\":[{\"text\":\"Say \\\"hi\\\" again\"}]}],"
-			    "\"systemInstruction\":{\"parts\":[{\"text\":\"You are terse.\"},{\"text\":\"Answer in English.\"}]},"
-			    "\"generationConfig\":{\"temperature\":0.2,\"maxOutputTokens\":256,\"stopSequences\":[\"\\n\\n\",\"END\"]}}");
+			    "\"systemInstruction\":{\"parts\":[{\"text\":\"You are "
+			    "terse.\"},{\"text\":\"Answer in English.\"}]},"
+			    "\"generationConfig\":{\"temperature\":0.2,\"maxOutputTokens\":256,"
+			    "\"stopSequences\":[\"\\n\\n\",\"END\"]}}");
 	assert_int_equal(out.body_len, strlen(out.body));
 	http_request_release(&out);
 }
@@ -260,8 +255,8 @@ static void build_request_minimal(void **state)
 	headers_join(out.headers, headers, sizeof(headers));
 	/* Without a fetched token, the configured one is used. */
 	assert_non_null(strstr(headers, "Authorization: Bearer env-token\n"));
-	assert_string_equal(out.body,
-			    "{\"contents\":[{\"role\":\"user\",\"parts\":[{\"text\":\"Hello\"}]}]}");
+	assert_string_equal(
+		out.body, "{\"contents\":[{\"role\":\"user\",\"parts\":[{\"text\":\"Hello\"}]}]}");
 	http_request_release(&out);
 }
 
@@ -278,8 +273,7 @@ static void build_request_model_cap(void **state)
 	(void)state;
 	capped.max_output_tokens = 1000;
 	assert_int_equal(backend_vertex.build_request(&target, &req, &out), 0);
-	assert_non_null(strstr(out.body,
-			       "\"generationConfig\":{\"maxOutputTokens\":1000}"));
+	assert_non_null(strstr(out.body, "\"generationConfig\":{\"maxOutputTokens\":1000}"));
 	http_request_release(&out);
 }
 
@@ -301,13 +295,10 @@ static void build_request_refusals(void **state)
 	struct http_request out;
 
 	(void)state;
-	assert_int_equal(backend_vertex.build_request(&no_token, &hello, &out),
-			 -ENOKEY);
+	assert_int_equal(backend_vertex.build_request(&no_token, &hello, &out), -ENOKEY);
 	assert_null(out.url);
-	assert_int_equal(backend_vertex.build_request(&evil, &hello, &out),
-			 -EINVAL);
-	assert_int_equal(backend_vertex.build_request(&ok, &only_system, &out),
-			 -EINVAL);
+	assert_int_equal(backend_vertex.build_request(&evil, &hello, &out), -EINVAL);
+	assert_int_equal(backend_vertex.build_request(&ok, &only_system, &out), -EINVAL);
 	assert_null(out.body);
 }
 
@@ -320,38 +311,42 @@ static const char stream_ok[] =
 	"\"usageMetadata\":{\"promptTokenCount\":5,\"trafficType\":\"ON_DEMAND\"},"
 	"\"modelVersion\":\"gemini-2.0-flash\",\"createTime\":\"2025-01-01T00:00:00.123456Z\","
 	"\"responseId\":\"resp-42\"}\r\n\r\n"
-	"data: {\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"text\":\"lo, \"},{\"text\":\"w\xc3\xb6rld\"}]}}],"
+	"data: {\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"text\":\"lo, "
+	"\"},{\"text\":\"w\xc3\xb6rld\"}]}}],"
 	"\"modelVersion\":\"gemini-2.0-flash\",\"responseId\":\"resp-42\"}\r\n\r\n"
 	"data: {\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"text\":\"!\"}]},"
 	"\"finishReason\":\"STOP\",\"avgLogprobs\":-0.12}],"
-	"\"usageMetadata\":{\"promptTokenCount\":5,\"candidatesTokenCount\":4,\"totalTokenCount\":9},"
+	"\"usageMetadata\":{\"promptTokenCount\":5,\"candidatesTokenCount\":4,\"totalTokenCount\":"
+	"9},"
 	"\"modelVersion\":\"gemini-2.0-flash\",\"responseId\":\"resp-42\"}\r\n\r\n";
 
 static void stream_complete(void **state)
 {
 	(void)state;
-	stream_expect_everywhere(&backend_vertex, stream_ok, "Hello, w\xc3\xb6rld!",
-				 5, 4, "stop", "resp-42");
+	stream_expect_everywhere(&backend_vertex, stream_ok, "Hello, w\xc3\xb6rld!", 5, 4, "stop",
+				 "resp-42");
 }
 
 static void stream_max_tokens_and_thoughts(void **state)
 {
-	static const char stream[] =
-		"data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"pondering\",\"thought\":true},{\"text\":\"Long\"}]},"
-		"\"finishReason\":\"MAX_TOKENS\"}],"
-		"\"usageMetadata\":{\"promptTokenCount\":3,\"candidatesTokenCount\":1,\"thoughtsTokenCount\":7},"
-		"\"responseId\":\"r\"}\n\n";
+	static const char stream[] = "data: "
+				     "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":"
+				     "\"pondering\",\"thought\":true},{\"text\":\"Long\"}]},"
+				     "\"finishReason\":\"MAX_TOKENS\"}],"
+				     "\"usageMetadata\":{\"promptTokenCount\":3,"
+				     "\"candidatesTokenCount\":1,\"thoughtsTokenCount\":7},"
+				     "\"responseId\":\"r\"}\n\n";
 
 	(void)state;
 	/* Thinking tokens are billed as output; thought parts are no answer. */
-	stream_expect_everywhere(&backend_vertex, stream, "Long", 3, 8, "length",
-				 "r");
+	stream_expect_everywhere(&backend_vertex, stream, "Long", 3, 8, "length", "r");
 }
 
 static void stream_last_event_without_blank_line(void **state)
 {
-	static const char stream[] =
-		"data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"ok\"}]},\"finishReason\":\"STOP\"}],\"responseId\":\"r\"}";
+	static const char stream[] = "data: "
+				     "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"ok\"}]}"
+				     ",\"finishReason\":\"STOP\"}],\"responseId\":\"r\"}";
 
 	(void)state;
 	stream_expect_everywhere(&backend_vertex, stream, "ok", -2, -2, "stop", "r");
@@ -367,8 +362,7 @@ static void stream_cut(void **state)
 	(void)state;
 	/* Everywhere before the final chunk ends, the answer is incomplete. */
 	for (cut = 0; cut < len - 5; cut++) {
-		assert_int_equal(stream_run(&backend_vertex, stream_ok, cut, cut,
-					    0, &rec, &err),
+		assert_int_equal(stream_run(&backend_vertex, stream_ok, cut, cut, 0, &rec, &err),
 				 -EIO);
 		assert_true(err.retryable);
 		assert_string_equal(err.outcome, "stream_cut");
@@ -380,7 +374,8 @@ static void stream_in_band_error(void **state)
 {
 	static const char stream[] =
 		"data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Hel\"}]}}]}\r\n\r\n"
-		"data: {\"error\":{\"code\":503,\"message\":\"The service is currently unavailable.\",\"status\":\"UNAVAILABLE\"}}\r\n\r\n";
+		"data: {\"error\":{\"code\":503,\"message\":\"The service is currently "
+		"unavailable.\",\"status\":\"UNAVAILABLE\"}}\r\n\r\n";
 	struct recorder rec;
 	struct attempt_error err;
 
@@ -388,16 +383,16 @@ static void stream_in_band_error(void **state)
 	assert_int_equal(stream_fail(&backend_vertex, stream, &rec, &err), -EIO);
 	assert_true(err.retryable);
 	assert_string_equal(err.outcome, "stream_error");
-	assert_string_equal(err.message,
-			    "Vertex AI reported an error in the answer (UNAVAILABLE): The service is currently unavailable.");
+	assert_string_equal(err.message, "Vertex AI reported an error in the answer (UNAVAILABLE): "
+					 "The service is currently unavailable.");
 }
 
 static void stream_json_error_body(void **state)
 {
 	/* A 200 whose body is a bare Status array instead of events. */
-	static const char body[] =
-		"[{\n  \"error\": {\n    \"code\": 400,\n    \"message\": \"Request contains an invalid argument.\",\n"
-		"    \"status\": \"INVALID_ARGUMENT\"\n  }\n}\n]";
+	static const char body[] = "[{\n  \"error\": {\n    \"code\": 400,\n    \"message\": "
+				   "\"Request contains an invalid argument.\",\n"
+				   "    \"status\": \"INVALID_ARGUMENT\"\n  }\n}\n]";
 	struct recorder rec;
 	struct attempt_error err;
 	size_t len = strlen(body);
@@ -405,20 +400,22 @@ static void stream_json_error_body(void **state)
 
 	(void)state;
 	for (split = 0; split <= len; split++) {
-		assert_int_equal(stream_run(&backend_vertex, body, len, split, 0,
-					    &rec, &err),
+		assert_int_equal(stream_run(&backend_vertex, body, len, split, 0, &rec, &err),
 				 -EIO);
 		assert_false(err.retryable);
 		assert_string_equal(err.message,
-				    "Vertex AI reported an error in the answer (INVALID_ARGUMENT): Request contains an invalid argument.");
+				    "Vertex AI reported an error in the answer (INVALID_ARGUMENT): "
+				    "Request contains an invalid argument.");
 	}
 }
 
 static void stream_json_whole_answer(void **state)
 {
 	static const char body[] =
-		"{\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"text\":\"Hi!\"}]},\"finishReason\":\"STOP\"}],"
-		"\"usageMetadata\":{\"promptTokenCount\":5,\"candidatesTokenCount\":2,\"totalTokenCount\":7},\"responseId\":\"w\"}";
+		"{\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"text\":\"Hi!\"}]},"
+		"\"finishReason\":\"STOP\"}],"
+		"\"usageMetadata\":{\"promptTokenCount\":5,\"candidatesTokenCount\":2,"
+		"\"totalTokenCount\":7},\"responseId\":\"w\"}";
 
 	(void)state;
 	stream_expect_everywhere(&backend_vertex, body, "Hi!", 5, 2, "stop", "w");
@@ -429,7 +426,8 @@ static void stream_safety_block(void **state)
 	static const char stream[] =
 		"data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Sure, \"}]}}]}\r\n\r\n"
 		"data: {\"candidates\":[{\"content\":{\"parts\":[]},\"finishReason\":\"SAFETY\","
-		"\"safetyRatings\":[{\"category\":\"HARM_CATEGORY_DANGEROUS_CONTENT\",\"probability\":\"HIGH\",\"blocked\":true}]}]}\r\n\r\n";
+		"\"safetyRatings\":[{\"category\":\"HARM_CATEGORY_DANGEROUS_CONTENT\","
+		"\"probability\":\"HIGH\",\"blocked\":true}]}]}\r\n\r\n";
 	struct recorder rec;
 	struct attempt_error err;
 
@@ -444,7 +442,9 @@ static void stream_safety_block(void **state)
 static void stream_prompt_blocked(void **state)
 {
 	static const char stream[] =
-		"data: {\"promptFeedback\":{\"blockReason\":\"PROHIBITED_CONTENT\",\"blockReasonMessage\":\"The prompt was blocked.\"},"
+		"data: "
+		"{\"promptFeedback\":{\"blockReason\":\"PROHIBITED_CONTENT\","
+		"\"blockReasonMessage\":\"The prompt was blocked.\"},"
 		"\"usageMetadata\":{\"promptTokenCount\":9},\"responseId\":\"b\"}\r\n\r\n";
 	struct recorder rec;
 	struct attempt_error err;
@@ -452,8 +452,8 @@ static void stream_prompt_blocked(void **state)
 	(void)state;
 	assert_int_equal(stream_fail(&backend_vertex, stream, &rec, &err), -EIO);
 	assert_false(err.retryable);
-	assert_string_equal(err.message,
-			    "the prompt was blocked by Vertex AI safety filters (PROHIBITED_CONTENT): The prompt was blocked.");
+	assert_string_equal(err.message, "the prompt was blocked by Vertex AI safety filters "
+					 "(PROHIBITED_CONTENT): The prompt was blocked.");
 }
 
 static void stream_malformed(void **state)
@@ -479,9 +479,7 @@ static void stream_text_refused(void **state)
 	rec.text_rc = -EFBIG;
 	p = backend_vertex.parser_new(&recorder_events, &rec);
 	assert_non_null(p);
-	assert_int_equal(backend_vertex.parser_feed(p, stream_ok,
-						    strlen(stream_ok), &err),
-			 -EFBIG);
+	assert_int_equal(backend_vertex.parser_feed(p, stream_ok, strlen(stream_ok), &err), -EFBIG);
 	/* Once failed, the parser keeps saying so. */
 	memset(&err, 0, sizeof(err));
 	assert_int_equal(backend_vertex.parser_finish(p, &err), -EFBIG);
@@ -499,12 +497,14 @@ static void classify_resource_exhausted(void **state)
 	(void)state;
 	head_init(&head, 429);
 	classify(&backend_vertex, &head,
-		 "{\"error\":{\"code\":429,\"message\":\"Resource exhausted. Please try again later.\","
-		 "\"status\":\"RESOURCE_EXHAUSTED\"}}", &err);
+		 "{\"error\":{\"code\":429,\"message\":\"Resource exhausted. Please try again "
+		 "later.\","
+		 "\"status\":\"RESOURCE_EXHAUSTED\"}}",
+		 &err);
 	assert_true(err.retryable);
 	assert_string_equal(err.outcome, "http_429");
-	assert_string_equal(err.message,
-			    "Vertex AI answered HTTP 429 (RESOURCE_EXHAUSTED): Resource exhausted. Please try again later.");
+	assert_string_equal(err.message, "Vertex AI answered HTTP 429 (RESOURCE_EXHAUSTED): "
+					 "Resource exhausted. Please try again later.");
 	assert_true(err.retry_after_s < 0);
 }
 
@@ -517,11 +517,14 @@ static void classify_array_and_retry_info(void **state)
 	head_init(&head, 503);
 	classify(&backend_vertex, &head,
 		 "[{\"error\":{\"code\":503,\"message\":\"The service is currently unavailable.\","
-		 "\"status\":\"UNAVAILABLE\",\"details\":[{\"@type\":\"type.googleapis.com/google.rpc.RetryInfo\","
-		 "\"retryDelay\":\"1.5s\"}]}}]", &err);
+		 "\"status\":\"UNAVAILABLE\",\"details\":[{\"@type\":\"type.googleapis.com/"
+		 "google.rpc.RetryInfo\","
+		 "\"retryDelay\":\"1.5s\"}]}}]",
+		 &err);
 	assert_true(err.retryable);
-	assert_string_equal(err.message,
-			    "Vertex AI answered HTTP 503 (UNAVAILABLE): The service is currently unavailable.");
+	assert_string_equal(
+		err.message,
+		"Vertex AI answered HTTP 503 (UNAVAILABLE): The service is currently unavailable.");
 	assert_true(err.retry_after_s > 1.49 && err.retry_after_s < 1.51);
 
 	/* A header wins over the body's hint. */
@@ -539,21 +542,28 @@ static void classify_not_retryable(void **state)
 	(void)state;
 	head_init(&head, 404);
 	classify(&backend_vertex, &head,
-		 "{\"error\":{\"code\":404,\"message\":\"Publisher Model `projects/acme-prod/locations/europe-west4/publishers/google/models/x` was not found or your project does not have access to it.\","
-		 "\"status\":\"NOT_FOUND\"}}", &err);
+		 "{\"error\":{\"code\":404,\"message\":\"Publisher Model "
+		 "`projects/acme-prod/locations/europe-west4/publishers/google/models/x` was not "
+		 "found or your project does not have access to it.\","
+		 "\"status\":\"NOT_FOUND\"}}",
+		 &err);
 	assert_false(err.retryable);
 	assert_string_equal(err.outcome, "http_404");
 	assert_string_equal(err.message,
-			    "Vertex AI answered HTTP 404 (NOT_FOUND): Publisher Model `projects/acme-prod/locations/europe-west4/publishers/google/models/x` was not found or your project does not have access to it.");
+			    "Vertex AI answered HTTP 404 (NOT_FOUND): Publisher Model "
+			    "`projects/acme-prod/locations/europe-west4/publishers/google/models/"
+			    "x` was not found or your project does not have access to it.");
 
 	head_init(&head, 401);
 	classify(&backend_vertex, &head,
-		 "{\"error\":{\"code\":401,\"message\":\"Request had invalid authentication credentials.\\nExpected OAuth 2 access token.\",\"status\":\"UNAUTHENTICATED\"}}",
+		 "{\"error\":{\"code\":401,\"message\":\"Request had invalid authentication "
+		 "credentials.\\nExpected OAuth 2 access token.\",\"status\":\"UNAUTHENTICATED\"}}",
 		 &err);
 	assert_false(err.retryable);
 	/* The provider's line end does not split .error's first line. */
 	assert_string_equal(err.message,
-			    "Vertex AI answered HTTP 401 (UNAUTHENTICATED): Request had invalid authentication credentials. Expected OAuth 2 access token.");
+			    "Vertex AI answered HTTP 401 (UNAUTHENTICATED): Request had invalid "
+			    "authentication credentials. Expected OAuth 2 access token.");
 }
 
 static void classify_status_rules(void **state)
@@ -574,14 +584,15 @@ static void classify_status_rules(void **state)
 	assert_string_equal(err.message, "Vertex AI answered HTTP 502");
 	head_init(&head, 400);
 	classify(&backend_vertex, &head,
-		 "{\"error\":{\"code\":400,\"message\":\"bad\",\"status\":\"INVALID_ARGUMENT\"}}", &err);
+		 "{\"error\":{\"code\":400,\"message\":\"bad\",\"status\":\"INVALID_ARGUMENT\"}}",
+		 &err);
 	assert_false(err.retryable);
 	assert_string_equal(err.outcome, "http_400");
 }
 
 /* ---- allocation failure ----------------------------------------------- */
 
-static long allocations_left;	/* < 0: never fail */
+static long allocations_left; /* < 0: never fail */
 
 static void *failing_malloc(size_t size)
 {
@@ -595,10 +606,8 @@ static void *failing_malloc(size_t size)
 /* Every jansson allocation in turn fails once: the request builder and
  * the parser must fail cleanly (no crash, no leak under ASan) and never
  * report success with a wrong answer. */
-static void chaos_run(const struct backend *b,
-		      const struct backend_target *where,
-		      const struct llm_request *req, const char *stream,
-		      const char *text)
+static void chaos_run(const struct backend *b, const struct backend_target *where,
+		      const struct llm_request *req, const char *stream, const char *text)
 {
 	struct http_request out;
 	struct recorder rec;
@@ -616,8 +625,7 @@ static void chaos_run(const struct backend *b,
 		else
 			assert_int_equal(rc, -ENOMEM);
 		allocations_left = n;
-		rc = stream_run(b, stream, strlen(stream), strlen(stream) / 2, 0,
-				&rec, &err);
+		rc = stream_run(b, stream, strlen(stream), strlen(stream) / 2, 0, &rec, &err);
 		if (rc == 0)
 			assert_string_equal(rec.text, text);
 		json_set_alloc_funcs(malloc, free);
