@@ -27,6 +27,10 @@ struct response_reader {
 };
 
 int jobs_init(void);
+/* The thread that writes job ends durably; after fuse_daemonize(). Stop
+ * it after the engine: it writes every end handed to it first. */
+int jobs_start_finisher(void);
+void jobs_stop_finisher(void);
 /* Before the engine stops: jobs it cancels now stay queued on disk. */
 void jobs_begin_shutdown(void);
 

@@ -210,9 +210,11 @@ out:
 	free(meta_name);
 }
 
-static void sink_done(void *ctx, int status, const char *message)
+/* Writes the end of JOB durably, then lets its readers see it. Runs on
+ * the finisher thread (or the engine's, when the finisher cannot take
+ * it), never under a lock the engine needs. */
+static void job_finish_now(struct job *job, int status, const char *message)
 {
-	struct job *job = ctx;
 	enum job_status final;
 	struct wakeups w = { 0 };
 	const char *reason;
@@ -223,7 +225,6 @@ static void sink_done(void *ctx, int status, const char *message)
 
 	pthread_mutex_lock(&job->file_lock);
 	pthread_mutex_lock(&jobs_lock);
-	job->engine_job = NULL;
 	/* At shutdown the engine cancels what it holds; those jobs stay
 	 * queued on disk and resume at the next mount. */
 	keep_files = !job->detached && !(jobs_shutting_down_locked() && status == -ECANCELED);
@@ -270,6 +271,111 @@ static void sink_done(void *ctx, int status, const char *message)
 	free(meta_text);
 	free(error);
 	job_put(job);
+}
+
+/* ---- the finisher: job ends are written off the engine thread ---- */
+
+/* A job's end costs several fsyncs; done on the engine thread they would
+ * pause every other transfer. The engine hands ends over here instead. */
+struct finished_job {
+	struct job *job;
+	int status;
+	char *message;
+	struct finished_job *next;
+};
+
+static pthread_mutex_t finish_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t finish_cond = PTHREAD_COND_INITIALIZER;
+static struct finished_job *finish_head, *finish_tail;
+static int finisher_running, finisher_stopping;
+static pthread_t finisher_thread;
+
+static void *finisher_main(void *arg)
+{
+	struct finished_job *item;
+
+	(void)arg;
+	for (;;) {
+		pthread_mutex_lock(&finish_lock);
+		while (!finish_head && !finisher_stopping)
+			pthread_cond_wait(&finish_cond, &finish_lock);
+		item = finish_head;
+		if (item) {
+			finish_head = item->next;
+			if (!finish_head)
+				finish_tail = NULL;
+		}
+		pthread_mutex_unlock(&finish_lock);
+		if (!item)
+			return NULL; /* stopping, and every end written */
+		job_finish_now(item->job, item->status, item->message);
+		free(item->message);
+		free(item);
+	}
+}
+
+int jobs_start_finisher(void)
+{
+	int rc = pthread_create(&finisher_thread, NULL, finisher_main, NULL);
+
+	if (rc != 0)
+		return -rc;
+	pthread_mutex_lock(&finish_lock);
+	finisher_running = 1;
+	pthread_mutex_unlock(&finish_lock);
+	return 0;
+}
+
+void jobs_stop_finisher(void)
+{
+	pthread_mutex_lock(&finish_lock);
+	if (!finisher_running) {
+		pthread_mutex_unlock(&finish_lock);
+		return;
+	}
+	finisher_stopping = 1;
+	pthread_cond_signal(&finish_cond);
+	pthread_mutex_unlock(&finish_lock);
+	pthread_join(finisher_thread, NULL);
+	finisher_running = 0;
+}
+
+static void sink_done(void *ctx, int status, const char *message)
+{
+	struct job *job = ctx;
+	struct finished_job *item;
+
+	/* the engine forgets the job now: nobody may cancel it any more */
+	pthread_mutex_lock(&jobs_lock);
+	job->engine_job = NULL;
+	pthread_mutex_unlock(&jobs_lock);
+
+	item = calloc(1, sizeof(*item));
+	if (item && message) {
+		item->message = strdup(message);
+		if (!item->message) {
+			free(item);
+			item = NULL;
+		}
+	}
+	pthread_mutex_lock(&finish_lock);
+	if (!item || !finisher_running) {
+		pthread_mutex_unlock(&finish_lock);
+		if (item)
+			free(item->message);
+		free(item);
+		job_finish_now(job, status, message);
+		return;
+	}
+	item->job = job;
+	item->status = status;
+	if (finish_tail)
+		finish_tail->next = item;
+	else
+		finish_head = item;
+	finish_tail = item;
+	pthread_cond_signal(&finish_cond);
+	pthread_mutex_unlock(&finish_lock);
 }
 
 const struct engine_sink job_engine_sink = {

@@ -263,6 +263,11 @@ int main(int argc, char *argv[])
 	if (fuse_daemonize(opts.foreground) != 0)
 		goto out_log;
 
+	rc = jobs_start_finisher();
+	if (rc < 0) {
+		log_error("cannot start the finisher thread: %s", strerror(-rc));
+		goto out_log;
+	}
 	engine_opts.max_inflight = opts.max_inflight;
 	engine_opts.connect_timeout_s = opts.connect_timeout_s;
 	engine_opts.cafile = opts.cafile;
@@ -272,7 +277,7 @@ int main(int argc, char *argv[])
 	pfs.engine = engine_new(&engine_opts, &rc);
 	if (!pfs.engine) {
 		log_error("cannot start the engine: %s", strerror(-rc));
-		goto out_log;
+		goto out_finisher;
 	}
 	jobs_resume();
 	rc = start_reloader(&reloader);
@@ -287,6 +292,8 @@ int main(int argc, char *argv[])
 	jobs_begin_shutdown();
 	engine_free(pfs.engine);
 	pfs.engine = NULL;
+out_finisher:
+	jobs_stop_finisher();
 out_log:
 	log_close();
 out_unmount:
