@@ -90,16 +90,21 @@ def test_connection_reset_is_retried(mnt):
 
 def test_cut_stream_after_bytes_gives_readers_eio_and_final_answer_complete(mnt):
     d = mnt.model()
-    text = "a long answer that will be cut once [[fault:cut after=12 times=1]]"
+    # the first attempt sends 12 bytes, pauses (so the reader surely gets
+    # them), sends a little more and is cut; the retry succeeds
+    text = ("a long answer that will be cut once "
+            "[[fault:cut after=20 times=1]] [[fault:stall after=12 seconds=1 times=1]]")
     submit(d, "cut", text)
     fd = os.open(d + "/cut.response", os.O_RDONLY)
-    first = os.read(fd, 4096)
-    assert first  # bytes of the first attempt
-    with pytest.raises(OSError) as e:
-        while os.read(fd, 4096):
-            pass
-    assert e.value.errno == errno.EIO
-    os.close(fd)
+    try:
+        first = os.read(fd, 4096)
+        assert first == ("echo: " + text).encode()[:len(first)]
+        with pytest.raises(OSError) as e:
+            while os.read(fd, 4096):
+                pass
+        assert e.value.errno == errno.EIO
+    finally:
+        os.close(fd)
     # a fresh reader gets the complete answer of the attempt that succeeded
     assert read_all(d + "/cut.response") == (("echo: " + text).encode(), 0)
     assert [a["outcome"] for a in read_meta(d + "/cut.meta")["attempts"]] == ["stream_cut", "ok"]
