@@ -203,3 +203,24 @@ def test_sighup_renews_credentials_and_keeps_the_old_config_when_bad(mount_facto
     assert sh("cat %s/c.response" % d).stdout == b"echo: three\n"
     assert OPENAI_KEY not in open(m.log).read()
     subprocess.run(["rm", "-rf", keydir])
+
+
+def test_without_config_the_environment_decides(workdir, fake):
+    mnt = workdir + "/mnt"
+    env = dict(os.environ, OPENAI_API_KEY=OPENAI_KEY, OPENAI_BASE_URL=fake.url + "/v1",
+               OLLAMA_HOST="127.0.0.1:1", HOME=workdir)
+    for var in ("ANTHROPIC_API_KEY", "AZURE_OPENAI_ENDPOINT", "AWS_ACCESS_KEY_ID",
+                "AWS_REGION", "GOOGLE_APPLICATION_CREDENTIALS"):
+        env.pop(var, None)
+    r = subprocess.run([PROMPTFS, "--print-config"], capture_output=True, env=env)
+    assert r.returncode == 0 and OPENAI_KEY.encode() not in r.stdout
+    proc = subprocess.Popen([PROMPTFS, "-f", "-o", "state_dir=%s/s" % workdir, mnt],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: os.path.ismount(mnt), 10)
+        assert os.listdir(mnt) == ["openai"]
+        sh("echo 'no config' > %s/openai/us/gpt-4o/e.prompt" % mnt)
+        assert sh("cat %s/openai/us/gpt-4o/e.response" % mnt).stdout == b"echo: no config\n"
+    finally:
+        subprocess.run(["fusermount3", "-u", mnt], capture_output=True)
+        assert proc.wait(20) == 0
