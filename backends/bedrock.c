@@ -12,6 +12,7 @@
 
 #include "backends/backend.h"
 #include "backends/eventstream.h"
+#include "backends/retry.h"
 #include "backends/sigv4.h"
 #include "backends/wire_util.h"
 
@@ -548,24 +549,6 @@ static void provider_message_copy(char *dst, size_t cap, json_t *obj)
 		provider_text_copy(dst, cap, message, strlen(message));
 }
 
-static double retry_after_seconds(const struct http_response_head *head)
-{
-	char *end;
-	double value;
-
-	if (head->retry_after_ms[0]) {
-		value = strtod(head->retry_after_ms, &end);
-		if (*end == '\0' && value >= 0)
-			return value / 1000.0;
-	}
-	if (head->retry_after[0]) {
-		value = strtod(head->retry_after, &end);
-		if (*end == '\0' && value >= 0)
-			return value;
-	}
-	return -1;
-}
-
 static void bedrock_classify_error(const struct http_response_head *head, const char *body,
 				   size_t len, struct attempt_error *err)
 {
@@ -611,7 +594,12 @@ static void bedrock_classify_error(const struct http_response_head *head, const 
 		attempt_error_set(err, retryable, outcome,
 				  "Bedrock rejected the request (%s) with HTTP %ld", what,
 				  head->status);
-	err->retry_after_s = retry_after_seconds(head);
+	/* The error name comes from a header or the body unfiltered, and
+	 * .error's first line must stay one. */
+	error_message_flatten(err->message);
+	/* The shared parser, not strtod: "inf" or "1e500" would ask for an
+	 * endless wait. */
+	err->retry_after_s = retry_after_parse(head->retry_after, head->retry_after_ms, time(NULL));
 }
 
 /* --- streamed answer ----------------------------------------------- */
@@ -714,7 +702,9 @@ static int on_event(struct stream_parser *p, const struct eventstream_message *m
 static int on_exception(struct stream_parser *p, const struct eventstream_message *msg,
 			json_t *payload)
 {
-	const char *type = msg->exception_type ? msg->exception_type : "unknownException";
+	/* an empty type would leave .meta's outcome empty */
+	const char *type = msg->exception_type && msg->exception_type[0] ? msg->exception_type
+									 : "unknownException";
 	char name[32], message[BEDROCK_MAX_PROVIDER_MESSAGE];
 	char sentence[sizeof(message) + 128];
 

@@ -272,9 +272,15 @@ static long expires_in_read(json_t *value)
 		return GOOGLE_ASSERTION_LIFETIME_S; /* RFC 6749 leaves it optional */
 	if (json_is_integer(value))
 		seconds = (long)json_integer_value(value);
-	else if (json_is_real(value))
+	else if (json_is_real(value)) {
+		/* Converting a double beyond LONG_MAX is undefined: compare
+		 * first. */
+		if (!(json_real_value(value) > 0))
+			return -1;
+		if (json_real_value(value) > TOKEN_MAX_LIFETIME_S)
+			return TOKEN_MAX_LIFETIME_S;
 		seconds = (long)json_real_value(value);
-	else if (json_is_string(value)) {
+	} else if (json_is_string(value)) {
 		text = json_string_value(value);
 		errno = 0;
 		seconds = strtol(text, &end, 10);
@@ -327,6 +333,9 @@ static void token_error_explain(long status, json_t *root, struct attempt_error 
 	else
 		attempt_error_set(err, google_error_retryable(status, NULL), outcome,
 				  "Google OAuth token endpoint answered HTTP %ld", status);
+	/* The endpoint's error and error_description may hold line ends;
+	 * .error's first line must stay one. */
+	error_message_flatten(err->message);
 	err->retry_after_s = -1;
 }
 

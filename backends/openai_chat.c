@@ -297,6 +297,9 @@ static int malformed(struct stream_parser *p, const json_error_t *jerr)
 	attempt_error_set(&p->failure, 1, "malformed",
 			  "the provider sent an answer that is not valid JSON: %s",
 			  jerr ? jerr->text : "not a JSON object");
+	/* jansson quotes the bytes near the fault, line ends included;
+	 * .error's first line must stay one. */
+	error_message_flatten(p->failure.message);
 	p->failed_rc = -EIO;
 	return -EIO;
 }

@@ -7,6 +7,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -236,7 +237,8 @@ static double rpc_retry_delay(json_t *status)
 		if (!type || !delay || !strstr(type, "google.rpc.RetryInfo"))
 			continue;
 		seconds = strtod(delay, &end);
-		if (end != delay && strcmp(end, "s") == 0 && seconds >= 0)
+		/* strtod also reads "infs" and "1e500s": no wait is endless. */
+		if (end != delay && strcmp(end, "s") == 0 && isfinite(seconds) && seconds >= 0)
 			return seconds;
 	}
 	return -1;

@@ -294,6 +294,7 @@ static int json_request_parse(const char *buf, size_t len, struct llm_request *o
 	};
 	json_error_t jerr;
 	json_t *root;
+	size_t i;
 	int rc;
 
 	/* Two "messages" keys would leave the request ambiguous. */
@@ -307,6 +308,12 @@ static int json_request_parse(const char *buf, size_t len, struct llm_request *o
 				? "a string holds \\u0000, which is not allowed"
 				: jerr.text,
 			jerr.line, jerr.column);
+		/* jansson quotes the bytes near the fault, control bytes
+		 * included, and the sentence must stay one line. */
+		for (i = 0; err && i < err_size && err[i]; i++) {
+			if ((unsigned char)err[i] < 0x20)
+				err[i] = '?';
+		}
 		rc = -EINVAL;
 		goto out;
 	}

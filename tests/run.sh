@@ -93,7 +93,7 @@ run_suite() {
 }
 
 note "C style (.clang-format)"
-c_files=$(git ls-files 'fs/*.[ch]' 'backends/*.[ch]' 'mountopts/*.[ch]' 'tests/unit/*.c' 2>/dev/null)
+c_files=$(git ls-files 'fs/*.[ch]' 'backends/*.[ch]' 'mountopts/*.[ch]' 'tests/unit/*.c' 'tests/fuzz/*.c' 2>/dev/null)
 if ! command -v clang-format >/dev/null; then
 	echo "clang-format not installed: style not checked"
 elif [ -z "$c_files" ]; then

@@ -843,6 +843,20 @@ static void test_classify_error(void **state)
 					 "(HTTP 401) with HTTP 401");
 }
 
+/* Found by fuzzing: an error name with a line end, from the
+ * x-amzn-ErrorType header or the body's __type, split .error's first
+ * line. */
+static void test_classify_error_name_line_end(void **state)
+{
+	struct attempt_error err;
+
+	(void)state;
+	classify(582, "\rt", "", &err);
+	assert_string_equal(err.message, "Bedrock rejected the request ( t) with HTTP 582");
+	classify(400, "", "{\"__type\":\"a\\nb\",\"message\":\"x\"}", &err);
+	assert_string_equal(err.message, "Bedrock rejected the request (a b): x");
+}
+
 static void test_classify_retry_after(void **state)
 {
 	struct http_response_head head;
@@ -857,6 +871,18 @@ static void test_classify_retry_after(void **state)
 	snprintf(head.retry_after_ms, sizeof(head.retry_after_ms), "1500");
 	backend_bedrock.classify_error(&head, "", 0, &err);
 	assert_true(err.retry_after_s > 1.49 && err.retry_after_s < 1.51);
+
+	/* Found by fuzzing: strtod took these as an endless wait. */
+	head.retry_after_ms[0] = '\0';
+	snprintf(head.retry_after, sizeof(head.retry_after), "1e500");
+	backend_bedrock.classify_error(&head, "", 0, &err);
+	assert_true(err.retry_after_s < 0);
+	snprintf(head.retry_after, sizeof(head.retry_after), "inf");
+	backend_bedrock.classify_error(&head, "", 0, &err);
+	assert_true(err.retry_after_s < 0);
+	snprintf(head.retry_after_ms, sizeof(head.retry_after_ms), "infinity");
+	backend_bedrock.classify_error(&head, "", 0, &err);
+	assert_true(err.retry_after_s < 0);
 }
 
 int main(void)
@@ -879,6 +905,7 @@ int main(void)
 		cmocka_unit_test(test_payload_not_json),
 		cmocka_unit_test(test_text_refused),
 		cmocka_unit_test(test_classify_error),
+		cmocka_unit_test(test_classify_error_name_line_end),
 		cmocka_unit_test(test_classify_retry_after),
 	};
 

@@ -348,6 +348,48 @@ static void token_response_errors(void **state)
 	assert_null(token);
 }
 
+/* Found by fuzzing: the endpoint's error words went into .error with
+ * their line ends. */
+static void token_response_error_line_end(void **state)
+{
+	struct attempt_error err;
+	char *token = NULL;
+	long expires_in = 0;
+
+	(void)state;
+	assert_int_equal(token_parse(400,
+				     "{\"error\":\"\\nt\",\"error_description\":\"In\\r\\nJWT\"}",
+				     &token, &expires_in, &err),
+			 -EIO);
+	assert_string_equal(err.message,
+			    "Google OAuth token endpoint answered HTTP 400 ( t): In  JWT");
+}
+
+/* Found by fuzzing: an expires_in of 3e90 was converted to long, which
+ * is undefined. Huge values are capped like large integers. */
+static void token_response_huge_real_expiry(void **state)
+{
+	struct attempt_error err;
+	char *token = NULL;
+	long expires_in = 0;
+	long capped;
+
+	(void)state;
+	assert_int_equal(token_parse(200, "{\"access_token\":\"t\",\"expires_in\":99999999999}",
+				     &token, &expires_in, &err),
+			 0);
+	capped = expires_in;
+	google_secret_free(token);
+	assert_int_equal(token_parse(200, "{\"access_token\":\"aXv5\",\"expires_in\":3e90}", &token,
+				     &expires_in, &err),
+			 0);
+	assert_int_equal(expires_in, capped);
+	google_secret_free(token);
+	assert_int_equal(token_parse(200, "{\"access_token\":\"t\",\"expires_in\":-3e90}", &token,
+				     &expires_in, &err),
+			 -EIO);
+}
+
 /* ---- cache ------------------------------------------------------------ */
 
 static void cache_lifecycle(void **state)
@@ -448,6 +490,8 @@ int main(void)
 		cmocka_unit_test(token_request_bad_key),
 		cmocka_unit_test(token_response_ok),
 		cmocka_unit_test(token_response_errors),
+		cmocka_unit_test(token_response_error_line_end),
+		cmocka_unit_test(token_response_huge_real_expiry),
 		cmocka_unit_test(cache_lifecycle),
 		cmocka_unit_test(cache_expiry_and_stalled_refresh),
 		cmocka_unit_test(cache_failure),

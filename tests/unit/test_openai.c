@@ -400,6 +400,23 @@ static void test_malformed_json(void **state)
 	openai_chat_parser_free(p);
 }
 
+/* Found by fuzzing: jansson quotes the bytes near a fault, and an event
+ * of two data: lines put a line end into .error's first line. */
+static void test_malformed_json_line_end(void **state)
+{
+	static const char stream[] = "data: {\"a\":\"Hel\\u00\n"
+				     "data: x\"}\n\n";
+	struct attempt_error err;
+	struct answer a;
+
+	(void)state;
+	answer_init(&a);
+	assert_int_equal(parse_body(stream, 0, &a, &err), -EIO);
+	assert_string_equal(err.outcome, "malformed");
+	assert_null(strchr(err.message, '\n'));
+	assert_non_null(strstr(err.message, "not valid JSON"));
+}
+
 static void test_missing_done(void **state)
 {
 	static const char cut_between[] =
@@ -887,6 +904,7 @@ int main(void)
 		cmocka_unit_test(test_in_band_error),
 		cmocka_unit_test(test_in_band_error_not_retryable),
 		cmocka_unit_test(test_malformed_json),
+		cmocka_unit_test(test_malformed_json_line_end),
 		cmocka_unit_test(test_missing_done),
 		cmocka_unit_test(test_done_without_blank_line),
 		cmocka_unit_test(test_data_after_done_ignored),

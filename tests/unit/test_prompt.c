@@ -169,6 +169,22 @@ static void test_json_request_minimal_forms(void **state)
 	llm_request_release(&req);
 }
 
+/* Found by fuzzing: jansson quotes the bytes near a syntax error, and a
+ * control byte there reached the one-line sentence for .error. */
+static void test_json_syntax_error_control_bytes(void **state)
+{
+	static const char text[] = "{\"messages\":[{\f\f\f";
+	struct llm_request req;
+	char err[256];
+	size_t i;
+
+	(void)state;
+	assert_int_equal(parse(text, &req, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "not valid JSON"));
+	for (i = 0; err[i]; i++)
+		assert_true((unsigned char)err[i] >= 0x20);
+}
+
 static void test_json_request_invalid(void **state)
 {
 	(void)state;
@@ -339,6 +355,7 @@ int main(void)
 		cmocka_unit_test(test_json_request_full),
 		cmocka_unit_test(test_json_request_minimal_forms),
 		cmocka_unit_test(test_json_request_invalid),
+		cmocka_unit_test(test_json_syntax_error_control_bytes),
 		cmocka_unit_test(test_json_request_malformed),
 		cmocka_unit_test(test_error_buffer_truncated),
 		cmocka_unit_test(test_defaults_on_plain_text),

@@ -532,6 +532,15 @@ static void classify_array_and_retry_info(void **state)
 	classify(&backend_vertex, &head,
 		 "{\"error\":{\"code\":503,\"message\":\"x\",\"status\":\"UNAVAILABLE\"}}", &err);
 	assert_true(err.retry_after_s > 6.99 && err.retry_after_s < 7.01);
+
+	/* An infinite delay is no hint at all. */
+	head.retry_after[0] = '\0';
+	classify(&backend_vertex, &head,
+		 "{\"error\":{\"code\":503,\"message\":\"x\",\"status\":\"UNAVAILABLE\","
+		 "\"details\":[{\"@type\":\"type.googleapis.com/google.rpc.RetryInfo\","
+		 "\"retryDelay\":\"1e500s\"}]}}",
+		 &err);
+	assert_true(err.retry_after_s < 0);
 }
 
 static void classify_not_retryable(void **state)
