@@ -200,6 +200,22 @@ def read_meta(path):
         return json.load(f)
 
 
+def read_all(path):
+    """Reads PATH as cat does; returns (bytes, errno or 0)."""
+    fd = os.open(path, os.O_RDONLY)
+    data = b""
+    try:
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return data, 0
+            data += chunk
+    except OSError as e:
+        return data, e.errno
+    finally:
+        os.close(fd)
+
+
 def wait_finished(d, name, timeout=30):
     """Waits until NAME's job has ended; returns its .meta."""
     path = os.path.join(d, name + ".meta")

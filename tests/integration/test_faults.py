@@ -7,23 +7,9 @@ import time
 
 import pytest
 
-from conftest import read_meta, sh, wait_finished
+from conftest import read_all, read_meta, sh, wait_finished
 
 
-def read_all(path):
-    """Reads like cat: returns (bytes, errno or 0)."""
-    fd = os.open(path, os.O_RDONLY)
-    data = b""
-    try:
-        while True:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return data, 0
-            data += chunk
-    except OSError as e:
-        return data, e.errno
-    finally:
-        os.close(fd)
 
 
 def submit(d, name, text):

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import FAKECLOUD, PYTHON, FakeCloud, read_meta, sh, wait_finished
+from conftest import FAKECLOUD, PYTHON, FakeCloud, read_all, read_meta, sh, wait_finished
 
 AZURE_KEY = "azure-key-5b7e1c"
 AZURE_ENTRA_TOKEN = "eyJ0eXAi.entra-test-token"
@@ -106,19 +106,6 @@ def clouds(mount_factory, multicloud):
     return mount_factory(config=multicloud_config(multicloud), env=env)
 
 
-def read_all(path):
-    fd = os.open(path, os.O_RDONLY)
-    data = b""
-    try:
-        while True:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return data, 0
-            data += chunk
-    except OSError as e:
-        return data, e.errno
-    finally:
-        os.close(fd)
 
 
 @pytest.mark.parametrize("provider", sorted(PROVIDERS))
