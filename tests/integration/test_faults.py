@@ -10,8 +10,6 @@ import pytest
 from conftest import read_all, read_meta, sh, wait_finished
 
 
-
-
 def submit(d, name, text):
     with open(os.path.join(d, name + ".prompt"), "w") as f:
         f.write(text)

@@ -106,8 +106,6 @@ def clouds(mount_factory, multicloud):
     return mount_factory(config=multicloud_config(multicloud), env=env)
 
 
-
-
 @pytest.mark.parametrize("provider", sorted(PROVIDERS))
 def test_answer(clouds, provider):
     d = os.path.join(clouds.path, PROVIDERS[provider])
