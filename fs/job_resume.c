@@ -14,6 +14,9 @@
 #include "fs/prompt.h"
 #include "fs/state.h"
 
+/* Each level holds a directory stream open while it walks deeper. */
+#define RESUME_MAX_DEPTH 256
+
 static void resume_fail(struct job *job, const char *message)
 {
 	char *text;
@@ -131,7 +134,10 @@ static void resume_directory(struct node *dir, int depth)
 			continue;
 		if (fstatat(dir->fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 			continue;
-		if (S_ISDIR(st.st_mode) && depth < 64) {
+		if (S_ISDIR(st.st_mode) && depth >= RESUME_MAX_DEPTH) {
+			log_warn("jobs in workspaces deeper than %d levels are not resumed",
+				 RESUME_MAX_DEPTH);
+		} else if (S_ISDIR(st.st_mode)) {
 			struct node *child = node_get_child(dir, de->d_name, &st, 0);
 
 			if (child) {
