@@ -197,7 +197,17 @@ void ops_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fus
 			start = h->snapshot_len;
 		if (size > h->snapshot_len - start)
 			size = h->snapshot_len - start;
-		fuse_reply_buf(req, h->snapshot + start, size);
+		/* Reply from a copy: once the kernel has the reply, the reader may
+		 * close and the handle (with its snapshot) be released while
+		 * this thread is still returning from the write. */
+		buf = malloc(size ? size : 1);
+		if (!buf) {
+			fuse_reply_err(req, ENOMEM);
+			return;
+		}
+		memcpy(buf, h->snapshot + start, size);
+		fuse_reply_buf(req, buf, size);
+		free(buf);
 		return;
 	}
 	buf = malloc(size ? size : 1);
