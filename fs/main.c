@@ -294,6 +294,7 @@ int main(int argc, char *argv[])
 	pfs.engine = NULL;
 out_finisher:
 	jobs_stop_finisher();
+	ops_release_all();
 out_log:
 	log_close();
 out_unmount:

@@ -6,4 +6,8 @@
 
 extern const struct fuse_lowlevel_ops promptfs_ops;
 
+/* After the session ends: frees what the kernel opened and never released
+ * (a close just before the unmount is released asynchronously). */
+void ops_release_all(void);
+
 #endif

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -32,8 +33,38 @@ static int backing_flags(int flags, enum file_role role)
 	return flags | O_NOFOLLOW | O_CLOEXEC;
 }
 
+/* Open handles, so that those the kernel never released (a close just
+ * before the unmount) are freed at exit. */
+static pthread_mutex_t open_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct handle *open_handles;
+
+static void handle_track(struct handle *h)
+{
+	pthread_mutex_lock(&open_lock);
+	h->prev_open = NULL;
+	h->next_open = open_handles;
+	if (open_handles)
+		open_handles->prev_open = h;
+	open_handles = h;
+	pthread_mutex_unlock(&open_lock);
+}
+
+static void handle_untrack(struct handle *h)
+{
+	pthread_mutex_lock(&open_lock);
+	if (h->prev_open)
+		h->prev_open->next_open = h->next_open;
+	else if (open_handles == h)
+		open_handles = h->next_open;
+	if (h->next_open)
+		h->next_open->prev_open = h->prev_open;
+	h->prev_open = h->next_open = NULL;
+	pthread_mutex_unlock(&open_lock);
+}
+
 static void handle_free(struct handle *h)
 {
+	handle_untrack(h);
 	if (h->kind == HANDLE_RESPONSE)
 		job_response_close(&h->reader);
 	else if (h->fd >= 0)
@@ -123,6 +154,7 @@ void ops_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode
 	h->node = node_from_ino(e.ino);
 	node_hold(h->node);
 	handle_setup(h, dir, name, fd, fi->flags, fi);
+	handle_track(h);
 	fi->fh = (uintptr_t)h;
 	if (fuse_reply_create(req, &e, fi) != 0) {
 		/* the kernel gave up on this open: forget what it never saw */
@@ -168,6 +200,7 @@ void ops_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	node_hold(n);
 	h->node = n;
 	handle_setup(h, dir, name, fd, fi->flags, fi);
+	handle_track(h);
 	fi->fh = (uintptr_t)h;
 	if (fuse_reply_open(req, fi) != 0)
 		handle_free(h);
@@ -313,4 +346,10 @@ void ops_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct 
 	if (ph)
 		fuse_pollhandle_destroy(ph);
 	fuse_reply_poll(req, POLLIN | POLLRDNORM | POLLOUT | POLLWRNORM);
+}
+
+void ops_release_open_files(void)
+{
+	while (open_handles)
+		handle_free(open_handles);
 }

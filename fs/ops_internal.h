@@ -15,6 +15,7 @@ enum handle_kind {
 };
 
 struct handle {
+	struct handle *prev_open, *next_open; /* every open handle, for unmount */
 	enum handle_kind kind;
 	int fd;
 	struct node *node; /* referenced */
@@ -26,6 +27,8 @@ struct handle {
 };
 
 int ops_name_visible(const struct node *dir, const char *name);
+void ops_release_open_files(void);
+void ops_release_open_dirs(void);
 int ops_stat_node(struct node *n, struct stat *st);
 int ops_make_entry(struct node *dir, const char *name, struct fuse_entry_param *e);
 

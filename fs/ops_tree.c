@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,7 @@
 
 #include "fs/job.h"
 #include "fs/node.h"
+#include "fs/ops.h"
 #include "fs/ops_internal.h"
 #include "fs/state.h"
 
@@ -259,11 +261,51 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 /* ---- directories ---- */
 
 struct dir_handle {
+	struct dir_handle *prev_open, *next_open; /* every open one, for unmount */
 	DIR *dp;
 	struct node *node;
 	off_t offset;
 	struct dirent *entry;
 };
+
+static pthread_mutex_t open_dirs_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct dir_handle *open_dirs;
+
+static void dir_handle_track(struct dir_handle *d)
+{
+	pthread_mutex_lock(&open_dirs_lock);
+	d->next_open = open_dirs;
+	if (open_dirs)
+		open_dirs->prev_open = d;
+	open_dirs = d;
+	pthread_mutex_unlock(&open_dirs_lock);
+}
+
+static void dir_handle_free(struct dir_handle *d)
+{
+	pthread_mutex_lock(&open_dirs_lock);
+	if (d->prev_open)
+		d->prev_open->next_open = d->next_open;
+	else if (open_dirs == d)
+		open_dirs = d->next_open;
+	if (d->next_open)
+		d->next_open->prev_open = d->prev_open;
+	pthread_mutex_unlock(&open_dirs_lock);
+	closedir(d->dp);
+	free(d);
+}
+
+void ops_release_open_dirs(void)
+{
+	while (open_dirs)
+		dir_handle_free(open_dirs);
+}
+
+void ops_release_all(void)
+{
+	ops_release_open_files();
+	ops_release_open_dirs();
+}
 
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
@@ -293,8 +335,10 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		return;
 	}
 	d->node = n;
+	dir_handle_track(d);
 	fi->fh = (uintptr_t)d;
-	fuse_reply_open(req, fi);
+	if (fuse_reply_open(req, fi) != 0)
+		dir_handle_free(d);
 }
 
 static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
@@ -349,8 +393,7 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 	struct dir_handle *d = (struct dir_handle *)(uintptr_t)fi->fh;
 
 	(void)ino;
-	closedir(d->dp);
-	free(d);
+	dir_handle_free(d);
 	fuse_reply_err(req, 0);
 }
 
