@@ -200,6 +200,7 @@ int main(int argc, char *argv[])
 	struct config *cfg = NULL;
 	struct fuse_session *se = NULL;
 	pthread_t reloader;
+	int reloading = -1;
 	char err[1024];
 	int rc, status = 1;
 
@@ -280,13 +281,16 @@ int main(int argc, char *argv[])
 		goto out_finisher;
 	}
 	jobs_resume();
-	rc = start_reloader(&reloader);
-	if (rc < 0)
-		log_warn("SIGHUP will not reload the config: %s", strerror(-rc));
+	reloading = start_reloader(&reloader);
+	if (reloading < 0)
+		log_warn("SIGHUP will not reload the config: %s", strerror(-reloading));
 	log_info("mounted %s (state_dir %s)", opts.mountpoint, opts.state_dir);
-	status = serve(se) == 0 ? 0 : 1;
+	rc = serve(se);
+	/* SIGTERM/SIGINT end the loop with the signal's number: a clean
+	 * unmount, as asked */
+	status = rc == 0 || rc == SIGTERM || rc == SIGINT ? 0 : 1;
 	log_info("unmounting %s", opts.mountpoint);
-	if (rc == 0)
+	if (reloading == 0)
 		stop_reloader(reloader);
 
 	jobs_begin_shutdown();

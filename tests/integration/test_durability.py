@@ -4,6 +4,7 @@ import hashlib
 import json
 import os
 import subprocess
+import time
 
 from conftest import read_meta, sh, wait_for
 
@@ -86,3 +87,20 @@ def test_prompt_changed_while_stopped_is_not_resumed_with_other_text(mount_facto
     r = sh("cat %s/c.response" % d, check=False)
     assert r.returncode != 0
     assert "prompt changed" in open(d + "/c.error").readline()
+
+
+def test_sigterm_with_blocked_readers_unmounts_and_resumes(mount_factory):
+    m = mount_factory()
+    d = m.model()
+    sh("echo 'long wait [[fault:latency seconds=30 times=1]]' > %s/w.prompt" % d)
+    cat = subprocess.Popen(["cat", d + "/w.response"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)
+    time.sleep(0.3)
+    m.proc.terminate()
+    out, err = cat.communicate(timeout=20)
+    assert cat.returncode != 0 and out == b""  # never a clean end of file
+    assert m.proc.wait(20) == 0
+    m.proc = None
+    assert read_meta(os.path.join(m.state, "tree/openai/us/gpt-4o/w.meta"))["status"] == "queued"
+    m.start()
+    assert open(d + "/w.response").read() == "echo: long wait [[fault:latency seconds=30 times=1]]\n"

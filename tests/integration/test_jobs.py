@@ -302,3 +302,21 @@ def test_a_thousand_blocked_readers_hold_no_threads(mnt):
     assert threads < 80, "%d daemon threads with 1000 readers blocked" % threads
     want = b"echo: crowd [[fault:latency seconds=2]]\n"
     assert all(open("%s/%d" % (out, i), "rb").read() == want for i in range(1, 1001))
+
+
+def test_stat_reports_the_bytes_so_far(mnt):
+    d = mnt.model()
+    text = "growing answer [[fault:stall after=10 seconds=1.5]]"
+    with open(d + "/g.prompt", "w") as f:
+        f.write(text)
+    fd = os.open(d + "/g.response", os.O_RDONLY)
+    try:
+        first = os.read(fd, 4096)
+        assert 0 < len(first) <= 10
+        time.sleep(0.5)  # the backend has sent 10 bytes and pauses
+        assert os.stat(d + "/g.response").st_size == 10
+        while os.read(fd, 4096):
+            pass
+    finally:
+        os.close(fd)
+    assert os.stat(d + "/g.response").st_size == len("echo: " + text)
