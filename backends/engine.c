@@ -480,13 +480,3 @@ int engine_run_credentials_update(struct engine *e, void (*fn)(void *arg), void 
 	curl_multi_wakeup(e->multi);
 	return rc;
 }
-
-void engine_counts(struct engine *e, unsigned *inflight, unsigned *waiting)
-{
-	/* read without the engine thread's cooperation: a snapshot, not exact */
-	pthread_mutex_lock(&e->lock);
-	*inflight = __atomic_load_n(&e->n_active, __ATOMIC_RELAXED);
-	*waiting = __atomic_load_n(&e->n_waiting, __ATOMIC_RELAXED) +
-		   __atomic_load_n(&e->n_backoff, __ATOMIC_RELAXED) + e->n_incoming;
-	pthread_mutex_unlock(&e->lock);
-}

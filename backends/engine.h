@@ -73,7 +73,4 @@ void engine_cancel(struct engine *e, struct engine_job *job);
  * lock on the hot path, since only the engine thread reads them. */
 int engine_run_credentials_update(struct engine *e, void (*fn)(void *arg), void *arg);
 
-/* Transfers in flight and jobs waiting, for .metrics and tests. */
-void engine_counts(struct engine *e, unsigned *inflight, unsigned *waiting);
-
 #endif

@@ -35,8 +35,6 @@ static int events_text(void *ctx, const char *bytes, size_t len)
 
 	if (job->sink_error)
 		return job->sink_error;
-	if (!job->streamed_text)
-		job->first_text_at = engine_now();
 	job->streamed_text = 1;
 	job->text_bytes += len;
 	if (job->text_bytes > job->engine->opts.max_answer_bytes) {
@@ -246,7 +244,6 @@ int engine_attempt_start(struct engine *e, struct engine_job *job, const char *a
 	job->text_bytes = 0;
 	job->reported_request_id = 0;
 	job->body_too_large = 0;
-	job->first_text_at = 0;
 	job->attempts++;
 
 	if (!job->backend)

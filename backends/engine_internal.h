@@ -64,7 +64,6 @@ struct engine_job {
 	int body_too_large;
 	struct attempt_error error;
 	double attempt_started;
-	double first_text_at;
 };
 
 struct engine {

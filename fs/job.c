@@ -472,20 +472,3 @@ char *job_meta_snapshot(struct node *dir, const char *meta_name, size_t *len)
 	free(base);
 	return text;
 }
-
-long long job_response_size(struct node *dir, const char *response_name)
-{
-	char *base = name_strip_suffix(response_name, ".response");
-	long long size = -1;
-	struct job *job;
-
-	if (!base)
-		return -1;
-	pthread_mutex_lock(&jobs_lock);
-	job = job_lookup_locked(dir, base);
-	if (job)
-		size = (long long)job->size;
-	pthread_mutex_unlock(&jobs_lock);
-	free(base);
-	return size;
-}

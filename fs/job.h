@@ -67,7 +67,4 @@ void job_response_poll(fuse_req_t req, struct response_reader *reader, struct fu
  * when none is live (the file on disk is then the truth). Caller frees. */
 char *job_meta_snapshot(struct node *dir, const char *meta_name, size_t *len);
 
-/* Size of the live job's response so far; -1 when none is live. */
-long long job_response_size(struct node *dir, const char *response_name);
-
 #endif

@@ -17,7 +17,8 @@ struct parked_read {
 	struct response_reader *reader;
 	size_t size;
 	off_t off;
-	struct parked_read *prev, *next;
+	struct parked_read *prev, *next;	 /* on its job */
+	struct parked_read *prev_all, *next_all; /* on every job's list, for interrupts */
 };
 
 struct job {

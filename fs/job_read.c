@@ -9,41 +9,35 @@
 
 #include "fs/job_internal.h"
 
-/* A parked read is also on one list across all jobs, so an interrupt
- * can find its request. */
-struct parked_entry {
-	struct parked_read read;
-	struct parked_entry *prev_all, *next_all;
-};
+/* Every parked read, across jobs, so an interrupt can find its request. */
+static struct parked_read *all_parked;
 
-static struct parked_entry *all_entries;
-
-static void park(struct job *job, struct parked_entry *e)
+static void park(struct job *job, struct parked_read *e)
 {
-	e->read.prev = NULL;
-	e->read.next = job->parked;
+	e->prev = NULL;
+	e->next = job->parked;
 	if (job->parked)
-		job->parked->prev = &e->read;
-	job->parked = &e->read;
+		job->parked->prev = e;
+	job->parked = e;
 	e->prev_all = NULL;
-	e->next_all = all_entries;
-	if (all_entries)
-		all_entries->prev_all = e;
-	all_entries = e;
+	e->next_all = all_parked;
+	if (all_parked)
+		all_parked->prev_all = e;
+	all_parked = e;
 }
 
-static void unpark(struct job *job, struct parked_entry *e)
+static void unpark(struct job *job, struct parked_read *e)
 {
-	if (e->read.prev)
-		e->read.prev->next = e->read.next;
+	if (e->prev)
+		e->prev->next = e->next;
 	else
-		job->parked = e->read.next;
-	if (e->read.next)
-		e->read.next->prev = e->read.prev;
+		job->parked = e->next;
+	if (e->next)
+		e->next->prev = e->prev;
 	if (e->prev_all)
 		e->prev_all->next_all = e->next_all;
 	else
-		all_entries = e->next_all;
+		all_parked = e->next_all;
 	if (e->next_all)
 		e->next_all->prev_all = e->prev_all;
 }
@@ -132,15 +126,14 @@ void job_wake_readers(struct job *job, struct wakeups *w)
 
 	while (p) {
 		struct parked_read *next = p->next;
-		struct parked_entry *e = (struct parked_entry *)p;
 		struct pending_reply *reply = malloc(sizeof(*reply));
 
 		if (reply && decide_read(p->reader, p->size, p->off, reply)) {
-			unpark(job, e);
+			unpark(job, p);
 			reply->req = p->req;
 			reply->next = w->replies;
 			w->replies = reply;
-			free(e);
+			free(p);
 		} else {
 			free(reply);
 		}
@@ -181,14 +174,14 @@ void wakeups_deliver(struct wakeups *w)
  * been answered, and its parking freed, a moment ago. */
 static void on_interrupt(fuse_req_t req, void *data)
 {
-	struct parked_entry *e;
+	struct parked_read *e;
 	int found = 0;
 
 	(void)data;
 	pthread_mutex_lock(&jobs_lock);
-	for (e = all_entries; e; e = e->next_all) {
-		if (e->read.req == req) {
-			unpark(e->read.reader->job, e);
+	for (e = all_parked; e; e = e->next_all) {
+		if (e->req == req) {
+			unpark(e->reader->job, e);
 			found = 1;
 			break;
 		}
@@ -226,7 +219,7 @@ void job_response_read(fuse_req_t req, struct response_reader *r, size_t size, o
 		       int nonblock)
 {
 	struct pending_reply reply;
-	struct parked_entry *e;
+	struct parked_read *e;
 
 	if (!r->job) {
 		read_finished_file(req, r, size, off);
@@ -258,10 +251,10 @@ void job_response_read(fuse_req_t req, struct response_reader *r, size_t size, o
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	e->read.req = req;
-	e->read.reader = r;
-	e->read.size = size;
-	e->read.off = off;
+	e->req = req;
+	e->reader = r;
+	e->size = size;
+	e->off = off;
 	park(r->job, e);
 	pthread_mutex_unlock(&jobs_lock);
 }

@@ -236,7 +236,6 @@ int main(int argc, char *argv[])
 	raise_fd_limit();
 	pfs.opts = &opts;
 	pfs.config = cfg;
-	pfs.daemon_uid = geteuid();
 	pfs.daemon_is_root = geteuid() == 0;
 	if (state_open(opts.state_dir, err, sizeof(err)) < 0) {
 		fprintf(stderr, "promptfs: %s\n", err);

@@ -364,23 +364,6 @@ out:
 	return rc;
 }
 
-int node_stat(struct node *n, struct stat *st)
-{
-	struct node *dir;
-	char *name;
-	int rc;
-
-	if (n->kind != NODE_FILE)
-		return fstatat(n->fd, "", st, AT_EMPTY_PATH) < 0 ? -errno : 0;
-	rc = node_file_location(n, &dir, &name);
-	if (rc < 0)
-		return rc;
-	rc = fstatat(dir->fd, name, st, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
-	free(name);
-	node_put(dir);
-	return rc;
-}
-
 int node_open_file(struct node *n, int flags)
 {
 	struct node *dir;

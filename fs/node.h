@@ -64,9 +64,6 @@ void node_forget(struct node *n, uint64_t nlookup);
 void node_file_renamed(struct node *old_parent, const char *old_name, struct node *new_parent,
 		       const char *new_name);
 
-/* fstat of the backing entry. 0 or -errno. */
-int node_stat(struct node *n, struct stat *st);
-
 /* Opens a file node's backing file with FLAGS. fd or -errno. */
 int node_open_file(struct node *n, int flags);
 

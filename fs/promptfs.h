@@ -24,7 +24,6 @@ struct promptfs {
 	int staging_fd; /* state_dir/staging: files being made durable */
 	int lock_fd;	/* flock: one daemon per state_dir */
 	struct node *root;
-	uid_t daemon_uid;
 	int daemon_is_root; /* may chown files to their creators */
 };
 

@@ -49,4 +49,10 @@ void head_init(struct http_response_head *head, long status);
 void classify(const struct backend *b, const struct http_response_head *head, const char *body,
 	      struct attempt_error *err);
 
+/* Makes every jansson allocation fail in turn while B builds REQ for
+ * WHERE and parses STREAM: each run must fail cleanly with -ENOMEM or
+ * give exactly TEXT. */
+void chaos_run(const struct backend *b, const struct backend_target *where,
+	       const struct llm_request *req, const char *stream, const char *text);
+
 #endif

@@ -422,49 +422,6 @@ static void classify_client_errors(void **state)
 
 /* ---- allocation failure ----------------------------------------------- */
 
-static long allocations_left; /* < 0: never fail */
-
-static void *failing_malloc(size_t size)
-{
-	if (allocations_left == 0)
-		return NULL;
-	if (allocations_left > 0)
-		allocations_left--;
-	return malloc(size);
-}
-
-/* Every jansson allocation in turn fails once: the request builder and
- * the parser must fail cleanly (no crash, no leak under ASan) and never
- * report success with a wrong answer. */
-static void chaos_run(const struct backend *b, const struct backend_target *where,
-		      const struct llm_request *req, const char *stream, const char *text)
-{
-	struct http_request out;
-	struct recorder rec;
-	struct attempt_error err;
-	long n;
-	int rc;
-	int clean_runs = 0;
-
-	for (n = 0; clean_runs < 2; n++) {
-		json_set_alloc_funcs(failing_malloc, free);
-		allocations_left = n;
-		rc = b->build_request(where, req, &out);
-		if (rc == 0)
-			http_request_release(&out);
-		else
-			assert_int_equal(rc, -ENOMEM);
-		allocations_left = n;
-		rc = stream_run(b, stream, strlen(stream), strlen(stream) / 2, 0, &rec, &err);
-		if (rc == 0)
-			assert_string_equal(rec.text, text);
-		json_set_alloc_funcs(malloc, free);
-		/* Once N exceeds what one run needs, both succeed. */
-		if (allocations_left > 0 && rc == 0)
-			clean_runs++;
-	}
-}
-
 static void allocation_failures(void **state)
 {
 	struct llm_request req = {
