@@ -82,8 +82,7 @@ static int anthropic_body(const struct model *model, const struct llm_request *r
 	int rc;
 
 	*out = NULL;
-	if (max_tokens <= 0)
-		max_tokens = model->max_output_tokens;
+	/* the deployment's cap is applied already; Anthropic requires one */
 	if (max_tokens <= 0)
 		max_tokens = ANTHROPIC_DEFAULT_MAX_TOKENS;
 	for (i = 0; !bad && i < req->n_messages; i++) {
@@ -221,26 +220,26 @@ static void anthropic_classify_error(const struct http_response_head *head, cons
 	const char *message = json_string_value(json_object_get(error, "message"));
 	const char *detail_code =
 		json_string_value(json_object_get(json_object_get(error, "details"), "error_code"));
-	int retryable = http_status_retryable(head->status) || error_type_retryable(type);
-	char outcome[sizeof(err->outcome)];
+	int should_retry = error_type_retryable(type) ? 1 : -1;
+	enum outcome outcome;
 
 	/* A spent budget does not come back by waiting a few seconds. */
 	if (detail_code && strcmp(detail_code, "enforced_spend_limit_reached") == 0)
-		retryable = 0;
-	if (strcmp(head->should_retry, "true") == 0)
-		retryable = 1;
-	else if (strcmp(head->should_retry, "false") == 0)
-		retryable = 0;
-	snprintf(outcome, sizeof(outcome), "http_%ld", head->status);
+		should_retry = 0;
+	/* the provider's own verdict wins */
+	if (should_retry_header(head->should_retry) >= 0)
+		should_retry = should_retry_header(head->should_retry);
+	outcome = outcome_of_http_status(head->status, should_retry);
 	if (type && message)
-		attempt_error_set(err, retryable, outcome, "Anthropic answered HTTP %ld (%s): %s",
-				  head->status, type, message);
+		attempt_error_set_http(err, outcome, head->status,
+				       "Anthropic answered HTTP %ld (%s): %s", head->status, type,
+				       message);
 	else if (message)
-		attempt_error_set(err, retryable, outcome, "Anthropic answered HTTP %ld: %s",
-				  head->status, message);
+		attempt_error_set_http(err, outcome, head->status,
+				       "Anthropic answered HTTP %ld: %s", head->status, message);
 	else
-		attempt_error_set(err, retryable, outcome, "Anthropic answered HTTP %ld",
-				  head->status);
+		attempt_error_set_http(err, outcome, head->status, "Anthropic answered HTTP %ld",
+				       head->status);
 	err->retry_after_s = retry_after_parse(head->retry_after, head->retry_after_ms, time(NULL));
 	error_message_flatten(err->message);
 	json_decref(root);
@@ -290,26 +289,25 @@ static void usage_read(struct stream_parser *p, json_t *usage)
 	p->ev->usage(p->ctx, p->input_tokens, p->output_tokens);
 }
 
-static int stop_reason_report(struct stream_parser *p, const char *reason)
+/* Anthropic's stop_reason in the words every backend uses. */
+static void stop_reason_report(struct stream_parser *p, const char *reason)
 {
-	const char *mapped = reason;
+	enum finish_reason mapped = FINISH_OTHER;
+	const char *word = reason;
 
 	if (!reason || p->finish_sent)
-		return 0;
-	if (strcmp(reason, "refusal") == 0) {
-		attempt_error_set(
-			p->err, 0, "content_filter",
-			"the answer was stopped by Anthropic's safety classifiers (refusal)");
-		return -EIO;
-	}
+		return;
 	if (strcmp(reason, "end_turn") == 0 || strcmp(reason, "stop_sequence") == 0)
-		mapped = "stop";
+		mapped = FINISH_STOP;
 	else if (strcmp(reason, "max_tokens") == 0 ||
 		 strcmp(reason, "model_context_window_exceeded") == 0)
-		mapped = "length";
+		mapped = FINISH_LENGTH;
+	else if (strcmp(reason, "refusal") == 0) {
+		mapped = FINISH_FILTERED;
+		word = "Anthropic's safety classifiers (refusal)";
+	}
 	p->finish_sent = 1;
-	p->ev->finish_reason(p->ctx, mapped);
-	return 0;
+	p->ev->finish_reason(p->ctx, mapped, word);
 }
 
 static void stream_error_report(struct stream_parser *p, json_t *error)
@@ -317,7 +315,9 @@ static void stream_error_report(struct stream_parser *p, json_t *error)
 	const char *type = json_string_value(json_object_get(error, "type"));
 	const char *message = json_string_value(json_object_get(error, "message"));
 
-	attempt_error_set(p->err, error_type_retryable(type), "stream_error",
+	attempt_error_set(p->err,
+			  error_type_retryable(type) ? OUTCOME_PROVIDER_ERROR
+						     : OUTCOME_PROVIDER_REJECTED,
 			  "Anthropic reported an error in the answer (%s): %s",
 			  type ? type : "unknown", message ? message : "no message");
 }
@@ -352,9 +352,9 @@ static int event_handle(struct stream_parser *p, const char *type, json_t *data)
 	}
 	if (strcmp(type, "message_delta") == 0) {
 		usage_read(p, json_object_get(data, "usage"));
-		return stop_reason_report(
-			p, json_string_value(
-				   json_object_get(json_object_get(data, "delta"), "stop_reason")));
+		stop_reason_report(p, json_string_value(json_object_get(
+					      json_object_get(data, "delta"), "stop_reason")));
+		return 0;
 	}
 	if (strcmp(type, "message_stop") == 0) {
 		p->stopped = 1;
@@ -382,7 +382,7 @@ static int on_sse_event(void *ctx, const char *event, const char *data, size_t l
 		/* A last event cut short is a cut stream, told by finish. */
 		if (p->at_eof)
 			return 0;
-		attempt_error_set(p->err, 0, "bad_response",
+		attempt_error_set(p->err, OUTCOME_BAD_RESPONSE,
 				  "Anthropic sent an event that is not a JSON object");
 		p->event_failed = 1;
 		return -EIO;
@@ -467,7 +467,7 @@ static int json_body_finish(struct stream_parser *p)
 	int rc = 0;
 
 	if (!type) {
-		attempt_error_set(p->err, 1, "stream_cut",
+		attempt_error_set(p->err, OUTCOME_STREAM_CUT,
 				  "Anthropic sent an answer that is neither an event stream nor a "
 				  "whole message");
 		rc = -EIO;
@@ -479,7 +479,7 @@ static int json_body_finish(struct stream_parser *p)
 		goto out;
 	}
 	if (strcmp(type, "message") != 0) {
-		attempt_error_set(p->err, 0, "bad_response",
+		attempt_error_set(p->err, OUTCOME_BAD_RESPONSE,
 				  "Anthropic sent a JSON answer of unknown type '%s'", type);
 		rc = -EIO;
 		goto out;
@@ -498,9 +498,8 @@ static int json_body_finish(struct stream_parser *p)
 	if (rc < 0)
 		goto out;
 	usage_read(p, json_object_get(root, "usage"));
-	rc = stop_reason_report(p, json_string_value(json_object_get(root, "stop_reason")));
-	if (rc == 0)
-		p->stopped = 1;
+	stop_reason_report(p, json_string_value(json_object_get(root, "stop_reason")));
+	p->stopped = 1;
 out:
 	json_decref(root);
 	return rc;
@@ -528,7 +527,8 @@ static int anthropic_parser_finish(struct stream_parser *p, struct attempt_error
 	}
 	if (p->stopped)
 		return 0;
-	attempt_error_set(err, 1, "stream_cut", "the Anthropic answer ended before message_stop");
+	attempt_error_set(err, OUTCOME_STREAM_CUT,
+			  "the Anthropic answer ended before message_stop");
 	return parser_failure_remember(&p->failure, -EIO, err);
 }
 

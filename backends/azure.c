@@ -2,10 +2,9 @@
  * format (openai_chat.c) at an Azure URL, with Azure's key header and
  * its content filter.
  *
- * The answer parser is openai_chat's, wrapped: a finish_reason of
- * content_filter becomes a failure, and a second, light read of the same
- * events collects which filter categories fired so the failure can name
- * them. */
+ * The answer parser is openai_chat's, wrapped: a second, light read of
+ * the same events collects which filter categories fired, so that a
+ * finish_reason of content_filter can name them. */
 #include "backends/backend.h"
 
 #include <errno.h>
@@ -171,14 +170,14 @@ static void content_filter_report(json_t *error, const char *message, struct att
 		object_get_either(error, "content_filter_result", "content_filter_results"),
 		categories, sizeof(categories));
 	if (categories[0])
-		attempt_error_set(err, 0, "content_filter",
+		attempt_error_set(err, OUTCOME_CONTENT_FILTER,
 				  "Azure OpenAI's content filter rejected the prompt (%s)",
 				  categories);
 	else if (message)
-		attempt_error_set(err, 0, "content_filter",
+		attempt_error_set(err, OUTCOME_CONTENT_FILTER,
 				  "Azure OpenAI's content filter rejected the prompt: %s", message);
 	else
-		attempt_error_set(err, 0, "content_filter",
+		attempt_error_set(err, OUTCOME_CONTENT_FILTER,
 				  "Azure OpenAI's content filter rejected the prompt");
 }
 
@@ -192,8 +191,7 @@ static void azure_classify_error(const struct http_response_head *head, const ch
 	const char *inner_code = json_string_value(json_object_get(inner, "code"));
 	char code[64];
 	char status_text[24];
-	char outcome[sizeof(err->outcome)];
-	int retryable = http_status_retryable(head->status);
+	enum outcome outcome;
 	double wait;
 
 	error_code_text(json_object_get(error, "code"), code, sizeof(code));
@@ -202,23 +200,19 @@ static void azure_classify_error(const struct http_response_head *head, const ch
 		content_filter_report(error, message, err);
 		goto out;
 	}
-	if (strcmp(head->should_retry, "true") == 0)
-		retryable = 1;
-	else if (strcmp(head->should_retry, "false") == 0)
-		retryable = 0;
-	snprintf(outcome, sizeof(outcome), "http_%ld", head->status);
+	outcome = outcome_of_http_status(head->status, should_retry_header(head->should_retry));
 	snprintf(status_text, sizeof(status_text), "%ld", head->status);
 	/* Azure's code is often the status again ("429"): no news there. */
 	if (code[0] && strcmp(code, status_text) != 0 && message)
-		attempt_error_set(err, retryable, outcome,
-				  "Azure OpenAI answered HTTP %ld (%s): %s", head->status, code,
-				  message);
+		attempt_error_set_http(err, outcome, head->status,
+				       "Azure OpenAI answered HTTP %ld (%s): %s", head->status,
+				       code, message);
 	else if (message)
-		attempt_error_set(err, retryable, outcome, "Azure OpenAI answered HTTP %ld: %s",
-				  head->status, message);
+		attempt_error_set_http(err, outcome, head->status,
+				       "Azure OpenAI answered HTTP %ld: %s", head->status, message);
 	else
-		attempt_error_set(err, retryable, outcome, "Azure OpenAI answered HTTP %ld",
-				  head->status);
+		attempt_error_set_http(err, outcome, head->status, "Azure OpenAI answered HTTP %ld",
+				       head->status);
 	wait = retry_after_parse(head->retry_after, head->retry_after_ms, time(NULL));
 	/* The wait is sometimes only in the prose: "Please retry after 6
 	 * seconds". */
@@ -239,8 +233,6 @@ struct azure_parser {
 	struct sse_parser *filter_sse; /* reads the same events for filter verdicts */
 	const struct answer_events *ev;
 	void *ctx;
-	int filtered;		       /* the chat parser saw finish_reason content_filter */
-	struct parser_failure failure; /* sticky: later calls repeat it */
 	char categories[AZURE_CATEGORIES_BYTES];
 };
 
@@ -263,16 +255,24 @@ static void forward_usage(void *ctx, long input_tokens, long output_tokens)
 	ap->ev->usage(ap->ctx, input_tokens, output_tokens);
 }
 
-/* content_filter is held back: it ends the job as a failure instead. */
-static void forward_finish_reason(void *ctx, const char *reason)
+/* A filtered answer is reported with the categories that fired, which
+ * the chat parser does not know. */
+static void forward_finish_reason(void *ctx, enum finish_reason reason, const char *word)
 {
 	struct azure_parser *ap = ctx;
+	char detail[AZURE_CATEGORIES_BYTES + 64];
 
-	if (strcmp(reason, "content_filter") == 0) {
-		ap->filtered = 1;
+	if (reason != FINISH_FILTERED) {
+		ap->ev->finish_reason(ap->ctx, reason, word);
 		return;
 	}
-	ap->ev->finish_reason(ap->ctx, reason);
+	if (ap->categories[0])
+		snprintf(detail, sizeof(detail), "Azure OpenAI's content filter (%s)",
+			 ap->categories);
+	else
+		snprintf(detail, sizeof(detail), "Azure OpenAI's content filter");
+	error_message_flatten(detail);
+	ap->ev->finish_reason(ap->ctx, reason, detail);
 }
 
 static void forward_request_id(void *ctx, const char *id)
@@ -341,62 +341,26 @@ static void azure_parser_free(struct stream_parser *p)
 	free(ap);
 }
 
-/* After the chat parser's turn: a content_filter finish overrides
- * whatever it said, since the answer is cut either way. */
-static int filter_verdict_apply(struct azure_parser *ap, int rc, struct attempt_error *err)
-{
-	if (ap->filtered) {
-		if (ap->categories[0])
-			attempt_error_set(
-				err, 0, "content_filter",
-				"the answer was stopped by Azure OpenAI's content filter (%s)",
-				ap->categories);
-		else
-			attempt_error_set(
-				err, 0, "content_filter",
-				"the answer was stopped by Azure OpenAI's content filter");
-		error_message_flatten(err->message);
-		rc = -EIO;
-	}
-	/* Not parser_failure_remember: the chat parser's own words are
-	 * kept as it wrote them. */
-	if (rc < 0) {
-		ap->failure.rc = rc;
-		ap->failure.error = *err;
-	}
-	return rc;
-}
-
 static int azure_parser_feed(struct stream_parser *p, const char *data, size_t len,
 			     struct attempt_error *err)
 {
 	struct azure_parser *ap = azure_parser_of(p);
-	int rc;
 
-	rc = parser_failure_repeat(&ap->failure, err);
-	if (rc)
-		return rc;
 	/* First, so the verdicts of an event are known by the time the
 	 * chat parser reports its finish_reason. An over-long event fails
 	 * the chat parser too, which says so. */
 	sse_feed(ap->filter_sse, data, len);
-	rc = openai_chat_parser_feed(ap->chat, data, len, err);
-	return filter_verdict_apply(ap, rc, err);
+	return openai_chat_parser_feed(ap->chat, data, len, err);
 }
 
 static int azure_parser_finish(struct stream_parser *p, struct attempt_error *err)
 {
 	struct azure_parser *ap = azure_parser_of(p);
-	int rc;
 
-	rc = parser_failure_repeat(&ap->failure, err);
-	if (rc)
-		return rc;
 	/* A last event without its blank line still counts. */
 	if (sse_pending(ap->filter_sse))
 		sse_feed(ap->filter_sse, "\n\n", 2);
-	rc = openai_chat_parser_finish(ap->chat, err);
-	return filter_verdict_apply(ap, rc, err);
+	return openai_chat_parser_finish(ap->chat, err);
 }
 
 const struct backend backend_azure = {

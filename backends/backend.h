@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <curl/curl.h>
 
+#include "backends/outcome.h"
 #include "mountopts/config.h"
 
 /* One message of the provider-neutral request (SPEC §5.2). */
@@ -40,20 +41,35 @@ struct answer_events {
 	int (*text)(void *ctx, const char *bytes, size_t len);
 	/* Latest token counts; -1 for a count not (yet) known. */
 	void (*usage)(void *ctx, long input_tokens, long output_tokens);
-	void (*finish_reason)(void *ctx, const char *reason);
+	/* How the answer ended; PROVIDER_WORD is the provider's own word
+	 * (or, for FINISH_FILTERED, what its safety system said), kept
+	 * for FINISH_OTHER and for the sentence of a filtered answer. The
+	 * engine decides what a filtered answer means: the backend only
+	 * reports it. */
+	void (*finish_reason)(void *ctx, enum finish_reason reason, const char *provider_word);
 	void (*request_id)(void *ctx, const char *id);
 };
 
-/* Why an attempt failed. */
+/* Why an attempt failed: what it came to (the table in outcome.h says
+ * what that means) and a sentence for .error. */
 struct attempt_error {
-	int retryable;
+	enum outcome outcome;
+	long http_status;     /* the HTTP status behind it; 0 when none */
 	double retry_after_s; /* < 0: the provider gave no hint */
-	char outcome[32];     /* short word for .meta: "http_503", "timeout", "stream_cut" */
 	char message[512];    /* a sentence for .error, with the provider's own message */
 };
 
-void attempt_error_set(struct attempt_error *err, int retryable, const char *outcome,
-		       const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+void attempt_error_set(struct attempt_error *err, enum outcome outcome, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* The same for an HTTP error answer with STATUS. */
+void attempt_error_set_http(struct attempt_error *err, enum outcome outcome, long status,
+			    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* The word for .meta of ERR's outcome ("http_503", "stream_cut"), in a
+ * buffer that lives as long as the enclosing block. */
+#define ATTEMPT_ERROR_WORD(err) \
+	outcome_word((err)->outcome, (err)->http_status, (char[32]){ 0 }, 32)
 
 /* One HTTP request. Owns its members; http_request_release() frees them. */
 struct http_request {
@@ -107,6 +123,12 @@ struct backend {
 	/* Explains a non-2xx response whose (capped) body is BODY. */
 	void (*classify_error)(const struct http_response_head *head, const char *body, size_t len,
 			       struct attempt_error *err);
+	/* The service account whose OAuth token a request to CLOUD needs:
+	 * the engine fetches the token (one refresh per cloud, shared by
+	 * every job) and passes it in backend_target.access_token. NULL
+	 * when the cloud's credentials go as they are; the hook itself may
+	 * be NULL. */
+	const struct google_service_account *(*oauth_account)(const struct cloud *cloud);
 };
 
 extern const struct backend backend_openai;

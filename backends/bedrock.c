@@ -210,21 +210,10 @@ out:
 	return ret;
 }
 
-static long effective_max_tokens(const struct model *model, const struct llm_request *req)
-{
-	long max_tokens = req->max_tokens;
-
-	if (model->max_output_tokens > 0 &&
-	    (max_tokens <= 0 || max_tokens > model->max_output_tokens))
-		max_tokens = model->max_output_tokens;
-	return max_tokens;
-}
-
-static int add_inference_config(json_t *root, const struct model *model,
-				const struct llm_request *req)
+static int add_inference_config(json_t *root, const struct llm_request *req)
 {
 	json_t *config = json_object();
-	long max_tokens = effective_max_tokens(model, req);
+	long max_tokens = req->max_tokens; /* the deployment's cap is applied already */
 	size_t i;
 	int ret = -ENOMEM;
 
@@ -262,7 +251,7 @@ out:
  * inferenceConfig when anything in it is set. Returns 0 and a string in
  * *BODY (caller frees), -EINVAL for an unknown role, invalid UTF-8 or no
  * user/assistant turn, or -ENOMEM. */
-static int build_body(const struct model *model, const struct llm_request *req, char **body)
+static int build_body(const struct llm_request *req, char **body)
 {
 	json_t *root = json_object();
 	json_t *messages = json_array();
@@ -307,7 +296,7 @@ static int build_body(const struct model *model, const struct llm_request *req, 
 		goto out;
 	if (json_array_size(system) > 0 && json_object_set(root, "system", system) < 0)
 		goto out;
-	ret = add_inference_config(root, model, req);
+	ret = add_inference_config(root, req);
 	if (ret < 0)
 		goto out;
 	/* 15 significant digits print 0.7 as 0.7, not 0.69999999999999996. */
@@ -385,7 +374,7 @@ static int bedrock_build_request(const struct backend_target *target, const stru
 	ret = endpoint_parse(model->region->endpoint, &ep);
 	if (ret < 0)
 		return ret;
-	ret = build_body(model, req, &body);
+	ret = build_body(req, &body);
 	if (ret < 0)
 		goto out_endpoint;
 
@@ -482,12 +471,6 @@ static const char *const final_errors[] = {
 	NULL,
 };
 
-static int status_is_retryable(long status)
-{
-	return status == 408 || status == 429 || status == 500 || status == 502 || status == 503 ||
-	       status == 504 || status == 529;
-}
-
 /* "Name:namespace-url" or "ns#Name" → "Name". */
 static void error_name_copy(char *dst, size_t cap, const char *src)
 {
@@ -552,10 +535,10 @@ static void provider_message_copy(char *dst, size_t cap, json_t *obj)
 static void bedrock_classify_error(const struct http_response_head *head, const char *body,
 				   size_t len, struct attempt_error *err)
 {
-	char name[128], message[BEDROCK_MAX_PROVIDER_MESSAGE], outcome[32];
+	char name[128], message[BEDROCK_MAX_PROVIDER_MESSAGE];
 	char what[160];
 	json_t *json = NULL;
-	int retryable;
+	enum outcome outcome;
 
 	error_name_copy(name, sizeof(name), head->amzn_error_type);
 	message[0] = '\0';
@@ -576,24 +559,23 @@ static void bedrock_classify_error(const struct http_response_head *head, const 
 	json_decref(json);
 
 	if (name[0] && name_in(name, retryable_errors))
-		retryable = 1;
+		outcome = outcome_of_http_status(head->status, 1);
 	else if (name[0] && name_in(name, final_errors))
-		retryable = 0;
+		outcome = outcome_of_http_status(head->status, 0);
 	else
-		retryable = status_is_retryable(head->status);
+		outcome = outcome_of_http_status(head->status, -1);
 
 	if (name[0])
 		snprintf(what, sizeof(what), "%s", name);
 	else
 		snprintf(what, sizeof(what), "HTTP %ld", head->status);
-	snprintf(outcome, sizeof(outcome), "http_%ld", head->status);
 	if (message[0])
-		attempt_error_set(err, retryable, outcome, "Bedrock rejected the request (%s): %s",
-				  what, message);
+		attempt_error_set_http(err, outcome, head->status,
+				       "Bedrock rejected the request (%s): %s", what, message);
 	else
-		attempt_error_set(err, retryable, outcome,
-				  "Bedrock rejected the request (%s) with HTTP %ld", what,
-				  head->status);
+		attempt_error_set_http(err, outcome, head->status,
+				       "Bedrock rejected the request (%s) with HTTP %ld", what,
+				       head->status);
 	/* The error name comes from a header or the body unfiltered, and
 	 * .error's first line must stay one. */
 	error_message_flatten(err->message);
@@ -614,24 +596,34 @@ struct stream_parser {
 	struct attempt_error failure;
 };
 
-static void parser_fail(struct stream_parser *p, int retryable, const char *outcome,
-			const char *sentence)
+static void parser_fail(struct stream_parser *p, enum outcome outcome, const char *sentence)
 {
 	/* The first failure is the cause; later ones are consequences. */
 	if (p->failed)
 		return;
-	attempt_error_set(&p->failure, retryable, outcome, "%s", sentence);
+	attempt_error_set(&p->failure, outcome, "%s", sentence);
 	p->failure.retry_after_s = -1;
 	p->failed = 1;
 }
 
-static const char *finish_reason_from_stop(const char *stop_reason)
+/* Bedrock's stopReason in the words every backend uses. A guardrail or
+ * the model's own content filter cuts the answer short. */
+static enum finish_reason finish_reason_from_stop(const char *stop_reason, const char **word)
 {
+	*word = stop_reason;
 	if (strcmp(stop_reason, "end_turn") == 0 || strcmp(stop_reason, "stop_sequence") == 0)
-		return "stop";
+		return FINISH_STOP;
 	if (strcmp(stop_reason, "max_tokens") == 0)
-		return "length";
-	return stop_reason;
+		return FINISH_LENGTH;
+	if (strcmp(stop_reason, "guardrail_intervened") == 0) {
+		*word = "a Bedrock guardrail (guardrail_intervened)";
+		return FINISH_FILTERED;
+	}
+	if (strcmp(stop_reason, "content_filtered") == 0) {
+		*word = "Bedrock's content filter (content_filtered)";
+		return FINISH_FILTERED;
+	}
+	return FINISH_OTHER;
 }
 
 static long json_count(json_t *obj, const char *key)
@@ -653,11 +645,11 @@ static int on_delta(struct stream_parser *p, json_t *payload)
 	/* The reader refusing text is final: another deployment would
 	 * produce an answer just as long. */
 	if (ret == -EFBIG || ret == -E2BIG) {
-		parser_fail(p, 0, "too_large", "The answer exceeds its size limit");
+		parser_fail(p, OUTCOME_TOO_LARGE, "The answer exceeds its size limit");
 		return -EIO;
 	}
 	if (ret < 0) {
-		parser_fail(p, 0, "aborted", "Storing the answer failed while it streamed");
+		parser_fail(p, OUTCOME_LOCAL_ERROR, "Storing the answer failed while it streamed");
 		return -EIO;
 	}
 	return 0;
@@ -668,8 +660,12 @@ static void on_message_stop(struct stream_parser *p, json_t *payload)
 	const char *stop_reason = json_text(payload, "stopReason");
 
 	p->saw_message_stop = 1;
-	if (stop_reason && p->ev->finish_reason)
-		p->ev->finish_reason(p->ctx, finish_reason_from_stop(stop_reason));
+	if (stop_reason && p->ev->finish_reason) {
+		const char *word;
+		enum finish_reason reason = finish_reason_from_stop(stop_reason, &word);
+
+		p->ev->finish_reason(p->ctx, reason, word);
+	}
 }
 
 static void on_metadata(struct stream_parser *p, json_t *payload)
@@ -712,7 +708,10 @@ static int on_exception(struct stream_parser *p, const struct eventstream_messag
 	provider_message_copy(message, sizeof(message), payload);
 	snprintf(sentence, sizeof(sentence), "Bedrock failed while streaming (%.100s): %s", name,
 		 message[0] ? message : "no message");
-	parser_fail(p, name_in(type, retryable_errors), name, sentence);
+	parser_fail(p,
+		    name_in(type, retryable_errors) ? OUTCOME_PROVIDER_ERROR
+						    : OUTCOME_PROVIDER_REJECTED,
+		    sentence);
 	return -EIO;
 }
 
@@ -729,7 +728,7 @@ static int on_error(struct stream_parser *p, const struct eventstream_message *m
 	provider_text_copy(message, sizeof(message), text, strlen(text));
 	snprintf(sentence, sizeof(sentence), "Bedrock failed while streaming (%s): %s", name,
 		 message[0] ? message : "no message");
-	parser_fail(p, 1, "stream_error", sentence);
+	parser_fail(p, OUTCOME_PROVIDER_ERROR, sentence);
 	return -EIO;
 }
 
@@ -752,7 +751,7 @@ static int on_frame(void *ctx, const struct eventstream_message *msg)
 		goto out;
 	}
 	if (!json_is_object(payload)) {
-		parser_fail(p, 1, "malformed",
+		parser_fail(p, OUTCOME_MALFORMED,
 			    "Bedrock sent an event whose payload is not a JSON object");
 		ret = -EIO;
 		goto out;
@@ -789,15 +788,16 @@ static int bedrock_parser_feed(struct stream_parser *p, const char *data, size_t
 		/* A corrupt frame means nothing after it can be trusted, but
 		 * another attempt may well get a clean stream. */
 		if (ret == -EBADMSG)
-			parser_fail(p, 1, "malformed", "Bedrock sent a corrupt event-stream frame");
+			parser_fail(p, OUTCOME_MALFORMED,
+				    "Bedrock sent a corrupt event-stream frame");
 		else if (ret == -EMSGSIZE)
-			parser_fail(p, 1, "malformed",
+			parser_fail(p, OUTCOME_MALFORMED,
 				    "Bedrock sent an event-stream frame over the size limit");
 		else if (ret == -ENOMEM)
-			parser_fail(p, 1, "no_memory",
+			parser_fail(p, OUTCOME_NO_MEMORY,
 				    "Out of memory while reading the Bedrock stream");
 		else if (ret < 0)
-			parser_fail(p, 1, "malformed", "Reading the Bedrock stream failed");
+			parser_fail(p, OUTCOME_MALFORMED, "Reading the Bedrock stream failed");
 	}
 	if (!p->failed)
 		return 0;
@@ -808,7 +808,7 @@ static int bedrock_parser_feed(struct stream_parser *p, const char *data, size_t
 static int bedrock_parser_finish(struct stream_parser *p, struct attempt_error *err)
 {
 	if (!p->failed && (!p->complete || eventstream_pending(p->decoder)))
-		parser_fail(p, 1, "stream_cut",
+		parser_fail(p, OUTCOME_STREAM_CUT,
 			    "The Bedrock stream ended before the answer was complete");
 	if (!p->failed)
 		return 0;

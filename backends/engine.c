@@ -7,7 +7,13 @@
  * transfer slot, max_inflight), active (a transfer in the multi handle,
  * engine_attempt.c), backoff (waiting for its retry time) and token
  * (waiting for its cloud's OAuth token, engine_token.c). Cancellations
- * and credential updates arrive through the same lock. */
+ * and credential updates arrive through the same lock.
+ *
+ * Each attempt goes to one candidate of the job's plan. When it ends,
+ * engine_job_next_step reads the outcome table: a retryable failure
+ * waits in backoff and tries the same candidate again, up to the plan's
+ * retries; a failure worth failing over then moves to the next
+ * candidate; anything else ends the job. */
 #include "backends/engine_internal.h"
 
 #include <errno.h>
@@ -16,6 +22,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "backends/retry.h"
 
 double engine_now(void)
 {
@@ -140,6 +148,84 @@ void engine_job_finish(struct engine *e, struct engine_job *job, int status, con
 	free(job);
 }
 
+/* Points JOB at candidate INDEX of its plan. */
+static void candidate_select(struct engine_job *job, size_t index)
+{
+	job->candidate = index;
+	job->model = job->plan.candidates[index];
+	job->backend = backend_for(job->model->region->cloud->provider);
+	job->attempts_here = 0;
+}
+
+static void backoff_push(struct engine *e, struct engine_job *job, double delay)
+{
+	job->place = PLACE_BACKOFF;
+	job->retry_at = engine_now() + delay;
+	job->next = e->backoff;
+	e->backoff = job;
+	e->n_backoff++;
+}
+
+/* The wait before trying JOB's candidate again: the provider's hint, or
+ * the back-off of SPEC §7. < 0: the hint is longer than an attempt may
+ * take, so waiting is pointless. */
+static double retry_delay(struct engine *e, const struct engine_job *job)
+{
+	const struct attempt_error *err = &job->error;
+
+	if (err->retry_after_s >= 0)
+		return err->retry_after_s > job->plan.timeout_s ? -1 : err->retry_after_s;
+	return backoff_delay_s(job->attempts_here - 1, engine_random01(e));
+}
+
+/* Moves JOB on to its next candidate for a failover-worthy failure: 1
+ * if there is one (JOB then waits for a slot), else 0. */
+static int fail_over(struct engine *e, struct engine_job *job)
+{
+	if (!outcome_failover(job->error.outcome) || job->candidate + 1 >= job->plan.n_candidates)
+		return 0;
+	candidate_select(job, job->candidate + 1);
+	engine_waiting_push(e, job);
+	return 1;
+}
+
+void engine_job_next_step(struct engine *e, struct engine_job *job)
+{
+	const struct attempt_error *err = &job->error;
+	char message[sizeof(err->message) + 128];
+	double delay;
+
+	if (err->outcome == OUTCOME_OK) {
+		engine_job_finish(e, job, 0, NULL);
+		return;
+	}
+	if (err->outcome == OUTCOME_CANCELLED) {
+		engine_job_finish(e, job, -ECANCELED, "the job was cancelled");
+		return;
+	}
+	/* the bytes of a failed attempt are never part of the answer */
+	if (job->streamed_text)
+		job->plan.sink->attempt_discarded(job->plan.sink_ctx);
+	job->streamed_text = 0;
+	if (outcome_retryable(err->outcome) && job->attempts_here <= job->plan.retries) {
+		delay = retry_delay(e, job);
+		if (delay >= 0) {
+			backoff_push(e, job, delay);
+			return;
+		}
+		if (fail_over(e, job))
+			return;
+		snprintf(message, sizeof(message),
+			 "%s (the provider asked to wait %.0f s, longer than the %g s limit)",
+			 err->message, err->retry_after_s, job->plan.timeout_s);
+		engine_job_finish(e, job, -EIO, message);
+		return;
+	}
+	if (fail_over(e, job))
+		return;
+	engine_job_finish(e, job, -EIO, err->message);
+}
+
 static void start_waiting_jobs(struct engine *e)
 {
 	struct engine_job *job;
@@ -151,28 +237,14 @@ static void start_waiting_jobs(struct engine *e)
 		job = waiting_pop(e);
 		if (!job)
 			return;
-		if (engine_needs_oauth_token(job)) {
-			rc = engine_oauth_token_for(e, job, &token);
-			if (rc == 1)
-				continue; /* parked until the refresh ends */
-			if (rc < 0) {
-				job->attempts++;
-				job->plan.sink->attempt_started(job->plan.sink_ctx, job->target);
-				job->plan.sink->attempt_ended(job->plan.sink_ctx, job->target,
-							      job->error.outcome, 0);
-				engine_attempt_failed(e, job);
-				continue;
-			}
-		}
-		rc = engine_attempt_start(e, job, token);
+		rc = engine_oauth_token_for(e, job, &token);
+		if (rc == 1)
+			continue; /* parked until the refresh ends */
 		if (rc < 0) {
-			char message[1024];
-
-			snprintf(message, sizeof(message),
-				 "the request for %s could not be built: %s", job->target,
-				 strerror(-rc));
-			engine_job_finish(e, job, -EIO, message);
+			engine_attempt_begin_failed(e, job);
+			continue;
 		}
+		engine_attempt_begin(e, job, token);
 	}
 }
 
@@ -201,15 +273,9 @@ static void check_first_token_timeouts(struct engine *e, double now)
 		struct engine_job *next = job->next_active;
 		double limit = job->plan.first_token_timeout_s;
 
-		if (limit > 0 && !job->streamed_text && now - job->attempt_started > limit) {
-			engine_active_remove(e, job);
-			attempt_error_set(&job->error, 1, "first_token_timeout",
-					  "no answer byte arrived within %g s", limit);
-			job->plan.sink->attempt_ended(job->plan.sink_ctx, job->target,
-						      job->error.outcome,
-						      (long)((now - job->attempt_started) * 1000));
-			engine_attempt_failed(e, job);
-		}
+		if (limit > 0 && !job->streamed_text && now - job->attempt_started > limit)
+			engine_attempt_abort(e, job, OUTCOME_FIRST_TOKEN_TIMEOUT,
+					     "no answer byte arrived within %g s", limit);
 		job = next;
 	}
 }
@@ -224,10 +290,9 @@ static void cancel_job(struct engine *e, struct engine_job *job)
 		backoff_remove(e, job);
 		break;
 	case PLACE_ACTIVE:
-		engine_active_remove(e, job);
-		job->plan.sink->attempt_ended(job->plan.sink_ctx, job->target, "cancelled",
-					      (long)((engine_now() - job->attempt_started) * 1000));
-		break;
+		/* the attempt ends as cancelled, and with it the job */
+		engine_attempt_abort(e, job, OUTCOME_CANCELLED, "the job was cancelled");
+		return;
 	case PLACE_TOKEN:
 		engine_token_waiter_remove(e, job);
 		break;
@@ -317,7 +382,7 @@ static void collect_finished_transfers(struct engine *e)
 		job = NULL;
 		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&job);
 		if (job)
-			engine_attempt_done(e, job, msg->data.result);
+			engine_attempt_transfer_done(e, job, msg->data.result);
 	}
 }
 
@@ -420,25 +485,20 @@ void engine_free(struct engine *e)
 
 struct engine_job *engine_submit(struct engine *e, struct engine_plan *plan)
 {
-	const struct model *model = plan->model;
 	struct engine_job *job;
 
-	job = calloc(1, sizeof(*job));
+	job = plan->n_candidates > 0 ? calloc(1, sizeof(*job)) : NULL;
 	if (!job) {
 		llm_request_release(&plan->request);
 		return NULL;
 	}
 	job->engine = e;
 	job->plan = *plan;
+	if (job->plan.n_candidates > ENGINE_MAX_CANDIDATES)
+		job->plan.n_candidates = ENGINE_MAX_CANDIDATES;
 	memset(&plan->request, 0, sizeof(plan->request));
-	job->backend = backend_for(model->region->cloud->provider);
-	snprintf(job->target, sizeof(job->target), "%s/%s/%s", model->region->cloud->name,
-		 model->region->name, model->name);
+	candidate_select(job, 0);
 	job->place = PLACE_INCOMING;
-	if (!job->backend) {
-		/* reported on the engine thread like any other failure */
-		job->plan.retries = 0;
-	}
 
 	pthread_mutex_lock(&e->lock);
 	if (e->incoming_tail)

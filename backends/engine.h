@@ -12,29 +12,51 @@
 
 #include "backends/backend.h"
 
+/* How one attempt ended, as the engine reports it. */
+struct engine_attempt_report {
+	const struct model *model; /* the deployment it went to */
+	enum outcome outcome;
+	long http_status; /* 0 when the attempt got no HTTP answer */
+	long elapsed_ms;
+	long ttfb_ms; /* time to the first byte of the response (curl's); -1: none came */
+};
+
 /* What the engine reports about one job. CTX is the plan's sink_ctx. */
 struct engine_sink {
-	/* An attempt starts on TARGET ("cloud/region/model"). */
-	void (*attempt_started)(void *ctx, const char *target);
+	/* An attempt starts on MODEL, one of the plan's candidates. */
+	void (*attempt_started)(void *ctx, const struct model *model);
 	/* Next bytes of the current attempt's answer. 0, or -errno to fail
 	 * the job at once (e.g. -EFBIG over the answer cap). */
 	int (*text)(void *ctx, const char *bytes, size_t len);
-	/* The bytes of the current attempt are void: a retry follows. */
+	/* The bytes of the current attempt are void: another attempt
+	 * follows. */
 	void (*attempt_discarded)(void *ctx);
 	void (*usage)(void *ctx, long input_tokens, long output_tokens);
-	void (*finish_reason)(void *ctx, const char *reason);
+	/* How the current attempt's answer ended (outcome.h). A filtered
+	 * answer also ends its attempt as OUTCOME_CONTENT_FILTER. */
+	void (*finish_reason)(void *ctx, enum finish_reason reason, const char *provider_word);
 	void (*request_id)(void *ctx, const char *id);
-	/* An attempt ended: OUTCOME is "ok" or a short failure word. */
-	void (*attempt_ended)(void *ctx, const char *target, const char *outcome, long elapsed_ms);
+	/* The attempt that attempt_started announced ended; every started
+	 * attempt ends exactly once. An OUTCOME_OK attempt is the one whose
+	 * answer the job keeps. */
+	void (*attempt_ended)(void *ctx, const struct engine_attempt_report *report);
 	/* The job ended: STATUS 0 (complete answer), -EIO (failed, MESSAGE
 	 * says why) or -ECANCELED. Last call for this job. */
 	void (*done)(void *ctx, int status, const char *message);
 };
 
+/* More candidates than this are not tried. */
+#define ENGINE_MAX_CANDIDATES 16
+
 struct engine_plan {
-	struct llm_request request;   /* owned by the plan */
-	const struct model *model;    /* the deployment; outlives the job */
-	int retries;		      /* retries after the first attempt */
+	struct llm_request request; /* owned by the plan */
+	/* The deployments that may serve the job, in the order to try
+	 * them; they outlive the job. The first is tried first; the next
+	 * one after a failure whose outcome is worth failing over
+	 * (outcome.h), once the retries on the current one are spent. */
+	const struct model *candidates[ENGINE_MAX_CANDIDATES];
+	size_t n_candidates;
+	int retries;		      /* retries on one candidate after its first attempt */
 	double timeout_s;	      /* one attempt */
 	double first_token_timeout_s; /* 0: none */
 	const struct engine_sink *sink;
@@ -60,8 +82,8 @@ void engine_free(struct engine *e);
 
 /* Takes PLAN (its request is moved out; PLAN itself may be on the
  * stack) and queues the job. Returns a handle valid until the sink's
- * done() has returned, or NULL on allocation failure (the request is
- * then released and no sink call happens). */
+ * done() has returned, or NULL on allocation failure or a plan without
+ * candidates (the request is then released and no sink call happens). */
 struct engine_job *engine_submit(struct engine *e, struct engine_plan *plan);
 
 /* Aborts JOB; its sink sees done(-ECANCELED) soon after unless the job

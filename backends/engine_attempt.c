@@ -1,12 +1,16 @@
-/* One attempt of one job: the HTTP request its backend builds, the
- * response's headers and body fed to the backend's parser, and what the
- * outcome means: done, retry after a delay, or fail. Engine thread only. */
+/* One attempt of one job on one candidate deployment: it begins
+ * (engine_attempt_begin), its HTTP request is built by the candidate's
+ * backend, the response's headers and body go to the backend's parser,
+ * and it ends exactly once (attempt_end) with an outcome from
+ * outcome.h, which engine.c turns into the next step. Engine thread
+ * only. */
 #include "backends/engine_internal.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdarg.h>
 #include <strings.h>
 
 #include "backends/retry.h"
@@ -23,9 +27,7 @@ void engine_attempt_release(struct engine *e, struct engine_job *job)
 		job->parser = NULL;
 	}
 	http_request_release(&job->http);
-	free(job->error_body);
-	job->error_body = NULL;
-	job->error_len = 0;
+	capped_buffer_release(&job->error_body);
 }
 
 static int events_text(void *ctx, const char *bytes, size_t len)
@@ -54,11 +56,17 @@ static void events_usage(void *ctx, long input_tokens, long output_tokens)
 	job->plan.sink->usage(job->plan.sink_ctx, input_tokens, output_tokens);
 }
 
-static void events_finish_reason(void *ctx, const char *reason)
+/* A filtered answer is truncated: the attempt will end as
+ * OUTCOME_CONTENT_FILTER whatever the stream does next (attempt_outcome). */
+static void events_finish_reason(void *ctx, enum finish_reason reason, const char *word)
 {
 	struct engine_job *job = ctx;
 
-	job->plan.sink->finish_reason(job->plan.sink_ctx, reason);
+	job->finish = reason;
+	if (reason == FINISH_FILTERED)
+		snprintf(job->filter_detail, sizeof(job->filter_detail), "%s",
+			 word ? word : "the provider's content filter");
+	job->plan.sink->finish_reason(job->plan.sink_ctx, reason, word);
 }
 
 static void events_request_id(void *ctx, const char *id)
@@ -197,19 +205,8 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
 		return len;
 	}
 	/* an error or unexpected body: keep a bounded prefix for the message */
-	room = ERROR_BODY_CAP - job->error_len;
-	if (len < room)
-		room = len;
-	if (room > 0) {
-		char *grown = realloc(job->error_body, job->error_len + room + 1);
-
-		if (!grown)
-			return len;
-		job->error_body = grown;
-		memcpy(job->error_body + job->error_len, data, room);
-		job->error_len += room;
-		job->error_body[job->error_len] = '\0';
-	}
+	room = job->error_body.cap - job->error_body.len;
+	(void)capped_buffer_append(&job->error_body, data, len < room ? len : room);
 	return len;
 }
 
@@ -225,30 +222,102 @@ void engine_set_tls_options(struct engine *e, CURL *easy)
 	}
 }
 
-int engine_attempt_start(struct engine *e, struct engine_job *job, const char *access_token)
+/* Forgets what the previous attempt saw. */
+static void attempt_reset(struct engine_job *job)
 {
-	const struct model *model = job->plan.model;
-	struct backend_target target = {
-		.model = model,
-		.credentials = &model->region->cloud->credentials,
-		.access_token = access_token,
-	};
-	CURL *easy;
-	int rc;
-
 	memset(&job->head, 0, sizeof(job->head));
 	memset(&job->error, 0, sizeof(job->error));
+	job->error.retry_after_s = -1;
+	capped_buffer_init(&job->error_body, ERROR_BODY_CAP);
 	job->head_seen = job->body_accepted = job->wrong_content_type = 0;
 	job->body_bytes = 0;
 	job->streamed_text = job->sink_error = job->parser_failed = 0;
 	job->text_bytes = 0;
 	job->reported_request_id = 0;
 	job->body_too_large = 0;
-	job->attempts++;
+	job->finish = FINISH_NONE;
+	job->filter_detail[0] = '\0';
+}
+
+/* The start that every attempt reports, whatever comes next. */
+static void attempt_announce(struct engine_job *job)
+{
+	job->attempts_here++;
+	job->in_attempt = 1;
+	job->attempt_started = engine_now();
+	job->plan.sink->attempt_started(job->plan.sink_ctx, job->model);
+}
+
+/* The end of the attempt announced: reported once, its transfer
+ * released, then the job's next step. JOB->error says how it ended
+ * (OUTCOME_OK for a complete answer). */
+static void attempt_end(struct engine *e, struct engine_job *job)
+{
+	struct engine_attempt_report report = {
+		.model = job->model,
+		.outcome = job->error.outcome,
+		.http_status = job->head.status ? job->head.status : job->error.http_status,
+		.elapsed_ms = (long)((engine_now() - job->attempt_started) * 1000),
+		.ttfb_ms = -1,
+	};
+	curl_off_t ttfb_us = 0;
+
+	if (job->place == PLACE_ACTIVE)
+		engine_active_remove(e, job);
+	if (job->easy &&
+	    curl_easy_getinfo(job->easy, CURLINFO_STARTTRANSFER_TIME_T, &ttfb_us) == CURLE_OK &&
+	    ttfb_us > 0)
+		report.ttfb_ms = (long)(ttfb_us / 1000);
+	job->in_attempt = 0;
+	job->plan.sink->attempt_ended(job->plan.sink_ctx, &report);
+	if (job->error.outcome == OUTCOME_OK && !job->reported_request_id &&
+	    job->head.request_id[0])
+		/* providers that keep the id in a header only (Bedrock) */
+		job->plan.sink->request_id(job->plan.sink_ctx, job->head.request_id);
+	engine_attempt_release(e, job);
+	engine_job_next_step(e, job);
+}
+
+void engine_attempt_begin_failed(struct engine *e, struct engine_job *job)
+{
+	struct attempt_error error = job->error;
+
+	attempt_reset(job);
+	job->error = error;
+	attempt_announce(job);
+	attempt_end(e, job);
+}
+
+/* The request as this candidate gets it: the deployment's own cap on
+ * the answer's tokens applies here, once, for every provider (a prompt
+ * may ask for fewer, never for more). A shallow copy: the plan keeps
+ * owning the members. */
+static struct llm_request request_for_candidate(const struct engine_job *job)
+{
+	struct llm_request req = job->plan.request;
+	long cap = job->model->max_output_tokens;
+
+	if (cap > 0 && (req.max_tokens <= 0 || req.max_tokens > cap))
+		req.max_tokens = cap;
+	return req;
+}
+
+/* Builds the transfer of JOB's attempt. 0 or -errno. */
+static int transfer_build(struct engine *e, struct engine_job *job, const char *access_token)
+{
+	const struct model *model = job->model;
+	struct backend_target target = {
+		.model = model,
+		.credentials = &model->region->cloud->credentials,
+		.access_token = access_token,
+	};
+	struct llm_request req = request_for_candidate(job);
+	CURL *easy;
+	int rc;
 
 	if (!job->backend)
 		return -ENOSYS;
-	rc = job->backend->build_request(&target, &job->plan.request, &job->http);
+	rc = job->backend->build_request(&target, &req, &job->http);
 	if (rc < 0)
 		return rc;
 	job->parser = job->backend->parser_new(&engine_answer_events, job);
@@ -258,6 +327,10 @@ int engine_attempt_start(struct engine *e, struct engine_job *job, const char *a
 	if (!easy)
 		return -ENOMEM;
 	job->easy = easy;
+	/* Expect: 100-continue would cost a round trip on every big prompt */
+	rc = http_header_append(&job->http.headers, "Expect:", "");
+	if (rc < 0)
+		return rc;
 	curl_easy_setopt(easy, CURLOPT_URL, job->http.url);
 	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, job->http.headers);
 	curl_easy_setopt(easy, CURLOPT_POST, 1L);
@@ -273,17 +346,36 @@ int engine_attempt_start(struct engine *e, struct engine_job *job, const char *a
 	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long)(e->opts.connect_timeout_s * 1000));
 	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
-	/* Expect: 100-continue would cost a round trip on every big prompt */
-	job->http.headers = curl_slist_append(job->http.headers, "Expect:");
-	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, job->http.headers);
 	engine_set_tls_options(e, easy);
-
-	job->attempt_started = engine_now();
-	job->plan.sink->attempt_started(job->plan.sink_ctx, job->target);
-	if (curl_multi_add_handle(e->multi, easy) != CURLM_OK)
-		return -ENOMEM;
-	engine_active_add(e, job);
 	return 0;
+}
+
+void engine_attempt_begin(struct engine *e, struct engine_job *job, const char *access_token)
+{
+	int rc;
+
+	attempt_reset(job);
+	attempt_announce(job);
+	rc = transfer_build(e, job, access_token);
+	if (rc == 0 && curl_multi_add_handle(e->multi, job->easy) != CURLM_OK)
+		rc = -ENOMEM;
+	if (rc < 0) {
+		if (rc == -ENOMEM)
+			attempt_error_set(&job->error, OUTCOME_NO_MEMORY,
+					  "out of memory starting the request to %s/%s/%s",
+					  job->model->region->cloud->name, job->model->region->name,
+					  job->model->name);
+		else
+			attempt_error_set(&job->error, OUTCOME_LOCAL_ERROR,
+					  "the request for %s/%s/%s could not be built: %s",
+					  job->model->region->cloud->name, job->model->region->name,
+					  job->model->name,
+					  rc == -ENOSYS ? "its provider is not built in"
+							: strerror(-rc));
+		attempt_end(e, job);
+		return;
+	}
+	engine_active_add(e, job);
 }
 
 /* Explains a transfer that did not deliver a complete answer; 0 when it
@@ -292,114 +384,96 @@ static int attempt_outcome(struct engine *e, struct engine_job *job, CURLcode re
 {
 	struct attempt_error *err = &job->error;
 
+	/* a filtered answer is cut short, however its stream ended */
+	if (job->finish == FINISH_FILTERED) {
+		attempt_error_set(err, OUTCOME_CONTENT_FILTER, "the answer was cut short by %s",
+				  job->filter_detail);
+		return -EIO;
+	}
 	if (job->sink_error == -EFBIG) {
-		attempt_error_set(err, 0, "too_large",
+		attempt_error_set(err, OUTCOME_TOO_LARGE,
 				  "the answer exceeded the limit of %zu bytes (max_response_bytes)",
 				  e->opts.max_answer_bytes);
 		return -EIO;
 	}
 	if (job->body_too_large) {
-		attempt_error_set(err, 0, "too_large",
+		attempt_error_set(err, OUTCOME_TOO_LARGE,
 				  "the provider's response exceeded the limit of %zu bytes",
 				  e->opts.max_body_bytes);
 		return -EIO;
 	}
 	if (job->sink_error) {
-		attempt_error_set(err, 0, "local_error", "the answer could not be stored: %s",
+		attempt_error_set(err, OUTCOME_LOCAL_ERROR, "the answer could not be stored: %s",
 				  strerror(-job->sink_error));
 		return -EIO;
 	}
 	if (job->parser_failed)
 		return -EIO;
 	if (result == CURLE_OPERATION_TIMEDOUT) {
-		attempt_error_set(err, 1, "timeout", "the attempt timed out after %g s",
+		attempt_error_set(err, OUTCOME_TIMEOUT, "the attempt timed out after %g s",
 				  job->plan.timeout_s);
 		return -EIO;
 	}
 	if (result == CURLE_PEER_FAILED_VERIFICATION || result == CURLE_SSL_CACERT_BADFILE) {
-		attempt_error_set(err, 0, "tls", "TLS verification failed: %s",
+		attempt_error_set(err, OUTCOME_TLS, "TLS verification failed: %s",
 				  curl_easy_strerror(result));
 		return -EIO;
 	}
 	if (result != CURLE_OK) {
 		if (job->body_accepted)
-			attempt_error_set(err, 1, "stream_cut",
+			attempt_error_set(err, OUTCOME_STREAM_CUT,
 					  "the connection broke while the answer streamed: %s",
 					  curl_easy_strerror(result));
 		else
-			attempt_error_set(err, 1, "connection", "could not reach the provider: %s",
+			attempt_error_set(err, OUTCOME_CONNECTION,
+					  "could not reach the provider: %s",
 					  curl_easy_strerror(result));
 		return -EIO;
 	}
 	if (!job->head_seen)
 		on_first_body_bytes(job);
 	if (job->head.status < 200 || job->head.status >= 300) {
-		job->backend->classify_error(&job->head, job->error_body ? job->error_body : "",
-					     job->error_len, err);
+		job->backend->classify_error(&job->head,
+					     job->error_body.data ? job->error_body.data : "",
+					     job->error_body.len, err);
 		return -EIO;
 	}
 	if (job->wrong_content_type) {
 		attempt_error_set(
-			err, 1, "bad_content_type",
+			err, OUTCOME_BAD_CONTENT_TYPE,
 			"the provider answered HTTP %ld with content type '%s', not an answer",
 			job->head.status,
 			job->head.content_type[0] ? job->head.content_type : "none");
 		return -EIO;
 	}
-	return job->backend->parser_finish(job->parser, &job->error);
+	if (job->backend->parser_finish(job->parser, &job->error) < 0)
+		return -EIO;
+	/* the stream may report a filter only at its very end */
+	if (job->finish == FINISH_FILTERED)
+		return attempt_outcome(e, job, result);
+	return 0;
 }
 
-void engine_attempt_failed(struct engine *e, struct engine_job *job)
+void engine_attempt_transfer_done(struct engine *e, struct engine_job *job, CURLcode result)
 {
-	const struct attempt_error *err = &job->error;
-	double delay;
-
-	if (!err->retryable || job->attempts > job->plan.retries) {
-		engine_job_finish(e, job, -EIO, err->message);
-		return;
+	if (attempt_outcome(e, job, result) == 0) {
+		memset(&job->error, 0, sizeof(job->error));
+		job->error.outcome = OUTCOME_OK;
+		job->error.retry_after_s = -1;
 	}
-	if (err->retry_after_s >= 0) {
-		delay = err->retry_after_s;
-		if (delay > job->plan.timeout_s) {
-			char message[sizeof(err->message) + 128];
-
-			snprintf(message, sizeof(message),
-				 "%s (the provider asked to wait %.0f s, longer than the %g s "
-				 "limit)",
-				 err->message, delay, job->plan.timeout_s);
-			engine_job_finish(e, job, -EIO, message);
-			return;
-		}
-	} else {
-		delay = backoff_delay_s(job->attempts - 1, engine_random01(e));
-	}
-	if (job->streamed_text)
-		job->plan.sink->attempt_discarded(job->plan.sink_ctx);
-	job->streamed_text = 0;
-	engine_attempt_release(e, job);
-	job->place = PLACE_BACKOFF;
-	job->retry_at = engine_now() + delay;
-	job->next = e->backoff;
-	e->backoff = job;
-	e->n_backoff++;
+	attempt_end(e, job);
 }
 
-void engine_attempt_done(struct engine *e, struct engine_job *job, CURLcode result)
+void engine_attempt_abort(struct engine *e, struct engine_job *job, enum outcome outcome,
+			  const char *fmt, ...)
 {
-	long elapsed_ms;
-	int rc;
+	va_list ap;
 
-	engine_active_remove(e, job);
-	rc = attempt_outcome(e, job, result);
-	elapsed_ms = (long)((engine_now() - job->attempt_started) * 1000);
-	job->plan.sink->attempt_ended(job->plan.sink_ctx, job->target,
-				      rc == 0 ? "ok" : job->error.outcome, elapsed_ms);
-	if (rc == 0) {
-		/* providers that keep the id in a header only (Bedrock) */
-		if (!job->reported_request_id && job->head.request_id[0])
-			job->plan.sink->request_id(job->plan.sink_ctx, job->head.request_id);
-		engine_job_finish(e, job, 0, NULL);
-		return;
-	}
-	engine_attempt_failed(e, job);
+	job->error.outcome = outcome;
+	job->error.http_status = 0;
+	job->error.retry_after_s = -1;
+	va_start(ap, fmt);
+	vsnprintf(job->error.message, sizeof(job->error.message), fmt, ap);
+	va_end(ap);
+	attempt_end(e, job);
 }

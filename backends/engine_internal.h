@@ -6,6 +6,7 @@
 #include <pthread.h>
 
 #include "backends/engine.h"
+#include "backends/wire_util.h"
 
 /* A failed response's body is kept only this far: enough for any
  * provider's error JSON, and bounded whatever the server sends. */
@@ -21,11 +22,11 @@ enum job_place { PLACE_INCOMING, PLACE_WAITING, PLACE_ACTIVE, PLACE_BACKOFF, PLA
  * wait here (they hold no transfer slot meanwhile). */
 struct cloud_token {
 	const struct cloud *cloud;
+	const struct google_service_account *account;
 	struct google_token_cache *cache;
 	CURL *easy; /* the refresh in flight, if any */
 	struct http_request http;
-	char *body;
-	size_t body_len;
+	struct capped_buffer body; /* the token endpoint's answer; a secret */
 	struct engine_job *waiters;
 	struct cloud_token *next;
 };
@@ -33,8 +34,6 @@ struct cloud_token {
 struct engine_job {
 	struct engine *engine;
 	struct engine_plan plan;
-	const struct backend *backend;
-	char target[768];
 	enum job_place place;
 	struct engine_job *next; /* in incoming, waiting or backoff */
 	struct engine_job *prev_active, *next_active;
@@ -42,10 +41,15 @@ struct engine_job {
 	int cancel_requested; /* under engine->lock */
 	int in_cancel_list;   /* under engine->lock */
 
-	int attempts;	 /* started so far */
-	double retry_at; /* monotonic seconds, in backoff */
+	/* The candidate being tried. */
+	size_t candidate;	       /* index in plan.candidates */
+	const struct model *model;     /* plan.candidates[candidate] */
+	const struct backend *backend; /* its provider's; NULL if not built in */
+	int attempts_here;	       /* attempts started on this candidate */
+	double retry_at;	       /* monotonic seconds, in backoff */
 
-	/* The current attempt. */
+	/* The current attempt, between engine_attempt_begin and _end. */
+	int in_attempt;
 	CURL *easy;
 	struct http_request http;
 	struct stream_parser *parser;
@@ -53,15 +57,16 @@ struct engine_job {
 	int head_seen;
 	int body_accepted; /* 2xx with an answer content type */
 	int wrong_content_type;
-	char *error_body;
-	size_t error_len;
+	struct capped_buffer error_body; /* a failed response's body, capped */
 	size_t body_bytes;
-	int streamed_text;
+	int streamed_text; /* answer bytes went to the sink */
 	int reported_request_id;
 	size_t text_bytes;
 	int sink_error;
 	int parser_failed;
 	int body_too_large;
+	enum finish_reason finish;
+	char filter_detail[256]; /* who filtered, when FINISH_FILTERED */
 	struct attempt_error error;
 	double attempt_started;
 };
@@ -89,23 +94,38 @@ struct engine {
 	unsigned rng;
 };
 
-/* engine.c: the loop and its lists */
+/* engine.c: the loop, its lists, and what follows an attempt */
 double engine_now(void);
 double engine_random01(struct engine *e);
 void engine_waiting_push(struct engine *e, struct engine_job *job);
 void engine_active_add(struct engine *e, struct engine_job *job);
 void engine_active_remove(struct engine *e, struct engine_job *job);
 void engine_job_finish(struct engine *e, struct engine_job *job, int status, const char *message);
+/* The attempt of JOB ended (engine_attempt_end) with JOB->error: the
+ * job ends, waits to try the same candidate again, or moves to the next
+ * candidate. */
+void engine_job_next_step(struct engine *e, struct engine_job *job);
 
-/* engine_attempt.c: one transfer of one job */
-int engine_attempt_start(struct engine *e, struct engine_job *job, const char *access_token);
-void engine_attempt_done(struct engine *e, struct engine_job *job, CURLcode result);
-void engine_attempt_failed(struct engine *e, struct engine_job *job);
+/* engine_attempt.c: one attempt of one job, from its start to its end */
+/* Starts an attempt of JOB on its current candidate, with ACCESS_TOKEN
+ * where its backend needs one (NULL otherwise). On failure the attempt
+ * has been ended and the next step taken. */
+void engine_attempt_begin(struct engine *e, struct engine_job *job, const char *access_token);
+/* An attempt that could not even start (no token): reported as begun
+ * and ended at once, with JOB->error already set. */
+void engine_attempt_begin_failed(struct engine *e, struct engine_job *job);
+/* The transfer of JOB's attempt finished with RESULT. */
+void engine_attempt_transfer_done(struct engine *e, struct engine_job *job, CURLcode result);
+/* Ends JOB's attempt now with OUTCOME (first-token timeout, cancel). */
+void engine_attempt_abort(struct engine *e, struct engine_job *job, enum outcome outcome,
+			  const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 void engine_attempt_release(struct engine *e, struct engine_job *job);
 void engine_set_tls_options(struct engine *e, CURL *easy);
 
 /* engine_token.c: OAuth tokens of service-account clouds */
-int engine_needs_oauth_token(const struct engine_job *job);
+/* The token JOB's candidate needs: 0 with *TOKEN (NULL when it needs
+ * none), 1 when JOB now waits for a refresh, or -EIO with JOB's attempt
+ * error set. */
 int engine_oauth_token_for(struct engine *e, struct engine_job *job, const char **token);
 int engine_token_transfer_done(struct engine *e, CURL *easy, CURLcode result);
 void engine_token_waiter_remove(struct engine *e, struct engine_job *job);

@@ -11,15 +11,8 @@
 
 #include "backends/google_auth.h"
 
-int engine_needs_oauth_token(const struct engine_job *job)
-{
-	const struct cloud *cloud = job->plan.model->region->cloud;
-
-	return cloud->provider == PROVIDER_VERTEX && cloud->credentials.service_account &&
-	       !cloud->credentials.bearer_token;
-}
-
-static struct cloud_token *cloud_token_for(struct engine *e, const struct cloud *cloud)
+static struct cloud_token *cloud_token_for(struct engine *e, const struct cloud *cloud,
+					   const struct google_service_account *account)
 {
 	struct cloud_token *ct;
 
@@ -36,6 +29,8 @@ static struct cloud_token *cloud_token_for(struct engine *e, const struct cloud 
 		return NULL;
 	}
 	ct->cloud = cloud;
+	ct->account = account;
+	capped_buffer_init(&ct->body, TOKEN_BODY_CAP);
 	ct->next = e->tokens;
 	e->tokens = ct;
 	return ct;
@@ -45,18 +40,8 @@ static size_t on_token_body(char *data, size_t size, size_t nmemb, void *userdat
 {
 	struct cloud_token *ct = userdata;
 	size_t len = size * nmemb;
-	char *grown;
 
-	if (ct->body_len + len > TOKEN_BODY_CAP)
-		return 0;
-	grown = realloc(ct->body, ct->body_len + len + 1);
-	if (!grown)
-		return 0;
-	ct->body = grown;
-	memcpy(ct->body + ct->body_len, data, len);
-	ct->body_len += len;
-	ct->body[ct->body_len] = '\0';
-	return len;
+	return capped_buffer_append(&ct->body, data, len) == 0 ? len : 0;
 }
 
 static void token_transfer_release(struct engine *e, struct cloud_token *ct)
@@ -67,11 +52,9 @@ static void token_transfer_release(struct engine *e, struct cloud_token *ct)
 		ct->easy = NULL;
 	}
 	http_request_release(&ct->http);
-	if (ct->body)
-		explicit_bzero(ct->body, ct->body_len);
-	free(ct->body);
-	ct->body = NULL;
-	ct->body_len = 0;
+	if (ct->body.data)
+		explicit_bzero(ct->body.data, ct->body.len);
+	capped_buffer_release(&ct->body);
 }
 
 /* Starts the token exchange of CT. 0 or -errno. */
@@ -79,8 +62,7 @@ static int token_transfer_start(struct engine *e, struct cloud_token *ct)
 {
 	int rc;
 
-	rc = google_token_request_build(ct->cloud->credentials.service_account, time(NULL),
-					&ct->http);
+	rc = google_token_request_build(ct->account, time(NULL), &ct->http);
 	if (rc < 0)
 		return rc;
 	ct->easy = curl_easy_init();
@@ -108,15 +90,22 @@ static int token_transfer_start(struct engine *e, struct cloud_token *ct)
 	return 0;
 }
 
-/* The token JOB needs: 0 with *TOKEN, 1 when JOB now waits for a
- * refresh, or -EIO with JOB's attempt error set. */
 int engine_oauth_token_for(struct engine *e, struct engine_job *job, const char **token)
 {
-	struct cloud_token *ct = cloud_token_for(e, job->plan.model->region->cloud);
+	const struct cloud *cloud = job->model->region->cloud;
+	const struct google_service_account *account = NULL;
+	struct cloud_token *ct;
 	int rc;
 
+	*token = NULL;
+	if (job->backend && job->backend->oauth_account)
+		account = job->backend->oauth_account(cloud);
+	if (!account)
+		return 0;
+	ct = cloud_token_for(e, cloud, account);
 	if (!ct) {
-		attempt_error_set(&job->error, 1, "auth", "out of memory for the token cache");
+		attempt_error_set(&job->error, OUTCOME_NO_MEMORY,
+				  "out of memory for the token cache");
 		return -EIO;
 	}
 	rc = google_token_cache_get(ct->cache, time(NULL), token);
@@ -127,7 +116,7 @@ int engine_oauth_token_for(struct engine *e, struct engine_job *job, const char 
 		if (rc < 0) {
 			google_token_cache_fail(ct->cache, strerror(-rc), time(NULL));
 			attempt_error_set(
-				&job->error, 1, "auth",
+				&job->error, OUTCOME_TOKEN_UNAVAILABLE,
 				"the Google service account token could not be requested: %s",
 				strerror(-rc));
 			return -EIO;
@@ -140,7 +129,7 @@ int engine_oauth_token_for(struct engine *e, struct engine_job *job, const char 
 		ct->waiters = job;
 		return 1;
 	}
-	attempt_error_set(&job->error, 1, "auth", "%s",
+	attempt_error_set(&job->error, OUTCOME_TOKEN_UNAVAILABLE, "%s",
 			  google_token_cache_error(ct->cache) ?: "no access token");
 	return -EIO;
 }
@@ -172,8 +161,8 @@ int engine_token_transfer_done(struct engine *e, CURL *easy, CURLcode result)
 	if (result != CURLE_OK) {
 		google_token_cache_fail(ct->cache, curl_easy_strerror(result), time(NULL));
 	} else {
-		rc = google_token_response_parse(status, ct->body ? ct->body : "", ct->body_len,
-						 &token, &expires_in, &err);
+		rc = google_token_response_parse(status, ct->body.data ? ct->body.data : "",
+						 ct->body.len, &token, &expires_in, &err);
 		if (rc == 0)
 			rc = google_token_cache_store(ct->cache, token, expires_in, time(NULL));
 		if (rc < 0)

@@ -315,24 +315,25 @@ static void token_error_explain(long status, json_t *root, struct attempt_error 
 {
 	const char *code = NULL;
 	const char *description = NULL;
-	char outcome[sizeof(err->outcome)];
+	enum outcome outcome;
 
 	if (json_is_object(root)) {
 		code = json_string_value(json_object_get(root, "error"));
 		description = json_string_value(json_object_get(root, "error_description"));
 	}
-	snprintf(outcome, sizeof(outcome), "token_http_%ld", status);
+	outcome = google_error_retryable(status, code) ? OUTCOME_TOKEN_UNAVAILABLE
+						       : OUTCOME_TOKEN_REJECTED;
 	if (code && description)
-		attempt_error_set(err, google_error_retryable(status, code), outcome,
-				  "Google OAuth token endpoint answered HTTP %ld (%s): %s", status,
-				  code, description);
+		attempt_error_set_http(err, outcome, status,
+				       "Google OAuth token endpoint answered HTTP %ld (%s): %s",
+				       status, code, description);
 	else if (code)
-		attempt_error_set(err, google_error_retryable(status, code), outcome,
-				  "Google OAuth token endpoint answered HTTP %ld (%s)", status,
-				  code);
+		attempt_error_set_http(err, outcome, status,
+				       "Google OAuth token endpoint answered HTTP %ld (%s)", status,
+				       code);
 	else
-		attempt_error_set(err, google_error_retryable(status, NULL), outcome,
-				  "Google OAuth token endpoint answered HTTP %ld", status);
+		attempt_error_set_http(err, outcome, status,
+				       "Google OAuth token endpoint answered HTTP %ld", status);
 	/* The endpoint's error and error_description may hold line ends;
 	 * .error's first line must stay one. */
 	error_message_flatten(err->message);
@@ -364,14 +365,14 @@ int google_token_response_parse(long status, const char *body, size_t len, char 
 	seconds = expires_in_read(json_object_get(root, "expires_in"));
 	if (!token || !token_usable(token, token_len) || seconds < 0) {
 		attempt_error_set(
-			err, 0, "token_bad_response",
+			err, OUTCOME_TOKEN_REJECTED,
 			"Google OAuth token endpoint sent an answer without a usable access token");
 		err->retry_after_s = -1;
 		goto out;
 	}
 	copy = strdup(token);
 	if (!copy) {
-		attempt_error_set(err, 1, "token_no_memory",
+		attempt_error_set(err, OUTCOME_NO_MEMORY,
 				  "out of memory reading the Google OAuth token");
 		err->retry_after_s = -1;
 		goto out;

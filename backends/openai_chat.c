@@ -283,10 +283,21 @@ struct stream_parser {
 	struct attempt_error failure;
 };
 
-static int fail(struct stream_parser *p, int rc, int retryable, const char *outcome,
-		const char *message)
+/* OpenAI's finish_reason in the words every backend uses. */
+static enum finish_reason finish_reason_of(const char *word)
 {
-	attempt_error_set(&p->failure, retryable, outcome, "%s", message);
+	if (strcmp(word, "stop") == 0)
+		return FINISH_STOP;
+	if (strcmp(word, "length") == 0)
+		return FINISH_LENGTH;
+	if (strcmp(word, "content_filter") == 0)
+		return FINISH_FILTERED;
+	return FINISH_OTHER;
+}
+
+static int fail(struct stream_parser *p, int rc, enum outcome outcome, const char *message)
+{
+	attempt_error_set(&p->failure, outcome, "%s", message);
 	p->failed_rc = rc;
 	return rc;
 }
@@ -294,7 +305,7 @@ static int fail(struct stream_parser *p, int rc, int retryable, const char *outc
 static int malformed(struct stream_parser *p, const json_error_t *jerr)
 {
 	/* Often a proxy cut the body short, so another attempt may do. */
-	attempt_error_set(&p->failure, 1, "malformed",
+	attempt_error_set(&p->failure, OUTCOME_MALFORMED,
 			  "the provider sent an answer that is not valid JSON: %s",
 			  jerr ? jerr->text : "not a JSON object");
 	/* jansson quotes the bytes near the fault, line ends included;
@@ -309,7 +320,9 @@ static int in_band_error(struct stream_parser *p, json_t *root)
 	struct provider_error pe;
 
 	provider_error_read(root, &pe);
-	attempt_error_set(&p->failure, provider_error_retryable(&pe), "provider_error",
+	attempt_error_set(&p->failure,
+			  provider_error_retryable(&pe) ? OUTCOME_PROVIDER_ERROR
+							: OUTCOME_PROVIDER_REJECTED,
 			  "the provider reported an error in its answer: %s",
 			  pe.message[0] ? pe.message : "(no message)");
 	p->failure.retry_after_s = retry_after_from_text(pe.message);
@@ -325,8 +338,8 @@ static int text_report(struct stream_parser *p, json_t *content)
 		return 0;
 	rc = p->ev->text(p->ctx, json_string_value(content), json_string_length(content));
 	if (rc < 0) {
-		attempt_error_set(&p->failure, 0, "aborted", "the answer could not be taken in: %s",
-				  strerror(-rc));
+		attempt_error_set(&p->failure, OUTCOME_LOCAL_ERROR,
+				  "the answer could not be taken in: %s", strerror(-rc));
 		p->failed_rc = rc;
 	}
 	return rc;
@@ -381,9 +394,10 @@ static int completion_apply(struct stream_parser *p, json_t *root, int whole)
 			return rc;
 		reason = json_object_get(choice, "finish_reason");
 		if (json_is_string(reason) && json_string_length(reason) > 0)
-			p->ev->finish_reason(p->ctx, json_string_value(reason));
+			p->ev->finish_reason(p->ctx, finish_reason_of(json_string_value(reason)),
+					     json_string_value(reason));
 	} else if (whole) {
-		return fail(p, -EIO, 1, "malformed", "the provider's answer holds no choices");
+		return fail(p, -EIO, OUTCOME_MALFORMED, "the provider's answer holds no choices");
 	}
 	usage_report(p, json_object_get(root, "usage"));
 	return 0;
@@ -445,10 +459,11 @@ static int json_append(struct stream_parser *p, const char *data, size_t len)
 	int rc = capped_buffer_append(&p->json, data, len);
 
 	if (rc == -E2BIG)
-		return fail(p, -EIO, 0, "too_large",
+		return fail(p, -EIO, OUTCOME_TOO_LARGE,
 			    "the provider's answer is too large (over 4 MiB)");
 	if (rc < 0)
-		return fail(p, -ENOMEM, 1, "no_memory", "out of memory while reading the answer");
+		return fail(p, -ENOMEM, OUTCOME_NO_MEMORY,
+			    "out of memory while reading the answer");
 	return 0;
 }
 
@@ -460,8 +475,8 @@ static int stream_append(struct stream_parser *p, const char *data, size_t len)
 	if (rc >= 0 || p->failed_rc < 0)
 		return rc; /* the event callback already said why */
 	if (rc == -E2BIG)
-		return fail(p, -EIO, 0, "too_large", "the provider sent an event over 1 MiB");
-	return fail(p, rc, 1, "no_memory", "out of memory while reading the answer");
+		return fail(p, -EIO, OUTCOME_TOO_LARGE, "the provider sent an event over 1 MiB");
+	return fail(p, rc, OUTCOME_NO_MEMORY, "out of memory while reading the answer");
 }
 
 int openai_chat_parser_feed(struct stream_parser *p, const char *data, size_t len,
@@ -526,7 +541,7 @@ int openai_chat_parser_finish(struct stream_parser *p, struct attempt_error *err
 		(void)sse_feed(p->sse, "\n\n", 2);
 	}
 	if (!p->done_seen)
-		rc = fail(p, -EIO, 1, "stream_cut", "the stream ended before its end marker");
+		rc = fail(p, -EIO, OUTCOME_STREAM_CUT, "the stream ended before its end marker");
 out:
 	if (rc < 0)
 		*err = p->failure;
@@ -539,10 +554,9 @@ void openai_chat_classify_error(const struct http_response_head *head, const cha
 				struct attempt_error *err)
 {
 	struct provider_error pe;
-	char outcome[32];
+	enum outcome outcome;
 	const char *detail;
 	json_t *root = NULL;
-	int retryable;
 
 	memset(&pe, 0, sizeof(pe));
 	if (body && len > 0)
@@ -556,19 +570,13 @@ void openai_chat_classify_error(const struct http_response_head *head, const cha
 	}
 	detail = pe.message;
 
-	retryable = http_status_retryable(head->status);
-	if (strcasecmp(head->should_retry, "true") == 0)
-		retryable = 1;
-	else if (strcasecmp(head->should_retry, "false") == 0)
-		retryable = 0;
-
-	snprintf(outcome, sizeof(outcome), "http_%ld", head->status);
+	outcome = outcome_of_http_status(head->status, should_retry_header(head->should_retry));
 	if (detail[0])
-		attempt_error_set(err, retryable, outcome, "the provider answered HTTP %ld: %s",
-				  head->status, detail);
+		attempt_error_set_http(err, outcome, head->status,
+				       "the provider answered HTTP %ld: %s", head->status, detail);
 	else
-		attempt_error_set(err, retryable, outcome, "the provider answered HTTP %ld",
-				  head->status);
+		attempt_error_set_http(err, outcome, head->status, "the provider answered HTTP %ld",
+				       head->status);
 	err->retry_after_s = retry_after_parse(head->retry_after, head->retry_after_ms, time(NULL));
 	/* Azure and OpenAI often give the wait only in the message. */
 	if (err->retry_after_s < 0)

@@ -67,20 +67,36 @@ static void utf8_trim_partial_tail(char *text)
 		text[start - 1] = '\0';
 }
 
-void attempt_error_set(struct attempt_error *err, int retryable, const char *outcome,
-		       const char *fmt, ...)
+static void attempt_error_vset(struct attempt_error *err, enum outcome outcome, long status,
+			       const char *fmt, va_list ap)
 {
-	va_list ap;
 	int written;
 
-	err->retryable = retryable;
+	err->outcome = outcome;
+	err->http_status = status;
 	err->retry_after_s = -1;
-	snprintf(err->outcome, sizeof(err->outcome), "%s", outcome ? outcome : "");
-	va_start(ap, fmt);
 	written = vsnprintf(err->message, sizeof(err->message), fmt, ap);
-	va_end(ap);
 	if (written < 0)
 		err->message[0] = '\0';
 	else if ((size_t)written >= sizeof(err->message))
 		utf8_trim_partial_tail(err->message);
+}
+
+void attempt_error_set(struct attempt_error *err, enum outcome outcome, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	attempt_error_vset(err, outcome, 0, fmt, ap);
+	va_end(ap);
+}
+
+void attempt_error_set_http(struct attempt_error *err, enum outcome outcome, long status,
+			    const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	attempt_error_vset(err, outcome, status, fmt, ap);
+	va_end(ap);
 }

@@ -33,10 +33,9 @@ static json_t *text_part_new(const char *text)
 	return json_pack("{s:s}", "text", text);
 }
 
-static int generation_config_fill(json_t *config, const struct model *model,
-				  const struct llm_request *req)
+static int generation_config_fill(json_t *config, const struct llm_request *req)
 {
-	long max_tokens = req->max_tokens ? req->max_tokens : model->max_output_tokens;
+	long max_tokens = req->max_tokens; /* the deployment's cap is applied already */
 	json_t *stops;
 	size_t i;
 	int bad = 0;
@@ -56,8 +55,7 @@ static int generation_config_fill(json_t *config, const struct model *model,
 
 /* The GenerateContentRequest for REQ: roles user and model, system
  * messages moved to systemInstruction. */
-static int vertex_body(const struct model *model, const struct llm_request *req, char **out,
-		       size_t *out_len)
+static int vertex_body(const struct llm_request *req, char **out, size_t *out_len)
 {
 	json_t *root = json_object();
 	json_t *contents = json_array();
@@ -97,7 +95,7 @@ static int vertex_body(const struct model *model, const struct llm_request *req,
 		rc = -EINVAL;
 		goto out;
 	}
-	rc = generation_config_fill(config, model, req);
+	rc = generation_config_fill(config, req);
 	if (rc < 0)
 		goto out;
 	bad |= json_object_set(root, "contents", contents);
@@ -149,7 +147,7 @@ static int vertex_build_request(const struct backend_target *target, const struc
 		rc = -ENOKEY;
 		goto out;
 	}
-	rc = vertex_body(model, req, &body, &body_len);
+	rc = vertex_body(req, &body, &body_len);
 	if (rc < 0)
 		goto out;
 	/* Names from the config go into the path: escaping keeps a stray
@@ -254,7 +252,7 @@ static void rpc_status_report(json_t *status, struct attempt_error *err)
 		rpc_status_retryable(name) ||
 		(json_is_integer(code) && http_status_retryable((long)json_integer_value(code)));
 
-	attempt_error_set(err, retryable, "stream_error",
+	attempt_error_set(err, retryable ? OUTCOME_PROVIDER_ERROR : OUTCOME_PROVIDER_REJECTED,
 			  "Vertex AI reported an error in the answer (%s): %s",
 			  name ? name : "UNKNOWN", message ? message : "no message");
 	err->retry_after_s = rpc_retry_delay(status);
@@ -267,20 +265,20 @@ static void vertex_classify_error(const struct http_response_head *head, const c
 	json_t *status = rpc_status_of(root);
 	const char *name = json_string_value(json_object_get(status, "status"));
 	const char *message = json_string_value(json_object_get(status, "message"));
-	int retryable = http_status_retryable(head->status) || rpc_status_retryable(name);
-	char outcome[sizeof(err->outcome)];
+	enum outcome outcome =
+		outcome_of_http_status(head->status, rpc_status_retryable(name) ? 1 : -1);
 	double wait;
 
-	snprintf(outcome, sizeof(outcome), "http_%ld", head->status);
 	if (name && message)
-		attempt_error_set(err, retryable, outcome, "Vertex AI answered HTTP %ld (%s): %s",
-				  head->status, name, message);
+		attempt_error_set_http(err, outcome, head->status,
+				       "Vertex AI answered HTTP %ld (%s): %s", head->status, name,
+				       message);
 	else if (message)
-		attempt_error_set(err, retryable, outcome, "Vertex AI answered HTTP %ld: %s",
-				  head->status, message);
+		attempt_error_set_http(err, outcome, head->status,
+				       "Vertex AI answered HTTP %ld: %s", head->status, message);
 	else
-		attempt_error_set(err, retryable, outcome, "Vertex AI answered HTTP %ld",
-				  head->status);
+		attempt_error_set_http(err, outcome, head->status, "Vertex AI answered HTTP %ld",
+				       head->status);
 	wait = retry_after_parse(head->retry_after, head->retry_after_ms, time(NULL));
 	if (wait < 0)
 		wait = rpc_retry_delay(status);
@@ -310,6 +308,22 @@ static const char *const blocked_finish_reasons[] = {
 	"SPII",	  "MODEL_ARMOR", "IMAGE_SAFETY",
 };
 
+/* What a safety block says, for .error: "Vertex AI safety filters
+ * blocked the prompt (SAFETY): detail". */
+#define BLOCK_DETAIL_BYTES 400
+
+static void block_detail(char *out, size_t size, const char *what, const char *reason,
+			 const char *detail)
+{
+	if (detail)
+		snprintf(out, size, "Vertex AI safety filters, which blocked %s (%s): %s", what,
+			 reason, detail);
+	else
+		snprintf(out, size, "Vertex AI safety filters, which blocked %s (%s)", what,
+			 reason);
+	error_message_flatten(out);
+}
+
 static int finish_reason_blocked(const char *reason)
 {
 	size_t i;
@@ -321,24 +335,29 @@ static int finish_reason_blocked(const char *reason)
 	return 0;
 }
 
-/* Gemini's reason in the words the other providers use. */
-static void finish_reason_report(struct stream_parser *p, const char *reason)
+/* Gemini's finishReason in the words every backend uses. */
+static void finish_reason_report(struct stream_parser *p, const char *reason, const char *detail)
 {
-	char lower[64];
+	char lower[64], filtered[BLOCK_DETAIL_BYTES];
 	size_t i;
 
 	if (strcmp(reason, "STOP") == 0) {
-		p->ev->finish_reason(p->ctx, "stop");
+		p->ev->finish_reason(p->ctx, FINISH_STOP, reason);
 		return;
 	}
 	if (strcmp(reason, "MAX_TOKENS") == 0) {
-		p->ev->finish_reason(p->ctx, "length");
+		p->ev->finish_reason(p->ctx, FINISH_LENGTH, reason);
+		return;
+	}
+	if (finish_reason_blocked(reason)) {
+		block_detail(filtered, sizeof(filtered), "the answer", reason, detail);
+		p->ev->finish_reason(p->ctx, FINISH_FILTERED, filtered);
 		return;
 	}
 	for (i = 0; reason[i] && i < sizeof(lower) - 1; i++)
 		lower[i] = (char)tolower((unsigned char)reason[i]);
 	lower[i] = '\0';
-	p->ev->finish_reason(p->ctx, lower);
+	p->ev->finish_reason(p->ctx, FINISH_OTHER, lower);
 }
 
 static int candidate_handle(struct stream_parser *p, json_t *candidate)
@@ -347,7 +366,6 @@ static int candidate_handle(struct stream_parser *p, json_t *candidate)
 	json_t *part;
 	json_t *text;
 	const char *reason;
-	const char *detail;
 	size_t i;
 	int rc;
 
@@ -365,21 +383,9 @@ static int candidate_handle(struct stream_parser *p, json_t *candidate)
 	reason = json_string_value(json_object_get(candidate, "finishReason"));
 	if (!reason || p->finished)
 		return 0;
-	if (finish_reason_blocked(reason)) {
-		detail = json_string_value(json_object_get(candidate, "finishMessage"));
-		if (detail)
-			attempt_error_set(
-				p->err, 0, "content_filter",
-				"the answer was blocked by Vertex AI safety filters (%s): %s",
-				reason, detail);
-		else
-			attempt_error_set(p->err, 0, "content_filter",
-					  "the answer was blocked by Vertex AI safety filters (%s)",
-					  reason);
-		return -EIO;
-	}
 	p->finished = 1;
-	finish_reason_report(p, reason);
+	finish_reason_report(p, reason,
+			     json_string_value(json_object_get(candidate, "finishMessage")));
 	return 0;
 }
 
@@ -398,12 +404,11 @@ static int chunk_handle(struct stream_parser *p, json_t *chunk)
 	json_t *feedback;
 	json_t *usage;
 	const char *block;
-	const char *detail;
 	const char *id;
 	int rc;
 
 	if (!json_is_object(chunk)) {
-		attempt_error_set(p->err, 0, "bad_response",
+		attempt_error_set(p->err, OUTCOME_BAD_RESPONSE,
 				  "Vertex AI sent an answer chunk that is not a JSON object");
 		return -EIO;
 	}
@@ -418,18 +423,15 @@ static int chunk_handle(struct stream_parser *p, json_t *chunk)
 	}
 	feedback = json_object_get(chunk, "promptFeedback");
 	block = json_string_value(json_object_get(feedback, "blockReason"));
-	if (block) {
-		detail = json_string_value(json_object_get(feedback, "blockReasonMessage"));
-		if (detail)
-			attempt_error_set(
-				p->err, 0, "content_filter",
-				"the prompt was blocked by Vertex AI safety filters (%s): %s",
-				block, detail);
-		else
-			attempt_error_set(p->err, 0, "content_filter",
-					  "the prompt was blocked by Vertex AI safety filters (%s)",
-					  block);
-		return -EIO;
+	if (block && !p->finished) {
+		char filtered[BLOCK_DETAIL_BYTES];
+
+		/* no candidate follows: the whole answer is withheld */
+		block_detail(filtered, sizeof(filtered), "the prompt", block,
+			     json_string_value(json_object_get(feedback, "blockReasonMessage")));
+		p->finished = 1;
+		p->ev->finish_reason(p->ctx, FINISH_FILTERED, filtered);
+		return 0;
 	}
 	usage = json_object_get(chunk, "usageMetadata");
 	if (json_is_object(usage))
@@ -455,7 +457,7 @@ static int on_sse_event(void *ctx, const char *event, const char *data, size_t l
 		/* A last event cut short is a cut stream, told by finish. */
 		if (p->at_eof)
 			return 0;
-		attempt_error_set(p->err, 0, "bad_response",
+		attempt_error_set(p->err, OUTCOME_BAD_RESPONSE,
 				  "Vertex AI sent an answer chunk that is not JSON");
 		p->chunk_failed = 1;
 		return -EIO;
@@ -532,7 +534,7 @@ static int json_body_finish(struct stream_parser *p)
 	int rc = 0;
 
 	if (!root) {
-		attempt_error_set(p->err, 1, "stream_cut",
+		attempt_error_set(p->err, OUTCOME_STREAM_CUT,
 				  "Vertex AI sent an answer that ends in the middle of its JSON");
 		return -EIO;
 	}
@@ -568,9 +570,18 @@ static int vertex_parser_finish(struct stream_parser *p, struct attempt_error *e
 	}
 	if (p->finished)
 		return 0;
-	attempt_error_set(err, 1, "stream_cut",
+	attempt_error_set(err, OUTCOME_STREAM_CUT,
 			  "the Vertex AI answer ended before it was complete");
 	return parser_failure_remember(&p->failure, -EIO, err);
+}
+
+/* A static access token goes as it is; a service account's is fetched by
+ * the engine. */
+static const struct google_service_account *vertex_oauth_account(const struct cloud *cloud)
+{
+	if (cloud->credentials.bearer_token)
+		return NULL;
+	return cloud->credentials.service_account;
 }
 
 const struct backend backend_vertex = {
@@ -581,4 +592,5 @@ const struct backend backend_vertex = {
 	.parser_finish = vertex_parser_finish,
 	.parser_free = vertex_parser_free,
 	.classify_error = vertex_classify_error,
+	.oauth_account = vertex_oauth_account,
 };

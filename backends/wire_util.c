@@ -125,10 +125,10 @@ void answer_overflow_explain(int rc, const char *provider, const char *what, siz
 			     struct attempt_error *err)
 {
 	if (rc == -E2BIG)
-		attempt_error_set(err, 0, "too_large", "%s sent %s over %zu bytes", provider, what,
-				  cap);
+		attempt_error_set(err, OUTCOME_TOO_LARGE, "%s sent %s over %zu bytes", provider,
+				  what, cap);
 	else
-		attempt_error_set(err, 1, "no_memory", "out of memory reading the answer");
+		attempt_error_set(err, OUTCOME_NO_MEMORY, "out of memory reading the answer");
 }
 
 int answer_text_report(const struct answer_events *ev, void *ctx, const char *text, size_t len,
@@ -140,7 +140,7 @@ int answer_text_report(const struct answer_events *ev, void *ctx, const char *te
 		return 0;
 	rc = ev->text(ctx, text, len);
 	if (rc < 0)
-		attempt_error_set(err, 0, "answer_refused", "the answer could not be taken: %s",
+		attempt_error_set(err, OUTCOME_LOCAL_ERROR, "the answer could not be taken: %s",
 				  strerror(-rc));
 	return rc;
 }

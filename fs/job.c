@@ -205,17 +205,13 @@ static void record_refusal(struct node *dir, const char *base, const char *reaso
 	free(error_name);
 }
 
-static int apply_defaults(struct llm_request *req, const struct model *model)
-{
-	return prompt_apply_defaults(req, NULL, 0, 0.0, model->max_output_tokens);
-}
-
 /* Hands a job in the table to the engine. Called with its stripe held. */
 int job_start(struct job *job, struct llm_request *req)
 {
 	struct engine_plan plan = {
 		.request = *req,
-		.model = job->model,
+		.candidates = { job->model },
+		.n_candidates = 1,
 		.retries = 2,
 		.timeout_s = pfs.opts->timeout_s,
 		.first_token_timeout_s = 0,
@@ -225,11 +221,6 @@ int job_start(struct job *job, struct llm_request *req)
 	struct engine_job *ej;
 
 	memset(req, 0, sizeof(*req));
-	if (apply_defaults(&plan.request, job->model) < 0) {
-		llm_request_release(&plan.request);
-		job_abandon(job);
-		return -ENOMEM;
-	}
 	pthread_mutex_lock(&jobs_lock);
 	job->refs++; /* the engine's, dropped in sink_done */
 	pthread_mutex_unlock(&jobs_lock);

@@ -22,10 +22,11 @@ struct parked_read {
 };
 
 struct job {
-	unsigned refs;	  /* under jobs_lock */
-	struct node *dir; /* referenced */
-	char *base;	  /* NAME of NAME.prompt */
-	const struct model *model;
+	unsigned refs;		    /* under jobs_lock */
+	struct node *dir;	    /* referenced */
+	char *base;		    /* NAME of NAME.prompt */
+	const struct model *model;  /* the deployment its directory names */
+	const struct model *served; /* the one whose answer it kept; NULL until then */
 	enum job_status status;
 	int in_table;
 	int detached;		   /* superseded or removed: its files are not its own */

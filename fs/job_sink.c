@@ -15,11 +15,11 @@
 #include "fs/prompt.h"
 #include "fs/state.h"
 
-static void sink_attempt_started(void *ctx, const char *target)
+static void sink_attempt_started(void *ctx, const struct model *model)
 {
 	struct job *job = ctx;
 
-	(void)target;
+	(void)model;
 	pthread_mutex_lock(&jobs_lock);
 	if (job->status == JOB_QUEUED) {
 		job->status = JOB_RUNNING;
@@ -100,12 +100,15 @@ static void sink_usage(void *ctx, long input_tokens, long output_tokens)
 	pthread_mutex_unlock(&jobs_lock);
 }
 
-static void sink_finish_reason(void *ctx, const char *reason)
+static void sink_finish_reason(void *ctx, enum finish_reason reason, const char *provider_word)
 {
 	struct job *job = ctx;
+	const char *word = finish_reason_word(reason);
 
+	if (!word)
+		word = provider_word ? provider_word : "unknown";
 	pthread_mutex_lock(&jobs_lock);
-	json_object_set_new(job->meta, "finish_reason", json_string(reason));
+	json_object_set_new(job->meta, "finish_reason", json_string(word));
 	pthread_mutex_unlock(&jobs_lock);
 }
 
@@ -118,23 +121,40 @@ static void sink_request_id(void *ctx, const char *id)
 	pthread_mutex_unlock(&jobs_lock);
 }
 
-static void sink_attempt_ended(void *ctx, const char *target, const char *outcome, long elapsed_ms)
+/* "cloud/region/model", the name of a deployment in .meta and .error. */
+static void model_route(const struct model *model, char *buf, size_t size)
+{
+	snprintf(buf, size, "%s/%s/%s", model->region->cloud->name, model->region->name,
+		 model->name);
+}
+
+static void sink_attempt_ended(void *ctx, const struct engine_attempt_report *report)
 {
 	struct job *job = ctx;
 	json_t *attempts, *attempt;
+	char route[3 * 256 + 3];
+	char word[32];
 
+	model_route(report->model, route, sizeof(route));
+	outcome_word(report->outcome, report->http_status, word, sizeof(word));
 	pthread_mutex_lock(&jobs_lock);
 	attempts = json_object_get(job->meta, "attempts");
 	if (!attempts) {
 		attempts = json_array();
 		json_object_set_new(job->meta, "attempts", attempts);
 	}
-	attempt = json_pack("{s:s, s:s, s:i}", "target", target, "outcome", outcome, "ms",
-			    (json_int_t)elapsed_ms);
+	attempt = json_pack("{s:s, s:s, s:I}", "target", route, "outcome", word, "ms",
+			    (json_int_t)report->elapsed_ms);
+	if (attempt && report->ttfb_ms >= 0)
+		json_object_set_new(attempt, "ttfb_ms", json_integer(report->ttfb_ms));
 	if (attempts && attempt)
 		json_array_append_new(attempts, attempt);
-	if (strcmp(outcome, "ok") == 0)
-		json_object_set_new(job->meta, "route", json_string(target));
+	else
+		json_decref(attempt);
+	if (report->outcome == OUTCOME_OK) {
+		json_object_set_new(job->meta, "route", json_string(route));
+		job->served = report->model;
+	}
 	pthread_mutex_unlock(&jobs_lock);
 }
 
@@ -217,7 +237,6 @@ static void job_finish_now(struct job *job, int status, const char *message)
 {
 	enum job_status final;
 	struct wakeups w = { 0 };
-	const char *reason;
 	char *meta_text = NULL, *error = NULL;
 	json_t *final_meta = NULL;
 	size_t meta_len = 0;
@@ -228,11 +247,6 @@ static void job_finish_now(struct job *job, int status, const char *message)
 	/* At shutdown the engine cancels what it holds; those jobs stay
 	 * queued on disk and resume at the next mount. */
 	keep_files = !job->detached && !(jobs_shutting_down_locked() && status == -ECANCELED);
-	reason = json_string_value(json_object_get(job->meta, "finish_reason"));
-	if (status == 0 && reason && strcmp(reason, "content_filter") == 0) {
-		status = -EIO;
-		message = "The provider's content filter cut the answer short.";
-	}
 	final = status == 0 ? JOB_DONE : status == -ECANCELED ? JOB_CANCELLED : JOB_FAILED;
 	/* The final record is made on a copy: until its files are on disk,
 	 * readers of .meta must not see an end that .error does not show. */
@@ -240,7 +254,8 @@ static void job_finish_now(struct job *job, int status, const char *message)
 	if (keep_files && final_meta) {
 		json_object_set_new(final_meta, "status", json_string(job_status_word(final)));
 		job_meta_set_time(final_meta, "finished");
-		meta_settle_cost(final_meta, job->model);
+		if (job->served)
+			meta_settle_cost(final_meta, job->served);
 		meta_text = job_meta_dump(final_meta, &meta_len);
 		if (final != JOB_DONE)
 			error = error_text(final_meta, message ? message : "The job failed.");

@@ -72,9 +72,12 @@ static void check_string(struct observer *o, const char *s)
 	(void)strlen(s);
 }
 
-static void on_finish_reason(void *ctx, const char *reason)
+static void on_finish_reason(void *ctx, enum finish_reason reason, const char *word)
 {
-	check_string(ctx, reason);
+	if ((unsigned)reason > FINISH_OTHER)
+		abort();
+	if (word)
+		check_string(ctx, word);
 }
 
 static void on_request_id(void *ctx, const char *id)
@@ -91,10 +94,10 @@ static const struct answer_events events = {
 
 static void check_error(const struct attempt_error *err)
 {
-	if (memchr(err->outcome, '\0', sizeof(err->outcome)) == NULL ||
+	if ((unsigned)err->outcome >= OUTCOME_COUNT ||
 	    memchr(err->message, '\0', sizeof(err->message)) == NULL)
 		abort();
-	if (err->outcome[0] == '\0' || err->message[0] == '\0')
+	if (err->outcome == OUTCOME_OK || err->message[0] == '\0')
 		abort();
 	if (strchr(err->message, '\n') || strchr(err->message, '\r'))
 		abort(); /* .error's first line must stay one */

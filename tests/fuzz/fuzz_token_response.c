@@ -43,7 +43,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 	} else {
 		if (rc != -EIO || token)
 			abort();
-		if (!memchr(err.outcome, '\0', sizeof(err.outcome)) ||
+		if ((unsigned)err.outcome >= OUTCOME_COUNT ||
 		    !memchr(err.message, '\0', sizeof(err.message)))
 			abort();
 		if (err.message[0] == '\0' || strchr(err.message, '\n'))

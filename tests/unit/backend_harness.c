@@ -36,11 +36,14 @@ static void record_usage(void *ctx, long input_tokens, long output_tokens)
 	rec->usage_calls++;
 }
 
-static void record_finish_reason(void *ctx, const char *reason)
+static void record_finish_reason(void *ctx, enum finish_reason reason, const char *word)
 {
 	struct recorder *rec = ctx;
 
-	snprintf(rec->finish_reason, sizeof(rec->finish_reason), "%s", reason);
+	snprintf(rec->finish_reason, sizeof(rec->finish_reason), "%s",
+		 finish_reason_word(reason) ? finish_reason_word(reason) : word);
+	snprintf(rec->finish_word, sizeof(rec->finish_word), "%s", word ? word : "");
+	rec->finish = reason;
 	rec->finish_calls++;
 }
 
@@ -125,6 +128,23 @@ int stream_fail(const struct backend *b, const char *stream, struct recorder *re
 
 	assert_true(rc < 0);
 	return rc;
+}
+
+/* Runs STREAM split at every byte and expects it to parse as an answer
+ * that a safety system cut short, told by FILTERED_BY. */
+void stream_expect_filtered(const struct backend *b, const char *stream, const char *filtered_by)
+{
+	struct recorder rec;
+	struct attempt_error err;
+	size_t len = strlen(stream);
+
+	for (size_t split = 0; split <= len; split++) {
+		assert_int_equal(stream_run(b, stream, len, split, 0, &rec, &err), 0);
+		assert_int_equal(rec.finish, FINISH_FILTERED);
+		assert_string_equal(rec.finish_reason, "content_filter");
+		assert_string_equal(rec.finish_word, filtered_by);
+		assert_int_equal(rec.finish_calls, 1);
+	}
 }
 
 /* The header lines of LIST, joined by '\n'. */

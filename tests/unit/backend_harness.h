@@ -13,7 +13,9 @@ struct recorder {
 	long input_tokens;
 	long output_tokens;
 	int usage_calls;
-	char finish_reason[64];
+	char finish_reason[64]; /* the word .meta would show */
+	char finish_word[256];	/* the provider's, or who filtered */
+	enum finish_reason finish;
 	int finish_calls;
 	char request_id[128];
 	int request_id_calls;
@@ -39,6 +41,10 @@ void stream_expect_everywhere(const struct backend *b, const char *stream, const
 /* Runs STREAM whole and expects a failure; returns it. */
 int stream_fail(const struct backend *b, const char *stream, struct recorder *rec,
 		struct attempt_error *err);
+
+/* Runs STREAM split at every byte and expects it to parse as an answer
+ * that a safety system cut short, told by FILTERED_BY. */
+void stream_expect_filtered(const struct backend *b, const char *stream, const char *filtered_by);
 
 /* The header lines of LIST, joined by '\n'. */
 void headers_join(const struct curl_slist *list, char *out, size_t size);

@@ -102,8 +102,9 @@ static void build_request_max_tokens_defaults(void **state)
 		"{\"model\":\"claude-sonnet-4-20250514\",\"max_tokens\":4096,"
 		"\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}],\"stream\":true}");
 	http_request_release(&out);
-	/* ...or the deployment's. */
-	capped.max_output_tokens = 8192;
+	/* ...or the request's, which the engine has capped already. */
+	capped.max_output_tokens = 100;
+	req.max_tokens = 8192;
 	assert_int_equal(backend_anthropic.build_request(&capped_target, &req, &out), 0);
 	assert_non_null(strstr(out.body, "\"max_tokens\":8192,"));
 	http_request_release(&out);
@@ -224,8 +225,8 @@ static void stream_cut(void **state)
 	for (cut = 0; cut < end_of_stop; cut++) {
 		assert_int_equal(stream_run(&backend_anthropic, stream_ok, cut, cut, 0, &rec, &err),
 				 -EIO);
-		assert_true(err.retryable);
-		assert_string_equal(err.outcome, "stream_cut");
+		assert_true(outcome_retryable(err.outcome));
+		assert_string_equal(ATTEMPT_ERROR_WORD(&err), "stream_cut");
 	}
 	/* message_stop without its blank line still ends the answer. */
 	assert_int_equal(stream_run(&backend_anthropic, stream_ok, len - 2, len - 2, 0, &rec, &err),
@@ -251,15 +252,15 @@ static void stream_in_band_error(void **state)
 
 	(void)state;
 	assert_int_equal(stream_fail(&backend_anthropic, overloaded, &rec, &err), -EIO);
-	assert_true(err.retryable);
-	assert_string_equal(err.outcome, "stream_error");
+	assert_true(outcome_retryable(err.outcome));
+	assert_string_equal(ATTEMPT_ERROR_WORD(&err), "stream_error");
 	assert_string_equal(
 		err.message,
 		"Anthropic reported an error in the answer (overloaded_error): Overloaded");
 	assert_string_equal(rec.request_id, "m");
 
 	assert_int_equal(stream_fail(&backend_anthropic, invalid, &rec, &err), -EIO);
-	assert_false(err.retryable);
+	assert_false(outcome_retryable(err.outcome));
 	assert_string_equal(err.message, "Anthropic reported an error in the answer "
 					 "(invalid_request_error): prompt is too long");
 }
@@ -276,13 +277,10 @@ static void stream_refusal(void **state)
 				     "\"refusal\"},\"usage\":{\"output_tokens\":2}}\n\n"
 				     "event: message_stop\n"
 				     "data: {\"type\":\"message_stop\"}\n\n";
-	struct recorder rec;
-	struct attempt_error err;
-
 	(void)state;
-	assert_int_equal(stream_fail(&backend_anthropic, stream, &rec, &err), -EIO);
-	assert_false(err.retryable);
-	assert_string_equal(err.outcome, "content_filter");
+	/* reported as a filtered finish: the engine fails the attempt */
+	stream_expect_filtered(&backend_anthropic, stream,
+			       "Anthropic's safety classifiers (refusal)");
 }
 
 static void stream_json_bodies(void **state)
@@ -299,7 +297,7 @@ static void stream_json_bodies(void **state)
 
 	(void)state;
 	assert_int_equal(stream_fail(&backend_anthropic, error_body, &rec, &err), -EIO);
-	assert_true(err.retryable);
+	assert_true(outcome_retryable(err.outcome));
 	assert_string_equal(
 		err.message,
 		"Anthropic reported an error in the answer (api_error): Internal server error");
@@ -314,8 +312,8 @@ static void stream_malformed(void **state)
 
 	(void)state;
 	assert_int_equal(stream_fail(&backend_anthropic, stream, &rec, &err), -EIO);
-	assert_false(err.retryable);
-	assert_string_equal(err.outcome, "bad_response");
+	assert_false(outcome_retryable(err.outcome));
+	assert_string_equal(ATTEMPT_ERROR_WORD(&err), "bad_response");
 }
 
 static void stream_text_refused(void **state)
@@ -349,8 +347,8 @@ static void classify_overloaded(void **state)
 		 "\"Overloaded\"},"
 		 "\"request_id\":\"req_011\"}",
 		 &err);
-	assert_true(err.retryable);
-	assert_string_equal(err.outcome, "http_529");
+	assert_true(outcome_retryable(err.outcome));
+	assert_string_equal(ATTEMPT_ERROR_WORD(&err), "http_529");
 	assert_string_equal(err.message,
 			    "Anthropic answered HTTP 529 (overloaded_error): Overloaded");
 	assert_true(err.retry_after_s < 0);
@@ -368,7 +366,7 @@ static void classify_rate_limited(void **state)
 		 "{\"type\":\"error\",\"error\":{\"type\":\"rate_limit_error\",\"message\":"
 		 "\"Number of request tokens has exceeded your per-minute rate limit\"}}",
 		 &err);
-	assert_true(err.retryable);
+	assert_true(outcome_retryable(err.outcome));
 	assert_true(err.retry_after_s > 11.99 && err.retry_after_s < 12.01);
 	assert_string_equal(err.message,
 			    "Anthropic answered HTTP 429 (rate_limit_error): Number of request "
@@ -380,7 +378,7 @@ static void classify_rate_limited(void **state)
 		 "limit\","
 		 "\"details\":{\"error_code\":\"enforced_spend_limit_reached\"}}}",
 		 &err);
-	assert_false(err.retryable);
+	assert_false(outcome_retryable(err.outcome));
 }
 
 static void classify_client_errors(void **state)
@@ -407,7 +405,7 @@ static void classify_client_errors(void **state)
 			 "{\"type\":\"error\",\"error\":{\"type\":\"%s\",\"message\":\"nope\"}}",
 			 cases[i].type);
 		classify(&backend_anthropic, &head, body, &err);
-		assert_false(err.retryable);
+		assert_false(outcome_retryable(err.outcome));
 		snprintf(expected, sizeof(expected), "Anthropic answered HTTP %ld (%s): nope",
 			 cases[i].status, cases[i].type);
 		assert_string_equal(err.message, expected);
@@ -416,7 +414,7 @@ static void classify_client_errors(void **state)
 	head_init(&head, 400);
 	snprintf(head.should_retry, sizeof(head.should_retry), "true");
 	classify(&backend_anthropic, &head, "", &err);
-	assert_true(err.retryable);
+	assert_true(outcome_retryable(err.outcome));
 	assert_string_equal(err.message, "Anthropic answered HTTP 400");
 }
 

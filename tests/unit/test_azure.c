@@ -196,23 +196,11 @@ static const char stream_filtered[] =
 
 static void stream_content_filter(void **state)
 {
-	struct recorder rec;
-	struct attempt_error err;
-	size_t len = strlen(stream_filtered);
-	size_t split;
-
 	(void)state;
-	for (split = 0; split <= len; split++) {
-		assert_int_equal(
-			stream_run(&backend_azure, stream_filtered, len, split, 0, &rec, &err),
-			-EIO);
-		assert_false(err.retryable);
-		assert_string_equal(err.outcome, "content_filter");
-		assert_string_equal(err.message, "the answer was stopped by Azure OpenAI's content "
-						 "filter (violence, self_harm)");
-		/* content_filter is not reported as a normal finish. */
-		assert_string_equal(rec.finish_reason, "");
-	}
+	/* reported as a filtered finish, naming what fired: the engine
+	 * fails the attempt */
+	stream_expect_filtered(&backend_azure, stream_filtered,
+			       "Azure OpenAI's content filter (violence, self_harm)");
 }
 
 static void stream_content_filter_without_verdicts(void **state)
@@ -222,12 +210,8 @@ static void stream_content_filter_without_verdicts(void **state)
 		"{\"choices\":[{\"delta\":{},\"finish_reason\":\"content_filter\",\"index\":0}],"
 		"\"id\":\"c\",\"object\":\"chat.completion.chunk\"}\n\n"
 		"data: [DONE]\n\n";
-	struct recorder rec;
-	struct attempt_error err;
-
 	(void)state;
-	assert_int_equal(stream_fail(&backend_azure, stream, &rec, &err), -EIO);
-	assert_string_equal(err.message, "the answer was stopped by Azure OpenAI's content filter");
+	stream_expect_filtered(&backend_azure, stream, "Azure OpenAI's content filter");
 }
 
 static void stream_cut(void **state)
@@ -241,8 +225,8 @@ static void stream_cut(void **state)
 	for (cut = 0; cut < len - strlen("]\n\n"); cut++) {
 		assert_int_equal(stream_run(&backend_azure, stream_ok, cut, cut, 0, &rec, &err),
 				 -EIO);
-		assert_true(err.retryable);
-		assert_string_equal(err.outcome, "stream_cut");
+		assert_true(outcome_retryable(err.outcome));
+		assert_string_equal(ATTEMPT_ERROR_WORD(&err), "stream_cut");
 	}
 }
 
@@ -260,7 +244,7 @@ static void stream_in_band_error(void **state)
 
 	(void)state;
 	assert_int_equal(stream_fail(&backend_azure, stream, &rec, &err), -EIO);
-	assert_true(err.retryable);
+	assert_true(outcome_retryable(err.outcome));
 	assert_non_null(
 		strstr(err.message, "The server had an error while processing your request."));
 }
@@ -298,12 +282,12 @@ static void classify_prompt_filtered(void **state)
 	(void)state;
 	head_init(&head, 400);
 	classify(&backend_azure, &head, body, &err);
-	assert_false(err.retryable);
-	assert_string_equal(err.outcome, "content_filter");
+	assert_false(outcome_retryable(err.outcome));
+	assert_string_equal(ATTEMPT_ERROR_WORD(&err), "content_filter");
 	assert_string_equal(err.message,
 			    "Azure OpenAI's content filter rejected the prompt (jailbreak)");
 	classify(&backend_azure, &head, body_spec, &err);
-	assert_false(err.retryable);
+	assert_false(outcome_retryable(err.outcome));
 	assert_string_equal(err.message,
 			    "Azure OpenAI's content filter rejected the prompt (hate, violence)");
 }
@@ -325,8 +309,8 @@ static void classify_rate_limited(void **state)
 	/* Only the prose gives the wait. */
 	head_init(&head, 429);
 	classify(&backend_azure, &head, body, &err);
-	assert_true(err.retryable);
-	assert_string_equal(err.outcome, "http_429");
+	assert_true(outcome_retryable(err.outcome));
+	assert_string_equal(ATTEMPT_ERROR_WORD(&err), "http_429");
 	assert_true(err.retry_after_s > 5.99 && err.retry_after_s < 6.01);
 	assert_non_null(
 		strstr(err.message,
@@ -352,8 +336,8 @@ static void classify_other(void **state)
 		 "{\"error\":{\"code\":\"DeploymentNotFound\",\"message\":\"The API deployment for "
 		 "this resource does not exist.\"}}",
 		 &err);
-	assert_false(err.retryable);
-	assert_string_equal(err.outcome, "http_404");
+	assert_false(outcome_retryable(err.outcome));
+	assert_string_equal(ATTEMPT_ERROR_WORD(&err), "http_404");
 	assert_string_equal(err.message, "Azure OpenAI answered HTTP 404 (DeploymentNotFound): The "
 					 "API deployment for this resource does not exist.");
 
@@ -362,13 +346,13 @@ static void classify_other(void **state)
 		 "{\"error\":{\"code\":401,\"message\":\"Access denied due to invalid subscription "
 		 "key or wrong API endpoint.\"}}",
 		 &err);
-	assert_false(err.retryable);
+	assert_false(outcome_retryable(err.outcome));
 	assert_string_equal(err.message, "Azure OpenAI answered HTTP 401: Access denied due to "
 					 "invalid subscription key or wrong API endpoint.");
 
 	head_init(&head, 503);
 	classify(&backend_azure, &head, "Service Unavailable", &err);
-	assert_true(err.retryable);
+	assert_true(outcome_retryable(err.outcome));
 	assert_string_equal(err.message, "Azure OpenAI answered HTTP 503");
 	assert_true(err.retry_after_s < 0);
 }

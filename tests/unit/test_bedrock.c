@@ -279,9 +279,11 @@ static void test_body_shape(void **state)
 				      "\"content\":[{\"text\":\"Hello\"}]}]}");
 	http_request_release(&out);
 
-	/* The deployment's max_output_tokens bounds the request's. */
+	/* The request's max_tokens goes as it is: the deployment's cap is
+	 * applied by the engine before a backend sees the request. */
 	fixture_init(&f, "https://" AWS_HOST);
-	f.model.max_output_tokens = 100;
+	f.model.max_output_tokens = 10;
+	f.req.max_tokens = 100;
 	assert_int_equal(backend_bedrock.build_request(&f.target, &f.req, &out), 0);
 	assert_non_null(strstr(out.body, "\"inferenceConfig\":{\"maxTokens\":100}"));
 	http_request_release(&out);
@@ -508,11 +510,12 @@ static void on_usage(void *ctx, long input_tokens, long output_tokens)
 	a->usage_calls++;
 }
 
-static void on_finish_reason(void *ctx, const char *reason)
+static void on_finish_reason(void *ctx, enum finish_reason reason, const char *word)
 {
 	struct answer *a = ctx;
 
-	snprintf(a->finish_reason, sizeof(a->finish_reason), "%s", reason);
+	snprintf(a->finish_reason, sizeof(a->finish_reason), "%s",
+		 finish_reason_word(reason) ? finish_reason_word(reason) : word);
 }
 
 static const struct answer_events events = {
@@ -584,8 +587,9 @@ static void test_finish_reasons(void **state)
 		{ "end_turn", "stop" },
 		{ "stop_sequence", "stop" },
 		{ "max_tokens", "length" },
-		{ "guardrail_intervened", "guardrail_intervened" },
-		{ "content_filtered", "content_filtered" },
+		/* a guardrail or filter cuts the answer: the engine fails it */
+		{ "guardrail_intervened", "content_filter" },
+		{ "content_filtered", "content_filter" },
 	};
 	size_t i;
 
@@ -610,8 +614,8 @@ static void assert_cut(const struct stream *s, size_t len)
 	cut.len = len;
 	memset(&err, 0, sizeof(err));
 	assert_int_equal(parse_split(&cut, len / 2, &a, &err), -EIO);
-	assert_true(err.retryable);
-	assert_string_equal(err.outcome, "stream_cut");
+	assert_true(outcome_retryable(err.outcome));
+	assert_string_equal(ATTEMPT_ERROR_WORD(&err), "stream_cut");
 }
 
 static void test_cut_stream(void **state)
@@ -647,8 +651,8 @@ static void assert_exception(const char *type, int retryable)
 	stream_add(&s, "exception", type, "{\"message\":\"Too many\\ntokens\"}");
 	stream_add_event(&s, "contentBlockDelta", "{\"delta\":{\"text\":\"tial\"}}");
 	assert_int_equal(backend_bedrock.parser_feed(p, (const char *)s.bytes, s.len, &err), -EIO);
-	assert_int_equal(err.retryable, retryable);
-	assert_string_equal(err.outcome, type);
+	assert_int_equal(outcome_retryable(err.outcome), retryable);
+	assert_string_equal(ATTEMPT_ERROR_WORD(&err), "stream_error");
 	snprintf(expected, sizeof(expected), "Bedrock failed while streaming (%s): Too many tokens",
 		 type);
 	assert_string_equal(err.message, expected);
@@ -660,7 +664,7 @@ static void assert_exception(const char *type, int retryable)
 	assert_string_equal(err.message, expected);
 	memset(&err, 0, sizeof(err));
 	assert_int_equal(backend_bedrock.parser_finish(p, &err), -EIO);
-	assert_string_equal(err.outcome, type);
+	assert_string_equal(ATTEMPT_ERROR_WORD(&err), "stream_error");
 	backend_bedrock.parser_free(p);
 }
 
@@ -695,8 +699,8 @@ static void test_error_frame(void **state)
 	put_be32(frame + total - 4, eventstream_crc32(0, frame, total - 4));
 
 	assert_int_equal(backend_bedrock.parser_feed(p, (const char *)frame, total, &err), -EIO);
-	assert_true(err.retryable);
-	assert_string_equal(err.outcome, "stream_error");
+	assert_true(outcome_retryable(err.outcome));
+	assert_string_equal(ATTEMPT_ERROR_WORD(&err), "stream_error");
 	assert_string_equal(err.message, "Bedrock failed while streaming "
 					 "(InternalFailure): Something broke");
 	backend_bedrock.parser_free(p);
@@ -724,8 +728,8 @@ static void test_corrupt_frame(void **state)
 
 		memset(&err, 0, sizeof(err));
 		assert_int_equal(parse_split(&s, i, &a, &err), -EIO);
-		assert_true(err.retryable);
-		assert_string_equal(err.outcome, "malformed");
+		assert_true(outcome_retryable(err.outcome));
+		assert_string_equal(ATTEMPT_ERROR_WORD(&err), "malformed");
 		assert_string_equal(a.text, ""); /* corrupt text never shown */
 	}
 }
@@ -740,8 +744,8 @@ static void test_payload_not_json(void **state)
 	s.len = 0;
 	stream_add_event(&s, "contentBlockDelta", "{\"delta\":");
 	assert_int_equal(parse_split(&s, 3, &a, &err), -EIO);
-	assert_string_equal(err.outcome, "malformed");
-	assert_true(err.retryable);
+	assert_string_equal(ATTEMPT_ERROR_WORD(&err), "malformed");
+	assert_true(outcome_retryable(err.outcome));
 }
 
 static void test_text_refused(void **state)
@@ -753,8 +757,8 @@ static void test_text_refused(void **state)
 	(void)state;
 	build_answer(&s, "end_turn");
 	assert_int_equal(parse_split(&s, 10, &a, &err), -EIO);
-	assert_false(err.retryable);
-	assert_string_equal(err.outcome, "too_large");
+	assert_false(outcome_retryable(err.outcome));
+	assert_string_equal(ATTEMPT_ERROR_WORD(&err), "too_large");
 }
 
 /* --- classify_error ------------------------------------------------ */
@@ -780,8 +784,8 @@ static void test_classify_error(void **state)
 		 "ThrottlingException:http://internal.amazon.com/coral/"
 		 "com.amazon.bedrock/",
 		 "{\"message\":\"Too many tokens, please wait before trying again.\"}", &err);
-	assert_true(err.retryable);
-	assert_string_equal(err.outcome, "http_429");
+	assert_true(outcome_retryable(err.outcome));
+	assert_string_equal(ATTEMPT_ERROR_WORD(&err), "http_429");
 	assert_string_equal(err.message,
 			    "Bedrock rejected the request "
 			    "(ThrottlingException): Too many tokens, please wait before "
@@ -792,8 +796,8 @@ static void test_classify_error(void **state)
 		 "ValidationException:http://internal.amazon.com/coral/"
 		 "com.amazon.bedrock/",
 		 "{\"message\":\"The provided model identifier is invalid.\"}", &err);
-	assert_false(err.retryable);
-	assert_string_equal(err.outcome, "http_400");
+	assert_false(outcome_retryable(err.outcome));
+	assert_string_equal(ATTEMPT_ERROR_WORD(&err), "http_400");
 	assert_string_equal(err.message,
 			    "Bedrock rejected the request "
 			    "(ValidationException): The provided model identifier is invalid.");
@@ -804,41 +808,41 @@ static void test_classify_error(void **state)
 		 "UnrecognizedClientException\",\"Message\":\"The security token "
 		 "included in the request is invalid.\"}",
 		 &err);
-	assert_false(err.retryable);
+	assert_false(outcome_retryable(err.outcome));
 	assert_string_equal(err.message,
 			    "Bedrock rejected the request "
 			    "(UnrecognizedClientException): The security token included in "
 			    "the request is invalid.");
 
 	classify(403, "InvalidSignatureException", "{\"message\":\"x\"}", &err);
-	assert_false(err.retryable);
+	assert_false(outcome_retryable(err.outcome));
 	classify(403, "AccessDeniedException", "{\"message\":\"x\"}", &err);
-	assert_false(err.retryable);
+	assert_false(outcome_retryable(err.outcome));
 	classify(404, "ResourceNotFoundException", "{}", &err);
-	assert_false(err.retryable);
+	assert_false(outcome_retryable(err.outcome));
 	assert_string_equal(err.message, "Bedrock rejected the request "
 					 "(ResourceNotFoundException) with HTTP 404");
 	classify(429, "ModelNotReadyException", "{\"message\":\"warming\"}", &err);
-	assert_true(err.retryable);
+	assert_true(outcome_retryable(err.outcome));
 	classify(500, "InternalServerException", "{\"message\":\"x\"}", &err);
-	assert_true(err.retryable);
+	assert_true(outcome_retryable(err.outcome));
 	classify(503, "ServiceUnavailableException", "{\"message\":\"x\"}", &err);
-	assert_true(err.retryable);
+	assert_true(outcome_retryable(err.outcome));
 	/* An unknown name falls back on the status. */
 	classify(424, "ModelErrorException", "{\"message\":\"x\"}", &err);
-	assert_false(err.retryable);
+	assert_false(outcome_retryable(err.outcome));
 	classify(408, "ModelTimeoutException", "{\"message\":\"slow\"}", &err);
-	assert_true(err.retryable);
-	assert_string_equal(err.outcome, "http_408");
+	assert_true(outcome_retryable(err.outcome));
+	assert_string_equal(ATTEMPT_ERROR_WORD(&err), "http_408");
 
 	/* Not JSON at all: a proxy's page, control characters flattened. */
 	classify(502, "", "<html>\r\nBad Gateway</html>", &err);
-	assert_true(err.retryable);
-	assert_string_equal(err.outcome, "http_502");
+	assert_true(outcome_retryable(err.outcome));
+	assert_string_equal(ATTEMPT_ERROR_WORD(&err), "http_502");
 	assert_string_equal(err.message, "Bedrock rejected the request "
 					 "(HTTP 502): <html>  Bad Gateway</html>");
 	classify(401, "", NULL, &err);
-	assert_false(err.retryable);
+	assert_false(outcome_retryable(err.outcome));
 	assert_string_equal(err.message, "Bedrock rejected the request "
 					 "(HTTP 401) with HTTP 401");
 }

@@ -315,28 +315,28 @@ static void token_response_errors(void **state)
 				     &token, &expires_in, &err),
 			 -EIO);
 	assert_null(token);
-	assert_false(err.retryable);
-	assert_string_equal(err.outcome, "token_http_400");
+	assert_false(outcome_retryable(err.outcome));
+	assert_string_equal(ATTEMPT_ERROR_WORD(&err), "token_http_400");
 	assert_string_equal(err.message, "Google OAuth token endpoint answered HTTP 400 "
 					 "(invalid_grant): Invalid JWT Signature.");
 
 	assert_int_equal(token_parse(400, "{\"error\":\"temporarily_unavailable\"}", &token,
 				     &expires_in, &err),
 			 -EIO);
-	assert_true(err.retryable);
+	assert_true(outcome_retryable(err.outcome));
 	assert_string_equal(
 		err.message,
 		"Google OAuth token endpoint answered HTTP 400 (temporarily_unavailable)");
 
 	assert_int_equal(token_parse(503, "<html>unavailable</html>", &token, &expires_in, &err),
 			 -EIO);
-	assert_true(err.retryable);
+	assert_true(outcome_retryable(err.outcome));
 	assert_string_equal(err.message, "Google OAuth token endpoint answered HTTP 503");
 
 	/* A 200 without a usable token. */
 	assert_int_equal(token_parse(200, "{\"expires_in\":3599}", &token, &expires_in, &err),
 			 -EIO);
-	assert_false(err.retryable);
+	assert_false(outcome_retryable(err.outcome));
 	assert_int_equal(token_parse(200,
 				     "{\"access_token\":\"a\\r\\nX-Evil: 1\",\"expires_in\":3599}",
 				     &token, &expires_in, &err),

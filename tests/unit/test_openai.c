@@ -52,11 +52,12 @@ static void answer_usage(void *ctx, long input_tokens, long output_tokens)
 	a->usage_calls++;
 }
 
-static void answer_finish_reason(void *ctx, const char *reason)
+static void answer_finish_reason(void *ctx, enum finish_reason reason, const char *word)
 {
 	struct answer *a = ctx;
 
-	snprintf(a->finish_reason, sizeof(a->finish_reason), "%s", reason);
+	snprintf(a->finish_reason, sizeof(a->finish_reason), "%s",
+		 finish_reason_word(reason) ? finish_reason_word(reason) : word);
 }
 
 static void answer_request_id(void *ctx, const char *id)
@@ -335,8 +336,8 @@ static void test_in_band_error(void **state)
 	answer_init(&a);
 	assert_int_equal(parse_body(stream, 0, &a, &err), -EIO);
 	assert_string_equal(a.text, "Par");
-	assert_true(err.retryable);
-	assert_string_equal(err.outcome, "provider_error");
+	assert_true(outcome_retryable(err.outcome));
+	assert_string_equal(ATTEMPT_ERROR_WORD(&err), "stream_error");
 	assert_string_equal(err.message, "the provider reported an error in its answer: "
 					 "The server had an error while processing your request.");
 }
@@ -357,15 +358,15 @@ static void test_in_band_error_not_retryable(void **state)
 	(void)state;
 	answer_init(&a);
 	assert_int_equal(parse_body(invalid, 1, &a, &err), -EIO);
-	assert_false(err.retryable);
+	assert_false(outcome_retryable(err.outcome));
 	assert_string_equal(err.message,
 			    "the provider reported an error in its answer: Invalid prompt");
 	answer_init(&a);
 	assert_int_equal(parse_body(coded, 0, &a, &err), -EIO);
-	assert_true(err.retryable);
+	assert_true(outcome_retryable(err.outcome));
 	answer_init(&a);
 	assert_int_equal(parse_body(flat, 0, &a, &err), -EIO);
-	assert_false(err.retryable);
+	assert_false(outcome_retryable(err.outcome));
 	assert_string_equal(err.message, "the provider reported an error in its answer: bad");
 }
 
@@ -383,8 +384,8 @@ static void test_malformed_json(void **state)
 	(void)state;
 	answer_init(&a);
 	assert_int_equal(parse_body(stream, 0, &a, &err), -EIO);
-	assert_true(err.retryable);
-	assert_string_equal(err.outcome, "malformed");
+	assert_true(outcome_retryable(err.outcome));
+	assert_string_equal(ATTEMPT_ERROR_WORD(&err), "malformed");
 	assert_non_null(strstr(err.message, "not valid JSON"));
 
 	/* Once failed, the parser says so again on every call. */
@@ -393,10 +394,10 @@ static void test_malformed_json(void **state)
 	assert_int_equal(openai_chat_parser_feed(p, "data: nope\n\n", 12, &err), -EIO);
 	memset(&err, 0, sizeof(err));
 	assert_int_equal(openai_chat_parser_feed(p, "data: [DONE]\n\n", 14, &err), -EIO);
-	assert_string_equal(err.outcome, "malformed");
+	assert_string_equal(ATTEMPT_ERROR_WORD(&err), "malformed");
 	memset(&err, 0, sizeof(err));
 	assert_int_equal(openai_chat_parser_finish(p, &err), -EIO);
-	assert_string_equal(err.outcome, "malformed");
+	assert_string_equal(ATTEMPT_ERROR_WORD(&err), "malformed");
 	openai_chat_parser_free(p);
 }
 
@@ -412,7 +413,7 @@ static void test_malformed_json_line_end(void **state)
 	(void)state;
 	answer_init(&a);
 	assert_int_equal(parse_body(stream, 0, &a, &err), -EIO);
-	assert_string_equal(err.outcome, "malformed");
+	assert_string_equal(ATTEMPT_ERROR_WORD(&err), "malformed");
 	assert_null(strchr(err.message, '\n'));
 	assert_non_null(strstr(err.message, "not valid JSON"));
 }
@@ -433,23 +434,23 @@ static void test_missing_done(void **state)
 	answer_init(&a);
 	assert_int_equal(parse_body(cut_between, 0, &a, &err), -EIO);
 	assert_string_equal(a.text, "Hel");
-	assert_true(err.retryable);
-	assert_string_equal(err.outcome, "stream_cut");
+	assert_true(outcome_retryable(err.outcome));
+	assert_string_equal(ATTEMPT_ERROR_WORD(&err), "stream_cut");
 	assert_string_equal(err.message, "the stream ended before its end marker");
 	assert_true(err.retry_after_s < 0);
 
 	answer_init(&a);
 	assert_int_equal(parse_body(cut_inside, 3, &a, &err), -EIO);
-	assert_string_equal(err.outcome, "stream_cut");
+	assert_string_equal(ATTEMPT_ERROR_WORD(&err), "stream_cut");
 
 	answer_init(&a);
 	assert_int_equal(parse_body("", 0, &a, &err), -EIO);
-	assert_string_equal(err.outcome, "stream_cut");
+	assert_string_equal(ATTEMPT_ERROR_WORD(&err), "stream_cut");
 
 	/* A last event cut inside its JSON is a cut stream, not bad JSON. */
 	answer_init(&a);
 	assert_int_equal(parse_body("data: {\"id\":\"c1\",\"choi\n", 0, &a, &err), -EIO);
-	assert_string_equal(err.outcome, "stream_cut");
+	assert_string_equal(ATTEMPT_ERROR_WORD(&err), "stream_cut");
 }
 
 static void test_done_without_blank_line(void **state)
@@ -477,7 +478,7 @@ static void test_done_without_blank_line(void **state)
 	}
 	answer_init(&a);
 	assert_int_equal(parse_body("data: [DON", 0, &a, &err), -EIO);
-	assert_string_equal(err.outcome, "stream_cut");
+	assert_string_equal(ATTEMPT_ERROR_WORD(&err), "stream_cut");
 }
 
 static void test_data_after_done_ignored(void **state)
@@ -507,8 +508,8 @@ static void test_text_refused(void **state)
 	answer_init(&a);
 	a.text_fails = 1;
 	assert_int_equal(parse_body(hello_stream, 0, &a, &err), -ECANCELED);
-	assert_false(err.retryable);
-	assert_string_equal(err.outcome, "aborted");
+	assert_false(outcome_retryable(err.outcome));
+	assert_string_equal(ATTEMPT_ERROR_WORD(&err), "local_error");
 }
 
 static void test_event_over_cap(void **state)
@@ -528,7 +529,7 @@ static void test_event_over_cap(void **state)
 	p = openai_chat_parser_new(&answer_events, &a);
 	assert_non_null(p);
 	assert_int_equal(openai_chat_parser_feed(p, chunk, len, &err), -EIO);
-	assert_string_equal(err.outcome, "too_large");
+	assert_string_equal(ATTEMPT_ERROR_WORD(&err), "too_large");
 	openai_chat_parser_free(p);
 	free(chunk);
 }
@@ -582,12 +583,12 @@ static void test_whole_json_answer_faults(void **state)
 	(void)state;
 	answer_init(&a);
 	assert_int_equal(parse_body("{\"id\":\"x\",\"choices\":[{\"mess", 0, &a, &err), -EIO);
-	assert_string_equal(err.outcome, "malformed");
-	assert_true(err.retryable);
+	assert_string_equal(ATTEMPT_ERROR_WORD(&err), "malformed");
+	assert_true(outcome_retryable(err.outcome));
 
 	answer_init(&a);
 	assert_int_equal(parse_body("{\"id\":\"x\",\"choices\":[]}", 0, &a, &err), -EIO);
-	assert_string_equal(err.outcome, "malformed");
+	assert_string_equal(ATTEMPT_ERROR_WORD(&err), "malformed");
 
 	answer_init(&a);
 	assert_int_equal(parse_body("{\"error\":{\"message\":\"no such model\","
@@ -596,7 +597,7 @@ static void test_whole_json_answer_faults(void **state)
 			 -EIO);
 	assert_string_equal(err.message,
 			    "the provider reported an error in its answer: no such model");
-	assert_false(err.retryable);
+	assert_false(outcome_retryable(err.outcome));
 
 	answer_init(&a);
 	big = malloc(len);
@@ -607,8 +608,8 @@ static void test_whole_json_answer_faults(void **state)
 	assert_non_null(p);
 	assert_int_equal(openai_chat_parser_feed(p, big, len - 1, &err), 0);
 	assert_int_equal(openai_chat_parser_feed(p, big + len - 1, 1, &err), -EIO);
-	assert_string_equal(err.outcome, "too_large");
-	assert_false(err.retryable);
+	assert_string_equal(ATTEMPT_ERROR_WORD(&err), "too_large");
+	assert_false(outcome_retryable(err.outcome));
 	openai_chat_parser_free(p);
 	free(big);
 }
@@ -637,8 +638,8 @@ static void test_classify_429_retry_after(void **state)
 		 "Please try again in 18.642s.\",\"type\":\"tokens\",\"param\":null,"
 		 "\"code\":\"rate_limit_exceeded\"}}",
 		 &err);
-	assert_true(err.retryable);
-	assert_string_equal(err.outcome, "http_429");
+	assert_true(outcome_retryable(err.outcome));
+	assert_string_equal(ATTEMPT_ERROR_WORD(&err), "http_429");
 	/* The header wins over the message. */
 	assert_float_equal(err.retry_after_s, 20, EPSILON);
 	assert_string_equal(err.message,
@@ -654,7 +655,7 @@ static void test_classify_429_retry_after(void **state)
 		 "rate limit of your current OpenAI S0 pricing tier. Please retry after 6 "
 		 "seconds.\"}}",
 		 &err);
-	assert_true(err.retryable);
+	assert_true(outcome_retryable(err.outcome));
 	assert_float_equal(err.retry_after_s, 6, EPSILON);
 }
 
@@ -684,8 +685,8 @@ static void test_classify_400_error_object(void **state)
 		 "\"type\":\"invalid_request_error\",\"param\":\"max_tokens\","
 		 "\"code\":\"unsupported_parameter\"}}",
 		 &err);
-	assert_false(err.retryable);
-	assert_string_equal(err.outcome, "http_400");
+	assert_false(outcome_retryable(err.outcome));
+	assert_string_equal(ATTEMPT_ERROR_WORD(&err), "http_400");
 	assert_true(err.retry_after_s < 0);
 	assert_string_equal(
 		err.message,
@@ -702,7 +703,7 @@ static void test_classify_vllm_flat(void **state)
 		 "{\"object\":\"error\",\"message\":\"This model's maximum context length is "
 		 "4096 tokens.\",\"type\":\"BadRequestError\",\"param\":null,\"code\":400}",
 		 &err);
-	assert_false(err.retryable);
+	assert_false(outcome_retryable(err.outcome));
 	assert_string_equal(err.message,
 			    "the provider answered HTTP 400: This model's maximum context length "
 			    "is 4096 tokens.");
@@ -717,15 +718,15 @@ static void test_classify_llama_cpp_integer_code(void **state)
 		 "{\"error\":{\"code\":503,\"message\":\"Loading "
 		 "model\",\"type\":\"unavailable_error\"}}",
 		 &err);
-	assert_true(err.retryable);
-	assert_string_equal(err.outcome, "http_503");
+	assert_true(outcome_retryable(err.outcome));
+	assert_string_equal(ATTEMPT_ERROR_WORD(&err), "http_503");
 	assert_string_equal(err.message, "the provider answered HTTP 503: Loading model");
 
 	classify(401, "", "",
 		 "{\"error\":{\"code\":401,\"message\":\"Invalid API "
 		 "Key\",\"type\":\"authentication_error\"}}",
 		 &err);
-	assert_false(err.retryable);
+	assert_false(outcome_retryable(err.outcome));
 	assert_string_equal(err.message, "the provider answered HTTP 401: Invalid API Key");
 }
 
@@ -736,7 +737,7 @@ static void test_classify_error_as_string(void **state)
 	(void)state;
 	classify(404, "", "", "{\"error\":\"model 'llama9' not found, try pulling it first\"}",
 		 &err);
-	assert_false(err.retryable);
+	assert_false(outcome_retryable(err.outcome));
 	assert_string_equal(err.message,
 			    "the provider answered HTTP 404: model 'llama9' not found, try "
 			    "pulling it first");
@@ -756,7 +757,7 @@ static void test_classify_html_body(void **state)
 		 "<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n"
 		 "<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n",
 		 &err);
-	assert_true(err.retryable);
+	assert_true(outcome_retryable(err.outcome));
 	assert_string_equal(err.message,
 			    "the provider answered HTTP 502: <html> <head><title>502 Bad "
 			    "Gateway</title></head> <body> <center><h1>502 Bad Gateway</h1>"
@@ -784,11 +785,11 @@ static void test_classify_should_retry_header(void **state)
 
 	(void)state;
 	classify(503, "", "false", "{\"error\":{\"message\":\"down\"}}", &err);
-	assert_false(err.retryable);
+	assert_false(outcome_retryable(err.outcome));
 	classify(409, "", "true", "{\"error\":{\"message\":\"conflict\"}}", &err);
-	assert_true(err.retryable);
+	assert_true(outcome_retryable(err.outcome));
 	classify(400, "", "", NULL, &err);
-	assert_false(err.retryable);
+	assert_false(outcome_retryable(err.outcome));
 	assert_string_equal(err.message, "the provider answered HTTP 400");
 }
 
@@ -864,21 +865,24 @@ static void test_attempt_error_set(void **state)
 	size_t len;
 
 	(void)state;
-	attempt_error_set(&err, 1, "a_very_long_outcome_word_that_does_not_fit", "failed %d times",
-			  3);
-	assert_true(err.retryable);
+	attempt_error_set(&err, OUTCOME_STREAM_CUT, "failed %d times", 3);
+	assert_true(outcome_retryable(err.outcome));
 	assert_float_equal(err.retry_after_s, -1, EPSILON);
-	assert_int_equal(strlen(err.outcome), sizeof(err.outcome) - 1);
+	assert_int_equal(err.http_status, 0);
+	assert_string_equal(ATTEMPT_ERROR_WORD(&err), "stream_cut");
 	assert_string_equal(err.message, "failed 3 times");
+
+	attempt_error_set_http(&err, OUTCOME_HTTP_REJECTED, 422, "no");
+	assert_string_equal(ATTEMPT_ERROR_WORD(&err), "http_422");
 
 	/* Truncation never leaves half a character behind. */
 	memset(long_text, 'x', sizeof(long_text));
 	memcpy(long_text + 509, "\xE2\x82\xAC", 3);
 	long_text[sizeof(long_text) - 1] = '\0';
-	attempt_error_set(&err, 0, "x", "%s", long_text);
+	attempt_error_set(&err, OUTCOME_BAD_RESPONSE, "%s", long_text);
 	len = strlen(err.message);
 	assert_int_equal(len, 509);
-	assert_false(err.retryable);
+	assert_false(outcome_retryable(err.outcome));
 }
 
 static void test_backend_for_every_provider(void **state)

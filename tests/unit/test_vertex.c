@@ -108,10 +108,14 @@ static void build_request_minimal(void **state)
 	http_request_release(&out);
 }
 
+/* The deployment's cap is applied by the engine before the request
+ * reaches a backend: a backend sends the max_tokens it is given. */
 static void build_request_model_cap(void **state)
 {
 	struct model capped = gemini;
-	struct llm_request req = { .messages = conversation + 1, .n_messages = 1 };
+	struct llm_request req = { .messages = conversation + 1,
+				   .n_messages = 1,
+				   .max_tokens = 1000 };
 	struct backend_target target = {
 		.model = &capped,
 		.credentials = &gcp_cloud.credentials,
@@ -119,7 +123,7 @@ static void build_request_model_cap(void **state)
 	struct http_request out;
 
 	(void)state;
-	capped.max_output_tokens = 1000;
+	capped.max_output_tokens = 5000;
 	assert_int_equal(backend_vertex.build_request(&target, &req, &out), 0);
 	assert_non_null(strstr(out.body, "\"generationConfig\":{\"maxOutputTokens\":1000}"));
 	http_request_release(&out);
@@ -212,8 +216,8 @@ static void stream_cut(void **state)
 	for (cut = 0; cut < len - 5; cut++) {
 		assert_int_equal(stream_run(&backend_vertex, stream_ok, cut, cut, 0, &rec, &err),
 				 -EIO);
-		assert_true(err.retryable);
-		assert_string_equal(err.outcome, "stream_cut");
+		assert_true(outcome_retryable(err.outcome));
+		assert_string_equal(ATTEMPT_ERROR_WORD(&err), "stream_cut");
 		assert_string_equal(rec.finish_reason, "");
 	}
 }
@@ -229,8 +233,8 @@ static void stream_in_band_error(void **state)
 
 	(void)state;
 	assert_int_equal(stream_fail(&backend_vertex, stream, &rec, &err), -EIO);
-	assert_true(err.retryable);
-	assert_string_equal(err.outcome, "stream_error");
+	assert_true(outcome_retryable(err.outcome));
+	assert_string_equal(ATTEMPT_ERROR_WORD(&err), "stream_error");
 	assert_string_equal(err.message, "Vertex AI reported an error in the answer (UNAVAILABLE): "
 					 "The service is currently unavailable.");
 }
@@ -250,7 +254,7 @@ static void stream_json_error_body(void **state)
 	for (split = 0; split <= len; split++) {
 		assert_int_equal(stream_run(&backend_vertex, body, len, split, 0, &rec, &err),
 				 -EIO);
-		assert_false(err.retryable);
+		assert_false(outcome_retryable(err.outcome));
 		assert_string_equal(err.message,
 				    "Vertex AI reported an error in the answer (INVALID_ARGUMENT): "
 				    "Request contains an invalid argument.");
@@ -276,15 +280,9 @@ static void stream_safety_block(void **state)
 		"data: {\"candidates\":[{\"content\":{\"parts\":[]},\"finishReason\":\"SAFETY\","
 		"\"safetyRatings\":[{\"category\":\"HARM_CATEGORY_DANGEROUS_CONTENT\","
 		"\"probability\":\"HIGH\",\"blocked\":true}]}]}\r\n\r\n";
-	struct recorder rec;
-	struct attempt_error err;
-
 	(void)state;
-	assert_int_equal(stream_fail(&backend_vertex, stream, &rec, &err), -EIO);
-	assert_false(err.retryable);
-	assert_string_equal(err.outcome, "content_filter");
-	assert_string_equal(err.message,
-			    "the answer was blocked by Vertex AI safety filters (SAFETY)");
+	stream_expect_filtered(&backend_vertex, stream,
+			       "Vertex AI safety filters, which blocked the answer (SAFETY)");
 }
 
 static void stream_prompt_blocked(void **state)
@@ -294,14 +292,10 @@ static void stream_prompt_blocked(void **state)
 		"{\"promptFeedback\":{\"blockReason\":\"PROHIBITED_CONTENT\","
 		"\"blockReasonMessage\":\"The prompt was blocked.\"},"
 		"\"usageMetadata\":{\"promptTokenCount\":9},\"responseId\":\"b\"}\r\n\r\n";
-	struct recorder rec;
-	struct attempt_error err;
-
 	(void)state;
-	assert_int_equal(stream_fail(&backend_vertex, stream, &rec, &err), -EIO);
-	assert_false(err.retryable);
-	assert_string_equal(err.message, "the prompt was blocked by Vertex AI safety filters "
-					 "(PROHIBITED_CONTENT): The prompt was blocked.");
+	stream_expect_filtered(&backend_vertex, stream,
+			       "Vertex AI safety filters, which blocked the prompt "
+			       "(PROHIBITED_CONTENT): The prompt was blocked.");
 }
 
 static void stream_malformed(void **state)
@@ -312,8 +306,8 @@ static void stream_malformed(void **state)
 
 	(void)state;
 	assert_int_equal(stream_fail(&backend_vertex, stream, &rec, &err), -EIO);
-	assert_false(err.retryable);
-	assert_string_equal(err.outcome, "bad_response");
+	assert_false(outcome_retryable(err.outcome));
+	assert_string_equal(ATTEMPT_ERROR_WORD(&err), "bad_response");
 }
 
 static void stream_text_refused(void **state)
@@ -331,7 +325,7 @@ static void stream_text_refused(void **state)
 	/* Once failed, the parser keeps saying so. */
 	memset(&err, 0, sizeof(err));
 	assert_int_equal(backend_vertex.parser_finish(p, &err), -EFBIG);
-	assert_string_equal(err.outcome, "answer_refused");
+	assert_string_equal(ATTEMPT_ERROR_WORD(&err), "local_error");
 	backend_vertex.parser_free(p);
 }
 
@@ -349,8 +343,8 @@ static void classify_resource_exhausted(void **state)
 		 "later.\","
 		 "\"status\":\"RESOURCE_EXHAUSTED\"}}",
 		 &err);
-	assert_true(err.retryable);
-	assert_string_equal(err.outcome, "http_429");
+	assert_true(outcome_retryable(err.outcome));
+	assert_string_equal(ATTEMPT_ERROR_WORD(&err), "http_429");
 	assert_string_equal(err.message, "Vertex AI answered HTTP 429 (RESOURCE_EXHAUSTED): "
 					 "Resource exhausted. Please try again later.");
 	assert_true(err.retry_after_s < 0);
@@ -369,7 +363,7 @@ static void classify_array_and_retry_info(void **state)
 		 "google.rpc.RetryInfo\","
 		 "\"retryDelay\":\"1.5s\"}]}}]",
 		 &err);
-	assert_true(err.retryable);
+	assert_true(outcome_retryable(err.outcome));
 	assert_string_equal(
 		err.message,
 		"Vertex AI answered HTTP 503 (UNAVAILABLE): The service is currently unavailable.");
@@ -404,8 +398,8 @@ static void classify_not_retryable(void **state)
 		 "found or your project does not have access to it.\","
 		 "\"status\":\"NOT_FOUND\"}}",
 		 &err);
-	assert_false(err.retryable);
-	assert_string_equal(err.outcome, "http_404");
+	assert_false(outcome_retryable(err.outcome));
+	assert_string_equal(ATTEMPT_ERROR_WORD(&err), "http_404");
 	assert_string_equal(err.message,
 			    "Vertex AI answered HTTP 404 (NOT_FOUND): Publisher Model "
 			    "`projects/acme-prod/locations/europe-west4/publishers/google/models/"
@@ -416,7 +410,7 @@ static void classify_not_retryable(void **state)
 		 "{\"error\":{\"code\":401,\"message\":\"Request had invalid authentication "
 		 "credentials.\\nExpected OAuth 2 access token.\",\"status\":\"UNAUTHENTICATED\"}}",
 		 &err);
-	assert_false(err.retryable);
+	assert_false(outcome_retryable(err.outcome));
 	/* The provider's line end does not split .error's first line. */
 	assert_string_equal(err.message,
 			    "Vertex AI answered HTTP 401 (UNAUTHENTICATED): Request had invalid "
@@ -433,18 +427,18 @@ static void classify_status_rules(void **state)
 	head_init(&head, 400);
 	classify(&backend_vertex, &head,
 		 "{\"error\":{\"code\":400,\"message\":\"m\",\"status\":\"INTERNAL\"}}", &err);
-	assert_true(err.retryable);
+	assert_true(outcome_retryable(err.outcome));
 	/* ...and so does the HTTP status alone. */
 	head_init(&head, 502);
 	classify(&backend_vertex, &head, "<html>Bad Gateway</html>", &err);
-	assert_true(err.retryable);
+	assert_true(outcome_retryable(err.outcome));
 	assert_string_equal(err.message, "Vertex AI answered HTTP 502");
 	head_init(&head, 400);
 	classify(&backend_vertex, &head,
 		 "{\"error\":{\"code\":400,\"message\":\"bad\",\"status\":\"INVALID_ARGUMENT\"}}",
 		 &err);
-	assert_false(err.retryable);
-	assert_string_equal(err.outcome, "http_400");
+	assert_false(outcome_retryable(err.outcome));
+	assert_string_equal(ATTEMPT_ERROR_WORD(&err), "http_400");
 }
 
 /* ---- allocation failure ----------------------------------------------- */
