@@ -79,7 +79,8 @@ void job_table_insert_locked(struct job *job)
 	job->refs++;
 }
 
-/* Returns the table's reference, which the caller must drop. */
+/* The table's reference goes to the caller, who drops it with job_put
+ * once jobs_lock is released. */
 void job_table_remove_locked(struct job *job)
 {
 	struct job **pp = &job_table[job_hash(job->dir, job->base) % JOB_TABLE_SIZE];
@@ -146,6 +147,7 @@ static void supersede(struct node *dir, const char *base)
 {
 	struct wakeups w = { 0 };
 	struct job *old;
+	int table_ref;
 
 	pthread_mutex_lock(&jobs_lock);
 	old = job_lookup_locked(dir, base);
@@ -159,10 +161,9 @@ static void supersede(struct node *dir, const char *base)
 	pthread_mutex_lock(&old->file_lock);
 	pthread_mutex_lock(&jobs_lock);
 	old->detached = 1;
-	if (old->in_table) {
+	table_ref = old->in_table;
+	if (table_ref)
 		job_table_remove_locked(old);
-		old->refs--;
-	}
 	if (old->engine_job)
 		engine_cancel(pfs.engine, old->engine_job);
 	if (old->status == JOB_QUEUED || old->status == JOB_RUNNING)
@@ -171,6 +172,8 @@ static void supersede(struct node *dir, const char *base)
 	pthread_mutex_unlock(&jobs_lock);
 	pthread_mutex_unlock(&old->file_lock);
 	wakeups_deliver(&w);
+	if (table_ref)
+		job_put(old);
 	job_put(old);
 }
 
@@ -231,11 +234,10 @@ int job_start(struct job *job, struct llm_request *req)
 	if (ej && job->status != JOB_DONE && job->status != JOB_FAILED &&
 	    job->status != JOB_CANCELLED)
 		job->engine_job = ej;
-	if (!ej)
-		job->refs--;
 	pthread_mutex_unlock(&jobs_lock);
 	pthread_mutex_unlock(&job->file_lock);
 	if (!ej) {
+		job_put(job); /* the engine's, never taken */
 		job_abandon(job);
 		return -ENOMEM;
 	}
@@ -385,9 +387,10 @@ out:
 	return rc;
 }
 
-void job_remove(struct node *dir, const char *prompt_name)
+/* Cancels the job of BASE (freed here) under its stripe, and removes
+ * its generated files when REMOVE_FILES. */
+static void cancel_base(struct node *dir, char *base, int remove_files)
 {
-	char *base = name_strip_suffix(prompt_name, ".prompt");
 	pthread_mutex_t *stripe;
 
 	if (!base)
@@ -395,23 +398,20 @@ void job_remove(struct node *dir, const char *prompt_name)
 	stripe = stripe_for(dir, base);
 	pthread_mutex_lock(stripe);
 	supersede(dir, base);
-	unlink_generated(dir, base);
+	if (remove_files)
+		unlink_generated(dir, base);
 	pthread_mutex_unlock(stripe);
 	free(base);
 }
 
+void job_remove(struct node *dir, const char *prompt_name)
+{
+	cancel_base(dir, name_strip_suffix(prompt_name, ".prompt"), 1);
+}
+
 void job_cancel_by_name(struct node *dir, const char *generated_name)
 {
-	char *base = name_job_base(generated_name);
-	pthread_mutex_t *stripe;
-
-	if (!base)
-		return;
-	stripe = stripe_for(dir, base);
-	pthread_mutex_lock(stripe);
-	supersede(dir, base);
-	pthread_mutex_unlock(stripe);
-	free(base);
+	cancel_base(dir, name_job_base(generated_name), 0);
 }
 
 /* ---- what readers and stat see of live jobs ---- */

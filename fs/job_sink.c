@@ -42,10 +42,6 @@ static int sink_text(void *ctx, const char *bytes, size_t len)
 		rc = -ECANCELED;
 		goto out;
 	}
-	if (job->size + len > pfs.opts->max_answer_bytes) {
-		rc = -EFBIG;
-		goto out;
-	}
 	/* a page-cache write: fast enough to do under the lock, which keeps
 	 * size and contents consistent for readers */
 	written = pwrite(job->response_fd, bytes, len, (off_t)job->size);
@@ -240,7 +236,7 @@ static void job_finish_now(struct job *job, int status, const char *message)
 	char *meta_text = NULL, *error = NULL;
 	json_t *final_meta = NULL;
 	size_t meta_len = 0;
-	int keep_files;
+	int keep_files, table_ref;
 
 	pthread_mutex_lock(&job->file_lock);
 	pthread_mutex_lock(&jobs_lock);
@@ -272,10 +268,9 @@ static void job_finish_now(struct job *job, int status, const char *message)
 		final_meta = NULL;
 	}
 	job->status = final;
-	if (job->in_table) {
+	table_ref = job->in_table;
+	if (table_ref)
 		job_table_remove_locked(job);
-		job->refs--; /* the table's; the engine's is dropped below */
-	}
 	job_wake_readers(job, &w);
 	pthread_mutex_unlock(&jobs_lock);
 	pthread_mutex_unlock(&job->file_lock);
@@ -285,7 +280,9 @@ static void job_finish_now(struct job *job, int status, const char *message)
 	json_decref(final_meta);
 	free(meta_text);
 	free(error);
-	job_put(job);
+	if (table_ref)
+		job_put(job);
+	job_put(job); /* the engine's */
 }
 
 /* ---- the finisher: job ends are written off the engine thread ---- */

@@ -145,6 +145,22 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		fuse_reply_attr(req, &st, timeout_for(n));
 }
 
+/* The times of a setattr for utimensat: each one given, "now", or left
+ * as it is. */
+static void setattr_times(const struct stat *attr, int to_set, struct timespec ts[2])
+{
+	ts[0] = (struct timespec){ .tv_nsec = UTIME_OMIT };
+	ts[1] = (struct timespec){ .tv_nsec = UTIME_OMIT };
+	if (to_set & FUSE_SET_ATTR_ATIME_NOW)
+		ts[0].tv_nsec = UTIME_NOW;
+	else if (to_set & FUSE_SET_ATTR_ATIME)
+		ts[0] = attr->st_atim;
+	if (to_set & FUSE_SET_ATTR_MTIME_NOW)
+		ts[1].tv_nsec = UTIME_NOW;
+	else if (to_set & FUSE_SET_ATTR_MTIME)
+		ts[1] = attr->st_mtim;
+}
+
 /* chmod, chown and utimes of a directory through its O_PATH descriptor. */
 static int setattr_directory(struct node *n, const struct stat *attr, int to_set)
 {
@@ -161,16 +177,9 @@ static int setattr_directory(struct node *n, const struct stat *attr, int to_set
 			return -errno;
 	}
 	if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
-		struct timespec ts[2] = { { .tv_nsec = UTIME_OMIT }, { .tv_nsec = UTIME_OMIT } };
+		struct timespec ts[2];
 
-		if (to_set & FUSE_SET_ATTR_ATIME_NOW)
-			ts[0].tv_nsec = UTIME_NOW;
-		else if (to_set & FUSE_SET_ATTR_ATIME)
-			ts[0] = attr->st_atim;
-		if (to_set & FUSE_SET_ATTR_MTIME_NOW)
-			ts[1].tv_nsec = UTIME_NOW;
-		else if (to_set & FUSE_SET_ATTR_MTIME)
-			ts[1] = attr->st_mtim;
+		setattr_times(attr, to_set, ts);
 		if (utimensat(AT_FDCWD, path, ts, 0) < 0)
 			return -errno;
 	}
@@ -215,16 +224,9 @@ static int setattr_file(struct node *dir, const char *name, const struct stat *a
 			return -errno;
 	}
 	if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
-		struct timespec ts[2] = { { .tv_nsec = UTIME_OMIT }, { .tv_nsec = UTIME_OMIT } };
+		struct timespec ts[2];
 
-		if (to_set & FUSE_SET_ATTR_ATIME_NOW)
-			ts[0].tv_nsec = UTIME_NOW;
-		else if (to_set & FUSE_SET_ATTR_ATIME)
-			ts[0] = attr->st_atim;
-		if (to_set & FUSE_SET_ATTR_MTIME_NOW)
-			ts[1].tv_nsec = UTIME_NOW;
-		else if (to_set & FUSE_SET_ATTR_MTIME)
-			ts[1] = attr->st_mtim;
+		setattr_times(attr, to_set, ts);
 		if (utimensat(dir->fd, name, ts, AT_SYMLINK_NOFOLLOW) < 0)
 			return -errno;
 	}
