@@ -115,7 +115,7 @@ void job_put(struct job *job)
 		job_free(job);
 }
 
-struct job *job_new(struct node *dir, const char *base)
+struct job *job_new(struct node *dir, const char *base, const struct model *model)
 {
 	struct job *job = calloc(1, sizeof(*job));
 
@@ -132,7 +132,7 @@ struct job *job_new(struct node *dir, const char *base)
 	pthread_mutex_init(&job->file_lock, NULL);
 	node_hold(dir);
 	job->dir = dir;
-	job->model = dir->model;
+	job->model = model;
 	job->response_fd = -1;
 	job->refs = 1;
 	job->status = JOB_QUEUED;
@@ -308,6 +308,7 @@ out:
 int job_submit(struct node *dir, const char *prompt_name, int prompt_fd, uid_t uid)
 {
 	struct llm_request req = { 0 };
+	const struct model *model;
 	char reason[512], sha[65];
 	pthread_mutex_t *stripe;
 	struct job *job = NULL;
@@ -353,7 +354,13 @@ int job_submit(struct node *dir, const char *prompt_name, int prompt_fd, uid_t u
 		goto out;
 	}
 	job_sha256_hex(text, len, sha);
-	job = job_new(dir, base);
+	/* where the directory is now; a move later does not change it */
+	model = node_deployment(dir);
+	if (!model) {
+		rc = -ENOENT; /* not below a configured model: nowhere to run */
+		goto out;
+	}
+	job = job_new(dir, base, model);
 	if (!job) {
 		rc = -ENOMEM;
 		goto out;

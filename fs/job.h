@@ -43,8 +43,10 @@ void jobs_resume(void);
 int job_check_prompt(int fd, char *err, size_t err_size);
 
 /* Submits the prompt file PROMPT_NAME (NAME.prompt) in DIR, open in
- * PROMPT_FD, for UID. Durable before it returns 0. An empty prompt is
- * not submitted (0). -EINVAL/-EFBIG: refused, reason in NAME.error. */
+ * PROMPT_FD, for UID, to the deployment DIR is under now (it stays the
+ * job's if DIR moves while it runs). Durable before it returns 0. An
+ * empty prompt is not submitted (0). -EINVAL/-EFBIG: refused, reason in
+ * NAME.error. -ENOENT: DIR is under no configured model. */
 int job_submit(struct node *dir, const char *prompt_name, int prompt_fd, uid_t uid);
 
 /* NAME.prompt is going away (rm, or renamed over): cancels its job and

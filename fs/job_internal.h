@@ -22,10 +22,12 @@ struct parked_read {
 };
 
 struct job {
-	unsigned refs;		    /* under jobs_lock */
-	struct node *dir;	    /* referenced */
-	char *base;		    /* NAME of NAME.prompt */
-	const struct model *model;  /* the deployment its directory names */
+	unsigned refs;	  /* under jobs_lock */
+	struct node *dir; /* referenced */
+	char *base;	  /* NAME of NAME.prompt */
+	/* the deployment of its directory when it was submitted (or
+	 * resumed): a job whose directory moves finishes where it began */
+	const struct model *model;
 	const struct model *served; /* the one whose answer it kept; NULL until then */
 	enum job_status status;
 	int in_table;
@@ -73,7 +75,9 @@ struct job *job_lookup_locked(struct node *dir, const char *base);
 void job_put(struct job *job);
 
 /* job.c: the table and lifecycle */
-struct job *job_new(struct node *dir, const char *base);
+/* A new job of BASE.prompt in DIR, to run on MODEL (the deployment of
+ * DIR at submission, see node_deployment). */
+struct job *job_new(struct node *dir, const char *base, const struct model *model);
 void job_table_insert_locked(struct job *job);
 void job_table_remove_locked(struct job *job);
 int jobs_shutting_down_locked(void);

@@ -36,7 +36,10 @@ static void resume_one(struct node *dir, const char *base, json_t *meta)
 	char reason[512], sha[65];
 	char *prompt_name = name_with_suffix(base, ".prompt");
 	char *response_name = name_with_suffix(base, ".response");
-	struct job *job = job_new(dir, base);
+	/* the deployment its directory is under now: a workspace moved
+	 * before the daemon stopped resumes its jobs where it is */
+	const struct model *model = node_deployment(dir);
+	struct job *job = model ? job_new(dir, base, model) : NULL;
 	char *text = NULL;
 	struct stat st;
 	size_t len;

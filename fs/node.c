@@ -1,9 +1,11 @@
 /* The inode table: two hash tables under one lock, directories by
- * backing identity, files by (directory, name). */
+ * backing identity, files by (directory, name), and a list of the nodes
+ * whose entries were removed while someone still held them. */
 #include "fs/node.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +16,9 @@
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct node *dir_table[TABLE_SIZE];
 static struct node *file_table[TABLE_SIZE];
+/* nodes without a name: out of both tables, freed with their last
+ * reference, or at unmount if the kernel never let go of them */
+static struct node *removed_nodes;
 
 static size_t dir_hash(dev_t dev, ino_t ino)
 {
@@ -49,12 +54,12 @@ static struct node *node_free_locked(struct node *n)
 {
 	struct node *parent = n->parent;
 
-	if (n->kind == NODE_FILE) {
-		if (n->name)
-			table_unlink(file_table, file_hash(n->parent, n->name), n);
-	} else {
+	if (!n->name)
+		table_unlink(&removed_nodes, 0, n);
+	else if (n->kind == NODE_FILE)
+		table_unlink(file_table, file_hash(n->parent, n->name), n);
+	else
 		table_unlink(dir_table, dir_hash(n->dev, n->ino), n);
-	}
 	if (n->fd >= 0)
 		close(n->fd);
 	free(n->name);
@@ -72,6 +77,12 @@ static void node_release_locked(struct node *n)
 		parent->refs--;
 		n = parent;
 	}
+}
+
+static void node_put_locked(struct node *n)
+{
+	n->refs--;
+	node_release_locked(n);
 }
 
 int node_table_init(int root_fd)
@@ -123,6 +134,14 @@ void node_table_destroy(void)
 			free(n);
 		}
 	}
+	while (removed_nodes) {
+		struct node *n = removed_nodes;
+
+		removed_nodes = n->hash_next;
+		if (n->fd >= 0)
+			close(n->fd);
+		free(n);
+	}
 	pfs.root = NULL;
 	pthread_mutex_unlock(&table_lock);
 }
@@ -142,12 +161,44 @@ static void add_reference(struct node *n, int kernel_ref)
 		n->refs++;
 }
 
-/* Structure context of a new directory below PARENT. */
-static void set_directory_context(struct node *n, struct node *parent, const char *name)
+/* ---- directories ---- */
+
+static struct node *find_directory_locked(dev_t dev, ino_t ino)
 {
-	n->cloud = parent->cloud;
-	n->region = parent->region;
-	n->model = parent->model;
+	for (struct node *n = dir_table[dir_hash(dev, ino)]; n; n = n->hash_next) {
+		if (n->dev == dev && n->ino == ino)
+			return n;
+	}
+	return NULL;
+}
+
+static void insert_directory_locked(struct node *n)
+{
+	size_t bucket = dir_hash(n->dev, n->ino);
+
+	n->hash_next = dir_table[bucket];
+	dir_table[bucket] = n;
+}
+
+/* N's entry is gone from the tree: lookups must not find N again. It
+ * keeps its parent until it is freed. */
+static void remove_locked(struct node *n)
+{
+	if (n->kind == NODE_FILE)
+		table_unlink(file_table, file_hash(n->parent, n->name), n);
+	else
+		table_unlink(dir_table, dir_hash(n->dev, n->ino), n);
+	free(n->name);
+	n->name = NULL;
+	n->hash_next = removed_nodes;
+	removed_nodes = n;
+}
+
+/* The kind and config entry of a new directory named NAME below PARENT.
+ * Structure is matched by name against the config; a name it does not
+ * know gives a structure node without one (hidden). */
+static void set_directory_context(struct node *n, const struct node *parent, const char *name)
+{
 	switch (parent->kind) {
 	case NODE_ROOT:
 		n->kind = NODE_CLOUD;
@@ -176,70 +227,125 @@ static void set_directory_context(struct node *n, struct node *parent, const cha
 	}
 }
 
+/* Whether directory node N still is the directory whose entry has status
+ * ST. Its O_PATH descriptor keeps the inode allocated, so on ext4, xfs or
+ * tmpfs its number cannot be handed out again while the node lives; but
+ * a node outlives its directory (rmdir while the kernel holds it), and a
+ * backing filesystem without stable inode numbers could give a new
+ * directory the same identity. Serving that one with the old node would
+ * give it a dead descriptor and a wrong place in the tree. */
+static int directory_is_current(const struct node *n, const struct stat *st)
+{
+	struct stat now;
+
+	if (fstat(n->fd, &now) < 0)
+		return 0;
+	return now.st_nlink > 0 && now.st_dev == st->st_dev && now.st_ino == st->st_ino;
+}
+
+/* The node of the directory with ST's identity, with a reference added,
+ * if there is one and it is current; a stale one is retired. */
+static struct node *find_current_directory(const struct stat *st, int kernel_ref)
+{
+	struct node *n;
+	int current;
+
+	pthread_mutex_lock(&table_lock);
+	n = find_directory_locked(st->st_dev, st->st_ino);
+	if (n)
+		n->refs++; /* kept while its descriptor is checked, unlocked */
+	pthread_mutex_unlock(&table_lock);
+	if (!n)
+		return NULL;
+	current = n->kind == NODE_ROOT || directory_is_current(n, st);
+
+	pthread_mutex_lock(&table_lock);
+	if (current)
+		add_reference(n, kernel_ref);
+	else if (n->name)
+		remove_locked(n); /* unless another thread did */
+	node_put_locked(n);
+	pthread_mutex_unlock(&table_lock);
+	return current ? n : NULL;
+}
+
 static struct node *get_directory(struct node *parent, const char *name, const struct stat *st,
 				  int kernel_ref)
 {
-	size_t bucket = dir_hash(st->st_dev, st->st_ino);
-	struct node *n;
+	struct node *n, *other;
+	char *copy;
 	int fd;
 
-	pthread_mutex_lock(&table_lock);
-	for (n = dir_table[bucket]; n; n = n->hash_next) {
-		if (n->dev == st->st_dev && n->ino == st->st_ino) {
-			add_reference(n, kernel_ref);
-			pthread_mutex_unlock(&table_lock);
-			return n;
-		}
-	}
-	pthread_mutex_unlock(&table_lock);
+	n = find_current_directory(st, kernel_ref);
+	if (n)
+		return n;
 
 	fd = openat(parent->fd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return NULL;
 	n = calloc(1, sizeof(*n));
-	if (!n) {
+	copy = strdup(name);
+	if (!n || !copy) {
+		free(copy);
+		free(n);
 		close(fd);
 		return NULL;
 	}
 	n->fd = fd;
 	n->dev = st->st_dev;
 	n->ino = st->st_ino;
+	n->name = copy;
 	set_directory_context(n, parent, name);
 
 	pthread_mutex_lock(&table_lock);
 	/* another thread may have made it meanwhile: keep theirs */
-	for (struct node *other = dir_table[bucket]; other; other = other->hash_next) {
-		if (other->dev == st->st_dev && other->ino == st->st_ino) {
-			add_reference(other, kernel_ref);
-			pthread_mutex_unlock(&table_lock);
-			close(fd);
-			free(n);
-			return other;
-		}
+	other = find_directory_locked(st->st_dev, st->st_ino);
+	if (other) {
+		add_reference(other, kernel_ref);
+		pthread_mutex_unlock(&table_lock);
+		close(fd);
+		free(copy);
+		free(n);
+		return other;
 	}
+	n->parent = parent;
+	parent->refs++;
 	add_reference(n, kernel_ref);
-	n->hash_next = dir_table[bucket];
-	dir_table[bucket] = n;
+	insert_directory_locked(n);
 	pthread_mutex_unlock(&table_lock);
 	return n;
 }
 
-static struct node *find_file_locked(struct node *parent, const char *name, size_t bucket)
+/* ---- files ---- */
+
+static struct node *find_file_locked(struct node *parent, const char *name)
 {
-	for (struct node *n = file_table[bucket]; n; n = n->hash_next) {
+	for (struct node *n = file_table[file_hash(parent, name)]; n; n = n->hash_next) {
 		if (n->parent == parent && strcmp(n->name, name) == 0)
 			return n;
 	}
 	return NULL;
 }
 
+static void insert_file_locked(struct node *n)
+{
+	size_t bucket = file_hash(n->parent, n->name);
+
+	n->hash_next = file_table[bucket];
+	file_table[bucket] = n;
+}
+
+static void unhash_file_locked(struct node *n)
+{
+	table_unlink(file_table, file_hash(n->parent, n->name), n);
+}
+
 static struct node *get_file(struct node *parent, const char *name, int kernel_ref)
 {
-	size_t bucket = file_hash(parent, name);
 	struct node *n;
 
 	pthread_mutex_lock(&table_lock);
-	n = find_file_locked(parent, name, bucket);
+	n = find_file_locked(parent, name);
 	if (n) {
 		add_reference(n, kernel_ref);
 		pthread_mutex_unlock(&table_lock);
@@ -257,12 +363,8 @@ static struct node *get_file(struct node *parent, const char *name, int kernel_r
 	n->fd = -1;
 	n->parent = parent;
 	parent->refs++;
-	n->cloud = parent->cloud;
-	n->region = parent->region;
-	n->model = parent->model;
 	add_reference(n, kernel_ref);
-	n->hash_next = file_table[bucket];
-	file_table[bucket] = n;
+	insert_file_locked(n);
 	pthread_mutex_unlock(&table_lock);
 	return n;
 }
@@ -287,8 +389,7 @@ void node_put(struct node *n)
 	if (!n)
 		return;
 	pthread_mutex_lock(&table_lock);
-	n->refs--;
-	node_release_locked(n);
+	node_put_locked(n);
 	pthread_mutex_unlock(&table_lock);
 }
 
@@ -300,47 +401,112 @@ void node_forget(struct node *n, uint64_t nlookup)
 	pthread_mutex_unlock(&table_lock);
 }
 
-void node_file_renamed(struct node *old_parent, const char *old_name, struct node *new_parent,
-		       const char *new_name)
-{
-	struct node *moved, *replaced = NULL;
-	char *copy = NULL;
+/* ---- renames and removals ---- */
 
-	if (new_name) {
-		copy = strdup(new_name);
-		if (!copy)
-			new_name = NULL; /* treat as gone: lookups will find it anew */
+int node_rename_prepare(struct node_rename *r)
+{
+	r->to_copy = strdup(r->to_name);
+	r->from_copy = r->exchange ? strdup(r->from_name) : NULL;
+	if (!r->to_copy || (r->exchange && !r->from_copy)) {
+		node_rename_release(r);
+		return -ENOMEM;
 	}
+	return 0;
+}
+
+void node_rename_release(struct node_rename *r)
+{
+	free(r->to_copy);
+	free(r->from_copy);
+	r->to_copy = NULL;
+	r->from_copy = NULL;
+}
+
+/* The node of the entry NAME in DIR with status ST, if the table has
+ * one: directories by identity, files by name. */
+static struct node *entry_node_locked(struct node *dir, const char *name, const struct stat *st)
+{
+	if (S_ISDIR(st->st_mode)) {
+		struct node *n = find_directory_locked(st->st_dev, st->st_ino);
+
+		return n && n->kind != NODE_ROOT ? n : NULL;
+	}
+	return find_file_locked(dir, name);
+}
+
+/* Moves N, taken out of its hash chain, to DIR under NAME (which it
+ * takes), and hashes it again. Its reference on its directory moves
+ * too; returns the old directory, whose reference the caller drops once
+ * every move is done, since dropping it may free it. */
+static struct node *move_locked(struct node *n, struct node *dir, char *name)
+{
+	struct node *old = n->parent;
+
+	free(n->name);
+	n->name = name;
+	dir->refs++;
+	n->parent = dir;
+	if (n->kind == NODE_FILE)
+		insert_file_locked(n);
+	return old;
+}
+
+void node_renamed(struct node_rename *r)
+{
+	struct node *moved, *other = NULL, *old_dirs[2] = { NULL, NULL };
+
+	/* a rename between two names of one file does nothing */
+	if (r->to_exists && r->to.st_dev == r->from.st_dev && r->to.st_ino == r->from.st_ino)
+		return;
 	pthread_mutex_lock(&table_lock);
-	moved = find_file_locked(old_parent, old_name, file_hash(old_parent, old_name));
-	if (new_name) {
-		replaced = find_file_locked(new_parent, new_name, file_hash(new_parent, new_name));
-		if (replaced && replaced != moved) {
-			/* the entry it replaced is gone from the tree */
-			table_unlink(file_table, file_hash(new_parent, new_name), replaced);
-			free(replaced->name);
-			replaced->name = NULL;
-		}
+	moved = entry_node_locked(r->from_dir, r->from_name, &r->from);
+	if (r->to_exists)
+		other = entry_node_locked(r->to_dir, r->to_name, &r->to);
+	if (other && !r->exchange) {
+		remove_locked(other); /* replaced: gone from the tree */
+		other = NULL;
 	}
+	/* out of the file table before either key changes: in an exchange
+	 * each takes the other's */
+	if (moved && moved->kind == NODE_FILE)
+		unhash_file_locked(moved);
+	if (other && other->kind == NODE_FILE)
+		unhash_file_locked(other);
 	if (moved) {
-		table_unlink(file_table, file_hash(old_parent, old_name), moved);
-		free(moved->name);
-		moved->name = NULL;
-		if (new_name) {
-			moved->name = copy;
-			copy = NULL;
-			if (moved->parent != new_parent) {
-				new_parent->refs++;
-				old_parent->refs--;
-				moved->parent = new_parent;
-				moved->model = new_parent->model;
-			}
-			moved->hash_next = file_table[file_hash(new_parent, new_name)];
-			file_table[file_hash(new_parent, new_name)] = moved;
-		}
+		old_dirs[0] = move_locked(moved, r->to_dir, r->to_copy);
+		r->to_copy = NULL;
+	}
+	if (other) {
+		old_dirs[1] = move_locked(other, r->from_dir, r->from_copy);
+		r->from_copy = NULL;
+	}
+	for (size_t i = 0; i < 2; i++) {
+		if (old_dirs[i])
+			node_put_locked(old_dirs[i]);
 	}
 	pthread_mutex_unlock(&table_lock);
-	free(copy);
+}
+
+void node_file_unlinked(struct node *dir, const char *name)
+{
+	struct node *n;
+
+	pthread_mutex_lock(&table_lock);
+	n = find_file_locked(dir, name);
+	if (n)
+		remove_locked(n);
+	pthread_mutex_unlock(&table_lock);
+}
+
+void node_directory_removed(const struct stat *st)
+{
+	struct node *n;
+
+	pthread_mutex_lock(&table_lock);
+	n = find_directory_locked(st->st_dev, st->st_ino);
+	if (n && n->kind != NODE_ROOT)
+		remove_locked(n);
+	pthread_mutex_unlock(&table_lock);
 }
 
 int node_file_location(struct node *n, struct node **dir, char **name)
@@ -364,29 +530,90 @@ out:
 	return rc;
 }
 
-int node_open_file(struct node *n, int flags)
+/* ---- walks up the tree ---- */
+
+const struct model *node_deployment(struct node *dir)
 {
-	struct node *dir;
-	char *name;
+	const struct model *model = NULL;
+	struct node *n;
+
+	pthread_mutex_lock(&table_lock);
+	n = dir;
+	while (n && (n->kind == NODE_WORKSPACE || n->kind == NODE_FILE))
+		n = n->parent;
+	if (n && n->kind == NODE_MODEL)
+		model = n->model;
+	pthread_mutex_unlock(&table_lock);
+	return model;
+}
+
+size_t node_ancestry(struct node *dir, struct node **out, size_t max)
+{
+	size_t len = 0, i;
+
+	pthread_mutex_lock(&table_lock);
+	for (struct node *n = dir; n; n = n->parent)
+		len++;
+	if (len <= max) {
+		i = len;
+		for (struct node *n = dir; n; n = n->parent) {
+			n->refs++;
+			out[--i] = n;
+		}
+	}
+	pthread_mutex_unlock(&table_lock);
+	return len;
+}
+
+void node_put_all(struct node **nodes, size_t n)
+{
+	pthread_mutex_lock(&table_lock);
+	/* deepest first: each one freed still finds its parent referenced */
+	while (n > 0)
+		node_put_locked(nodes[--n]);
+	pthread_mutex_unlock(&table_lock);
+}
+
+int node_path(struct node *dir, char *buf, size_t size)
+{
+	size_t len = 0, pos;
 	int rc;
 
-	rc = node_file_location(n, &dir, &name);
-	if (rc < 0)
-		return rc;
-	rc = openat(dir->fd, name, flags | O_NOFOLLOW | O_CLOEXEC);
-	if (rc < 0)
-		rc = -errno;
-	free(name);
-	node_put(dir);
+	pthread_mutex_lock(&table_lock);
+	for (struct node *n = dir; n->parent; n = n->parent) {
+		if (!n->name) {
+			rc = -ENOENT;
+			goto out;
+		}
+		len += 1 + strlen(n->name);
+	}
+	if (len == 0)
+		len = 1; /* the root: "/" */
+	if (len >= size || len > INT_MAX) {
+		rc = -ENAMETOOLONG;
+		goto out;
+	}
+	buf[0] = '/';
+	buf[len] = '\0';
+	pos = len;
+	for (struct node *n = dir; n->parent; n = n->parent) {
+		size_t l = strlen(n->name);
+
+		pos -= l;
+		memcpy(buf + pos, n->name, l);
+		buf[--pos] = '/';
+	}
+	rc = (int)len;
+out:
+	pthread_mutex_unlock(&table_lock);
 	return rc;
 }
 
-void node_fill_attr(const struct node *n, const char *name, struct stat *st)
+void node_fill_attr(const struct node *n, const struct node *dir, const char *name, struct stat *st)
 {
 	enum file_role role = name ? file_role_of(name) : ROLE_PLAIN;
 
 	st->st_ino = node_ino(n);
-	if (n->kind == NODE_FILE && n->parent && node_in_model_tree(n->parent) &&
-	    file_role_generated(role))
+	if (n->kind == NODE_FILE && dir && node_in_model_tree(dir) && file_role_generated(role))
 		st->st_mode &= ~(mode_t)0222;
 }

@@ -1,14 +1,21 @@
 /* The inode table of the low-level API.
  *
  * Directories are identified by their backing directory (device and
- * inode number) and hold an O_PATH descriptor to it, so they survive
- * renames. Files are identified by their directory and name, and are
- * opened by name each time: generated files are replaced by rename(2)
- * when they are rewritten, and a name-keyed node follows that for free.
- * The FUSE inode number is the node's address. */
+ * inode number) and hold an O_PATH descriptor to it, so their I/O
+ * survives renames. Every node but the root knows where it is: its
+ * directory (a referenced parent) and its name there, kept right by
+ * renames under the table lock. A directory's deployment and, later, its
+ * policy chain are therefore found by walking up, and a workspace moved
+ * to another model runs its next jobs there.
+ *
+ * Files are identified by their directory and name, and are opened by
+ * name each time: generated files are replaced by rename(2) when they
+ * are rewritten, and a name-keyed node follows that for free. The FUSE
+ * inode number is the node's address. */
 #ifndef PROMPTFS_NODE_H
 #define PROMPTFS_NODE_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -30,13 +37,22 @@ struct node {
 	uint64_t nlookup; /* kernel references; under the table lock */
 	unsigned refs;	  /* our own references; under the table lock */
 	int fd;		  /* directories: O_PATH; files: -1 */
-	dev_t dev;
+	dev_t dev;	  /* directories: the backing identity, their key */
 	ino_t ino;
-	struct node *parent; /* files: the directory (referenced) */
-	char *name;	     /* files: name in parent; NULL once unlinked */
-	const struct cloud *cloud;
-	const struct region *region;
-	const struct model *model; /* model directories and below */
+	/* Where the node is, under the table lock: its directory
+	 * (referenced; NULL for the root) and its name there. A NULL name
+	 * on another node means its entry was removed: lookups no longer
+	 * find it, and it lives on until the kernel and we let go. */
+	struct node *parent;
+	char *name;
+	/* Structure directories: what the config says of them, each set
+	 * only on its own kind; NULL for one no longer configured (it is
+	 * hidden). Structure never moves (renaming it is EPERM), so these
+	 * never change. Workspaces and files have none: their deployment
+	 * is their model ancestor's, see node_deployment. */
+	const struct cloud *cloud;   /* NODE_CLOUD */
+	const struct region *region; /* NODE_REGION */
+	const struct model *model;   /* NODE_MODEL */
 	struct node *hash_next;
 };
 
@@ -52,7 +68,10 @@ struct node *node_from_ino(fuse_ino_t ino);
 
 /* Finds or makes the node for NAME in directory PARENT, whose backing
  * entry has status ST. Adds one kernel reference when KERNEL_REF, else
- * one of ours (release with node_put). NULL on allocation failure. */
+ * one of ours (release with node_put). A directory node found by ST's
+ * identity whose directory was removed meanwhile (inode numbers are
+ * reused) is retired and a fresh one made. NULL on allocation failure
+ * or when a directory cannot be opened. */
 struct node *node_get_child(struct node *parent, const char *name, const struct stat *st,
 			    int kernel_ref);
 
@@ -60,17 +79,73 @@ void node_hold(struct node *n);
 void node_put(struct node *n);
 void node_forget(struct node *n, uint64_t nlookup);
 
-/* A file node's name moved (rename) or went away (NEW_NAME NULL). */
-void node_file_renamed(struct node *old_parent, const char *old_name, struct node *new_parent,
-		       const char *new_name);
+/* One rename(2) below a model, for the node table. The caller fills the
+ * first fields from status taken before the rename (the kernel holds
+ * both directories locked, so they stay true), calls node_rename_prepare
+ * before renaming, node_renamed once the rename succeeded, and
+ * node_rename_release in every case. */
+struct node_rename {
+	struct node *from_dir;
+	const char *from_name;
+	struct stat from; /* the entry that moves */
+	struct node *to_dir;
+	const char *to_name;
+	struct stat to; /* the entry at TO_NAME, when TO_EXISTS */
+	int to_exists;
+	int exchange; /* RENAME_EXCHANGE: TO moves to FROM's place */
+	/* copies of the names the nodes will carry, made by
+	 * node_rename_prepare so that nothing can fail after the rename */
+	char *to_copy;
+	char *from_copy;
+};
 
-/* Opens a file node's backing file with FLAGS. fd or -errno. */
-int node_open_file(struct node *n, int flags);
+/* 0, or -ENOMEM with nothing to rename. */
+int node_rename_prepare(struct node_rename *r);
+/* Moves the nodes of a done rename: the moved entry (file or directory)
+ * to its new directory and name, its reference going from the old
+ * directory to the new one; the entry it replaced is removed, or with
+ * an exchange moved the other way. */
+void node_renamed(struct node_rename *r);
+/* Frees the copies node_renamed did not take. */
+void node_rename_release(struct node_rename *r);
+
+/* A file NAME in DIR was unlinked: its node, if any, has no name from
+ * now on. */
+void node_file_unlinked(struct node *dir, const char *name);
+
+/* A directory whose backing status was ST was removed (rmdir): its node,
+ * if any, leaves the table and has no name from now on. */
+void node_directory_removed(const struct stat *st);
 
 /* Copies a file node's directory and name under the table lock, so a
  * concurrent rename cannot free them under the caller. Caller puts the
  * directory and frees the name. -ENOENT if the file was unlinked. */
 int node_file_location(struct node *n, struct node **dir, char **name);
+
+/* The deployment DIR's jobs run on: the model of its model ancestor (or
+ * its own), found by one walk up under the table lock, since a rename
+ * may move DIR at any time. NULL outside a model subtree and under a
+ * model no longer configured. The model belongs to the config, which
+ * outlives every node. */
+const struct model *node_deployment(struct node *dir);
+
+/* The chain of directories from the root down to DIR (included), for
+ * what composes from the root down (policies). Returns the chain's
+ * length N. When N <= MAX, OUT[0] is the root and OUT[N-1] is DIR, each
+ * with one reference of ours taken under one hold of the table lock (a
+ * consistent snapshot even while renames go on): release them with
+ * node_put_all. When N > MAX, nothing is stored or referenced; call
+ * again with room for N. */
+size_t node_ancestry(struct node *dir, struct node **out, size_t max);
+
+/* Drops one reference of each of the N nodes in NODES. */
+void node_put_all(struct node **nodes, size_t n);
+
+/* DIR's path from the mount root, e.g. "/openai/us/gpt-4o/ws" ("/" for
+ * the root), for messages that name a directory. Its length, or
+ * -ENAMETOOLONG when it does not fit in SIZE with its terminating NUL,
+ * or -ENOENT when DIR or one of its ancestors was removed. */
+int node_path(struct node *dir, char *buf, size_t size);
 
 /* Whether files in directory DIR are jobs and scratch (model subtree). */
 static inline int node_in_model_tree(const struct node *dir)
@@ -79,7 +154,10 @@ static inline int node_in_model_tree(const struct node *dir)
 }
 
 /* Adjusts a backing stat for the kernel: our inode number, generated
- * files read-only. */
-void node_fill_attr(const struct node *n, const char *name, struct stat *st);
+ * files read-only. A file's DIR and NAME are where the caller found it
+ * (a file's own parent link may change under a rename); NULL for a
+ * directory. */
+void node_fill_attr(const struct node *n, const struct node *dir, const char *name,
+		    struct stat *st);
 
 #endif

@@ -69,7 +69,7 @@ int ops_stat_node(struct node *n, struct stat *st)
 	if (n->kind != NODE_FILE) {
 		if (fstatat(n->fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
 			return -errno;
-		node_fill_attr(n, NULL, st);
+		node_fill_attr(n, NULL, NULL, st);
 		return 0;
 	}
 	rc = node_file_location(n, &dir, &name);
@@ -77,7 +77,7 @@ int ops_stat_node(struct node *n, struct stat *st)
 		return rc;
 	rc = fstatat(dir->fd, name, st, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
 	if (rc == 0)
-		node_fill_attr(n, name, st);
+		node_fill_attr(n, dir, name, st);
 	free(name);
 	node_put(dir);
 	return rc;
@@ -99,7 +99,7 @@ int ops_make_entry(struct node *dir, const char *name, struct fuse_entry_param *
 	n = node_get_child(dir, name, &st, 1);
 	if (!n)
 		return -ENOMEM;
-	node_fill_attr(n, name, &st);
+	node_fill_attr(n, dir, name, &st);
 	e->ino = node_ino(n);
 	e->attr = st;
 	e->attr_timeout = timeout_for(n);
@@ -435,12 +435,21 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct node *dir = node_from_ino(parent);
+	struct stat st;
 
 	if (!node_in_model_tree(dir)) {
 		fuse_reply_err(req, ops_name_visible(dir, name) ? EPERM : ENOENT);
 		return;
 	}
-	fuse_reply_err(req, unlinkat(dir->fd, name, AT_REMOVEDIR) < 0 ? errno : 0);
+	/* its identity, so that its node (the kernel may hold it a while)
+	 * can be retired: a new directory must never be served with it */
+	if (fstatat(dir->fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+	    unlinkat(dir->fd, name, AT_REMOVEDIR) < 0) {
+		fuse_reply_err(req, errno);
+		return;
+	}
+	node_directory_removed(&st);
+	fuse_reply_err(req, 0);
 }
 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -466,25 +475,30 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, errno);
 		return;
 	}
-	node_file_renamed(dir, name, NULL, NULL);
+	node_file_unlinked(dir, name);
 	fuse_reply_err(req, 0);
 }
 
-static int rename_checks(struct node *from_dir, const char *from, struct node *to_dir,
-			 const char *to, int *submit)
+/* Whether the rename R may go ahead, with the entries' status filled in;
+ * SUBMIT says whether it submits a prompt. */
+static int rename_checks(struct node_rename *r, unsigned int flags, int *submit)
 {
 	enum file_role from_role, to_role;
-	struct stat st;
 
 	*submit = 0;
-	if (!node_in_model_tree(from_dir) || !node_in_model_tree(to_dir))
+	if (!node_in_model_tree(r->from_dir) || !node_in_model_tree(r->to_dir))
 		return -EPERM;
-	if (fstatat(from_dir->fd, from, &st, AT_SYMLINK_NOFOLLOW) < 0)
+	if (fstatat(r->from_dir->fd, r->from_name, &r->from, AT_SYMLINK_NOFOLLOW) < 0)
 		return -errno;
-	if (!S_ISREG(st.st_mode))
+	if (fstatat(r->to_dir->fd, r->to_name, &r->to, AT_SYMLINK_NOFOLLOW) == 0)
+		r->to_exists = 1;
+	else if (errno != ENOENT)
+		return -errno;
+	r->exchange = (flags & RENAME_EXCHANGE) != 0;
+	if (!S_ISREG(r->from.st_mode))
 		return 0; /* workspaces move freely */
-	from_role = file_role_of(from);
-	to_role = file_role_of(to);
+	from_role = file_role_of(r->from_name);
+	to_role = file_role_of(r->to_name);
 	if (file_role_generated(from_role))
 		return -EPERM;
 	if (file_role_generated(to_role))
@@ -494,21 +508,27 @@ static int rename_checks(struct node *from_dir, const char *from, struct node *t
 }
 
 /* The batch pattern: `mv x.tmp x.prompt` submits. The prompt is checked
- * before the rename, so a refused one stays where it was. */
+ * before the rename, so a refused one stays where it was. A directory
+ * moved, even to another model, keeps its node: its jobs keep their
+ * directory, and the next ones run on the deployment of its new place. */
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
 		      const char *newname, unsigned int flags)
 {
-	struct node *from_dir = node_from_ino(parent);
-	struct node *to_dir = node_from_ino(newparent);
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct node_rename r = {
+		.from_dir = node_from_ino(parent),
+		.from_name = name,
+		.to_dir = node_from_ino(newparent),
+		.to_name = newname,
+	};
 	char reason[512];
 	int submit, rc, fd = -1;
 
-	rc = rename_checks(from_dir, name, to_dir, newname, &submit);
+	rc = rename_checks(&r, flags, &submit);
 	if (rc < 0)
 		goto out;
 	if (submit) {
-		fd = openat(from_dir->fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		fd = openat(r.from_dir->fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 		if (fd < 0) {
 			rc = -errno;
 			goto out;
@@ -516,23 +536,28 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 		rc = job_check_prompt(fd, reason, sizeof(reason));
 		if (rc == -EINVAL || rc == -EFBIG) {
 			/* refused: the reason goes where the job would have been */
-			rc = job_submit(to_dir, newname, fd, ctx->uid);
+			rc = job_submit(r.to_dir, newname, fd, ctx->uid);
 			goto out;
 		}
 		if (rc < 0 && rc != -ENODATA)
 			goto out;
 	}
-	if (file_role_of(name) == ROLE_PROMPT && node_in_model_tree(from_dir))
-		job_remove(from_dir, name);
-	if (renameat2(from_dir->fd, name, to_dir->fd, newname, flags) < 0) {
+	/* nothing may fail once the rename is done */
+	rc = node_rename_prepare(&r);
+	if (rc < 0)
+		goto out;
+	if (file_role_of(name) == ROLE_PROMPT && S_ISREG(r.from.st_mode))
+		job_remove(r.from_dir, name);
+	if (renameat2(r.from_dir->fd, name, r.to_dir->fd, newname, flags) < 0) {
 		rc = -errno;
 		goto out;
 	}
-	node_file_renamed(from_dir, name, to_dir, newname);
+	node_renamed(&r);
 	rc = 0;
 	if (submit)
-		rc = job_submit(to_dir, newname, fd, ctx->uid);
+		rc = job_submit(r.to_dir, newname, fd, ctx->uid);
 out:
+	node_rename_release(&r);
 	if (fd >= 0)
 		close(fd);
 	fuse_reply_err(req, -rc);

@@ -1,0 +1,624 @@
+/* The inode table on a real directory tree in a temporary directory:
+ * lookups by identity, renames of files and directories, the deployment
+ * and ancestry found by walking up, paths, references, stale nodes. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fs/node.h"
+
+struct promptfs pfs;
+
+/* The config the tree is built from: openai/us/{gpt-4o,gpt-4o-mini} and
+ * local/localhost/llama3.2. A directory "retired" at the root stands for
+ * a cloud no longer configured. */
+static struct model us_models[] = { { .name = "gpt-4o" }, { .name = "gpt-4o-mini" } };
+static struct model localhost_models[] = { { .name = "llama3.2" } };
+static struct region openai_regions[] = {
+	{ .name = "us", .models = us_models, .n_models = 2 },
+};
+static struct region local_regions[] = {
+	{ .name = "localhost", .models = localhost_models, .n_models = 1 },
+};
+static struct cloud clouds[] = {
+	{ .name = "openai", .regions = openai_regions, .n_regions = 1 },
+	{ .name = "local", .regions = local_regions, .n_regions = 1 },
+};
+static struct config config = { .clouds = clouds, .n_clouds = 2 };
+
+#define GPT (&us_models[0])
+#define MINI (&us_models[1])
+#define LLAMA (&localhost_models[0])
+
+struct fixture {
+	char dir[64];
+	int fd;
+};
+
+static void make_dirs(int fd, const char *path)
+{
+	char buf[256], *p;
+
+	snprintf(buf, sizeof(buf), "%s", path);
+	for (p = strchr(buf, '/'); p; p = strchr(p + 1, '/')) {
+		*p = '\0';
+		mkdirat(fd, buf, 0755);
+		*p = '/';
+	}
+	assert_int_equal(mkdirat(fd, buf, 0755), 0);
+}
+
+static void make_file(int fd, const char *path)
+{
+	int f = openat(fd, path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+
+	assert_true(f >= 0);
+	close(f);
+}
+
+static int setup(void **state)
+{
+	struct fixture *fx = calloc(1, sizeof(*fx));
+
+	assert_non_null(fx);
+	snprintf(fx->dir, sizeof(fx->dir), "/tmp/test_node.XXXXXX");
+	assert_non_null(mkdtemp(fx->dir));
+	fx->fd = open(fx->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(fx->fd >= 0);
+	make_dirs(fx->fd, "openai/us/gpt-4o");
+	make_dirs(fx->fd, "openai/us/gpt-4o-mini");
+	make_dirs(fx->fd, "local/localhost/llama3.2");
+	make_dirs(fx->fd, "retired/eu/old-model");
+	for (size_t c = 0; c < 2; c++) {
+		for (size_t r = 0; r < clouds[c].n_regions; r++) {
+			clouds[c].regions[r].cloud = &clouds[c];
+			for (size_t m = 0; m < clouds[c].regions[r].n_models; m++)
+				clouds[c].regions[r].models[m].region = &clouds[c].regions[r];
+		}
+	}
+	pfs.config = &config;
+	assert_int_equal(node_table_init(fx->fd), 0);
+	*state = fx;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *fx = *state;
+	char cmd[128];
+
+	node_table_destroy();
+	close(fx->fd);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", fx->dir);
+	assert_int_equal(system(cmd), 0);
+	free(fx);
+	return 0;
+}
+
+/* The node of NAME in DIR, with one reference of ours. */
+static struct node *child(struct node *dir, const char *name)
+{
+	struct node *n;
+	struct stat st;
+
+	assert_int_equal(fstatat(dir->fd, name, &st, AT_SYMLINK_NOFOLLOW), 0);
+	n = node_get_child(dir, name, &st, 0);
+	assert_non_null(n);
+	return n;
+}
+
+/* The node at PATH (a/b/c) below DIR, with one reference of ours; the
+ * directories on the way are held only by their children. */
+static struct node *walk(struct node *dir, const char *path)
+{
+	char buf[256], *save = NULL;
+	struct node *n = dir, *next;
+
+	snprintf(buf, sizeof(buf), "%s", path);
+	node_hold(n);
+	for (char *part = strtok_r(buf, "/", &save); part; part = strtok_r(NULL, "/", &save)) {
+		next = child(n, part);
+		node_put(n);
+		n = next;
+	}
+	return n;
+}
+
+/* rename(2) through the table, as op_rename does it. */
+static void do_rename(struct node *from_dir, const char *from, struct node *to_dir, const char *to,
+		      unsigned int flags)
+{
+	struct node_rename r = {
+		.from_dir = from_dir,
+		.from_name = from,
+		.to_dir = to_dir,
+		.to_name = to,
+		.exchange = (flags & RENAME_EXCHANGE) != 0,
+	};
+
+	assert_int_equal(fstatat(from_dir->fd, from, &r.from, AT_SYMLINK_NOFOLLOW), 0);
+	r.to_exists = fstatat(to_dir->fd, to, &r.to, AT_SYMLINK_NOFOLLOW) == 0;
+	assert_int_equal(node_rename_prepare(&r), 0);
+	assert_int_equal(renameat2(from_dir->fd, from, to_dir->fd, to, flags), 0);
+	node_renamed(&r);
+	node_rename_release(&r);
+}
+
+static void assert_path(struct node *n, const char *want)
+{
+	char buf[256];
+
+	assert_int_equal(node_path(n, buf, sizeof(buf)), (int)strlen(want));
+	assert_string_equal(buf, want);
+}
+
+static void structure_from_the_config(void **state)
+{
+	struct node *openai, *us, *gpt, *mini, *retired, *old;
+
+	(void)state;
+	openai = child(pfs.root, "openai");
+	assert_int_equal(openai->kind, NODE_CLOUD);
+	assert_ptr_equal(openai->cloud, &clouds[0]);
+	assert_ptr_equal(openai->parent, pfs.root);
+	assert_string_equal(openai->name, "openai");
+	us = child(openai, "us");
+	assert_int_equal(us->kind, NODE_REGION);
+	assert_ptr_equal(us->region, &openai_regions[0]);
+	gpt = child(us, "gpt-4o");
+	mini = child(us, "gpt-4o-mini");
+	assert_int_equal(gpt->kind, NODE_MODEL);
+	assert_ptr_equal(gpt->model, GPT);
+	assert_ptr_equal(mini->model, MINI);
+	assert_ptr_equal(node_deployment(gpt), GPT);
+	assert_null(node_deployment(us));
+	assert_null(node_deployment(openai));
+	assert_null(node_deployment(pfs.root));
+
+	/* a cloud no longer configured: structure without config, no
+	 * deployment anywhere below it */
+	old = walk(pfs.root, "retired/eu/old-model");
+	assert_int_equal(old->kind, NODE_MODEL);
+	assert_null(old->model);
+	assert_null(node_deployment(old));
+	retired = child(pfs.root, "retired");
+	assert_int_equal(retired->kind, NODE_CLOUD);
+	assert_null(retired->cloud);
+
+	node_put(retired);
+	node_put(old);
+	node_put(mini);
+	node_put(gpt);
+	node_put(us);
+	node_put(openai);
+}
+
+static void children_are_found_by_identity(void **state)
+{
+	struct fixture *fx = *state;
+	struct node *gpt, *ws, *again, *f, *f2, *g;
+	unsigned gpt_refs;
+
+	gpt = walk(pfs.root, "openai/us/gpt-4o");
+	gpt_refs = gpt->refs;
+	make_dirs(fx->fd, "openai/us/gpt-4o/ws");
+	make_file(fx->fd, "openai/us/gpt-4o/ws/f.txt");
+	make_file(fx->fd, "openai/us/gpt-4o/ws/g.txt");
+
+	ws = child(gpt, "ws");
+	assert_int_equal(ws->kind, NODE_WORKSPACE);
+	assert_null(ws->model); /* workspaces copy nothing: they walk up */
+	assert_int_equal(gpt->refs, gpt_refs + 1);
+	again = child(gpt, "ws");
+	assert_ptr_equal(again, ws);
+	assert_int_equal(gpt->refs, gpt_refs + 1); /* one child, one reference */
+
+	f = child(ws, "f.txt");
+	f2 = child(ws, "f.txt");
+	g = child(ws, "g.txt");
+	assert_int_equal(f->kind, NODE_FILE);
+	assert_ptr_equal(f, f2);
+	assert_ptr_not_equal(f, g);
+	assert_int_equal(f->refs, 2);
+	assert_ptr_equal(node_deployment(f), GPT);
+
+	node_put(g);
+	node_put(f2);
+	node_put(f);
+	node_put(again);
+	node_put(ws);
+	/* the workspace went with its last reference, and its hold on the
+	 * model directory with it */
+	assert_int_equal(gpt->refs, gpt_refs);
+	node_put(gpt);
+}
+
+static void kernel_references_keep_a_node(void **state)
+{
+	struct fixture *fx = *state;
+	struct node *gpt, *ws, *again;
+	unsigned gpt_refs;
+	struct stat st;
+
+	gpt = walk(pfs.root, "openai/us/gpt-4o");
+	gpt_refs = gpt->refs;
+	make_dirs(fx->fd, "openai/us/gpt-4o/k");
+	assert_int_equal(fstatat(gpt->fd, "k", &st, 0), 0);
+	ws = node_get_child(gpt, "k", &st, 1);
+	assert_non_null(ws);
+	assert_int_equal(ws->nlookup, 1);
+	assert_int_equal(ws->refs, 0);
+	again = child(gpt, "k");
+	assert_ptr_equal(again, ws);
+	node_put(again);
+	assert_int_equal(gpt->refs, gpt_refs + 1); /* the kernel still has it */
+	node_forget(ws, 1);
+	assert_int_equal(gpt->refs, gpt_refs);
+	node_put(gpt);
+}
+
+static void file_rename_moves_its_node(void **state)
+{
+	struct fixture *fx = *state;
+	struct node *gpt, *ws1, *ws2, *f, *victim, *moved, *fresh, *dir;
+	unsigned refs1, refs2;
+	char *name;
+
+	make_dirs(fx->fd, "openai/us/gpt-4o/ws1");
+	make_dirs(fx->fd, "openai/us/gpt-4o/ws2");
+	make_file(fx->fd, "openai/us/gpt-4o/ws1/f");
+	make_file(fx->fd, "openai/us/gpt-4o/ws2/g");
+	gpt = walk(pfs.root, "openai/us/gpt-4o");
+	ws1 = child(gpt, "ws1");
+	ws2 = child(gpt, "ws2");
+	f = child(ws1, "f");
+	victim = child(ws2, "g");
+	refs1 = ws1->refs;
+	refs2 = ws2->refs;
+
+	do_rename(ws1, "f", ws2, "g", 0);
+	assert_ptr_equal(f->parent, ws2);
+	assert_string_equal(f->name, "g");
+	assert_int_equal(ws1->refs, refs1 - 1);
+	assert_int_equal(ws2->refs, refs2 + 1);
+	moved = child(ws2, "g");
+	assert_ptr_equal(moved, f);
+	/* the file it replaced is gone */
+	assert_null(victim->name);
+	assert_int_equal(node_file_location(victim, &dir, &name), -ENOENT);
+	assert_int_equal(node_file_location(f, &dir, &name), 0);
+	assert_ptr_equal(dir, ws2);
+	assert_string_equal(name, "g");
+	free(name);
+	node_put(dir);
+	/* the old name is free for a new file */
+	make_file(fx->fd, "openai/us/gpt-4o/ws1/f");
+	fresh = child(ws1, "f");
+	assert_ptr_not_equal(fresh, f);
+
+	node_put(fresh);
+	node_put(moved);
+	node_put(victim);
+	node_put(f);
+	node_put(ws2);
+	node_put(ws1);
+	node_put(gpt);
+}
+
+static void file_unlink_forgets_its_name(void **state)
+{
+	struct fixture *fx = *state;
+	struct node *gpt, *f, *fresh;
+
+	make_file(fx->fd, "openai/us/gpt-4o/u");
+	gpt = walk(pfs.root, "openai/us/gpt-4o");
+	f = child(gpt, "u");
+	assert_int_equal(unlinkat(gpt->fd, "u", 0), 0);
+	node_file_unlinked(gpt, "u");
+	assert_null(f->name);
+	make_file(fx->fd, "openai/us/gpt-4o/u");
+	fresh = child(gpt, "u");
+	assert_ptr_not_equal(fresh, f);
+	node_put(fresh);
+	node_put(f);
+	node_put(gpt);
+}
+
+static void directory_rename_moves_it_and_its_reference(void **state)
+{
+	struct fixture *fx = *state;
+	struct node *gpt, *llama, *ws, *sub, *again;
+	unsigned gpt_refs, llama_refs;
+
+	make_dirs(fx->fd, "openai/us/gpt-4o/ws/sub");
+	gpt = walk(pfs.root, "openai/us/gpt-4o");
+	llama = walk(pfs.root, "local/localhost/llama3.2");
+	ws = child(gpt, "ws");
+	sub = child(ws, "sub");
+	assert_ptr_equal(node_deployment(sub), GPT);
+	gpt_refs = gpt->refs;
+	llama_refs = llama->refs;
+
+	do_rename(gpt, "ws", llama, "moved", 0);
+	assert_ptr_equal(ws->parent, llama);
+	assert_string_equal(ws->name, "moved");
+	assert_int_equal(gpt->refs, gpt_refs - 1);
+	assert_int_equal(llama->refs, llama_refs + 1);
+	assert_ptr_equal(node_deployment(ws), LLAMA);
+	assert_ptr_equal(node_deployment(sub), LLAMA);
+	assert_path(sub, "/local/localhost/llama3.2/moved/sub");
+	/* found at its new place as the same node */
+	again = child(llama, "moved");
+	assert_ptr_equal(again, ws);
+	node_put(again);
+
+	/* and back, renamed in place on the way */
+	do_rename(llama, "moved", llama, "moved2", 0);
+	assert_path(sub, "/local/localhost/llama3.2/moved2/sub");
+	assert_int_equal(llama->refs, llama_refs + 1);
+	do_rename(llama, "moved2", gpt, "ws", 0);
+	assert_int_equal(gpt->refs, gpt_refs);
+	assert_int_equal(llama->refs, llama_refs);
+	assert_ptr_equal(node_deployment(sub), GPT);
+
+	node_put(sub);
+	node_put(ws);
+	/* the moves left no reference behind: the whole chain is gone */
+	assert_int_equal(gpt->refs, gpt_refs - 1);
+	node_put(llama);
+	node_put(gpt);
+}
+
+static void directory_rename_onto_an_empty_directory(void **state)
+{
+	struct fixture *fx = *state;
+	struct node *gpt, *mini, *ws, *empty, *found;
+	char buf[64];
+
+	make_dirs(fx->fd, "openai/us/gpt-4o/ws");
+	make_dirs(fx->fd, "openai/us/gpt-4o-mini/empty");
+	gpt = walk(pfs.root, "openai/us/gpt-4o");
+	mini = walk(pfs.root, "openai/us/gpt-4o-mini");
+	ws = child(gpt, "ws");
+	empty = child(mini, "empty");
+
+	do_rename(gpt, "ws", mini, "empty", 0);
+	assert_null(empty->name); /* replaced: out of the table */
+	assert_int_equal(node_path(empty, buf, sizeof(buf)), -ENOENT);
+	assert_ptr_equal(node_deployment(empty), MINI); /* it still has a parent */
+	found = child(mini, "empty");
+	assert_ptr_equal(found, ws);
+	assert_ptr_equal(node_deployment(ws), MINI);
+
+	node_put(found);
+	node_put(empty);
+	node_put(ws);
+	node_put(mini);
+	node_put(gpt);
+}
+
+static void directory_exchange_swaps_places(void **state)
+{
+	struct fixture *fx = *state;
+	struct node *gpt, *llama, *a, *b;
+	unsigned gpt_refs, llama_refs;
+
+	make_dirs(fx->fd, "openai/us/gpt-4o/a");
+	make_dirs(fx->fd, "local/localhost/llama3.2/b");
+	gpt = walk(pfs.root, "openai/us/gpt-4o");
+	llama = walk(pfs.root, "local/localhost/llama3.2");
+	a = child(gpt, "a");
+	b = child(llama, "b");
+	gpt_refs = gpt->refs;
+	llama_refs = llama->refs;
+
+	do_rename(gpt, "a", llama, "b", RENAME_EXCHANGE);
+	assert_path(a, "/local/localhost/llama3.2/b");
+	assert_path(b, "/openai/us/gpt-4o/a");
+	assert_ptr_equal(node_deployment(a), LLAMA);
+	assert_ptr_equal(node_deployment(b), GPT);
+	assert_int_equal(gpt->refs, gpt_refs);
+	assert_int_equal(llama->refs, llama_refs);
+
+	node_put(b);
+	node_put(a);
+	node_put(llama);
+	node_put(gpt);
+}
+
+static void deployment_of_a_workspace_three_deep(void **state)
+{
+	struct fixture *fx = *state;
+	struct node *c;
+
+	make_dirs(fx->fd, "local/localhost/llama3.2/a/b/c");
+	c = walk(pfs.root, "local/localhost/llama3.2/a/b/c");
+	assert_int_equal(c->kind, NODE_WORKSPACE);
+	assert_ptr_equal(node_deployment(c), LLAMA);
+	assert_ptr_equal(node_deployment(c->parent), LLAMA);
+	node_put(c);
+}
+
+static void ancestry_from_the_root_down(void **state)
+{
+	static const char *const names[] = { NULL, "openai", "us", "gpt-4o", "a", "b", "c" };
+	struct fixture *fx = *state;
+	struct node *c, *chain[8];
+	unsigned refs[7];
+	size_t i, n;
+
+	make_dirs(fx->fd, "openai/us/gpt-4o/a/b/c");
+	c = walk(pfs.root, "openai/us/gpt-4o/a/b/c");
+
+	/* too small: the length, and nothing taken */
+	i = c->refs;
+	assert_int_equal(node_ancestry(c, chain, 6), 7);
+	assert_int_equal(c->refs, i);
+
+	n = node_ancestry(c, chain, 8);
+	assert_int_equal(n, 7);
+	assert_ptr_equal(chain[0], pfs.root);
+	assert_ptr_equal(chain[6], c);
+	for (i = 1; i < n; i++) {
+		assert_ptr_equal(chain[i]->parent, chain[i - 1]);
+		assert_string_equal(chain[i]->name, names[i]);
+		refs[i] = chain[i]->refs;
+	}
+	/* the chain holds each one: they outlive the caller's own reference */
+	node_put(c);
+	assert_int_equal(chain[6]->refs, refs[6] - 1);
+	node_put_all(chain, n);
+	assert_int_equal(node_ancestry(pfs.root, chain, 8), 1);
+	assert_ptr_equal(chain[0], pfs.root);
+	node_put_all(chain, 1);
+}
+
+static void paths_from_the_mount_root(void **state)
+{
+	struct fixture *fx = *state;
+	const char *want = "/openai/us/gpt-4o/ws";
+	struct node *ws, *f;
+	char buf[64];
+
+	make_dirs(fx->fd, "openai/us/gpt-4o/ws");
+	make_file(fx->fd, "openai/us/gpt-4o/ws/q.prompt");
+	ws = walk(pfs.root, "openai/us/gpt-4o/ws");
+	f = child(ws, "q.prompt");
+	assert_path(pfs.root, "/");
+	assert_path(ws, want);
+	assert_path(f, "/openai/us/gpt-4o/ws/q.prompt");
+	/* exactly enough room, and one byte short */
+	assert_int_equal(node_path(ws, buf, strlen(want) + 1), (int)strlen(want));
+	assert_string_equal(buf, want);
+	assert_int_equal(node_path(ws, buf, strlen(want)), -ENAMETOOLONG);
+	assert_int_equal(node_path(pfs.root, buf, 1), -ENAMETOOLONG);
+	node_put(f);
+	node_put(ws);
+}
+
+static void removed_directory_is_retired(void **state)
+{
+	struct fixture *fx = *state;
+	struct node *gpt, *d, *fresh;
+	struct stat st;
+	char buf[64];
+
+	make_dirs(fx->fd, "openai/us/gpt-4o/d");
+	gpt = walk(pfs.root, "openai/us/gpt-4o");
+	d = child(gpt, "d");
+	assert_int_equal(fstatat(gpt->fd, "d", &st, 0), 0);
+	assert_int_equal(unlinkat(gpt->fd, "d", AT_REMOVEDIR), 0);
+	node_directory_removed(&st);
+	assert_null(d->name);
+	assert_int_equal(node_path(d, buf, sizeof(buf)), -ENOENT);
+	make_dirs(fx->fd, "openai/us/gpt-4o/d");
+	fresh = child(gpt, "d");
+	assert_ptr_not_equal(fresh, d);
+	assert_path(fresh, "/openai/us/gpt-4o/d");
+	node_put(fresh);
+	node_put(d);
+	node_put(gpt);
+}
+
+/* The kernel may never forget removed entries before the unmount: the
+ * table frees them anyway (LeakSanitizer checks it in the ASan build). */
+static void removed_nodes_still_held_are_freed_at_the_end(void **state)
+{
+	struct fixture *fx = *state;
+	struct node *gpt, *d, *f;
+	struct stat st;
+
+	make_dirs(fx->fd, "openai/us/gpt-4o/held");
+	make_file(fx->fd, "openai/us/gpt-4o/held.txt");
+	gpt = walk(pfs.root, "openai/us/gpt-4o");
+	assert_int_equal(fstatat(gpt->fd, "held", &st, 0), 0);
+	d = node_get_child(gpt, "held", &st, 1);
+	assert_int_equal(fstatat(gpt->fd, "held.txt", &st, 0), 0);
+	f = node_get_child(gpt, "held.txt", &st, 1);
+	assert_non_null(d);
+	assert_non_null(f);
+	assert_int_equal(fstatat(gpt->fd, "held", &st, 0), 0);
+	assert_int_equal(unlinkat(gpt->fd, "held", AT_REMOVEDIR), 0);
+	node_directory_removed(&st);
+	assert_int_equal(unlinkat(gpt->fd, "held.txt", 0), 0);
+	node_file_unlinked(gpt, "held.txt");
+	assert_null(d->name);
+	assert_null(f->name);
+	node_put(gpt);
+	/* teardown's node_table_destroy frees d and f */
+}
+
+/* A node whose directory was removed behind the table's back while its
+ * identity went to another directory. The backing filesystems of the
+ * tests do not reuse the number of an inode a descriptor still holds, so
+ * the test makes the situation: the node of d is given the descriptor of
+ * a removed directory, as if d had been removed and its number reused for
+ * the d now on disk. */
+static void stale_directory_node_is_replaced(void **state)
+{
+	struct fixture *fx = *state;
+	struct node *gpt, *d, *fresh, *again;
+	struct stat st, now;
+	int dead;
+
+	make_dirs(fx->fd, "openai/us/gpt-4o/d");
+	make_dirs(fx->fd, "openai/us/gpt-4o/gone");
+	gpt = walk(pfs.root, "openai/us/gpt-4o");
+	d = child(gpt, "d");
+	dead = openat(gpt->fd, "gone", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	assert_true(dead >= 0);
+	assert_int_equal(unlinkat(gpt->fd, "gone", AT_REMOVEDIR), 0);
+	assert_int_equal(dup2(dead, d->fd), d->fd);
+	close(dead);
+
+	fresh = child(gpt, "d");
+	assert_ptr_not_equal(fresh, d);
+	assert_null(d->name); /* retired: it lives on only for its holders */
+	assert_string_equal(fresh->name, "d");
+	assert_int_equal(fstat(fresh->fd, &now), 0);
+	assert_int_equal(fstatat(gpt->fd, "d", &st, 0), 0);
+	assert_true(now.st_ino == st.st_ino && now.st_nlink > 0);
+	again = child(gpt, "d");
+	assert_ptr_equal(again, fresh);
+
+	node_put(again);
+	node_put(fresh);
+	node_put(d);
+	node_put(gpt);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(structure_from_the_config, setup, teardown),
+		cmocka_unit_test_setup_teardown(children_are_found_by_identity, setup, teardown),
+		cmocka_unit_test_setup_teardown(kernel_references_keep_a_node, setup, teardown),
+		cmocka_unit_test_setup_teardown(file_rename_moves_its_node, setup, teardown),
+		cmocka_unit_test_setup_teardown(file_unlink_forgets_its_name, setup, teardown),
+		cmocka_unit_test_setup_teardown(directory_rename_moves_it_and_its_reference, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(directory_rename_onto_an_empty_directory, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(directory_exchange_swaps_places, setup, teardown),
+		cmocka_unit_test_setup_teardown(deployment_of_a_workspace_three_deep, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(ancestry_from_the_root_down, setup, teardown),
+		cmocka_unit_test_setup_teardown(paths_from_the_mount_root, setup, teardown),
+		cmocka_unit_test_setup_teardown(removed_directory_is_retired, setup, teardown),
+		cmocka_unit_test_setup_teardown(removed_nodes_still_held_are_freed_at_the_end,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(stale_directory_node_is_replaced, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
