@@ -123,8 +123,7 @@ static void filtered_categories_add(json_t *results, char *list, size_t size)
 	size_t used;
 	size_t need;
 
-	json_object_foreach(results, name, verdict)
-	{
+	json_object_foreach (results, name, verdict) {
 		if (!json_is_true(json_object_get(verdict, "filtered")) ||
 		    list_has_name(list, name))
 			continue;

@@ -130,8 +130,7 @@ static int unknown_keys_check(json_t *object, const char *const *known, size_t n
 	json_t *value;
 	size_t i;
 
-	json_object_foreach(object, key, value)
-	{
+	json_object_foreach (object, key, value) {
 		for (i = 0; i < n_known; i++) {
 			if (strcmp(key, known[i]) == 0)
 				break;

@@ -331,8 +331,7 @@ static int parse_region(struct load_ctx *ctx, const char *path, json_t *obj,
 	if (!region->models)
 		return out_of_memory(ctx);
 
-	json_object_keylen_foreach(models, name, name_len, value)
-	{
+	json_object_keylen_foreach (models, name, name_len, value) {
 		struct model *model = &region->models[i];
 
 		json_path_join(model_path, models_path, name);
@@ -405,8 +404,7 @@ static int parse_cloud(struct load_ctx *ctx, const char *path, json_t *obj, stru
 	cloud->regions = calloc(json_object_size(regions), sizeof(*cloud->regions));
 	if (!cloud->regions)
 		return out_of_memory(ctx);
-	json_object_keylen_foreach(regions, name, name_len, value)
-	{
+	json_object_keylen_foreach (regions, name, name_len, value) {
 		struct region *region = &cloud->regions[i];
 
 		json_path_join(region_path, regions_path, name);
@@ -448,8 +446,7 @@ static int parse_clouds(struct load_ctx *ctx, json_t *root, struct config *cfg)
 	if (!cfg->clouds)
 		return out_of_memory(ctx);
 
-	json_object_keylen_foreach(clouds, name, name_len, value)
-	{
+	json_object_keylen_foreach (clouds, name, name_len, value) {
 		struct cloud *cloud = &cfg->clouds[i];
 
 		json_path_join(path, "clouds", name);

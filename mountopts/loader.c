@@ -64,8 +64,7 @@ int check_keys(struct load_ctx *ctx, const char *path, json_t *obj, const char *
 	json_t *value;
 	size_t i;
 
-	json_object_foreach(obj, key, value)
-	{
+	json_object_foreach (obj, key, value) {
 		int known = 0;
 
 		for (i = 0; allowed[i]; i++) {
