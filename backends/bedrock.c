@@ -1,7 +1,6 @@
 /* AWS Bedrock Runtime, ConverseStream: a SigV4-signed JSON request, an
  * application/vnd.amazon.eventstream answer, rest-json errors. */
 #include <errno.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +13,7 @@
 #include "backends/eventstream.h"
 #include "backends/retry.h"
 #include "backends/sigv4.h"
+#include "backends/utf8.h"
 #include "backends/wire_util.h"
 
 /* Credential scope service: Bedrock signs as "bedrock", although its
@@ -115,47 +115,6 @@ out:
 
 /* --- request body -------------------------------------------------- */
 
-/* Strict UTF-8: no overlong forms, no surrogates, nothing above
- * U+10FFFF. Checked here so that jansson failing afterwards can only
- * mean memory ran out, which is retried, unlike a bad prompt. */
-static int utf8_is_valid(const char *text)
-{
-	const unsigned char *p = (const unsigned char *)text;
-
-	while (*p) {
-		unsigned char c = *p;
-		size_t n, i;
-		uint32_t cp;
-
-		if (c < 0x80) {
-			p++;
-			continue;
-		}
-		if (c >= 0xc2 && c <= 0xdf) {
-			n = 1;
-			cp = c & 0x1f;
-		} else if (c >= 0xe0 && c <= 0xef) {
-			n = 2;
-			cp = c & 0x0f;
-		} else if (c >= 0xf0 && c <= 0xf4) {
-			n = 3;
-			cp = c & 0x07;
-		} else {
-			return 0;
-		}
-		for (i = 1; i <= n; i++) {
-			if ((p[i] & 0xc0) != 0x80)
-				return 0; /* also stops at the NUL */
-			cp = cp << 6 | (p[i] & 0x3f);
-		}
-		if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10ffff ||
-		    (cp >= 0xd800 && cp <= 0xdfff))
-			return 0;
-		p += n + 1;
-	}
-	return 1;
-}
-
 /* {"text": TEXT}. Returns 0 and a new reference in *OUT, -EINVAL if TEXT
  * is not UTF-8, or -ENOMEM. */
 static int text_block(const char *text, json_t **out)
@@ -163,6 +122,8 @@ static int text_block(const char *text, json_t **out)
 	json_t *block;
 
 	*out = NULL;
+	/* Checked here so that jansson failing afterwards can only mean
+	 * memory ran out, which is retried, unlike a bad prompt. */
 	if (!text || !utf8_is_valid(text))
 		return -EINVAL;
 	block = json_object();
@@ -499,11 +460,7 @@ static void provider_text_copy(char *dst, size_t cap, const char *src, size_t le
 {
 	size_t i;
 
-	if (len >= cap) {
-		len = cap - 1;
-		while (len > 0 && ((unsigned char)src[len] & 0xc0) == 0x80)
-			len--;
-	}
+	len = utf8_prefix_length(src, len, cap - 1);
 	for (i = 0; i < len; i++) {
 		unsigned char c = (unsigned char)src[i];
 

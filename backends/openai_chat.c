@@ -11,6 +11,7 @@
 
 #include "backends/retry.h"
 #include "backends/sse.h"
+#include "backends/utf8.h"
 #include "backends/wire_util.h"
 
 /* How much of a body that is not JSON goes into an error message. */
@@ -103,46 +104,6 @@ out:
 
 /* ---- text from remote data --------------------------------------------- */
 
-/* The length of the well-formed UTF-8 sequence at S (AVAIL bytes
- * available): 1-4; 0 if the bytes are not UTF-8; -1 if the sequence is cut
- * short by the end of the input. */
-static int utf8_sequence_length(const unsigned char *s, size_t avail)
-{
-	unsigned char lo = 0x80;
-	unsigned char hi = 0xBF;
-	int need;
-	int i;
-
-	if (s[0] < 0x80)
-		return 1;
-	if (s[0] >= 0xC2 && s[0] <= 0xDF) {
-		need = 2;
-	} else if (s[0] >= 0xE0 && s[0] <= 0xEF) {
-		need = 3;
-		if (s[0] == 0xE0)
-			lo = 0xA0; /* overlong */
-		else if (s[0] == 0xED)
-			hi = 0x9F; /* surrogates */
-	} else if (s[0] >= 0xF0 && s[0] <= 0xF4) {
-		need = 4;
-		if (s[0] == 0xF0)
-			lo = 0x90; /* overlong */
-		else if (s[0] == 0xF4)
-			hi = 0x8F; /* beyond U+10FFFF */
-	} else {
-		return 0;
-	}
-	for (i = 1; i < need; i++) {
-		if ((size_t)i >= avail)
-			return -1;
-		if (s[i] < lo || s[i] > hi)
-			return 0;
-		lo = 0x80;
-		hi = 0xBF;
-	}
-	return need;
-}
-
 /* Copies IN (LEN bytes) into OUT (SIZE bytes, NUL-terminated) as one
  * printable line of UTF-8: controls and runs of white space become one
  * space, bytes that are not UTF-8 become '?', a sequence cut by the end of
@@ -163,7 +124,7 @@ static void text_sanitize(const char *in, size_t len, char *out, size_t size)
 			pos++;
 			continue;
 		}
-		seq = utf8_sequence_length(s + pos, len - pos);
+		seq = utf8_sequence_length(in + pos, len - pos);
 		if (seq < 0)
 			break;
 		if (used + (size_t)pending_space + (size_t)(seq ? seq : 1) + 1 > size)
