@@ -21,7 +21,6 @@
 #include "backends/sse.h"
 #include "backends/wire_util.h"
 
-#define AZURE_DEFAULT_API_VERSION "2024-10-21"
 /* Room for the names of the filter categories that fired. */
 #define AZURE_CATEGORIES_BYTES 256
 

@@ -13,8 +13,6 @@
 #include "mountopts/credentials.h"
 #include "mountopts/loader.h"
 
-#define AZURE_DEFAULT_API_VERSION "2024-10-21"
-
 static const char *const provider_names[] = {
 	[PROVIDER_OPENAI] = "openai",	    [PROVIDER_AZURE] = "azure",
 	[PROVIDER_BEDROCK] = "bedrock",	    [PROVIDER_VERTEX] = "vertex",
