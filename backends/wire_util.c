@@ -2,12 +2,14 @@
 #include "backends/wire_util.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* First allocation of a capped buffer; it doubles from there. */
-#define CAPPED_BUFFER_FIRST_ALLOC 4096
+/* First allocation of a capped buffer; it doubles from there. Small:
+ * an SSE parser holds three, most of whose lines and events are short. */
+#define CAPPED_BUFFER_FIRST_ALLOC 256
 
 int http_header_append(struct curl_slist **list, const char *head, const char *value)
 {
@@ -70,7 +72,7 @@ int capped_buffer_append(struct capped_buffer *buf, const char *bytes, size_t le
 		while (new_alloc < need)
 			new_alloc *= 2;
 		/* No point holding room the cap will never let us use. */
-		if (new_alloc > buf->cap + 1)
+		if (buf->cap < SIZE_MAX && new_alloc > buf->cap + 1)
 			new_alloc = buf->cap + 1;
 		grown = realloc(buf->data, new_alloc);
 		if (!grown)

@@ -51,7 +51,7 @@ struct capped_buffer {
 	char *data; /* owned; NULL until the first byte */
 	size_t len;
 	size_t alloc;
-	size_t cap; /* most bytes LEN may reach */
+	size_t cap; /* most bytes LEN may reach; may change between appends */
 };
 
 void capped_buffer_init(struct capped_buffer *buf, size_t cap);
