@@ -26,7 +26,6 @@
 #define ANTHROPIC_MAX_EVENT_BYTES (1024 * 1024)
 /* Cap of a 200 body that is plain JSON instead of an event stream. */
 #define ANTHROPIC_MAX_JSON_BYTES (4 * 1024 * 1024)
-#define ANTHROPIC_JSON_FLAGS (JSON_COMPACT | JSON_REAL_PRECISION(15))
 
 /* ---- request ---------------------------------------------------------- */
 
@@ -74,7 +73,6 @@ static int anthropic_body(const struct model *model, const struct llm_request *r
 {
 	json_t *root = json_object();
 	json_t *messages = json_array();
-	json_t *stops;
 	char *system = NULL;
 	const struct llm_message *msg;
 	long max_tokens = req->max_tokens;
@@ -116,21 +114,10 @@ static int anthropic_body(const struct model *model, const struct llm_request *r
 	bad |= json_object_set(root, "messages", messages);
 	if (req->has_temperature)
 		bad |= json_object_set_new(root, "temperature", json_real(req->temperature));
-	if (req->n_stop > 0) {
-		stops = json_array();
-		for (i = 0; i < req->n_stop; i++)
-			bad |= json_array_append_new(stops, json_string(req->stop[i]));
-		bad |= json_object_set_new(root, "stop_sequences", stops);
-	}
+	if (req->n_stop > 0)
+		bad |= json_object_set_new(root, "stop_sequences", stop_sequences_json(req));
 	bad |= json_object_set_new(root, "stream", json_true());
-	if (!bad)
-		*out = json_dumps(root, ANTHROPIC_JSON_FLAGS);
-	if (!*out) {
-		rc = -ENOMEM;
-		goto out;
-	}
-	*out_len = strlen(*out);
-	rc = 0;
+	rc = bad ? -ENOMEM : json_body_dump(root, out, out_len);
 out:
 	free(system);
 	json_decref(messages);
@@ -144,50 +131,35 @@ static int anthropic_build_request(const struct backend_target *target,
 	const struct model *model = target->model;
 	const struct region *region = model ? model->region : NULL;
 	const char *api_key = target->credentials ? target->credentials->api_key : NULL;
-	char *url = NULL;
-	char *body = NULL;
-	size_t body_len = 0;
-	struct curl_slist *headers = NULL;
-	int rc;
+	int rc = -EINVAL;
 
 	memset(out, 0, sizeof(*out));
-	if (!region || !region->endpoint || !model->id) {
-		rc = -EINVAL;
-		goto out;
-	}
-	if (!api_key || !api_key[0]) {
-		rc = -ENOKEY;
-		goto out;
-	}
-	rc = anthropic_body(model, req, &body, &body_len);
+	if (!region || !region->endpoint || !model->id)
+		goto fail;
+	rc = -ENOKEY;
+	if (!api_key || !api_key[0])
+		goto fail;
+	rc = anthropic_body(model, req, &out->body, &out->body_len);
 	if (rc < 0)
-		goto out;
-	if (asprintf(&url, "%.*s/v1/messages", endpoint_trimmed_length(region->endpoint),
+		goto fail;
+	if (asprintf(&out->url, "%.*s/v1/messages", endpoint_trimmed_length(region->endpoint),
 		     region->endpoint) < 0) {
-		url = NULL;
+		out->url = NULL;
 		rc = -ENOMEM;
-		goto out;
+		goto fail;
 	}
-	rc = http_header_append(&headers, "x-api-key: ", api_key);
+	rc = http_header_append(&out->headers, "x-api-key: ", api_key);
 	if (rc == 0)
-		rc = http_header_append(&headers, "anthropic-version: ", ANTHROPIC_VERSION);
+		rc = http_header_append(&out->headers, "anthropic-version: ", ANTHROPIC_VERSION);
 	if (rc == 0)
-		rc = http_header_append(&headers, "content-type: application/json", "");
+		rc = http_header_append(&out->headers, "content-type: application/json", "");
 	if (rc == 0)
-		rc = http_header_append(&headers, "accept: text/event-stream", "");
+		rc = http_header_append(&out->headers, "accept: text/event-stream", "");
 	if (rc < 0)
-		goto out;
-	out->url = url;
-	out->headers = headers;
-	out->body = body;
-	out->body_len = body_len;
-	url = NULL;
-	headers = NULL;
-	body = NULL;
-out:
-	free(url);
-	free(body);
-	curl_slist_free_all(headers);
+		goto fail;
+	return 0;
+fail:
+	http_request_release(out);
 	return rc;
 }
 
@@ -203,13 +175,8 @@ static int error_type_retryable(const char *type)
 		"rate_limit_error",
 		"timeout_error",
 	};
-	size_t i;
 
-	for (i = 0; type && i < sizeof(transient) / sizeof(transient[0]); i++) {
-		if (strcmp(type, transient[i]) == 0)
-			return 1;
-	}
-	return 0;
+	return word_is_one_of(type, transient, sizeof(transient) / sizeof(transient[0]));
 }
 
 static void anthropic_classify_error(const struct http_response_head *head, const char *body,
@@ -231,18 +198,8 @@ static void anthropic_classify_error(const struct http_response_head *head, cons
 	if (should_retry_header(head->should_retry) >= 0)
 		should_retry = should_retry_header(head->should_retry);
 	outcome = outcome_of_http_status(head->status, should_retry);
-	if (type && message)
-		attempt_error_set_http(err, outcome, head->status,
-				       "Anthropic answered HTTP %ld (%s): %s", head->status, type,
-				       message);
-	else if (message)
-		attempt_error_set_http(err, outcome, head->status,
-				       "Anthropic answered HTTP %ld: %s", head->status, message);
-	else
-		attempt_error_set_http(err, outcome, head->status, "Anthropic answered HTTP %ld",
-				       head->status);
+	http_error_explain(err, outcome, head->status, "Anthropic", type, message);
 	err->retry_after_s = retry_after_parse(head->retry_after, head->retry_after_ms, time(NULL));
-	error_message_flatten(err->message);
 	json_decref(root);
 }
 

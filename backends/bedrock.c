@@ -210,9 +210,9 @@ out:
 
 /* The ConverseStream body (reference §5.1): messages, system, and
  * inferenceConfig when anything in it is set. Returns 0 and a string in
- * *BODY (caller frees), -EINVAL for an unknown role, invalid UTF-8 or no
- * user/assistant turn, or -ENOMEM. */
-static int build_body(const struct llm_request *req, char **body)
+ * *BODY (caller frees) of *BODY_LEN bytes, -EINVAL for an unknown role,
+ * invalid UTF-8 or no user/assistant turn, or -ENOMEM. */
+static int build_body(const struct llm_request *req, char **body, size_t *body_len)
 {
 	json_t *root = json_object();
 	json_t *messages = json_array();
@@ -260,9 +260,7 @@ static int build_body(const struct llm_request *req, char **body)
 	ret = add_inference_config(root, req);
 	if (ret < 0)
 		goto out;
-	/* 15 significant digits print 0.7 as 0.7, not 0.69999999999999996. */
-	*body = json_dumps(root, JSON_COMPACT | JSON_REAL_PRECISION(15));
-	ret = *body ? 0 : -ENOMEM;
+	ret = json_body_dump(root, body, body_len);
 out:
 	json_decref(system);
 	json_decref(messages);
@@ -320,6 +318,7 @@ static int bedrock_build_request(const struct backend_target *target, const stru
 	struct sigv4_result sig;
 	char *encoded_id = NULL, *path = NULL, *url = NULL, *body = NULL;
 	struct curl_slist *headers = NULL;
+	size_t body_len = 0;
 	size_t len;
 	int ret;
 
@@ -335,7 +334,7 @@ static int bedrock_build_request(const struct backend_target *target, const stru
 	ret = endpoint_parse(model->region->endpoint, &ep);
 	if (ret < 0)
 		return ret;
-	ret = build_body(req, &body);
+	ret = build_body(req, &body, &body_len);
 	if (ret < 0)
 		goto out_endpoint;
 
@@ -366,7 +365,7 @@ static int bedrock_build_request(const struct backend_target *target, const stru
 	sign_in.headers = signed_headers;
 	sign_in.n_headers = 2;
 	sign_in.payload = body;
-	sign_in.payload_len = strlen(body);
+	sign_in.payload_len = body_len;
 	sign_in.region = model->region->name;
 	sign_in.service = BEDROCK_SIGNING_SERVICE;
 	sign_in.access_key_id = creds->aws_access_key_id;
@@ -383,7 +382,7 @@ static int bedrock_build_request(const struct backend_target *target, const stru
 
 	out->url = url;
 	out->headers = headers;
-	out->body_len = strlen(body);
+	out->body_len = body_len;
 	out->body = body;
 	url = NULL;
 	body = NULL;

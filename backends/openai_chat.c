@@ -40,21 +40,6 @@ static int messages_build(json_t *messages, const struct llm_request *req)
 	return 0;
 }
 
-static int stop_build(json_t *root, const struct llm_request *req)
-{
-	json_t *stop;
-	size_t i;
-
-	stop = json_array();
-	if (json_object_set_new(root, "stop", stop) < 0)
-		return -ENOMEM;
-	for (i = 0; i < req->n_stop; i++) {
-		if (json_array_append_new(stop, json_string(req->stop[i])) < 0)
-			return -ENOMEM;
-	}
-	return 0;
-}
-
 int openai_chat_body(const struct llm_request *req, const char *model, char **out, size_t *out_len)
 {
 	json_t *root;
@@ -90,14 +75,9 @@ int openai_chat_body(const struct llm_request *req, const char *model, char **ou
 	if (req->max_tokens > 0 &&
 	    json_object_set_new(root, "max_tokens", json_integer(req->max_tokens)) < 0)
 		goto out;
-	if (req->n_stop > 0 && stop_build(root, req) < 0)
+	if (req->n_stop > 0 && json_object_set_new(root, "stop", stop_sequences_json(req)) < 0)
 		goto out;
-	/* 15 significant digits print 0.2 as 0.2, not 0.20000000000000001. */
-	*out = json_dumps(root, JSON_COMPACT | JSON_REAL_PRECISION(15));
-	if (!*out)
-		goto out;
-	*out_len = strlen(*out);
-	rc = 0;
+	rc = json_body_dump(root, out, out_len);
 out:
 	json_decref(root);
 	return rc;
@@ -439,12 +419,8 @@ void openai_chat_classify_error(const struct http_response_head *head, const cha
 	detail = pe.message;
 
 	outcome = outcome_of_http_status(head->status, should_retry_header(head->should_retry));
-	if (detail[0])
-		attempt_error_set_http(err, outcome, head->status,
-				       "the provider answered HTTP %ld: %s", head->status, detail);
-	else
-		attempt_error_set_http(err, outcome, head->status, "the provider answered HTTP %ld",
-				       head->status);
+	http_error_explain(err, outcome, head->status, "the provider", NULL,
+			   detail[0] ? detail : NULL);
 	err->retry_after_s = retry_after_parse(head->retry_after, head->retry_after_ms, time(NULL));
 	/* Azure and OpenAI often give the wait only in the message. */
 	if (err->retry_after_s < 0)

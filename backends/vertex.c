@@ -25,7 +25,6 @@
 #define VERTEX_MAX_EVENT_BYTES (1024 * 1024)
 /* Cap of a 200 body that is plain JSON instead of an event stream. */
 #define VERTEX_MAX_JSON_BYTES (4 * 1024 * 1024)
-#define VERTEX_JSON_FLAGS (JSON_COMPACT | JSON_REAL_PRECISION(15))
 
 /* ---- request ---------------------------------------------------------- */
 
@@ -37,20 +36,14 @@ static json_t *text_part_new(const char *text)
 static int generation_config_fill(json_t *config, const struct llm_request *req)
 {
 	long max_tokens = req->max_tokens; /* the deployment's cap is applied already */
-	json_t *stops;
-	size_t i;
 	int bad = 0;
 
 	if (req->has_temperature)
 		bad |= json_object_set_new(config, "temperature", json_real(req->temperature));
 	if (max_tokens > 0)
 		bad |= json_object_set_new(config, "maxOutputTokens", json_integer(max_tokens));
-	if (req->n_stop > 0) {
-		stops = json_array();
-		for (i = 0; i < req->n_stop; i++)
-			bad |= json_array_append_new(stops, json_string(req->stop[i]));
-		bad |= json_object_set_new(config, "stopSequences", stops);
-	}
+	if (req->n_stop > 0)
+		bad |= json_object_set_new(config, "stopSequences", stop_sequences_json(req));
 	return bad ? -ENOMEM : 0;
 }
 
@@ -105,14 +98,7 @@ static int vertex_body(const struct llm_request *req, char **out, size_t *out_le
 					   json_pack("{s:O}", "parts", system_parts));
 	if (json_object_size(config) > 0)
 		bad |= json_object_set(root, "generationConfig", config);
-	if (!bad)
-		*out = json_dumps(root, VERTEX_JSON_FLAGS);
-	if (!*out) {
-		rc = -ENOMEM;
-		goto out;
-	}
-	*out_len = strlen(*out);
-	rc = 0;
+	rc = bad ? -ENOMEM : json_body_dump(root, out, out_len);
 out:
 	json_decref(config);
 	json_decref(system_parts);
@@ -131,24 +117,17 @@ static int vertex_build_request(const struct backend_target *target, const struc
 	char *project = NULL;
 	char *location = NULL;
 	char *model_id = NULL;
-	char *url = NULL;
-	char *body = NULL;
-	size_t body_len = 0;
-	struct curl_slist *headers = NULL;
-	int rc;
+	int rc = -EINVAL;
 
 	memset(out, 0, sizeof(*out));
-	if (!cloud || !region->endpoint || !region->name || !cloud->project || !model->id) {
-		rc = -EINVAL;
+	if (!cloud || !region->endpoint || !region->name || !cloud->project || !model->id)
 		goto out;
-	}
 	if (!token && target->credentials)
 		token = target->credentials->bearer_token;
-	if (!token || !token[0]) {
-		rc = -ENOKEY;
+	rc = -ENOKEY;
+	if (!token || !token[0])
 		goto out;
-	}
-	rc = vertex_body(req, &body, &body_len);
+	rc = vertex_body(req, &out->body, &out->body_len);
 	if (rc < 0)
 		goto out;
 	/* Names from the config go into the path: escaping keeps a stray
@@ -157,33 +136,23 @@ static int vertex_build_request(const struct backend_target *target, const struc
 	location = curl_easy_escape(NULL, region->name, 0);
 	model_id = curl_easy_escape(NULL, model->id, 0);
 	if (!project || !location || !model_id ||
-	    asprintf(&url,
+	    asprintf(&out->url,
 		     "%.*s/v1/projects/%s/locations/%s/publishers/google/models/"
 		     "%s:streamGenerateContent?alt=sse",
 		     endpoint_trimmed_length(region->endpoint), region->endpoint, project, location,
 		     model_id) < 0) {
-		url = NULL;
+		out->url = NULL;
 		rc = -ENOMEM;
 		goto out;
 	}
-	rc = http_header_append(&headers, "Authorization: Bearer ", token);
+	rc = http_header_append(&out->headers, "Authorization: Bearer ", token);
 	if (rc == 0)
-		rc = http_header_append(&headers, "Content-Type: application/json", "");
+		rc = http_header_append(&out->headers, "Content-Type: application/json", "");
 	if (rc == 0)
-		rc = http_header_append(&headers, "Accept: text/event-stream", "");
-	if (rc < 0)
-		goto out;
-	out->url = url;
-	out->headers = headers;
-	out->body = body;
-	out->body_len = body_len;
-	url = NULL;
-	headers = NULL;
-	body = NULL;
+		rc = http_header_append(&out->headers, "Accept: text/event-stream", "");
 out:
-	free(url);
-	free(body);
-	curl_slist_free_all(headers);
+	if (rc < 0)
+		http_request_release(out);
 	curl_free(model_id);
 	curl_free(location);
 	curl_free(project);
@@ -209,13 +178,8 @@ static int rpc_status_retryable(const char *status)
 		"INTERNAL",
 		"DEADLINE_EXCEEDED",
 	};
-	size_t i;
 
-	for (i = 0; status && i < sizeof(transient) / sizeof(transient[0]); i++) {
-		if (strcmp(status, transient[i]) == 0)
-			return 1;
-	}
-	return 0;
+	return word_is_one_of(status, transient, sizeof(transient) / sizeof(transient[0]));
 }
 
 /* The wait a google.rpc.RetryInfo detail asks for ("30s", "1.5s");
@@ -270,21 +234,11 @@ static void vertex_classify_error(const struct http_response_head *head, const c
 		outcome_of_http_status(head->status, rpc_status_retryable(name) ? 1 : -1);
 	double wait;
 
-	if (name && message)
-		attempt_error_set_http(err, outcome, head->status,
-				       "Vertex AI answered HTTP %ld (%s): %s", head->status, name,
-				       message);
-	else if (message)
-		attempt_error_set_http(err, outcome, head->status,
-				       "Vertex AI answered HTTP %ld: %s", head->status, message);
-	else
-		attempt_error_set_http(err, outcome, head->status, "Vertex AI answered HTTP %ld",
-				       head->status);
+	http_error_explain(err, outcome, head->status, "Vertex AI", name, message);
 	wait = retry_after_parse(head->retry_after, head->retry_after_ms, time(NULL));
 	if (wait < 0)
 		wait = rpc_retry_delay(status);
 	err->retry_after_s = wait;
-	error_message_flatten(err->message);
 	json_decref(root);
 }
 
@@ -318,17 +272,6 @@ static void block_detail(char *out, size_t size, const char *what, const char *r
 	error_message_flatten(out);
 }
 
-static int finish_reason_blocked(const char *reason)
-{
-	size_t i;
-
-	for (i = 0; i < sizeof(blocked_finish_reasons) / sizeof(blocked_finish_reasons[0]); i++) {
-		if (strcmp(reason, blocked_finish_reasons[i]) == 0)
-			return 1;
-	}
-	return 0;
-}
-
 /* Gemini's finishReason in the words every backend uses. */
 static void finish_reason_report(struct stream_parser *p, const char *reason, const char *detail)
 {
@@ -343,7 +286,8 @@ static void finish_reason_report(struct stream_parser *p, const char *reason, co
 		p->answer.ev->finish_reason(p->answer.ctx, FINISH_LENGTH, reason);
 		return;
 	}
-	if (finish_reason_blocked(reason)) {
+	if (word_is_one_of(reason, blocked_finish_reasons,
+			   sizeof(blocked_finish_reasons) / sizeof(blocked_finish_reasons[0]))) {
 		block_detail(filtered, sizeof(filtered), "the answer", reason, detail);
 		p->answer.ev->finish_reason(p->answer.ctx, FINISH_FILTERED, filtered);
 		return;
