@@ -61,6 +61,14 @@ void sse_answer_parser_free(struct stream_parser *p)
 	free(a);
 }
 
+/* The start of a feed or finish call: the callbacks report into ERR,
+ * and a parser that failed says so again. */
+static int call_begin(struct sse_answer *a, struct attempt_error *err)
+{
+	a->err = err;
+	return parser_failure_repeat(&a->failure, err);
+}
+
 int sse_answer_parser_feed(struct stream_parser *p, const char *data, size_t len,
 			   struct attempt_error *err)
 {
@@ -69,8 +77,7 @@ int sse_answer_parser_feed(struct stream_parser *p, const char *data, size_t len
 	size_t skipped;
 	int rc;
 
-	a->err = err;
-	rc = parser_failure_repeat(&a->failure, err);
+	rc = call_begin(a, err);
 	if (rc)
 		return rc;
 	if (a->kind == BODY_UNKNOWN) {
@@ -96,8 +103,7 @@ int sse_answer_parser_finish(struct stream_parser *p, struct attempt_error *err)
 	struct sse_answer *a = answer_of(p);
 	int rc;
 
-	a->err = err;
-	rc = parser_failure_repeat(&a->failure, err);
+	rc = call_begin(a, err);
 	if (rc)
 		return rc;
 	if (a->kind == BODY_JSON) {
