@@ -5,6 +5,7 @@
 #include "backends/backend.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +15,7 @@
 #include <jansson.h>
 
 #include "backends/retry.h"
-#include "backends/sse.h"
+#include "backends/sse_answer.h"
 #include "backends/wire_util.h"
 
 #define ANTHROPIC_VERSION "2023-06-01"
@@ -25,7 +26,6 @@
 #define ANTHROPIC_MAX_EVENT_BYTES (1024 * 1024)
 /* Cap of a 200 body that is plain JSON instead of an event stream. */
 #define ANTHROPIC_MAX_JSON_BYTES (4 * 1024 * 1024)
-#define ANTHROPIC_JSON_FLAGS (JSON_COMPACT | JSON_REAL_PRECISION(15))
 
 /* ---- request ---------------------------------------------------------- */
 
@@ -73,7 +73,6 @@ static int anthropic_body(const struct model *model, const struct llm_request *r
 {
 	json_t *root = json_object();
 	json_t *messages = json_array();
-	json_t *stops;
 	char *system = NULL;
 	const struct llm_message *msg;
 	long max_tokens = req->max_tokens;
@@ -115,21 +114,10 @@ static int anthropic_body(const struct model *model, const struct llm_request *r
 	bad |= json_object_set(root, "messages", messages);
 	if (req->has_temperature)
 		bad |= json_object_set_new(root, "temperature", json_real(req->temperature));
-	if (req->n_stop > 0) {
-		stops = json_array();
-		for (i = 0; i < req->n_stop; i++)
-			bad |= json_array_append_new(stops, json_string(req->stop[i]));
-		bad |= json_object_set_new(root, "stop_sequences", stops);
-	}
+	if (req->n_stop > 0)
+		bad |= json_object_set_new(root, "stop_sequences", stop_sequences_json(req));
 	bad |= json_object_set_new(root, "stream", json_true());
-	if (!bad)
-		*out = json_dumps(root, ANTHROPIC_JSON_FLAGS);
-	if (!*out) {
-		rc = -ENOMEM;
-		goto out;
-	}
-	*out_len = strlen(*out);
-	rc = 0;
+	rc = bad ? -ENOMEM : json_body_dump(root, out, out_len);
 out:
 	free(system);
 	json_decref(messages);
@@ -143,50 +131,35 @@ static int anthropic_build_request(const struct backend_target *target,
 	const struct model *model = target->model;
 	const struct region *region = model ? model->region : NULL;
 	const char *api_key = target->credentials ? target->credentials->api_key : NULL;
-	char *url = NULL;
-	char *body = NULL;
-	size_t body_len = 0;
-	struct curl_slist *headers = NULL;
-	int rc;
+	int rc = -EINVAL;
 
 	memset(out, 0, sizeof(*out));
-	if (!region || !region->endpoint || !model->id) {
-		rc = -EINVAL;
-		goto out;
-	}
-	if (!api_key || !api_key[0]) {
-		rc = -ENOKEY;
-		goto out;
-	}
-	rc = anthropic_body(model, req, &body, &body_len);
+	if (!region || !region->endpoint || !model->id)
+		goto fail;
+	rc = -ENOKEY;
+	if (!api_key || !api_key[0])
+		goto fail;
+	rc = anthropic_body(model, req, &out->body, &out->body_len);
 	if (rc < 0)
-		goto out;
-	if (asprintf(&url, "%.*s/v1/messages", endpoint_trimmed_length(region->endpoint),
+		goto fail;
+	if (asprintf(&out->url, "%.*s/v1/messages", endpoint_trimmed_length(region->endpoint),
 		     region->endpoint) < 0) {
-		url = NULL;
+		out->url = NULL;
 		rc = -ENOMEM;
-		goto out;
+		goto fail;
 	}
-	rc = http_header_append(&headers, "x-api-key: ", api_key);
+	rc = http_header_append(&out->headers, "x-api-key: ", api_key);
 	if (rc == 0)
-		rc = http_header_append(&headers, "anthropic-version: ", ANTHROPIC_VERSION);
+		rc = http_header_append(&out->headers, "anthropic-version: ", ANTHROPIC_VERSION);
 	if (rc == 0)
-		rc = http_header_append(&headers, "content-type: application/json", "");
+		rc = http_header_append(&out->headers, "content-type: application/json", "");
 	if (rc == 0)
-		rc = http_header_append(&headers, "accept: text/event-stream", "");
+		rc = http_header_append(&out->headers, "accept: text/event-stream", "");
 	if (rc < 0)
-		goto out;
-	out->url = url;
-	out->headers = headers;
-	out->body = body;
-	out->body_len = body_len;
-	url = NULL;
-	headers = NULL;
-	body = NULL;
-out:
-	free(url);
-	free(body);
-	curl_slist_free_all(headers);
+		goto fail;
+	return 0;
+fail:
+	http_request_release(out);
 	return rc;
 }
 
@@ -202,13 +175,8 @@ static int error_type_retryable(const char *type)
 		"rate_limit_error",
 		"timeout_error",
 	};
-	size_t i;
 
-	for (i = 0; type && i < sizeof(transient) / sizeof(transient[0]); i++) {
-		if (strcmp(type, transient[i]) == 0)
-			return 1;
-	}
-	return 0;
+	return word_is_one_of(type, transient, sizeof(transient) / sizeof(transient[0]));
 }
 
 static void anthropic_classify_error(const struct http_response_head *head, const char *body,
@@ -230,38 +198,21 @@ static void anthropic_classify_error(const struct http_response_head *head, cons
 	if (should_retry_header(head->should_retry) >= 0)
 		should_retry = should_retry_header(head->should_retry);
 	outcome = outcome_of_http_status(head->status, should_retry);
-	if (type && message)
-		attempt_error_set_http(err, outcome, head->status,
-				       "Anthropic answered HTTP %ld (%s): %s", head->status, type,
-				       message);
-	else if (message)
-		attempt_error_set_http(err, outcome, head->status,
-				       "Anthropic answered HTTP %ld: %s", head->status, message);
-	else
-		attempt_error_set_http(err, outcome, head->status, "Anthropic answered HTTP %ld",
-				       head->status);
+	http_error_explain(err, outcome, head->status, "Anthropic", type, message);
 	err->retry_after_s = retry_after_parse(head->retry_after, head->retry_after_ms, time(NULL));
-	error_message_flatten(err->message);
 	json_decref(root);
 }
 
 /* ---- answer parser ---------------------------------------------------- */
 
 struct stream_parser {
-	const struct answer_events *ev;
-	void *ctx;
-	struct sse_parser *sse;
-	enum body_kind kind;
-	struct capped_buffer json; /* BODY_JSON bytes */
-	struct attempt_error *err; /* of the feed or finish call running */
-	int event_failed;	   /* the error came from an event, not from sse */
-	int at_eof;		   /* flushing a last event that had no blank line */
-	int stopped;		   /* message_stop arrived */
+	struct sse_answer answer; /* first (see sse_answer.h); complete: message_stop arrived */
 	int finish_sent;
 	long input_tokens; /* -1 until known */
 	long output_tokens;
-	struct parser_failure failure; /* sticky: later calls repeat it */
 };
+
+_Static_assert(offsetof(struct stream_parser, answer) == 0, "the answer comes first");
 
 static long count_of(json_t *usage, const char *key)
 {
@@ -286,7 +237,7 @@ static void usage_read(struct stream_parser *p, json_t *usage)
 				  (cache_read > 0 ? cache_read : 0);
 	if (output >= 0)
 		p->output_tokens = output; /* a running total: the latest wins */
-	p->ev->usage(p->ctx, p->input_tokens, p->output_tokens);
+	p->answer.ev->usage(p->answer.ctx, p->input_tokens, p->output_tokens);
 }
 
 /* Anthropic's stop_reason in the words every backend uses. */
@@ -307,7 +258,7 @@ static void stop_reason_report(struct stream_parser *p, const char *reason)
 		word = "Anthropic's safety classifiers (refusal)";
 	}
 	p->finish_sent = 1;
-	p->ev->finish_reason(p->ctx, mapped, word);
+	p->answer.ev->finish_reason(p->answer.ctx, mapped, word);
 }
 
 static void stream_error_report(struct stream_parser *p, json_t *error)
@@ -315,7 +266,7 @@ static void stream_error_report(struct stream_parser *p, json_t *error)
 	const char *type = json_string_value(json_object_get(error, "type"));
 	const char *message = json_string_value(json_object_get(error, "message"));
 
-	attempt_error_set(p->err,
+	attempt_error_set(p->answer.err,
 			  error_type_retryable(type) ? OUTCOME_PROVIDER_ERROR
 						     : OUTCOME_PROVIDER_REJECTED,
 			  "Anthropic reported an error in the answer (%s): %s",
@@ -327,7 +278,7 @@ static void request_id_report(struct stream_parser *p, json_t *message)
 	const char *id = json_string_value(json_object_get(message, "id"));
 
 	if (id)
-		p->ev->request_id(p->ctx, id);
+		p->answer.ev->request_id(p->answer.ctx, id);
 }
 
 /* One event of the stream. 0, or negative with P->err filled. */
@@ -347,8 +298,8 @@ static int event_handle(struct stream_parser *p, const char *type, json_t *data)
 		    strcmp(json_string_value(json_object_get(delta, "type")), "text_delta") != 0)
 			return 0; /* thinking, tool input: not the answer */
 		text = json_object_get(delta, "text");
-		return answer_text_report(p->ev, p->ctx, json_string_value(text),
-					  json_string_length(text), p->err);
+		return answer_text_report(p->answer.ev, p->answer.ctx, json_string_value(text),
+					  json_string_length(text), p->answer.err);
 	}
 	if (strcmp(type, "message_delta") == 0) {
 		usage_read(p, json_object_get(data, "usage"));
@@ -357,7 +308,7 @@ static int event_handle(struct stream_parser *p, const char *type, json_t *data)
 		return 0;
 	}
 	if (strcmp(type, "message_stop") == 0) {
-		p->stopped = 1;
+		p->answer.complete = 1;
 		return 0;
 	}
 	if (strcmp(type, "error") == 0) {
@@ -367,98 +318,11 @@ static int event_handle(struct stream_parser *p, const char *type, json_t *data)
 	return 0; /* ping, block start and stop, and types yet to come */
 }
 
-static int on_sse_event(void *ctx, const char *event, const char *data, size_t len)
-{
-	struct stream_parser *p = ctx;
-	json_t *root;
-	const char *type = event;
-	int rc;
-
-	if (len == 0 || p->stopped)
-		return 0;
-	root = json_loadb(data, len, 0, NULL);
-	if (!json_is_object(root)) {
-		json_decref(root);
-		/* A last event cut short is a cut stream, told by finish. */
-		if (p->at_eof)
-			return 0;
-		attempt_error_set(p->err, OUTCOME_BAD_RESPONSE,
-				  "Anthropic sent an event that is not a JSON object");
-		p->event_failed = 1;
-		return -EIO;
-	}
-	if (!type[0])
-		type = json_string_value(json_object_get(root, "type"));
-	rc = type ? event_handle(p, type, root) : 0;
-	json_decref(root);
-	if (rc < 0)
-		p->event_failed = 1;
-	return rc;
-}
-
-static struct stream_parser *anthropic_parser_new(const struct answer_events *ev, void *ctx)
-{
-	struct stream_parser *p = calloc(1, sizeof(*p));
-
-	if (!p)
-		return NULL;
-	p->ev = ev;
-	p->ctx = ctx;
-	p->input_tokens = -1;
-	p->output_tokens = -1;
-	capped_buffer_init(&p->json, ANTHROPIC_MAX_JSON_BYTES);
-	p->sse = sse_new(ANTHROPIC_MAX_EVENT_BYTES, on_sse_event, p);
-	if (!p->sse) {
-		free(p);
-		return NULL;
-	}
-	return p;
-}
-
-static void anthropic_parser_free(struct stream_parser *p)
-{
-	if (!p)
-		return;
-	sse_free(p->sse);
-	capped_buffer_release(&p->json);
-	free(p);
-}
-
-static int anthropic_parser_feed(struct stream_parser *p, const char *data, size_t len,
-				 struct attempt_error *err)
-{
-	size_t skipped;
-	int rc;
-
-	p->err = err;
-	rc = parser_failure_repeat(&p->failure, err);
-	if (rc)
-		return rc;
-	if (p->kind == BODY_UNKNOWN) {
-		skipped = body_kind_detect(data, len, "{", &p->kind);
-		data += skipped;
-		len -= skipped;
-	}
-	if (p->kind == BODY_JSON)
-		rc = capped_buffer_append(&p->json, data, len);
-	else if (len > 0)
-		rc = sse_feed(p->sse, data, len);
-	if (rc >= 0)
-		return 0;
-	if (p->kind == BODY_JSON)
-		answer_overflow_explain(rc, "Anthropic", "a JSON answer", ANTHROPIC_MAX_JSON_BYTES,
-					err);
-	else if (!p->event_failed)
-		answer_overflow_explain(rc, "Anthropic", "an event", ANTHROPIC_MAX_EVENT_BYTES,
-					err);
-	return parser_failure_remember(&p->failure, rc == -E2BIG ? -EIO : rc, err);
-}
-
 /* A 200 body that is one JSON document: an error, or a whole message
  * from a server that did not stream. */
-static int json_body_finish(struct stream_parser *p)
+static int on_json_body(struct stream_parser *p, const char *data, size_t len)
 {
-	json_t *root = json_loadb(p->json.data, p->json.len, 0, NULL);
+	json_t *root = json_loadb(data, len, 0, NULL);
 	const char *type = json_string_value(json_object_get(root, "type"));
 	json_t *content;
 	json_t *block;
@@ -467,7 +331,7 @@ static int json_body_finish(struct stream_parser *p)
 	int rc = 0;
 
 	if (!type) {
-		attempt_error_set(p->err, OUTCOME_STREAM_CUT,
+		attempt_error_set(p->answer.err, OUTCOME_STREAM_CUT,
 				  "Anthropic sent an answer that is neither an event stream nor a "
 				  "whole message");
 		rc = -EIO;
@@ -479,7 +343,7 @@ static int json_body_finish(struct stream_parser *p)
 		goto out;
 	}
 	if (strcmp(type, "message") != 0) {
-		attempt_error_set(p->err, OUTCOME_BAD_RESPONSE,
+		attempt_error_set(p->answer.err, OUTCOME_BAD_RESPONSE,
 				  "Anthropic sent a JSON answer of unknown type '%s'", type);
 		rc = -EIO;
 		goto out;
@@ -492,52 +356,69 @@ static int json_body_finish(struct stream_parser *p)
 		    strcmp(json_string_value(json_object_get(block, "type")), "text") != 0)
 			continue;
 		text = json_object_get(block, "text");
-		rc = answer_text_report(p->ev, p->ctx, json_string_value(text),
-					json_string_length(text), p->err);
+		rc = answer_text_report(p->answer.ev, p->answer.ctx, json_string_value(text),
+					json_string_length(text), p->answer.err);
 	}
 	if (rc < 0)
 		goto out;
 	usage_read(p, json_object_get(root, "usage"));
 	stop_reason_report(p, json_string_value(json_object_get(root, "stop_reason")));
-	p->stopped = 1;
+	p->answer.complete = 1;
 out:
 	json_decref(root);
 	return rc;
 }
 
-static int anthropic_parser_finish(struct stream_parser *p, struct attempt_error *err)
+static int on_event(struct stream_parser *p, const char *event, const char *data, size_t len)
 {
+	json_t *root;
+	const char *type = event;
 	int rc;
 
-	p->err = err;
-	rc = parser_failure_repeat(&p->failure, err);
-	if (rc)
-		return rc;
-	if (p->kind == BODY_JSON) {
-		rc = json_body_finish(p);
-		if (rc < 0)
-			return parser_failure_remember(&p->failure, rc, err);
-	} else if (!p->stopped && sse_pending(p->sse)) {
-		/* The stream may end without the blank line after its last
-		 * event: dispatch what is there. */
-		p->at_eof = 1;
-		rc = sse_feed(p->sse, "\n\n", 2);
-		if (rc < 0 && p->event_failed)
-			return parser_failure_remember(&p->failure, rc, err);
-	}
-	if (p->stopped)
+	if (len == 0 || p->answer.complete)
 		return 0;
-	attempt_error_set(err, OUTCOME_STREAM_CUT,
-			  "the Anthropic answer ended before message_stop");
-	return parser_failure_remember(&p->failure, -EIO, err);
+	root = json_loadb(data, len, 0, NULL);
+	if (!json_is_object(root)) {
+		json_decref(root);
+		return sse_answer_event_malformed(
+			&p->answer, "Anthropic sent an event that is not a JSON object");
+	}
+	if (!type[0])
+		type = json_string_value(json_object_get(root, "type"));
+	rc = type ? event_handle(p, type, root) : 0;
+	json_decref(root);
+	return rc;
+}
+
+static const struct sse_answer_format anthropic_answer_format = {
+	.provider = "Anthropic",
+	.json_starts = "{",
+	.event_what = "an event",
+	.max_event_bytes = ANTHROPIC_MAX_EVENT_BYTES,
+	.max_json_bytes = ANTHROPIC_MAX_JSON_BYTES,
+	.cut_sentence = "the Anthropic answer ended before message_stop",
+	.event = on_event,
+	.json_body = on_json_body,
+};
+
+static struct stream_parser *anthropic_parser_new(const struct answer_events *ev, void *ctx)
+{
+	struct stream_parser *p =
+		sse_answer_parser_new(sizeof(*p), &anthropic_answer_format, ev, ctx);
+
+	if (p) {
+		p->input_tokens = -1;
+		p->output_tokens = -1;
+	}
+	return p;
 }
 
 const struct backend backend_anthropic = {
 	.name = "anthropic",
 	.build_request = anthropic_build_request,
 	.parser_new = anthropic_parser_new,
-	.parser_feed = anthropic_parser_feed,
-	.parser_finish = anthropic_parser_finish,
-	.parser_free = anthropic_parser_free,
+	.parser_feed = sse_answer_parser_feed,
+	.parser_finish = sse_answer_parser_finish,
+	.parser_free = sse_answer_parser_free,
 	.classify_error = anthropic_classify_error,
 };

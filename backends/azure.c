@@ -21,7 +21,6 @@
 #include "backends/sse.h"
 #include "backends/wire_util.h"
 
-#define AZURE_DEFAULT_API_VERSION "2024-10-21"
 /* Room for the names of the filter categories that fired. */
 #define AZURE_CATEGORIES_BYTES 256
 
@@ -45,26 +44,20 @@ static int azure_build_request(const struct backend_target *target, const struct
 	const struct region *region = model ? model->region : NULL;
 	char *deployment = NULL;
 	char *version = NULL;
-	char *url = NULL;
-	char *body = NULL;
-	size_t body_len = 0;
-	struct curl_slist *headers = NULL;
-	int rc;
+	int rc = -EINVAL;
 
 	memset(out, 0, sizeof(*out));
-	if (!region || !region->endpoint || !model->id) {
-		rc = -EINVAL;
+	if (!region || !region->endpoint || !model->id)
 		goto out;
-	}
-	rc = auth_header_append(&headers, target->credentials);
+	rc = auth_header_append(&out->headers, target->credentials);
 	if (rc == 0)
-		rc = http_header_append(&headers, "Content-Type: application/json", "");
+		rc = http_header_append(&out->headers, "Content-Type: application/json", "");
 	if (rc == 0)
-		rc = http_header_append(&headers, "Accept: text/event-stream", "");
+		rc = http_header_append(&out->headers, "Accept: text/event-stream", "");
 	if (rc < 0)
 		goto out;
 	/* The deployment names the model, so the body carries none. */
-	rc = openai_chat_body(req, NULL, &body, &body_len);
+	rc = openai_chat_body(req, NULL, &out->body, &out->body_len);
 	if (rc < 0)
 		goto out;
 	/* Names from the config go into the URL: escaping keeps a stray
@@ -73,25 +66,15 @@ static int azure_build_request(const struct backend_target *target, const struct
 	version = curl_easy_escape(
 		NULL, model->api_version ? model->api_version : AZURE_DEFAULT_API_VERSION, 0);
 	if (!deployment || !version ||
-	    asprintf(&url, "%.*s/openai/deployments/%s/chat/completions?api-version=%s",
+	    asprintf(&out->url, "%.*s/openai/deployments/%s/chat/completions?api-version=%s",
 		     endpoint_trimmed_length(region->endpoint), region->endpoint, deployment,
 		     version) < 0) {
-		url = NULL;
+		out->url = NULL;
 		rc = -ENOMEM;
-		goto out;
 	}
-	out->url = url;
-	out->headers = headers;
-	out->body = body;
-	out->body_len = body_len;
-	url = NULL;
-	headers = NULL;
-	body = NULL;
-	rc = 0;
 out:
-	free(url);
-	free(body);
-	curl_slist_free_all(headers);
+	if (rc < 0)
+		http_request_release(out);
 	curl_free(version);
 	curl_free(deployment);
 	return rc;
@@ -123,8 +106,7 @@ static void filtered_categories_add(json_t *results, char *list, size_t size)
 	size_t used;
 	size_t need;
 
-	json_object_foreach(results, name, verdict)
-	{
+	json_object_foreach (results, name, verdict) {
 		if (!json_is_true(json_object_get(verdict, "filtered")) ||
 		    list_has_name(list, name))
 			continue;
@@ -203,16 +185,8 @@ static void azure_classify_error(const struct http_response_head *head, const ch
 	outcome = outcome_of_http_status(head->status, should_retry_header(head->should_retry));
 	snprintf(status_text, sizeof(status_text), "%ld", head->status);
 	/* Azure's code is often the status again ("429"): no news there. */
-	if (code[0] && strcmp(code, status_text) != 0 && message)
-		attempt_error_set_http(err, outcome, head->status,
-				       "Azure OpenAI answered HTTP %ld (%s): %s", head->status,
-				       code, message);
-	else if (message)
-		attempt_error_set_http(err, outcome, head->status,
-				       "Azure OpenAI answered HTTP %ld: %s", head->status, message);
-	else
-		attempt_error_set_http(err, outcome, head->status, "Azure OpenAI answered HTTP %ld",
-				       head->status);
+	http_error_explain(err, outcome, head->status, "Azure OpenAI",
+			   code[0] && strcmp(code, status_text) != 0 ? code : NULL, message);
 	wait = retry_after_parse(head->retry_after, head->retry_after_ms, time(NULL));
 	/* The wait is sometimes only in the prose: "Please retry after 6
 	 * seconds". */

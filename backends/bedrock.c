@@ -1,7 +1,6 @@
 /* AWS Bedrock Runtime, ConverseStream: a SigV4-signed JSON request, an
  * application/vnd.amazon.eventstream answer, rest-json errors. */
 #include <errno.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +13,7 @@
 #include "backends/eventstream.h"
 #include "backends/retry.h"
 #include "backends/sigv4.h"
+#include "backends/utf8.h"
 #include "backends/wire_util.h"
 
 /* Credential scope service: Bedrock signs as "bedrock", although its
@@ -115,47 +115,6 @@ out:
 
 /* --- request body -------------------------------------------------- */
 
-/* Strict UTF-8: no overlong forms, no surrogates, nothing above
- * U+10FFFF. Checked here so that jansson failing afterwards can only
- * mean memory ran out, which is retried, unlike a bad prompt. */
-static int utf8_is_valid(const char *text)
-{
-	const unsigned char *p = (const unsigned char *)text;
-
-	while (*p) {
-		unsigned char c = *p;
-		size_t n, i;
-		uint32_t cp;
-
-		if (c < 0x80) {
-			p++;
-			continue;
-		}
-		if (c >= 0xc2 && c <= 0xdf) {
-			n = 1;
-			cp = c & 0x1f;
-		} else if (c >= 0xe0 && c <= 0xef) {
-			n = 2;
-			cp = c & 0x0f;
-		} else if (c >= 0xf0 && c <= 0xf4) {
-			n = 3;
-			cp = c & 0x07;
-		} else {
-			return 0;
-		}
-		for (i = 1; i <= n; i++) {
-			if ((p[i] & 0xc0) != 0x80)
-				return 0; /* also stops at the NUL */
-			cp = cp << 6 | (p[i] & 0x3f);
-		}
-		if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10ffff ||
-		    (cp >= 0xd800 && cp <= 0xdfff))
-			return 0;
-		p += n + 1;
-	}
-	return 1;
-}
-
 /* {"text": TEXT}. Returns 0 and a new reference in *OUT, -EINVAL if TEXT
  * is not UTF-8, or -ENOMEM. */
 static int text_block(const char *text, json_t **out)
@@ -163,6 +122,8 @@ static int text_block(const char *text, json_t **out)
 	json_t *block;
 
 	*out = NULL;
+	/* Checked here so that jansson failing afterwards can only mean
+	 * memory ran out, which is retried, unlike a bad prompt. */
 	if (!text || !utf8_is_valid(text))
 		return -EINVAL;
 	block = json_object();
@@ -249,9 +210,9 @@ out:
 
 /* The ConverseStream body (reference §5.1): messages, system, and
  * inferenceConfig when anything in it is set. Returns 0 and a string in
- * *BODY (caller frees), -EINVAL for an unknown role, invalid UTF-8 or no
- * user/assistant turn, or -ENOMEM. */
-static int build_body(const struct llm_request *req, char **body)
+ * *BODY (caller frees) of *BODY_LEN bytes, -EINVAL for an unknown role,
+ * invalid UTF-8 or no user/assistant turn, or -ENOMEM. */
+static int build_body(const struct llm_request *req, char **body, size_t *body_len)
 {
 	json_t *root = json_object();
 	json_t *messages = json_array();
@@ -299,9 +260,7 @@ static int build_body(const struct llm_request *req, char **body)
 	ret = add_inference_config(root, req);
 	if (ret < 0)
 		goto out;
-	/* 15 significant digits print 0.7 as 0.7, not 0.69999999999999996. */
-	*body = json_dumps(root, JSON_COMPACT | JSON_REAL_PRECISION(15));
-	ret = *body ? 0 : -ENOMEM;
+	ret = json_body_dump(root, body, body_len);
 out:
 	json_decref(system);
 	json_decref(messages);
@@ -359,6 +318,7 @@ static int bedrock_build_request(const struct backend_target *target, const stru
 	struct sigv4_result sig;
 	char *encoded_id = NULL, *path = NULL, *url = NULL, *body = NULL;
 	struct curl_slist *headers = NULL;
+	size_t body_len = 0;
 	size_t len;
 	int ret;
 
@@ -374,7 +334,7 @@ static int bedrock_build_request(const struct backend_target *target, const stru
 	ret = endpoint_parse(model->region->endpoint, &ep);
 	if (ret < 0)
 		return ret;
-	ret = build_body(req, &body);
+	ret = build_body(req, &body, &body_len);
 	if (ret < 0)
 		goto out_endpoint;
 
@@ -405,7 +365,7 @@ static int bedrock_build_request(const struct backend_target *target, const stru
 	sign_in.headers = signed_headers;
 	sign_in.n_headers = 2;
 	sign_in.payload = body;
-	sign_in.payload_len = strlen(body);
+	sign_in.payload_len = body_len;
 	sign_in.region = model->region->name;
 	sign_in.service = BEDROCK_SIGNING_SERVICE;
 	sign_in.access_key_id = creds->aws_access_key_id;
@@ -422,7 +382,7 @@ static int bedrock_build_request(const struct backend_target *target, const stru
 
 	out->url = url;
 	out->headers = headers;
-	out->body_len = strlen(body);
+	out->body_len = body_len;
 	out->body = body;
 	url = NULL;
 	body = NULL;
@@ -499,11 +459,7 @@ static void provider_text_copy(char *dst, size_t cap, const char *src, size_t le
 {
 	size_t i;
 
-	if (len >= cap) {
-		len = cap - 1;
-		while (len > 0 && ((unsigned char)src[len] & 0xc0) == 0x80)
-			len--;
-	}
+	len = utf8_prefix_length(src, len, cap - 1);
 	for (i = 0; i < len; i++) {
 		unsigned char c = (unsigned char)src[i];
 

@@ -95,6 +95,10 @@ int eventstream_pending(const struct eventstream_decoder *d)
 	return d->have > 0;
 }
 
+/* Not a capped_buffer (wire_util.h), though it holds network bytes: the
+ * cap is applied before any growth, to the length a message's prelude
+ * announces (check_prelude refuses one over max_message), and the buffer
+ * then grows once to that exact length instead of by appends. */
 static int grow_buffer(unsigned char **buf, size_t *cap, size_t need)
 {
 	unsigned char *grown;

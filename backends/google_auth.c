@@ -300,15 +300,10 @@ static int google_error_retryable(long status, const char *code)
 		"server_error",
 		"temporarily_unavailable",
 	};
-	size_t i;
 
 	if (status >= 500 || http_status_retryable(status))
 		return 1;
-	for (i = 0; code && i < sizeof(transient) / sizeof(transient[0]); i++) {
-		if (strcmp(code, transient[i]) == 0)
-			return 1;
-	}
-	return 0;
+	return word_is_one_of(code, transient, sizeof(transient) / sizeof(transient[0]));
 }
 
 static void token_error_explain(long status, json_t *root, struct attempt_error *err)
@@ -323,21 +318,9 @@ static void token_error_explain(long status, json_t *root, struct attempt_error 
 	}
 	outcome = google_error_retryable(status, code) ? OUTCOME_TOKEN_UNAVAILABLE
 						       : OUTCOME_TOKEN_REJECTED;
-	if (code && description)
-		attempt_error_set_http(err, outcome, status,
-				       "Google OAuth token endpoint answered HTTP %ld (%s): %s",
-				       status, code, description);
-	else if (code)
-		attempt_error_set_http(err, outcome, status,
-				       "Google OAuth token endpoint answered HTTP %ld (%s)", status,
-				       code);
-	else
-		attempt_error_set_http(err, outcome, status,
-				       "Google OAuth token endpoint answered HTTP %ld", status);
-	/* The endpoint's error and error_description may hold line ends;
-	 * .error's first line must stay one. */
-	error_message_flatten(err->message);
-	err->retry_after_s = -1;
+	/* The endpoint's error and error_description may hold line ends:
+	 * the sentence is flattened. */
+	http_error_explain(err, outcome, status, "Google OAuth token endpoint", code, description);
 }
 
 int google_token_response_parse(long status, const char *body, size_t len, char **access_token,

@@ -2,6 +2,7 @@
 #include "backends/openai_chat.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -10,7 +11,8 @@
 #include <jansson.h>
 
 #include "backends/retry.h"
-#include "backends/sse.h"
+#include "backends/sse_answer.h"
+#include "backends/utf8.h"
 #include "backends/wire_util.h"
 
 /* How much of a body that is not JSON goes into an error message. */
@@ -33,21 +35,6 @@ static int messages_build(json_t *messages, const struct llm_request *req)
 		if (json_object_set_new(message, "role", json_string(req->messages[i].role)) < 0 ||
 		    json_object_set_new(message, "content", json_string(req->messages[i].content)) <
 			    0)
-			return -ENOMEM;
-	}
-	return 0;
-}
-
-static int stop_build(json_t *root, const struct llm_request *req)
-{
-	json_t *stop;
-	size_t i;
-
-	stop = json_array();
-	if (json_object_set_new(root, "stop", stop) < 0)
-		return -ENOMEM;
-	for (i = 0; i < req->n_stop; i++) {
-		if (json_array_append_new(stop, json_string(req->stop[i])) < 0)
 			return -ENOMEM;
 	}
 	return 0;
@@ -88,60 +75,15 @@ int openai_chat_body(const struct llm_request *req, const char *model, char **ou
 	if (req->max_tokens > 0 &&
 	    json_object_set_new(root, "max_tokens", json_integer(req->max_tokens)) < 0)
 		goto out;
-	if (req->n_stop > 0 && stop_build(root, req) < 0)
+	if (req->n_stop > 0 && json_object_set_new(root, "stop", stop_sequences_json(req)) < 0)
 		goto out;
-	/* 15 significant digits print 0.2 as 0.2, not 0.20000000000000001. */
-	*out = json_dumps(root, JSON_COMPACT | JSON_REAL_PRECISION(15));
-	if (!*out)
-		goto out;
-	*out_len = strlen(*out);
-	rc = 0;
+	rc = json_body_dump(root, out, out_len);
 out:
 	json_decref(root);
 	return rc;
 }
 
 /* ---- text from remote data --------------------------------------------- */
-
-/* The length of the well-formed UTF-8 sequence at S (AVAIL bytes
- * available): 1-4; 0 if the bytes are not UTF-8; -1 if the sequence is cut
- * short by the end of the input. */
-static int utf8_sequence_length(const unsigned char *s, size_t avail)
-{
-	unsigned char lo = 0x80;
-	unsigned char hi = 0xBF;
-	int need;
-	int i;
-
-	if (s[0] < 0x80)
-		return 1;
-	if (s[0] >= 0xC2 && s[0] <= 0xDF) {
-		need = 2;
-	} else if (s[0] >= 0xE0 && s[0] <= 0xEF) {
-		need = 3;
-		if (s[0] == 0xE0)
-			lo = 0xA0; /* overlong */
-		else if (s[0] == 0xED)
-			hi = 0x9F; /* surrogates */
-	} else if (s[0] >= 0xF0 && s[0] <= 0xF4) {
-		need = 4;
-		if (s[0] == 0xF0)
-			lo = 0x90; /* overlong */
-		else if (s[0] == 0xF4)
-			hi = 0x8F; /* beyond U+10FFFF */
-	} else {
-		return 0;
-	}
-	for (i = 1; i < need; i++) {
-		if ((size_t)i >= avail)
-			return -1;
-		if (s[i] < lo || s[i] > hi)
-			return 0;
-		lo = 0x80;
-		hi = 0xBF;
-	}
-	return need;
-}
 
 /* Copies IN (LEN bytes) into OUT (SIZE bytes, NUL-terminated) as one
  * printable line of UTF-8: controls and runs of white space become one
@@ -163,7 +105,7 @@ static void text_sanitize(const char *in, size_t len, char *out, size_t size)
 			pos++;
 			continue;
 		}
-		seq = utf8_sequence_length(s + pos, len - pos);
+		seq = utf8_sequence_length(in + pos, len - pos);
 		if (seq < 0)
 			break;
 		if (used + (size_t)pending_space + (size_t)(seq ? seq : 1) + 1 > size)
@@ -271,17 +213,11 @@ static int provider_error_retryable(const struct provider_error *pe)
 /* ---- answer parser ----------------------------------------------------- */
 
 struct stream_parser {
-	const struct answer_events *ev;
-	void *ctx;
-	enum body_kind form; /* BODY_JSON: one chat.completion object */
-	struct sse_parser *sse;
-	struct capped_buffer json; /* the buffered body in BODY_JSON */
-	int done_seen;		   /* [DONE] arrived: the answer is complete */
-	int flushing;		   /* the body ended; only a final [DONE] still counts */
+	struct sse_answer answer; /* first (see sse_answer.h); complete: [DONE] arrived */
 	int id_reported;
-	int failed_rc; /* sticky: once failed, every call repeats it */
-	struct attempt_error failure;
 };
+
+_Static_assert(offsetof(struct stream_parser, answer) == 0, "the answer comes first");
 
 /* OpenAI's finish_reason in the words every backend uses. */
 static enum finish_reason finish_reason_of(const char *word)
@@ -295,23 +231,12 @@ static enum finish_reason finish_reason_of(const char *word)
 	return FINISH_OTHER;
 }
 
-static int fail(struct stream_parser *p, int rc, enum outcome outcome, const char *message)
-{
-	attempt_error_set(&p->failure, outcome, "%s", message);
-	p->failed_rc = rc;
-	return rc;
-}
-
 static int malformed(struct stream_parser *p, const json_error_t *jerr)
 {
 	/* Often a proxy cut the body short, so another attempt may do. */
-	attempt_error_set(&p->failure, OUTCOME_MALFORMED,
+	attempt_error_set(p->answer.err, OUTCOME_MALFORMED,
 			  "the provider sent an answer that is not valid JSON: %s",
 			  jerr ? jerr->text : "not a JSON object");
-	/* jansson quotes the bytes near the fault, line ends included;
-	 * .error's first line must stay one. */
-	error_message_flatten(p->failure.message);
-	p->failed_rc = -EIO;
 	return -EIO;
 }
 
@@ -320,29 +245,13 @@ static int in_band_error(struct stream_parser *p, json_t *root)
 	struct provider_error pe;
 
 	provider_error_read(root, &pe);
-	attempt_error_set(&p->failure,
+	attempt_error_set(p->answer.err,
 			  provider_error_retryable(&pe) ? OUTCOME_PROVIDER_ERROR
 							: OUTCOME_PROVIDER_REJECTED,
 			  "the provider reported an error in its answer: %s",
 			  pe.message[0] ? pe.message : "(no message)");
-	p->failure.retry_after_s = retry_after_from_text(pe.message);
-	p->failed_rc = -EIO;
+	p->answer.err->retry_after_s = retry_after_from_text(pe.message);
 	return -EIO;
-}
-
-static int text_report(struct stream_parser *p, json_t *content)
-{
-	int rc;
-
-	if (!json_is_string(content) || json_string_length(content) == 0)
-		return 0;
-	rc = p->ev->text(p->ctx, json_string_value(content), json_string_length(content));
-	if (rc < 0) {
-		attempt_error_set(&p->failure, OUTCOME_LOCAL_ERROR,
-				  "the answer could not be taken in: %s", strerror(-rc));
-		p->failed_rc = rc;
-	}
-	return rc;
 }
 
 static void usage_report(struct stream_parser *p, json_t *usage)
@@ -354,8 +263,9 @@ static void usage_report(struct stream_parser *p, json_t *usage)
 		return; /* "usage": null on every chunk but one */
 	input = json_object_get(usage, "prompt_tokens");
 	output = json_object_get(usage, "completion_tokens");
-	p->ev->usage(p->ctx, json_is_integer(input) ? (long)json_integer_value(input) : -1,
-		     json_is_integer(output) ? (long)json_integer_value(output) : -1);
+	p->answer.ev->usage(p->answer.ctx,
+			    json_is_integer(input) ? (long)json_integer_value(input) : -1,
+			    json_is_integer(output) ? (long)json_integer_value(output) : -1);
 }
 
 /* Reports what one chunk (or the whole completion, when WHOLE) carries.
@@ -367,6 +277,7 @@ static int completion_apply(struct stream_parser *p, json_t *root, int whole)
 	json_t *id;
 	json_t *choices;
 	json_t *choice;
+	json_t *content;
 	json_t *reason;
 	const char *object;
 	int rc;
@@ -381,44 +292,51 @@ static int completion_apply(struct stream_parser *p, json_t *root, int whole)
 
 	id = json_object_get(root, "id");
 	if (!p->id_reported && json_is_string(id) && json_string_length(id) > 0) {
-		p->ev->request_id(p->ctx, json_string_value(id));
+		p->answer.ev->request_id(p->answer.ctx, json_string_value(id));
 		p->id_reported = 1;
 	}
 	choices = json_object_get(root, "choices");
 	choice = json_is_array(choices) ? json_array_get(choices, 0) : NULL;
 	if (json_is_object(choice)) {
-		rc = text_report(
-			p, json_object_get(json_object_get(choice, whole ? "message" : "delta"),
-					   "content"));
+		content = json_object_get(json_object_get(choice, whole ? "message" : "delta"),
+					  "content");
+		rc = answer_text_report(p->answer.ev, p->answer.ctx, json_string_value(content),
+					json_string_length(content), p->answer.err);
 		if (rc < 0)
 			return rc;
 		reason = json_object_get(choice, "finish_reason");
 		if (json_is_string(reason) && json_string_length(reason) > 0)
-			p->ev->finish_reason(p->ctx, finish_reason_of(json_string_value(reason)),
-					     json_string_value(reason));
+			p->answer.ev->finish_reason(p->answer.ctx,
+						    finish_reason_of(json_string_value(reason)),
+						    json_string_value(reason));
 	} else if (whole) {
-		return fail(p, -EIO, OUTCOME_MALFORMED, "the provider's answer holds no choices");
+		attempt_error_set(p->answer.err, OUTCOME_MALFORMED,
+				  "the provider's answer holds no choices");
+		return -EIO;
 	}
 	usage_report(p, json_object_get(root, "usage"));
 	return 0;
 }
 
-static int stream_event(void *ctx, const char *event, const char *data, size_t data_len)
+static int stream_event(struct stream_parser *p, const char *event, const char *data,
+			size_t data_len)
 {
-	struct stream_parser *p = ctx;
 	json_error_t jerr;
 	json_t *root;
 	int rc;
 
 	(void)event; /* the format uses data: lines only */
-	if (p->done_seen)
+	if (p->answer.complete)
 		return 0; /* nothing after the end marker belongs to the answer */
 	if (data_len == 6 && memcmp(data, "[DONE]", 6) == 0) {
-		p->done_seen = 1;
+		p->answer.complete = 1;
 		return 0;
 	}
-	if (p->flushing)
-		return 0; /* a last event without its blank line may be cut short */
+	/* Some servers close right after "data: [DONE]\n" without the blank
+	 * line that ends the event: at the end only that marker still
+	 * counts, as any other last event may be cut short. */
+	if (p->answer.at_eof)
+		return 0;
 	root = json_loadb(data, data_len, 0, &jerr);
 	if (!root)
 		return malformed(p, &jerr);
@@ -427,125 +345,55 @@ static int stream_event(void *ctx, const char *event, const char *data, size_t d
 	return rc;
 }
 
-struct stream_parser *openai_chat_parser_new(const struct answer_events *ev, void *ctx)
-{
-	struct stream_parser *p;
-
-	p = calloc(1, sizeof(*p));
-	if (!p)
-		return NULL;
-	p->ev = ev;
-	p->ctx = ctx;
-	capped_buffer_init(&p->json, OPENAI_CHAT_MAX_JSON_BYTES);
-	p->sse = sse_new(OPENAI_CHAT_MAX_EVENT_BYTES, stream_event, p);
-	if (!p->sse) {
-		free(p);
-		return NULL;
-	}
-	return p;
-}
-
-void openai_chat_parser_free(struct stream_parser *p)
-{
-	if (!p)
-		return;
-	sse_free(p->sse);
-	capped_buffer_release(&p->json);
-	free(p);
-}
-
-static int json_append(struct stream_parser *p, const char *data, size_t len)
-{
-	int rc = capped_buffer_append(&p->json, data, len);
-
-	if (rc == -E2BIG)
-		return fail(p, -EIO, OUTCOME_TOO_LARGE,
-			    "the provider's answer is too large (over 4 MiB)");
-	if (rc < 0)
-		return fail(p, -ENOMEM, OUTCOME_NO_MEMORY,
-			    "out of memory while reading the answer");
-	return 0;
-}
-
-static int stream_append(struct stream_parser *p, const char *data, size_t len)
-{
-	int rc;
-
-	rc = sse_feed(p->sse, data, len);
-	if (rc >= 0 || p->failed_rc < 0)
-		return rc; /* the event callback already said why */
-	if (rc == -E2BIG)
-		return fail(p, -EIO, OUTCOME_TOO_LARGE, "the provider sent an event over 1 MiB");
-	return fail(p, rc, OUTCOME_NO_MEMORY, "out of memory while reading the answer");
-}
-
-int openai_chat_parser_feed(struct stream_parser *p, const char *data, size_t len,
-			    struct attempt_error *err)
-{
-	size_t skipped;
-	int rc = 0;
-
-	if (p->failed_rc < 0) {
-		rc = p->failed_rc;
-		goto out;
-	}
-	/* The first non-blank byte tells a stream from a whole JSON answer
-	 * sent by a server that ignored "stream": true. */
-	if (p->form == BODY_UNKNOWN) {
-		skipped = body_kind_detect(data, len, "{", &p->form);
-		data += skipped;
-		len -= skipped;
-	}
-	if (len == 0)
-		goto out;
-	if (p->form == BODY_JSON)
-		rc = json_append(p, data, len);
-	else
-		rc = stream_append(p, data, len);
-out:
-	if (rc < 0)
-		*err = p->failure;
-	return rc;
-}
-
-static int json_answer_finish(struct stream_parser *p)
+/* A whole chat.completion object, from a server that ignored
+ * "stream": true. */
+static int json_answer(struct stream_parser *p, const char *data, size_t len)
 {
 	json_error_t jerr;
 	json_t *root;
 	int rc;
 
-	root = json_loadb(p->json.data, p->json.len, 0, &jerr);
+	root = json_loadb(data, len, 0, &jerr);
 	if (!root)
 		return malformed(p, &jerr);
 	rc = completion_apply(p, root, 1);
 	json_decref(root);
+	if (rc == 0)
+		p->answer.complete = 1;
 	return rc;
+}
+
+static const struct sse_answer_format openai_chat_answer_format = {
+	.provider = "the provider",
+	.json_starts = "{",
+	.event_what = "an event",
+	.max_event_bytes = OPENAI_CHAT_MAX_EVENT_BYTES,
+	.max_json_bytes = OPENAI_CHAT_MAX_JSON_BYTES,
+	.cut_sentence = "the stream ended before its end marker",
+	.event = stream_event,
+	.json_body = json_answer,
+};
+
+struct stream_parser *openai_chat_parser_new(const struct answer_events *ev, void *ctx)
+{
+	return sse_answer_parser_new(sizeof(struct stream_parser), &openai_chat_answer_format, ev,
+				     ctx);
+}
+
+int openai_chat_parser_feed(struct stream_parser *p, const char *data, size_t len,
+			    struct attempt_error *err)
+{
+	return sse_answer_parser_feed(p, data, len, err);
 }
 
 int openai_chat_parser_finish(struct stream_parser *p, struct attempt_error *err)
 {
-	int rc = 0;
+	return sse_answer_parser_finish(p, err);
+}
 
-	if (p->failed_rc < 0) {
-		rc = p->failed_rc;
-		goto out;
-	}
-	if (p->form == BODY_JSON) {
-		rc = json_answer_finish(p);
-		goto out;
-	}
-	/* Some servers close right after "data: [DONE]\n" without the blank
-	 * line that ends the event; ending it here accepts that marker. */
-	if (!p->done_seen && sse_pending(p->sse)) {
-		p->flushing = 1;
-		(void)sse_feed(p->sse, "\n\n", 2);
-	}
-	if (!p->done_seen)
-		rc = fail(p, -EIO, OUTCOME_STREAM_CUT, "the stream ended before its end marker");
-out:
-	if (rc < 0)
-		*err = p->failure;
-	return rc;
+void openai_chat_parser_free(struct stream_parser *p)
+{
+	sse_answer_parser_free(p);
 }
 
 /* ---- error responses --------------------------------------------------- */
@@ -571,12 +419,8 @@ void openai_chat_classify_error(const struct http_response_head *head, const cha
 	detail = pe.message;
 
 	outcome = outcome_of_http_status(head->status, should_retry_header(head->should_retry));
-	if (detail[0])
-		attempt_error_set_http(err, outcome, head->status,
-				       "the provider answered HTTP %ld: %s", head->status, detail);
-	else
-		attempt_error_set_http(err, outcome, head->status, "the provider answered HTTP %ld",
-				       head->status);
+	http_error_explain(err, outcome, head->status, "the provider", NULL,
+			   detail[0] ? detail : NULL);
 	err->retry_after_s = retry_after_parse(head->retry_after, head->retry_after_ms, time(NULL));
 	/* Azure and OpenAI often give the wait only in the message. */
 	if (err->retry_after_s < 0)

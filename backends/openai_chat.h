@@ -22,14 +22,14 @@
  * -ENOMEM with *OUT set to NULL. */
 int openai_chat_body(const struct llm_request *req, const char *model, char **out, size_t *out_len);
 
-/* The answer parser, with the signatures of struct backend. It reads a
- * text/event-stream of chat.completion.chunk objects ending with
- * "data: [DONE]", or a whole chat.completion object when the server did
- * not stream. parser_feed returns 0; -EIO with ERR filled for malformed
- * data, an in-band error or an answer over its cap; -ENOMEM; or the
- * negative value EV->text returned (ERR then says the answer was not
- * taken). After a failure every later call repeats it. parser_free
- * accepts NULL. */
+/* The answer parser, with the signatures of struct backend (built on
+ * sse_answer.h). It reads a text/event-stream of chat.completion.chunk
+ * objects ending with "data: [DONE]", or a whole chat.completion object
+ * when the server did not stream. parser_feed returns 0; -EIO with ERR
+ * filled for malformed data, an in-band error or an answer over its cap;
+ * -ENOMEM; or the negative value EV->text returned (ERR then says the
+ * answer was not taken). After a failure every later call repeats it.
+ * parser_free accepts NULL. */
 struct stream_parser *openai_chat_parser_new(const struct answer_events *ev, void *ctx);
 int openai_chat_parser_feed(struct stream_parser *p, const char *data, size_t len,
 			    struct attempt_error *err);

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backends/utf8.h"
+
 void llm_request_release(struct llm_request *req)
 {
 	size_t i;
@@ -40,33 +42,6 @@ void http_request_release(struct http_request *req)
 	memset(req, 0, sizeof(*req));
 }
 
-/* Drops a UTF-8 sequence that truncation cut short at the end of TEXT, so
- * a shortened message stays valid UTF-8. */
-static void utf8_trim_partial_tail(char *text)
-{
-	size_t len = strlen(text);
-	size_t start = len;
-	size_t need;
-	unsigned char lead;
-
-	/* Walk back over at most three continuation bytes to the lead byte. */
-	while (start > 0 && len - start < 4 && ((unsigned char)text[start - 1] & 0xC0) == 0x80)
-		start--;
-	if (start == 0)
-		return;
-	lead = (unsigned char)text[start - 1];
-	if (lead < 0xC0)
-		return; /* ASCII or a stray byte: nothing to trim */
-	if (lead >= 0xF0)
-		need = 4;
-	else if (lead >= 0xE0)
-		need = 3;
-	else
-		need = 2;
-	if (len - (start - 1) < need)
-		text[start - 1] = '\0';
-}
-
 static void attempt_error_vset(struct attempt_error *err, enum outcome outcome, long status,
 			       const char *fmt, va_list ap)
 {
@@ -79,7 +54,7 @@ static void attempt_error_vset(struct attempt_error *err, enum outcome outcome, 
 	if (written < 0)
 		err->message[0] = '\0';
 	else if ((size_t)written >= sizeof(err->message))
-		utf8_trim_partial_tail(err->message);
+		utf8_trim_partial_tail(err->message); /* a cut message stays UTF-8 */
 }
 
 void attempt_error_set(struct attempt_error *err, enum outcome outcome, const char *fmt, ...)

@@ -14,7 +14,12 @@
 #define SIGV4_TERMINATOR "aws4_request"
 
 /* A growable string; once an allocation failed it stays failed, so the
- * builders below check once at the end instead of after every append. */
+ * builders below check once at the end instead of after every append.
+ * Uncapped on purpose, unlike the capped_buffer of wire_util.h that holds
+ * what the network sends: nothing here comes from the network. These
+ * strings are made of the request this daemon is about to send (method,
+ * path, query, header names and values from the config and the
+ * credentials, a hash), so they are bounded by that request. */
 struct text {
 	char *buf;
 	size_t len;

@@ -8,77 +8,32 @@
 #include "backends/sse.h"
 
 #include <errno.h>
-#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* A byte buffer that refuses to grow past its cap; one spare byte is
- * always kept for a terminating NUL. */
-struct bounded_buf {
-	char *bytes;
-	size_t len;
-	size_t alloc;
-};
+#include "backends/wire_util.h"
 
 struct sse_parser {
 	size_t max_event_bytes;
 	sse_event_cb cb;
 	void *ctx;
 
-	struct bounded_buf line;  /* the line being received, no line end */
-	struct bounded_buf data;  /* data: values of the current event, joined with \n */
-	struct bounded_buf event; /* event: value of the current event */
-	int has_data;		  /* at least one data: line in the current event */
-	int after_cr;		  /* the last byte seen was \r: a \n next is the same line end */
-	int first_line_done;	  /* a byte order mark is only allowed before the first line */
-	int failed;		  /* sticky error: the stream cannot be resynchronised */
+	/* Their caps move: see buf_append. */
+	struct capped_buffer line;  /* the line being received, no line end */
+	struct capped_buffer data;  /* data: values of the current event, joined with \n */
+	struct capped_buffer event; /* event: value of the current event */
+	int has_data;		    /* at least one data: line in the current event */
+	int after_cr;		    /* the last byte seen was \r: a \n next is the same line end */
+	int first_line_done;	    /* a byte order mark is only allowed before the first line */
+	int failed;		    /* sticky error: the stream cannot be resynchronised */
 };
 
-static int bounded_buf_reserve(struct bounded_buf *buf, size_t extra, size_t cap)
+/* Appends to BUF under CAP. The line's cap is the event's; the event's
+ * two buffers share theirs, so each one's is what the other leaves. */
+static int buf_append(struct capped_buffer *buf, const char *bytes, size_t len, size_t cap)
 {
-	size_t wanted;
-	size_t new_alloc;
-	char *grown;
-
-	if (extra > cap || buf->len > cap - extra)
-		return -E2BIG;
-	wanted = buf->len + extra + 1;
-	if (wanted <= buf->alloc)
-		return 0;
-	new_alloc = buf->alloc ? buf->alloc : 256;
-	while (new_alloc < wanted)
-		new_alloc *= 2;
-	/* Never allocate much beyond what the cap could ever need. */
-	if (cap < SIZE_MAX && new_alloc > cap + 1)
-		new_alloc = cap + 1;
-	grown = realloc(buf->bytes, new_alloc);
-	if (!grown)
-		return -ENOMEM;
-	buf->bytes = grown;
-	buf->alloc = new_alloc;
-	return 0;
-}
-
-static int bounded_buf_append(struct bounded_buf *buf, const char *bytes, size_t len, size_t cap)
-{
-	int rc;
-
-	rc = bounded_buf_reserve(buf, len, cap);
-	if (rc < 0)
-		return rc;
-	if (len)
-		memcpy(buf->bytes + buf->len, bytes, len);
-	buf->len += len;
-	buf->bytes[buf->len] = '\0';
-	return 0;
-}
-
-static void bounded_buf_release(struct bounded_buf *buf)
-{
-	free(buf->bytes);
-	buf->bytes = NULL;
-	buf->len = 0;
-	buf->alloc = 0;
+	buf->cap = cap;
+	return capped_buffer_append(buf, bytes, len);
 }
 
 struct sse_parser *sse_new(size_t max_event_bytes, sse_event_cb cb, void *ctx)
@@ -98,9 +53,9 @@ void sse_free(struct sse_parser *p)
 {
 	if (!p)
 		return;
-	bounded_buf_release(&p->line);
-	bounded_buf_release(&p->data);
-	bounded_buf_release(&p->event);
+	capped_buffer_release(&p->line);
+	capped_buffer_release(&p->data);
+	capped_buffer_release(&p->event);
 	free(p);
 }
 
@@ -123,15 +78,15 @@ static int event_dispatch(struct sse_parser *p)
 	/* An event made only of event:, id: or unknown fields carries
 	 * nothing for us. */
 	if (p->has_data)
-		rc = p->cb(p->ctx, p->event.len ? p->event.bytes : "",
-			   p->data.len ? p->data.bytes : "", p->data.len);
+		rc = p->cb(p->ctx, p->event.len ? p->event.data : "",
+			   p->data.len ? p->data.data : "", p->data.len);
 	event_reset(p);
 	return rc;
 }
 
 /* The event's two buffers share one cap, so the remaining room for one
  * of them is the cap minus what the other holds. */
-static size_t event_room(const struct sse_parser *p, const struct bounded_buf *other)
+static size_t event_room(const struct sse_parser *p, const struct capped_buffer *other)
 {
 	return p->max_event_bytes - other->len;
 }
@@ -143,17 +98,17 @@ static int field_apply(struct sse_parser *p, const char *name, size_t name_len, 
 
 	if (name_len == 4 && memcmp(name, "data", 4) == 0) {
 		if (p->has_data) {
-			rc = bounded_buf_append(&p->data, "\n", 1, event_room(p, &p->event));
+			rc = buf_append(&p->data, "\n", 1, event_room(p, &p->event));
 			if (rc < 0)
 				goto out;
 		}
-		rc = bounded_buf_append(&p->data, value, value_len, event_room(p, &p->event));
+		rc = buf_append(&p->data, value, value_len, event_room(p, &p->event));
 		if (rc < 0)
 			goto out;
 		p->has_data = 1;
 	} else if (name_len == 5 && memcmp(name, "event", 5) == 0) {
 		p->event.len = 0;
-		rc = bounded_buf_append(&p->event, value, value_len, event_room(p, &p->data));
+		rc = buf_append(&p->event, value, value_len, event_room(p, &p->data));
 	}
 	/* id:, retry: and unknown fields do not matter to a client that
 	 * never reconnects with Last-Event-ID. */
@@ -163,7 +118,7 @@ out:
 
 static int line_process(struct sse_parser *p)
 {
-	const char *line = p->line.bytes;
+	const char *line = p->line.data;
 	size_t len = p->line.len;
 	const char *colon;
 	const char *value;
@@ -235,7 +190,7 @@ int sse_feed(struct sse_parser *p, const char *data, size_t len)
 			}
 		}
 		span = line_end_find(data + pos, len - pos);
-		rc = bounded_buf_append(&p->line, data + pos, span, p->max_event_bytes);
+		rc = buf_append(&p->line, data + pos, span, p->max_event_bytes);
 		if (rc < 0)
 			goto fail;
 		pos += span;

@@ -8,6 +8,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,14 +18,13 @@
 #include <jansson.h>
 
 #include "backends/retry.h"
-#include "backends/sse.h"
+#include "backends/sse_answer.h"
 #include "backends/wire_util.h"
 
 /* One chunk is a few hundred bytes; this only stops a runaway. */
 #define VERTEX_MAX_EVENT_BYTES (1024 * 1024)
 /* Cap of a 200 body that is plain JSON instead of an event stream. */
 #define VERTEX_MAX_JSON_BYTES (4 * 1024 * 1024)
-#define VERTEX_JSON_FLAGS (JSON_COMPACT | JSON_REAL_PRECISION(15))
 
 /* ---- request ---------------------------------------------------------- */
 
@@ -36,20 +36,14 @@ static json_t *text_part_new(const char *text)
 static int generation_config_fill(json_t *config, const struct llm_request *req)
 {
 	long max_tokens = req->max_tokens; /* the deployment's cap is applied already */
-	json_t *stops;
-	size_t i;
 	int bad = 0;
 
 	if (req->has_temperature)
 		bad |= json_object_set_new(config, "temperature", json_real(req->temperature));
 	if (max_tokens > 0)
 		bad |= json_object_set_new(config, "maxOutputTokens", json_integer(max_tokens));
-	if (req->n_stop > 0) {
-		stops = json_array();
-		for (i = 0; i < req->n_stop; i++)
-			bad |= json_array_append_new(stops, json_string(req->stop[i]));
-		bad |= json_object_set_new(config, "stopSequences", stops);
-	}
+	if (req->n_stop > 0)
+		bad |= json_object_set_new(config, "stopSequences", stop_sequences_json(req));
 	return bad ? -ENOMEM : 0;
 }
 
@@ -104,14 +98,7 @@ static int vertex_body(const struct llm_request *req, char **out, size_t *out_le
 					   json_pack("{s:O}", "parts", system_parts));
 	if (json_object_size(config) > 0)
 		bad |= json_object_set(root, "generationConfig", config);
-	if (!bad)
-		*out = json_dumps(root, VERTEX_JSON_FLAGS);
-	if (!*out) {
-		rc = -ENOMEM;
-		goto out;
-	}
-	*out_len = strlen(*out);
-	rc = 0;
+	rc = bad ? -ENOMEM : json_body_dump(root, out, out_len);
 out:
 	json_decref(config);
 	json_decref(system_parts);
@@ -130,24 +117,17 @@ static int vertex_build_request(const struct backend_target *target, const struc
 	char *project = NULL;
 	char *location = NULL;
 	char *model_id = NULL;
-	char *url = NULL;
-	char *body = NULL;
-	size_t body_len = 0;
-	struct curl_slist *headers = NULL;
-	int rc;
+	int rc = -EINVAL;
 
 	memset(out, 0, sizeof(*out));
-	if (!cloud || !region->endpoint || !region->name || !cloud->project || !model->id) {
-		rc = -EINVAL;
+	if (!cloud || !region->endpoint || !region->name || !cloud->project || !model->id)
 		goto out;
-	}
 	if (!token && target->credentials)
 		token = target->credentials->bearer_token;
-	if (!token || !token[0]) {
-		rc = -ENOKEY;
+	rc = -ENOKEY;
+	if (!token || !token[0])
 		goto out;
-	}
-	rc = vertex_body(req, &body, &body_len);
+	rc = vertex_body(req, &out->body, &out->body_len);
 	if (rc < 0)
 		goto out;
 	/* Names from the config go into the path: escaping keeps a stray
@@ -156,33 +136,23 @@ static int vertex_build_request(const struct backend_target *target, const struc
 	location = curl_easy_escape(NULL, region->name, 0);
 	model_id = curl_easy_escape(NULL, model->id, 0);
 	if (!project || !location || !model_id ||
-	    asprintf(&url,
+	    asprintf(&out->url,
 		     "%.*s/v1/projects/%s/locations/%s/publishers/google/models/"
 		     "%s:streamGenerateContent?alt=sse",
 		     endpoint_trimmed_length(region->endpoint), region->endpoint, project, location,
 		     model_id) < 0) {
-		url = NULL;
+		out->url = NULL;
 		rc = -ENOMEM;
 		goto out;
 	}
-	rc = http_header_append(&headers, "Authorization: Bearer ", token);
+	rc = http_header_append(&out->headers, "Authorization: Bearer ", token);
 	if (rc == 0)
-		rc = http_header_append(&headers, "Content-Type: application/json", "");
+		rc = http_header_append(&out->headers, "Content-Type: application/json", "");
 	if (rc == 0)
-		rc = http_header_append(&headers, "Accept: text/event-stream", "");
-	if (rc < 0)
-		goto out;
-	out->url = url;
-	out->headers = headers;
-	out->body = body;
-	out->body_len = body_len;
-	url = NULL;
-	headers = NULL;
-	body = NULL;
+		rc = http_header_append(&out->headers, "Accept: text/event-stream", "");
 out:
-	free(url);
-	free(body);
-	curl_slist_free_all(headers);
+	if (rc < 0)
+		http_request_release(out);
 	curl_free(model_id);
 	curl_free(location);
 	curl_free(project);
@@ -208,13 +178,8 @@ static int rpc_status_retryable(const char *status)
 		"INTERNAL",
 		"DEADLINE_EXCEEDED",
 	};
-	size_t i;
 
-	for (i = 0; status && i < sizeof(transient) / sizeof(transient[0]); i++) {
-		if (strcmp(status, transient[i]) == 0)
-			return 1;
-	}
-	return 0;
+	return word_is_one_of(status, transient, sizeof(transient) / sizeof(transient[0]));
 }
 
 /* The wait a google.rpc.RetryInfo detail asks for ("30s", "1.5s");
@@ -269,39 +234,22 @@ static void vertex_classify_error(const struct http_response_head *head, const c
 		outcome_of_http_status(head->status, rpc_status_retryable(name) ? 1 : -1);
 	double wait;
 
-	if (name && message)
-		attempt_error_set_http(err, outcome, head->status,
-				       "Vertex AI answered HTTP %ld (%s): %s", head->status, name,
-				       message);
-	else if (message)
-		attempt_error_set_http(err, outcome, head->status,
-				       "Vertex AI answered HTTP %ld: %s", head->status, message);
-	else
-		attempt_error_set_http(err, outcome, head->status, "Vertex AI answered HTTP %ld",
-				       head->status);
+	http_error_explain(err, outcome, head->status, "Vertex AI", name, message);
 	wait = retry_after_parse(head->retry_after, head->retry_after_ms, time(NULL));
 	if (wait < 0)
 		wait = rpc_retry_delay(status);
 	err->retry_after_s = wait;
-	error_message_flatten(err->message);
 	json_decref(root);
 }
 
 /* ---- answer parser ---------------------------------------------------- */
 
 struct stream_parser {
-	const struct answer_events *ev;
-	void *ctx;
-	struct sse_parser *sse;
-	enum body_kind kind;
-	struct capped_buffer json; /* BODY_JSON bytes */
-	struct attempt_error *err; /* of the feed or finish call running */
-	int chunk_failed;	   /* the error came from a chunk, not from sse */
-	int at_eof;		   /* flushing a last event that had no blank line */
-	int finished;		   /* a finishReason arrived */
+	struct sse_answer answer; /* first (see sse_answer.h); complete: a finishReason arrived */
 	int request_id_sent;
-	struct parser_failure failure; /* sticky: later calls repeat it */
 };
+
+_Static_assert(offsetof(struct stream_parser, answer) == 0, "the answer comes first");
 
 static const char *const blocked_finish_reasons[] = {
 	"SAFETY", "RECITATION",	 "BLOCKLIST",	 "PROHIBITED_CONTENT",
@@ -324,17 +272,6 @@ static void block_detail(char *out, size_t size, const char *what, const char *r
 	error_message_flatten(out);
 }
 
-static int finish_reason_blocked(const char *reason)
-{
-	size_t i;
-
-	for (i = 0; i < sizeof(blocked_finish_reasons) / sizeof(blocked_finish_reasons[0]); i++) {
-		if (strcmp(reason, blocked_finish_reasons[i]) == 0)
-			return 1;
-	}
-	return 0;
-}
-
 /* Gemini's finishReason in the words every backend uses. */
 static void finish_reason_report(struct stream_parser *p, const char *reason, const char *detail)
 {
@@ -342,22 +279,23 @@ static void finish_reason_report(struct stream_parser *p, const char *reason, co
 	size_t i;
 
 	if (strcmp(reason, "STOP") == 0) {
-		p->ev->finish_reason(p->ctx, FINISH_STOP, reason);
+		p->answer.ev->finish_reason(p->answer.ctx, FINISH_STOP, reason);
 		return;
 	}
 	if (strcmp(reason, "MAX_TOKENS") == 0) {
-		p->ev->finish_reason(p->ctx, FINISH_LENGTH, reason);
+		p->answer.ev->finish_reason(p->answer.ctx, FINISH_LENGTH, reason);
 		return;
 	}
-	if (finish_reason_blocked(reason)) {
+	if (word_is_one_of(reason, blocked_finish_reasons,
+			   sizeof(blocked_finish_reasons) / sizeof(blocked_finish_reasons[0]))) {
 		block_detail(filtered, sizeof(filtered), "the answer", reason, detail);
-		p->ev->finish_reason(p->ctx, FINISH_FILTERED, filtered);
+		p->answer.ev->finish_reason(p->answer.ctx, FINISH_FILTERED, filtered);
 		return;
 	}
 	for (i = 0; reason[i] && i < sizeof(lower) - 1; i++)
 		lower[i] = (char)tolower((unsigned char)reason[i]);
 	lower[i] = '\0';
-	p->ev->finish_reason(p->ctx, FINISH_OTHER, lower);
+	p->answer.ev->finish_reason(p->answer.ctx, FINISH_OTHER, lower);
 }
 
 static int candidate_handle(struct stream_parser *p, json_t *candidate)
@@ -375,15 +313,15 @@ static int candidate_handle(struct stream_parser *p, json_t *candidate)
 		if (json_is_true(json_object_get(part, "thought")))
 			continue;
 		text = json_object_get(part, "text");
-		rc = answer_text_report(p->ev, p->ctx, json_string_value(text),
-					json_string_length(text), p->err);
+		rc = answer_text_report(p->answer.ev, p->answer.ctx, json_string_value(text),
+					json_string_length(text), p->answer.err);
 		if (rc < 0)
 			return rc;
 	}
 	reason = json_string_value(json_object_get(candidate, "finishReason"));
-	if (!reason || p->finished)
+	if (!reason || p->answer.complete)
 		return 0;
-	p->finished = 1;
+	p->answer.complete = 1;
 	finish_reason_report(p, reason,
 			     json_string_value(json_object_get(candidate, "finishMessage")));
 	return 0;
@@ -408,44 +346,43 @@ static int chunk_handle(struct stream_parser *p, json_t *chunk)
 	int rc;
 
 	if (!json_is_object(chunk)) {
-		attempt_error_set(p->err, OUTCOME_BAD_RESPONSE,
+		attempt_error_set(p->answer.err, OUTCOME_BAD_RESPONSE,
 				  "Vertex AI sent an answer chunk that is not a JSON object");
 		return -EIO;
 	}
 	if (status) {
-		rpc_status_report(status, p->err);
+		rpc_status_report(status, p->answer.err);
 		return -EIO;
 	}
 	id = json_string_value(json_object_get(chunk, "responseId"));
 	if (id && !p->request_id_sent) {
 		p->request_id_sent = 1;
-		p->ev->request_id(p->ctx, id);
+		p->answer.ev->request_id(p->answer.ctx, id);
 	}
 	feedback = json_object_get(chunk, "promptFeedback");
 	block = json_string_value(json_object_get(feedback, "blockReason"));
-	if (block && !p->finished) {
+	if (block && !p->answer.complete) {
 		char filtered[BLOCK_DETAIL_BYTES];
 
 		/* no candidate follows: the whole answer is withheld */
 		block_detail(filtered, sizeof(filtered), "the prompt", block,
 			     json_string_value(json_object_get(feedback, "blockReasonMessage")));
-		p->finished = 1;
-		p->ev->finish_reason(p->ctx, FINISH_FILTERED, filtered);
+		p->answer.complete = 1;
+		p->answer.ev->finish_reason(p->answer.ctx, FINISH_FILTERED, filtered);
 		return 0;
 	}
 	usage = json_object_get(chunk, "usageMetadata");
 	if (json_is_object(usage))
 		/* Thinking tokens are billed as output. */
-		p->ev->usage(p->ctx, token_count(usage, "promptTokenCount"),
-			     token_count(usage, "candidatesTokenCount") +
-				     token_count(usage, "thoughtsTokenCount"));
+		p->answer.ev->usage(p->answer.ctx, token_count(usage, "promptTokenCount"),
+				    token_count(usage, "candidatesTokenCount") +
+					    token_count(usage, "thoughtsTokenCount"));
 	rc = candidate_handle(p, json_array_get(json_object_get(chunk, "candidates"), 0));
 	return rc;
 }
 
-static int on_sse_event(void *ctx, const char *event, const char *data, size_t len)
+static int on_event(struct stream_parser *p, const char *event, const char *data, size_t len)
 {
-	struct stream_parser *p = ctx;
 	json_t *chunk;
 	int rc;
 
@@ -453,88 +390,24 @@ static int on_sse_event(void *ctx, const char *event, const char *data, size_t l
 	if (len == 0)
 		return 0;
 	chunk = json_loadb(data, len, 0, NULL);
-	if (!chunk) {
-		/* A last event cut short is a cut stream, told by finish. */
-		if (p->at_eof)
-			return 0;
-		attempt_error_set(p->err, OUTCOME_BAD_RESPONSE,
-				  "Vertex AI sent an answer chunk that is not JSON");
-		p->chunk_failed = 1;
-		return -EIO;
-	}
+	if (!chunk)
+		return sse_answer_event_malformed(
+			&p->answer, "Vertex AI sent an answer chunk that is not JSON");
 	rc = chunk_handle(p, chunk);
 	json_decref(chunk);
-	if (rc < 0)
-		p->chunk_failed = 1;
 	return rc;
-}
-
-static struct stream_parser *vertex_parser_new(const struct answer_events *ev, void *ctx)
-{
-	struct stream_parser *p = calloc(1, sizeof(*p));
-
-	if (!p)
-		return NULL;
-	p->ev = ev;
-	p->ctx = ctx;
-	capped_buffer_init(&p->json, VERTEX_MAX_JSON_BYTES);
-	p->sse = sse_new(VERTEX_MAX_EVENT_BYTES, on_sse_event, p);
-	if (!p->sse) {
-		free(p);
-		return NULL;
-	}
-	return p;
-}
-
-static void vertex_parser_free(struct stream_parser *p)
-{
-	if (!p)
-		return;
-	sse_free(p->sse);
-	capped_buffer_release(&p->json);
-	free(p);
-}
-
-static int vertex_parser_feed(struct stream_parser *p, const char *data, size_t len,
-			      struct attempt_error *err)
-{
-	size_t skipped;
-	int rc;
-
-	p->err = err;
-	rc = parser_failure_repeat(&p->failure, err);
-	if (rc)
-		return rc;
-	if (p->kind == BODY_UNKNOWN) {
-		skipped = body_kind_detect(data, len, "{[", &p->kind);
-		data += skipped;
-		len -= skipped;
-	}
-	if (p->kind == BODY_JSON)
-		rc = capped_buffer_append(&p->json, data, len);
-	else if (len > 0)
-		rc = sse_feed(p->sse, data, len);
-	if (rc >= 0)
-		return 0;
-	if (p->kind == BODY_JSON)
-		answer_overflow_explain(rc, "Vertex AI", "a JSON answer", VERTEX_MAX_JSON_BYTES,
-					err);
-	else if (!p->chunk_failed)
-		answer_overflow_explain(rc, "Vertex AI", "an answer chunk", VERTEX_MAX_EVENT_BYTES,
-					err);
-	return parser_failure_remember(&p->failure, rc == -E2BIG ? -EIO : rc, err);
 }
 
 /* A 200 body that is one JSON document: an error Status (bare or in an
  * array), one whole response, or an array of chunks. */
-static int json_body_finish(struct stream_parser *p)
+static int on_json_body(struct stream_parser *p, const char *data, size_t len)
 {
-	json_t *root = json_loadb(p->json.data, p->json.len, 0, NULL);
+	json_t *root = json_loadb(data, len, 0, NULL);
 	size_t i;
 	int rc = 0;
 
 	if (!root) {
-		attempt_error_set(p->err, OUTCOME_STREAM_CUT,
+		attempt_error_set(p->answer.err, OUTCOME_STREAM_CUT,
 				  "Vertex AI sent an answer that ends in the middle of its JSON");
 		return -EIO;
 	}
@@ -548,31 +421,20 @@ static int json_body_finish(struct stream_parser *p)
 	return rc;
 }
 
-static int vertex_parser_finish(struct stream_parser *p, struct attempt_error *err)
-{
-	int rc;
+static const struct sse_answer_format vertex_answer_format = {
+	.provider = "Vertex AI",
+	.json_starts = "{[",
+	.event_what = "an answer chunk",
+	.max_event_bytes = VERTEX_MAX_EVENT_BYTES,
+	.max_json_bytes = VERTEX_MAX_JSON_BYTES,
+	.cut_sentence = "the Vertex AI answer ended before it was complete",
+	.event = on_event,
+	.json_body = on_json_body,
+};
 
-	p->err = err;
-	rc = parser_failure_repeat(&p->failure, err);
-	if (rc)
-		return rc;
-	if (p->kind == BODY_JSON) {
-		rc = json_body_finish(p);
-		if (rc < 0)
-			return parser_failure_remember(&p->failure, rc, err);
-	} else if (!p->finished && sse_pending(p->sse)) {
-		/* The stream may end without the blank line after its last
-		 * event: dispatch what is there. */
-		p->at_eof = 1;
-		rc = sse_feed(p->sse, "\n\n", 2);
-		if (rc < 0 && p->chunk_failed)
-			return parser_failure_remember(&p->failure, rc, err);
-	}
-	if (p->finished)
-		return 0;
-	attempt_error_set(err, OUTCOME_STREAM_CUT,
-			  "the Vertex AI answer ended before it was complete");
-	return parser_failure_remember(&p->failure, -EIO, err);
+static struct stream_parser *vertex_parser_new(const struct answer_events *ev, void *ctx)
+{
+	return sse_answer_parser_new(sizeof(struct stream_parser), &vertex_answer_format, ev, ctx);
 }
 
 /* A static access token goes as it is; a service account's is fetched by
@@ -588,9 +450,9 @@ const struct backend backend_vertex = {
 	.name = "vertex",
 	.build_request = vertex_build_request,
 	.parser_new = vertex_parser_new,
-	.parser_feed = vertex_parser_feed,
-	.parser_finish = vertex_parser_finish,
-	.parser_free = vertex_parser_free,
+	.parser_feed = sse_answer_parser_feed,
+	.parser_finish = sse_answer_parser_finish,
+	.parser_free = sse_answer_parser_free,
 	.classify_error = vertex_classify_error,
 	.oauth_account = vertex_oauth_account,
 };

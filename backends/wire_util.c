@@ -2,12 +2,14 @@
 #include "backends/wire_util.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* First allocation of a capped buffer; it doubles from there. */
-#define CAPPED_BUFFER_FIRST_ALLOC 4096
+/* First allocation of a capped buffer; it doubles from there. Small:
+ * an SSE parser holds three, most of whose lines and events are short. */
+#define CAPPED_BUFFER_FIRST_ALLOC 256
 
 int http_header_append(struct curl_slist **list, const char *head, const char *value)
 {
@@ -70,7 +72,7 @@ int capped_buffer_append(struct capped_buffer *buf, const char *bytes, size_t le
 		while (new_alloc < need)
 			new_alloc *= 2;
 		/* No point holding room the cap will never let us use. */
-		if (new_alloc > buf->cap + 1)
+		if (buf->cap < SIZE_MAX && new_alloc > buf->cap + 1)
 			new_alloc = buf->cap + 1;
 		grown = realloc(buf->data, new_alloc);
 		if (!grown)
@@ -158,4 +160,47 @@ int parser_failure_repeat(const struct parser_failure *f, struct attempt_error *
 	if (f->rc)
 		*err = f->error;
 	return f->rc;
+}
+
+json_t *stop_sequences_json(const struct llm_request *req)
+{
+	json_t *stops = json_array();
+	size_t i;
+
+	for (i = 0; stops && i < req->n_stop; i++) {
+		if (json_array_append_new(stops, json_string(req->stop[i])) < 0) {
+			json_decref(stops);
+			return NULL;
+		}
+	}
+	return stops;
+}
+
+int json_body_dump(const json_t *root, char **out, size_t *out_len)
+{
+	*out = json_dumps(root, JSON_COMPACT | JSON_REAL_PRECISION(15));
+	if (!*out)
+		return -ENOMEM;
+	*out_len = strlen(*out);
+	return 0;
+}
+
+void http_error_explain(struct attempt_error *err, enum outcome outcome, long status,
+			const char *provider, const char *kind, const char *message)
+{
+	attempt_error_set_http(err, outcome, status, "%s answered HTTP %ld%s%s%s%s%s", provider,
+			       status, kind ? " (" : "", kind ? kind : "", kind ? ")" : "",
+			       message ? ": " : "", message ? message : "");
+	error_message_flatten(err->message);
+}
+
+int word_is_one_of(const char *word, const char *const list[], size_t n)
+{
+	size_t i;
+
+	for (i = 0; word && i < n; i++) {
+		if (strcmp(word, list[i]) == 0)
+			return 1;
+	}
+	return 0;
 }

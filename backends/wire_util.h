@@ -24,6 +24,10 @@
  *                            refused.
  *   parser_failure_*         the failure an answer parser remembers so
  *                            that every later call repeats it.
+ *   stop_sequences_json      a request's stop sequences as a JSON array.
+ *   json_body_dump           a JSON request body, numbers as written.
+ *   http_error_explain       the sentence for a non-2xx answer.
+ *   word_is_one_of           whether a provider's word is in a list.
  *
  * Nothing here takes a lock or keeps global state. */
 #ifndef PROMPTFS_WIRE_UTIL_H
@@ -32,6 +36,7 @@
 #include <stddef.h>
 
 #include <curl/curl.h>
+#include <jansson.h>
 
 #include "backends/backend.h"
 
@@ -51,7 +56,7 @@ struct capped_buffer {
 	char *data; /* owned; NULL until the first byte */
 	size_t len;
 	size_t alloc;
-	size_t cap; /* most bytes LEN may reach */
+	size_t cap; /* most bytes LEN may reach; may change between appends */
 };
 
 void capped_buffer_init(struct capped_buffer *buf, size_t cap);
@@ -108,5 +113,25 @@ int parser_failure_remember(struct parser_failure *f, int rc, struct attempt_err
 /* 0 when F holds no failure; else copies it into ERR and returns its
  * rc. */
 int parser_failure_repeat(const struct parser_failure *f, struct attempt_error *err);
+
+/* REQ's stop sequences as a new JSON array of strings (caller decrefs);
+ * NULL when memory runs out. */
+json_t *stop_sequences_json(const struct llm_request *req);
+
+/* ROOT as a request body: compact, with reals to 15 significant digits
+ * (a temperature of 0.2 goes as 0.2, not 0.20000000000000001). Returns 0
+ * and a new NUL-terminated string in *OUT (caller frees) of *OUT_LEN
+ * bytes, or -ENOMEM with *OUT NULL. */
+int json_body_dump(const json_t *root, char **out, size_t *out_len);
+
+/* Sets ERR to OUTCOME and STATUS with the sentence for a non-2xx answer:
+ * "PROVIDER answered HTTP STATUS", then " (KIND)" when the provider named
+ * the kind of error, and ": MESSAGE" when it explained it; KIND and
+ * MESSAGE may be NULL. The sentence is flattened to one line. */
+void http_error_explain(struct attempt_error *err, enum outcome outcome, long status,
+			const char *provider, const char *kind, const char *message);
+
+/* Non-zero when WORD (NULL is no word) is one of the N strings of LIST. */
+int word_is_one_of(const char *word, const char *const list[], size_t n);
 
 #endif

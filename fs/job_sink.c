@@ -176,9 +176,9 @@ static char *error_text(const json_t *meta, const char *message)
 	json_t *a;
 	char *text, *p;
 
-	json_array_foreach(attempts, i, a) size +=
-		96 + strlen(json_string_value(json_object_get(a, "target")) ?: "") +
-		strlen(json_string_value(json_object_get(a, "outcome")) ?: "");
+	json_array_foreach (attempts, i, a)
+		size += 96 + strlen(json_string_value(json_object_get(a, "target")) ?: "") +
+			strlen(json_string_value(json_object_get(a, "outcome")) ?: "");
 	text = malloc(size);
 	if (!text)
 		return NULL;
@@ -186,8 +186,7 @@ static char *error_text(const json_t *meta, const char *message)
 	/* the first line is a sentence */
 	if (text[0] >= 'a' && text[0] <= 'z')
 		text[0] = (char)(text[0] - 'a' + 'A');
-	json_array_foreach(attempts, i, a)
-	{
+	json_array_foreach (attempts, i, a) {
 		p += snprintf(p, size - (size_t)(p - text), "attempt %zu: %s: %s after %lld ms\n",
 			      i + 1, json_string_value(json_object_get(a, "target")) ?: "?",
 			      json_string_value(json_object_get(a, "outcome")) ?: "?",

@@ -10,6 +10,8 @@
 
 #include <jansson.h>
 
+#include "backends/utf8.h"
+
 /* Bytes reckoned for one message's role and framing (SPEC §6.4). */
 #define COST_BYTES_PER_MESSAGE 8
 #define MAX_STOP_SEQUENCES 4
@@ -35,70 +37,13 @@ static int is_blank(char c)
 	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
 }
 
-/* The offset of the first byte that does not start a well-formed UTF-8
- * sequence (RFC 3629: no overlong forms, no surrogates, nothing above
- * U+10FFFF, no sequence cut by the end), or LEN when all of BUF is UTF-8.
- * NUL counts as invalid: the text is kept in C strings. */
-static size_t utf8_invalid_offset(const char *buf, size_t len)
-{
-	const unsigned char *s = (const unsigned char *)buf;
-	size_t pos = 0;
-	size_t need;
-	size_t i;
-	unsigned char lo;
-	unsigned char hi;
-
-	while (pos < len) {
-		lo = 0x80;
-		hi = 0xBF;
-		if (s[pos] == 0x00)
-			return pos;
-		if (s[pos] < 0x80) {
-			pos++;
-			continue;
-		}
-		if (s[pos] >= 0xC2 && s[pos] <= 0xDF) {
-			need = 2;
-		} else if (s[pos] >= 0xE0 && s[pos] <= 0xEF) {
-			need = 3;
-			if (s[pos] == 0xE0)
-				lo = 0xA0; /* shorter form exists: overlong */
-			else if (s[pos] == 0xED)
-				hi = 0x9F; /* U+D800..U+DFFF: surrogates */
-		} else if (s[pos] >= 0xF0 && s[pos] <= 0xF4) {
-			need = 4;
-			if (s[pos] == 0xF0)
-				lo = 0x90; /* overlong */
-			else if (s[pos] == 0xF4)
-				hi = 0x8F; /* above U+10FFFF */
-		} else {
-			return pos; /* continuation byte, C0/C1, F5..FF */
-		}
-		if (len - pos < need)
-			return pos;
-		for (i = 1; i < need; i++) {
-			if (s[pos + i] < lo || s[pos + i] > hi)
-				return pos;
-			lo = 0x80;
-			hi = 0xBF;
-		}
-		pos += need;
-	}
-	return len;
-}
-
 /* KEY as it may appear in a one-line message: control characters shown
  * as '?', cut at a character boundary. */
 static void key_echo(const char *key, char out[KEY_ECHO_BYTES + 1])
 {
-	size_t len = strlen(key);
+	size_t len = utf8_prefix_length(key, strlen(key), KEY_ECHO_BYTES);
 	size_t i;
 
-	if (len > KEY_ECHO_BYTES) {
-		len = KEY_ECHO_BYTES;
-		while (len > 0 && ((unsigned char)key[len] & 0xC0) == 0x80)
-			len--;
-	}
 	for (i = 0; i < len; i++)
 		out[i] = (unsigned char)key[i] < 0x20 ? '?' : key[i];
 	out[len] = '\0';
@@ -130,8 +75,7 @@ static int unknown_keys_check(json_t *object, const char *const *known, size_t n
 	json_t *value;
 	size_t i;
 
-	json_object_foreach(object, key, value)
-	{
+	json_object_foreach (object, key, value) {
 		for (i = 0; i < n_known; i++) {
 			if (strcmp(key, known[i]) == 0)
 				break;

@@ -13,21 +13,6 @@ static const char *const entry_keys[] = {
 	"provider", "id", "family", "input_per_mtok", "output_per_mtok", "context_window", NULL
 };
 
-static int parse_price(struct load_ctx *ctx, const char *path, json_t *obj, const char *key,
-		       double *out)
-{
-	char key_path[JSON_PATH_MAX];
-	json_t *value = json_object_get(obj, key);
-
-	json_path_join(key_path, path, key);
-	if (!value)
-		return load_error(ctx, -EINVAL, key_path, "required");
-	if (!json_is_number(value) || json_number_value(value) < 0)
-		return load_error(ctx, -EINVAL, key_path, "must be a number >= 0");
-	*out = json_number_value(value);
-	return 0;
-}
-
 static int parse_entry(struct load_ctx *ctx, const char *path, json_t *obj,
 		       struct catalog_entry *entry)
 {
@@ -79,10 +64,10 @@ static int parse_entry(struct load_ctx *ctx, const char *path, json_t *obj,
 		}
 	}
 
-	rc = parse_price(ctx, path, obj, "input_per_mtok", &entry->input_per_mtok);
+	rc = json_take_price(ctx, path, obj, "input_per_mtok", &entry->input_per_mtok);
 	if (rc < 0)
 		goto out;
-	rc = parse_price(ctx, path, obj, "output_per_mtok", &entry->output_per_mtok);
+	rc = json_take_price(ctx, path, obj, "output_per_mtok", &entry->output_per_mtok);
 	if (rc < 0)
 		goto out;
 

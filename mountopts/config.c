@@ -13,8 +13,6 @@
 #include "mountopts/credentials.h"
 #include "mountopts/loader.h"
 
-#define AZURE_DEFAULT_API_VERSION "2024-10-21"
-
 static const char *const provider_names[] = {
 	[PROVIDER_OPENAI] = "openai",	    [PROVIDER_AZURE] = "azure",
 	[PROVIDER_BEDROCK] = "bedrock",	    [PROVIDER_VERTEX] = "vertex",
@@ -63,21 +61,6 @@ static int optional_string(struct load_ctx *ctx, const char *path, json_t *obj, 
 	return rc < 0 ? rc : 0;
 }
 
-static int parse_price_value(struct load_ctx *ctx, const char *path, json_t *price, const char *key,
-			     double *out)
-{
-	char key_path[JSON_PATH_MAX];
-	json_t *value = json_object_get(price, key);
-
-	json_path_join(key_path, path, key);
-	if (!value)
-		return load_error(ctx, -EINVAL, key_path, "required");
-	if (!json_is_number(value) || json_number_value(value) < 0)
-		return load_error(ctx, -EINVAL, key_path, "must be a number >= 0");
-	*out = json_number_value(value);
-	return 0;
-}
-
 static int parse_price(struct load_ctx *ctx, const char *model_path, json_t *price,
 		       struct price *out)
 {
@@ -90,10 +73,10 @@ static int parse_price(struct load_ctx *ctx, const char *model_path, json_t *pri
 	rc = check_keys(ctx, path, price, price_keys);
 	if (rc < 0)
 		return rc;
-	rc = parse_price_value(ctx, path, price, "input_per_mtok", &out->input_per_mtok);
+	rc = json_take_price(ctx, path, price, "input_per_mtok", &out->input_per_mtok);
 	if (rc < 0)
 		return rc;
-	rc = parse_price_value(ctx, path, price, "output_per_mtok", &out->output_per_mtok);
+	rc = json_take_price(ctx, path, price, "output_per_mtok", &out->output_per_mtok);
 	if (rc < 0)
 		return rc;
 	out->known = 1;
@@ -284,31 +267,84 @@ static int parse_endpoint(struct load_ctx *ctx, const char *region_path, json_t 
 	return 0;
 }
 
-/* The object at PATH (OBJ's member KEY) that names one WHAT per key:
- * required, an object, and not empty. Borrowed into *OUT. */
-static int named_entries_get(struct load_ctx *ctx, const char *path, json_t *obj, const char *key,
-			     const char *what, json_t **out)
-{
-	json_t *entries = json_object_get(obj, key);
+/* A kind of named entry: the clouds of the file, the regions of a cloud,
+ * the models of a region. Their names become directory names. */
+struct entry_kind {
+	const char *key;  /* the member that holds them: "models" */
+	const char *what; /* one of them, in messages: "model" */
+	size_t size;	  /* of the struct one is read into */
+	/* Reads VALUE, the entry NAME at PATH, into ENTRY: zeroed, and
+	 * counted already, so that config_free() frees what a half-read one
+	 * holds. PARENT is what the entries belong to. */
+	int (*parse)(struct load_ctx *ctx, const char *path, const char *name, json_t *value,
+		     void *entry, void *parent);
+};
 
-	if (!entries)
-		return load_error(ctx, -EINVAL, path, "required");
-	if (!json_is_object(entries))
-		return load_error(ctx, -EINVAL, path, "must be an object");
-	if (json_object_size(entries) == 0)
-		return load_error(ctx, -EINVAL, path, "at least one %s is required", what);
-	*out = entries;
+/* Reads OBJ[KIND->key], OBJ being at PATH: required, an object, not
+ * empty, and each key a valid directory name. *ENTRIES gets a new array
+ * of one struct per key, *N how many were read: both also on failure, so
+ * that config_free() frees what was read. */
+static int named_entries_parse(struct load_ctx *ctx, const char *path, json_t *obj,
+			       const struct entry_kind *kind, void *parent, void **entries,
+			       size_t *n)
+{
+	char entries_path[JSON_PATH_MAX], entry_path[JSON_PATH_MAX];
+	json_t *object = json_object_get(obj, kind->key);
+	const char *name;
+	size_t name_len;
+	json_t *value;
+	char *array;
+	int rc;
+
+	*entries = NULL;
+	json_path_join(entries_path, path, kind->key);
+	if (!object)
+		return load_error(ctx, -EINVAL, entries_path, "required");
+	if (!json_is_object(object))
+		return load_error(ctx, -EINVAL, entries_path, "must be an object");
+	if (json_object_size(object) == 0)
+		return load_error(ctx, -EINVAL, entries_path, "at least one %s is required",
+				  kind->what);
+	array = calloc(json_object_size(object), kind->size);
+	if (!array)
+		return out_of_memory(ctx);
+	*entries = array;
+	json_object_keylen_foreach (object, name, name_len, value) {
+		json_path_join(entry_path, entries_path, name);
+		rc = check_file_name(ctx, entry_path, name, name_len);
+		if (rc < 0)
+			return rc;
+		rc = kind->parse(ctx, entry_path, name, value, array + (*n)++ * kind->size, parent);
+		if (rc < 0)
+			return rc;
+	}
 	return 0;
 }
+
+static int model_entry_parse(struct load_ctx *ctx, const char *path, const char *name,
+			     json_t *value, void *entry, void *parent)
+{
+	struct model *model = entry;
+	struct region *region = parent;
+
+	model->region = region;
+	model->name = strdup(name);
+	if (!model->name)
+		return out_of_memory(ctx);
+	return parse_model(ctx, path, value, region->cloud, model);
+}
+
+static const struct entry_kind model_entries = {
+	.key = "models",
+	.what = "model",
+	.size = sizeof(struct model),
+	.parse = model_entry_parse,
+};
 
 static int parse_region(struct load_ctx *ctx, const char *path, json_t *obj,
 			const struct cloud *cloud, struct region *region)
 {
-	char models_path[JSON_PATH_MAX], model_path[JSON_PATH_MAX];
-	json_t *models, *value;
-	const char *name;
-	size_t name_len;
-	size_t i = 0;
+	void *models;
 	int rc;
 
 	if (!json_is_object(obj))
@@ -322,35 +358,31 @@ static int parse_region(struct load_ctx *ctx, const char *path, json_t *obj,
 	rc = parse_endpoint(ctx, path, obj, cloud, region);
 	if (rc < 0)
 		return rc;
-
-	json_path_join(models_path, path, "models");
-	rc = named_entries_get(ctx, models_path, obj, "models", "model", &models);
-	if (rc < 0)
-		return rc;
-	region->models = calloc(json_object_size(models), sizeof(*region->models));
-	if (!region->models)
-		return out_of_memory(ctx);
-
-	json_object_keylen_foreach(models, name, name_len, value)
-	{
-		struct model *model = &region->models[i];
-
-		json_path_join(model_path, models_path, name);
-		rc = check_file_name(ctx, model_path, name, name_len);
-		if (rc < 0)
-			return rc;
-		/* Counted first so config_free() sees a half-read model. */
-		region->n_models = ++i;
-		model->region = region;
-		model->name = strdup(name);
-		if (!model->name)
-			return out_of_memory(ctx);
-		rc = parse_model(ctx, model_path, value, cloud, model);
-		if (rc < 0)
-			return rc;
-	}
-	return 0;
+	rc = named_entries_parse(ctx, path, obj, &model_entries, region, &models,
+				 &region->n_models);
+	region->models = models;
+	return rc;
 }
+
+static int region_entry_parse(struct load_ctx *ctx, const char *path, const char *name,
+			      json_t *value, void *entry, void *parent)
+{
+	struct region *region = entry;
+	struct cloud *cloud = parent;
+
+	region->cloud = cloud;
+	region->name = strdup(name);
+	if (!region->name)
+		return out_of_memory(ctx);
+	return parse_region(ctx, path, value, cloud, region);
+}
+
+static const struct entry_kind region_entries = {
+	.key = "regions",
+	.what = "region",
+	.size = sizeof(struct region),
+	.parse = region_entry_parse,
+};
 
 static int parse_provider(struct load_ctx *ctx, const char *cloud_path, json_t *obj,
 			  struct cloud *cloud)
@@ -370,12 +402,8 @@ static int parse_provider(struct load_ctx *ctx, const char *cloud_path, json_t *
 
 static int parse_cloud(struct load_ctx *ctx, const char *path, json_t *obj, struct cloud *cloud)
 {
-	char key_path[JSON_PATH_MAX], regions_path[JSON_PATH_MAX];
-	char region_path[JSON_PATH_MAX];
-	json_t *regions, *value;
-	const char *name;
-	size_t name_len;
-	size_t i = 0;
+	char key_path[JSON_PATH_MAX];
+	void *regions;
 	int rc;
 
 	if (!json_is_object(obj))
@@ -398,42 +426,40 @@ static int parse_cloud(struct load_ctx *ctx, const char *path, json_t *obj, stru
 		return load_error(ctx, -EINVAL, key_path, "only for provider vertex");
 	}
 
-	json_path_join(regions_path, path, "regions");
-	rc = named_entries_get(ctx, regions_path, obj, "regions", "region", &regions);
+	rc = named_entries_parse(ctx, path, obj, &region_entries, cloud, &regions,
+				 &cloud->n_regions);
+	cloud->regions = regions;
 	if (rc < 0)
 		return rc;
-	cloud->regions = calloc(json_object_size(regions), sizeof(*cloud->regions));
-	if (!cloud->regions)
-		return out_of_memory(ctx);
-	json_object_keylen_foreach(regions, name, name_len, value)
-	{
-		struct region *region = &cloud->regions[i];
-
-		json_path_join(region_path, regions_path, name);
-		rc = check_file_name(ctx, region_path, name, name_len);
-		if (rc < 0)
-			return rc;
-		cloud->n_regions = ++i;
-		region->cloud = cloud;
-		region->name = strdup(name);
-		if (!region->name)
-			return out_of_memory(ctx);
-		rc = parse_region(ctx, region_path, value, cloud, region);
-		if (rc < 0)
-			return rc;
-	}
-
 	/* Last: the OpenAI default key depends on the endpoints. */
 	return credentials_load(ctx, path, json_object_get(obj, "auth"), cloud);
 }
 
+static int cloud_entry_parse(struct load_ctx *ctx, const char *path, const char *name,
+			     json_t *value, void *entry, void *parent)
+{
+	struct cloud *cloud = entry;
+
+	(void)parent;
+	if (strcmp(name, "any") == 0)
+		return load_error(ctx, -EINVAL, path,
+				  "the name \"any\" is reserved for the routed view");
+	cloud->name = strdup(name);
+	if (!cloud->name)
+		return out_of_memory(ctx);
+	return parse_cloud(ctx, path, value, cloud);
+}
+
+static const struct entry_kind cloud_entries = {
+	.key = "clouds",
+	.what = "cloud",
+	.size = sizeof(struct cloud),
+	.parse = cloud_entry_parse,
+};
+
 static int parse_clouds(struct load_ctx *ctx, json_t *root, struct config *cfg)
 {
-	char path[JSON_PATH_MAX];
-	json_t *clouds, *value;
-	const char *name;
-	size_t name_len;
-	size_t i = 0;
+	void *clouds;
 	int rc;
 
 	if (!json_is_object(root))
@@ -441,33 +467,9 @@ static int parse_clouds(struct load_ctx *ctx, json_t *root, struct config *cfg)
 	rc = check_keys(ctx, NULL, root, top_keys);
 	if (rc < 0)
 		return rc;
-	rc = named_entries_get(ctx, "clouds", root, "clouds", "cloud", &clouds);
-	if (rc < 0)
-		return rc;
-	cfg->clouds = calloc(json_object_size(clouds), sizeof(*cfg->clouds));
-	if (!cfg->clouds)
-		return out_of_memory(ctx);
-
-	json_object_keylen_foreach(clouds, name, name_len, value)
-	{
-		struct cloud *cloud = &cfg->clouds[i];
-
-		json_path_join(path, "clouds", name);
-		rc = check_file_name(ctx, path, name, name_len);
-		if (rc < 0)
-			return rc;
-		if (strcmp(name, "any") == 0)
-			return load_error(ctx, -EINVAL, path,
-					  "the name \"any\" is reserved for the routed view");
-		cfg->n_clouds = ++i;
-		cloud->name = strdup(name);
-		if (!cloud->name)
-			return out_of_memory(ctx);
-		rc = parse_cloud(ctx, path, value, cloud);
-		if (rc < 0)
-			return rc;
-	}
-	return 0;
+	rc = named_entries_parse(ctx, NULL, root, &cloud_entries, cfg, &clouds, &cfg->n_clouds);
+	cfg->clouds = clouds;
+	return rc;
 }
 
 int config_from_json(struct load_ctx *ctx, json_t *root, struct config **out)

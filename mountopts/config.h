@@ -43,6 +43,10 @@ struct price {
 	double output_per_mtok;
 };
 
+/* The Azure OpenAI api-version of a model whose config names none: the
+ * config loader fills it in, the azure backend falls back on it. */
+#define AZURE_DEFAULT_API_VERSION "2024-10-21"
+
 /* One deployment: prompts under cloud/region/model run exactly here. */
 struct model {
 	char *name; /* directory name */
@@ -50,7 +54,7 @@ struct model {
 	char *family;
 	struct price price;
 	long max_output_tokens;	     /* 0: not set */
-	char *api_version;	     /* azure; NULL elsewhere */
+	char *api_version;	     /* azure (the config fills in the default); NULL elsewhere */
 	const struct region *region; /* back pointer, borrowed */
 };
 

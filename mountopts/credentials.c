@@ -72,8 +72,7 @@ static int check_auth_keys(struct load_ctx *ctx, const char *auth_path, json_t *
 	json_t *value;
 	size_t i;
 
-	json_object_foreach(auth, key, value)
-	{
+	json_object_foreach (auth, key, value) {
 		if (in_list(allowed, key))
 			continue;
 		json_path_join(key_path, auth_path, key);
@@ -158,8 +157,7 @@ void wipe_inline_secrets(json_t *root)
 	const char *name;
 	size_t i;
 
-	json_object_foreach(json_object_get(root, "clouds"), name, cloud)
-	{
+	json_object_foreach (json_object_get(root, "clouds"), name, cloud) {
 		auth = json_object_get(cloud, "auth");
 		for (i = 0; inline_keys[i]; i++) {
 			value = json_object_get(auth, inline_keys[i]);

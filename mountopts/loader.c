@@ -64,8 +64,7 @@ int check_keys(struct load_ctx *ctx, const char *path, json_t *obj, const char *
 	json_t *value;
 	size_t i;
 
-	json_object_foreach(obj, key, value)
-	{
+	json_object_foreach (obj, key, value) {
 		int known = 0;
 
 		for (i = 0; allowed[i]; i++) {
@@ -123,6 +122,21 @@ int json_take_string(struct load_ctx *ctx, const char *path, json_t *obj, const 
 		return load_error(ctx, -ENOMEM, NULL, "out of memory");
 	*out = copy;
 	return 1;
+}
+
+int json_take_price(struct load_ctx *ctx, const char *path, json_t *obj, const char *key,
+		    double *out)
+{
+	char key_path[JSON_PATH_MAX];
+	json_t *value = json_object_get(obj, key);
+
+	json_path_join(key_path, path, key);
+	if (!value)
+		return load_error(ctx, -EINVAL, key_path, "required");
+	if (!json_is_number(value) || json_number_value(value) < 0)
+		return load_error(ctx, -EINVAL, key_path, "must be a number >= 0");
+	*out = json_number_value(value);
+	return 0;
 }
 
 char *resolve_path(const struct load_ctx *ctx, const char *path)

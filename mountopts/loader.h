@@ -56,6 +56,12 @@ int check_file_name(struct load_ctx *ctx, const char *path, const char *name, si
 int json_take_string(struct load_ctx *ctx, const char *path, json_t *obj, const char *key,
 		     char **out);
 
+/* Reads OBJ[KEY], a required price (USD per million tokens): a number
+ * >= 0. Returns 0 with it in *OUT, or -EINVAL. Shared by the config's
+ * "price" objects and the catalog's entries. */
+int json_take_price(struct load_ctx *ctx, const char *path, json_t *obj, const char *key,
+		    double *out);
+
 /* Returns a new string (caller frees): PATH itself when absolute or when
  * there is no directory to resolve against, else DIR/PATH. NULL: ENOMEM. */
 char *resolve_path(const struct load_ctx *ctx, const char *path);

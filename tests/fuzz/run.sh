@@ -22,8 +22,9 @@ cflags="-g -O1 -std=c11 -D_GNU_SOURCE -I$root -fno-omit-frame-pointer
 # Everything the parsers need; the engine and FUSE are left out.
 sources="$root/backends/anthropic.c $root/backends/azure.c $root/backends/bedrock.c
 	$root/backends/eventstream.c $root/backends/google_auth.c $root/backends/openai.c
-	$root/backends/openai_chat.c $root/backends/request.c $root/backends/retry.c
-	$root/backends/sigv4.c $root/backends/sse.c $root/backends/vertex.c
+	$root/backends/openai_chat.c $root/backends/outcome.c $root/backends/request.c
+	$root/backends/retry.c $root/backends/sigv4.c $root/backends/sse.c
+	$root/backends/sse_answer.c $root/backends/utf8.c $root/backends/vertex.c
 	$root/backends/wire_util.c $root/fs/prompt.c $root/fs/names.c"
 libs="-ljansson -lcurl -lcrypto -lm"
 
