@@ -1003,6 +1003,80 @@ static void test_two_jobs_at_once(void **state)
 	assert_int_equal(server_requests(&f->srv), 4);
 }
 
+/* Every candidate spent: retries on each, in order, then the job fails. */
+static void test_all_candidates_spent(void **state)
+{
+	struct fixture *f = *state;
+	struct recorder *r = &f->rec[0];
+	const struct model *first = deployment(f, 0, "busy", 0);
+	const struct model *second = deployment(f, 1, "busy", 0);
+
+	submit(f, r, &(struct plan_spec){ .candidates = { first, second }, .retries = 1 });
+	assert_int_equal(recorder_wait_done(r), -EIO);
+	assert_int_equal(r->n_started, 4);
+	assert_ptr_equal(r->started[0], first);
+	assert_ptr_equal(r->started[1], first);
+	assert_ptr_equal(r->started[2], second);
+	assert_ptr_equal(r->started[3], second);
+	for (size_t i = 0; i < 4; i++)
+		assert_int_equal(r->ended[i].outcome, OUTCOME_HTTP_RETRYABLE);
+	assert_int_equal(server_requests(&f->srv), 4);
+}
+
+/* A job cancelled while it waits for a transfer slot never starts an
+ * attempt. */
+static void test_cancel_waiting_job(void **state)
+{
+	struct fixture *f = *state;
+	struct engine_options opts = {
+		.max_inflight = 1,
+		.connect_timeout_s = 2,
+		.max_answer_bytes = 1 << 20,
+		.max_body_bytes = 4 << 20,
+	};
+	const struct model *silent = deployment(f, 0, "silent", 0);
+	const struct model *ok = deployment(f, 1, "ok", 0);
+	struct engine_job *first, *second;
+	int err = 0;
+
+	engine_free(f->engine);
+	f->engine = engine_new(&opts, &err);
+	assert_non_null(f->engine);
+	first = submit(f, &f->rec[0], &(struct plan_spec){ .candidates = { silent } });
+	server_wait_requests(&f->srv, 1);
+	second = submit(f, &f->rec[1], &(struct plan_spec){ .candidates = { ok } });
+	engine_cancel(f->engine, second);
+	assert_int_equal(recorder_wait_done(&f->rec[1]), -ECANCELED);
+	assert_int_equal(f->rec[1].n_started, 0);
+	engine_cancel(f->engine, first);
+	assert_int_equal(recorder_wait_done(&f->rec[0]), -ECANCELED);
+	assert_int_equal(f->rec[0].n_ended, 1);
+	assert_int_equal(f->rec[0].ended[0].outcome, OUTCOME_CANCELLED);
+	assert_int_equal(server_requests(&f->srv), 1);
+}
+
+/* engine_free ends every job it holds: the attempt in flight as
+ * cancelled, the job in backoff without another attempt. */
+static void test_engine_free_ends_every_job(void **state)
+{
+	struct fixture *f = *state;
+	const struct model *silent = deployment(f, 0, "silent", 0);
+	const struct model *busy = deployment(f, 1, "busy3", 0);
+
+	submit(f, &f->rec[0], &(struct plan_spec){ .candidates = { silent } });
+	submit(f, &f->rec[1], &(struct plan_spec){ .candidates = { busy }, .retries = 2 });
+	server_wait_requests(&f->srv, 2);
+	recorder_wait_ended(&f->rec[1], 1);
+	engine_free(f->engine);
+	f->engine = NULL;
+	assert_int_equal(recorder_wait_done(&f->rec[0]), -ECANCELED);
+	assert_int_equal(f->rec[0].n_started, 1);
+	assert_int_equal(f->rec[0].ended[0].outcome, OUTCOME_CANCELLED);
+	assert_int_equal(recorder_wait_done(&f->rec[1]), -ECANCELED);
+	assert_int_equal(f->rec[1].n_started, 1);
+	assert_int_equal(f->rec[1].ended[0].outcome, OUTCOME_HTTP_RETRYABLE);
+}
+
 /* A plan without candidates is refused, its request released (ASan
  * sees a leak otherwise). */
 static void test_plan_without_candidates(void **state)
@@ -1040,6 +1114,9 @@ int main(void)
 		ENGINE_TEST(test_first_token_timeout_fails_over),
 		ENGINE_TEST(test_attempt_timeout),
 		ENGINE_TEST(test_two_jobs_at_once),
+		ENGINE_TEST(test_all_candidates_spent),
+		ENGINE_TEST(test_cancel_waiting_job),
+		ENGINE_TEST(test_engine_free_ends_every_job),
 		ENGINE_TEST(test_plan_without_candidates),
 	};
 	int rc;
