@@ -53,6 +53,7 @@ class Answer:
         self.truncated = truncated
         self.input_tokens = input_tokens
         self.output_tokens = output_tokens
+        self.finish_word = None  # a `finish` fault's word, replacing the provider's own
 
     @property
     def total_tokens(self):

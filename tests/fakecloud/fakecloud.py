@@ -7,6 +7,7 @@ deterministically (`echo: <last user message>`), and misbehaves on request
 when the prompt carries `[[fault:...]]` directives. See README.md."""
 
 import argparse
+import collections
 import datetime
 import hashlib
 import http
@@ -122,6 +123,46 @@ class Stats:
                     "by_fault": dict(self.by_fault)}
 
 
+class LastRequests:
+    """The last valid API request of each provider and of each prompt text
+    (`GET /_last`), so that tests can check what a client actually sent."""
+
+    PROMPTS_KEPT = 4096
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._zero()
+
+    def _zero(self):
+        self.by_provider = {}
+        self.by_prompt = collections.OrderedDict()
+
+    def reset(self):
+        with self._lock:
+            self._zero()
+
+    def record(self, provider, digest, path, model, body):
+        entry = {"provider": provider, "path": path, "model": model, "prompt": digest,
+                 "body": body}
+        with self._lock:
+            self.by_provider[provider] = entry
+            self.by_prompt.pop(digest, None)
+            self.by_prompt[digest] = entry
+            while len(self.by_prompt) > self.PROMPTS_KEPT:
+                self.by_prompt.popitem(last=False)
+
+    def find(self, params):
+        with self._lock:
+            if "prompt" in params:
+                entry = self.by_prompt.get(params["prompt"])
+                if entry is not None and params.get("provider") not in (None, entry["provider"]):
+                    entry = None
+                return entry
+            if "provider" in params:
+                return self.by_provider.get(params["provider"])
+            return None
+
+
 class Outcome:
     """What happened to one request, for the log and the counters."""
 
@@ -185,8 +226,8 @@ class Handler(BaseHTTPRequestHandler):
         self.pending_delay = 0.0
         self.fragment = None
         path, _, query = self.path.partition("?")
-        if path in ("/_stats", "/_reset"):
-            return self.control(path)
+        if path in ("/_stats", "/_reset", "/_last"):
+            return self.control(path, query)
         srv = self.server
         outcome = Outcome()
         self.outcome = outcome
@@ -353,7 +394,7 @@ class Handler(BaseHTTPRequestHandler):
         self.close_connection = True
 
     # ----- control endpoints ----------------------------------------------------------
-    def control(self, path):
+    def control(self, path, query):
         self.outcome = Outcome()
         self.read_body_quietly()
         srv = self.server
@@ -361,7 +402,16 @@ class Handler(BaseHTTPRequestHandler):
             srv.stats.reset()
             srv.faults.reset()
             srv.token_faults.reset()
+            srv.last.reset()
             body = jbody({"ok": True})
+        elif path == "/_last":
+            params = {k: v[0] for k, v in urllib.parse.parse_qs(query).items()}
+            entry = srv.last.find(params)
+            if entry is None:
+                return self.send_simple(404, {"Content-Type": "application/json",
+                                              "Cache-Control": "no-store"},
+                                        jbody({"error": "no such request"}))
+            body = jbody(entry)
         else:
             body = jbody(srv.stats.snapshot())
         self.send_simple(200, {"Content-Type": "application/json", "Cache-Control": "no-store"}, body)
@@ -432,6 +482,7 @@ class Handler(BaseHTTPRequestHandler):
             return self.unknown_model(rq, prov, chat)
         digest = hashlib.sha256(chat.last_user.encode()).hexdigest()
         srv.stats.prompt(digest)
+        srv.last.record(prov.name, digest, path, chat.model, obj)
         plan = srv.faults.plan(digest, directives, prov.name, path, chat.model)
         self.outcome.faults = plan.names
         self.execute(rq, prov, chat, plan)
@@ -486,6 +537,7 @@ class Handler(BaseHTTPRequestHandler):
             headers["Content-Type"] = "application/json"
             return self.send_simple(status, headers, body)
         ans = make_answer(chat)
+        ans.finish_word = plan.finish
         if chat.stream:
             self.send_stream(rq, prov, chat, ans, plan)
         else:
@@ -596,6 +648,7 @@ class FakeCloudServer(ThreadingHTTPServer):
     def __init__(self, address, cfg):
         self.cfg = cfg
         self.stats = Stats()
+        self.last = LastRequests()
         self.faults = faults.FaultBook(cfg.fault_defaults)
         self.token_faults = faults.FaultBook(cfg.token_faults)
         self.stopping = threading.Event()

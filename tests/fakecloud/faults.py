@@ -11,13 +11,13 @@ from common import BadRequest
 TERMINAL = ("status", "reset", "silence", "cut", "malformed", "no_done", "garbage",
             "endless", "inband_error", "content_filter")
 # Faults that only change timing or transport; they combine with anything.
-MODIFIERS = ("latency", "slow_first_byte", "stall", "fragment")
+MODIFIERS = ("latency", "slow_first_byte", "stall", "fragment", "finish")
 
 _ARG_TYPES = {
     "code": int, "times": int, "after": int, "bytes": int, "retry_after_ms": int,
     "retry_after": float, "seconds": float,
     "message": str, "provider": str, "path": str, "model": str, "type": str,
-    "should_retry": str,
+    "should_retry": str, "reason": str,
 }
 _DIRECTIVE_RE = re.compile(r"\[\[fault:([A-Za-z_]+)([^\]]*)\]\]")
 
@@ -63,6 +63,8 @@ def make_directive(name, rest):
             args[key] = _ARG_TYPES[key](value)
         except ValueError:
             raise BadRequest("fakecloud: argument '%s' of fault '%s' must be a number" % (key, name))
+    if name == "finish" and not args.get("reason"):
+        raise BadRequest("fakecloud: fault 'finish' needs reason=WORD")
     if "retry_after" in args:
         args["retry_after_text"] = rest_value(rest, "retry_after")
     return Directive(name, args, ("%s %s" % (name, rest.strip())).strip())
@@ -99,6 +101,7 @@ class Plan:
         self.slow = 0.0           # extra seconds before the first byte
         self.stall = None         # Directive
         self.fragment = None      # bytes per write, or None
+        self.finish = None        # the provider's finish word to use instead of its own
         self.names = []           # every active directive name, for logs and stats
 
     def first_byte_delay(self, default_latency):
@@ -141,6 +144,9 @@ class FaultBook:
             elif d.name == "stall":
                 if plan.stall is None:
                     plan.stall = d
+            elif d.name == "finish":
+                if plan.finish is None:
+                    plan.finish = d.get("reason")
             elif d.name == "fragment":
                 if plan.fragment is None:
                     plan.fragment = max(1, d.get("bytes", 1))

@@ -110,7 +110,7 @@ class Anthropic:
                 "anthropic-organization-id": "00000000-0000-4000-8000-000000000000"}
 
     def _stop(self, ans):
-        return "max_tokens" if ans.truncated else "end_turn"
+        return ans.finish_word or ("max_tokens" if ans.truncated else "end_turn")
 
     def response(self, rq, chat, ans):
         return jbody({

@@ -164,7 +164,7 @@ class Bedrock:
         return {"x-amzn-RequestId": rq.request_id}
 
     def _stop(self, ans):
-        return "max_tokens" if ans.truncated else "end_turn"
+        return ans.finish_word or ("max_tokens" if ans.truncated else "end_turn")
 
     def _usage(self, ans):
         return {"inputTokens": ans.input_tokens, "outputTokens": ans.output_tokens,

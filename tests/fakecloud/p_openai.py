@@ -192,7 +192,7 @@ class OpenAI:
         }
 
     def _finish(self, ans):
-        return "length" if ans.truncated else "stop"
+        return ans.finish_word or ("length" if ans.truncated else "stop")
 
     def _usage(self, ans):
         return {

@@ -210,7 +210,7 @@ class Vertex:
                 "createTime": self._create_time(rq), "responseId": rq.response_id}
 
     def _finish(self, ans):
-        return "MAX_TOKENS" if ans.truncated else "STOP"
+        return ans.finish_word or ("MAX_TOKENS" if ans.truncated else "STOP")
 
     def response(self, rq, chat, ans):
         candidate = {"content": {"role": "model", "parts": [{"text": ans.text}]},

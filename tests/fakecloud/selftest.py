@@ -720,6 +720,58 @@ class FakeCloudTest(unittest.TestCase):
         self.assertEqual(json.loads(events[-1][1])["error"]["type"], "overloaded_error")
 
     # ----- server behaviour -----------------------------------------------------------
+    def get_json(self, path):
+        c = self.conn()
+        try:
+            c.request("GET", path)
+            r = c.getresponse()
+            return r.status, json.loads(r.read())
+        finally:
+            c.close()
+
+    def test_finish_fault_replaces_the_finish_word(self):
+        st, _, body = self.bedrock("guarded [[fault:finish reason=guardrail_intervened]]",
+                                   stream=True)
+        self.assertEqual(st, 200, body)
+        frames = eventstream.decode_stream(body)
+        stop = [json.loads(p) for h, p in frames if h[":event-type"] == "messageStop"]
+        self.assertEqual(stop[0]["stopReason"], "guardrail_intervened")
+        st, _, body = self.bedrock("filtered [[fault:finish reason=content_filtered]]")
+        self.assertEqual(json.loads(body)["stopReason"], "content_filtered")
+        st, _, body = self.openai("cf [[fault:finish reason=content_filter]]")
+        self.assertEqual(json.loads(body)["choices"][0]["finish_reason"], "content_filter")
+        st, _, body = self.vertex("safety [[fault:finish reason=SAFETY]]", stream=True)
+        self.assertIn(b'"finishReason":"SAFETY"', body)
+        st, _, body = self.anthropic("refusal [[fault:finish reason=refusal]]")
+        self.assertEqual(json.loads(body)["stop_reason"], "refusal")
+        # it combines with a shaping fault, and needs its word
+        st, _, body = self.openai("cf2 [[fault:finish reason=content_filter]][[fault:stall after=1 seconds=0]]",
+                                  stream=True)
+        self.assertIn(b'"finish_reason":"content_filter"', body)
+        st, _, body = self.openai("bad [[fault:finish]]")
+        self.assertEqual(st, 400)
+        self.assertIn(b"reason=WORD", body)
+
+    def test_last_request_by_provider_and_prompt(self):
+        prompt = "remember me %f" % time.time()
+        self.bedrock(prompt)
+        st, last = self.get_json("/_last?provider=bedrock")
+        self.assertEqual(st, 200)
+        self.assertEqual(last["provider"], "bedrock")
+        self.assertEqual(last["body"]["inferenceConfig"]["maxTokens"], 256)
+        self.assertTrue(last["path"].endswith("/converse"))
+        self.assertEqual(last["model"], "anthropic.claude-3-haiku-20240307-v1:0")
+        digest = hashlib.sha256(prompt.encode()).hexdigest()
+        self.vertex(prompt, maxOutputTokens=9)
+        st, last = self.get_json("/_last?prompt=" + digest)
+        self.assertEqual((st, last["provider"]), (200, "vertex"))
+        self.assertEqual(last["body"]["generationConfig"]["maxOutputTokens"], 9)
+        st, last = self.get_json("/_last?prompt=%s&provider=bedrock" % digest)
+        self.assertEqual(st, 404)
+        st, last = self.get_json("/_last?prompt=" + "0" * 64)
+        self.assertEqual(st, 404)
+        self.assertEqual(self.get_json("/_last")[0], 404)
+
     def test_provider_filter_in_directive(self):
         prompt = "only azure %f [[fault:status code=503 provider=azure]]" % time.time()
         self.assertEqual(self.azure(prompt)[0], 503)
