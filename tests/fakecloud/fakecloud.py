@@ -183,10 +183,11 @@ class Handler(BaseHTTPRequestHandler):
     # ----- plumbing -------------------------------------------------------------------
     def dispatch(self, method):
         self.pending_delay = 0.0
+        self.pending_gate = None
         self.fragment = None
         path, _, query = self.path.partition("?")
-        if path in ("/_stats", "/_reset"):
-            return self.control(path)
+        if path in ("/_stats", "/_reset", "/_open"):
+            return self.control(path, query)
         srv = self.server
         outcome = Outcome()
         self.outcome = outcome
@@ -284,7 +285,19 @@ class Handler(BaseHTTPRequestHandler):
             if stopping.wait(min(left, 0.1)) or self.client_gone():
                 raise ClientGone()
 
+    def wait_gate(self, name):
+        """Hold the answer until the gate is opened, the client leaves or
+        the server stops (at most SILENCE_LIMIT)."""
+        gate = self.server.gate(name)
+        end = time.monotonic() + SILENCE_LIMIT
+        while not gate.wait(0.1):
+            if time.monotonic() > end or self.server.stopping.is_set() or self.client_gone():
+                raise ClientGone()
+
     def write(self, data):
+        if self.pending_gate is not None:
+            name, self.pending_gate = self.pending_gate, None
+            self.wait_gate(name)
         if self.pending_delay > 0:
             delay, self.pending_delay = self.pending_delay, 0.0
             self.pause(delay)
@@ -353,7 +366,7 @@ class Handler(BaseHTTPRequestHandler):
         self.close_connection = True
 
     # ----- control endpoints ----------------------------------------------------------
-    def control(self, path):
+    def control(self, path, query=""):
         self.outcome = Outcome()
         self.read_body_quietly()
         srv = self.server
@@ -361,7 +374,12 @@ class Handler(BaseHTTPRequestHandler):
             srv.stats.reset()
             srv.faults.reset()
             srv.token_faults.reset()
+            srv.close_gates()
             body = jbody({"ok": True})
+        elif path == "/_open":
+            name = urllib.parse.parse_qs(query).get("gate", [""])[0]
+            srv.gate(name).set()
+            body = jbody({"ok": True, "gate": name})
         else:
             body = jbody(srv.stats.snapshot())
         self.send_simple(200, {"Content-Type": "application/json", "Cache-Control": "no-store"}, body)
@@ -466,6 +484,7 @@ class Handler(BaseHTTPRequestHandler):
     def execute(self, rq, prov, chat, plan):
         cfg = self.server.cfg
         self.pending_delay = plan.first_byte_delay(cfg.latency)
+        self.pending_gate = plan.gate
         self.fragment = plan.fragment
         main = plan.main
         name = main.name if main else None
@@ -599,6 +618,8 @@ class FakeCloudServer(ThreadingHTTPServer):
         self.faults = faults.FaultBook(cfg.fault_defaults)
         self.token_faults = faults.FaultBook(cfg.token_faults)
         self.stopping = threading.Event()
+        self._gates = {}
+        self._gates_lock = threading.Lock()
         self.ssl_context = None
         self._log = open(cfg.log, "a", buffering=1) if cfg.log else None
         self._log_lock = threading.Lock()
@@ -608,6 +629,15 @@ class FakeCloudServer(ThreadingHTTPServer):
             ctx.set_alpn_protocols(["http/1.1"])
             self.ssl_context = ctx
         super().__init__(address, Handler)
+
+    def gate(self, name):
+        """The Event of the gate NAME, made closed on first use."""
+        with self._gates_lock:
+            return self._gates.setdefault(name, threading.Event())
+
+    def close_gates(self):
+        with self._gates_lock:
+            self._gates.clear()
 
     def server_bind(self):
         # skip HTTPServer's reverse DNS lookup of the address
