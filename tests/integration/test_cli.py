@@ -148,6 +148,35 @@ def test_print_config_shows_no_secret(workdir, fake):
     assert OPENAI_KEY.encode() not in r.stdout
 
 
+def test_print_config_says_where_each_key_comes_from_or_that_none_is_sent(workdir, fake):
+    cfg = {"clouds": {
+        "openai": {"provider": "openai",
+                   "regions": {"us": {"geo": "us", "models": {"gpt-4o": {}}}}},
+        "local": {"provider": "openai",
+                  "regions": {"localhost": {"geo": "local", "endpoint": fake.url + "/v1",
+                                            "models": {"llama3.2": {}}}}},
+        "vllm": {"provider": "openai", "auth": {"api_key_env": "PFS_TEST_OPENAI_KEY"},
+                 "regions": {"lab": {"geo": "local", "endpoint": fake.url + "/v1",
+                                     "models": {"qwen": {}}}}},
+    }}
+    path = workdir + "/clouds.json"
+    write_config(path, cfg)
+    r = run(["--print-config", path], env={"OPENAI_API_KEY": OPENAI_KEY})
+    assert r.returncode == 0, r.stderr
+    clouds = json.loads(r.stdout)["clouds"]
+    # OPENAI_API_KEY goes to OpenAI's own endpoint only
+    assert clouds["openai"]["auth"] == {"api_key_env": "OPENAI_API_KEY"}
+    assert clouds["local"]["auth"] == {}
+    assert clouds["vllm"]["auth"] == {"api_key_env": "PFS_TEST_OPENAI_KEY"}
+    assert OPENAI_KEY.encode() not in r.stdout
+    # without the variable, OpenAI itself is sent no key either
+    e = environ(PFS_TEST_OPENAI_KEY=OPENAI_KEY)
+    e.pop("OPENAI_API_KEY", None)
+    r = subprocess.run([PROMPTFS, "--print-config", path], capture_output=True, env=e)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["clouds"]["openai"]["auth"] == {}
+
+
 def test_daemon_detaches_reloads_on_sighup_and_sigterm_unmounts(workdir, fake):
     key = workdir + "/key"
     with open(key, "w") as f:
