@@ -23,22 +23,22 @@ def no_sanitizer_report():
     reports_dir = tempfile.mkdtemp(prefix="promptfs-cli-reports-")
     os.chmod(reports_dir, 0o755)
     yield
-    # a detached daemon writes its leak report as it exits: wait for every
-    # process started with this environment to be gone
-    assert wait_for(lambda: not processes_with(reports_dir), 20), "a daemon did not exit"
+    # a detached daemon writes its leak report as it exits: wait for the
+    # test's daemons to be gone
+    assert wait_for(lambda: not daemons_running(), 20), "a daemon did not exit"
     reports = sanitizer_reports(reports_dir)
     subprocess.run(["rm", "-rf", reports_dir])
     assert not reports, "sanitizer report:\n" + reports[-8000:]
 
 
-def processes_with(text):
-    """Pids of the processes whose environment mentions TEXT."""
+def daemons_running():
+    """Pids of the processes running the promptfs binary under test."""
+    exe = os.path.realpath(PROMPTFS)
     pids = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            with open("/proc/%s/environ" % pid, "rb") as f:
-                if text.encode() in f.read():
-                    pids.append(int(pid))
+            if os.readlink("/proc/%s/exe" % pid) == exe:
+                pids.append(int(pid))
         except OSError:
             pass
     return pids
