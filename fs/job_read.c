@@ -2,12 +2,15 @@
  * are parked (no thread waits) and answered by whoever appends bytes or
  * ends the job; interrupts answer them EINTR. */
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "fs/job_internal.h"
+#include "fs/log.h"
 
 /* Every parked read, across jobs, so an interrupt can find its request. */
 static struct parked_read *all_parked;
@@ -220,6 +223,7 @@ void job_response_read(fuse_req_t req, struct response_reader *r, size_t size, o
 {
 	struct pending_reply reply;
 	struct parked_read *e;
+	char name[NAME_MAX + 1];
 
 	if (!r->job) {
 		read_finished_file(req, r, size, off);
@@ -256,7 +260,11 @@ void job_response_read(fuse_req_t req, struct response_reader *r, size_t size, o
 	e->size = size;
 	e->off = off;
 	park(r->job, e);
+	/* copied under the lock: once it is released, the read may be
+	 * answered and its file closed at any moment */
+	snprintf(name, sizeof(name), "%s", r->job->base);
 	pthread_mutex_unlock(&jobs_lock);
+	log_debug("read parked on %s.response", name);
 }
 
 static int reader_readable_locked(const struct response_reader *r)

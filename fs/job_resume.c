@@ -47,8 +47,12 @@ static void resume_one(struct node *dir, const char *base, json_t *meta)
 
 	if (!job || !prompt_name || !response_name)
 		goto out;
+	/* a copy of its own: the job's record changes on the engine's and
+	 * the finisher's threads, META stays the caller's */
 	json_decref(job->meta);
-	job->meta = json_incref(meta);
+	job->meta = json_deep_copy(meta);
+	if (!job->meta)
+		goto out;
 	json_object_set_new(job->meta, "status", json_string("queued"));
 	fd = openat(dir->fd, prompt_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0 || fstat(fd, &st) < 0) {

@@ -1,5 +1,8 @@
 /* --print-config: the config in use, as a §3.1 document with every
- * default filled in. Credentials appear only as where they come from. */
+ * default filled in. Credentials appear only as where they come from:
+ * every cloud has an "auth" naming its variables and files, or "auth": {}
+ * when it is sent no credentials at all (an OpenAI-compatible server of
+ * one's own, or OpenAI without OPENAI_API_KEY). */
 #include <errno.h>
 #include <stdio.h>
 
@@ -64,13 +67,12 @@ static json_t *cloud_json(const struct cloud *cloud)
 	failed |= json_object_set_new(obj, "provider", json_string(provider_name(cloud->provider)));
 	if (cloud->project)
 		failed |= json_object_set_new(obj, "project", json_string(cloud->project));
-	/* auth_sources hold names of variables and files, never secrets. */
+	/* auth_sources hold names of variables and files, never secrets;
+	 * none: no key is sent, which an empty "auth" says when loaded */
 	for (i = 0; i < cloud->n_auth_sources; i++)
 		failed |= json_object_set_new(auth, cloud->auth_sources[i].key,
 					      json_string(cloud->auth_sources[i].value));
-	if (cloud->n_auth_sources)
-		failed |= json_object_set(obj, "auth", auth);
-	json_decref(auth);
+	failed |= json_object_set_new(obj, "auth", auth);
 	for (i = 0; i < cloud->n_regions; i++)
 		failed |= json_object_set_new(regions, cloud->regions[i].name,
 					      region_json(&cloud->regions[i]));

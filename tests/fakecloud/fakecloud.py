@@ -224,9 +224,10 @@ class Handler(BaseHTTPRequestHandler):
     # ----- plumbing -------------------------------------------------------------------
     def dispatch(self, method):
         self.pending_delay = 0.0
+        self.pending_gate = None
         self.fragment = None
         path, _, query = self.path.partition("?")
-        if path in ("/_stats", "/_reset", "/_last"):
+        if path in ("/_stats", "/_reset", "/_last", "/_open"):
             return self.control(path, query)
         srv = self.server
         outcome = Outcome()
@@ -325,7 +326,19 @@ class Handler(BaseHTTPRequestHandler):
             if stopping.wait(min(left, 0.1)) or self.client_gone():
                 raise ClientGone()
 
+    def wait_gate(self, name):
+        """Hold the answer until the gate is opened, the client leaves or
+        the server stops (at most SILENCE_LIMIT)."""
+        gate = self.server.gate(name)
+        end = time.monotonic() + SILENCE_LIMIT
+        while not gate.wait(0.1):
+            if time.monotonic() > end or self.server.stopping.is_set() or self.client_gone():
+                raise ClientGone()
+
     def write(self, data):
+        if self.pending_gate is not None:
+            name, self.pending_gate = self.pending_gate, None
+            self.wait_gate(name)
         if self.pending_delay > 0:
             delay, self.pending_delay = self.pending_delay, 0.0
             self.pause(delay)
@@ -394,7 +407,7 @@ class Handler(BaseHTTPRequestHandler):
         self.close_connection = True
 
     # ----- control endpoints ----------------------------------------------------------
-    def control(self, path, query):
+    def control(self, path, query=""):
         self.outcome = Outcome()
         self.read_body_quietly()
         srv = self.server
@@ -403,6 +416,7 @@ class Handler(BaseHTTPRequestHandler):
             srv.faults.reset()
             srv.token_faults.reset()
             srv.last.reset()
+            srv.close_gates()
             body = jbody({"ok": True})
         elif path == "/_last":
             params = {k: v[0] for k, v in urllib.parse.parse_qs(query).items()}
@@ -412,6 +426,10 @@ class Handler(BaseHTTPRequestHandler):
                                               "Cache-Control": "no-store"},
                                         jbody({"error": "no such request"}))
             body = jbody(entry)
+        elif path == "/_open":
+            name = urllib.parse.parse_qs(query).get("gate", [""])[0]
+            srv.gate(name).set()
+            body = jbody({"ok": True, "gate": name})
         else:
             body = jbody(srv.stats.snapshot())
         self.send_simple(200, {"Content-Type": "application/json", "Cache-Control": "no-store"}, body)
@@ -517,6 +535,7 @@ class Handler(BaseHTTPRequestHandler):
     def execute(self, rq, prov, chat, plan):
         cfg = self.server.cfg
         self.pending_delay = plan.first_byte_delay(cfg.latency)
+        self.pending_gate = plan.gate
         self.fragment = plan.fragment
         main = plan.main
         name = main.name if main else None
@@ -652,6 +671,8 @@ class FakeCloudServer(ThreadingHTTPServer):
         self.faults = faults.FaultBook(cfg.fault_defaults)
         self.token_faults = faults.FaultBook(cfg.token_faults)
         self.stopping = threading.Event()
+        self._gates = {}
+        self._gates_lock = threading.Lock()
         self.ssl_context = None
         self._log = open(cfg.log, "a", buffering=1) if cfg.log else None
         self._log_lock = threading.Lock()
@@ -661,6 +682,15 @@ class FakeCloudServer(ThreadingHTTPServer):
             ctx.set_alpn_protocols(["http/1.1"])
             self.ssl_context = ctx
         super().__init__(address, Handler)
+
+    def gate(self, name):
+        """The Event of the gate NAME, made closed on first use."""
+        with self._gates_lock:
+            return self._gates.setdefault(name, threading.Event())
+
+    def close_gates(self):
+        with self._gates_lock:
+            self._gates.clear()
 
     def server_bind(self):
         # skip HTTPServer's reverse DNS lookup of the address

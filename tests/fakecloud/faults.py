@@ -11,13 +11,13 @@ from common import BadRequest
 TERMINAL = ("status", "reset", "silence", "cut", "malformed", "no_done", "garbage",
             "endless", "inband_error", "content_filter")
 # Faults that only change timing or transport; they combine with anything.
-MODIFIERS = ("latency", "slow_first_byte", "stall", "fragment", "finish")
+MODIFIERS = ("latency", "slow_first_byte", "stall", "fragment", "finish", "gate")
 
 _ARG_TYPES = {
     "code": int, "times": int, "after": int, "bytes": int, "retry_after_ms": int,
     "retry_after": float, "seconds": float,
     "message": str, "provider": str, "path": str, "model": str, "type": str,
-    "should_retry": str, "reason": str,
+    "should_retry": str, "reason": str, "name": str,
 }
 _DIRECTIVE_RE = re.compile(r"\[\[fault:([A-Za-z_]+)([^\]]*)\]\]")
 
@@ -102,6 +102,7 @@ class Plan:
         self.stall = None         # Directive
         self.fragment = None      # bytes per write, or None
         self.finish = None        # the provider's finish word to use instead of its own
+        self.gate = None          # name of the gate to wait for before the first byte
         self.names = []           # every active directive name, for logs and stats
 
     def first_byte_delay(self, default_latency):
@@ -150,4 +151,7 @@ class FaultBook:
             elif d.name == "fragment":
                 if plan.fragment is None:
                     plan.fragment = max(1, d.get("bytes", 1))
+            elif d.name == "gate":
+                if plan.gate is None:
+                    plan.gate = d.get("name", "")
         return plan

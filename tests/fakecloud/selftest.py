@@ -480,6 +480,26 @@ class FakeCloudTest(unittest.TestCase):
         self.openai("lat [[fault:latency seconds=0.3]]")
         self.assertGreaterEqual(time.monotonic() - t0, 0.3)
 
+    def test_gate_holds_the_answer_until_opened(self):
+        got = {}
+        t = threading.Thread(target=lambda: got.update(r=self.openai("held [[fault:gate name=g1]]")))
+        t.start()
+        t.join(0.5)  # time passes on purpose: a closed gate holds the answer
+        self.assertTrue(t.is_alive())
+        c = self.conn()
+        c.request("POST", "/_open?gate=g1")
+        self.assertEqual(json.loads(c.getresponse().read()), {"ok": True, "gate": "g1"})
+        c.close()
+        t.join(10)
+        self.assertFalse(t.is_alive())
+        st, _, body = got["r"]
+        self.assertEqual(st, 200)
+        self.assertEqual(json.loads(body)["choices"][0]["message"]["content"],
+                         "echo: held [[fault:gate name=g1]]")
+        # an open gate stays open
+        st, _, _ = self.openai("again [[fault:gate name=g1]]")
+        self.assertEqual(st, 200)
+
     def test_endless_and_fragment(self):
         c = self.conn()
         c.request("POST", "/v1/chat/completions", body=json.dumps({

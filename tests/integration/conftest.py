@@ -20,6 +20,37 @@ OPENAI_KEY = "sk-test-7d1f0c2a9b"
 NOBODY = 65534
 
 
+# Where each sanitizer writes its reports (files PREFIX.PID): a detached
+# daemon's stderr is /dev/null, so they must not go to stderr only.
+SANITIZER_LOGS = (("ASAN_OPTIONS", "asan"), ("UBSAN_OPTIONS", "ubsan"), ("TSAN_OPTIONS", "tsan"))
+SANITIZER_MARKERS = ("runtime error:", "AddressSanitizer", "LeakSanitizer", "ThreadSanitizer")
+
+
+def sanitizer_env(env, directory):
+    """ENV with every sanitizer's reports sent to files in DIRECTORY, the
+    other options (from tests/run.sh) kept."""
+    env = dict(env)
+    for var, prefix in SANITIZER_LOGS:
+        options = env.get(var, "")
+        env[var] = (options + ":" if options else "") + "log_path=%s/%s" % (directory, prefix)
+    return env
+
+
+def sanitizer_reports(directory, logs=()):
+    """Every sanitizer report written to DIRECTORY's report files or to
+    one of LOGS (the daemons' stderr); "" when there is none."""
+    text = ""
+    prefixes = tuple(prefix + "." for _, prefix in SANITIZER_LOGS)
+    for name in sorted(os.listdir(directory)):
+        if name.startswith(prefixes):
+            text += open(os.path.join(directory, name), errors="replace").read()
+    for log in logs:
+        content = open(log, errors="replace").read() if os.path.exists(log) else ""
+        if any(marker in content for marker in SANITIZER_MARKERS):
+            text += content
+    return text
+
+
 class FakeCloud:
     def __init__(self, workdir, extra_args=()):
         self.workdir = workdir
@@ -44,6 +75,11 @@ class FakeCloud:
     def stats(self):
         with urllib.request.urlopen(self.url + "/_stats", timeout=5) as r:
             return json.load(r)
+
+    def open_gate(self, name):
+        """Lets the answers held by [[fault:gate name=NAME]] go on."""
+        with urllib.request.urlopen(self.url + "/_open?gate=" + name, timeout=5) as r:
+            assert json.load(r)["ok"]
 
     def stop(self):
         self.proc.terminate()
@@ -82,8 +118,8 @@ class Mount:
         self.config_path = os.path.join(workdir, "clouds.json")
         self.log = os.path.join(workdir, "promptfs.log")
         self.options = ["state_dir=" + self.state, "allow_other", *options]
-        self.env = dict(os.environ, PFS_TEST_OPENAI_KEY=OPENAI_KEY, **(env or {}))
-        self.env.setdefault("ASAN_OPTIONS", "log_path=%s/asan" % workdir)
+        self.env = sanitizer_env(dict(os.environ, PFS_TEST_OPENAI_KEY=OPENAI_KEY, **(env or {})),
+                                 workdir)
         os.makedirs(self.path, exist_ok=True)
         with open(self.config_path, "w") as f:
             json.dump(config, f)
@@ -131,14 +167,12 @@ class Mount:
         subprocess.run(["fusermount3", "-uz", self.path], capture_output=True)
 
     def sanitizer_reports(self):
-        reports = [f for f in os.listdir(self.workdir) if f.startswith("asan")]
-        text = "".join(open(os.path.join(self.workdir, f)).read() for f in reports)
-        log = open(self.log).read()
-        for marker in ("runtime error:", "AddressSanitizer", "LeakSanitizer"):
-            if marker in log:
-                text += log
-                break
-        return text
+        return sanitizer_reports(self.workdir, [self.log])
+
+    def wait_log(self, text, count=1, timeout=30):
+        """Waits until the daemon's log holds TEXT COUNT times."""
+        assert wait_for(lambda: open(self.log).read().count(text) >= count, timeout), \
+            "the daemon did not log %r %d times:\n%s" % (text, count, open(self.log).read()[-2000:])
 
 
 @pytest.fixture(scope="session")
@@ -225,9 +259,11 @@ def wait_finished(d, name, timeout=30):
 
 
 def wait_for(predicate, timeout=15, interval=0.05):
+    """Polls PREDICATE until it holds (True) or TIMEOUT seconds pass (False).
+    Tests wait on the condition itself, never on a guessed delay."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if predicate():
             return True
         time.sleep(interval)
-    return False
+    return bool(predicate())

@@ -5,11 +5,49 @@ import os
 import signal
 import subprocess
 import tempfile
-import time
 
 import pytest
 
-from conftest import OPENAI_KEY, PROMPTFS, default_config, sh, wait_for
+from conftest import (OPENAI_KEY, PROMPTFS, default_config, sanitizer_env, sanitizer_reports, sh,
+                      wait_for)
+
+# Where the daemons of the running test write sanitizer reports.
+reports_dir = None
+
+
+@pytest.fixture(autouse=True)
+def no_sanitizer_report():
+    """Every daemon started here, detached or not, reports to a fresh
+    directory; a report in it fails the test."""
+    global reports_dir
+    reports_dir = tempfile.mkdtemp(prefix="promptfs-cli-reports-")
+    os.chmod(reports_dir, 0o755)
+    yield
+    # a detached daemon writes its leak report as it exits: wait for the
+    # test's daemons to be gone
+    assert wait_for(lambda: not daemons_running(), 20), "a daemon did not exit"
+    reports = sanitizer_reports(reports_dir)
+    subprocess.run(["rm", "-rf", reports_dir])
+    assert not reports, "sanitizer report:\n" + reports[-8000:]
+
+
+def daemons_running():
+    """Pids of the processes running the promptfs binary under test."""
+    exe = os.path.realpath(PROMPTFS)
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.readlink("/proc/%s/exe" % pid) == exe:
+                pids.append(int(pid))
+        except OSError:
+            pass
+    return pids
+
+
+def environ(**extra):
+    """The environment of a daemon started by a test (sanitizer reports to
+    files: a detached daemon's stderr is /dev/null)."""
+    return sanitizer_env(dict(os.environ, **extra), reports_dir)
 
 
 @pytest.fixture
@@ -23,7 +61,7 @@ def workdir():
 
 
 def run(args, env=None, timeout=20):
-    e = dict(os.environ, PFS_TEST_OPENAI_KEY=OPENAI_KEY)
+    e = environ(PFS_TEST_OPENAI_KEY=OPENAI_KEY)
     e.update(env or {})
     return subprocess.run([PROMPTFS] + args, capture_output=True, timeout=timeout, env=e)
 
@@ -77,7 +115,7 @@ def test_unknown_option_and_bad_value(workdir, fake):
 def test_missing_credential_names_the_variable(workdir, fake):
     path = workdir + "/clouds.json"
     write_config(path, default_config(fake.url))
-    e = dict(os.environ)
+    e = environ()
     e.pop("PFS_TEST_OPENAI_KEY", None)
     r = subprocess.run([PROMPTFS, path, workdir + "/mnt"], capture_output=True, env=e)
     assert r.returncode == 1
@@ -110,20 +148,70 @@ def test_print_config_shows_no_secret(workdir, fake):
     assert OPENAI_KEY.encode() not in r.stdout
 
 
-def test_daemon_detaches_and_sigterm_unmounts(workdir, fake):
+def test_print_config_says_where_each_key_comes_from_or_that_none_is_sent(workdir, fake):
+    cfg = {"clouds": {
+        "openai": {"provider": "openai",
+                   "regions": {"us": {"geo": "us", "models": {"gpt-4o": {}}}}},
+        "local": {"provider": "openai",
+                  "regions": {"localhost": {"geo": "local", "endpoint": fake.url + "/v1",
+                                            "models": {"llama3.2": {}}}}},
+        "vllm": {"provider": "openai", "auth": {"api_key_env": "PFS_TEST_OPENAI_KEY"},
+                 "regions": {"lab": {"geo": "local", "endpoint": fake.url + "/v1",
+                                     "models": {"qwen": {}}}}},
+    }}
     path = workdir + "/clouds.json"
-    write_config(path, default_config(fake.url))
+    write_config(path, cfg)
+    r = run(["--print-config", path], env={"OPENAI_API_KEY": OPENAI_KEY})
+    assert r.returncode == 0, r.stderr
+    clouds = json.loads(r.stdout)["clouds"]
+    # OPENAI_API_KEY goes to OpenAI's own endpoint only
+    assert clouds["openai"]["auth"] == {"api_key_env": "OPENAI_API_KEY"}
+    assert clouds["local"]["auth"] == {}
+    assert clouds["vllm"]["auth"] == {"api_key_env": "PFS_TEST_OPENAI_KEY"}
+    assert OPENAI_KEY.encode() not in r.stdout
+    # without the variable, OpenAI itself is sent no key either
+    e = environ(PFS_TEST_OPENAI_KEY=OPENAI_KEY)
+    e.pop("OPENAI_API_KEY", None)
+    r = subprocess.run([PROMPTFS, "--print-config", path], capture_output=True, env=e)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["clouds"]["openai"]["auth"] == {}
+
+
+def test_daemon_detaches_reloads_on_sighup_and_sigterm_unmounts(workdir, fake):
+    key = workdir + "/key"
+    with open(key, "w") as f:
+        f.write(OPENAI_KEY + "\n")
+    os.chmod(key, 0o600)
+    cfg = default_config(fake.url)
+    cfg["clouds"]["openai"]["auth"] = {"api_key_file": key}
+    path = workdir + "/clouds.json"
+    write_config(path, cfg)
     mnt = workdir + "/mnt"
     r = run([path, mnt, "-o", "state_dir=%s/s,log=%s/log" % (workdir, workdir)])
     assert r.returncode == 0
     assert os.path.ismount(mnt)
-    sh("echo detached > %s/openai/us/gpt-4o/d.prompt" % mnt)
-    assert sh("cat %s/openai/us/gpt-4o/d.response" % mnt).stdout == b"echo: detached\n"
+    d = mnt + "/openai/us/gpt-4o"
+    sh("echo detached > %s/d.prompt" % d)
+    assert sh("cat %s/d.response" % d).stdout == b"echo: detached\n"
     pid = int(subprocess.run(["pgrep", "-f", "state_dir=%s/s" % workdir],
                              capture_output=True).stdout.split()[0])
-    os.kill(pid, signal.SIGHUP)  # re-reads the config; must not unmount
-    time.sleep(0.3)
+
+    # SIGHUP re-reads the config in the detached daemon (whose reload
+    # thread was started after the fork): the new key is used at once
+    with open(key, "w") as f:
+        f.write("sk-revoked-key\n")
+    os.kill(pid, signal.SIGHUP)
+    assert wait_for(lambda: "config reloaded: credentials of 2 cloud(s) renewed"
+                    in open(workdir + "/log").read(), 10)
     assert os.path.ismount(mnt)
+    sh("echo after > %s/after.prompt" % d)
+    r = sh("cat %s/after.response" % d, check=False)
+    assert r.returncode != 0
+    assert "HTTP 401" in open(d + "/after.error").readline()
+    # the other cloud, whose key did not change, still answers
+    sh("echo other > %s/local/localhost/llama3.2/o.prompt" % mnt)
+    assert sh("cat %s/local/localhost/llama3.2/o.response" % mnt).stdout == b"echo: other\n"
+
     os.kill(pid, signal.SIGTERM)
     assert wait_for(lambda: not os.path.exists("/proc/%d" % pid), 10)
     assert not os.path.ismount(mnt)
@@ -145,8 +233,7 @@ def test_fstab_style_mount_through_mount_fuse3(workdir, fake):
     bindir = workdir + "/bin"
     os.mkdir(bindir)
     os.symlink(PROMPTFS, bindir + "/promptfs")
-    env = dict(os.environ, PATH=bindir + ":" + os.environ["PATH"],
-               PFS_TEST_OPENAI_KEY=OPENAI_KEY)
+    env = environ(PATH=bindir + ":" + os.environ["PATH"], PFS_TEST_OPENAI_KEY=OPENAI_KEY)
     # what mount(8) runs for an fstab line of type fuse.promptfs (mount
     # itself resets PATH, so the helper is called directly here)
     r = subprocess.run(["mount.fuse3", path, mnt, "-t", "promptfs", "-o",
@@ -207,8 +294,8 @@ def test_sighup_renews_credentials_and_keeps_the_old_config_when_bad(mount_facto
 
 def test_without_config_the_environment_decides(workdir, fake):
     mnt = workdir + "/mnt"
-    env = dict(os.environ, OPENAI_API_KEY=OPENAI_KEY, OPENAI_BASE_URL=fake.url + "/v1",
-               OLLAMA_HOST="127.0.0.1:1", HOME=workdir)
+    env = environ(OPENAI_API_KEY=OPENAI_KEY, OPENAI_BASE_URL=fake.url + "/v1",
+                  OLLAMA_HOST="127.0.0.1:1", HOME=workdir)
     for var in ("ANTHROPIC_API_KEY", "AZURE_OPENAI_ENDPOINT", "AWS_ACCESS_KEY_ID",
                 "AWS_REGION", "GOOGLE_APPLICATION_CREDENTIALS"):
         env.pop(var, None)

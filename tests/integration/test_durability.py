@@ -4,7 +4,6 @@ import hashlib
 import json
 import os
 import subprocess
-import time
 
 from conftest import read_meta, sh, wait_for
 
@@ -90,12 +89,12 @@ def test_prompt_changed_while_stopped_is_not_resumed_with_other_text(mount_facto
 
 
 def test_sigterm_with_blocked_readers_unmounts_and_resumes(mount_factory):
-    m = mount_factory()
+    m = mount_factory(options=("log_level=debug",))
     d = m.model()
     sh("echo 'long wait [[fault:latency seconds=30 times=1]]' > %s/w.prompt" % d)
     cat = subprocess.Popen(["cat", d + "/w.response"], stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE)
-    time.sleep(0.3)
+    m.wait_log("read parked on w.response")
     m.proc.terminate()
     out, err = cat.communicate(timeout=20)
     assert cat.returncode != 0 and out == b""  # never a clean end of file

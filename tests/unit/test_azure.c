@@ -357,6 +357,31 @@ static void classify_other(void **state)
 	assert_true(err.retry_after_s < 0);
 }
 
+/* ---- allocation failure ----------------------------------------------- */
+
+static void allocation_failures(void **state)
+{
+	struct llm_request req = {
+		.messages = conversation,
+		.n_messages = 2,
+		.has_temperature = 1,
+		.temperature = 0.7,
+		.max_tokens = 100,
+		.stop = stops,
+		.n_stop = 1,
+	};
+	struct backend_target key = {
+		.model = &gpt4o,
+		.credentials = &azure_cloud.credentials,
+	};
+	struct credentials entra = { .bearer_token = "eyJ0eXAi.entra" };
+	struct backend_target bearer = { .model = &gpt4o, .credentials = &entra };
+
+	(void)state;
+	chaos_run(&backend_azure, &key, &req, stream_ok, "Hello!");
+	chaos_run(&backend_azure, &bearer, &req, stream_ok, "Hello!");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -371,6 +396,7 @@ int main(void)
 		cmocka_unit_test(classify_prompt_filtered),
 		cmocka_unit_test(classify_rate_limited),
 		cmocka_unit_test(classify_other),
+		cmocka_unit_test(allocation_failures),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

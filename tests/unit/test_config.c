@@ -530,6 +530,20 @@ static void test_env_secret(void **state)
 	config_free(cfg);
 }
 
+static char *print_to_string(const struct config *cfg);
+
+/* What --print-config shows of CFG has WANT and no secret. */
+static void expect_printed_auth(const struct config *cfg, const char *want)
+{
+	char *printed = print_to_string(cfg);
+
+	if (!strstr(printed, want))
+		print_error("printed:\n%s\nwithout: %s\n", printed, want);
+	assert_non_null(strstr(printed, want));
+	assert_null(strstr(printed, "SECRET"));
+	free(printed);
+}
+
 /* OPENAI_API_KEY goes to OpenAI, not to a server of one's own. */
 static void test_openai_default_key(void **state)
 {
@@ -541,18 +555,24 @@ static void test_openai_default_key(void **state)
 	openai_config(cfg_path, "a.json", "", NULL, 0644);
 	cfg = load_ok(cfg_path, NULL);
 	assert_string_equal(cfg->clouds[0].credentials.api_key, "sk-default-SECRET-9");
+	/* --print-config says where the key comes from... */
+	expect_printed_auth(cfg,
+			    "\"auth\": {\n        \"api_key_env\": \"OPENAI_API_KEY\"\n      }");
 	config_free(cfg);
 
 	openai_config(cfg_path, "b.json", "", "http://127.0.0.1:8080/v1/", 0644);
 	cfg = load_ok(cfg_path, NULL);
 	assert_null(cfg->clouds[0].credentials.api_key);
 	assert_string_equal(cfg->clouds[0].regions[0].endpoint, "http://127.0.0.1:8080/v1");
+	/* ...or that none is sent */
+	expect_printed_auth(cfg, "\"auth\": {}");
 	config_free(cfg);
 
 	unsetenv("OPENAI_API_KEY");
 	openai_config(cfg_path, "c.json", "", NULL, 0644);
 	cfg = load_ok(cfg_path, NULL);
 	assert_null(cfg->clouds[0].credentials.api_key);
+	expect_printed_auth(cfg, "\"auth\": {}");
 	config_free(cfg);
 }
 

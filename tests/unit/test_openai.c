@@ -13,6 +13,7 @@
 
 #include "backends/backend.h"
 #include "backends/openai_chat.h"
+#include "tests/unit/backend_harness.h"
 
 #define EPSILON 1e-9
 
@@ -616,8 +617,8 @@ static void test_whole_json_answer_faults(void **state)
 
 /* ---- error responses --------------------------------------------------- */
 
-static void classify(long status, const char *retry_after, const char *should_retry,
-		     const char *body, struct attempt_error *err)
+static void classify_status(long status, const char *retry_after, const char *should_retry,
+			    const char *body, struct attempt_error *err)
 {
 	struct http_response_head head;
 
@@ -633,11 +634,12 @@ static void test_classify_429_retry_after(void **state)
 	struct attempt_error err;
 
 	(void)state;
-	classify(429, "20", "",
-		 "{\"error\":{\"message\":\"Rate limit reached for gpt-4o on tokens per min (TPM). "
-		 "Please try again in 18.642s.\",\"type\":\"tokens\",\"param\":null,"
-		 "\"code\":\"rate_limit_exceeded\"}}",
-		 &err);
+	classify_status(
+		429, "20", "",
+		"{\"error\":{\"message\":\"Rate limit reached for gpt-4o on tokens per min (TPM). "
+		"Please try again in 18.642s.\",\"type\":\"tokens\",\"param\":null,"
+		"\"code\":\"rate_limit_exceeded\"}}",
+		&err);
 	assert_true(outcome_retryable(err.outcome));
 	assert_string_equal(ATTEMPT_ERROR_WORD(&err), "http_429");
 	/* The header wins over the message. */
@@ -646,15 +648,17 @@ static void test_classify_429_retry_after(void **state)
 			    "the provider answered HTTP 429: Rate limit reached for gpt-4o on "
 			    "tokens per min (TPM). Please try again in 18.642s.");
 
-	classify(429, "", "", "{\"error\":{\"message\":\"Please try again in 18.642s.\"}}", &err);
+	classify_status(429, "", "", "{\"error\":{\"message\":\"Please try again in 18.642s.\"}}",
+			&err);
 	assert_float_equal(err.retry_after_s, 18.642, EPSILON);
 
 	/* Azure: code as a string, the wait only in prose. */
-	classify(429, "", "",
-		 "{\"error\":{\"code\":\"429\",\"message\":\"Requests ... have exceeded token "
-		 "rate limit of your current OpenAI S0 pricing tier. Please retry after 6 "
-		 "seconds.\"}}",
-		 &err);
+	classify_status(
+		429, "", "",
+		"{\"error\":{\"code\":\"429\",\"message\":\"Requests ... have exceeded token "
+		"rate limit of your current OpenAI S0 pricing tier. Please retry after 6 "
+		"seconds.\"}}",
+		&err);
 	assert_true(outcome_retryable(err.outcome));
 	assert_float_equal(err.retry_after_s, 6, EPSILON);
 }
@@ -679,12 +683,13 @@ static void test_classify_400_error_object(void **state)
 	struct attempt_error err;
 
 	(void)state;
-	classify(400, "", "",
-		 "{\"error\":{\"message\":\"Unsupported parameter: 'max_tokens' is not supported "
-		 "with this model. Use 'max_completion_tokens' instead.\","
-		 "\"type\":\"invalid_request_error\",\"param\":\"max_tokens\","
-		 "\"code\":\"unsupported_parameter\"}}",
-		 &err);
+	classify_status(
+		400, "", "",
+		"{\"error\":{\"message\":\"Unsupported parameter: 'max_tokens' is not supported "
+		"with this model. Use 'max_completion_tokens' instead.\","
+		"\"type\":\"invalid_request_error\",\"param\":\"max_tokens\","
+		"\"code\":\"unsupported_parameter\"}}",
+		&err);
 	assert_false(outcome_retryable(err.outcome));
 	assert_string_equal(ATTEMPT_ERROR_WORD(&err), "http_400");
 	assert_true(err.retry_after_s < 0);
@@ -699,10 +704,11 @@ static void test_classify_vllm_flat(void **state)
 	struct attempt_error err;
 
 	(void)state;
-	classify(400, "", "",
-		 "{\"object\":\"error\",\"message\":\"This model's maximum context length is "
-		 "4096 tokens.\",\"type\":\"BadRequestError\",\"param\":null,\"code\":400}",
-		 &err);
+	classify_status(
+		400, "", "",
+		"{\"object\":\"error\",\"message\":\"This model's maximum context length is "
+		"4096 tokens.\",\"type\":\"BadRequestError\",\"param\":null,\"code\":400}",
+		&err);
 	assert_false(outcome_retryable(err.outcome));
 	assert_string_equal(err.message,
 			    "the provider answered HTTP 400: This model's maximum context length "
@@ -714,18 +720,18 @@ static void test_classify_llama_cpp_integer_code(void **state)
 	struct attempt_error err;
 
 	(void)state;
-	classify(503, "", "",
-		 "{\"error\":{\"code\":503,\"message\":\"Loading "
-		 "model\",\"type\":\"unavailable_error\"}}",
-		 &err);
+	classify_status(503, "", "",
+			"{\"error\":{\"code\":503,\"message\":\"Loading "
+			"model\",\"type\":\"unavailable_error\"}}",
+			&err);
 	assert_true(outcome_retryable(err.outcome));
 	assert_string_equal(ATTEMPT_ERROR_WORD(&err), "http_503");
 	assert_string_equal(err.message, "the provider answered HTTP 503: Loading model");
 
-	classify(401, "", "",
-		 "{\"error\":{\"code\":401,\"message\":\"Invalid API "
-		 "Key\",\"type\":\"authentication_error\"}}",
-		 &err);
+	classify_status(401, "", "",
+			"{\"error\":{\"code\":401,\"message\":\"Invalid API "
+			"Key\",\"type\":\"authentication_error\"}}",
+			&err);
 	assert_false(outcome_retryable(err.outcome));
 	assert_string_equal(err.message, "the provider answered HTTP 401: Invalid API Key");
 }
@@ -735,13 +741,13 @@ static void test_classify_error_as_string(void **state)
 	struct attempt_error err;
 
 	(void)state;
-	classify(404, "", "", "{\"error\":\"model 'llama9' not found, try pulling it first\"}",
-		 &err);
+	classify_status(404, "", "",
+			"{\"error\":\"model 'llama9' not found, try pulling it first\"}", &err);
 	assert_false(outcome_retryable(err.outcome));
 	assert_string_equal(err.message,
 			    "the provider answered HTTP 404: model 'llama9' not found, try "
 			    "pulling it first");
-	classify(422, "", "", "{\"detail\":\"Field required\"}", &err);
+	classify_status(422, "", "", "{\"detail\":\"Field required\"}", &err);
 	assert_string_equal(err.message, "the provider answered HTTP 422: Field required");
 }
 
@@ -752,11 +758,11 @@ static void test_classify_html_body(void **state)
 	char expected[512];
 
 	(void)state;
-	classify(502, "", "",
-		 "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n"
-		 "<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n"
-		 "<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n",
-		 &err);
+	classify_status(502, "", "",
+			"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n"
+			"<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n"
+			"<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n",
+			&err);
 	assert_true(outcome_retryable(err.outcome));
 	assert_string_equal(err.message,
 			    "the provider answered HTTP 502: <html> <head><title>502 Bad "
@@ -767,14 +773,14 @@ static void test_classify_html_body(void **state)
 	memset(body, 'a', sizeof(body));
 	body[0] = '\xFF';
 	body[sizeof(body) - 1] = '\0';
-	classify(500, "", "", body, &err);
+	classify_status(500, "", "", body, &err);
 	snprintf(expected, sizeof(expected), "the provider answered HTTP 500: ?%.199s", body + 1);
 	assert_string_equal(err.message, expected);
 
 	/* A multi-byte character cut at byte 200 is dropped, not mangled. */
 	memset(body, 'b', 199);
 	memcpy(body + 199, "\xC3\xA9 tail", 8);
-	classify(500, "", "", body, &err);
+	classify_status(500, "", "", body, &err);
 	snprintf(expected, sizeof(expected), "the provider answered HTTP 500: %.199s", body);
 	assert_string_equal(err.message, expected);
 }
@@ -784,11 +790,11 @@ static void test_classify_should_retry_header(void **state)
 	struct attempt_error err;
 
 	(void)state;
-	classify(503, "", "false", "{\"error\":{\"message\":\"down\"}}", &err);
+	classify_status(503, "", "false", "{\"error\":{\"message\":\"down\"}}", &err);
 	assert_false(outcome_retryable(err.outcome));
-	classify(409, "", "true", "{\"error\":{\"message\":\"conflict\"}}", &err);
+	classify_status(409, "", "true", "{\"error\":{\"message\":\"conflict\"}}", &err);
 	assert_true(outcome_retryable(err.outcome));
-	classify(400, "", "", NULL, &err);
+	classify_status(400, "", "", NULL, &err);
 	assert_false(outcome_retryable(err.outcome));
 	assert_string_equal(err.message, "the provider answered HTTP 400");
 }
@@ -854,6 +860,38 @@ static void test_build_request(void **state)
 	assert_int_equal(backend_openai.build_request(&target, &req, &out), -EINVAL);
 	assert_null(out.url);
 	assert_null(out.headers);
+}
+
+/* ---- allocation failure ------------------------------------------------ */
+
+static void test_allocation_failures(void **state)
+{
+	struct llm_message messages[] = {
+		{ "system", "Be \"brief\"." },
+		{ "user", "caf\xC3\xA9" },
+		{ "assistant", "Oui." },
+		{ "user", "again" },
+	};
+	char *stop[] = { "END", "###" };
+	struct llm_request req = {
+		.messages = messages,
+		.n_messages = 4,
+		.has_temperature = 1,
+		.temperature = 0.2,
+		.max_tokens = 500,
+		.stop = stop,
+		.n_stop = 2,
+	};
+	struct region region = { .name = "us", .endpoint = "https://api.openai.com/v1" };
+	struct model model = { .name = "gpt-4o", .id = "gpt-4o-2024-08-06", .region = &region };
+	struct credentials credentials = { .api_key = "sk-test" };
+	struct backend_target target = { .model = &model, .credentials = &credentials };
+
+	(void)state;
+	chaos_run(&backend_openai, &target, &req, hello_stream, "Hello, w\xc3\xb6rld!\n");
+	chaos_run(&backend_openai, &target, &req, reference_stream, "Hel");
+	/* a server that answers with one JSON object instead of a stream */
+	chaos_run(&backend_openai, &target, &req, whole_answer, "Hello!");
 }
 
 /* ---- request.c helpers -------------------------------------------------- */
@@ -925,6 +963,7 @@ int main(void)
 		cmocka_unit_test(test_classify_html_body),
 		cmocka_unit_test(test_classify_should_retry_header),
 		cmocka_unit_test(test_build_request),
+		cmocka_unit_test(test_allocation_failures),
 		cmocka_unit_test(test_attempt_error_set),
 		cmocka_unit_test(test_backend_for_every_provider),
 	};
