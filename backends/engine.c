@@ -178,12 +178,23 @@ static double retry_delay(struct engine *e, const struct engine_job *job)
 	return backoff_delay_s(job->attempts_here - 1, engine_random01(e));
 }
 
+/* Another attempt follows: the bytes the failed one streamed are never
+ * part of the answer. (A job that ends failed keeps them on disk; its
+ * readers get EIO either way.) */
+static void attempt_bytes_discard(struct engine_job *job)
+{
+	if (job->streamed_text)
+		job->plan.sink->attempt_discarded(job->plan.sink_ctx);
+	job->streamed_text = 0;
+}
+
 /* Moves JOB on to its next candidate for a failover-worthy failure: 1
  * if there is one (JOB then waits for a slot), else 0. */
 static int fail_over(struct engine *e, struct engine_job *job)
 {
 	if (!outcome_failover(job->error.outcome) || job->candidate + 1 >= job->plan.n_candidates)
 		return 0;
+	attempt_bytes_discard(job);
 	candidate_select(job, job->candidate + 1);
 	engine_waiting_push(e, job);
 	return 1;
@@ -203,13 +214,10 @@ void engine_job_next_step(struct engine *e, struct engine_job *job)
 		engine_job_finish(e, job, -ECANCELED, "the job was cancelled");
 		return;
 	}
-	/* the bytes of a failed attempt are never part of the answer */
-	if (job->streamed_text)
-		job->plan.sink->attempt_discarded(job->plan.sink_ctx);
-	job->streamed_text = 0;
 	if (outcome_retryable(err->outcome) && job->attempts_here <= job->plan.retries) {
 		delay = retry_delay(e, job);
 		if (delay >= 0) {
+			attempt_bytes_discard(job);
 			backoff_push(e, job, delay);
 			return;
 		}
