@@ -185,3 +185,5 @@ def test_a_set_id_prompt_written_by_its_owner_loses_the_bits(mnt):
     sh("chmod 6755 %s" % p, user=NOBODY)
     sh("echo 'by root' >> %s" % p)
     assert stat.S_IMODE(os.stat(p).st_mode) == 0o6755
+    # the direct writes appended where they should
+    assert open(p).read() == "first\nmore\nagain\nby root\n"
