@@ -82,9 +82,21 @@ static int handle_setup(struct handle *h, struct node *dir, const char *name, in
 
 	h->fd = fd;
 	h->nonblock = (flags & O_NONBLOCK) != 0;
+	/* Only a written prompt's close does something (it submits): no
+	 * other close costs a request. */
+	fi->noflush = 1;
 	switch (role) {
 	case ROLE_PROMPT:
 		h->kind = (flags & O_ACCMODE) != O_RDONLY ? HANDLE_PROMPT : HANDLE_PLAIN;
+		if (h->kind == HANDLE_PROMPT) {
+			fi->noflush = 0;
+			/* Writes go straight to us: the kernel then asks for no
+			 * security.capability before each one (it would, this
+			 * file system's superblock not being SB_NOSEC), and
+			 * ops_write clears set-id bits itself. Every open drops
+			 * the pages others cached, as it does without this. */
+			fi->direct_io = 1;
+		}
 		break;
 	case ROLE_RESPONSE:
 		h->kind = HANDLE_RESPONSE;
@@ -256,13 +268,36 @@ void ops_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fus
 	free(buf);
 }
 
+/* What a disk does on write(2) by a writer without CAP_FSETID (root here:
+ * the daemon cannot see the writer's capabilities): set-user-ID is
+ * cleared, and set-group-ID when group execution is allowed. The kernel
+ * does it itself for writes through the page cache, not for the direct
+ * writes of a prompt. Its cached attributes are then told to go. */
+static void drop_set_id_bits(fuse_req_t req, struct handle *h, fuse_ino_t ino)
+{
+	struct stat st;
+	mode_t mode;
+
+	if (fuse_req_ctx(req)->uid == 0 || fstat(h->fd, &st) < 0)
+		return;
+	mode = st.st_mode & 07777;
+	if (mode & S_ISUID)
+		mode &= ~(mode_t)S_ISUID;
+	if ((mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
+		mode &= ~(mode_t)S_ISGID;
+	if (mode == (st.st_mode & 07777) || fchmod(h->fd, mode) < 0)
+		return;
+	/* attributes only (offset < 0): safe inside this write, which
+	 * holds no page the kernel would wait for */
+	fuse_lowlevel_notify_inval_inode(pfs.session, ino, -1, 0);
+}
+
 void ops_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
 	       struct fuse_file_info *fi)
 {
 	struct handle *h = handle_of(fi);
 	ssize_t written;
 
-	(void)ino;
 	if (h->kind != HANDLE_PLAIN && h->kind != HANDLE_PROMPT) {
 		fuse_reply_err(req, EBADF);
 		return;
@@ -283,8 +318,10 @@ void ops_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off
 		fuse_reply_err(req, errno);
 		return;
 	}
-	if (h->kind == HANDLE_PROMPT)
+	if (h->kind == HANDLE_PROMPT) {
 		h->dirty = 1;
+		drop_set_id_bits(req, h, ino);
+	}
 	fuse_reply_write(req, (size_t)written);
 }
 

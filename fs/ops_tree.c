@@ -18,9 +18,25 @@
 #include "fs/ops_internal.h"
 #include "fs/state.h"
 
-/* Structure changes rarely: the kernel may cache it briefly. Files
- * change under jobs: always ask. */
-#define STRUCTURE_TIMEOUT 1.0
+/* How long the kernel may keep what a reply told it.
+ *
+ * Names: a name stands for the same node for as long as it exists (file
+ * nodes are keyed by directory and name, and jobs replace and remove
+ * their files without retiring the node), and whatever is made, renamed
+ * or removed through the mount updates the kernel's dentries itself. So
+ * every entry may be cached. The one thing the kernel cannot see is a
+ * job removing its .response, .meta or .error (rm or mv of the prompt):
+ * it may then believe for CACHE_TIMEOUT that the name still exists, but
+ * every stat, open or access of it still asks (attributes below) and gets
+ * ENOENT; only mkdir of that very name would be told EEXIST meanwhile.
+ *
+ * Attributes: those of the files jobs write change behind the kernel's
+ * back (a .response grows while it is read, each new job empties it) and
+ * of workspaces too (their times, as jobs write into them): never
+ * cached. Those of prompts and other files change only through the
+ * mount, whose writes and setattrs update or invalidate the kernel's
+ * copy; those of the structure are fixed but for its times. */
+#define CACHE_TIMEOUT 1.0
 
 static int is_structure_level(const struct node *dir)
 {
@@ -55,9 +71,35 @@ int ops_name_visible(const struct node *dir, const char *name)
 	}
 }
 
-static double timeout_for(const struct node *n)
+/* Whether N, named NAME in DIR (NULL when not known), is a file a job
+ * writes. */
+static int is_generated(const struct node *n, const struct node *dir, const char *name)
 {
-	return n->kind == NODE_FILE || n->kind == NODE_WORKSPACE ? 0.0 : STRUCTURE_TIMEOUT;
+	return n->kind == NODE_FILE &&
+	       (!dir || !name ||
+		(node_in_model_tree(dir) && file_role_generated(file_role_of(name))));
+}
+
+static double attr_timeout_for(const struct node *n, const struct node *dir, const char *name)
+{
+	return n->kind == NODE_WORKSPACE || is_generated(n, dir, name) ? 0.0 : CACHE_TIMEOUT;
+}
+
+/* The attribute timeout of N, whose place is looked up. */
+static double node_attr_timeout(struct node *n)
+{
+	struct node *dir;
+	char *name;
+	double timeout;
+
+	if (n->kind != NODE_FILE)
+		return attr_timeout_for(n, NULL, NULL);
+	if (node_file_location(n, &dir, &name) < 0)
+		return 0.0;
+	timeout = attr_timeout_for(n, dir, name);
+	free(name);
+	node_put(dir);
+	return timeout;
 }
 
 int ops_stat_node(struct node *n, struct stat *st)
@@ -102,8 +144,8 @@ int ops_make_entry(struct node *dir, const char *name, struct fuse_entry_param *
 	node_fill_attr(n, dir, name, &st);
 	e->ino = node_ino(n);
 	e->attr = st;
-	e->attr_timeout = timeout_for(n);
-	e->entry_timeout = timeout_for(n);
+	e->attr_timeout = attr_timeout_for(n, dir, name);
+	e->entry_timeout = CACHE_TIMEOUT;
 	return 0;
 }
 
@@ -142,7 +184,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
 	else
-		fuse_reply_attr(req, &st, timeout_for(n));
+		fuse_reply_attr(req, &st, node_attr_timeout(n));
 }
 
 /* The times of a setattr for utimensat: each one given, "now", or left
@@ -257,7 +299,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
 	else
-		fuse_reply_attr(req, &st, timeout_for(n));
+		fuse_reply_attr(req, &st, node_attr_timeout(n));
 }
 
 /* ---- directories ---- */
