@@ -502,9 +502,9 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	}
 	/* its identity, so that its node (the kernel may hold it a while)
 	 * can be retired: a new directory must never be served with it */
-	rc = fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || unlinkat(fd, name, AT_REMOVEDIR) < 0
-		     ? errno
-		     : 0;
+	rc = 0;
+	if (fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || unlinkat(fd, name, AT_REMOVEDIR) < 0)
+		rc = errno;
 	node_dir_fd_release(dir, fd);
 	if (rc) {
 		fuse_reply_err(req, rc);

@@ -3,6 +3,7 @@
 exhaust them for everyone, and a daemon whose descriptors did run out
 answers EMFILE, never crashes, and unmounts cleanly."""
 import errno
+import json
 import os
 import resource
 import signal
@@ -93,6 +94,15 @@ def test_one_user_cannot_exhaust_the_daemons_descriptors(mnt):
     sh("mkdir %s/mine && echo ok > %s/mine/t && cat %s/mine/t" % (d, d, d), user=1000)
     assert len(os.listdir(big)) == N_DIRS
     assert sh("ls %s | wc -l" % big).stdout.strip() == str(N_DIRS).encode()
+
+    # a workspace whose descriptor was long evicted, moved to another
+    # model: reopened where it is now, its next job runs there
+    mini = mnt.model(model="gpt-4o-mini")
+    sh("mv %s/d0 %s/moved && echo 'Moved?' > %s/moved/m.prompt" % (big, mini, mini), user=NOBODY)
+    assert sh("cat %s/moved/m.response" % mini).stdout == b"echo: Moved?\n"
+    assert sh("cat %s/moved/f.txt" % mini).stdout == b"x0\n"
+    assert json.load(open(mini + "/moved/m.meta"))["route"] == "openai/us/gpt-4o-mini"
+    sh("mv %s/moved %s/d0" % (mini, big), user=NOBODY)
 
     # and the user cleans up
     sh("rm -rf %s" % big, user=NOBODY, timeout=120)
