@@ -180,14 +180,18 @@ static void supersede(struct node *dir, const char *base)
 static void unlink_generated(struct node *dir, const char *base)
 {
 	static const char *const suffixes[] = { ".response", ".meta", ".error" };
+	int fd = node_dir_fd(dir);
 
+	if (fd < 0)
+		return;
 	for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
 		char *name = name_with_suffix(base, suffixes[i]);
 
 		if (name)
-			unlinkat(dir->fd, name, 0);
+			unlinkat(fd, name, 0);
 		free(name);
 	}
+	node_dir_fd_release(dir, fd);
 }
 
 /* A refused submission: no job, the reason in NAME.error. */
@@ -196,14 +200,18 @@ static void record_refusal(struct node *dir, const char *base, const char *reaso
 {
 	char *error_name = name_with_suffix(base, ".error");
 	char *text = name_with_suffix(reason, "\n");
+	int fd;
 
 	supersede(dir, base);
 	unlink_generated(dir, base);
-	if (error_name && text)
-		state_write_file(dir->fd, error_name, text, strlen(text),
+	fd = node_dir_fd(dir);
+	if (fd >= 0 && error_name && text)
+		state_write_file(fd, error_name, text, strlen(text),
 				 (prompt_st->st_mode & 0444) | 0200, prompt_st->st_uid,
 				 prompt_st->st_gid);
-	state_sync_dir(dir->fd);
+	if (fd >= 0)
+		state_sync_dir(fd);
+	node_dir_fd_release(dir, fd);
 	free(text);
 	free(error_name);
 }
@@ -276,28 +284,33 @@ static int create_job_files(struct job *job)
 	char *error_name = name_with_suffix(job->base, ".error");
 	char *meta_text = NULL;
 	size_t meta_len = 0;
-	int rc;
+	int rc, dir_fd = node_dir_fd(job->dir);
 
+	if (dir_fd < 0) {
+		rc = dir_fd;
+		goto out;
+	}
 	if (!response_name || !meta_name || !error_name) {
 		rc = -ENOMEM;
 		goto out;
 	}
-	rc = state_replace_empty(job->dir->fd, response_name, job->file_mode, job->file_uid,
+	rc = state_replace_empty(dir_fd, response_name, job->file_mode, job->file_uid,
 				 job->file_gid);
 	if (rc < 0)
 		goto out;
 	job->response_fd = rc;
-	unlinkat(job->dir->fd, error_name, 0);
+	unlinkat(dir_fd, error_name, 0);
 	meta_text = job_meta_dump(job->meta, &meta_len);
 	if (!meta_text) {
 		rc = -ENOMEM;
 		goto out;
 	}
-	rc = state_write_file(job->dir->fd, meta_name, meta_text, meta_len, job->file_mode,
-			      job->file_uid, job->file_gid);
+	rc = state_write_file(dir_fd, meta_name, meta_text, meta_len, job->file_mode, job->file_uid,
+			      job->file_gid);
 	if (rc == 0)
-		rc = state_sync_dir(job->dir->fd);
+		rc = state_sync_dir(dir_fd);
 out:
+	node_dir_fd_release(job->dir, dir_fd);
 	free(meta_text);
 	free(error_name);
 	free(meta_name);
@@ -445,9 +458,13 @@ int job_response_open(struct node *dir, const char *response_name, int fd,
 	pthread_mutex_unlock(&jobs_lock);
 	if (!job) {
 		/* a finished job: it failed if it left an .error */
+		int dir_fd = node_dir_fd(dir);
+
 		error_name = name_with_suffix(base, ".error");
-		if (error_name && fstatat(dir->fd, error_name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+		if (dir_fd >= 0 && error_name &&
+		    fstatat(dir_fd, error_name, &st, AT_SYMLINK_NOFOLLOW) == 0)
 			reader->failed = 1;
+		node_dir_fd_release(dir, dir_fd);
 		free(error_name);
 	}
 	free(base);

@@ -43,7 +43,7 @@ static void resume_one(struct node *dir, const char *base, json_t *meta)
 	char *text = NULL;
 	struct stat st;
 	size_t len;
-	int fd = -1, rc;
+	int fd = -1, dir_fd = -1, rc;
 
 	if (!job || !prompt_name || !response_name)
 		goto out;
@@ -54,9 +54,12 @@ static void resume_one(struct node *dir, const char *base, json_t *meta)
 	if (!job->meta)
 		goto out;
 	json_object_set_new(job->meta, "status", json_string("queued"));
-	fd = openat(dir->fd, prompt_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	dir_fd = node_dir_fd(dir);
+	if (dir_fd < 0)
+		goto out;
+	fd = openat(dir_fd, prompt_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0 || fstat(fd, &st) < 0) {
-		job->response_fd = openat(dir->fd, response_name, O_RDWR | O_CLOEXEC);
+		job->response_fd = openat(dir_fd, response_name, O_RDWR | O_CLOEXEC);
 		if (job->response_fd >= 0)
 			resume_fail(job,
 				    "The job could not be resumed: its prompt file is gone.\n");
@@ -65,7 +68,7 @@ static void resume_one(struct node *dir, const char *base, json_t *meta)
 	job->file_uid = st.st_uid;
 	job->file_gid = st.st_gid;
 	job->file_mode = (st.st_mode & 0444) | 0200;
-	rc = state_replace_empty(dir->fd, response_name, job->file_mode, job->file_uid,
+	rc = state_replace_empty(dir_fd, response_name, job->file_mode, job->file_uid,
 				 job->file_gid);
 	if (rc < 0)
 		goto out;
@@ -88,6 +91,7 @@ static void resume_one(struct node *dir, const char *base, json_t *meta)
 out:
 	if (fd >= 0)
 		close(fd);
+	node_dir_fd_release(dir, dir_fd);
 	llm_request_release(&req);
 	free(text);
 	free(response_name);
@@ -124,14 +128,16 @@ static void resume_directory(struct node *dir, int depth)
 {
 	struct dirent *de;
 	DIR *d;
-	int fd;
+	int fd, dir_fd = node_dir_fd(dir);
 
-	fd = openat(dir->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
+	if (dir_fd < 0)
 		return;
-	d = fdopendir(fd);
+	fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	d = fd < 0 ? NULL : fdopendir(fd);
 	if (!d) {
-		close(fd);
+		if (fd >= 0)
+			close(fd);
+		node_dir_fd_release(dir, dir_fd);
 		return;
 	}
 	while ((de = readdir(d)) != NULL) {
@@ -139,7 +145,7 @@ static void resume_directory(struct node *dir, int depth)
 
 		if (de->d_name[0] == '.' && (!de->d_name[1] || !strcmp(de->d_name, "..")))
 			continue;
-		if (fstatat(dir->fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		if (fstatat(dir_fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 			continue;
 		if (S_ISDIR(st.st_mode) && depth >= RESUME_MAX_DEPTH) {
 			log_warn("jobs in workspaces deeper than %d levels are not resumed",
@@ -152,7 +158,7 @@ static void resume_directory(struct node *dir, int depth)
 				node_put(child);
 			}
 		} else if (S_ISREG(st.st_mode) && file_role_of(de->d_name) == ROLE_META) {
-			json_t *meta = load_meta(dir->fd, de->d_name);
+			json_t *meta = load_meta(dir_fd, de->d_name);
 			const char *status = json_string_value(json_object_get(meta, "status"));
 			char *base = name_strip_suffix(de->d_name, ".meta");
 
@@ -164,13 +170,19 @@ static void resume_directory(struct node *dir, int depth)
 		}
 	}
 	closedir(d);
+	node_dir_fd_release(dir, dir_fd);
 }
 
 static struct node *structure_child(struct node *parent, const char *name)
 {
 	struct stat st;
+	int fd = node_dir_fd(parent), rc;
 
-	if (fstatat(parent->fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISDIR(st.st_mode))
+	if (fd < 0)
+		return NULL;
+	rc = fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW);
+	node_dir_fd_release(parent, fd);
+	if (rc < 0 || !S_ISDIR(st.st_mode))
 		return NULL;
 	return node_get_child(parent, name, &st, 0);
 }

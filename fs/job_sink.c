@@ -202,7 +202,7 @@ void job_persist_end(struct job *job, enum job_status final, const char *meta_te
 {
 	char *meta_name = name_with_suffix(job->base, ".meta");
 	char *error_name = name_with_suffix(job->base, ".error");
-	int rc = 0;
+	int rc = 0, dir_fd = -1;
 
 	if (!meta_name || !error_name) {
 		log_error("out of memory recording a finished job");
@@ -210,16 +210,21 @@ void job_persist_end(struct job *job, enum job_status final, const char *meta_te
 	}
 	if (fsync(job->response_fd) < 0)
 		rc = -errno;
-	if (rc == 0 && final != JOB_DONE && error)
-		rc = state_write_file(job->dir->fd, error_name, error, strlen(error),
-				      job->file_mode, job->file_uid, job->file_gid);
 	if (rc == 0)
-		rc = state_write_file(job->dir->fd, meta_name, meta_text, meta_len, job->file_mode,
+		rc = dir_fd = node_dir_fd(job->dir);
+	if (rc >= 0)
+		rc = 0;
+	if (rc == 0 && final != JOB_DONE && error)
+		rc = state_write_file(dir_fd, error_name, error, strlen(error), job->file_mode,
 				      job->file_uid, job->file_gid);
 	if (rc == 0)
-		rc = state_sync_dir(job->dir->fd);
+		rc = state_write_file(dir_fd, meta_name, meta_text, meta_len, job->file_mode,
+				      job->file_uid, job->file_gid);
+	if (rc == 0)
+		rc = state_sync_dir(dir_fd);
 	if (rc < 0)
 		log_error("cannot record a finished job in state_dir: %s", strerror(-rc));
+	node_dir_fd_release(job->dir, dir_fd);
 out:
 	free(error_name);
 	free(meta_name);

@@ -79,6 +79,30 @@ static void raise_fd_limit(void)
 	}
 }
 
+static void *wait_for_cancel(void *arg)
+{
+	(void)arg;
+	for (;;)
+		pause();
+	return NULL;
+}
+
+/* libfuse ends its workers with pthread_cancel, and glibc's first
+ * pthread_cancel dlopens libgcc_s for the unwinder: at unmount, after
+ * the descriptors ran out, that open fails and glibc aborts. One
+ * cancellation now has it loaded (and kept) for the life of the daemon.
+ * glibc may let it go in the child of a fork, so this runs after the
+ * last one (fuse_daemonize). */
+static void load_unwinder(void)
+{
+	pthread_t t;
+
+	if (pthread_create(&t, NULL, wait_for_cancel, NULL) != 0)
+		return;
+	pthread_cancel(t);
+	pthread_join(t, NULL);
+}
+
 static int serve(struct fuse_session *se)
 {
 	struct fuse_loop_config *loop = fuse_loop_cfg_create();
@@ -284,6 +308,7 @@ int main(int argc, char *argv[])
 	if (reloading < 0)
 		log_warn("SIGHUP will not reload the config: %s", strerror(-reloading));
 	log_info("mounted %s (state_dir %s)", opts.mountpoint, opts.state_dir);
+	load_unwinder();
 	rc = serve(se);
 	/* SIGTERM/SIGINT end the loop with the signal's number: a clean
 	 * unmount, as asked */

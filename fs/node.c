@@ -1,6 +1,7 @@
 /* The inode table: two hash tables under one lock, directories by
  * backing identity, files by (directory, name), and a list of the nodes
- * whose entries were removed while someone still held them. */
+ * whose entries were removed while someone still held them; and the
+ * cache of workspace descriptors, an LRU list under the same lock. */
 #include "fs/node.h"
 
 #include <errno.h>
@@ -9,9 +10,15 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "fs/log.h"
+
 #define TABLE_SIZE 16384
+#define FD_CACHE_MAX 1024
+#define FD_CACHE_MIN 16
 
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct node *dir_table[TABLE_SIZE];
@@ -19,6 +26,14 @@ static struct node *file_table[TABLE_SIZE];
 /* nodes without a name: out of both tables, freed with their last
  * reference, or at unmount if the kernel never let go of them */
 static struct node *removed_nodes;
+
+/* Workspace nodes with a descriptor, most recently used first: a
+ * workspace is in this list exactly when its fd is not -1. */
+static struct node *lru_head, *lru_tail;
+static size_t lru_count, lru_limit = FD_CACHE_MAX;
+/* bumped by every rename and removal: a reopen that found nothing where
+ * a node was walks again if the tree moved meanwhile */
+static uint64_t moves;
 
 static size_t dir_hash(dev_t dev, ino_t ino)
 {
@@ -34,6 +49,85 @@ static size_t file_hash(const struct node *parent, const char *name)
 	for (const unsigned char *p = (const unsigned char *)name; *p; p++)
 		h = (h ^ *p) * 0x100000001b3ull;
 	return (size_t)(h >> 7) % TABLE_SIZE;
+}
+
+/* ---- the descriptor cache (all under the table lock) ---- */
+
+static int fd_cached_kind(const struct node *n)
+{
+	return n->kind == NODE_WORKSPACE;
+}
+
+static void lru_unlink(struct node *n)
+{
+	if (n->lru_prev)
+		n->lru_prev->lru_next = n->lru_next;
+	else
+		lru_head = n->lru_next;
+	if (n->lru_next)
+		n->lru_next->lru_prev = n->lru_prev;
+	else
+		lru_tail = n->lru_prev;
+	n->lru_prev = n->lru_next = NULL;
+	lru_count--;
+}
+
+static void lru_push_front(struct node *n)
+{
+	n->lru_prev = NULL;
+	n->lru_next = lru_head;
+	if (lru_head)
+		lru_head->lru_prev = n;
+	else
+		lru_tail = n;
+	lru_head = n;
+	lru_count++;
+}
+
+/* Closes the least recently used descriptors no one borrows until at
+ * most LIMIT are cached (borrowed ones stay, even above it). */
+static void lru_trim_locked(size_t limit)
+{
+	struct node *n = lru_tail;
+
+	while (lru_count > limit && n) {
+		struct node *prev = n->lru_prev;
+
+		if (n->fd_users == 0) {
+			lru_unlink(n);
+			close(n->fd);
+			n->fd = -1;
+		}
+		n = prev;
+	}
+}
+
+static int borrow_locked(struct node *n)
+{
+	n->fd_users++;
+	if (fd_cached_kind(n) && lru_head != n) {
+		lru_unlink(n);
+		lru_push_front(n);
+	}
+	return n->fd;
+}
+
+static void give_back_locked(struct node *n)
+{
+	n->fd_users--;
+	if (n->fd_users == 0 && lru_count > lru_limit)
+		lru_trim_locked(lru_limit);
+}
+
+/* Drops N's descriptor as N is freed or the table destroyed. */
+static void drop_fd_locked(struct node *n)
+{
+	if (n->fd < 0)
+		return;
+	if (fd_cached_kind(n))
+		lru_unlink(n);
+	close(n->fd);
+	n->fd = -1;
 }
 
 static void table_unlink(struct node **table, size_t bucket, struct node *n)
@@ -60,8 +154,7 @@ static struct node *node_free_locked(struct node *n)
 		table_unlink(file_table, file_hash(n->parent, n->name), n);
 	else
 		table_unlink(dir_table, dir_hash(n->dev, n->ino), n);
-	if (n->fd >= 0)
-		close(n->fd);
+	drop_fd_locked(n);
 	free(n->name);
 	free(n);
 	return parent;
@@ -88,9 +181,16 @@ static void node_put_locked(struct node *n)
 int node_table_init(int root_fd)
 {
 	struct node *root;
+	struct rlimit rl;
 	struct stat st;
 	int fd;
 
+	/* a quarter of the descriptors at most: jobs, readers and
+	 * transfers need theirs */
+	lru_limit = FD_CACHE_MAX;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+	    rl.rlim_cur / 4 < lru_limit)
+		lru_limit = rl.rlim_cur / 4 > FD_CACHE_MIN ? rl.rlim_cur / 4 : FD_CACHE_MIN;
 	if (fstat(root_fd, &st) < 0)
 		return -errno;
 	fd = openat(root_fd, ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -128,8 +228,7 @@ void node_table_destroy(void)
 			struct node *n = dir_table[i];
 
 			dir_table[i] = n->hash_next;
-			if (n->fd >= 0)
-				close(n->fd);
+			drop_fd_locked(n);
 			free(n->name);
 			free(n);
 		}
@@ -138,10 +237,11 @@ void node_table_destroy(void)
 		struct node *n = removed_nodes;
 
 		removed_nodes = n->hash_next;
-		if (n->fd >= 0)
-			close(n->fd);
+		drop_fd_locked(n);
 		free(n);
 	}
+	lru_head = lru_tail = NULL;
+	lru_count = 0;
 	pfs.root = NULL;
 	pthread_mutex_unlock(&table_lock);
 }
@@ -190,6 +290,7 @@ static void remove_locked(struct node *n)
 		table_unlink(dir_table, dir_hash(n->dev, n->ino), n);
 	free(n->name);
 	n->name = NULL;
+	moves++;
 	n->hash_next = removed_nodes;
 	removed_nodes = n;
 }
@@ -227,37 +328,60 @@ static void set_directory_context(struct node *n, const struct node *parent, con
 	}
 }
 
-/* Whether directory node N still is the directory whose entry has status
- * ST. Its O_PATH descriptor keeps the inode allocated, so on ext4, xfs or
- * tmpfs its number cannot be handed out again while the node lives; but
- * a node outlives its directory (rmdir while the kernel holds it), and a
- * backing filesystem without stable inode numbers could give a new
+/* Whether the directory open as FD still is the one whose entry has
+ * status ST. A cached descriptor keeps the inode allocated, so on ext4,
+ * xfs or tmpfs its number cannot be handed out again while it is open;
+ * but a node outlives its directory (rmdir while the kernel holds it),
+ * and a backing filesystem without stable inode numbers could give a new
  * directory the same identity. Serving that one with the old node would
  * give it a dead descriptor and a wrong place in the tree. */
-static int directory_is_current(const struct node *n, const struct stat *st)
+static int directory_is_current(int fd, const struct stat *st)
 {
 	struct stat now;
 
-	if (fstat(n->fd, &now) < 0)
+	if (fstat(fd, &now) < 0)
 		return 0;
 	return now.st_nlink > 0 && now.st_dev == st->st_dev && now.st_ino == st->st_ino;
 }
 
-/* The node of the directory with ST's identity, with a reference added,
- * if there is one and it is current; a stale one is retired. */
-static struct node *find_current_directory(const struct stat *st, int kernel_ref)
+/* The node of the directory with ST's identity, found as NAME in PARENT,
+ * with a reference added, if there is one and it is current; a stale one
+ * is retired. NULL with *ERR set when that could not be decided. */
+static struct node *find_current_directory(struct node *parent, const char *name,
+					   const struct stat *st, int kernel_ref, int *err)
 {
 	struct node *n;
-	int current;
+	int current, placed, fd;
 
 	pthread_mutex_lock(&table_lock);
 	n = find_directory_locked(st->st_dev, st->st_ino);
-	if (n)
-		n->refs++; /* kept while its descriptor is checked, unlocked */
-	pthread_mutex_unlock(&table_lock);
-	if (!n)
+	if (n && n->kind == NODE_ROOT) {
+		add_reference(n, kernel_ref);
+		pthread_mutex_unlock(&table_lock);
+		return n;
+	}
+	if (!n) {
+		pthread_mutex_unlock(&table_lock);
 		return NULL;
-	current = n->kind == NODE_ROOT || directory_is_current(n, st);
+	}
+	n->refs++; /* kept while it is checked, unlocked */
+	/* without a descriptor, a node whose place is where the entry was
+	 * just found is that directory: a directory has one name */
+	placed = n->fd < 0 && n->parent == parent && n->name && strcmp(n->name, name) == 0;
+	pthread_mutex_unlock(&table_lock);
+
+	current = placed;
+	if (!placed) {
+		fd = node_dir_fd(n);
+		if (fd >= 0) {
+			current = directory_is_current(fd, st);
+			node_dir_fd_release(n, fd);
+		} else if (fd != -ENOENT && fd != -ESTALE && fd != -ENOTDIR) {
+			*err = fd; /* no descriptor to tell */
+			node_put(n);
+			return NULL;
+		}
+	}
 
 	pthread_mutex_lock(&table_lock);
 	if (current)
@@ -269,29 +393,27 @@ static struct node *find_current_directory(const struct stat *st, int kernel_ref
 	return current ? n : NULL;
 }
 
+/* A directory node starts without a descriptor: node_dir_fd opens it
+ * when it is first used, so that a lookup never needs one. */
 static struct node *get_directory(struct node *parent, const char *name, const struct stat *st,
-				  int kernel_ref)
+				  int kernel_ref, int *err)
 {
 	struct node *n, *other;
 	char *copy;
-	int fd;
 
-	n = find_current_directory(st, kernel_ref);
-	if (n)
+	*err = -ENOMEM;
+	n = find_current_directory(parent, name, st, kernel_ref, err);
+	if (n || *err != -ENOMEM)
 		return n;
 
-	fd = openat(parent->fd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
-		return NULL;
 	n = calloc(1, sizeof(*n));
 	copy = strdup(name);
 	if (!n || !copy) {
 		free(copy);
 		free(n);
-		close(fd);
 		return NULL;
 	}
-	n->fd = fd;
+	n->fd = -1;
 	n->dev = st->st_dev;
 	n->ino = st->st_ino;
 	n->name = copy;
@@ -303,7 +425,6 @@ static struct node *get_directory(struct node *parent, const char *name, const s
 	if (other) {
 		add_reference(other, kernel_ref);
 		pthread_mutex_unlock(&table_lock);
-		close(fd);
 		free(copy);
 		free(n);
 		return other;
@@ -314,6 +435,160 @@ static struct node *get_directory(struct node *parent, const char *name, const s
 	insert_directory_locked(n);
 	pthread_mutex_unlock(&table_lock);
 	return n;
+}
+
+/* ---- descriptors ---- */
+
+void node_fd_shortage(int err)
+{
+	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+	static time_t last;
+	static unsigned long missed;
+	time_t now = time(NULL);
+	unsigned long n = 0;
+	int say = 0;
+
+	if (err != EMFILE && err != ENFILE)
+		return;
+	pthread_mutex_lock(&lock);
+	missed++;
+	if (last == 0 || now - last >= 60) {
+		say = 1;
+		n = missed;
+		missed = 0;
+		last = now;
+	}
+	pthread_mutex_unlock(&lock);
+	if (say)
+		log_warn("out of file descriptors (%s): %lu request(s) refused since the last "
+			 "warning",
+			 strerror(err), n);
+}
+
+int node_dir_fd(struct node *dir)
+{
+	struct node *held = NULL; /* the last level opened: borrowed, referenced */
+	int rc, tries = 0, trimmed = 0;
+
+	pthread_mutex_lock(&table_lock);
+	for (;;) {
+		struct node *n = dir, *p;
+		struct stat now;
+		uint64_t gen;
+		char *name;
+		int pfd, fd, err = ENOMEM;
+
+		if (dir->fd >= 0) {
+			rc = borrow_locked(dir);
+			break;
+		}
+		/* the topmost directory without a descriptor: its parent has
+		 * one (the root always does) */
+		while (n->parent && n->parent->fd < 0)
+			n = n->parent;
+		if (!n->parent || !n->name) {
+			rc = -ENOENT; /* removed while its descriptor was closed */
+			break;
+		}
+		p = n->parent;
+		p->refs++;
+		pfd = borrow_locked(p);
+		n->refs++;
+		name = strdup(n->name);
+		gen = moves;
+		if (held) {
+			give_back_locked(held);
+			node_put_locked(held);
+			held = NULL;
+		}
+		pthread_mutex_unlock(&table_lock);
+
+		fd = -1;
+		if (name) {
+			fd = openat(pfd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			err = fd < 0 ? errno : 0;
+			if (fd >= 0 &&
+			    (fstat(fd, &now) < 0 || now.st_dev != n->dev || now.st_ino != n->ino)) {
+				close(fd);
+				fd = -1;
+				err = ESTALE; /* another directory has its name */
+			}
+			free(name);
+		}
+
+		pthread_mutex_lock(&table_lock);
+		give_back_locked(p);
+		node_put_locked(p);
+		if (fd < 0) {
+			node_put_locked(n);
+			if ((err == ENOENT || err == ENOTDIR || err == ESTALE) && moves != gen &&
+			    ++tries < 16)
+				continue; /* moved meanwhile: walk again */
+			if ((err == EMFILE || err == ENFILE) && !trimmed) {
+				trimmed = 1;
+				lru_trim_locked(0);
+				continue;
+			}
+			rc = -err;
+			break;
+		}
+		if (n->fd < 0) {
+			n->fd = fd;
+			if (fd_cached_kind(n))
+				lru_push_front(n);
+		} else {
+			close(fd); /* another thread opened it meanwhile */
+		}
+		borrow_locked(n); /* kept open for the next level down */
+		held = n;
+		if (lru_count > lru_limit)
+			lru_trim_locked(lru_limit);
+	}
+	if (held) {
+		give_back_locked(held);
+		node_put_locked(held);
+	}
+	pthread_mutex_unlock(&table_lock);
+	if (rc == -EMFILE || rc == -ENFILE)
+		node_fd_shortage(-rc);
+	return rc;
+}
+
+void node_dir_fd_release(struct node *dir, int fd)
+{
+	if (fd < 0)
+		return;
+	pthread_mutex_lock(&table_lock);
+	give_back_locked(dir);
+	pthread_mutex_unlock(&table_lock);
+}
+
+size_t node_fd_cache_limit(void)
+{
+	size_t limit;
+
+	pthread_mutex_lock(&table_lock);
+	limit = lru_limit;
+	pthread_mutex_unlock(&table_lock);
+	return limit;
+}
+
+void node_fd_cache_set_limit(size_t limit)
+{
+	pthread_mutex_lock(&table_lock);
+	lru_limit = limit;
+	lru_trim_locked(lru_limit);
+	pthread_mutex_unlock(&table_lock);
+}
+
+size_t node_fd_cache_count(void)
+{
+	size_t count;
+
+	pthread_mutex_lock(&table_lock);
+	count = lru_count;
+	pthread_mutex_unlock(&table_lock);
+	return count;
 }
 
 /* ---- files ---- */
@@ -369,12 +644,21 @@ static struct node *get_file(struct node *parent, const char *name, int kernel_r
 	return n;
 }
 
+struct node *node_get_child_err(struct node *parent, const char *name, const struct stat *st,
+				int kernel_ref, int *err)
+{
+	*err = -ENOMEM;
+	if (S_ISDIR(st->st_mode))
+		return get_directory(parent, name, st, kernel_ref, err);
+	return get_file(parent, name, kernel_ref);
+}
+
 struct node *node_get_child(struct node *parent, const char *name, const struct stat *st,
 			    int kernel_ref)
 {
-	if (S_ISDIR(st->st_mode))
-		return get_directory(parent, name, st, kernel_ref);
-	return get_file(parent, name, kernel_ref);
+	int err;
+
+	return node_get_child_err(parent, name, st, kernel_ref, &err);
 }
 
 void node_hold(struct node *n)
@@ -459,6 +743,7 @@ void node_renamed(struct node_rename *r)
 	if (r->to_exists && r->to.st_dev == r->from.st_dev && r->to.st_ino == r->from.st_ino)
 		return;
 	pthread_mutex_lock(&table_lock);
+	moves++;
 	moved = entry_node_locked(r->from_dir, r->from_name, &r->from);
 	if (r->to_exists)
 		other = entry_node_locked(r->to_dir, r->to_name, &r->to);

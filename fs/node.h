@@ -1,12 +1,22 @@
 /* The inode table of the low-level API.
  *
  * Directories are identified by their backing directory (device and
- * inode number) and hold an O_PATH descriptor to it, so their I/O
+ * inode number) and reach it through an O_PATH descriptor, so their I/O
  * survives renames. Every node but the root knows where it is: its
  * directory (a referenced parent) and its name there, kept right by
  * renames under the table lock. A directory's deployment and, later, its
  * policy chain are therefore found by walking up, and a workspace moved
  * to another model runs its next jobs there.
+ *
+ * The descriptors the table holds are bounded, whatever the tree's size.
+ * The root and the structure directories (clouds, regions, models: few,
+ * fixed by the config) keep theirs once opened. A workspace's sits in a
+ * cache of at most node_fd_cache_limit() descriptors, least recently
+ * used out first, and is opened again on demand from its parent's
+ * (walking up as far as needed), checked to still be the node's
+ * (dev, ino). Nobody reads `fd` directly: a caller borrows it with
+ * node_dir_fd() and gives it back with node_dir_fd_release(); a borrowed
+ * descriptor is never closed.
  *
  * Files are identified by their directory and name, and are opened by
  * name each time: generated files are replaced by rename(2) when they
@@ -36,8 +46,13 @@ struct node {
 	enum node_kind kind;
 	uint64_t nlookup; /* kernel references; under the table lock */
 	unsigned refs;	  /* our own references; under the table lock */
-	int fd;		  /* directories: O_PATH; files: -1 */
-	dev_t dev;	  /* directories: the backing identity, their key */
+	/* Directories: the cached O_PATH descriptor or -1, with the number
+	 * of borrowers and a place in the cache's LRU list (workspaces);
+	 * under the table lock. Files: -1. */
+	int fd;
+	unsigned fd_users;
+	struct node *lru_prev, *lru_next;
+	dev_t dev; /* directories: the backing identity, their key */
 	ino_t ino;
 	/* Where the node is, under the table lock: its directory
 	 * (referenced; NULL for the root) and its name there. A NULL name
@@ -70,10 +85,38 @@ struct node *node_from_ino(fuse_ino_t ino);
  * entry has status ST. Adds one kernel reference when KERNEL_REF, else
  * one of ours (release with node_put). A directory node found by ST's
  * identity whose directory was removed meanwhile (inode numbers are
- * reused) is retired and a fresh one made. NULL on allocation failure
- * or when a directory cannot be opened. */
+ * reused) is retired and a fresh one made; a new directory node has no
+ * descriptor yet (node_dir_fd opens it). NULL on allocation failure, or
+ * when a found node's descriptor is needed to check it and none can be
+ * had. */
 struct node *node_get_child(struct node *parent, const char *name, const struct stat *st,
 			    int kernel_ref);
+/* The same, with the reason of a failure in *ERR (-ENOMEM, -EMFILE ...). */
+struct node *node_get_child_err(struct node *parent, const char *name, const struct stat *st,
+				int kernel_ref, int *err);
+
+/* Borrows directory DIR's O_PATH descriptor, opening it again if the
+ * cache let it go: by name from its parent's, checked to be DIR's
+ * (dev, ino). The caller holds a reference on DIR while it uses the
+ * descriptor, and gives it back with node_dir_fd_release. -ENOENT when
+ * DIR (or an ancestor) was removed and its descriptor is gone, -ESTALE
+ * when its place holds another directory, -EMFILE/-ENFILE when no
+ * descriptor can be had (logged, rate-limited), -ENOMEM. */
+int node_dir_fd(struct node *dir);
+void node_dir_fd_release(struct node *dir, int fd);
+
+/* Logs that a request was refused for want of a descriptor (ERR is
+ * EMFILE or ENFILE; anything else is ignored): once a minute at most,
+ * with the count of refusals since. */
+void node_fd_shortage(int err);
+
+/* The most workspace descriptors the cache keeps (borrowed ones may
+ * exceed it for as long as they are borrowed). Set at node_table_init
+ * from RLIMIT_NOFILE (at most 1024); node_fd_cache_set_limit is for
+ * tests. node_fd_cache_count is the number cached now. */
+size_t node_fd_cache_limit(void);
+void node_fd_cache_set_limit(size_t limit);
+size_t node_fd_cache_count(void);
 
 void node_hold(struct node *n);
 void node_put(struct node *n);

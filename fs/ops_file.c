@@ -120,6 +120,22 @@ static int handle_setup(struct handle *h, struct node *dir, const char *name, in
 	return 0;
 }
 
+/* openat(2) in DIR: a descriptor, or -errno. */
+static int open_in(struct node *dir, const char *name, int flags, mode_t mode)
+{
+	int dir_fd = node_dir_fd(dir), fd;
+
+	if (dir_fd < 0)
+		return dir_fd;
+	fd = openat(dir_fd, name, flags, mode);
+	if (fd < 0) {
+		fd = -errno;
+		node_fd_shortage(-fd);
+	}
+	node_dir_fd_release(dir, dir_fd);
+	return fd;
+}
+
 void ops_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		struct fuse_file_info *fi)
 {
@@ -139,13 +155,13 @@ void ops_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode
 		fuse_reply_err(req, EACCES);
 		return;
 	}
-	fd = openat(dir->fd, name, backing_flags(fi->flags, role) | O_CREAT | O_EXCL, mode);
-	if (fd < 0 && errno == EEXIST && !(fi->flags & O_EXCL)) {
+	fd = open_in(dir, name, backing_flags(fi->flags, role) | O_CREAT | O_EXCL, mode);
+	if (fd == -EEXIST && !(fi->flags & O_EXCL)) {
 		created = 0;
-		fd = openat(dir->fd, name, backing_flags(fi->flags, role));
+		fd = open_in(dir, name, backing_flags(fi->flags, role), 0);
 	}
 	if (fd < 0) {
-		fuse_reply_err(req, errno);
+		fuse_reply_err(req, -fd);
 		return;
 	}
 	if (created)
@@ -198,9 +214,9 @@ void ops_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		rc = -EACCES; /* generated files are read-only, even for root */
 		goto out;
 	}
-	fd = openat(dir->fd, name, backing_flags(fi->flags, role));
+	fd = open_in(dir, name, backing_flags(fi->flags, role), 0);
 	if (fd < 0) {
-		rc = -errno;
+		rc = fd;
 		goto out;
 	}
 	h = calloc(1, sizeof(*h));

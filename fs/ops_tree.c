@@ -106,18 +106,27 @@ int ops_stat_node(struct node *n, struct stat *st)
 {
 	struct node *dir;
 	char *name;
-	int rc;
+	int rc, fd;
 
 	if (n->kind != NODE_FILE) {
-		if (fstatat(n->fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
-			return -errno;
-		node_fill_attr(n, NULL, NULL, st);
-		return 0;
+		fd = node_dir_fd(n);
+		if (fd < 0)
+			return fd;
+		rc = fstatat(fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+		node_dir_fd_release(n, fd);
+		if (rc == 0)
+			node_fill_attr(n, NULL, NULL, st);
+		return rc;
 	}
 	rc = node_file_location(n, &dir, &name);
 	if (rc < 0)
 		return rc;
-	rc = fstatat(dir->fd, name, st, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+	fd = node_dir_fd(dir);
+	rc = fd;
+	if (fd >= 0) {
+		rc = fstatat(fd, name, st, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+		node_dir_fd_release(dir, fd);
+	}
 	if (rc == 0)
 		node_fill_attr(n, dir, name, st);
 	free(name);
@@ -130,17 +139,23 @@ int ops_make_entry(struct node *dir, const char *name, struct fuse_entry_param *
 {
 	struct node *n;
 	struct stat st;
+	int fd, rc;
 
 	memset(e, 0, sizeof(*e));
 	if (!ops_name_visible(dir, name))
 		return -ENOENT;
-	if (fstatat(dir->fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-		return -errno;
+	fd = node_dir_fd(dir);
+	if (fd < 0)
+		return fd;
+	rc = fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+	node_dir_fd_release(dir, fd);
+	if (rc < 0)
+		return rc;
 	if (is_structure_level(dir) && !S_ISDIR(st.st_mode))
 		return -ENOENT;
-	n = node_get_child(dir, name, &st, 1);
+	n = node_get_child_err(dir, name, &st, 1, &rc);
 	if (!n)
-		return -ENOMEM;
+		return rc;
 	node_fill_attr(n, dir, name, &st);
 	e->ino = node_ino(n);
 	e->attr = st;
@@ -204,18 +219,18 @@ static void setattr_times(const struct stat *attr, int to_set, struct timespec t
 }
 
 /* chmod, chown and utimes of a directory through its O_PATH descriptor. */
-static int setattr_directory(struct node *n, const struct stat *attr, int to_set)
+static int setattr_directory_fd(int fd, const struct stat *attr, int to_set)
 {
 	char path[64];
 
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", n->fd);
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
 	if ((to_set & FUSE_SET_ATTR_MODE) && chmod(path, attr->st_mode & 07777) < 0)
 		return -errno;
 	if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
 		uid_t uid = to_set & FUSE_SET_ATTR_UID ? attr->st_uid : (uid_t)-1;
 		gid_t gid = to_set & FUSE_SET_ATTR_GID ? attr->st_gid : (gid_t)-1;
 
-		if (fchownat(n->fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
+		if (fchownat(fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
 			return -errno;
 	}
 	if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
@@ -228,8 +243,19 @@ static int setattr_directory(struct node *n, const struct stat *attr, int to_set
 	return 0;
 }
 
-static int setattr_file(struct node *dir, const char *name, const struct stat *attr, int to_set,
-			struct fuse_file_info *fi)
+static int setattr_directory(struct node *n, const struct stat *attr, int to_set)
+{
+	int fd = node_dir_fd(n), rc;
+
+	if (fd < 0)
+		return fd;
+	rc = setattr_directory_fd(fd, attr, to_set);
+	node_dir_fd_release(n, fd);
+	return rc;
+}
+
+static int setattr_file_at(struct node *dir, int dir_fd, const char *name, const struct stat *attr,
+			   int to_set, struct fuse_file_info *fi)
 {
 	enum file_role role = node_in_model_tree(dir) ? file_role_of(name) : ROLE_PLAIN;
 	int generated = file_role_generated(role);
@@ -238,13 +264,13 @@ static int setattr_file(struct node *dir, const char *name, const struct stat *a
 		return -EACCES;
 	if (generated && (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)))
 		return -EPERM; /* they follow their prompt */
-	if ((to_set & FUSE_SET_ATTR_MODE) && fchmodat(dir->fd, name, attr->st_mode & 07777, 0) < 0)
+	if ((to_set & FUSE_SET_ATTR_MODE) && fchmodat(dir_fd, name, attr->st_mode & 07777, 0) < 0)
 		return -errno;
 	if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
 		uid_t uid = to_set & FUSE_SET_ATTR_UID ? attr->st_uid : (uid_t)-1;
 		gid_t gid = to_set & FUSE_SET_ATTR_GID ? attr->st_gid : (gid_t)-1;
 
-		if (fchownat(dir->fd, name, uid, gid, AT_SYMLINK_NOFOLLOW) < 0)
+		if (fchownat(dir_fd, name, uid, gid, AT_SYMLINK_NOFOLLOW) < 0)
 			return -errno;
 	}
 	if (to_set & FUSE_SET_ATTR_SIZE) {
@@ -255,7 +281,7 @@ static int setattr_file(struct node *dir, const char *name, const struct stat *a
 		if (fi && fi->fh)
 			rc = ftruncate(((struct handle *)(uintptr_t)fi->fh)->fd, attr->st_size);
 		else {
-			int fd = openat(dir->fd, name, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+			int fd = openat(dir_fd, name, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
 
 			if (fd < 0)
 				return -errno;
@@ -269,10 +295,22 @@ static int setattr_file(struct node *dir, const char *name, const struct stat *a
 		struct timespec ts[2];
 
 		setattr_times(attr, to_set, ts);
-		if (utimensat(dir->fd, name, ts, AT_SYMLINK_NOFOLLOW) < 0)
+		if (utimensat(dir_fd, name, ts, AT_SYMLINK_NOFOLLOW) < 0)
 			return -errno;
 	}
 	return 0;
+}
+
+static int setattr_file(struct node *dir, const char *name, const struct stat *attr, int to_set,
+			struct fuse_file_info *fi)
+{
+	int fd = node_dir_fd(dir), rc;
+
+	if (fd < 0)
+		return fd;
+	rc = setattr_file_at(dir, fd, name, attr, to_set, fi);
+	node_dir_fd_release(dir, fd);
+	return rc;
 }
 
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
@@ -355,26 +393,34 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 {
 	struct node *n = node_from_ino(ino);
 	struct dir_handle *d;
-	int fd;
+	int fd, dir_fd;
 
 	if (n->kind == NODE_FILE) {
 		fuse_reply_err(req, ENOTDIR);
 		return;
 	}
+	dir_fd = node_dir_fd(n);
+	if (dir_fd < 0) {
+		fuse_reply_err(req, -dir_fd);
+		return;
+	}
 	d = calloc(1, sizeof(*d));
 	if (!d) {
+		node_dir_fd_release(n, dir_fd);
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	fd = openat(n->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd >= 0)
 		d->dp = fdopendir(fd);
+	node_dir_fd_release(n, dir_fd);
 	if (!d->dp) {
 		int err = errno;
 
 		if (fd >= 0)
 			close(fd);
 		free(d);
+		node_fd_shortage(err);
 		fuse_reply_err(req, err);
 		return;
 	}
@@ -455,18 +501,25 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	struct node *dir = node_from_ino(parent);
 	struct fuse_entry_param e;
-	int rc;
+	int rc, fd;
 
 	if (!node_in_model_tree(dir)) {
 		fuse_reply_err(req, EPERM);
 		return;
 	}
-	if (mkdirat(dir->fd, name, mode) < 0) {
-		fuse_reply_err(req, errno);
+	fd = node_dir_fd(dir);
+	if (fd < 0) {
+		fuse_reply_err(req, -fd);
 		return;
 	}
-	if (pfs.daemon_is_root)
-		fchownat(dir->fd, name, ctx->uid, ctx->gid, AT_SYMLINK_NOFOLLOW);
+	rc = mkdirat(fd, name, mode) < 0 ? -errno : 0;
+	if (rc == 0 && pfs.daemon_is_root)
+		fchownat(fd, name, ctx->uid, ctx->gid, AT_SYMLINK_NOFOLLOW);
+	node_dir_fd_release(dir, fd);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
 	rc = ops_make_entry(dir, name, &e);
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
@@ -478,16 +531,25 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct node *dir = node_from_ino(parent);
 	struct stat st;
+	int fd, rc;
 
 	if (!node_in_model_tree(dir)) {
 		fuse_reply_err(req, ops_name_visible(dir, name) ? EPERM : ENOENT);
 		return;
 	}
+	fd = node_dir_fd(dir);
+	if (fd < 0) {
+		fuse_reply_err(req, -fd);
+		return;
+	}
 	/* its identity, so that its node (the kernel may hold it a while)
 	 * can be retired: a new directory must never be served with it */
-	if (fstatat(dir->fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
-	    unlinkat(dir->fd, name, AT_REMOVEDIR) < 0) {
-		fuse_reply_err(req, errno);
+	rc = 0;
+	if (fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || unlinkat(fd, name, AT_REMOVEDIR) < 0)
+		rc = errno;
+	node_dir_fd_release(dir, fd);
+	if (rc) {
+		fuse_reply_err(req, rc);
 		return;
 	}
 	node_directory_removed(&st);
@@ -499,22 +561,31 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct node *dir = node_from_ino(parent);
 	enum file_role role;
 	struct stat st;
+	int fd, rc = 0;
 
 	if (!node_in_model_tree(dir)) {
 		fuse_reply_err(req, ops_name_visible(dir, name) ? EPERM : ENOENT);
 		return;
 	}
-	if (fstatat(dir->fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-		fuse_reply_err(req, errno);
+	fd = node_dir_fd(dir);
+	if (fd < 0) {
+		fuse_reply_err(req, -fd);
 		return;
 	}
-	role = S_ISREG(st.st_mode) ? file_role_of(name) : ROLE_PLAIN;
-	if (role == ROLE_PROMPT)
-		job_remove(dir, name);
-	else if (role != ROLE_PLAIN)
-		job_cancel_by_name(dir, name);
-	if (unlinkat(dir->fd, name, 0) < 0) {
-		fuse_reply_err(req, errno);
+	if (fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		rc = errno;
+	if (rc == 0) {
+		role = S_ISREG(st.st_mode) ? file_role_of(name) : ROLE_PLAIN;
+		if (role == ROLE_PROMPT)
+			job_remove(dir, name);
+		else if (role != ROLE_PLAIN)
+			job_cancel_by_name(dir, name);
+		if (unlinkat(fd, name, 0) < 0)
+			rc = errno;
+	}
+	node_dir_fd_release(dir, fd);
+	if (rc) {
+		fuse_reply_err(req, rc);
 		return;
 	}
 	node_file_unlinked(dir, name);
@@ -523,16 +594,17 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 /* Whether the rename R may go ahead, with the entries' status filled in;
  * SUBMIT says whether it submits a prompt. */
-static int rename_checks(struct node_rename *r, unsigned int flags, int *submit)
+static int rename_checks(struct node_rename *r, int from_fd, int to_fd, unsigned int flags,
+			 int *submit)
 {
 	enum file_role from_role, to_role;
 
 	*submit = 0;
 	if (!node_in_model_tree(r->from_dir) || !node_in_model_tree(r->to_dir))
 		return -EPERM;
-	if (fstatat(r->from_dir->fd, r->from_name, &r->from, AT_SYMLINK_NOFOLLOW) < 0)
+	if (fstatat(from_fd, r->from_name, &r->from, AT_SYMLINK_NOFOLLOW) < 0)
 		return -errno;
-	if (fstatat(r->to_dir->fd, r->to_name, &r->to, AT_SYMLINK_NOFOLLOW) == 0)
+	if (fstatat(to_fd, r->to_name, &r->to, AT_SYMLINK_NOFOLLOW) == 0)
 		r->to_exists = 1;
 	else if (errno != ENOENT)
 		return -errno;
@@ -564,13 +636,23 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 		.to_name = newname,
 	};
 	char reason[512];
-	int submit, rc, fd = -1;
+	int submit, rc, fd = -1, from_fd = -1, to_fd = -1;
 
-	rc = rename_checks(&r, flags, &submit);
+	if (!node_in_model_tree(r.from_dir) || !node_in_model_tree(r.to_dir)) {
+		rc = -EPERM;
+		goto out;
+	}
+	from_fd = rc = node_dir_fd(r.from_dir);
+	if (rc < 0)
+		goto out;
+	to_fd = rc = node_dir_fd(r.to_dir);
+	if (rc < 0)
+		goto out;
+	rc = rename_checks(&r, from_fd, to_fd, flags, &submit);
 	if (rc < 0)
 		goto out;
 	if (submit) {
-		fd = openat(r.from_dir->fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		fd = openat(from_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 		if (fd < 0) {
 			rc = -errno;
 			goto out;
@@ -590,7 +672,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 		goto out;
 	if (file_role_of(name) == ROLE_PROMPT && S_ISREG(r.from.st_mode))
 		job_remove(r.from_dir, name);
-	if (renameat2(r.from_dir->fd, name, r.to_dir->fd, newname, flags) < 0) {
+	if (renameat2(from_fd, name, to_fd, newname, flags) < 0) {
 		rc = -errno;
 		goto out;
 	}
@@ -602,6 +684,8 @@ out:
 	node_rename_release(&r);
 	if (fd >= 0)
 		close(fd);
+	node_dir_fd_release(r.to_dir, to_fd);
+	node_dir_fd_release(r.from_dir, from_fd);
 	fuse_reply_err(req, -rc);
 }
 

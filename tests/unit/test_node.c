@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -105,13 +106,24 @@ static int teardown(void **state)
 	return 0;
 }
 
+/* DIR's descriptor. Borrowed and given back at once: single-threaded,
+ * with room in the cache, it stays open until the test evicts it. */
+static int dfd(struct node *dir)
+{
+	int fd = node_dir_fd(dir);
+
+	assert_true(fd >= 0);
+	node_dir_fd_release(dir, fd);
+	return fd;
+}
+
 /* The node of NAME in DIR, with one reference of ours. */
 static struct node *child(struct node *dir, const char *name)
 {
 	struct node *n;
 	struct stat st;
 
-	assert_int_equal(fstatat(dir->fd, name, &st, AT_SYMLINK_NOFOLLOW), 0);
+	assert_int_equal(fstatat(dfd(dir), name, &st, AT_SYMLINK_NOFOLLOW), 0);
 	n = node_get_child(dir, name, &st, 0);
 	assert_non_null(n);
 	return n;
@@ -146,10 +158,10 @@ static void do_rename(struct node *from_dir, const char *from, struct node *to_d
 		.exchange = (flags & RENAME_EXCHANGE) != 0,
 	};
 
-	assert_int_equal(fstatat(from_dir->fd, from, &r.from, AT_SYMLINK_NOFOLLOW), 0);
-	r.to_exists = fstatat(to_dir->fd, to, &r.to, AT_SYMLINK_NOFOLLOW) == 0;
+	assert_int_equal(fstatat(dfd(from_dir), from, &r.from, AT_SYMLINK_NOFOLLOW), 0);
+	r.to_exists = fstatat(dfd(to_dir), to, &r.to, AT_SYMLINK_NOFOLLOW) == 0;
 	assert_int_equal(node_rename_prepare(&r), 0);
-	assert_int_equal(renameat2(from_dir->fd, from, to_dir->fd, to, flags), 0);
+	assert_int_equal(renameat2(dfd(from_dir), from, dfd(to_dir), to, flags), 0);
 	node_renamed(&r);
 	node_rename_release(&r);
 }
@@ -253,7 +265,7 @@ static void kernel_references_keep_a_node(void **state)
 	gpt = walk(pfs.root, "openai/us/gpt-4o");
 	gpt_refs = gpt->refs;
 	make_dirs(fx->fd, "openai/us/gpt-4o/k");
-	assert_int_equal(fstatat(gpt->fd, "k", &st, 0), 0);
+	assert_int_equal(fstatat(dfd(gpt), "k", &st, 0), 0);
 	ws = node_get_child(gpt, "k", &st, 1);
 	assert_non_null(ws);
 	assert_int_equal(ws->nlookup, 1);
@@ -323,7 +335,7 @@ static void file_unlink_forgets_its_name(void **state)
 	make_file(fx->fd, "openai/us/gpt-4o/u");
 	gpt = walk(pfs.root, "openai/us/gpt-4o");
 	f = child(gpt, "u");
-	assert_int_equal(unlinkat(gpt->fd, "u", 0), 0);
+	assert_int_equal(unlinkat(dfd(gpt), "u", 0), 0);
 	node_file_unlinked(gpt, "u");
 	assert_null(f->name);
 	make_file(fx->fd, "openai/us/gpt-4o/u");
@@ -516,8 +528,8 @@ static void removed_directory_is_retired(void **state)
 	make_dirs(fx->fd, "openai/us/gpt-4o/d");
 	gpt = walk(pfs.root, "openai/us/gpt-4o");
 	d = child(gpt, "d");
-	assert_int_equal(fstatat(gpt->fd, "d", &st, 0), 0);
-	assert_int_equal(unlinkat(gpt->fd, "d", AT_REMOVEDIR), 0);
+	assert_int_equal(fstatat(dfd(gpt), "d", &st, 0), 0);
+	assert_int_equal(unlinkat(dfd(gpt), "d", AT_REMOVEDIR), 0);
 	node_directory_removed(&st);
 	assert_null(d->name);
 	assert_int_equal(node_path(d, buf, sizeof(buf)), -ENOENT);
@@ -541,16 +553,16 @@ static void removed_nodes_still_held_are_freed_at_the_end(void **state)
 	make_dirs(fx->fd, "openai/us/gpt-4o/held");
 	make_file(fx->fd, "openai/us/gpt-4o/held.txt");
 	gpt = walk(pfs.root, "openai/us/gpt-4o");
-	assert_int_equal(fstatat(gpt->fd, "held", &st, 0), 0);
+	assert_int_equal(fstatat(dfd(gpt), "held", &st, 0), 0);
 	d = node_get_child(gpt, "held", &st, 1);
-	assert_int_equal(fstatat(gpt->fd, "held.txt", &st, 0), 0);
+	assert_int_equal(fstatat(dfd(gpt), "held.txt", &st, 0), 0);
 	f = node_get_child(gpt, "held.txt", &st, 1);
 	assert_non_null(d);
 	assert_non_null(f);
-	assert_int_equal(fstatat(gpt->fd, "held", &st, 0), 0);
-	assert_int_equal(unlinkat(gpt->fd, "held", AT_REMOVEDIR), 0);
+	assert_int_equal(fstatat(dfd(gpt), "held", &st, 0), 0);
+	assert_int_equal(unlinkat(dfd(gpt), "held", AT_REMOVEDIR), 0);
 	node_directory_removed(&st);
-	assert_int_equal(unlinkat(gpt->fd, "held.txt", 0), 0);
+	assert_int_equal(unlinkat(dfd(gpt), "held.txt", 0), 0);
 	node_file_unlinked(gpt, "held.txt");
 	assert_null(d->name);
 	assert_null(f->name);
@@ -575,18 +587,18 @@ static void stale_directory_node_is_replaced(void **state)
 	make_dirs(fx->fd, "openai/us/gpt-4o/gone");
 	gpt = walk(pfs.root, "openai/us/gpt-4o");
 	d = child(gpt, "d");
-	dead = openat(gpt->fd, "gone", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	dead = openat(dfd(gpt), "gone", O_PATH | O_DIRECTORY | O_CLOEXEC);
 	assert_true(dead >= 0);
-	assert_int_equal(unlinkat(gpt->fd, "gone", AT_REMOVEDIR), 0);
-	assert_int_equal(dup2(dead, d->fd), d->fd);
+	assert_int_equal(unlinkat(dfd(gpt), "gone", AT_REMOVEDIR), 0);
+	assert_int_equal(dup2(dead, dfd(d)), dfd(d));
 	close(dead);
 
 	fresh = child(gpt, "d");
 	assert_ptr_not_equal(fresh, d);
 	assert_null(d->name); /* retired: it lives on only for its holders */
 	assert_string_equal(fresh->name, "d");
-	assert_int_equal(fstat(fresh->fd, &now), 0);
-	assert_int_equal(fstatat(gpt->fd, "d", &st, 0), 0);
+	assert_int_equal(fstat(dfd(fresh), &now), 0);
+	assert_int_equal(fstatat(dfd(gpt), "d", &st, 0), 0);
 	assert_true(now.st_ino == st.st_ino && now.st_nlink > 0);
 	again = child(gpt, "d");
 	assert_ptr_equal(again, fresh);
@@ -594,6 +606,213 @@ static void stale_directory_node_is_replaced(void **state)
 	node_put(again);
 	node_put(fresh);
 	node_put(d);
+	node_put(gpt);
+}
+
+/* ---- the descriptor cache ---- */
+
+/* Closes every workspace descriptor no one borrows. */
+static void evict_all(void)
+{
+	size_t limit = node_fd_cache_limit();
+
+	node_fd_cache_set_limit(0);
+	assert_int_equal(node_fd_cache_count(), 0);
+	node_fd_cache_set_limit(limit);
+}
+
+static int fd_is(int fd, const struct stat *st)
+{
+	struct stat now;
+
+	return fstat(fd, &now) == 0 && now.st_dev == st->st_dev && now.st_ino == st->st_ino;
+}
+
+/* Workspaces keep at most the cache's limit of descriptors, least
+ * recently used out first; a borrowed one is never closed; structure
+ * keeps its own outside the count. */
+static void descriptor_cache_evicts_the_least_recently_used(void **state)
+{
+	struct fixture *fx = *state;
+	struct node *gpt, *ws[5];
+	struct stat st;
+	int held;
+
+	for (int i = 0; i < 5; i++) {
+		char name[64];
+
+		snprintf(name, sizeof(name), "openai/us/gpt-4o/w%d", i);
+		make_dirs(fx->fd, name);
+	}
+	node_fd_cache_set_limit(2);
+	gpt = walk(pfs.root, "openai/us/gpt-4o");
+	for (int i = 0; i < 5; i++) {
+		char name[16];
+
+		snprintf(name, sizeof(name), "w%d", i);
+		ws[i] = child(gpt, name);
+		assert_int_equal(ws[i]->fd, -1); /* opened when first used */
+	}
+	assert_int_equal(node_fd_cache_count(), 0);
+	for (int i = 0; i < 5; i++) {
+		dfd(ws[i]);
+		assert_true(node_fd_cache_count() <= 2);
+	}
+	assert_true(gpt->fd >= 0); /* structure: kept, not counted */
+	assert_int_equal(ws[0]->fd, -1);
+	assert_true(ws[3]->fd >= 0 && ws[4]->fd >= 0);
+
+	/* w0 borrowed: w1, w2, w3 go through the cache, w0 stays */
+	held = node_dir_fd(ws[0]);
+	assert_true(held >= 0);
+	for (int i = 1; i < 4; i++)
+		dfd(ws[i]);
+	assert_int_equal(ws[0]->fd, held);
+	assert_int_equal(fstatat(dfd(gpt), "w0", &st, 0), 0);
+	assert_true(fd_is(held, &st));
+	node_dir_fd_release(ws[0], held);
+	assert_true(node_fd_cache_count() <= 2);
+
+	/* each one evicted still reaches its own directory */
+	for (int i = 0; i < 5; i++) {
+		char name[16];
+		int fd;
+
+		snprintf(name, sizeof(name), "w%d", i);
+		fd = node_dir_fd(ws[i]);
+		assert_true(fd >= 0);
+		assert_int_equal(fstatat(dfd(gpt), name, &st, 0), 0);
+		assert_true(fd_is(fd, &st));
+		node_dir_fd_release(ws[i], fd);
+	}
+	for (int i = 0; i < 5; i++)
+		node_put(ws[i]);
+	node_put(gpt);
+	assert_int_equal(node_fd_cache_count(), 0);
+}
+
+/* A workspace evicted, then moved (its parent renamed, then itself moved
+ * to another model): reopened from where it is now. */
+static void evicted_directory_reopens_after_a_rename(void **state)
+{
+	struct fixture *fx = *state;
+	struct node *gpt, *llama, *a, *b, *c;
+	struct stat st;
+	int fd;
+
+	make_dirs(fx->fd, "openai/us/gpt-4o/a/b/c");
+	gpt = walk(pfs.root, "openai/us/gpt-4o");
+	llama = walk(pfs.root, "local/localhost/llama3.2");
+	a = child(gpt, "a");
+	b = child(a, "b");
+	c = child(b, "c");
+	dfd(c);
+	evict_all();
+	assert_int_equal(a->fd, -1);
+	assert_int_equal(c->fd, -1);
+
+	do_rename(gpt, "a", gpt, "a2", 0);
+	evict_all();
+	fd = node_dir_fd(c);
+	assert_true(fd >= 0);
+	assert_int_equal(fstatat(fx->fd, "openai/us/gpt-4o/a2/b/c", &st, 0), 0);
+	assert_true(fd_is(fd, &st));
+	node_dir_fd_release(c, fd);
+
+	do_rename(a, "b", llama, "b2", 0);
+	evict_all();
+	fd = node_dir_fd(c);
+	assert_true(fd >= 0);
+	assert_int_equal(fstatat(fx->fd, "local/localhost/llama3.2/b2/c", &st, 0), 0);
+	assert_true(fd_is(fd, &st));
+	node_dir_fd_release(c, fd);
+	assert_ptr_equal(node_deployment(c), LLAMA);
+
+	node_put(c);
+	node_put(b);
+	node_put(a);
+	node_put(llama);
+	node_put(gpt);
+}
+
+/* A directory removed while its descriptor was closed gives an error,
+ * never another directory: removed through the table (ENOENT), removed
+ * behind its back (ENOENT), or replaced by another directory of the
+ * same name (ESTALE). */
+static void evicted_directory_removed_is_an_error(void **state)
+{
+	struct fixture *fx = *state;
+	struct node *gpt, *x, *y, *z;
+	struct stat st;
+
+	make_dirs(fx->fd, "openai/us/gpt-4o/x");
+	make_dirs(fx->fd, "openai/us/gpt-4o/y");
+	make_dirs(fx->fd, "openai/us/gpt-4o/z");
+	gpt = walk(pfs.root, "openai/us/gpt-4o");
+	x = child(gpt, "x");
+	y = child(gpt, "y");
+	z = child(gpt, "z");
+	dfd(x);
+	dfd(y);
+	dfd(z);
+	evict_all();
+
+	assert_int_equal(fstatat(dfd(gpt), "x", &st, 0), 0);
+	assert_int_equal(unlinkat(dfd(gpt), "x", AT_REMOVEDIR), 0);
+	node_directory_removed(&st);
+	assert_int_equal(node_dir_fd(x), -ENOENT);
+
+	assert_int_equal(unlinkat(dfd(gpt), "y", AT_REMOVEDIR), 0);
+	assert_int_equal(node_dir_fd(y), -ENOENT);
+
+	assert_int_equal(unlinkat(dfd(gpt), "z", AT_REMOVEDIR), 0);
+	make_dirs(fx->fd, "openai/us/gpt-4o/z");
+	assert_int_equal(node_dir_fd(z), -ESTALE);
+
+	node_put(z);
+	node_put(y);
+	node_put(x);
+	node_put(gpt);
+}
+
+/* No descriptor to be had: the cache gives up its unused ones and tries
+ * again, and says EMFILE when there is none to give. */
+static void descriptor_shortage_is_emfile(void **state)
+{
+	struct fixture *fx = *state;
+	struct node *gpt, *p, *q;
+	struct rlimit old, low;
+	int fds[256], n = 0, fd;
+
+	make_dirs(fx->fd, "openai/us/gpt-4o/p");
+	make_dirs(fx->fd, "openai/us/gpt-4o/q");
+	gpt = walk(pfs.root, "openai/us/gpt-4o");
+	p = child(gpt, "p");
+	q = child(gpt, "q");
+	node_fd_cache_set_limit(1);
+	dfd(p);
+	assert_true(p->fd >= 0);
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+	low = old;
+	low.rlim_cur = 64;
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+	while (n < 256 && (fd = dup(0)) >= 0)
+		fds[n++] = fd;
+	assert_int_equal(errno, EMFILE);
+
+	/* p's cached descriptor is given up for q's */
+	fd = node_dir_fd(q);
+	assert_true(fd >= 0);
+	assert_int_equal(p->fd, -1);
+	/* and with q's borrowed, p cannot have one */
+	assert_int_equal(node_dir_fd(p), -EMFILE);
+	node_dir_fd_release(q, fd);
+
+	while (n > 0)
+		close(fds[--n]);
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+	node_put(q);
+	node_put(p);
 	node_put(gpt);
 }
 
@@ -618,6 +837,13 @@ int main(void)
 		cmocka_unit_test_setup_teardown(removed_nodes_still_held_are_freed_at_the_end,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(stale_directory_node_is_replaced, setup, teardown),
+		cmocka_unit_test_setup_teardown(descriptor_cache_evicts_the_least_recently_used,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(evicted_directory_reopens_after_a_rename, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(evicted_directory_removed_is_an_error, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(descriptor_shortage_is_emfile, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
