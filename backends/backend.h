@@ -34,6 +34,10 @@ struct llm_request {
 
 void llm_request_release(struct llm_request *req);
 
+/* Bounds REQ's max_tokens by CAP (0: no cap): a request may ask for
+ * fewer tokens, never for more, and one that asks nothing gets CAP. */
+void llm_request_cap_tokens(struct llm_request *req, long cap);
+
 /* What a parser reports while it reads an answer. Called on the engine
  * thread. */
 struct answer_events {

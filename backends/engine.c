@@ -281,9 +281,11 @@ static void check_first_token_timeouts(struct engine *e, double now)
 		struct engine_job *next = job->next_active;
 		double limit = job->plan.first_token_timeout_s;
 
-		if (limit > 0 && !job->streamed_text && now - job->attempt_started > limit)
-			engine_attempt_abort(e, job, OUTCOME_FIRST_TOKEN_TIMEOUT,
-					     "no answer byte arrived within %g s", limit);
+		if (limit > 0 && !job->streamed_text && now - job->attempt_started > limit) {
+			attempt_error_set(&job->error, OUTCOME_FIRST_TOKEN_TIMEOUT,
+					  "no answer byte arrived within %g s", limit);
+			engine_attempt_end(e, job);
+		}
 		job = next;
 	}
 }
@@ -299,7 +301,8 @@ static void cancel_job(struct engine *e, struct engine_job *job)
 		break;
 	case PLACE_ACTIVE:
 		/* the attempt ends as cancelled, and with it the job */
-		engine_attempt_abort(e, job, OUTCOME_CANCELLED, "the job was cancelled");
+		attempt_error_set(&job->error, OUTCOME_CANCELLED, "the job was cancelled");
+		engine_attempt_end(e, job);
 		return;
 	case PLACE_TOKEN:
 		engine_token_waiter_remove(e, job);

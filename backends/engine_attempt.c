@@ -1,7 +1,7 @@
 /* One attempt of one job on one candidate deployment: it begins
  * (engine_attempt_begin), its HTTP request is built by the candidate's
  * backend, the response's headers and body go to the backend's parser,
- * and it ends exactly once (attempt_end) with an outcome from
+ * and it ends exactly once (engine_attempt_end) with an outcome from
  * outcome.h, which engine.c turns into the next step. Engine thread
  * only. */
 #include "backends/engine_internal.h"
@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <stdarg.h>
 #include <strings.h>
 
 #include "backends/retry.h"
@@ -243,15 +242,11 @@ static void attempt_reset(struct engine_job *job)
 static void attempt_announce(struct engine_job *job)
 {
 	job->attempts_here++;
-	job->in_attempt = 1;
 	job->attempt_started = engine_now();
 	job->plan.sink->attempt_started(job->plan.sink_ctx, job->model);
 }
 
-/* The end of the attempt announced: reported once, its transfer
- * released, then the job's next step. JOB->error says how it ended
- * (OUTCOME_OK for a complete answer). */
-static void attempt_end(struct engine *e, struct engine_job *job)
+void engine_attempt_end(struct engine *e, struct engine_job *job)
 {
 	struct engine_attempt_report report = {
 		.model = job->model,
@@ -268,7 +263,6 @@ static void attempt_end(struct engine *e, struct engine_job *job)
 	    curl_easy_getinfo(job->easy, CURLINFO_STARTTRANSFER_TIME_T, &ttfb_us) == CURLE_OK &&
 	    ttfb_us > 0)
 		report.ttfb_ms = (long)(ttfb_us / 1000);
-	job->in_attempt = 0;
 	job->plan.sink->attempt_ended(job->plan.sink_ctx, &report);
 	if (job->error.outcome == OUTCOME_OK && !job->reported_request_id &&
 	    job->head.request_id[0])
@@ -285,7 +279,7 @@ void engine_attempt_begin_failed(struct engine *e, struct engine_job *job)
 	attempt_reset(job);
 	job->error = error;
 	attempt_announce(job);
-	attempt_end(e, job);
+	engine_attempt_end(e, job);
 }
 
 /* The request as this candidate gets it: the deployment's own cap on
@@ -295,10 +289,8 @@ void engine_attempt_begin_failed(struct engine *e, struct engine_job *job)
 static struct llm_request request_for_candidate(const struct engine_job *job)
 {
 	struct llm_request req = job->plan.request;
-	long cap = job->model->max_output_tokens;
 
-	if (cap > 0 && (req.max_tokens <= 0 || req.max_tokens > cap))
-		req.max_tokens = cap;
+	llm_request_cap_tokens(&req, job->model->max_output_tokens);
 	return req;
 }
 
@@ -372,10 +364,21 @@ void engine_attempt_begin(struct engine *e, struct engine_job *job, const char *
 					  job->model->name,
 					  rc == -ENOSYS ? "its provider is not built in"
 							: strerror(-rc));
-		attempt_end(e, job);
+		engine_attempt_end(e, job);
 		return;
 	}
 	engine_active_add(e, job);
+}
+
+/* A filtered answer is cut short, however its stream ended: -EIO with
+ * JOB's error set when the attempt's answer was filtered, else 0. */
+static int attempt_filtered(struct engine_job *job)
+{
+	if (job->finish != FINISH_FILTERED)
+		return 0;
+	attempt_error_set(&job->error, OUTCOME_CONTENT_FILTER, "the answer was cut short by %s",
+			  job->filter_detail);
+	return -EIO;
 }
 
 /* Explains a transfer that did not deliver a complete answer; 0 when it
@@ -384,12 +387,8 @@ static int attempt_outcome(struct engine *e, struct engine_job *job, CURLcode re
 {
 	struct attempt_error *err = &job->error;
 
-	/* a filtered answer is cut short, however its stream ended */
-	if (job->finish == FINISH_FILTERED) {
-		attempt_error_set(err, OUTCOME_CONTENT_FILTER, "the answer was cut short by %s",
-				  job->filter_detail);
+	if (attempt_filtered(job))
 		return -EIO;
-	}
 	if (job->sink_error == -EFBIG) {
 		attempt_error_set(err, OUTCOME_TOO_LARGE,
 				  "the answer exceeded the limit of %zu bytes (max_response_bytes)",
@@ -449,31 +448,12 @@ static int attempt_outcome(struct engine *e, struct engine_job *job, CURLcode re
 	if (job->backend->parser_finish(job->parser, &job->error) < 0)
 		return -EIO;
 	/* the stream may report a filter only at its very end */
-	if (job->finish == FINISH_FILTERED)
-		return attempt_outcome(e, job, result);
-	return 0;
+	return attempt_filtered(job);
 }
 
 void engine_attempt_transfer_done(struct engine *e, struct engine_job *job, CURLcode result)
 {
-	if (attempt_outcome(e, job, result) == 0) {
-		memset(&job->error, 0, sizeof(job->error));
-		job->error.outcome = OUTCOME_OK;
-		job->error.retry_after_s = -1;
-	}
-	attempt_end(e, job);
-}
-
-void engine_attempt_abort(struct engine *e, struct engine_job *job, enum outcome outcome,
-			  const char *fmt, ...)
-{
-	va_list ap;
-
-	job->error.outcome = outcome;
-	job->error.http_status = 0;
-	job->error.retry_after_s = -1;
-	va_start(ap, fmt);
-	vsnprintf(job->error.message, sizeof(job->error.message), fmt, ap);
-	va_end(ap);
-	attempt_end(e, job);
+	if (attempt_outcome(e, job, result) == 0)
+		attempt_error_set(&job->error, OUTCOME_OK, "%s", "");
+	engine_attempt_end(e, job);
 }

@@ -49,7 +49,6 @@ struct engine_job {
 	double retry_at;	       /* monotonic seconds, in backoff */
 
 	/* The current attempt, between engine_attempt_begin and _end. */
-	int in_attempt;
 	CURL *easy;
 	struct http_request http;
 	struct stream_parser *parser;
@@ -116,9 +115,11 @@ void engine_attempt_begin(struct engine *e, struct engine_job *job, const char *
 void engine_attempt_begin_failed(struct engine *e, struct engine_job *job);
 /* The transfer of JOB's attempt finished with RESULT. */
 void engine_attempt_transfer_done(struct engine *e, struct engine_job *job, CURLcode result);
-/* Ends JOB's attempt now with OUTCOME (first-token timeout, cancel). */
-void engine_attempt_abort(struct engine *e, struct engine_job *job, enum outcome outcome,
-			  const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/* The end of JOB's attempt, with JOB->error saying how it ended
+ * (OUTCOME_OK for a complete answer): reported once, its transfer
+ * released, then the job's next step. Also how the engine stops an
+ * attempt early (first-token timeout, cancel). */
+void engine_attempt_end(struct engine *e, struct engine_job *job);
 void engine_attempt_release(struct engine *e, struct engine_job *job);
 void engine_set_tls_options(struct engine *e, CURL *easy);
 

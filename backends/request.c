@@ -26,6 +26,12 @@ void llm_request_release(struct llm_request *req)
 	memset(req, 0, sizeof(*req));
 }
 
+void llm_request_cap_tokens(struct llm_request *req, long cap)
+{
+	if (cap > 0 && (req->max_tokens <= 0 || req->max_tokens > cap))
+		req->max_tokens = cap;
+}
+
 /* Headers carry API keys and signatures, and a token request's body an
  * assertion: wiped before the memory goes back to the allocator. */
 void http_request_release(struct http_request *req)

@@ -29,7 +29,9 @@ struct handle {
 int ops_name_visible(const struct node *dir, const char *name);
 void ops_release_open_files(void);
 void ops_release_open_dirs(void);
-int ops_stat_node(struct node *n, struct stat *st);
+/* Stats N where it is now, with how long the kernel may keep the
+ * attributes. 0 or -errno. */
+int ops_stat_node(struct node *n, struct stat *st, double *attr_timeout);
 int ops_make_entry(struct node *dir, const char *name, struct fuse_entry_param *e);
 
 void ops_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,

@@ -85,24 +85,7 @@ static double attr_timeout_for(const struct node *n, const struct node *dir, con
 	return n->kind == NODE_WORKSPACE || is_generated(n, dir, name) ? 0.0 : CACHE_TIMEOUT;
 }
 
-/* The attribute timeout of N, whose place is looked up. */
-static double node_attr_timeout(struct node *n)
-{
-	struct node *dir;
-	char *name;
-	double timeout;
-
-	if (n->kind != NODE_FILE)
-		return attr_timeout_for(n, NULL, NULL);
-	if (node_file_location(n, &dir, &name) < 0)
-		return 0.0;
-	timeout = attr_timeout_for(n, dir, name);
-	free(name);
-	node_put(dir);
-	return timeout;
-}
-
-int ops_stat_node(struct node *n, struct stat *st)
+int ops_stat_node(struct node *n, struct stat *st, double *attr_timeout)
 {
 	struct node *dir;
 	char *name;
@@ -116,6 +99,7 @@ int ops_stat_node(struct node *n, struct stat *st)
 		node_dir_fd_release(n, fd);
 		if (rc == 0)
 			node_fill_attr(n, NULL, NULL, st);
+		*attr_timeout = attr_timeout_for(n, NULL, NULL);
 		return rc;
 	}
 	rc = node_file_location(n, &dir, &name);
@@ -129,6 +113,7 @@ int ops_stat_node(struct node *n, struct stat *st)
 	}
 	if (rc == 0)
 		node_fill_attr(n, dir, name, st);
+	*attr_timeout = attr_timeout_for(n, dir, name);
 	free(name);
 	node_put(dir);
 	return rc;
@@ -191,15 +176,16 @@ static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct node *n = node_from_ino(ino);
+	double timeout;
 	struct stat st;
 	int rc;
 
 	(void)fi;
-	rc = ops_stat_node(n, &st);
+	rc = ops_stat_node(n, &st, &timeout);
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
 	else
-		fuse_reply_attr(req, &st, node_attr_timeout(n));
+		fuse_reply_attr(req, &st, timeout);
 }
 
 /* The times of a setattr for utimensat: each one given, "now", or left
@@ -318,6 +304,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 {
 	struct node *n = node_from_ino(ino);
 	struct node *dir;
+	double timeout;
 	struct stat st;
 	char *name;
 	int rc;
@@ -333,11 +320,11 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		}
 	}
 	if (rc == 0)
-		rc = ops_stat_node(n, &st);
+		rc = ops_stat_node(n, &st, &timeout);
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
 	else
-		fuse_reply_attr(req, &st, node_attr_timeout(n));
+		fuse_reply_attr(req, &st, timeout);
 }
 
 /* ---- directories ---- */

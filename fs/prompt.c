@@ -377,10 +377,7 @@ int prompt_apply_defaults(struct llm_request *req, const char *system, int has_t
 		req->has_temperature = 1;
 		req->temperature = temperature;
 	}
-	/* A prompt may lower the cap, never raise it. */
-	if (max_output_tokens_cap > 0 &&
-	    (req->max_tokens <= 0 || req->max_tokens > max_output_tokens_cap))
-		req->max_tokens = max_output_tokens_cap;
+	llm_request_cap_tokens(req, max_output_tokens_cap);
 	return 0;
 }
 
