@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "fs/job_internal.h"
+#include "fs/journal.h"
 #include "fs/log.h"
 #include "fs/prompt.h"
 #include "fs/state.h"
@@ -93,11 +94,48 @@ void job_table_remove_locked(struct job *job)
 	job->in_table = 0;
 }
 
+int jobs_collect(struct job ***out, size_t *n)
+{
+	struct job **jobs = NULL;
+	size_t count = 0, cap = 0;
+	int rc = 0;
+
+	pthread_mutex_lock(&jobs_lock);
+	for (size_t b = 0; b < JOB_TABLE_SIZE && rc == 0; b++) {
+		for (struct job *job = job_table[b]; job; job = job->hash_next) {
+			if (count == cap) {
+				size_t new_cap = cap ? cap * 2 : 256;
+				struct job **grown = realloc(jobs, new_cap * sizeof(*jobs));
+
+				if (!grown) {
+					rc = -ENOMEM;
+					break;
+				}
+				jobs = grown;
+				cap = new_cap;
+			}
+			job->refs++;
+			jobs[count++] = job;
+		}
+	}
+	pthread_mutex_unlock(&jobs_lock);
+	if (rc < 0) {
+		for (size_t i = 0; i < count; i++)
+			job_put(jobs[i]);
+		free(jobs);
+		return rc;
+	}
+	*out = jobs;
+	*n = count;
+	return 0;
+}
+
 static void job_free(struct job *job)
 {
 	if (job->response_fd >= 0)
 		close(job->response_fd);
 	json_decref(job->meta);
+	free(job->end_error);
 	pthread_mutex_destroy(&job->file_lock);
 	node_put(job->dir);
 	free(job->base);
@@ -142,8 +180,10 @@ struct job *job_new(struct node *dir, const char *base, const struct model *mode
 /* ---- submission and removal (FUSE threads) ---- */
 
 /* Takes the live job of BASE out of service: cancelled, its files no
- * longer its own. Called with BASE's stripe held. */
-static void supersede(struct node *dir, const char *base)
+ * longer its own. Called with BASE's stripe held and journal_gate
+ * read-locked; RECORD says whether the journal is told (a new job of
+ * BASE tells it by itself). */
+static void supersede(struct node *dir, const char *base, int record)
 {
 	struct wakeups w = { 0 };
 	struct job *old;
@@ -172,6 +212,8 @@ static void supersede(struct node *dir, const char *base)
 	pthread_mutex_unlock(&jobs_lock);
 	pthread_mutex_unlock(&old->file_lock);
 	wakeups_deliver(&w);
+	if (record && table_ref)
+		job_journal_cancel(old);
 	if (table_ref)
 		job_put(old);
 	job_put(old);
@@ -202,13 +244,16 @@ static void record_refusal(struct node *dir, const char *base, const char *reaso
 	char *text = name_with_suffix(reason, "\n");
 	int fd;
 
-	supersede(dir, base);
+	pthread_rwlock_rdlock(&journal_gate);
+	supersede(dir, base, 1);
+	pthread_rwlock_unlock(&journal_gate);
 	unlink_generated(dir, base);
 	fd = node_dir_fd(dir);
+	/* no job, so no journal record: the refusal is made durable here */
 	if (fd >= 0 && error_name && text)
 		state_write_file(fd, error_name, text, strlen(text),
 				 (prompt_st->st_mode & 0444) | 0200, prompt_st->st_uid,
-				 prompt_st->st_gid);
+				 prompt_st->st_gid, STATE_DURABLE);
 	if (fd >= 0)
 		state_sync_dir(fd);
 	node_dir_fd_release(dir, fd);
@@ -276,59 +321,108 @@ void job_abandon(struct job *job)
 		job_put(job); /* the table's reference */
 }
 
-/* Makes a new job's files: an empty response and a queued .meta. */
-static int create_job_files(struct job *job)
+/* A new job's files, made in staging/ before it is accepted: an empty
+ * response and a queued .meta. */
+struct staged_files {
+	char response[STATE_STAGED_NAME];
+	char meta[STATE_STAGED_NAME];
+};
+
+static int stage_job_files(struct job *job, struct staged_files *staged)
+{
+	size_t meta_len = 0;
+	char *meta_text = job_meta_dump(job->meta, &meta_len);
+	int fd, rc;
+
+	if (!meta_text)
+		return -ENOMEM;
+	rc = job->response_fd = state_stage_file(staged->response, "", 0, job->file_mode,
+						 job->file_uid, job->file_gid);
+	if (rc >= 0) {
+		fd = rc = state_stage_file(staged->meta, meta_text, meta_len, job->file_mode,
+					   job->file_uid, job->file_gid);
+		if (fd >= 0)
+			close(fd);
+	}
+	if (rc < 0 && job->response_fd >= 0) {
+		close(job->response_fd);
+		job->response_fd = -1;
+		state_discard_staged(staged->response);
+	}
+	free(meta_text);
+	return rc < 0 ? rc : 0;
+}
+
+static void discard_staged(struct job *job, struct staged_files *staged)
+{
+	if (job->response_fd >= 0)
+		close(job->response_fd);
+	job->response_fd = -1;
+	state_discard_staged(staged->response);
+	state_discard_staged(staged->meta);
+}
+
+/* Puts a new job's staged files in place. The journal is the durable
+ * record; a crash before these reach the disk makes them again. */
+static int place_job_files(struct job *job, struct staged_files *staged)
 {
 	char *response_name = name_with_suffix(job->base, ".response");
 	char *meta_name = name_with_suffix(job->base, ".meta");
 	char *error_name = name_with_suffix(job->base, ".error");
-	char *meta_text = NULL;
-	size_t meta_len = 0;
 	int rc, dir_fd = node_dir_fd(job->dir);
 
-	if (dir_fd < 0) {
-		rc = dir_fd;
-		goto out;
-	}
-	if (!response_name || !meta_name || !error_name) {
+	rc = dir_fd;
+	if (rc >= 0 && (!response_name || !meta_name || !error_name))
 		rc = -ENOMEM;
-		goto out;
+	if (rc >= 0)
+		rc = state_place_staged(staged->response, dir_fd, response_name);
+	if (rc >= 0) {
+		unlinkat(dir_fd, error_name, 0);
+		rc = state_place_staged(staged->meta, dir_fd, meta_name);
 	}
-	rc = state_replace_empty(dir_fd, response_name, job->file_mode, job->file_uid,
-				 job->file_gid);
-	if (rc < 0)
-		goto out;
-	job->response_fd = rc;
-	unlinkat(dir_fd, error_name, 0);
-	meta_text = job_meta_dump(job->meta, &meta_len);
-	if (!meta_text) {
-		rc = -ENOMEM;
-		goto out;
-	}
-	rc = state_write_file(dir_fd, meta_name, meta_text, meta_len, job->file_mode, job->file_uid,
-			      job->file_gid);
-	if (rc == 0)
-		rc = state_sync_dir(dir_fd);
-out:
 	node_dir_fd_release(job->dir, dir_fd);
-	free(meta_text);
 	free(error_name);
 	free(meta_name);
 	free(response_name);
+	return rc < 0 ? rc : 0;
+}
+
+/* -EISDIR when a directory holds a name the job's files need: found
+ * before anything is sent or replaced. */
+static int check_job_names(struct node *dir, const char *base)
+{
+	static const char *const suffixes[] = { ".response", ".meta", ".error" };
+	int rc = 0, fd = node_dir_fd(dir);
+
+	if (fd < 0)
+		return fd;
+	for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]) && rc == 0; i++) {
+		char *name = name_with_suffix(base, suffixes[i]);
+		struct stat st;
+
+		if (!name)
+			rc = -ENOMEM;
+		else if (fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISREG(st.st_mode))
+			rc = S_ISDIR(st.st_mode) ? -EISDIR : -EEXIST;
+		free(name);
+	}
+	node_dir_fd_release(dir, fd);
 	return rc;
 }
 
 int job_submit(struct node *dir, const char *prompt_name, int prompt_fd, uid_t uid)
 {
 	struct llm_request req = { 0 };
+	struct staged_files staged;
 	const struct model *model;
 	char reason[512], sha[65];
 	pthread_mutex_t *stripe;
 	struct job *job = NULL;
-	struct stat st;
+	int rc, inline_prompt;
 	char *base, *text = NULL;
+	struct stat st;
+	uint64_t lsn;
 	size_t len;
-	int rc;
 
 	base = name_strip_suffix(prompt_name, ".prompt");
 	if (!base)
@@ -361,18 +455,25 @@ int job_submit(struct node *dir, const char *prompt_name, int prompt_fd, uid_t u
 		record_refusal(dir, base, sentence, &st);
 		goto out;
 	}
-	/* the prompt itself must survive a crash once close() says yes */
-	if (fsync(prompt_fd) < 0) {
-		rc = -errno;
+	/* a directory where the job's files go: refused before anything
+	 * is sent or replaced */
+	rc = check_job_names(dir, base);
+	if (rc < 0)
 		goto out;
-	}
-	job_sha256_hex(text, len, sha);
 	/* where the directory is now; a move later does not change it */
 	model = node_deployment(dir);
 	if (!model) {
 		rc = -ENOENT; /* not below a configured model: nowhere to run */
 		goto out;
 	}
+	/* the prompt must survive a crash once close() says yes: in the
+	 * journal's record when small, else flushed where it is */
+	inline_prompt = len <= JOB_INLINE_BYTES;
+	if (!inline_prompt && fsync(prompt_fd) < 0) {
+		rc = -errno;
+		goto out;
+	}
+	job_sha256_hex(text, len, sha);
 	job = job_new(dir, base, model);
 	if (!job) {
 		rc = -ENOMEM;
@@ -381,19 +482,42 @@ int job_submit(struct node *dir, const char *prompt_name, int prompt_fd, uid_t u
 	job->file_uid = st.st_uid;
 	job->file_gid = st.st_gid;
 	job->file_mode = (st.st_mode & 0444) | 0200;
+	job->journal_id = job_journal_new_id();
 	json_object_set_new(job->meta, "status", json_string("queued"));
 	job_meta_set_time(job->meta, "submitted");
 	json_object_set_new(job->meta, "uid", json_integer(uid));
 	json_object_set_new(job->meta, "prompt_sha256", json_string(sha));
 
-	supersede(dir, base);
+	/* made before the job is accepted: a full disk refuses it here,
+	 * with the previous job of NAME and its files untouched */
+	rc = stage_job_files(job, &staged);
+	if (rc < 0)
+		goto out;
+	pthread_rwlock_rdlock(&journal_gate);
+	rc = job_journal_submit(job, inline_prompt ? text : NULL, len, &lsn);
+	if (rc == 0)
+		rc = journal_wait(lsn); /* shared with every submission waiting now */
+	if (rc < 0) {
+		pthread_rwlock_unlock(&journal_gate);
+		log_error("cannot record a new job in state_dir: %s", strerror(-rc));
+		discard_staged(job, &staged);
+		goto out;
+	}
+	supersede(dir, base, 0);
 	/* in the table before its files appear: a reader that finds
 	 * NAME.response must find its job too, not an empty finished file */
 	job_publish(job);
-	rc = create_job_files(job);
+	pthread_rwlock_unlock(&journal_gate);
+	rc = place_job_files(job, &staged);
 	if (rc < 0) {
-		log_error("cannot record a new job in state_dir: %s", strerror(-rc));
+		log_error("cannot put a new job's files in place: %s", strerror(-rc));
+		pthread_rwlock_rdlock(&journal_gate);
+		job_journal_cancel(job);
+		pthread_rwlock_unlock(&journal_gate);
 		job_abandon(job);
+		discard_staged(job, &staged);
+		/* none of NAME's generated files is left to mislead */
+		unlink_generated(dir, base);
 		goto out;
 	}
 	rc = job_start(job, &req);
@@ -417,7 +541,9 @@ static void cancel_base(struct node *dir, char *base, int remove_files)
 		return;
 	stripe = stripe_for(dir, base);
 	pthread_mutex_lock(stripe);
-	supersede(dir, base);
+	pthread_rwlock_rdlock(&journal_gate);
+	supersede(dir, base, 1);
+	pthread_rwlock_unlock(&journal_gate);
 	if (remove_files)
 		unlink_generated(dir, base);
 	pthread_mutex_unlock(stripe);

@@ -6,6 +6,7 @@
 #ifndef PROMPTFS_JOB_H
 #define PROMPTFS_JOB_H
 
+#include <jansson.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -34,9 +35,27 @@ void jobs_stop_finisher(void);
 /* Before the engine stops: jobs it cancels now stay queued on disk. */
 void jobs_begin_shutdown(void);
 
-/* Finds the jobs recorded as queued or running in state_dir and hands
- * them to the engine again. */
+/* Opens the journal in state_dir (before the mount). 0 or -errno with a
+ * sentence in ERR. */
+int jobs_journal_open(char *err, size_t err_size);
+void jobs_journal_close(void);
+
+/* Replays the journal: the jobs it shows unfinished are handed to the
+ * engine again, finished ones get back files a crash lost. After the
+ * finisher and the engine started. */
 void jobs_resume(void);
+
+/* A directory rename, recorded in the journal before it is done, so
+ * that the jobs below it are found at their new place after a crash. */
+struct job_move {
+	json_t *record;
+};
+/* 0 with the record durable (then call job_move_end whatever happens),
+ * or -errno: the rename must not go ahead. */
+int job_move_begin(struct job_move *mv, struct node *from_dir, const char *from_name,
+		   struct node *to_dir, const char *to_name, int exchange);
+/* MOVED: whether the rename was done. */
+void job_move_end(struct job_move *mv, int moved);
 
 /* Checks the prompt in FD: 0 if it would be submitted, -ENODATA if
  * empty, -EINVAL/-EFBIG with the reason in ERR. */

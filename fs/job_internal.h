@@ -5,6 +5,7 @@
 
 #include <jansson.h>
 #include <pthread.h>
+#include <stdint.h>
 
 #include "fs/job.h"
 
@@ -43,6 +44,12 @@ struct job {
 	uid_t file_uid;
 	gid_t file_gid;
 	mode_t file_mode;
+	uint64_t journal_id; /* its records' id; 0 before it has one */
+	/* ended, recorded in the journal, but its .meta or .error could not
+	 * be written (a full disk): it stays in the table, its state in
+	 * memory the truth, until the finisher writes them */
+	int files_pending;
+	char *end_error; /* .error's text while files_pending */
 	struct job *hash_next;
 };
 
@@ -91,10 +98,50 @@ void job_abandon(struct job *job);
  * job is abandoned. */
 int job_start(struct job *job, struct llm_request *req);
 
-/* job_sink.c: what the engine calls */
+/* Every job in the table, referenced (job_put each), for a checkpoint.
+ * 0 or -ENOMEM. */
+int jobs_collect(struct job ***out, size_t *n);
+
+/* job_sink.c: what the engine calls, and the finisher thread */
 extern const struct engine_sink job_engine_sink;
-void job_persist_end(struct job *job, enum job_status final, const char *meta_text, size_t meta_len,
-		     const char *error);
+/* Asks the finisher for a checkpoint (jobs_checkpoint) between two
+ * batches of job ends. */
+void jobs_request_checkpoint(void);
+
+/* job_journal.c: the journal's records of jobs (see there) */
+/* Prompts and answers up to this size are written into the journal
+ * itself; larger ones are fsync'd where they are. */
+#define JOB_INLINE_BYTES (32 * 1024)
+/* Journal bytes after which the finisher makes a checkpoint. */
+#define JOURNAL_CHECKPOINT_BYTES (2 * 1024 * 1024)
+extern pthread_rwlock_t journal_gate;
+uint64_t job_journal_new_id(void);
+/* JOB accepted; PROMPT (LEN bytes, valid UTF-8) is written in the
+ * record when not NULL. Called with journal_gate read-locked. */
+int job_journal_submit(struct job *job, const char *prompt, size_t len, uint64_t *lsn);
+/* JOB was removed or replaced: it is not to be resumed. Called with
+ * journal_gate read-locked. */
+void job_journal_cancel(struct job *job);
+/* How JOB ended: FINAL_META, the .error text (NULL when done) and the
+ * answer when small (RESPONSE, NULL when it was fsync'd instead). */
+int job_journal_end(struct job *job, const json_t *final_meta, const char *error,
+		    const char *response, size_t response_len, uint64_t *lsn);
+void jobs_checkpoint(void);
+int jobs_checkpoint_due(void);
+
+/* job_resume.c: jobs handed to the engine again at mount */
+struct resume_from {
+	uint64_t id;	    /* its journal id; 0: give it one */
+	const char *prompt; /* the accepted prompt, when the journal has it */
+	size_t prompt_len;
+	mode_t mode; /* its files' owner and mode, when known */
+	uid_t uid;
+	gid_t gid;
+};
+void job_resume_one(struct node *dir, const char *base, json_t *meta,
+		    const struct resume_from *from);
+/* A state_dir from before the journal: every .meta is read. */
+void job_resume_scan(void);
 
 /* job_record.c: the durable record */
 void job_meta_set_time(json_t *meta, const char *key);

@@ -1,5 +1,6 @@
-/* Restart: every job recorded as queued or running in state_dir is
- * handed to the engine again, unless its prompt changed meanwhile. */
+/* Restart: a job the journal shows unfinished is handed to the engine
+ * again, unless its prompt changed meanwhile; and, for a state_dir from
+ * before the journal, the scan of every .meta that found them then. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -17,19 +18,38 @@
 /* Each level holds a directory stream open while it walks deeper. */
 #define RESUME_MAX_DEPTH 256
 
+/* Ends JOB as failed, the way every job ends: recorded, then its files. */
 static void resume_fail(struct job *job, const char *message)
 {
-	char *text;
-	size_t len;
-
-	json_object_set_new(job->meta, "status", json_string("failed"));
-	job_meta_set_time(job->meta, "finished");
-	text = job_meta_dump(job->meta, &len);
-	job_persist_end(job, JOB_FAILED, text ? text : "{}\n", text ? len : 3, message);
-	free(text);
+	pthread_mutex_lock(&jobs_lock);
+	job->refs++; /* what the engine would hold, dropped at the end */
+	pthread_mutex_unlock(&jobs_lock);
+	job_engine_sink.done(job, -EIO, message);
 }
 
-static void resume_one(struct node *dir, const char *base, json_t *meta)
+/* The prompt file, written again from the journal when a crash lost it
+ * (missing or empty). Returns an open descriptor or -errno. */
+static int open_prompt(int dir_fd, const char *name, const struct resume_from *from)
+{
+	int fd = openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	struct stat st;
+
+	if (fd >= 0 && (fstat(fd, &st) < 0 || st.st_size > 0 || !from->prompt))
+		return fd;
+	if (fd < 0 && (errno != ENOENT || !from->prompt))
+		return -errno;
+	if (fd >= 0)
+		close(fd);
+	if (state_write_file(dir_fd, name, from->prompt, from->prompt_len, from->mode, from->uid,
+			     from->gid, 0) < 0)
+		return -errno;
+	log_info("%s: written again from the journal", name);
+	fd = openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
+void job_resume_one(struct node *dir, const char *base, json_t *meta,
+		    const struct resume_from *from)
 {
 	const char *want_sha = json_string_value(json_object_get(meta, "prompt_sha256"));
 	struct llm_request req = { 0 };
@@ -47,6 +67,7 @@ static void resume_one(struct node *dir, const char *base, json_t *meta)
 
 	if (!job || !prompt_name || !response_name)
 		goto out;
+	job->journal_id = from->id ? from->id : job_journal_new_id();
 	/* a copy of its own: the job's record changes on the engine's and
 	 * the finisher's threads, META stays the caller's */
 	json_decref(job->meta);
@@ -57,12 +78,12 @@ static void resume_one(struct node *dir, const char *base, json_t *meta)
 	dir_fd = node_dir_fd(dir);
 	if (dir_fd < 0)
 		goto out;
-	fd = openat(dir_fd, prompt_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	fd = open_prompt(dir_fd, prompt_name, from);
 	if (fd < 0 || fstat(fd, &st) < 0) {
-		job->response_fd = openat(dir_fd, response_name, O_RDWR | O_CLOEXEC);
-		if (job->response_fd >= 0)
-			resume_fail(job,
-				    "The job could not be resumed: its prompt file is gone.\n");
+		job->file_uid = from->uid;
+		job->file_gid = from->gid;
+		job->file_mode = from->mode ? from->mode : 0644;
+		resume_fail(job, "The job could not be resumed: its prompt file is gone.");
 		goto out;
 	}
 	job->file_uid = st.st_uid;
@@ -82,7 +103,7 @@ static void resume_one(struct node *dir, const char *base, json_t *meta)
 		rc = prompt_parse(text, len, &req, reason, sizeof(reason));
 	if (rc < 0) {
 		resume_fail(job, "The job could not be resumed: its prompt changed while the "
-				 "daemon was stopped. Write the prompt again to resubmit it.\n");
+				 "daemon was stopped. Write the prompt again to resubmit it.");
 		goto out;
 	}
 	log_info("resuming job %s.prompt", base);
@@ -164,7 +185,7 @@ static void resume_directory(struct node *dir, int depth)
 
 			if (base && status &&
 			    (!strcmp(status, "queued") || !strcmp(status, "running")))
-				resume_one(dir, base, meta);
+				job_resume_one(dir, base, meta, &(struct resume_from){ 0 });
 			free(base);
 			json_decref(meta);
 		}
@@ -187,7 +208,7 @@ static struct node *structure_child(struct node *parent, const char *name)
 	return node_get_child(parent, name, &st, 0);
 }
 
-void jobs_resume(void)
+void job_resume_scan(void)
 {
 	const struct config *cfg = pfs.config;
 

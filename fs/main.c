@@ -265,10 +265,14 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "promptfs: %s\n", err);
 		goto out_config;
 	}
+	if (jobs_journal_open(err, sizeof(err)) < 0) {
+		fprintf(stderr, "promptfs: %s\n", err);
+		goto out_state;
+	}
 	rc = node_table_init(pfs.tree_fd);
 	if (rc < 0) {
 		fprintf(stderr, "promptfs: %s\n", strerror(-rc));
-		goto out_state;
+		goto out_journal;
 	}
 	jobs_init();
 	se = fuse_session_new(&args, &promptfs_ops, sizeof(promptfs_ops), NULL);
@@ -333,6 +337,8 @@ out_session:
 	fuse_session_destroy(se);
 out_nodes:
 	node_table_destroy();
+out_journal:
+	jobs_journal_close();
 out_state:
 	state_close();
 out_config:

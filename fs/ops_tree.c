@@ -622,6 +622,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 		.to_dir = node_from_ino(newparent),
 		.to_name = newname,
 	};
+	struct job_move move = { 0 };
 	char reason[512];
 	int submit, rc, fd = -1, from_fd = -1, to_fd = -1;
 
@@ -659,11 +660,19 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 		goto out;
 	if (file_role_of(name) == ROLE_PROMPT && S_ISREG(r.from.st_mode))
 		job_remove(r.from_dir, name);
+	/* the jobs below a directory are found by its path after a crash */
+	if (S_ISDIR(r.from.st_mode) || (r.exchange && r.to_exists && S_ISDIR(r.to.st_mode))) {
+		rc = job_move_begin(&move, r.from_dir, name, r.to_dir, newname, r.exchange);
+		if (rc < 0)
+			goto out;
+	}
 	if (renameat2(from_fd, name, to_fd, newname, flags) < 0) {
 		rc = -errno;
+		job_move_end(&move, 0);
 		goto out;
 	}
 	node_renamed(&r);
+	job_move_end(&move, 1);
 	rc = 0;
 	if (submit)
 		rc = job_submit(r.to_dir, newname, fd, ctx->uid);

@@ -217,46 +217,69 @@ static int write_all(int fd, const void *data, size_t len)
 	return 0;
 }
 
-int state_write_file(int dir_fd, const char *name, const void *data, size_t len, mode_t mode,
-		     uid_t uid, gid_t gid)
+int state_stage_file(char *staged, const void *data, size_t len, mode_t mode, uid_t uid, gid_t gid)
 {
-	char tmp[64];
 	int fd, rc;
 
-	fd = staging_create(tmp, sizeof(tmp), mode);
+	fd = staging_create(staged, STATE_STAGED_NAME, mode);
 	if (fd < 0)
 		return fd;
 	rc = write_all(fd, data, len);
-	if (rc == 0 && fsync(fd) < 0)
-		rc = -errno;
+	/* creation applied the umask */
 	if (rc == 0 && fchmod(fd, mode) < 0)
 		rc = -errno;
-	if (rc == 0)
-		state_give_file(fd, uid, gid);
-	close(fd);
-	if (rc == 0 && renameat(pfs.staging_fd, tmp, dir_fd, name) < 0)
+	if (rc < 0) {
+		close(fd);
+		unlinkat(pfs.staging_fd, staged, 0);
+		return rc;
+	}
+	state_give_file(fd, uid, gid);
+	return fd;
+}
+
+int state_place_staged(const char *staged, int dir_fd, const char *name)
+{
+	return renameat(pfs.staging_fd, staged, dir_fd, name) < 0 ? -errno : 0;
+}
+
+void state_discard_staged(const char *staged)
+{
+	unlinkat(pfs.staging_fd, staged, 0);
+}
+
+int state_write_file(int dir_fd, const char *name, const void *data, size_t len, mode_t mode,
+		     uid_t uid, gid_t gid, int flags)
+{
+	char staged[STATE_STAGED_NAME];
+	int fd, rc = 0;
+
+	fd = state_stage_file(staged, data, len, mode, uid, gid);
+	if (fd < 0)
+		return fd;
+	if ((flags & STATE_DURABLE) && fsync(fd) < 0)
 		rc = -errno;
+	close(fd);
+	if (rc == 0)
+		rc = state_place_staged(staged, dir_fd, name);
 	if (rc < 0)
-		unlinkat(pfs.staging_fd, tmp, 0);
+		state_discard_staged(staged);
 	return rc;
 }
 
 int state_replace_empty(int dir_fd, const char *name, mode_t mode, uid_t uid, gid_t gid)
 {
-	char tmp[64];
-	int fd;
+	char staged[STATE_STAGED_NAME];
+	int fd, rc;
 
-	fd = staging_create(tmp, sizeof(tmp), mode);
+	fd = state_stage_file(staged, "", 0, mode, uid, gid);
 	if (fd < 0)
 		return fd;
-	if (fchmod(fd, mode) < 0 || renameat(pfs.staging_fd, tmp, dir_fd, name) < 0) {
-		int rc = -errno;
-
+	rc = state_place_staged(staged, dir_fd, name);
+	if (rc < 0) {
 		close(fd);
-		unlinkat(pfs.staging_fd, tmp, 0);
+		state_discard_staged(staged);
 		return rc;
 	}
-	state_give_file(fd, uid, gid);
 	return fd;
 }
 

@@ -18,11 +18,23 @@
 int state_open(const char *state_dir, char *err, size_t err_size);
 void state_close(void);
 
-/* Writes DATA to NAME in DIR_FD durably: a staging file is written,
- * fsync'd, given MODE/UID/GID, then renamed over NAME. The directory is
- * not fsync'd (state_sync_dir). 0 or -errno. */
+/* Writes DATA to NAME in DIR_FD: a staging file is written, given
+ * MODE/UID/GID, then renamed over NAME, so readers see the old file or
+ * the new one, never half. With STATE_DURABLE the file is fsync'd first
+ * (the directory is not: state_sync_dir); without, the journal is what
+ * survives a crash and the file is made again from it. 0 or -errno. */
+#define STATE_DURABLE 1
 int state_write_file(int dir_fd, const char *name, const void *data, size_t len, mode_t mode,
-		     uid_t uid, gid_t gid);
+		     uid_t uid, gid_t gid, int flags);
+
+/* A file made in staging/ before it has a place: NAME (its staging
+ * name, at least STATE_STAGED_NAME bytes) holds DATA with MODE/UID/GID.
+ * Returns an O_RDWR descriptor of it or -errno. state_place_staged then
+ * renames it to NAME in DIR_FD, state_discard_staged removes it. */
+#define STATE_STAGED_NAME 64
+int state_stage_file(char *staged, const void *data, size_t len, mode_t mode, uid_t uid, gid_t gid);
+int state_place_staged(const char *staged, int dir_fd, const char *name);
+void state_discard_staged(const char *staged);
 
 /* Creates an empty file and renames it over NAME in DIR_FD; returns an
  * O_RDWR descriptor of the new file or -errno. Readers of the old file

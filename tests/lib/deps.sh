@@ -3,7 +3,7 @@
 # examples/quickstart.sh.
 
 PROMPTFS_PACKAGES="gcc pkg-config meson ninja-build libfuse3-dev fuse3 \
-libcurl4-openssl-dev libjansson-dev libssl-dev libcmocka-dev \
+libcurl4-openssl-dev libjansson-dev libssl-dev zlib1g-dev libcmocka-dev \
 python3 python3-pytest python3-cryptography attr openssl curl clang-format git"
 
 promptfs_missing_packages() {
