@@ -206,18 +206,23 @@ static const char *entry_base(json_t *entry)
 	return json_string_value(json_object_get(json_object_get(entry, "job"), "base"));
 }
 
-static void replay_forget(struct replay *r, const char *id)
+static void replay_forget(struct replay *r, const char *job_id)
 {
-	json_t *entry = json_object_get(r->jobs, id);
+	/* JOB_ID may be the very string by_place holds and frees below */
+	char *id = strdup(job_id);
+	json_t *entry = id ? json_object_get(r->jobs, id) : NULL;
 	char *key;
 
-	if (!entry)
+	if (!entry) {
+		free(id);
 		return;
+	}
 	key = place_key(json_string_value(json_object_get(entry, "path")), entry_base(entry));
 	if (key && !strcmp(json_string_value(json_object_get(r->by_place, key)) ?: "", id))
 		json_object_del(r->by_place, key);
 	free(key);
 	json_object_del(r->jobs, id);
+	free(id);
 }
 
 static void replay_job(struct replay *r, json_t *rec, const char *id)
@@ -512,13 +517,34 @@ static uint64_t checkpoint_position;
  * Runs on the finisher thread (or before it starts, or after it
  * stopped): no job ends meanwhile, and every ended one's files are
  * written. */
-void jobs_checkpoint(void)
+/* Appends a record of every job in the table (and the end of those whose
+ * files are pending). With journal_gate write-locked. */
+static int record_live_jobs(uint64_t *lsn)
 {
 	struct job **live = NULL;
 	size_t n = 0;
+	int rc = jobs_collect(&live, &n);
+
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		struct job *job = live[i];
+		json_t *rec = job_record(job);
+
+		rc = rec ? journal_append(rec, lsn) : -ENOMEM;
+		json_decref(rec);
+		if (rc == 0 && job->files_pending)
+			rc = job_journal_end(job, job->meta, job->end_error, NULL, 0, lsn);
+	}
+	for (size_t i = 0; i < n; i++)
+		job_put(live[i]);
+	free(live);
+	return rc;
+}
+
+void jobs_checkpoint(void)
+{
 	uint64_t lsn = 0;
 	int64_t seq;
-	int rc = 0;
+	int rc;
 
 	pthread_rwlock_wrlock(&journal_gate);
 	seq = journal_rotate();
@@ -534,20 +560,8 @@ void jobs_checkpoint(void)
 		return;
 	}
 	pthread_rwlock_wrlock(&journal_gate);
-	rc = jobs_collect(&live, &n);
-	for (size_t i = 0; i < n && rc == 0; i++) {
-		struct job *job = live[i];
-		json_t *rec = job_record(job);
-
-		rc = rec ? journal_append(rec, &lsn) : -ENOMEM;
-		json_decref(rec);
-		if (rc == 0 && job->files_pending)
-			rc = job_journal_end(job, job->meta, job->end_error, NULL, 0, &lsn);
-	}
+	rc = record_live_jobs(&lsn);
 	pthread_rwlock_unlock(&journal_gate);
-	for (size_t i = 0; i < n; i++)
-		job_put(live[i]);
-	free(live);
 	if (rc == 0 && lsn)
 		rc = journal_wait(lsn);
 	if (rc == 0)
@@ -555,6 +569,26 @@ void jobs_checkpoint(void)
 	if (rc < 0)
 		log_error("journal: checkpoint failed: %s", strerror(-rc));
 	checkpoint_position = journal_position();
+}
+
+/* A state_dir without a journal: the tree is scanned, and the journal
+ * takes its name once it records every job found unfinished. */
+static int adopt_tree(void)
+{
+	uint64_t lsn = 0;
+	int rc;
+
+	job_resume_scan();
+	pthread_rwlock_wrlock(&journal_gate);
+	rc = record_live_jobs(&lsn);
+	pthread_rwlock_unlock(&journal_gate);
+	if (rc == 0 && lsn)
+		rc = journal_wait(lsn);
+	if (rc == 0)
+		rc = journal_adopt();
+	if (rc < 0)
+		log_error("journal: cannot start one: %s", strerror(-rc));
+	return rc;
 }
 
 int jobs_checkpoint_due(void)
@@ -584,8 +618,8 @@ void jobs_resume(void)
 	if (seq < 0)
 		log_error("journal: cannot start a segment: %s; no job can be accepted",
 			  strerror((int)-seq));
-	if (journal_fresh)
-		job_resume_scan(); /* a state_dir from before the journal */
+	if (journal_fresh && seq >= 0)
+		rc = adopt_tree();
 	else if (r.jobs && r.by_place && replay_apply(&r) < 0)
 		rc = -EIO;
 	json_decref(r.by_place);

@@ -20,6 +20,7 @@
 static pthread_mutex_t journal_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t flushed = PTHREAD_COND_INITIALIZER;
 
+static int state_dir_fd = -1;	 /* state_dir (the caller's) */
 static int dir_fd = -1;		 /* state_dir/journal */
 static int segment_fd = -1;	 /* the segment being appended to */
 static int64_t segment_seq = -1; /* its number */
@@ -30,20 +31,59 @@ static uint64_t durable;	 /* position up to which it is on disk */
 static int flushing;		 /* a flush runs without the lock */
 static int broken;		 /* -errno of a failed flush, for good */
 
+/* Empties and removes state_dir/journal.new, left by a first mount that
+ * did not finish. */
+static void remove_unadopted(int state_fd)
+{
+	int fd = openat(state_fd, "journal.new", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	struct dirent *de;
+	DIR *d;
+
+	if (fd < 0)
+		return;
+	d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return;
+	}
+	while ((de = readdir(d)) != NULL)
+		if (de->d_name[0] != '.')
+			unlinkat(fd, de->d_name, 0);
+	closedir(d);
+	unlinkat(state_fd, "journal.new", AT_REMOVEDIR);
+}
+
 int journal_open(int state_fd, int *fresh, char *err, size_t err_size)
 {
+	const char *name = "journal";
+
 	*fresh = 0;
-	if (mkdirat(state_fd, "journal", 0700) == 0)
+	dir_fd = openat(state_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dir_fd < 0 && errno == ENOENT) {
+		/* made as journal.new, renamed once it holds every job the
+		 * tree shows unfinished (journal_adopt): a crash before
+		 * that finds no journal and scans the tree again */
 		*fresh = 1;
-	else if (errno != EEXIST)
-		goto fail;
-	dir_fd = openat(state_fd, "journal", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		name = "journal.new";
+		remove_unadopted(state_fd);
+		if (mkdirat(state_fd, name, 0700) < 0)
+			goto fail;
+		dir_fd = openat(state_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	}
 	if (dir_fd < 0)
 		goto fail;
+	state_dir_fd = state_fd;
 	return 0;
 fail:
-	snprintf(err, err_size, "state_dir: journal: %s", strerror(errno));
+	snprintf(err, err_size, "state_dir: %s: %s", name, strerror(errno));
 	return -errno;
+}
+
+int journal_adopt(void)
+{
+	if (renameat(state_dir_fd, "journal.new", state_dir_fd, "journal") < 0)
+		return -errno;
+	return fsync(state_dir_fd) < 0 ? -errno : 0;
 }
 
 static int parse_segment_name(const char *name, int64_t *seq)

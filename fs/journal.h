@@ -28,10 +28,12 @@
  * own size. */
 #define JOURNAL_SEGMENT_BYTES (256 * 1024)
 
-/* Opens (creating it, mode 0700) state_dir/journal. *FRESH is set when
- * the directory did not exist: a state_dir from before the journal.
- * 0 or -errno with a sentence in ERR. */
+/* Opens state_dir/journal. *FRESH is set when there is none (a new
+ * state_dir, or one from before the journal): one is then made, empty,
+ * as state_dir/journal.new, for journal_adopt to give its name once it
+ * records what the tree holds. 0 or -errno with a sentence in ERR. */
 int journal_open(int state_fd, int *fresh, char *err, size_t err_size);
+int journal_adopt(void);
 
 /* Calls FN with every record of every segment, oldest first; FN may keep
  * a reference. Segments that fail their check past a torn tail are
