@@ -531,6 +531,32 @@ out:
 	return rc;
 }
 
+int job_refuse_unwritten(struct node *dir, const char *prompt_name, int prompt_fd, int error)
+{
+	char *base = name_strip_suffix(prompt_name, ".prompt");
+	char reason[256];
+	pthread_mutex_t *stripe;
+	struct stat st;
+
+	if (!base)
+		return -error;
+	if (error == EFBIG)
+		snprintf(reason, sizeof(reason),
+			 "The prompt was not submitted: it is larger than the limit of %zu bytes.",
+			 pfs.opts->max_prompt_bytes);
+	else
+		snprintf(reason, sizeof(reason),
+			 "The prompt was not submitted: a write to it failed (%s).",
+			 strerror(error));
+	stripe = stripe_for(dir, base);
+	pthread_mutex_lock(stripe);
+	if (fstat(prompt_fd, &st) == 0)
+		record_refusal(dir, base, reason, &st);
+	pthread_mutex_unlock(stripe);
+	free(base);
+	return -error;
+}
+
 /* Cancels the job of BASE (freed here) under its stripe, and removes
  * its generated files when REMOVE_FILES. */
 static void cancel_base(struct node *dir, char *base, int remove_files)

@@ -68,6 +68,12 @@ int job_check_prompt(int fd, char *err, size_t err_size);
  * NAME.error. -ENOENT: DIR is under no configured model. */
 int job_submit(struct node *dir, const char *prompt_name, int prompt_fd, uid_t uid);
 
+/* PROMPT_NAME in DIR, open in PROMPT_FD, was not stored whole (a write
+ * failed with ERROR): it is not submitted, the previous job of NAME is
+ * cancelled and its files removed, and NAME.error says why. Returns
+ * -ERROR, close()'s answer. */
+int job_refuse_unwritten(struct node *dir, const char *prompt_name, int prompt_fd, int error);
+
 /* NAME.prompt is going away (rm, or renamed over): cancels its job and
  * removes its generated files. */
 void job_remove(struct node *dir, const char *prompt_name);

@@ -325,12 +325,15 @@ void ops_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off
 		if ((fi->flags & O_APPEND) && fstat(h->fd, &st) == 0)
 			end = st.st_size;
 		if ((size_t)end + size > pfs.opts->max_prompt_bytes) {
+			h->write_error = EFBIG;
 			fuse_reply_err(req, EFBIG);
 			return;
 		}
 	}
 	written = pwrite(h->fd, buf, size, off);
 	if (written < 0) {
+		if (h->kind == HANDLE_PROMPT)
+			h->write_error = errno;
 		fuse_reply_err(req, errno);
 		return;
 	}
@@ -351,7 +354,7 @@ void ops_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	int rc;
 
 	(void)ino;
-	if (h->kind != HANDLE_PROMPT || !h->dirty) {
+	if (h->kind != HANDLE_PROMPT || (!h->dirty && !h->write_error)) {
 		fuse_reply_err(req, 0);
 		return;
 	}
@@ -361,8 +364,12 @@ void ops_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, 0); /* removed while open: nothing to submit */
 		return;
 	}
-	if (node_in_model_tree(dir) && file_role_of(name) == ROLE_PROMPT)
+	/* a prompt a write failed to store whole is never sent */
+	if (node_in_model_tree(dir) && file_role_of(name) == ROLE_PROMPT && h->write_error)
+		rc = job_refuse_unwritten(dir, name, h->fd, h->write_error);
+	else if (node_in_model_tree(dir) && file_role_of(name) == ROLE_PROMPT)
 		rc = job_submit(dir, name, h->fd, ctx->uid);
+	h->write_error = 0;
 	free(name);
 	node_put(dir);
 	fuse_reply_err(req, rc < 0 ? -rc : 0);

@@ -20,6 +20,7 @@ struct handle {
 	int fd;
 	struct node *node; /* referenced */
 	int dirty;	   /* written since the last submission */
+	int write_error;   /* errno of a write that failed since: never submitted */
 	int nonblock;
 	struct response_reader reader;
 	char *snapshot;

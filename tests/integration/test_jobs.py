@@ -99,11 +99,22 @@ def test_prompt_over_one_mib_is_efbig_at_write(mnt):
     with pytest.raises(OSError) as e:
         os.write(fd, b"b")
     assert e.value.errno == errno.EFBIG
-    os.close(fd)  # exactly 1 MiB: submitted
-    assert open(d + "/big.response", "rb").read(6) == b"echo: "
+    # a prompt a write failed to store whole is never sent (SPEC 5.1),
+    # and close() says so too
+    with pytest.raises(OSError) as e:
+        os.close(fd)
+    assert e.value.errno == errno.EFBIG
+    assert not os.path.exists(d + "/big.response")
+    assert "not submitted" in open(d + "/big.error").read()
     r = sh("head -c 1048577 /dev/zero | tr '\\0' a > %s/big2.prompt" % d, check=False)
     assert r.returncode != 0
     assert b"File too large" in r.stderr
+    assert not os.path.exists(d + "/big2.response")
+    assert "larger than the limit" in open(d + "/big2.error").read()
+    # exactly the limit, every write stored: submitted
+    with open(d + "/big3.prompt", "wb") as f:
+        f.write(b"a" * (1024 * 1024))
+    assert open(d + "/big3.response", "rb").read(6) == b"echo: "
 
 
 def test_touch_and_empty_prompt_submit_nothing(mnt, fake):
