@@ -381,7 +381,10 @@ int journal_append(const json_t *record, uint64_t *lsn)
 		/* the full segment must be durable before records follow in
 		 * the next, or a crash could keep a later one and lose these */
 		rc = flush_locked();
-		if (rc == 0)
+		/* flush_locked may have waited without the lock while another
+		 * append started a segment: only a record that still does not
+		 * fit starts one */
+		if (rc == 0 && segment_used + (off_t)line_len > segment_size)
 			rc = start_segment((off_t)line_len > JOURNAL_SEGMENT_BYTES
 						   ? (off_t)line_len
 						   : JOURNAL_SEGMENT_BYTES);
@@ -475,6 +478,10 @@ void journal_close(void)
 		close(segment_fd);
 	if (dir_fd >= 0)
 		close(dir_fd);
-	segment_fd = dir_fd = -1;
+	segment_fd = dir_fd = state_dir_fd = -1;
+	segment_seq = -1;
+	segment_used = segment_size = 0;
+	appended = durable = 0;
+	broken = 0;
 	pthread_mutex_unlock(&journal_lock);
 }

@@ -181,6 +181,9 @@ static void open_journal(int *fresh_out)
 	assert_true(state_fd >= 0);
 	assert_int_equal(journal_open(state_fd, &fresh, err, sizeof(err)), 0);
 	assert_true(fresh == 0 || fresh == 1);
+	/* as a mount does once the journal records what the tree holds */
+	if (fresh)
+		assert_int_equal(journal_adopt(), 0);
 	if (fresh_out)
 		*fresh_out = fresh;
 }
@@ -353,10 +356,21 @@ static void overwrite(const char *name, size_t at, const void *bytes, size_t len
 
 static void fresh_then_not(void **state)
 {
+	char err[256] = "";
 	struct stat st;
-	int fresh;
+	int fresh = -1;
 
 	(void)state;
+	/* not adopted: journal.new, and a second open starts it afresh */
+	state_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(state_fd >= 0);
+	assert_int_equal(journal_open(state_fd, &fresh, err, sizeof(err)), 0);
+	assert_int_equal(fresh, 1);
+	assert_int_equal(fstatat(state_fd, "journal.new", &st, AT_SYMLINK_NOFOLLOW), 0);
+	assert_int_not_equal(fstatat(state_fd, "journal", &st, AT_SYMLINK_NOFOLLOW), 0);
+	assert_true(journal_rotate() >= 0);
+	journal_close();
+	close(state_fd);
 	open_journal(&fresh);
 	assert_int_equal(fresh, 1);
 	assert_int_equal(fstatat(state_fd, "journal", &st, AT_SYMLINK_NOFOLLOW), 0);
