@@ -10,7 +10,8 @@ from common import BadRequest
 # Faults that decide the shape of the whole answer: the first active one wins.
 TERMINAL = ("status", "reset", "silence", "cut", "malformed", "no_done", "garbage",
             "endless", "inband_error", "content_filter")
-# Faults that only change timing or transport; they combine with anything.
+# Faults that change timing, transport or the finish word, or lengthen the
+# answer (`long`), without breaking it; they combine with anything.
 MODIFIERS = ("latency", "slow_first_byte", "stall", "fragment", "finish", "gate", "long")
 
 _ARG_TYPES = {
