@@ -64,12 +64,27 @@ def tokens_for(nbytes):
     return (nbytes + 3) // 4
 
 
-def make_answer(chat):
-    """`echo: <last user text>`, prefixed by the system text, cut to
-    max_tokens*4 bytes on a character boundary."""
+LONG_FILLER = "0123456789"
+
+
+def pad_text(text, size):
+    """TEXT followed by the digits 0-9 repeated, up to SIZE UTF-8 bytes in all
+    (the `long` fault); a text already that long is returned unchanged."""
+    missing = size - len(text.encode())
+    if missing <= 0:
+        return text
+    return text + (LONG_FILLER * (missing // len(LONG_FILLER) + 1))[:missing]
+
+
+def make_answer(chat, pad_to=None):
+    """`echo: <last user text>`, prefixed by the system text, padded to
+    PAD_TO bytes when given (the `long` fault), cut to max_tokens*4 bytes on
+    a character boundary."""
     text = "echo: " + chat.last_user
     if chat.system:
         text = "[system: %s] %s" % (chat.system, text)
+    if pad_to is not None:
+        text = pad_text(text, pad_to)
     raw = text.encode()
     truncated = False
     if chat.max_tokens is not None and len(raw) > chat.max_tokens * 4:

@@ -84,6 +84,7 @@ class Stats:
         self.by_fault = {}
         self.tokens_issued = 0
         self.max_inflight = self.inflight  # requests still running keep counting
+        self.completed = {}  # sha256 of the last user message -> answers sent whole
 
     def reset(self):
         with self._lock:
@@ -109,6 +110,15 @@ class Stats:
     def prompt(self, digest):
         with self._lock:
             self.by_prompt[digest] = self.by_prompt.get(digest, 0) + 1
+
+    def complete(self, digest):
+        """One answer to this prompt text went out whole (`GET /_completions`)."""
+        with self._lock:
+            self.completed[digest] = self.completed.get(digest, 0) + 1
+
+    def completions(self):
+        with self._lock:
+            return dict(self.completed)
 
     def token_issued(self):
         with self._lock:
@@ -227,7 +237,7 @@ class Handler(BaseHTTPRequestHandler):
         self.pending_gate = None
         self.fragment = None
         path, _, query = self.path.partition("?")
-        if path in ("/_stats", "/_reset", "/_last", "/_open"):
+        if path in ("/_stats", "/_reset", "/_last", "/_open", "/_completions"):
             return self.control(path, query)
         srv = self.server
         outcome = Outcome()
@@ -430,6 +440,8 @@ class Handler(BaseHTTPRequestHandler):
             name = urllib.parse.parse_qs(query).get("gate", [""])[0]
             srv.gate(name).set()
             body = jbody({"ok": True, "gate": name})
+        elif path == "/_completions":
+            body = jbody(srv.stats.completions())
         else:
             body = jbody(srv.stats.snapshot())
         self.send_simple(200, {"Content-Type": "application/json", "Cache-Control": "no-store"}, body)
@@ -504,6 +516,11 @@ class Handler(BaseHTTPRequestHandler):
         plan = srv.faults.plan(digest, directives, prov.name, path, chat.model)
         self.outcome.faults = plan.names
         self.execute(rq, prov, chat, plan)
+        if plan.main is None:
+            # a normal answer, every byte of it written (a client that left
+            # raises ClientGone instead): what GET /_completions counts, the
+            # answers a real provider would have produced and billed
+            srv.stats.complete(digest)
 
     def send_error_answer(self, rq, prov, status, message, kind=None, param=None, extra=None):
         status, headers, body = prov.error(rq, status, message, kind=kind, param=param)
@@ -555,7 +572,7 @@ class Handler(BaseHTTPRequestHandler):
             status, headers, body = prov.content_filter_error(rq)
             headers["Content-Type"] = "application/json"
             return self.send_simple(status, headers, body)
-        ans = make_answer(chat)
+        ans = make_answer(chat, plan.long)
         ans.finish_word = plan.finish
         if chat.stream:
             self.send_stream(rq, prov, chat, ans, plan)

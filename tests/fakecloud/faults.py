@@ -10,8 +10,9 @@ from common import BadRequest
 # Faults that decide the shape of the whole answer: the first active one wins.
 TERMINAL = ("status", "reset", "silence", "cut", "malformed", "no_done", "garbage",
             "endless", "inband_error", "content_filter")
-# Faults that only change timing or transport; they combine with anything.
-MODIFIERS = ("latency", "slow_first_byte", "stall", "fragment", "finish", "gate")
+# Faults that change timing, transport or the finish word, or lengthen the
+# answer (`long`), without breaking it; they combine with anything.
+MODIFIERS = ("latency", "slow_first_byte", "stall", "fragment", "finish", "gate", "long")
 
 _ARG_TYPES = {
     "code": int, "times": int, "after": int, "bytes": int, "retry_after_ms": int,
@@ -65,6 +66,8 @@ def make_directive(name, rest):
             raise BadRequest("fakecloud: argument '%s' of fault '%s' must be a number" % (key, name))
     if name == "finish" and not args.get("reason"):
         raise BadRequest("fakecloud: fault 'finish' needs reason=WORD")
+    if name == "long" and args.get("bytes", -1) < 0:
+        raise BadRequest("fakecloud: fault 'long' needs bytes=N")
     if "retry_after" in args:
         args["retry_after_text"] = rest_value(rest, "retry_after")
     return Directive(name, args, ("%s %s" % (name, rest.strip())).strip())
@@ -103,6 +106,7 @@ class Plan:
         self.fragment = None      # bytes per write, or None
         self.finish = None        # the provider's finish word to use instead of its own
         self.gate = None          # name of the gate to wait for before the first byte
+        self.long = None          # bytes the answer's text is padded to, or None
         self.names = []           # every active directive name, for logs and stats
 
     def first_byte_delay(self, default_latency):
@@ -154,4 +158,7 @@ class FaultBook:
             elif d.name == "gate":
                 if plan.gate is None:
                     plan.gate = d.get("name", "")
+            elif d.name == "long":
+                if plan.long is None:
+                    plan.long = d.get("bytes")
         return plan

@@ -516,6 +516,69 @@ class FakeCloudTest(unittest.TestCase):
         st, _, body = self.openai("tiny writes ü [[fault:fragment bytes=3]]", stream=True)
         self.assertEqual(self.openai_text(body)[0], "echo: tiny writes ü [[fault:fragment bytes=3]]")
 
+    def test_long_answer(self):
+        prompt = "pad me é [[fault:long bytes=100000]]"
+        want = common.pad_text("echo: " + prompt, 100000)
+        self.assertEqual(len(want.encode()), 100000)
+        self.assertTrue(want.startswith("echo: " + prompt + "0123456789012"))
+        st, _, body = self.openai(prompt, stream=True)
+        self.assertEqual((st, self.openai_text(body)), (200, (want, True)))
+        st, _, body = self.openai(prompt)
+        obj = json.loads(body)
+        self.assertEqual(obj["choices"][0]["message"]["content"], want)
+        self.assertEqual(obj["usage"]["completion_tokens"], 25000)
+        # a token limit still cuts the padded text
+        st, _, body = self.openai(prompt, max_tokens=30)
+        self.assertEqual(json.loads(body)["choices"][0]["message"]["content"],
+                         want.encode()[:120].decode())
+        # shorter than the answer already: unchanged
+        st, _, body = self.openai("short [[fault:long bytes=3]]")
+        self.assertEqual(json.loads(body)["choices"][0]["message"]["content"],
+                         "echo: short [[fault:long bytes=3]]")
+        st, _, body = self.openai("[[fault:long]]")
+        self.assertEqual(st, 400)
+        self.assertIn(b"bytes=N", body)
+
+    def test_completions_count_whole_answers_only(self):
+        def completions(prompt):
+            return self.get_json("/_completions")[1].get(
+                hashlib.sha256(prompt.encode()).hexdigest(), 0)
+
+        whole = "whole %f" % time.time()
+        self.openai(whole)
+        self.openai(whole, stream=True)
+        self.anthropic(whole, stream=True)
+        self.assertEqual(completions(whole), 3)
+        # a stall or a finish word still ends in a whole answer
+        slow = "stalled %f [[fault:stall after=3 seconds=0.1]]" % time.time()
+        self.openai(slow, stream=True)
+        self.assertEqual(completions(slow), 1)
+        # errors and broken answers are not counted
+        for fault in ("status code=503", "cut after=5", "no_done", "inband_error",
+                      "malformed", "reset"):
+            prompt = "broken %f [[fault:%s]]" % (time.time(), fault)
+            try:
+                self.openai(prompt, stream=True)
+            except (http.client.HTTPException, OSError):
+                pass  # cut and reset break the transfer on purpose
+            self.assertEqual(completions(prompt), 0, fault)
+        # nor is an answer whose client left before its end
+        gone = "gone %f [[fault:gate name=g-gone]]" % time.time()
+        c = self.conn(timeout=0.3)
+        c.request("POST", "/v1/chat/completions", body=json.dumps({
+            "model": "m", "messages": [{"role": "user", "content": gone}]}),
+            headers={"Authorization": "Bearer " + OPENAI_KEY})
+        with self.assertRaises(socket.timeout):
+            c.getresponse()
+        c.close()
+        self.assertTrue(self.get_json("/_open?gate=g-gone")[1]["ok"])
+        deadline = time.monotonic() + 5
+        while self.stats()["inflight"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(completions(gone), 0)
+        self.get_json("/_reset")
+        self.assertEqual(completions(whole), 0)
+
     def test_unknown_directive_is_rejected(self):
         st, _, body = self.openai("[[fault:nosuchthing]]")
         self.assertEqual(st, 400)

@@ -1,5 +1,6 @@
 """Shared fixtures of the mounted-filesystem tests: the fake cloud, and
 promptfs mounts driven through real tools and real system calls."""
+import hashlib
 import json
 import os
 import shutil
@@ -80,6 +81,16 @@ class FakeCloud:
         """Lets the answers held by [[fault:gate name=NAME]] go on."""
         with urllib.request.urlopen(self.url + "/_open?gate=" + name, timeout=5) as r:
             assert json.load(r)["ok"]
+
+    def completions(self):
+        """{sha256 of a prompt text: how many times an answer to it was sent
+        whole} (the fake's GET /_completions)."""
+        with urllib.request.urlopen(self.url + "/_completions", timeout=5) as r:
+            return json.load(r)
+
+    def requests_for(self, text):
+        """How many valid API requests carried the prompt TEXT."""
+        return self.stats()["by_prompt"].get(prompt_digest(text), 0)
 
     def stop(self):
         self.proc.terminate()
@@ -267,3 +278,19 @@ def wait_for(predicate, timeout=15, interval=0.05):
             return True
         time.sleep(interval)
     return bool(predicate())
+
+
+def prompt_digest(text):
+    """The fake cloud's key of a prompt text (SHA-256 hex of its UTF-8), as in
+    /_stats by_prompt and /_completions."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def long_answer(text, size):
+    """The fake cloud's answer to TEXT carrying [[fault:long bytes=SIZE]]:
+    `echo: TEXT` padded with the digits 0-9 repeated to SIZE bytes."""
+    answer = "echo: " + text
+    missing = size - len(answer.encode())
+    if missing > 0:
+        answer += ("0123456789" * (missing // 10 + 1))[:missing]
+    return answer
