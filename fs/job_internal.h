@@ -49,7 +49,8 @@ struct job {
 	 * be written (a full disk): it stays in the table, its state in
 	 * memory the truth, until the finisher writes them */
 	int files_pending;
-	char *end_error; /* .error's text while files_pending */
+	int end_recorded; /* its end record is in the journal */
+	char *end_error;  /* .error's text once it ended */
 	struct job *hash_next;
 };
 
@@ -102,10 +103,14 @@ int job_start(struct job *job, struct llm_request *req);
  * 0 or -ENOMEM. */
 int jobs_collect(struct job ***out, size_t *n);
 
-/* job_sink.c: what the engine calls, and the finisher thread */
+/* job_sink.c: what the engine calls */
 extern const struct engine_sink job_engine_sink;
-/* Asks the finisher for a checkpoint (jobs_checkpoint) between two
- * batches of job ends. */
+
+/* job_finish.c: a job's end, recorded then written (see there) */
+/* Hands over the end of JOB (STATUS 0, -ECANCELED or another -errno,
+ * MESSAGE for a failure) with the reference the engine held. */
+void job_finish(struct job *job, int status, const char *message);
+/* Asks the writer thread for a checkpoint between two files. */
 void jobs_request_checkpoint(void);
 
 /* job_journal.c: the journal's records of jobs (see there) */
@@ -126,7 +131,11 @@ void job_journal_cancel(struct job *job);
  * answer when small (RESPONSE, NULL when it was fsync'd instead). */
 int job_journal_end(struct job *job, const json_t *final_meta, const char *error,
 		    const char *response, size_t response_len, uint64_t *lsn);
-void jobs_checkpoint(void);
+/* A checkpoint in two steps: the cut (journal_gate write-locked), then,
+ * once every end recorded before the cut has its files written, the
+ * rest (syncfs, the live jobs copied, the old segments dropped). */
+void jobs_checkpoint_cut_locked(void);
+void jobs_checkpoint_finish(void);
 int jobs_checkpoint_due(void);
 
 /* job_resume.c: jobs handed to the engine again at mount */

@@ -531,8 +531,18 @@ static int record_live_jobs(uint64_t *lsn)
 
 		rc = rec ? journal_append(rec, lsn) : -ENOMEM;
 		json_decref(rec);
-		if (rc == 0 && job->files_pending)
-			rc = job_journal_end(job, job->meta, job->end_error, NULL, 0, lsn);
+		/* an end already recorded goes along with it: its first
+		 * record of the job may be in a segment about to go */
+		if (rc == 0 && job->end_recorded) {
+			json_t *meta;
+
+			pthread_mutex_lock(&jobs_lock);
+			meta = json_deep_copy(job->meta);
+			pthread_mutex_unlock(&jobs_lock);
+			rc = meta ? job_journal_end(job, meta, job->end_error, NULL, 0, lsn)
+				  : -ENOMEM;
+			json_decref(meta);
+		}
 	}
 	for (size_t i = 0; i < n; i++)
 		job_put(live[i]);
@@ -540,19 +550,22 @@ static int record_live_jobs(uint64_t *lsn)
 	return rc;
 }
 
-void jobs_checkpoint(void)
+static int64_t checkpoint_seq = -1;
+
+void jobs_checkpoint_cut_locked(void)
+{
+	checkpoint_seq = journal_rotate();
+	if (checkpoint_seq < 0)
+		log_error("journal: cannot start a segment: %s", strerror((int)-checkpoint_seq));
+}
+
+void jobs_checkpoint_finish(void)
 {
 	uint64_t lsn = 0;
-	int64_t seq;
 	int rc;
 
-	pthread_rwlock_wrlock(&journal_gate);
-	seq = journal_rotate();
-	pthread_rwlock_unlock(&journal_gate);
-	if (seq < 0) {
-		log_error("journal: cannot start a segment: %s", strerror((int)-seq));
+	if (checkpoint_seq < 0)
 		return;
-	}
 	/* the files written since the last checkpoint, made durable at
 	 * once, so the records that could remake them may go */
 	if (syncfs(pfs.tree_fd) < 0) {
@@ -565,7 +578,7 @@ void jobs_checkpoint(void)
 	if (rc == 0 && lsn)
 		rc = journal_wait(lsn);
 	if (rc == 0)
-		rc = journal_drop_old(seq);
+		rc = journal_drop_old(checkpoint_seq);
 	if (rc < 0)
 		log_error("journal: checkpoint failed: %s", strerror(-rc));
 	checkpoint_position = journal_position();

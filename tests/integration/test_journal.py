@@ -39,7 +39,7 @@ def test_failed_job_error_comes_back_from_the_journal(mount_factory):
     d = m.model()
     sh("echo 'no [[fault:status code=400]]' > %s/f.prompt" % d, check=False)
     meta = wait_finished(d, "f")
-    assert meta["status"] == "failed"
+    assert meta["status"] == "failed", meta
     error = open(d + "/f.error").read()
     m.kill9()
     os.unlink(tree(m, "openai", "us", "gpt-4o", "f.error"))
