@@ -43,10 +43,19 @@ static int sink_text(void *ctx, const char *bytes, size_t len)
 	}
 	/* a page-cache write: fast enough to do under the lock, which keeps
 	 * size and contents consistent for readers */
-	written = pwrite(job->response_fd, bytes, len, (off_t)job->size);
-	if (written != (ssize_t)len) {
-		rc = written < 0 ? -errno : -EIO;
-		goto out;
+	for (size_t done = 0; done < len; done += (size_t)written) {
+		written = pwrite(job->response_fd, bytes + done, len - done,
+				 (off_t)(job->size + done));
+		/* a short write is retried for the reason it stopped, e.g.
+		 * ENOSPC, which the job's .error then names */
+		if (written < 0 && errno == EINTR) {
+			written = 0;
+			continue;
+		}
+		if (written <= 0) {
+			rc = written < 0 ? -errno : -EIO;
+			goto out;
+		}
 	}
 	job->size += len;
 	job_wake_readers(job, &w);
