@@ -1,18 +1,22 @@
-/* The end of a job, in two threads.
+/* The end of a job, in three threads, each handing batches to the next.
  *
- * The recorder takes every end the engine has handed over as one batch:
- * an end record for each goes into the journal (with the answer itself
- * when small; a larger answer is fsync'd first), one flush makes the
- * batch durable, and the jobs' readers see the end at once (end of file
- * or EIO, and .meta's final status from memory). An answer that has
- * arrived is thus recorded within one flush.
+ * The recorder takes every end the engine has handed over as one batch
+ * and appends an end record for each to the journal (with the answer
+ * itself when small; a larger answer is fsync'd first). It never waits
+ * for a flush: an append is in the page cache, which outlives the
+ * daemon, so an answer that has arrived is on record at once.
  *
- * The writer then writes each job's .error and .meta (no flush of their
- * own: the journal makes them again after a crash) and takes the job out
- * of the table; until then the table answers for it. A full disk leaves
- * a job there, its state in memory the truth, and the writer tries its
- * files again every second. Checkpoints run on the writer, between
- * files, so they never hold up a record. */
+ * The publisher waits for the batch's records to be durable (one flush,
+ * shared with every submission and batch waiting then), writes .error of
+ * the jobs that failed, and lets the readers see the ends (end of file or
+ * EIO, and .meta's final status from memory).
+ *
+ * The writer then writes each job's .meta (no flush of its own: the
+ * journal makes it again after a crash) and takes the job out of the
+ * table; until then the table answers for it. A full disk leaves a job
+ * there, its state in memory the truth, and the writer tries its files
+ * again every second. Checkpoints run on the writer, between files, so
+ * they never hold up a record. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,8 +55,12 @@ struct stage {
 };
 
 static struct stage recorder = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER };
+static struct stage publisher = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER };
 static struct stage writer = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER };
 static int checkpoint_wanted; /* under writer.lock */
+/* the position of the last end record appended (under the journal gate)
+ * and of the last whose files the writer settled (writer only) */
+static uint64_t appended_end_lsn, settled_end_lsn;
 
 /* Jobs whose .meta or .error could not be written (writer only). */
 static struct job **pending;
@@ -202,7 +210,7 @@ static void record_end(struct finished_job *it)
 	free(answer);
 }
 
-/* Once IT's end is durable: its readers see it. Releases its file_lock. */
+/* Once IT's end is durable: its readers see it. */
 static void publish_end(struct finished_job *it)
 {
 	struct job *job = it->job;
@@ -212,7 +220,6 @@ static void publish_end(struct finished_job *it)
 	job->status = it->final;
 	job_wake_readers(job, &w);
 	pthread_mutex_unlock(&jobs_lock);
-	pthread_mutex_unlock(&job->file_lock);
 	wakeups_deliver(&w);
 }
 
@@ -233,47 +240,65 @@ static void stage_push(struct stage *s, struct finished_job *batch)
 }
 
 static void write_batch(struct finished_job *batch);
+static int write_end_files(struct job *job, const char *meta_text, size_t meta_len,
+			   const char *error);
 
-/* The ends in BATCH (a list): records appended, one flush, readers
- * told; then the files are the writer's (or, with no writer, done
- * here). */
+/* Appends the end records of BATCH (a list) at once, never waiting for a
+ * flush: what the page cache holds survives the daemon's own death, so
+ * an answer that has arrived is on record within microseconds. */
 static void record_batch(struct finished_job *batch)
 {
-	uint64_t lsn = 0;
-	int rc = 0;
-
-	/* from the first record to the hand-over: a checkpoint that cuts
-	 * the journal knows every end before the cut is the writer's */
 	pthread_rwlock_rdlock(&journal_gate);
 	for (struct finished_job *it = batch; it; it = it->next) {
 		/* waits for a submission replacing it to be done */
 		pthread_mutex_lock(&it->job->file_lock);
 		record_end(it);
+		pthread_mutex_unlock(&it->job->file_lock);
+		if (it->recorded)
+			appended_end_lsn = it->lsn;
+	}
+	pthread_rwlock_unlock(&journal_gate);
+}
+
+/* Once BATCH's records are durable (one flush for all of them, shared
+ * with whatever else waits): readers see the ends. */
+static void settle_batch(struct finished_job *batch)
+{
+	uint64_t lsn = 0;
+	int rc = 0;
+
+	for (struct finished_job *it = batch; it; it = it->next)
 		if (it->recorded && it->lsn > lsn)
 			lsn = it->lsn;
-	}
 	if (lsn)
 		rc = journal_wait(lsn);
 	if (rc < 0)
 		log_error("cannot make job ends durable: %s; they may run again after a restart",
 			  strerror(-rc));
-	for (struct finished_job *it = batch; it; it = it->next)
+	for (struct finished_job *it = batch; it; it = it->next) {
+		struct job *job = it->job;
+
+		/* a reader told of a failure finds its reason: .error is
+		 * written first (again by the writer if this fails) */
+		if (it->keep_files && it->error) {
+			pthread_mutex_lock(&job->file_lock);
+			pthread_mutex_lock(&jobs_lock);
+			it->keep_files = !job->detached;
+			pthread_mutex_unlock(&jobs_lock);
+			if (it->keep_files && write_end_files(job, NULL, 0, it->error) == 0) {
+				free(it->error);
+				it->error = NULL;
+			}
+			pthread_mutex_unlock(&job->file_lock);
+		}
 		publish_end(it);
-	pthread_mutex_lock(&writer.lock);
-	if (!writer.running) {
-		pthread_mutex_unlock(&writer.lock);
-		pthread_rwlock_unlock(&journal_gate);
-		write_batch(batch);
-		return;
 	}
-	pthread_mutex_unlock(&writer.lock);
-	stage_push(&writer, batch);
-	pthread_rwlock_unlock(&journal_gate);
 }
 
 /* ---- the writer ---- */
 
-/* Writes a finished job's .error and .meta in its directory. */
+/* Writes a finished job's .error (unless ERROR is NULL) and .meta
+ * (unless META_TEXT is NULL) in its directory. */
 static int write_end_files(struct job *job, const char *meta_text, size_t meta_len,
 			   const char *error)
 {
@@ -286,7 +311,7 @@ static int write_end_files(struct job *job, const char *meta_text, size_t meta_l
 	if (rc == 0 && error)
 		rc = state_write_file(dir_fd, error_name, error, strlen(error), job->file_mode,
 				      job->file_uid, job->file_gid, 0);
-	if (rc == 0)
+	if (rc == 0 && meta_text)
 		rc = state_write_file(dir_fd, meta_name, meta_text, meta_len, job->file_mode,
 				      job->file_uid, job->file_gid, 0);
 	node_dir_fd_release(job->dir, dir_fd);
@@ -361,6 +386,8 @@ static void write_batch(struct finished_job *batch)
 				  job->base, strerror(-rc));
 			add_pending(job);
 		}
+		if (batch->recorded)
+			settled_end_lsn = batch->lsn;
 		if (batch->keep_files)
 			log_info("job %s.prompt %s", job->base, job_status_word(batch->final));
 		job_put(job); /* the engine's */
@@ -410,22 +437,28 @@ static struct finished_job *stage_take(struct stage *s)
 	return batch;
 }
 
-/* A checkpoint (jobs_checkpoint), after writing the files of every end
- * recorded before the journal's cut: those records go with the old
- * segments, so their files must be on disk by the checkpoint's syncfs. */
+/* A checkpoint, after writing the files of every end recorded before
+ * the journal's cut: those records go with the old segments, so their
+ * files must be on disk by the checkpoint's syncfs. */
 static void writer_checkpoint(void)
 {
-	struct finished_job *batch;
+	uint64_t need;
 
 	pthread_rwlock_wrlock(&journal_gate);
-	/* every end before the cut was handed over (the recorder holds the
-	 * gate from record to hand-over), so it is in the queue now */
-	pthread_mutex_lock(&writer.lock);
-	batch = stage_take(&writer);
-	pthread_mutex_unlock(&writer.lock);
 	jobs_checkpoint_cut_locked();
+	need = appended_end_lsn;
 	pthread_rwlock_unlock(&journal_gate);
-	write_batch(batch);
+	/* those ends are on their way through the publisher to here */
+	while (settled_end_lsn < need) {
+		struct finished_job *batch;
+
+		pthread_mutex_lock(&writer.lock);
+		while (!writer.head)
+			pthread_cond_wait(&writer.cond, &writer.lock);
+		batch = stage_take(&writer);
+		pthread_mutex_unlock(&writer.lock);
+		write_batch(batch);
+	}
 	jobs_checkpoint_finish();
 }
 
@@ -478,6 +511,25 @@ static void *recorder_main(void *arg)
 		if (!batch)
 			return NULL; /* stopping, and every end handed over recorded */
 		record_batch(batch);
+		stage_push(&publisher, batch);
+	}
+}
+
+static void *publisher_main(void *arg)
+{
+	struct finished_job *batch;
+
+	(void)arg;
+	for (;;) {
+		pthread_mutex_lock(&publisher.lock);
+		while (!publisher.head && !publisher.stopping)
+			pthread_cond_wait(&publisher.cond, &publisher.lock);
+		batch = stage_take(&publisher);
+		pthread_mutex_unlock(&publisher.lock);
+		if (!batch)
+			return NULL;
+		settle_batch(batch);
+		stage_push(&writer, batch);
 	}
 }
 
@@ -514,16 +566,21 @@ int jobs_start_finisher(void)
 	int rc = stage_start(&writer, writer_main);
 
 	if (rc == 0)
+		rc = stage_start(&publisher, publisher_main);
+	if (rc == 0)
 		rc = stage_start(&recorder, recorder_main);
-	if (rc < 0)
+	if (rc < 0) {
+		stage_stop(&publisher);
 		stage_stop(&writer);
+	}
 	return rc;
 }
 
 void jobs_stop_finisher(void)
 {
-	/* the recorder hands its last batches to the writer */
+	/* each hands its last batches to the next */
 	stage_stop(&recorder);
+	stage_stop(&publisher);
 	stage_stop(&writer);
 	/* jobs still waiting to write their files: the journal has their
 	 * ends, and the next mount writes them */
@@ -560,6 +617,8 @@ void job_finish(struct job *job, int status, const char *message)
 		/* before the threads started, or after they stopped */
 		pthread_mutex_unlock(&recorder.lock);
 		record_batch(item);
+		settle_batch(item);
+		write_batch(item);
 		return;
 	}
 	pthread_mutex_unlock(&recorder.lock);

@@ -8,7 +8,9 @@ import random
 import threading
 import time
 
-from conftest import prompt_digest, read_all, read_meta
+import pytest
+
+from conftest import FakeCloud, default_config, prompt_digest, read_all, read_meta
 
 CYCLES = 20
 WRITERS = 32
@@ -157,11 +159,23 @@ def check_tree(root):
     return problems, orphans
 
 
-def test_kill9_loop_keeps_every_accepted_job_and_reruns_few(mount_factory, fake):
+@pytest.fixture
+def whole_answers(tmp_path):
+    """A fake cloud of the test's own that sends each answer in one piece:
+    the daemon then has an answer as soon as the fake counts it sent, so
+    what the count measures is the daemon's recording, not how long a
+    Python server takes over 7-byte chunks on a busy machine."""
+    cloud = FakeCloud(str(tmp_path), ("--chunk-bytes", "65536"))
+    yield cloud
+    cloud.stop()
+
+
+def test_kill9_loop_keeps_every_accepted_job_and_reruns_few(mount_factory, whole_answers):
+    fake = whole_answers
     seed = int(time.time() * 1000)
     rng = random.Random(seed)  # the seed is in every failure message, to replay the delays
     tag = "%x" % seed  # unique prompt texts: the fake cloud counts per text
-    m = mount_factory()
+    m = mount_factory(config=default_config(fake.url))
     root = os.path.join(m.model("local", "localhost", "llama3.2"), "crash")
     workspaces = [os.path.join(root, "w%02d" % k) for k in range(WRITERS)]
     os.mkdir(root)
