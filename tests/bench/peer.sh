@@ -97,13 +97,16 @@ GATEWAY_JS=$GATEWAY_DIR/build/start-server.js
 WORK=$(mktemp -d /var/tmp/promptfs-peer.XXXXXX) || die "mktemp failed"
 chmod 755 "$WORK"
 
-# What this script started, for the cleanup.
+# What this script started, for the cleanup. The servers run in sessions
+# of their own (setsid), so that a Ctrl-C reaches only this script, which
+# then stops them in order: the mount before the backend it uses.
 MNT=$WORK/mnt
-DAEMON= NGINX= GATEWAY=
+DAEMON= NGINX= GATEWAY= RUNNING=
 
 cleanup() {
 	local rc=$? i
 	trap - EXIT INT TERM
+	[ -n "$RUNNING" ] && kill -TERM "$RUNNING" 2>/dev/null
 	if mountpoint -q "$MNT" 2>/dev/null; then
 		fusermount3 -u "$MNT" 2>/dev/null || fusermount3 -uz "$MNT" 2>/dev/null
 	fi
@@ -174,7 +177,7 @@ http {
 	}
 }
 EOF
-	/usr/sbin/nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" >"$dir/nginx.log" 2>&1 &
+	setsid /usr/sbin/nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" >"$dir/nginx.log" 2>&1 &
 	NGINX=$!
 	NGINX_URL=http://127.0.0.1:$NGINX_PORT/v1/chat/completions
 	wait_http "$NGINX_URL" "$NGINX" "$dir/nginx.log" -H 'Content-Type: application/json'
@@ -189,7 +192,7 @@ start_gateway() {
 	local dir=$WORK/gateway
 	mkdir -p "$dir"
 	GATEWAY_PORT=$(free_port)
-	(cd "$dir" && exec node "$GATEWAY_JS" --port="$GATEWAY_PORT" --headless) >"$dir/gateway.log" 2>&1 &
+	(cd "$dir" && exec setsid node "$GATEWAY_JS" --port="$GATEWAY_PORT" --headless) >"$dir/gateway.log" 2>&1 &
 	GATEWAY=$!
 	GATEWAY_URL=http://127.0.0.1:$GATEWAY_PORT/v1/chat/completions
 	GATEWAY_HEADERS=(
@@ -212,7 +215,7 @@ start_gateway() {
 start_daemon() {
 	mkdir -p "$MNT" "$WORK/state"
 	printf "$CONFIG_FMT\n" "$NGINX_PORT" >"$WORK/clouds.json"
-	"$PROMPTFS" -f -o "state_dir=$WORK/state" "$WORK/clouds.json" "$MNT" >"$WORK/promptfs.log" 2>&1 &
+	setsid "$PROMPTFS" -f -o "state_dir=$WORK/state" "$WORK/clouds.json" "$MNT" >"$WORK/promptfs.log" 2>&1 &
 	DAEMON=$!
 	local i
 	for i in $(seq 300); do
@@ -259,6 +262,19 @@ EOF
 	} >"$file"
 }
 
+# measure LOG CMD...: runs CMD in the background and waits for it. A
+# Ctrl-C then interrupts the wait and the trap runs at once; with CMD in
+# the foreground, bash would carry on if CMD caught SIGINT itself and
+# exited normally, as wrk does.
+measure() {
+	local log=$1
+	shift
+	"$@" >"$log" 2>&1 &
+	RUNNING=$!
+	wait "$RUNNING"
+	RUNNING=
+}
+
 RESULTS=()   # "label|clients|log|result line" rows
 FAILED=0
 # record LABEL CLIENTS LOG: keeps the result line of a run, and notes errors
@@ -276,11 +292,11 @@ WARMUP=$((DURATION < 2 ? DURATION : 2))
 run_wrk() { # LABEL LUA URL
 	local c t log
 	progress "$1: warm-up ${WARMUP}s, then 1 and 32 connections, ${DURATION}s each"
-	wrk -t2 -c32 -d"${WARMUP}s" -s "$2" "$3" >"$WORK/$1-warmup.log" 2>&1
+	measure "$WORK/$1-warmup.log" wrk -t2 -c32 -d"${WARMUP}s" -s "$2" "$3"
 	for c in 1 32; do
 		t=$((c == 1 ? 1 : 2))
 		log=$WORK/$1-$c.log
-		wrk -t$t -c$c -d"${DURATION}s" --latency -s "$2" "$3" >"$log" 2>&1
+		measure "$log" wrk -t$t -c$c -d"${DURATION}s" --latency -s "$2" "$3"
 		record "$1" "$c" "$log"
 	done
 }
@@ -289,10 +305,10 @@ run_promptfs() {
 	local c log dir=$MNT/$MODEL_DIR
 	progress "promptfs: warm-up ${WARMUP}s, then 1 and 32 writers, ${DURATION}s each"
 	mkdir "$dir/warmup" "$dir/run-1" "$dir/run-32" || die "cannot make workspaces in $dir"
-	"$LOADGEN" "$dir/warmup" 32 "$WARMUP" "$ANSWER" >"$WORK/promptfs-warmup.log" 2>&1
+	measure "$WORK/promptfs-warmup.log" "$LOADGEN" "$dir/warmup" 32 "$WARMUP" "$ANSWER"
 	for c in 1 32; do
 		log=$WORK/promptfs-$c.log
-		"$LOADGEN" "$dir/run-$c" "$c" "$DURATION" "$ANSWER" >"$log" 2>&1
+		measure "$log" "$LOADGEN" "$dir/run-$c" "$c" "$DURATION" "$ANSWER"
 		record promptfs "$c" "$log"
 	done
 }
@@ -303,7 +319,7 @@ run_fsync() {
 	mkdir -p "$WORK/fsync"
 	for c in 1 32; do
 		log=$WORK/fsync-$c.log
-		"$LOADGEN" --fsync "$WORK/fsync/f" "$c" "$DURATION" >"$log" 2>&1
+		measure "$log" "$LOADGEN" --fsync "$WORK/fsync/f" "$c" "$DURATION"
 		record fdatasync "$c" "$log"
 	done
 }
@@ -383,7 +399,9 @@ disk fdatasync, 128-byte appends, one file per thread, beside state_dir
 EOF
 for r in "${RESULTS[@]}"; do
 	IFS='|' read -r label clients log line <<<"$r"
-	[ "$(kv "$line" errors)" = 0 ] || echo "errors in $label at $clients: $(grep -v '^count=' "$log" | tail -1)"
+	# loadgen's first error, or wrk's error counts
+	[ "$(kv "$line" errors)" = 0 ] ||
+		echo "errors in $label at $clients: $(grep -E '^loadgen:|errors:|Non-2xx' "$log" | tr -s ' \n' ' ')"
 done
 if [ $FAILED = 0 ]; then
 	echo "result: every run completed without errors"
