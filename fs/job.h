@@ -28,8 +28,9 @@ struct response_reader {
 };
 
 int jobs_init(void);
-/* The thread that writes job ends durably; after fuse_daemonize(). Stop
- * it after the engine: it writes every end handed to it first. */
+/* The threads that record job ends (job_finish.c); after
+ * fuse_daemonize(). Stop them after the engine: they record every end
+ * handed to them first. */
 int jobs_start_finisher(void);
 void jobs_stop_finisher(void);
 /* Before the engine stops: jobs it cancels now stay queued on disk. */

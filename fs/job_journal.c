@@ -513,12 +513,9 @@ static int replay_apply(struct replay *r)
 
 static uint64_t checkpoint_position;
 
-/* A new segment that holds every live job; what came before it goes.
- * Runs on the finisher thread (or before it starts, or after it
- * stopped): no job ends meanwhile, and every ended one's files are
- * written. */
 /* Appends a record of every job in the table (and the end of those whose
- * files are pending). With journal_gate write-locked. */
+ * end is recorded: their files may not be written yet). With
+ * journal_gate write-locked. */
 static int record_live_jobs(uint64_t *lsn)
 {
 	struct job **live = NULL;

@@ -293,7 +293,7 @@ int main(int argc, char *argv[])
 
 	rc = jobs_start_finisher();
 	if (rc < 0) {
-		log_error("cannot start the finisher thread: %s", strerror(-rc));
+		log_error("cannot start the threads that record job ends: %s", strerror(-rc));
 		goto out_log;
 	}
 	engine_opts.max_inflight = opts.max_inflight;
