@@ -324,6 +324,7 @@ void job_abandon(struct job *job)
 /* A new job's files, made in staging/ before it is accepted: an empty
  * response and a queued .meta. */
 struct staged_files {
+	int in_place; /* no previous files: made in place, not staged */
 	char response[STATE_STAGED_NAME];
 	char meta[STATE_STAGED_NAME];
 };
@@ -358,8 +359,35 @@ static void discard_staged(struct job *job, struct staged_files *staged)
 	if (job->response_fd >= 0)
 		close(job->response_fd);
 	job->response_fd = -1;
+	if (staged->in_place)
+		return;
 	state_discard_staged(staged->response);
 	state_discard_staged(staged->meta);
+}
+
+/* A new job's files where no previous job's are: made in place, which
+ * spares the file system a rename and an inode freed per job. After the
+ * job is in the table, so no reader finds them without it. */
+static int make_job_files(struct job *job, int dir_fd, const char *response_name,
+			  const char *meta_name)
+{
+	size_t meta_len = 0;
+	char *meta_text = job_meta_dump(job->meta, &meta_len);
+	int rc;
+
+	if (!meta_text)
+		return -ENOMEM;
+	rc = state_create_file(dir_fd, response_name, "", 0, job->file_mode, job->file_uid,
+			       job->file_gid);
+	if (rc >= 0) {
+		job->response_fd = rc;
+		rc = state_create_file(dir_fd, meta_name, meta_text, meta_len, job->file_mode,
+				       job->file_uid, job->file_gid);
+		if (rc >= 0)
+			close(rc);
+	}
+	free(meta_text);
+	return rc < 0 ? rc : 0;
 }
 
 /* Puts a new job's staged files in place. The journal is the durable
@@ -374,12 +402,17 @@ static int place_job_files(struct job *job, struct staged_files *staged)
 	rc = dir_fd;
 	if (rc >= 0 && (!response_name || !meta_name || !error_name))
 		rc = -ENOMEM;
+	if (rc >= 0 && staged->in_place) {
+		rc = make_job_files(job, dir_fd, response_name, meta_name);
+		goto out;
+	}
 	if (rc >= 0)
 		rc = state_place_staged(staged->response, dir_fd, response_name);
 	if (rc >= 0) {
 		unlinkat(dir_fd, error_name, 0);
 		rc = state_place_staged(staged->meta, dir_fd, meta_name);
 	}
+out:
 	node_dir_fd_release(job->dir, dir_fd);
 	free(error_name);
 	free(meta_name);
@@ -388,22 +421,26 @@ static int place_job_files(struct job *job, struct staged_files *staged)
 }
 
 /* -EISDIR when a directory holds a name the job's files need: found
- * before anything is sent or replaced. */
-static int check_job_names(struct node *dir, const char *base)
+ * before anything is sent or replaced. *FRESH: none of them exists. */
+static int check_job_names(struct node *dir, const char *base, int *fresh)
 {
 	static const char *const suffixes[] = { ".response", ".meta", ".error" };
 	int rc = 0, fd = node_dir_fd(dir);
 
+	*fresh = 1;
 	if (fd < 0)
 		return fd;
 	for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]) && rc == 0; i++) {
 		char *name = name_with_suffix(base, suffixes[i]);
 		struct stat st;
 
-		if (!name)
+		if (!name) {
 			rc = -ENOMEM;
-		else if (fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISREG(st.st_mode))
-			rc = S_ISDIR(st.st_mode) ? -EISDIR : -EEXIST;
+		} else if (fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+			*fresh = 0;
+			if (!S_ISREG(st.st_mode))
+				rc = S_ISDIR(st.st_mode) ? -EISDIR : -EEXIST;
+		}
 		free(name);
 	}
 	node_dir_fd_release(dir, fd);
@@ -418,7 +455,7 @@ int job_submit(struct node *dir, const char *prompt_name, int prompt_fd, uid_t u
 	char reason[512], sha[65];
 	pthread_mutex_t *stripe;
 	struct job *job = NULL;
-	int rc, inline_prompt;
+	int rc, inline_prompt, fresh_name;
 	char *base, *text = NULL;
 	struct stat st;
 	uint64_t lsn;
@@ -457,7 +494,7 @@ int job_submit(struct node *dir, const char *prompt_name, int prompt_fd, uid_t u
 	}
 	/* a directory where the job's files go: refused before anything
 	 * is sent or replaced */
-	rc = check_job_names(dir, base);
+	rc = check_job_names(dir, base, &fresh_name);
 	if (rc < 0)
 		goto out;
 	/* where the directory is now; a move later does not change it */
@@ -489,8 +526,10 @@ int job_submit(struct node *dir, const char *prompt_name, int prompt_fd, uid_t u
 	json_object_set_new(job->meta, "prompt_sha256", json_string(sha));
 
 	/* made before the job is accepted: a full disk refuses it here,
-	 * with the previous job of NAME and its files untouched */
-	rc = stage_job_files(job, &staged);
+	 * with the previous job of NAME and its files untouched; a name
+	 * with no previous job gets them in place, once it is accepted */
+	staged.in_place = fresh_name;
+	rc = fresh_name ? 0 : stage_job_files(job, &staged);
 	if (rc < 0)
 		goto out;
 	pthread_rwlock_rdlock(&journal_gate);

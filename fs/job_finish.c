@@ -311,9 +311,11 @@ static int write_end_files(struct job *job, const char *meta_text, size_t meta_l
 	if (rc == 0 && error)
 		rc = state_write_file(dir_fd, error_name, error, strlen(error), job->file_mode,
 				      job->file_uid, job->file_gid, 0);
+	/* in place: while the job is in the table readers of .meta get
+	 * its text from memory, and after a crash the journal remakes it */
 	if (rc == 0 && meta_text)
-		rc = state_write_file(dir_fd, meta_name, meta_text, meta_len, job->file_mode,
-				      job->file_uid, job->file_gid, 0);
+		rc = state_rewrite_file(dir_fd, meta_name, meta_text, meta_len, job->file_mode,
+					job->file_uid, job->file_gid);
 	node_dir_fd_release(job->dir, dir_fd);
 	free(error_name);
 	free(meta_name);

@@ -266,6 +266,51 @@ int state_write_file(int dir_fd, const char *name, const void *data, size_t len,
 	return rc;
 }
 
+int state_create_file(int dir_fd, const char *name, const void *data, size_t len, mode_t mode,
+		      uid_t uid, gid_t gid)
+{
+	int fd = openat(dir_fd, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+	int rc;
+
+	if (fd < 0)
+		return -errno;
+	rc = write_all(fd, data, len);
+	/* creation applied the umask */
+	if (rc == 0 && fchmod(fd, mode) < 0)
+		rc = -errno;
+	if (rc < 0) {
+		close(fd);
+		unlinkat(dir_fd, name, 0);
+		return rc;
+	}
+	state_give_file(fd, uid, gid);
+	return fd;
+}
+
+int state_rewrite_file(int dir_fd, const char *name, const void *data, size_t len, mode_t mode,
+		       uid_t uid, gid_t gid)
+{
+	int fd = openat(dir_fd, name, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+	int rc = 0;
+
+	if (fd < 0 && errno == ENOENT)
+		return state_write_file(dir_fd, name, data, len, mode, uid, gid, 0);
+	if (fd < 0)
+		return -errno;
+	for (size_t done = 0; done < len && rc == 0;) {
+		ssize_t n = pwrite(fd, (const char *)data + done, len - done, (off_t)done);
+
+		if (n < 0 && errno != EINTR)
+			rc = -errno;
+		else if (n > 0)
+			done += (size_t)n;
+	}
+	if (rc == 0 && ftruncate(fd, (off_t)len) < 0)
+		rc = -errno;
+	close(fd);
+	return rc;
+}
+
 int state_replace_empty(int dir_fd, const char *name, mode_t mode, uid_t uid, gid_t gid)
 {
 	char staged[STATE_STAGED_NAME];

@@ -36,6 +36,17 @@ int state_stage_file(char *staged, const void *data, size_t len, mode_t mode, ui
 int state_place_staged(const char *staged, int dir_fd, const char *name);
 void state_discard_staged(const char *staged);
 
+/* Creates NAME in DIR_FD (it must not exist) holding DATA, with
+ * MODE/UID/GID; returns an O_RDWR descriptor of it or -errno (a failed
+ * one is removed again). */
+int state_create_file(int dir_fd, const char *name, const void *data, size_t len, mode_t mode,
+		      uid_t uid, gid_t gid);
+
+/* Writes DATA over the contents of NAME in DIR_FD, in place (made if
+ * missing): for a file no reader reads while it changes. 0 or -errno. */
+int state_rewrite_file(int dir_fd, const char *name, const void *data, size_t len, mode_t mode,
+		       uid_t uid, gid_t gid);
+
 /* Creates an empty file and renames it over NAME in DIR_FD; returns an
  * O_RDWR descriptor of the new file or -errno. Readers of the old file
  * keep the old one. */
