@@ -3,6 +3,8 @@ number of crashes and ends exactly once, a .meta never says done over a
 short answer, and a crash makes the backend redo (and bill) almost nothing
 it had already answered whole."""
 import errno
+import glob
+import json
 import os
 import random
 import threading
@@ -24,6 +26,13 @@ LATENCY = "[[fault:latency seconds=0.05]]"
 # re-running is what a crash between the answer and its record costs, and
 # recording an end durably must not take long enough to make that common
 MAX_DUPLICATE_RATIO = 0.01
+# A sanitizer build runs the daemon several times slower: more answers
+# wait unread in sockets, or between the engine and the journal, when the
+# kill lands. The bound is about speed, so there it is only a guard
+# against the old way (a queue of fsyncs: about a quarter re-run).
+INSTRUMENTED = any(v in os.environ for v in ("ASAN_OPTIONS", "TSAN_OPTIONS"))
+if INSTRUMENTED:
+    MAX_DUPLICATE_RATIO = 0.10
 # errnos of operations cut by the daemon's death (and the lazy unmount)
 DEAD_MOUNT = (errno.ENOTCONN, errno.ECONNABORTED, errno.ENOENT)
 
@@ -121,6 +130,46 @@ class Writer(threading.Thread):
                     return
 
 
+def journal_records(state):
+    """Every record of state_dir's journal, oldest first, as the daemon
+    replays them: a line is a CRC, a space and one JSON object; a
+    segment's records end at its first zero byte or torn line."""
+    records = []
+    for segment in sorted(glob.glob(os.path.join(state, "journal", "*.log"))):
+        for line in open(segment, "rb").read().split(b"\n"):
+            if not line or line[0] == 0:
+                break
+            try:
+                records.append(json.loads(line[9:]))
+            except ValueError:
+                break
+    return records
+
+
+def arrived_unrecorded(state, mount_root, writers):
+    """Accepted prompts of WRITERS whose whole answer was in their
+    .response when the daemon died, but whose end is not in the journal:
+    answers the daemon had and did not record."""
+    ids, ended = {}, set()
+    for rec in journal_records(state):
+        if rec.get("t") == "job":
+            ids[(rec["dir"], rec["base"])] = rec["id"]
+        elif rec.get("t") == "end":
+            ended.add(rec["id"])
+    tree = os.path.join(state, "tree")
+    found = []
+    for w in writers:
+        rel = "/" + os.path.relpath(w.workspace, mount_root)  # the journal's path
+        for name, text in w.accepted:
+            job = ids.get((rel, name))
+            if job is None or job in ended:
+                continue
+            path = tree + rel + "/" + name + ".response"
+            if os.path.exists(path) and open(path, "rb").read() == answer_of(text):
+                found.append(rel + "/" + name)
+    return found
+
+
 def check_tree(root):
     """Every job's generated files under ROOT (through the mount). Returns
     two lists of problems: .meta files saying done over anything but the
@@ -183,6 +232,7 @@ def test_kill9_loop_keeps_every_accepted_job_and_reruns_few(mount_factory, whole
         os.mkdir(w)
 
     writers = []
+    unrecorded = []
     started = time.monotonic()
     for cycle in range(CYCLES):
         if cycle:
@@ -198,6 +248,7 @@ def test_kill9_loop_keeps_every_accepted_job_and_reruns_few(mount_factory, whole
             w.join(30)
         stuck = [w.index for w in batch if w.is_alive()]
         assert not stuck, "writers %s still blocked 30 s after kill -9 (seed %d)" % (stuck, seed)
+        unrecorded += arrived_unrecorded(m.state, m.path, batch)
         writers += batch
     loop_seconds = time.monotonic() - started
 
@@ -248,9 +299,14 @@ def test_kill9_loop_keeps_every_accepted_job_and_reruns_few(mount_factory, whole
                "than once: %.2f%% (seed %d)" % (CYCLES, loop_seconds, len(attempted),
                                                 len(accepted), len(duplicates), 100 * ratio,
                                                 seed))
+    summary += "; %d answers had arrived whole but were not on record at the kill" % \
+        len(unrecorded)
     print(summary)
     if ratio > MAX_DUPLICATE_RATIO:
         problems.append("too many duplicate completions (limit %.0f%%), e.g.:\n  %s"
                         % (100 * MAX_DUPLICATE_RATIO, "\n  ".join(duplicates[:3])))
+    if len(unrecorded) / len(accepted) > MAX_DUPLICATE_RATIO:
+        problems.append("too many answers arrived but not recorded (limit %.0f%%), e.g.:\n  %s"
+                        % (100 * MAX_DUPLICATE_RATIO, "\n  ".join(unrecorded[:3])))
 
     assert not problems, summary + "\n" + "\n".join(problems)
