@@ -19,6 +19,7 @@
 
 #include "fs/job.h"
 #include "fs/log.h"
+#include "fs/policy_store.h"
 #include "fs/node.h"
 #include "fs/ops.h"
 #include "fs/promptfs.h"
@@ -336,6 +337,7 @@ out_signals:
 out_session:
 	fuse_session_destroy(se);
 out_nodes:
+	policy_store_destroy();
 	node_table_destroy();
 out_journal:
 	jobs_journal_close();

@@ -11,6 +11,7 @@
 
 #include "fs/job.h"
 #include "fs/ops_internal.h"
+#include "fs/policy_store.h"
 #include "fs/state.h"
 
 static struct handle *handle_of(const struct fuse_file_info *fi)
@@ -65,11 +66,14 @@ static void handle_untrack(struct handle *h)
 static void handle_free(struct handle *h)
 {
 	handle_untrack(h);
+	if (h->kind == HANDLE_POLICY)
+		ops_policy_release(h);
 	if (h->kind == HANDLE_RESPONSE)
 		job_response_close(&h->reader);
 	else if (h->fd >= 0)
 		close(h->fd);
 	free(h->snapshot);
+	free(h->policy_text);
 	node_put(h->node);
 	free(h);
 }
@@ -136,6 +140,62 @@ static int open_in(struct node *dir, const char *name, int flags, mode_t mode)
 	return fd;
 }
 
+/* A .policy opened for writing by an admin: what is written is kept in
+ * memory and becomes the policy at close (ops_policy.c). FD is the
+ * backing file, for reads. */
+static int policy_handle(fuse_req_t req, struct handle *h, int fd, struct fuse_file_info *fi)
+{
+	h->fd = fd;
+	fi->noflush = 0;
+	fi->direct_io = 1;
+	if (!ops_is_policy_admin(req))
+		return -EPERM;
+	return ops_policy_open(h, (fi->flags & O_TRUNC) != 0);
+}
+
+static void create_policy(fuse_req_t req, struct node *dir, const char *name,
+			  struct fuse_file_info *fi)
+{
+	struct fuse_entry_param e;
+	struct handle *h;
+	int fd, rc;
+
+	if (!ops_is_policy_admin(req)) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	fd = ops_policy_backing(dir);
+	if (fd < 0) {
+		fuse_reply_err(req, -fd);
+		return;
+	}
+	h = calloc(1, sizeof(*h));
+	rc = h ? ops_make_entry(dir, name, &e) : -ENOMEM;
+	if (rc < 0) {
+		close(fd);
+		free(h);
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	h->node = node_from_ino(e.ino);
+	node_hold(h->node);
+	/* what is written replaces the whole policy */
+	fi->flags |= O_TRUNC;
+	rc = policy_handle(req, h, fd, fi);
+	if (rc < 0) {
+		node_forget(h->node, 1);
+		handle_free(h);
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	handle_track(h);
+	fi->fh = (uintptr_t)h;
+	if (fuse_reply_create(req, &e, fi) != 0) {
+		node_forget(h->node, 1);
+		handle_free(h);
+	}
+}
+
 void ops_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		struct fuse_file_info *fi)
 {
@@ -146,6 +206,10 @@ void ops_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode
 	struct handle *h;
 	int fd, created = 1, rc;
 
+	if (ops_name_is_policy(name)) {
+		create_policy(req, dir, name, fi);
+		return;
+	}
 	if (!node_in_model_tree(dir)) {
 		fuse_reply_err(req, EPERM);
 		return;
@@ -191,6 +255,41 @@ void ops_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode
 	}
 }
 
+static void open_policy(fuse_req_t req, struct node *n, struct node *dir, struct fuse_file_info *fi)
+{
+	struct handle *h;
+	int fd, rc;
+
+	if (!ops_is_policy_admin(req)) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	/* made again if a change removed it while the kernel kept its name */
+	fd = ops_policy_backing(dir);
+	if (fd < 0) {
+		fuse_reply_err(req, -fd);
+		return;
+	}
+	h = calloc(1, sizeof(*h));
+	if (!h) {
+		close(fd);
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	node_hold(n);
+	h->node = n;
+	rc = policy_handle(req, h, fd, fi);
+	if (rc < 0) {
+		handle_free(h);
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	handle_track(h);
+	fi->fh = (uintptr_t)h;
+	if (fuse_reply_open(req, fi) != 0)
+		handle_free(h);
+}
+
 void ops_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct node *n = node_from_ino(ino);
@@ -212,6 +311,10 @@ void ops_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	role = node_in_model_tree(dir) ? file_role_of(name) : ROLE_PLAIN;
 	if (file_role_generated(role) && wants_write(fi->flags)) {
 		rc = -EACCES; /* generated files are read-only, even for root */
+		goto out;
+	}
+	if (ops_name_is_policy(name) && wants_write(fi->flags)) {
+		open_policy(req, n, dir, fi);
 		goto out;
 	}
 	fd = open_in(dir, name, backing_flags(fi->flags, role), 0);
@@ -314,6 +417,15 @@ void ops_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off
 	struct handle *h = handle_of(fi);
 	ssize_t written;
 
+	if (h->kind == HANDLE_POLICY) {
+		int n = ops_policy_write(h, buf, size, off);
+
+		if (n < 0)
+			fuse_reply_err(req, -n);
+		else
+			fuse_reply_write(req, (size_t)n);
+		return;
+	}
 	if (h->kind != HANDLE_PLAIN && h->kind != HANDLE_PROMPT) {
 		fuse_reply_err(req, EBADF);
 		return;
@@ -354,6 +466,16 @@ void ops_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	int rc;
 
 	(void)ino;
+	if (h->kind == HANDLE_POLICY) {
+		rc = node_file_location(h->node, &dir, &name);
+		if (rc == 0) {
+			rc = ops_policy_close(h, dir);
+			free(name);
+			node_put(dir);
+		}
+		fuse_reply_err(req, rc < 0 ? -rc : 0);
+		return;
+	}
 	if (h->kind != HANDLE_PROMPT || (!h->dirty && !h->write_error)) {
 		fuse_reply_err(req, 0);
 		return;

@@ -12,6 +12,7 @@ enum handle_kind {
 	HANDLE_PROMPT,	 /* NAME.prompt open for writing */
 	HANDLE_RESPONSE, /* NAME.response */
 	HANDLE_SNAPSHOT, /* a live job's .meta, as it was at open */
+	HANDLE_POLICY,	 /* .policy open for writing, by an admin */
 };
 
 struct handle {
@@ -25,9 +26,29 @@ struct handle {
 	struct response_reader reader;
 	char *snapshot;
 	size_t snapshot_len;
+	char *policy_text; /* HANDLE_POLICY: what was written, until close */
+	size_t policy_len;
+	int policy_emptied; /* opened with O_TRUNC (or truncated), nothing written */
 };
 
 int ops_name_visible(const struct node *dir, const char *name);
+
+/* ops_policy.c: `.policy` through the mount */
+int ops_name_is_policy(const char *name);
+int ops_policy_backing(struct node *dir);
+int ops_policy_open(struct handle *h, int truncate);
+int ops_policy_write(struct handle *h, const char *buf, size_t size, off_t off);
+int ops_policy_truncate(struct handle *h, off_t size);
+int ops_policy_close(struct handle *h, struct node *dir);
+void ops_policy_release(struct handle *h);
+
+/* ops_xattr.c: policies as extended attributes */
+int ops_is_policy_admin(fuse_req_t req);
+void ops_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size);
+void ops_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
+void ops_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size,
+		  int flags);
+void ops_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);
 void ops_release_open_files(void);
 void ops_release_open_dirs(void);
 /* Stats N where it is now, with how long the kernel may keep the

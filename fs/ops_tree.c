@@ -16,6 +16,7 @@
 #include "fs/node.h"
 #include "fs/ops.h"
 #include "fs/ops_internal.h"
+#include "fs/policy_store.h"
 #include "fs/state.h"
 
 /* How long the kernel may keep what a reply told it.
@@ -47,6 +48,8 @@ static int is_structure_level(const struct node *dir)
  * model everything is visible. */
 int ops_name_visible(const struct node *dir, const char *name)
 {
+	if (ops_name_is_policy(name))
+		return 1; /* every directory may have a policy */
 	switch (dir->kind) {
 	case NODE_ROOT:
 		for (size_t i = 0; i < pfs.config->n_clouds; i++) {
@@ -82,6 +85,9 @@ static int is_generated(const struct node *n, const struct node *dir, const char
 
 static double attr_timeout_for(const struct node *n, const struct node *dir, const char *name)
 {
+	/* a .policy is rewritten by the daemon at each change */
+	if (n->kind == NODE_FILE && name && ops_name_is_policy(name))
+		return 0.0;
 	return n->kind == NODE_WORKSPACE || is_generated(n, dir, name) ? 0.0 : CACHE_TIMEOUT;
 }
 
@@ -136,7 +142,9 @@ int ops_make_entry(struct node *dir, const char *name, struct fuse_entry_param *
 	node_dir_fd_release(dir, fd);
 	if (rc < 0)
 		return rc;
-	if (is_structure_level(dir) && !S_ISDIR(st.st_mode))
+	if (is_structure_level(dir) && !S_ISDIR(st.st_mode) && !ops_name_is_policy(name))
+		return -ENOENT;
+	if (ops_name_is_policy(name) && !S_ISREG(st.st_mode))
 		return -ENOENT;
 	n = node_get_child_err(dir, name, &st, 1, &rc);
 	if (!n)
@@ -145,7 +153,11 @@ int ops_make_entry(struct node *dir, const char *name, struct fuse_entry_param *
 	e->ino = node_ino(n);
 	e->attr = st;
 	e->attr_timeout = attr_timeout_for(n, dir, name);
-	e->entry_timeout = CACHE_TIMEOUT;
+	/* a .policy comes and goes with setxattr behind the kernel's back
+	 * (telling the kernel from inside a setxattr on its directory would
+	 * wait on the directory's lock the kernel holds): its name is
+	 * looked up each time */
+	e->entry_timeout = ops_name_is_policy(name) ? 0.0 : CACHE_TIMEOUT;
 	return 0;
 }
 
@@ -245,6 +257,17 @@ static int setattr_file_at(struct node *dir, int dir_fd, const char *name, const
 {
 	enum file_role role = node_in_model_tree(dir) ? file_role_of(name) : ROLE_PLAIN;
 	int generated = file_role_generated(role);
+
+	if (ops_name_is_policy(name)) {
+		struct handle *h = fi && fi->fh ? (struct handle *)(uintptr_t)fi->fh : NULL;
+
+		/* its text changes only by a write that close() checks */
+		if (h && h->kind == HANDLE_POLICY && to_set == FUSE_SET_ATTR_SIZE)
+			return ops_policy_truncate(h, attr->st_size);
+		if (to_set & ~(FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW |
+			       FUSE_SET_ATTR_MTIME_NOW | FUSE_SET_ATTR_CTIME))
+			return -EPERM;
+	}
 
 	if (generated && (to_set & FUSE_SET_ATTR_SIZE))
 		return -EACCES;
@@ -488,9 +511,10 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	struct node *dir = node_from_ino(parent);
 	struct fuse_entry_param e;
+	struct stat st;
 	int rc, fd;
 
-	if (!node_in_model_tree(dir)) {
+	if (!node_in_model_tree(dir) || ops_name_is_policy(name)) {
 		fuse_reply_err(req, EPERM);
 		return;
 	}
@@ -500,6 +524,9 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 		return;
 	}
 	rc = mkdirat(fd, name, mode) < 0 ? -errno : 0;
+	/* a new directory may have an old one's inode number: no policy */
+	if (rc == 0 && fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+		policy_store_forget(st.st_dev, st.st_ino);
 	if (rc == 0 && pfs.daemon_is_root)
 		fchownat(fd, name, ctx->uid, ctx->gid, AT_SYMLINK_NOFOLLOW);
 	node_dir_fd_release(dir, fd);
@@ -540,7 +567,24 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 		return;
 	}
 	node_directory_removed(&st);
+	policy_store_forget(st.st_dev, st.st_ino);
 	fuse_reply_err(req, 0);
+}
+
+/* rm of a .policy: the directory's policy is removed (admins only). */
+static void unlink_policy(fuse_req_t req, struct node *dir, const char *name)
+{
+	struct policy none = { 0 };
+	int rc;
+
+	if (!ops_is_policy_admin(req)) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	rc = policy_store_replace(dir, &none);
+	if (rc == 0)
+		node_file_unlinked(dir, name);
+	fuse_reply_err(req, -rc);
 }
 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -550,6 +594,10 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct stat st;
 	int fd, rc = 0;
 
+	if (ops_name_is_policy(name)) {
+		unlink_policy(req, dir, name);
+		return;
+	}
 	if (!node_in_model_tree(dir)) {
 		fuse_reply_err(req, ops_name_visible(dir, name) ? EPERM : ENOENT);
 		return;
@@ -588,6 +636,9 @@ static int rename_checks(struct node_rename *r, int from_fd, int to_fd, unsigned
 
 	*submit = 0;
 	if (!node_in_model_tree(r->from_dir) || !node_in_model_tree(r->to_dir))
+		return -EPERM;
+	/* a policy changes only by a write its close() checks */
+	if (ops_name_is_policy(r->from_name) || ops_name_is_policy(r->to_name))
 		return -EPERM;
 	if (fstatat(from_fd, r->from_name, &r->from, AT_SYMLINK_NOFOLLOW) < 0)
 		return -errno;
@@ -722,41 +773,6 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 		fuse_reply_statfs(req, &sv);
 }
 
-static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
-{
-	(void)ino;
-	(void)name;
-	(void)size;
-	fuse_reply_err(req, ENODATA);
-}
-
-static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
-{
-	(void)ino;
-	if (size == 0)
-		fuse_reply_xattr(req, 0);
-	else
-		fuse_reply_buf(req, NULL, 0);
-}
-
-static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
-			size_t size, int flags)
-{
-	(void)ino;
-	(void)name;
-	(void)value;
-	(void)size;
-	(void)flags;
-	fuse_reply_err(req, ENOTSUP);
-}
-
-static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
-{
-	(void)ino;
-	(void)name;
-	fuse_reply_err(req, ENODATA);
-}
-
 const struct fuse_lowlevel_ops promptfs_ops = {
 	.lookup = op_lookup,
 	.forget = op_forget,
@@ -775,10 +791,10 @@ const struct fuse_lowlevel_ops promptfs_ops = {
 	.symlink = op_symlink,
 	.mknod = op_mknod,
 	.statfs = op_statfs,
-	.getxattr = op_getxattr,
-	.listxattr = op_listxattr,
-	.setxattr = op_setxattr,
-	.removexattr = op_removexattr,
+	.getxattr = ops_getxattr,
+	.listxattr = ops_listxattr,
+	.setxattr = ops_setxattr,
+	.removexattr = ops_removexattr,
 	.create = ops_create,
 	.open = ops_open,
 	.read = ops_read,

@@ -1,0 +1,282 @@
+/* Directory policies in state_dir and in memory (see policy_store.h). */
+#include "fs/policy_store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fs/log.h"
+#include "fs/promptfs.h"
+#include "fs/state.h"
+
+#define STORE_BUCKETS 1024
+/* deeper paths than this compose in two passes (node_ancestry's rule) */
+#define CHAIN_ON_STACK 32
+
+/* One directory's own policy as read from its `.policy`. */
+struct kept {
+	dev_t dev;
+	ino_t ino;
+	struct policy policy;
+	struct kept *next;
+};
+
+/* Guards the table, and makes a read of `.policy` and its replacement
+ * one step each: policy changes are rare, reads copy out. */
+static pthread_mutex_t store_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct kept *table[STORE_BUCKETS];
+
+void policy_store_destroy(void)
+{
+	pthread_mutex_lock(&store_lock);
+	for (size_t b = 0; b < STORE_BUCKETS; b++) {
+		while (table[b]) {
+			struct kept *k = table[b];
+
+			table[b] = k->next;
+			policy_release(&k->policy);
+			free(k);
+		}
+	}
+	pthread_mutex_unlock(&store_lock);
+}
+
+static size_t bucket_of(dev_t dev, ino_t ino)
+{
+	return (size_t)(((uint64_t)dev * 0x9e3779b97f4a7c15ull) ^ (uint64_t)ino) % STORE_BUCKETS;
+}
+
+static struct kept *find_locked(dev_t dev, ino_t ino)
+{
+	struct kept *k = table[bucket_of(dev, ino)];
+
+	while (k && !(k->dev == dev && k->ino == ino))
+		k = k->next;
+	return k;
+}
+
+/* Reads DIR's `.policy` into P. A file that does not parse (edited in
+ * state_dir by hand) is logged and refuses everything: a policy that
+ * cannot be read must not open what it was there to close. */
+static int read_policy_file(struct node *dir, struct policy *p)
+{
+	char *text = NULL, err[256];
+	int fd, rc, dir_fd = node_dir_fd(dir);
+	struct stat st;
+	ssize_t n;
+
+	memset(p, 0, sizeof(*p));
+	if (dir_fd < 0)
+		return dir_fd;
+	fd = openat(dir_fd, POLICY_FILE, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	node_dir_fd_release(dir, dir_fd);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -errno;
+	rc = fstat(fd, &st) < 0 ? -errno : 0;
+	if (rc == 0 && st.st_size > POLICY_FILE_MAX)
+		rc = -EFBIG;
+	if (rc == 0 && !(text = malloc((size_t)st.st_size + 1)))
+		rc = -ENOMEM;
+	if (rc == 0) {
+		n = pread(fd, text, (size_t)st.st_size, 0);
+		rc = n == st.st_size ? 0 : n < 0 ? -errno : -EIO;
+	}
+	close(fd);
+	if (rc == 0)
+		rc = policy_parse(text, (size_t)st.st_size, p, err, sizeof(err));
+	free(text);
+	if (rc == -EINVAL || rc == -EFBIG) {
+		log_error("a .policy in state_dir does not parse (%s); it allows nothing",
+			  rc == -EINVAL ? err : "too large");
+		memset(p, 0, sizeof(*p));
+		p->set = POLICY_BIT(POLICY_PROVIDERS); /* an empty list: nothing */
+		rc = 0;
+	}
+	return rc;
+}
+
+/* DIR's kept policy, read first if need be. Under store_lock. */
+static int kept_locked(struct node *dir, struct kept **out)
+{
+	struct kept *k = find_locked(dir->dev, dir->ino);
+	size_t b;
+	int rc;
+
+	if (k) {
+		*out = k;
+		return 0;
+	}
+	k = calloc(1, sizeof(*k));
+	if (!k)
+		return -ENOMEM;
+	rc = read_policy_file(dir, &k->policy);
+	if (rc < 0) {
+		free(k);
+		return rc;
+	}
+	k->dev = dir->dev;
+	k->ino = dir->ino;
+	b = bucket_of(k->dev, k->ino);
+	k->next = table[b];
+	table[b] = k;
+	*out = k;
+	return 0;
+}
+
+int policy_store_own(struct node *dir, struct policy *out)
+{
+	struct kept *k;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if (dir->kind == NODE_FILE)
+		return -ENOTDIR;
+	pthread_mutex_lock(&store_lock);
+	rc = kept_locked(dir, &k);
+	if (rc == 0)
+		rc = policy_copy(out, &k->policy);
+	pthread_mutex_unlock(&store_lock);
+	return rc;
+}
+
+/* Says in the log which names a policy gives that nothing configured
+ * has: a site-wide policy may outlive a config change, so it is no
+ * error, but a typo should be visible. */
+static void note_unknown_names(const struct policy *p)
+{
+	const struct config *cfg = pfs.config;
+
+	for (size_t i = 0; (p->set & POLICY_BIT(POLICY_PROVIDERS)) && i < p->providers.n; i++) {
+		const char *name = p->providers.names[i];
+		int known = 0;
+
+		for (size_t c = 0; c < cfg->n_clouds && !known; c++)
+			known = strcmp(cfg->clouds[c].name, name) == 0;
+		if (!known)
+			log_info("policy: providers names %s, which is no configured cloud", name);
+	}
+	for (size_t i = 0; (p->set & POLICY_BIT(POLICY_RESIDENCY)) && i < p->residency.n; i++) {
+		const char *tag = p->residency.names[i];
+		int known = 0;
+
+		for (size_t c = 0; c < cfg->n_clouds && !known; c++) {
+			const struct cloud *cloud = &cfg->clouds[c];
+
+			for (size_t r = 0; r < cloud->n_regions && !known; r++)
+				for (size_t g = 0; g < cloud->regions[r].n_geo && !known; g++)
+					known = strcmp(cloud->regions[r].geo[g], tag) == 0;
+		}
+		if (!known)
+			log_info("policy: residency names %s, which no configured region has", tag);
+	}
+}
+
+/* Writes P as DIR's `.policy` (or removes it), durably. */
+static int write_policy_file(struct node *dir, const struct policy *p)
+{
+	char *text = p->set ? policy_to_json(p) : NULL;
+	int rc, dir_fd;
+
+	if (p->set && !text)
+		return -ENOMEM;
+	dir_fd = node_dir_fd(dir);
+	rc = dir_fd < 0 ? dir_fd : 0;
+	if (rc == 0 && text)
+		rc = state_write_file(dir_fd, POLICY_FILE, text, strlen(text), POLICY_FILE_MODE,
+				      getuid(), getgid(), STATE_DURABLE);
+	else if (rc == 0 && unlinkat(dir_fd, POLICY_FILE, 0) < 0 && errno != ENOENT)
+		rc = -errno;
+	/* the name itself must survive a crash too */
+	if (rc == 0)
+		rc = state_sync_dir(dir_fd);
+	node_dir_fd_release(dir, dir_fd);
+	free(text);
+	return rc;
+}
+
+int policy_store_replace(struct node *dir, const struct policy *p)
+{
+	struct policy copy;
+	struct kept *k;
+	int rc;
+
+	if (dir->kind == NODE_FILE)
+		return -ENOTDIR;
+	rc = policy_copy(&copy, p);
+	if (rc < 0)
+		return rc;
+	pthread_mutex_lock(&store_lock);
+	rc = kept_locked(dir, &k);
+	if (rc == 0)
+		rc = write_policy_file(dir, p);
+	if (rc == 0) {
+		policy_release(&k->policy);
+		k->policy = copy;
+		memset(&copy, 0, sizeof(copy));
+	}
+	pthread_mutex_unlock(&store_lock);
+	policy_release(&copy);
+	if (rc == 0)
+		note_unknown_names(p);
+	return rc;
+}
+
+int policy_store_effective(struct node *dir, struct effective_policy *out)
+{
+	struct node *on_stack[CHAIN_ON_STACK], **chain = on_stack;
+	const struct policy *levels[CHAIN_ON_STACK], **policies = levels;
+	size_t n = node_ancestry(dir, chain, CHAIN_ON_STACK);
+	int rc = 0;
+
+	memset(out, 0, sizeof(*out));
+	if (n > CHAIN_ON_STACK) {
+		chain = calloc(n, sizeof(*chain));
+		policies = calloc(n, sizeof(*policies));
+		if (!chain || !policies || node_ancestry(dir, chain, n) != n) {
+			/* a rename made the path deeper meanwhile: rare enough
+			 * to report instead of chasing */
+			free(policies);
+			free(chain);
+			return -EAGAIN;
+		}
+	}
+	pthread_mutex_lock(&store_lock);
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		struct kept *k;
+
+		rc = kept_locked(chain[i], &k);
+		if (rc == 0)
+			policies[i] = &k->policy;
+	}
+	if (rc == 0)
+		rc = policy_compose(policies, n, 0, out);
+	pthread_mutex_unlock(&store_lock);
+	node_put_all(chain, n);
+	if (chain != on_stack) {
+		free(policies);
+		free(chain);
+	}
+	return rc;
+}
+
+void policy_store_forget(dev_t dev, ino_t ino)
+{
+	struct kept **pp, *k;
+
+	pthread_mutex_lock(&store_lock);
+	pp = &table[bucket_of(dev, ino)];
+	while (*pp && !((*pp)->dev == dev && (*pp)->ino == ino))
+		pp = &(*pp)->next;
+	k = *pp;
+	if (k)
+		*pp = k->next;
+	pthread_mutex_unlock(&store_lock);
+	if (k) {
+		policy_release(&k->policy);
+		free(k);
+	}
+}
