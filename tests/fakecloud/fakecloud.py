@@ -344,6 +344,10 @@ class Handler(BaseHTTPRequestHandler):
         while not gate.wait(0.1):
             if time.monotonic() > end or self.server.stopping.is_set() or self.client_gone():
                 raise ClientGone()
+        # a client that left between two looks must not get an answer
+        # counted as sent whole
+        if self.client_gone():
+            raise ClientGone()
 
     def write(self, data):
         if self.pending_gate is not None:
