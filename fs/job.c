@@ -135,6 +135,7 @@ static void job_free(struct job *job)
 	if (job->response_fd >= 0)
 		close(job->response_fd);
 	json_decref(job->meta);
+	json_decref(job->end_meta);
 	free(job->end_error);
 	pthread_mutex_destroy(&job->file_lock);
 	node_put(job->dir);

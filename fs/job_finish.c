@@ -198,8 +198,8 @@ static void record_end(struct finished_job *it)
 	}
 	pthread_mutex_lock(&jobs_lock);
 	if (final_meta) {
-		json_decref(job->meta);
-		job->meta = final_meta;
+		json_decref(job->end_meta);
+		job->end_meta = final_meta;
 		final_meta = NULL;
 		free(job->end_error);
 		job->end_error = it->error ? strdup(it->error) : NULL;
@@ -217,6 +217,11 @@ static void publish_end(struct finished_job *it)
 	struct wakeups w = { 0 };
 
 	pthread_mutex_lock(&jobs_lock);
+	if (job->end_meta) {
+		json_decref(job->meta);
+		job->meta = job->end_meta;
+		job->end_meta = NULL;
+	}
 	job->status = it->final;
 	job_wake_readers(job, &w);
 	pthread_mutex_unlock(&jobs_lock);

@@ -50,7 +50,11 @@ struct job {
 	 * memory the truth, until the finisher writes them */
 	int files_pending;
 	int end_recorded; /* its end record is in the journal */
-	char *end_error;  /* .error's text once it ended */
+	/* its final .meta from the moment its end is recorded until readers
+	 * are told (then it becomes META): .meta read through the mount must
+	 * not say failed before .error exists */
+	json_t *end_meta;
+	char *end_error; /* .error's text once it ended */
 	struct job *hash_next;
 };
 

@@ -534,7 +534,7 @@ static int record_live_jobs(uint64_t *lsn)
 			json_t *meta;
 
 			pthread_mutex_lock(&jobs_lock);
-			meta = json_deep_copy(job->meta);
+			meta = json_deep_copy(job->end_meta ? job->end_meta : job->meta);
 			pthread_mutex_unlock(&jobs_lock);
 			rc = meta ? job_journal_end(job, meta, job->end_error, NULL, 0, lsn)
 				  : -ENOMEM;
