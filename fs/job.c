@@ -13,6 +13,7 @@
 #include "fs/job_internal.h"
 #include "fs/journal.h"
 #include "fs/log.h"
+#include "fs/policy_store.h"
 #include "fs/prompt.h"
 #include "fs/state.h"
 
@@ -175,6 +176,8 @@ struct job *job_new(struct node *dir, const char *base, const struct model *mode
 	job->response_fd = -1;
 	job->refs = 1;
 	job->status = JOB_QUEUED;
+	job->limits.retries = 2;
+	job->limits.timeout_s = pfs.opts->timeout_s;
 	return job;
 }
 
@@ -269,9 +272,9 @@ int job_start(struct job *job, struct llm_request *req)
 		.request = *req,
 		.candidates = { job->model },
 		.n_candidates = 1,
-		.retries = 2,
-		.timeout_s = pfs.opts->timeout_s,
-		.first_token_timeout_s = 0,
+		.retries = (unsigned)job->limits.retries,
+		.timeout_s = job->limits.timeout_s,
+		.first_token_timeout_s = job->limits.first_token_timeout_s,
 		.sink = &job_engine_sink,
 		.sink_ctx = job,
 	};
@@ -452,6 +455,7 @@ int job_submit(struct node *dir, const char *prompt_name, int prompt_fd, uid_t u
 {
 	struct llm_request req = { 0 };
 	struct staged_files staged;
+	struct job_limits limits;
 	const struct model *model;
 	char reason[512], sha[65];
 	pthread_mutex_t *stripe;
@@ -493,17 +497,26 @@ int job_submit(struct node *dir, const char *prompt_name, int prompt_fd, uid_t u
 		record_refusal(dir, base, sentence, &st);
 		goto out;
 	}
-	/* a directory where the job's files go: refused before anything
-	 * is sent or replaced */
-	rc = check_job_names(dir, base, &fresh_name);
-	if (rc < 0)
-		goto out;
 	/* where the directory is now; a move later does not change it */
 	model = node_deployment(dir);
 	if (!model) {
 		rc = -ENOENT; /* not below a configured model: nowhere to run */
 		goto out;
 	}
+	rc = job_policy_admit(dir, model, len, &req, &limits, reason, sizeof(reason));
+	if (rc < 0) {
+		char sentence[640];
+
+		snprintf(sentence, sizeof(sentence), "The prompt was %s.", reason);
+		log_info("%s.prompt: %s", base, reason);
+		record_refusal(dir, base, sentence, &st);
+		goto out;
+	}
+	/* a directory where the job's files go: refused before anything
+	 * is sent or replaced */
+	rc = check_job_names(dir, base, &fresh_name);
+	if (rc < 0)
+		goto out;
 	/* the prompt must survive a crash once close() says yes: in the
 	 * journal's record when small, else flushed where it is */
 	inline_prompt = len <= JOB_INLINE_BYTES;
@@ -520,6 +533,7 @@ int job_submit(struct node *dir, const char *prompt_name, int prompt_fd, uid_t u
 	job->file_uid = st.st_uid;
 	job->file_gid = st.st_gid;
 	job->file_mode = (st.st_mode & 0444) | 0200;
+	job->limits = limits;
 	job->journal_id = job_journal_new_id();
 	json_object_set_new(job->meta, "status", json_string("queued"));
 	job_meta_set_time(job->meta, "submitted");
@@ -567,6 +581,33 @@ out:
 		job_put(job);
 	llm_request_release(&req);
 	free(text);
+	free(base);
+	return rc;
+}
+
+int job_check_deployment(struct node *dir, const char *prompt_name, uid_t uid, gid_t gid)
+{
+	const struct model *model = node_deployment(dir);
+	char why[512], sentence[600];
+	struct stat st = { .st_mode = S_IFREG | 0644, .st_uid = uid, .st_gid = gid };
+	char *base;
+	int rc;
+
+	if (!model)
+		return 0;
+	rc = policy_store_check_deployment(dir, model, why, sizeof(why));
+	if (rc != -EACCES)
+		return 0; /* a policy that cannot be read refuses at close() */
+	base = name_strip_suffix(prompt_name, ".prompt");
+	if (base) {
+		pthread_mutex_t *stripe = stripe_for(dir, base);
+
+		snprintf(sentence, sizeof(sentence), "The prompt was %s.", why);
+		log_info("%s: %s", prompt_name, why);
+		pthread_mutex_lock(stripe);
+		record_refusal(dir, base, sentence, &st);
+		pthread_mutex_unlock(stripe);
+	}
 	free(base);
 	return rc;
 }

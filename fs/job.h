@@ -75,6 +75,15 @@ int job_submit(struct node *dir, const char *prompt_name, int prompt_fd, uid_t u
  * -ERROR, close()'s answer. */
 int job_refuse_unwritten(struct node *dir, const char *prompt_name, int prompt_fd, int error);
 
+/* Whether a prompt PROMPT_NAME may be made in DIR at all (SPEC 5.1:
+ * refused as early as the information allows): -EACCES when the
+ * policies exclude DIR's deployment, with the sentence in NAME.error
+ * (owned by UID/GID); 0 otherwise, also outside any model. */
+int job_check_deployment(struct node *dir, const char *prompt_name, uid_t uid, gid_t gid);
+
+/* The largest prompt DIR's policies and the mount allow. */
+size_t job_policy_prompt_cap(struct node *dir);
+
 /* NAME.prompt is going away (rm, or renamed over): cancels its job and
  * removes its generated files. */
 void job_remove(struct node *dir, const char *prompt_name);

@@ -22,6 +22,13 @@ struct parked_read {
 	struct parked_read *prev_all, *next_all; /* on every job's list, for interrupts */
 };
 
+/* What a job's plan takes from the policies of its directory. */
+struct job_limits {
+	long retries;
+	double timeout_s;
+	double first_token_timeout_s; /* 0: none */
+};
+
 struct job {
 	unsigned refs;	  /* under jobs_lock */
 	struct node *dir; /* referenced */
@@ -45,6 +52,7 @@ struct job {
 	gid_t file_gid;
 	mode_t file_mode;
 	uint64_t journal_id; /* its records' id; 0 before it has one */
+	struct job_limits limits;
 	/* ended, recorded in the journal, but its .meta or .error could not
 	 * be written (a full disk): it stays in the table, its state in
 	 * memory the truth, until the finisher writes them */
@@ -141,6 +149,14 @@ int job_journal_end(struct job *job, const json_t *final_meta, const char *error
 void jobs_checkpoint_cut_locked(void);
 void jobs_checkpoint_finish(void);
 int jobs_checkpoint_due(void);
+
+/* job_policy.c: what the policies along DIR's path do to a job on
+ * MODEL whose prompt (PROMPT_LEN bytes) became REQ: 0 with REQ given
+ * the policy's defaults and caps and LIMITS filled, or -EACCES (the
+ * deployment is excluded), -EFBIG (max_prompt_bytes), -EDQUOT (a cost
+ * cap), with a sentence naming the .policy that refused in WHY. */
+int job_policy_admit(struct node *dir, const struct model *model, size_t prompt_len,
+		     struct llm_request *req, struct job_limits *limits, char *why, size_t size);
 
 /* job_resume.c: jobs handed to the engine again at mount */
 struct resume_from {

@@ -106,6 +106,16 @@ void job_resume_one(struct node *dir, const char *base, json_t *meta,
 				 "daemon was stopped. Write the prompt again to resubmit it.");
 		goto out;
 	}
+	/* the policies in force now: one may have changed meanwhile */
+	rc = job_policy_admit(dir, model, len, &req, &job->limits, reason, sizeof(reason));
+	if (rc < 0) {
+		char sentence[640];
+
+		snprintf(sentence, sizeof(sentence), "The job could not be resumed: it was %s.",
+			 reason);
+		resume_fail(job, sentence);
+		goto out;
+	}
 	log_info("resuming job %s.prompt", base);
 	job_publish(job);
 	job_start(job, &req);

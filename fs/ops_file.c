@@ -93,6 +93,8 @@ static int handle_setup(struct handle *h, struct node *dir, const char *name, in
 	case ROLE_PROMPT:
 		h->kind = (flags & O_ACCMODE) != O_RDONLY ? HANDLE_PROMPT : HANDLE_PLAIN;
 		if (h->kind == HANDLE_PROMPT) {
+			/* known at open: a write past it fails at once */
+			h->prompt_cap = job_policy_prompt_cap(dir);
 			fi->noflush = 0;
 			/* Writes go straight to us: the kernel then asks for no
 			 * security.capability before each one (it would, this
@@ -218,6 +220,14 @@ void ops_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode
 	if (file_role_generated(role)) {
 		fuse_reply_err(req, EACCES);
 		return;
+	}
+	/* a prompt the policies will refuse is refused before it is written */
+	if (role == ROLE_PROMPT) {
+		rc = job_check_deployment(dir, name, ctx->uid, ctx->gid);
+		if (rc < 0) {
+			fuse_reply_err(req, -rc);
+			return;
+		}
 	}
 	fd = open_in(dir, name, backing_flags(fi->flags, role) | O_CREAT | O_EXCL, mode);
 	if (fd == -EEXIST && !(fi->flags & O_EXCL)) {
@@ -436,7 +446,7 @@ void ops_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off
 
 		if ((fi->flags & O_APPEND) && fstat(h->fd, &st) == 0)
 			end = st.st_size;
-		if ((size_t)end + size > pfs.opts->max_prompt_bytes) {
+		if ((size_t)end + size > h->prompt_cap) {
 			h->write_error = EFBIG;
 			fuse_reply_err(req, EFBIG);
 			return;

@@ -22,6 +22,7 @@ struct handle {
 	struct node *node; /* referenced */
 	int dirty;	   /* written since the last submission */
 	int write_error;   /* errno of a write that failed since: never submitted */
+	size_t prompt_cap; /* HANDLE_PROMPT: the largest prompt allowed here */
 	int nonblock;
 	struct response_reader reader;
 	char *snapshot;

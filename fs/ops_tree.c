@@ -691,6 +691,10 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 	if (rc < 0)
 		goto out;
 	if (submit) {
+		/* refused before the rename: the file stays where it was */
+		rc = job_check_deployment(r.to_dir, newname, ctx->uid, ctx->gid);
+		if (rc < 0)
+			goto out;
 		fd = openat(from_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 		if (fd < 0) {
 			rc = -errno;

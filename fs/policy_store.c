@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -260,6 +261,112 @@ int policy_store_effective(struct node *dir, struct effective_policy *out)
 		free(policies);
 		free(chain);
 	}
+	return rc;
+}
+
+/* "MOUNTPOINT/PATH/.policy" of DIR into BUF. */
+static void policy_file_path(struct node *dir, char *buf, size_t size)
+{
+	char path[4096];
+
+	if (node_path(dir, path, sizeof(path)) < 0)
+		snprintf(path, sizeof(path), "/?");
+	/* a path too long for a sentence is cut: it only names the place */
+	if (snprintf(buf, size, "%s%s%s", pfs.opts->mountpoint, strcmp(path, "/") ? path : "",
+		     "/" POLICY_FILE) >= (int)size &&
+	    size > 4)
+		memcpy(buf + size - 4, "...", 4);
+}
+
+static int list_has(const struct policy_list *l, const char *name)
+{
+	for (size_t i = 0; i < l->n; i++)
+		if (strcmp(l->names[i], name) == 0)
+			return 1;
+	return 0;
+}
+
+/* Whether MODEL's region has one of the tags in L. */
+static int residency_allows(const struct policy_list *l, const struct model *model)
+{
+	for (size_t g = 0; g < model->region->n_geo; g++)
+		if (list_has(l, model->region->geo[g]))
+			return 1;
+	return 0;
+}
+
+int policy_store_check_deployment(struct node *dir, const struct model *model, char *why,
+				  size_t size)
+{
+	struct node *chain[64];
+	size_t n = node_ancestry(dir, chain, 64);
+	int rc = 0;
+
+	if (n > 64)
+		return -ENAMETOOLONG;
+	pthread_mutex_lock(&store_lock);
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		const struct policy *p;
+		struct kept *k;
+		char where[512];
+
+		rc = kept_locked(chain[i], &k);
+		if (rc < 0)
+			break;
+		p = &k->policy;
+		if ((p->set & POLICY_BIT(POLICY_PROVIDERS)) &&
+		    !list_has(&p->providers, model->region->cloud->name)) {
+			policy_file_path(chain[i], where, sizeof(where));
+			snprintf(why, size,
+				 "refused by %s: providers does not include %s, the cloud of "
+				 "%s/%s/%s",
+				 where, model->region->cloud->name, model->region->cloud->name,
+				 model->region->name, model->name);
+			rc = -EACCES;
+		} else if ((p->set & POLICY_BIT(POLICY_RESIDENCY)) &&
+			   !residency_allows(&p->residency, model)) {
+			policy_file_path(chain[i], where, sizeof(where));
+			snprintf(why, size,
+				 "refused by %s: residency does not include a geo tag of region "
+				 "%s/%s",
+				 where, model->region->cloud->name, model->region->name);
+			rc = -EACCES;
+		}
+	}
+	pthread_mutex_unlock(&store_lock);
+	node_put_all(chain, n);
+	return rc;
+}
+
+int policy_store_view(struct node *dir, struct policy_view *out)
+{
+	struct node *chain[64];
+	size_t n = node_ancestry(dir, chain, 64);
+	const struct policy *levels[64];
+	int rc = 0;
+
+	memset(out, 0, sizeof(*out));
+	if (n > 64)
+		return -ENAMETOOLONG;
+	pthread_mutex_lock(&store_lock);
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		struct kept *k;
+
+		rc = kept_locked(chain[i], &k);
+		if (rc == 0)
+			levels[i] = &k->policy;
+	}
+	if (rc == 0)
+		rc = policy_compose(levels, n, 0, &out->effective);
+	/* the nearest level that sets a key decides it for a cap (the
+	 * smallest is at or above it) and a preference alike */
+	for (size_t i = n; rc == 0 && i-- > 0;)
+		for (int key = 0; key < POLICY_N_KEYS; key++)
+			if ((levels[i]->set & POLICY_BIT(key)) && !out->where[key][0])
+				policy_file_path(chain[i], out->where[key],
+						 sizeof(out->where[key]));
+	pthread_mutex_unlock(&store_lock);
+	node_put_all(chain, n);
 	return rc;
 }
 

@@ -1,0 +1,115 @@
+/* What the policies along a prompt's path do to its job (SPEC §6.2,
+ * §6.4): whether the deployment may serve it, the limits it is refused
+ * for, the defaults it gets, and the retries and timeouts of its plan.
+ * Budgets come with the ledger. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "fs/job_internal.h"
+#include "fs/log.h"
+#include "fs/policy_store.h"
+#include "fs/prompt.h"
+
+/* The largest answer the request may get: its own max_tokens (already
+ * capped by policy), else the deployment's cap; 0 when nothing bounds it. */
+static long max_output_tokens(const struct llm_request *req, const struct model *model)
+{
+	long cap = req->max_tokens;
+
+	if (model->max_output_tokens > 0 && (cap == 0 || model->max_output_tokens < cap))
+		cap = model->max_output_tokens;
+	return cap;
+}
+
+/* The cost cap of VIEW for REQ on MODEL: 0, or -EDQUOT with the reason. */
+static int check_cost(const struct policy_view *view, const struct llm_request *req,
+		      const struct model *model, char *why, size_t size)
+{
+	const struct effective_policy *e = &view->effective;
+	const char *where = view->where[POLICY_MAX_REQUEST_USD];
+	long out_tokens = max_output_tokens(req, model);
+	long in_bytes = prompt_bytes_for_cost(req);
+	double worst;
+
+	if (!e->has_max_request_usd)
+		return 0;
+	if (!model->price.known) {
+		snprintf(why, size,
+			 "refused by %s: max_request_usd %g applies, and the price of %s/%s/%s is "
+			 "not known",
+			 where, e->max_request_usd, model->region->cloud->name, model->region->name,
+			 model->name);
+		return -EDQUOT;
+	}
+	worst = policy_worst_case_usd((size_t)in_bytes, 0, 0, out_tokens,
+				      model->price.input_per_mtok, model->price.output_per_mtok);
+	if (worst <= e->max_request_usd)
+		return 0;
+	if (isinf(worst))
+		snprintf(why, size,
+			 "refused by %s: max_request_usd %g, and nothing bounds the answer's "
+			 "tokens (set max_tokens or max_output_tokens)",
+			 where, e->max_request_usd);
+	else
+		snprintf(why, size,
+			 "refused by %s: max_request_usd %g, this request may cost up to %.6g "
+			 "(%ld bytes in, up to %ld tokens out)",
+			 where, e->max_request_usd, worst, in_bytes, out_tokens);
+	return -EDQUOT;
+}
+
+int job_policy_admit(struct node *dir, const struct model *model, size_t prompt_len,
+		     struct llm_request *req, struct job_limits *limits, char *why, size_t size)
+{
+	struct policy_view view;
+	const struct effective_policy *e = &view.effective;
+	int rc;
+
+	rc = policy_store_check_deployment(dir, model, why, size);
+	if (rc < 0)
+		return rc;
+	rc = policy_store_view(dir, &view);
+	if (rc < 0) {
+		snprintf(why, size, "the policies of this directory could not be read: %s",
+			 strerror(-rc));
+		return rc;
+	}
+	if ((long)prompt_len > e->max_prompt_bytes) {
+		snprintf(why, size, "refused by %s: max_prompt_bytes %ld, the prompt has %zu bytes",
+			 view.where[POLICY_MAX_PROMPT_BYTES], e->max_prompt_bytes, prompt_len);
+		rc = -EFBIG;
+		goto out;
+	}
+	/* a JSON prompt's own temperature and system win; the cap never
+	 * rises */
+	rc = prompt_apply_defaults(req, e->system, e->has_temperature, e->temperature,
+				   e->max_output_tokens);
+	if (rc < 0) {
+		snprintf(why, size, "out of memory");
+		goto out;
+	}
+	rc = check_cost(&view, req, model, why, size);
+	if (rc < 0)
+		goto out;
+	limits->retries = e->retries;
+	limits->timeout_s = e->timeout_s > 0 ? e->timeout_s : pfs.opts->timeout_s;
+	limits->first_token_timeout_s = e->first_token_timeout_s;
+out:
+	effective_release(&view.effective);
+	return rc;
+}
+
+size_t job_policy_prompt_cap(struct node *dir)
+{
+	struct policy_view view;
+	size_t cap = pfs.opts->max_prompt_bytes;
+
+	/* the mount option stays the ceiling: a policy only lowers it */
+	if (policy_store_view(dir, &view) == 0 && view.effective.max_prompt_bytes > 0 &&
+	    (size_t)view.effective.max_prompt_bytes < cap)
+		cap = (size_t)view.effective.max_prompt_bytes;
+	effective_release(&view.effective);
+	return cap;
+}

@@ -1,0 +1,185 @@
+"""Policies enforced at submission (SPEC §5.1, §6.2, §6.4): a deployment the
+providers or residency exclude is refused at open(O_CREAT) and rename()
+with EACCES, a prompt past max_prompt_bytes at write() with EFBIG, a
+request whose worst case exceeds max_request_usd (or whose price is not
+known) at close() with EDQUOT; every refusal says in NAME.error which
+.policy refused and why, and nothing refused reaches a provider. What a
+policy sets (max_output_tokens, temperature, system, retries) reaches the
+request and the plan."""
+import errno
+import hashlib
+import json
+import os
+import urllib.request
+
+import pytest
+
+from conftest import read_all, read_meta, sh, wait_finished
+
+
+def setpolicy(path, key, value):
+    os.setxattr(path, "user.policy." + key, value.encode())
+
+
+def last_request(fake, text):
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    url = "%s/_last?prompt=%s&provider=openai" % (fake.url, digest)
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return json.load(r)["body"]
+
+
+def refusal(d, name):
+    return open(os.path.join(d, name + ".error")).readline()
+
+
+def test_excluded_provider_is_eacces_at_create_and_nothing_is_sent(mnt, fake):
+    cloud = os.path.join(mnt.path, "openai")
+    setpolicy(cloud, "providers", "azure")
+    d = mnt.model()
+    text = "never sent %s" % id(mnt)
+    with pytest.raises(OSError) as e:
+        os.open(d + "/x.prompt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    assert e.value.errno == errno.EACCES
+    assert refusal(d, "x") == ("The prompt was refused by %s/openai/.policy: providers does "
+                               "not include openai, the cloud of openai/us/gpt-4o.\n" % mnt.path)
+    r = sh("echo '%s' > %s/y.prompt" % (text, d), check=False)
+    assert r.returncode != 0 and b"Permission denied" in r.stderr
+    assert fake.requests_for(text + "\n") == 0
+    assert not os.path.exists(d + "/y.prompt")
+
+
+def test_excluded_residency_is_eacces_at_rename_and_the_file_stays(mnt):
+    setpolicy(mnt.path, "residency", "eu")
+    d = mnt.model()
+    os.mkdir(d + "/ws")
+    with open(d + "/ws/draft.txt", "w") as f:
+        f.write("hello")
+    with pytest.raises(OSError) as e:
+        os.rename(d + "/ws/draft.txt", d + "/ws/q.prompt")
+    assert e.value.errno == errno.EACCES
+    assert os.path.exists(d + "/ws/draft.txt")
+    assert "refused by %s/.policy: residency" % mnt.path in refusal(d + "/ws", "q")
+
+
+def test_allowed_deployment_answers_and_a_narrower_workspace_refuses(mnt):
+    setpolicy(mnt.path, "providers", "openai,local")
+    d = mnt.model()
+    sh("echo allowed > %s/ok.prompt" % d)
+    assert open(d + "/ok.response").read() == "echo: allowed\n"
+    os.mkdir(d + "/team")
+    setpolicy(d + "/team", "providers", "local")
+    with pytest.raises(OSError) as e:
+        os.open(d + "/team/no.prompt", os.O_WRONLY | os.O_CREAT, 0o644)
+    assert e.value.errno == errno.EACCES
+    assert "refused by %s/openai/us/gpt-4o/team/.policy" % mnt.path in refusal(d + "/team", "no")
+
+
+def test_max_prompt_bytes_is_efbig_at_write(mnt, fake):
+    d = mnt.model()
+    setpolicy(d, "max_prompt_bytes", "10")
+    fd = os.open(d + "/big.prompt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    with pytest.raises(OSError) as e:
+        os.write(fd, b"01234567890")
+    assert e.value.errno == errno.EFBIG
+    with pytest.raises(OSError) as e:
+        os.close(fd)
+    assert e.value.errno == errno.EFBIG
+    assert not os.path.exists(d + "/big.response")
+    with open(d + "/fits.prompt", "w") as f:
+        f.write("0123456789")
+    assert read_all(d + "/fits.response") == (b"echo: 0123456789", 0)
+
+
+def test_unknown_price_under_a_cost_cap_is_edquot_at_close(mnt, fake):
+    d = mnt.model("local", "localhost", "llama3.2")
+    setpolicy(d, "max_request_usd", "1")
+    text = "no price known %s" % id(mnt)
+    fd = os.open(d + "/p.prompt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(fd, text.encode())
+    with pytest.raises(OSError) as e:
+        os.close(fd)
+    assert e.value.errno == errno.EDQUOT
+    line = refusal(d, "p")
+    assert line.startswith("The prompt was refused by %s/.policy: max_request_usd 1" % d)
+    assert "price of local/localhost/llama3.2 is not known" in line
+    assert fake.requests_for(text) == 0
+    assert not os.path.exists(d + "/p.response")
+
+
+def test_worst_case_over_the_cap_is_edquot_and_under_it_runs(mnt, fake):
+    d = mnt.model()  # gpt-4o: priced by the built-in catalog
+    setpolicy(d, "max_output_tokens", "100")
+    setpolicy(d, "max_request_usd", "0.0000001")
+    text = "too dear %s" % id(mnt)
+    fd = os.open(d + "/dear.prompt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(fd, text.encode())
+    with pytest.raises(OSError) as e:
+        os.close(fd)
+    assert e.value.errno == errno.EDQUOT
+    line = refusal(d, "dear")
+    assert "max_request_usd 1e-07, this request may cost up to" in line
+    assert "up to 100 tokens out" in line
+    assert fake.requests_for(text) == 0
+    setpolicy(d, "max_request_usd", "1")
+    with open(d + "/cheap.prompt", "w") as f:
+        f.write("cheap enough")
+    assert read_all(d + "/cheap.response") == (b"echo: cheap enough", 0)
+
+
+def test_policy_defaults_and_caps_reach_the_request(mnt, fake):
+    d = mnt.model()
+    setpolicy(d, "max_output_tokens", "7")
+    setpolicy(d, "temperature", "0.3")
+    setpolicy(d, "system", "Be brief.")
+    text = "defaults %s" % id(mnt)
+    with open(d + "/t.prompt", "w") as f:
+        f.write(text)
+    assert read_all(d + "/t.response")[1] == 0
+    body = last_request(fake, text)
+    assert body["max_tokens"] == 7
+    assert body["temperature"] == 0.3
+    assert body["messages"][0] == {"role": "system", "content": "Be brief."}
+    # a JSON prompt's own temperature and system win; its max_tokens may
+    # not rise above the cap
+    own = "own values %s" % id(mnt)
+    with open(d + "/j.prompt", "w") as f:
+        json.dump({"messages": [{"role": "system", "content": "Be long."},
+                                {"role": "user", "content": own}],
+                   "temperature": 0.9, "max_tokens": 500}, f)
+    assert read_all(d + "/j.response")[1] == 0
+    body = last_request(fake, own)
+    assert body["max_tokens"] == 7
+    assert body["temperature"] == 0.9
+    assert [m["content"] for m in body["messages"] if m["role"] == "system"] == ["Be long."]
+
+
+def test_retries_come_from_the_policy(mnt, fake):
+    d = mnt.model()
+    setpolicy(d, "retries", "0")
+    text = "no retry %s [[fault:status code=503]]" % id(mnt)
+    with open(d + "/r.prompt", "w") as f:
+        f.write(text)
+    assert read_all(d + "/r.response")[1] == errno.EIO
+    meta = wait_finished(d, "r")
+    assert meta["status"] == "failed" and len(meta["attempts"]) == 1
+    assert fake.requests_for(text) == 1
+
+
+def test_a_resumed_job_meets_the_policy_in_force_at_the_next_mount(mount_factory, fake):
+    m = mount_factory()
+    d = m.model()
+    text = "wait for me [[fault:gate name=pol-resume]]"
+    with open(d + "/w.prompt", "w") as f:
+        f.write(text)
+    m.kill9()
+    # an administrator narrows the policy while the daemon is stopped
+    with open(os.path.join(m.state, "tree", "openai", ".policy"), "w") as f:
+        f.write('{\n  "providers": ["local"]\n}\n')
+    m.start()
+    meta = wait_finished(d, "w")
+    assert meta["status"] == "failed"
+    assert refusal(d, "w") == ("The job could not be resumed: it was refused by "
+                               "%s/openai/.policy: providers does not include openai, the "
+                               "cloud of openai/us/gpt-4o.\n" % m.path)
+    assert read_all(d + "/w.response")[1] == errno.EIO
+    fake.open_gate("pol-resume")
