@@ -183,3 +183,16 @@ def test_a_resumed_job_meets_the_policy_in_force_at_the_next_mount(mount_factory
                                "cloud of openai/us/gpt-4o.\n" % m.path)
     assert read_all(d + "/w.response")[1] == errno.EIO
     fake.open_gate("pol-resume")
+
+
+def test_first_token_timeout_and_timeout_come_from_the_policy(mnt, fake):
+    d = mnt.model()
+    setpolicy(d, "retries", "0")
+    setpolicy(d, "first_token_timeout_s", "0.5")
+    text = "silent too long %s [[fault:latency seconds=5]]" % id(mnt)
+    with open(d + "/s.prompt", "w") as f:
+        f.write(text)
+    assert read_all(d + "/s.response")[1] == errno.EIO
+    meta = wait_finished(d, "s")
+    assert [a["outcome"] for a in meta["attempts"]] == ["first_token_timeout"]
+    assert meta["attempts"][0]["ms"] < 3000
