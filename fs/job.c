@@ -460,7 +460,7 @@ int job_submit(struct node *dir, const char *prompt_name, int prompt_fd, uid_t u
 	char reason[512], sha[65];
 	pthread_mutex_t *stripe;
 	struct job *job = NULL;
-	int rc, inline_prompt, fresh_name;
+	int rc, inline_prompt, fresh_name, is_json = 0;
 	char *base, *text = NULL;
 	struct stat st;
 	uint64_t lsn;
@@ -485,7 +485,8 @@ int job_submit(struct node *dir, const char *prompt_name, int prompt_fd, uid_t u
 	}
 	if (rc < 0)
 		goto out;
-	rc = prompt_parse(text, len, &req, reason, sizeof(reason));
+	rc = prompt_parse_as(text, len, job_policy_prompt_format(dir), &req, &is_json, reason,
+			     sizeof(reason));
 	if (rc == -ENODATA) {
 		rc = 0; /* touch, or an empty write: nothing to do */
 		goto out;
@@ -539,6 +540,7 @@ int job_submit(struct node *dir, const char *prompt_name, int prompt_fd, uid_t u
 	job_meta_set_time(job->meta, "submitted");
 	json_object_set_new(job->meta, "uid", json_integer(uid));
 	json_object_set_new(job->meta, "prompt_sha256", json_string(sha));
+	json_object_set_new(job->meta, "format", json_string(is_json ? "json" : "text"));
 
 	/* made before the job is accepted: a full disk refuses it here,
 	 * with the previous job of NAME and its files untouched; a name

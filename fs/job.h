@@ -58,9 +58,9 @@ int job_move_begin(struct job_move *mv, struct node *from_dir, const char *from_
 /* MOVED: whether the rename was done. */
 void job_move_end(struct job_move *mv, int moved);
 
-/* Checks the prompt in FD: 0 if it would be submitted, -ENODATA if
+/* Checks the prompt in FD, read as DIR's policies say: 0 if it would be submitted, -ENODATA if
  * empty, -EINVAL/-EFBIG with the reason in ERR. */
-int job_check_prompt(int fd, char *err, size_t err_size);
+int job_check_prompt(struct node *dir, int fd, char *err, size_t err_size);
 
 /* Submits the prompt file PROMPT_NAME (NAME.prompt) in DIR, open in
  * PROMPT_FD, for UID, to the deployment DIR is under now (it stays the

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "fs/job.h"
+#include "fs/prompt.h"
 
 enum job_status { JOB_QUEUED, JOB_RUNNING, JOB_DONE, JOB_FAILED, JOB_CANCELLED };
 
@@ -157,6 +158,9 @@ int jobs_checkpoint_due(void);
  * cap), with a sentence naming the .policy that refused in WHY. */
 int job_policy_admit(struct node *dir, const struct model *model, size_t prompt_len,
 		     struct llm_request *req, struct job_limits *limits, char *why, size_t size);
+
+/* How DIR's policies say its prompts are read. */
+enum prompt_format job_policy_prompt_format(struct node *dir);
 
 /* job_resume.c: jobs handed to the engine again at mount */
 struct resume_from {

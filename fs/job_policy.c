@@ -101,6 +101,21 @@ out:
 	return rc;
 }
 
+enum prompt_format job_policy_prompt_format(struct node *dir)
+{
+	enum prompt_format format = PROMPT_FORMAT_AUTO;
+	struct policy_view view;
+
+	if (policy_store_view(dir, &view) == 0) {
+		if (view.effective.prompt_format == POLICY_FORMAT_TEXT)
+			format = PROMPT_FORMAT_TEXT;
+		else if (view.effective.prompt_format == POLICY_FORMAT_JSON)
+			format = PROMPT_FORMAT_JSON;
+	}
+	effective_release(&view.effective);
+	return format;
+}
+
 size_t job_policy_prompt_cap(struct node *dir)
 {
 	struct policy_view view;

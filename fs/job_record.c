@@ -90,7 +90,7 @@ int job_read_prompt(int fd, char **out, size_t *len)
 	return 0;
 }
 
-int job_check_prompt(int fd, char *err, size_t err_size)
+int job_check_prompt(struct node *dir, int fd, char *err, size_t err_size)
 {
 	struct llm_request req = { 0 };
 	size_t len;
@@ -107,7 +107,7 @@ int job_check_prompt(int fd, char *err, size_t err_size)
 		snprintf(err, err_size, "The prompt could not be read: %s.", strerror(-rc));
 		return rc;
 	}
-	rc = prompt_parse(text, len, &req, err, err_size);
+	rc = prompt_parse_as(text, len, job_policy_prompt_format(dir), &req, NULL, err, err_size);
 	llm_request_release(&req);
 	free(text);
 	return rc;

@@ -100,7 +100,8 @@ void job_resume_one(struct node *dir, const char *base, json_t *meta,
 		rc = want_sha && strcmp(sha, want_sha) == 0 ? 0 : -ESTALE;
 	}
 	if (rc == 0)
-		rc = prompt_parse(text, len, &req, reason, sizeof(reason));
+		rc = prompt_parse_as(text, len, job_policy_prompt_format(dir), &req, NULL, reason,
+				     sizeof(reason));
 	if (rc < 0) {
 		resume_fail(job, "The job could not be resumed: its prompt changed while the "
 				 "daemon was stopped. Write the prompt again to resubmit it.");

@@ -700,7 +700,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 			rc = -errno;
 			goto out;
 		}
-		rc = job_check_prompt(fd, reason, sizeof(reason));
+		rc = job_check_prompt(r.to_dir, fd, reason, sizeof(reason));
 		if (rc == -EINVAL || rc == -EFBIG) {
 			/* refused: the reason goes where the job would have been */
 			rc = job_submit(r.to_dir, newname, fd, ctx->uid);

@@ -247,7 +247,8 @@ static int json_request_parse(const char *buf, size_t len, struct llm_request *o
 		/* jansson's own text here names one of its flags, which means
 		 * nothing to the person who wrote the prompt. */
 		err_set(err, err_size,
-			"the prompt starts with '{' but is not valid JSON: %s at line %d column %d",
+			"the prompt is not valid JSON (prompt_format is json): %s at line %d "
+			"column %d",
 			json_error_code(&jerr) == json_error_null_character
 				? "a string holds \\u0000, which is not allowed"
 				: jerr.text,
@@ -286,11 +287,28 @@ static int plain_text_parse(const char *buf, size_t len, struct llm_request *out
 	return 0;
 }
 
+/* Whether BUF is a JSON object with a "messages" array: what auto reads
+ * as a request (SPEC §5.2). */
+static int looks_like_request(const char *buf, size_t len)
+{
+	json_t *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, NULL);
+	int yes = json_is_object(root) && json_is_array(json_object_get(root, "messages"));
+
+	json_decref(root);
+	return yes;
+}
+
 int prompt_parse(const char *buf, size_t len, struct llm_request *out, char *err, size_t err_size)
+{
+	return prompt_parse_as(buf, len, PROMPT_FORMAT_AUTO, out, NULL, err, err_size);
+}
+
+int prompt_parse_as(const char *buf, size_t len, enum prompt_format format, struct llm_request *out,
+		    int *is_json, char *err, size_t err_size)
 {
 	size_t bad;
 	size_t first;
-	int rc;
+	int rc, json;
 
 	memset(out, 0, sizeof(*out));
 	err_set(err, err_size, "%s", "");
@@ -307,7 +325,11 @@ int prompt_parse(const char *buf, size_t len, struct llm_request *out, char *err
 		rc = -ENODATA;
 		goto out;
 	}
-	if (buf[first] == '{')
+	json = format == PROMPT_FORMAT_JSON ||
+	       (format == PROMPT_FORMAT_AUTO && buf[first] == '{' && looks_like_request(buf, len));
+	if (is_json)
+		*is_json = json;
+	if (json)
 		rc = json_request_parse(buf, len, out, err, err_size);
 	else
 		rc = plain_text_parse(buf, len, out);

@@ -8,15 +8,28 @@
 
 #include "backends/backend.h"
 
-/* Parses the LEN bytes of BUF: plain UTF-8 text becomes one user message
- * holding the text exactly; a buffer whose first non-blank byte is '{' is
- * a JSON request (messages, temperature, max_tokens, stop; nothing else).
- * Returns 0 with *OUT filled (caller frees its members with
- * llm_request_release); -ENODATA for an empty or all-blank prompt, which
- * is not to be submitted; -EINVAL for text that is not UTF-8 or a JSON
- * request that is malformed; -ENOMEM. On failure *OUT holds nothing to
- * free and ERR (ERR_SIZE bytes, may be 0) holds a sentence naming the
- * offending byte offset or key. */
+/* How a directory reads its prompts (the policy key prompt_format). */
+enum prompt_format {
+	PROMPT_FORMAT_AUTO, /* a JSON object with a "messages" array is a request, else text */
+	PROMPT_FORMAT_TEXT, /* always plain text */
+	PROMPT_FORMAT_JSON, /* always a JSON request: anything else is EINVAL */
+};
+
+/* Parses the LEN bytes of BUF as FORMAT says (SPEC §5.2): plain UTF-8
+ * text becomes one user message holding the text exactly; a JSON request
+ * (messages, temperature, max_tokens, stop; nothing else) becomes those.
+ * Under auto a JSON object with a "messages" array is a request, and
+ * anything else, text starting with '{' included, is text. *IS_JSON (may
+ * be NULL) says which it was. Returns 0 with *OUT filled (caller frees
+ * its members with llm_request_release); -ENODATA for an empty or
+ * all-blank prompt, which is not to be submitted; -EINVAL for text that
+ * is not UTF-8 or a JSON request that is malformed; -ENOMEM. On failure
+ * *OUT holds nothing to free and ERR (ERR_SIZE bytes, may be 0) holds a
+ * sentence naming the offending byte offset or key. */
+int prompt_parse_as(const char *buf, size_t len, enum prompt_format format, struct llm_request *out,
+		    int *is_json, char *err, size_t err_size);
+
+/* prompt_parse_as with PROMPT_FORMAT_AUTO. */
 int prompt_parse(const char *buf, size_t len, struct llm_request *out, char *err, size_t err_size);
 
 /* Applies a policy's defaults where the prompt said nothing: SYSTEM

@@ -196,3 +196,27 @@ def test_first_token_timeout_and_timeout_come_from_the_policy(mnt, fake):
     meta = wait_finished(d, "s")
     assert [a["outcome"] for a in meta["attempts"]] == ["first_token_timeout"]
     assert meta["attempts"][0]["ms"] < 3000
+
+
+def test_prompt_format_decides_how_prompts_are_read(mnt, fake):
+    d = mnt.model()
+    request = json.dumps({"messages": [{"role": "user", "content": "as a request"}]})
+    with open(d + "/auto.prompt", "w") as f:
+        f.write(request)
+    assert read_all(d + "/auto.response") == (b"echo: as a request", 0)
+    assert read_meta(d + "/auto.meta")["format"] == "json"
+    os.mkdir(d + "/words")
+    setpolicy(d + "/words", "prompt_format", "text")
+    with open(d + "/words/t.prompt", "w") as f:
+        f.write(request)
+    assert read_all(d + "/words/t.response") == (("echo: " + request).encode(), 0)
+    assert read_meta(d + "/words/t.meta")["format"] == "text"
+    os.mkdir(d + "/strict")
+    setpolicy(d + "/strict", "prompt_format", "json")
+    fd = os.open(d + "/strict/s.prompt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(fd, b"plain words")
+    with pytest.raises(OSError) as e:
+        os.close(fd)
+    assert e.value.errno == errno.EINVAL
+    assert "prompt_format is json" in refusal(d + "/strict", "s")
+    assert fake.requests_for("plain words") == 0

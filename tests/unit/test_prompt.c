@@ -34,16 +34,42 @@ static void expect_bad_utf8(const char *bytes, size_t len, size_t offset)
 	assert_int_equal(req.n_messages, 0);
 }
 
-/* Expects TEXT to be refused as a JSON request with MESSAGE. */
-static void expect_invalid(const char *text, const char *message)
+/* Expects TEXT to be refused as a JSON request with MESSAGE, under
+ * FORMAT. */
+static void expect_invalid_as(const char *text, enum prompt_format format, const char *message)
 {
 	struct llm_request req;
 	char err[256];
 
-	assert_int_equal(parse(text, &req, err, sizeof(err)), -EINVAL);
+	assert_int_equal(prompt_parse_as(text, strlen(text), format, &req, NULL, err, sizeof(err)),
+			 -EINVAL);
 	assert_string_equal(err, message);
 	assert_null(req.messages);
 	assert_null(req.stop);
+}
+
+/* A request with a "messages" array is one under auto too. */
+static void expect_invalid(const char *text, const char *message)
+{
+	expect_invalid_as(text, PROMPT_FORMAT_AUTO, message);
+	expect_invalid_as(text, PROMPT_FORMAT_JSON, message);
+}
+
+/* Under auto TEXT is plain text (SPEC 5.2); under json, MESSAGE. */
+static void expect_text_unless_json(const char *text, const char *message)
+{
+	struct llm_request req;
+	int is_json = -1;
+
+	assert_int_equal(
+		prompt_parse_as(text, strlen(text), PROMPT_FORMAT_AUTO, &req, &is_json, NULL, 0),
+		0);
+	assert_int_equal(is_json, 0);
+	assert_int_equal(req.n_messages, 1);
+	assert_string_equal(req.messages[0].role, "user");
+	assert_string_equal(req.messages[0].content, text);
+	llm_request_release(&req);
+	expect_invalid_as(text, PROMPT_FORMAT_JSON, message);
 }
 
 static void test_plain_text_kept_exactly(void **state)
@@ -179,7 +205,9 @@ static void test_json_syntax_error_control_bytes(void **state)
 	size_t i;
 
 	(void)state;
-	assert_int_equal(parse(text, &req, err, sizeof(err)), -EINVAL);
+	assert_int_equal(prompt_parse_as(text, strlen(text), PROMPT_FORMAT_JSON, &req, NULL, err,
+					 sizeof(err)),
+			 -EINVAL);
 	assert_non_null(strstr(err, "not valid JSON"));
 	for (i = 0; err[i]; i++)
 		assert_true((unsigned char)err[i] >= 0x20);
@@ -192,9 +220,10 @@ static void test_json_request_invalid(void **state)
 		       "the prompt is a JSON request with an unknown key \"foo\"");
 	expect_invalid("{\"model\":\"gpt-4o\",\"messages\":[]}",
 		       "the prompt is a JSON request with an unknown key \"model\"");
-	expect_invalid("{\"temperature\":1}", "the prompt is a JSON request without \"messages\"");
+	expect_text_unless_json("{\"temperature\":1}",
+				"the prompt is a JSON request without \"messages\"");
 	expect_invalid("{\"messages\":[]}", "messages must be a non-empty array");
-	expect_invalid("{\"messages\":\"hi\"}", "messages must be a non-empty array");
+	expect_text_unless_json("{\"messages\":\"hi\"}", "messages must be a non-empty array");
 	expect_invalid("{\"messages\":[\"hi\"]}",
 		       "messages[0] must be an object with \"role\" and \"content\"");
 	expect_invalid("{\"messages\":[{\"role\":\"user\",\"content\":\"a\"},"
@@ -238,18 +267,41 @@ static void test_json_request_invalid(void **state)
 static void test_json_request_malformed(void **state)
 {
 	(void)state;
-	expect_invalid("{\"messages\": [", "the prompt starts with '{' but is not valid JSON: "
-					   "']' expected near end of file at line 1 column 14");
-	expect_invalid("{\n\"messages\":[{\"role\":\"user\",\"content\":\"a\"}]}\nmore",
-		       "the prompt starts with '{' but is not valid JSON: "
-		       "end of file expected near 'more' at line 3 column 4");
-	expect_invalid("{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}],"
-		       "\"messages\":[{\"role\":\"user\",\"content\":\"b\"}]}",
-		       "the prompt starts with '{' but is not valid JSON: "
-		       "duplicate object key near '\"messages\"' at line 1 column 54");
-	expect_invalid("{\"messages\":[{\"role\":\"user\",\"content\":\"a\\u0000b\"}]}",
-		       "the prompt starts with '{' but is not valid JSON: "
-		       "a string holds \\u0000, which is not allowed at line 1 column 48");
+	expect_text_unless_json("{\"messages\": [",
+				"the prompt is not valid JSON (prompt_format is json): "
+				"']' expected near end of file at line 1 column 14");
+	expect_text_unless_json("{\n\"messages\":[{\"role\":\"user\",\"content\":\"a\"}]}\nmore",
+				"the prompt is not valid JSON (prompt_format is json): "
+				"end of file expected near 'more' at line 3 column 4");
+	expect_text_unless_json("{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}],"
+				"\"messages\":[{\"role\":\"user\",\"content\":\"b\"}]}",
+				"the prompt is not valid JSON (prompt_format is json): "
+				"duplicate object key near '\"messages\"' at line 1 column 54");
+	expect_text_unless_json("{\"messages\":[{\"role\":\"user\",\"content\":\"a\\u0000b\"}]}",
+				"the prompt is not valid JSON (prompt_format is json): "
+				"a string holds \\u0000, which is not allowed at line 1 column 48");
+}
+
+/* prompt_format text: JSON is sent as the words it is. */
+static void test_format_text_takes_json_as_text(void **state)
+{
+	static const char text[] = "{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}]}";
+	struct llm_request req;
+	int is_json = -1;
+
+	(void)state;
+	assert_int_equal(
+		prompt_parse_as(text, strlen(text), PROMPT_FORMAT_TEXT, &req, &is_json, NULL, 0),
+		0);
+	assert_int_equal(is_json, 0);
+	assert_string_equal(req.messages[0].content, text);
+	llm_request_release(&req);
+	assert_int_equal(
+		prompt_parse_as(text, strlen(text), PROMPT_FORMAT_AUTO, &req, &is_json, NULL, 0),
+		0);
+	assert_int_equal(is_json, 1);
+	assert_string_equal(req.messages[0].content, "a");
+	llm_request_release(&req);
 }
 
 static void test_error_buffer_truncated(void **state)
@@ -258,7 +310,7 @@ static void test_error_buffer_truncated(void **state)
 	char err[8];
 
 	(void)state;
-	assert_int_equal(parse("{\"foo\":1}", &req, err, sizeof(err)), -EINVAL);
+	assert_int_equal(parse("{\"messages\":[],\"foo\":1}", &req, err, sizeof(err)), -EINVAL);
 	assert_string_equal(err, "the pro");
 }
 
@@ -357,6 +409,7 @@ int main(void)
 		cmocka_unit_test(test_json_request_invalid),
 		cmocka_unit_test(test_json_syntax_error_control_bytes),
 		cmocka_unit_test(test_json_request_malformed),
+		cmocka_unit_test(test_format_text_takes_json_as_text),
 		cmocka_unit_test(test_error_buffer_truncated),
 		cmocka_unit_test(test_defaults_on_plain_text),
 		cmocka_unit_test(test_defaults_yield_to_prompt),
