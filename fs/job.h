@@ -81,6 +81,9 @@ int job_refuse_unwritten(struct node *dir, const char *prompt_name, int prompt_f
  * (owned by UID/GID); 0 otherwise, also outside any model. */
 int job_check_deployment(struct node *dir, const char *prompt_name, uid_t uid, gid_t gid);
 
+/* The extra umask DIR's policies give files and directories made there. */
+mode_t job_policy_umask(struct node *dir);
+
 /* The largest prompt DIR's policies and the mount allow. */
 size_t job_policy_prompt_cap(struct node *dir);
 

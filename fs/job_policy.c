@@ -116,6 +116,17 @@ enum prompt_format job_policy_prompt_format(struct node *dir)
 	return format;
 }
 
+mode_t job_policy_umask(struct node *dir)
+{
+	struct policy_view view;
+	mode_t mask = 0;
+
+	if (policy_store_view(dir, &view) == 0)
+		mask = (mode_t)(view.effective.umask & 0777);
+	effective_release(&view.effective);
+	return mask;
+}
+
 size_t job_policy_prompt_cap(struct node *dir)
 {
 	struct policy_view view;

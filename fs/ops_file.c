@@ -229,6 +229,8 @@ void ops_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode
 			return;
 		}
 	}
+	/* the policy's umask, beyond the creator's own */
+	mode &= ~job_policy_umask(dir);
 	fd = open_in(dir, name, backing_flags(fi->flags, role) | O_CREAT | O_EXCL, mode);
 	if (fd == -EEXIST && !(fi->flags & O_EXCL)) {
 		created = 0;

@@ -523,7 +523,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 		fuse_reply_err(req, -fd);
 		return;
 	}
-	rc = mkdirat(fd, name, mode) < 0 ? -errno : 0;
+	rc = mkdirat(fd, name, mode & ~job_policy_umask(dir)) < 0 ? -errno : 0;
 	/* a new directory may have an old one's inode number: no policy */
 	if (rc == 0 && fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0)
 		policy_store_forget(st.st_dev, st.st_ino);

@@ -198,6 +198,21 @@ def test_first_token_timeout_and_timeout_come_from_the_policy(mnt, fake):
     assert meta["attempts"][0]["ms"] < 3000
 
 
+def test_umask_applies_to_what_is_made_below(mnt):
+    d = mnt.model()
+    setpolicy(d, "umask", "077")
+    os.mkdir(d + "/ws", 0o755)
+    assert os.stat(d + "/ws").st_mode & 0o7777 == 0o700
+    sh("umask 022; echo hi > %s/ws/q.prompt; touch %s/ws/notes.txt" % (d, d))
+    assert os.stat(d + "/ws/q.prompt").st_mode & 0o777 == 0o600
+    assert os.stat(d + "/ws/notes.txt").st_mode & 0o777 == 0o600
+    assert read_all(d + "/ws/q.response") == (b"echo: hi\n", 0)
+    assert os.stat(d + "/ws/q.response").st_mode & 0o777 == 0o400  # read-only, as generated files are
+    # chmod afterwards is the owner's to do
+    os.chmod(d + "/ws/notes.txt", 0o644)
+    assert os.stat(d + "/ws/notes.txt").st_mode & 0o777 == 0o644
+
+
 def test_prompt_format_decides_how_prompts_are_read(mnt, fake):
     d = mnt.model()
     request = json.dumps({"messages": [{"role": "user", "content": "as a request"}]})
