@@ -67,8 +67,12 @@ int ops_policy_open(struct handle *h, int truncate)
 
 int ops_policy_write(struct handle *h, const char *buf, size_t size, off_t off)
 {
-	if (off < 0 || (size_t)off > POLICY_FILE_MAX || size > POLICY_FILE_MAX - (size_t)off)
+	if (off < 0 || (size_t)off > POLICY_FILE_MAX || size > POLICY_FILE_MAX - (size_t)off) {
+		/* a policy not stored whole is never applied, nor emptied */
+		h->write_error = EFBIG;
+		h->policy_emptied = 0;
 		return -EFBIG;
+	}
 	if ((size_t)off > h->policy_len)
 		memset(h->policy_text + h->policy_len, 0, (size_t)off - h->policy_len);
 	memcpy(h->policy_text + off, buf, size);
@@ -114,6 +118,10 @@ int ops_policy_close(struct handle *h, struct node *dir)
 	char reason[256];
 	int rc;
 
+	if (h->write_error) {
+		h->dirty = 0;
+		return -h->write_error;
+	}
 	if (!h->dirty)
 		return 0;
 	h->dirty = 0;

@@ -467,3 +467,34 @@ def test_policy_file_cannot_be_renamed_or_made_a_directory(mount_factory):
     r = sh("mkdir %s/.policy" % ws, check=False)
     assert r.returncode != 0 and b"Operation not permitted" in r.stderr, r
     assert not os.path.exists(policy_file(ws))
+
+
+# bad input: a clear errno, never a half-applied policy
+
+def test_bad_input_gets_a_clear_errno_and_changes_nothing(mount_factory):
+    m = mount_factory()
+    d = m.model()
+    os.setxattr(d, "user.policy.retries", b"3")
+    before = read_bytes(policy_file(d))
+    # a 10 MB .policy: refused once it passes 64 KiB, and not applied
+    fd = os.open(d + "/.policy", os.O_WRONLY | os.O_TRUNC)
+    with pytest.raises(OSError) as e:
+        for _ in range(80):
+            os.write(fd, b" " * 131072)
+    assert e.value.errno == errno.EFBIG
+    with pytest.raises(OSError) as e:
+        os.close(fd)  # the close that would apply it says so too
+    assert e.value.errno == errno.EFBIG
+    assert read_bytes(policy_file(d)) == before
+    # a value with a NUL byte, a value too large for the kernel
+    assert xattr_errno(os.setxattr, d, "user.policy.residency", b"eu\0us") == errno.EINVAL
+    assert xattr_errno(os.setxattr, d, "user.policy.system", b"x" * 100000) == errno.E2BIG
+    # a policy key on a file, an xattr name that is no policy key
+    with open(d + "/notes.txt", "w") as f:
+        f.write("x")
+    assert xattr_errno(os.setxattr, d + "/notes.txt", "user.policy.retries", b"1") == \
+        errno.ENOTSUP
+    assert xattr_errno(os.setxattr, d, "user.colour", b"blue") == errno.ENOTSUP
+    assert xattr_errno(os.getxattr, d, "user.colour") == errno.ENODATA
+    assert os.listxattr(d) == ["user.policy.retries"]
+    assert read_bytes(policy_file(d)) == before
