@@ -454,6 +454,7 @@ static int check_job_names(struct node *dir, const char *base, int *fresh)
 int job_submit(struct node *dir, const char *prompt_name, int prompt_fd, uid_t uid)
 {
 	struct llm_request req = { 0 };
+	struct effective_policy policy = { 0 };
 	struct staged_files staged;
 	struct job_limits limits;
 	const struct model *model;
@@ -485,7 +486,17 @@ int job_submit(struct node *dir, const char *prompt_name, int prompt_fd, uid_t u
 	}
 	if (rc < 0)
 		goto out;
-	rc = prompt_parse_as(text, len, job_policy_prompt_format(dir), &req, &is_json, reason,
+	/* the policies in force here, composed once for this submission */
+	rc = policy_store_effective(dir, &policy);
+	if (rc < 0) {
+		snprintf(reason, sizeof(reason),
+			 "The prompt was refused: the policies of this directory could not be "
+			 "read (%s).",
+			 strerror(-rc));
+		record_refusal(dir, base, reason, &st);
+		goto out;
+	}
+	rc = prompt_parse_as(text, len, job_policy_format_of(&policy), &req, &is_json, reason,
 			     sizeof(reason));
 	if (rc == -ENODATA) {
 		rc = 0; /* touch, or an empty write: nothing to do */
@@ -504,7 +515,7 @@ int job_submit(struct node *dir, const char *prompt_name, int prompt_fd, uid_t u
 		rc = -ENOENT; /* not below a configured model: nowhere to run */
 		goto out;
 	}
-	rc = job_policy_admit(dir, model, len, &req, &limits, reason, sizeof(reason));
+	rc = job_policy_admit(dir, &policy, model, len, &req, &limits, reason, sizeof(reason));
 	if (rc < 0) {
 		char sentence[640];
 
@@ -581,6 +592,7 @@ out:
 	pthread_mutex_unlock(stripe);
 	if (job)
 		job_put(job);
+	effective_release(&policy);
 	llm_request_release(&req);
 	free(text);
 	free(base);

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "fs/job.h"
+#include "fs/policy.h"
 #include "fs/prompt.h"
 
 enum job_status { JOB_QUEUED, JOB_RUNNING, JOB_DONE, JOB_FAILED, JOB_CANCELLED };
@@ -151,15 +152,18 @@ void jobs_checkpoint_cut_locked(void);
 void jobs_checkpoint_finish(void);
 int jobs_checkpoint_due(void);
 
-/* job_policy.c: what the policies along DIR's path do to a job on
+/* job_policy.c: what the policy E in force at DIR does to a job on
  * MODEL whose prompt (PROMPT_LEN bytes) became REQ: 0 with REQ given
  * the policy's defaults and caps and LIMITS filled, or -EACCES (the
  * deployment is excluded), -EFBIG (max_prompt_bytes), -EDQUOT (a cost
  * cap), with a sentence naming the .policy that refused in WHY. */
-int job_policy_admit(struct node *dir, const struct model *model, size_t prompt_len,
-		     struct llm_request *req, struct job_limits *limits, char *why, size_t size);
+int job_policy_admit(struct node *dir, const struct effective_policy *e, const struct model *model,
+		     size_t prompt_len, struct llm_request *req, struct job_limits *limits,
+		     char *why, size_t size);
 
-/* How DIR's policies say its prompts are read. */
+/* How the policy E (in force at a directory, see policy_store_effective)
+ * says prompts are read; the same for DIR, composed for the purpose. */
+enum prompt_format job_policy_format_of(const struct effective_policy *e);
 enum prompt_format job_policy_prompt_format(struct node *dir);
 
 /* job_resume.c: jobs handed to the engine again at mount */

@@ -23,31 +23,34 @@ static long max_output_tokens(const struct llm_request *req, const struct model 
 	return cap;
 }
 
-/* The cost cap of VIEW for REQ on MODEL: 0, or -EDQUOT with the reason. */
-static int check_cost(const struct policy_view *view, const struct llm_request *req,
-		      const struct model *model, char *why, size_t size)
+/* The cost cap of E for REQ on MODEL in DIR: 0, or -EDQUOT with the
+ * reason. */
+static int check_cost(struct node *dir, const struct effective_policy *e,
+		      const struct llm_request *req, const struct model *model, char *why,
+		      size_t size)
 {
-	const struct effective_policy *e = &view->effective;
-	const char *where = view->where[POLICY_MAX_REQUEST_USD];
 	long out_tokens = max_output_tokens(req, model);
 	long in_bytes = prompt_bytes_for_cost(req);
+	char where[512];
 	double worst;
 
 	if (!e->has_max_request_usd)
 		return 0;
-	if (!model->price.known) {
+	worst = model->price.known ? policy_worst_case_usd((size_t)in_bytes, 0, 0, out_tokens,
+							   model->price.input_per_mtok,
+							   model->price.output_per_mtok)
+				   : 0;
+	if (model->price.known && worst <= e->max_request_usd)
+		return 0;
+	/* refused: the sentence names the .policy that set the cap */
+	policy_store_deciding_file(dir, POLICY_MAX_REQUEST_USD, where, sizeof(where));
+	if (!model->price.known)
 		snprintf(why, size,
 			 "refused by %s: max_request_usd %g applies, and the price of %s/%s/%s is "
 			 "not known",
 			 where, e->max_request_usd, model->region->cloud->name, model->region->name,
 			 model->name);
-		return -EDQUOT;
-	}
-	worst = policy_worst_case_usd((size_t)in_bytes, 0, 0, out_tokens,
-				      model->price.input_per_mtok, model->price.output_per_mtok);
-	if (worst <= e->max_request_usd)
-		return 0;
-	if (isinf(worst))
+	else if (isinf(worst))
 		snprintf(why, size,
 			 "refused by %s: max_request_usd %g, and nothing bounds the answer's "
 			 "tokens (set max_tokens or max_output_tokens)",
@@ -60,27 +63,24 @@ static int check_cost(const struct policy_view *view, const struct llm_request *
 	return -EDQUOT;
 }
 
-int job_policy_admit(struct node *dir, const struct model *model, size_t prompt_len,
-		     struct llm_request *req, struct job_limits *limits, char *why, size_t size)
+int job_policy_admit(struct node *dir, const struct effective_policy *e, const struct model *model,
+		     size_t prompt_len, struct llm_request *req, struct job_limits *limits,
+		     char *why, size_t size)
 {
-	struct policy_view view;
-	const struct effective_policy *e = &view.effective;
+	char where[512];
 	int rc;
 
-	rc = policy_store_check_deployment(dir, model, why, size);
-	if (rc < 0)
-		return rc;
-	rc = policy_store_view(dir, &view);
-	if (rc < 0) {
-		snprintf(why, size, "the policies of this directory could not be read: %s",
-			 strerror(-rc));
-		return rc;
+	/* the walk that names the refusing .policy, only for a refusal */
+	if (!effective_allows_model(e, model)) {
+		snprintf(why, size, "refused by the policies of this directory");
+		rc = policy_store_check_deployment(dir, model, why, size);
+		return rc < 0 ? rc : -EACCES;
 	}
 	if ((long)prompt_len > e->max_prompt_bytes) {
+		policy_store_deciding_file(dir, POLICY_MAX_PROMPT_BYTES, where, sizeof(where));
 		snprintf(why, size, "refused by %s: max_prompt_bytes %ld, the prompt has %zu bytes",
-			 view.where[POLICY_MAX_PROMPT_BYTES], e->max_prompt_bytes, prompt_len);
-		rc = -EFBIG;
-		goto out;
+			 where, e->max_prompt_bytes, prompt_len);
+		return -EFBIG;
 	}
 	/* a JSON prompt's own temperature and system win; the cap never
 	 * rises */
@@ -88,54 +88,57 @@ int job_policy_admit(struct node *dir, const struct model *model, size_t prompt_
 				   e->max_output_tokens);
 	if (rc < 0) {
 		snprintf(why, size, "out of memory");
-		goto out;
+		return rc;
 	}
-	rc = check_cost(&view, req, model, why, size);
+	rc = check_cost(dir, e, req, model, why, size);
 	if (rc < 0)
-		goto out;
+		return rc;
 	limits->retries = e->retries;
 	limits->timeout_s = e->timeout_s > 0 ? e->timeout_s : pfs.opts->timeout_s;
 	limits->first_token_timeout_s = e->first_token_timeout_s;
-out:
-	effective_release(&view.effective);
-	return rc;
+	return 0;
+}
+
+enum prompt_format job_policy_format_of(const struct effective_policy *e)
+{
+	if (e->prompt_format == POLICY_FORMAT_TEXT)
+		return PROMPT_FORMAT_TEXT;
+	if (e->prompt_format == POLICY_FORMAT_JSON)
+		return PROMPT_FORMAT_JSON;
+	return PROMPT_FORMAT_AUTO;
 }
 
 enum prompt_format job_policy_prompt_format(struct node *dir)
 {
 	enum prompt_format format = PROMPT_FORMAT_AUTO;
-	struct policy_view view;
+	struct effective_policy e;
 
-	if (policy_store_view(dir, &view) == 0) {
-		if (view.effective.prompt_format == POLICY_FORMAT_TEXT)
-			format = PROMPT_FORMAT_TEXT;
-		else if (view.effective.prompt_format == POLICY_FORMAT_JSON)
-			format = PROMPT_FORMAT_JSON;
-	}
-	effective_release(&view.effective);
+	if (policy_store_effective(dir, &e) == 0)
+		format = job_policy_format_of(&e);
+	effective_release(&e);
 	return format;
 }
 
 mode_t job_policy_umask(struct node *dir)
 {
-	struct policy_view view;
+	struct effective_policy e;
 	mode_t mask = 0;
 
-	if (policy_store_view(dir, &view) == 0)
-		mask = (mode_t)(view.effective.umask & 0777);
-	effective_release(&view.effective);
+	if (policy_store_effective(dir, &e) == 0)
+		mask = (mode_t)(e.umask & 0777);
+	effective_release(&e);
 	return mask;
 }
 
 size_t job_policy_prompt_cap(struct node *dir)
 {
-	struct policy_view view;
 	size_t cap = pfs.opts->max_prompt_bytes;
+	struct effective_policy e;
 
 	/* the mount option stays the ceiling: a policy only lowers it */
-	if (policy_store_view(dir, &view) == 0 && view.effective.max_prompt_bytes > 0 &&
-	    (size_t)view.effective.max_prompt_bytes < cap)
-		cap = (size_t)view.effective.max_prompt_bytes;
-	effective_release(&view.effective);
+	if (policy_store_effective(dir, &e) == 0 && e.max_prompt_bytes > 0 &&
+	    (size_t)e.max_prompt_bytes < cap)
+		cap = (size_t)e.max_prompt_bytes;
+	effective_release(&e);
 	return cap;
 }

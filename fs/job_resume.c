@@ -12,6 +12,7 @@
 
 #include "fs/job_internal.h"
 #include "fs/log.h"
+#include "fs/policy_store.h"
 #include "fs/prompt.h"
 #include "fs/state.h"
 
@@ -52,6 +53,7 @@ void job_resume_one(struct node *dir, const char *base, json_t *meta,
 		    const struct resume_from *from)
 {
 	const char *want_sha = json_string_value(json_object_get(meta, "prompt_sha256"));
+	struct effective_policy policy = { 0 };
 	struct llm_request req = { 0 };
 	char reason[512], sha[65];
 	char *prompt_name = name_with_suffix(base, ".prompt");
@@ -94,21 +96,27 @@ void job_resume_one(struct node *dir, const char *base, json_t *meta,
 	if (rc < 0)
 		goto out;
 	job->response_fd = rc;
+	/* the policies in force now: one may have changed meanwhile */
+	rc = policy_store_effective(dir, &policy);
+	if (rc < 0) {
+		resume_fail(job, "The job could not be resumed: the policies of its directory "
+				 "could not be read.");
+		goto out;
+	}
 	rc = job_read_prompt(fd, &text, &len);
 	if (rc == 0) {
 		job_sha256_hex(text, len, sha);
 		rc = want_sha && strcmp(sha, want_sha) == 0 ? 0 : -ESTALE;
 	}
 	if (rc == 0)
-		rc = prompt_parse_as(text, len, job_policy_prompt_format(dir), &req, NULL, reason,
+		rc = prompt_parse_as(text, len, job_policy_format_of(&policy), &req, NULL, reason,
 				     sizeof(reason));
 	if (rc < 0) {
 		resume_fail(job, "The job could not be resumed: its prompt changed while the "
 				 "daemon was stopped. Write the prompt again to resubmit it.");
 		goto out;
 	}
-	/* the policies in force now: one may have changed meanwhile */
-	rc = job_policy_admit(dir, model, len, &req, &job->limits, reason, sizeof(reason));
+	rc = job_policy_admit(dir, &policy, model, len, &req, &job->limits, reason, sizeof(reason));
 	if (rc < 0) {
 		char sentence[640];
 
@@ -124,6 +132,7 @@ out:
 	if (fd >= 0)
 		close(fd);
 	node_dir_fd_release(dir, dir_fd);
+	effective_release(&policy);
 	llm_request_release(&req);
 	free(text);
 	free(response_name);

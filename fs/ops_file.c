@@ -142,17 +142,38 @@ static int open_in(struct node *dir, const char *name, int flags, mode_t mode)
 	return fd;
 }
 
-/* A .policy opened for writing by an admin: what is written is kept in
- * memory and becomes the policy at close (ops_policy.c). FD is the
- * backing file, for reads. */
-static int policy_handle(fuse_req_t req, struct handle *h, int fd, struct fuse_file_info *fi)
+/* A handle on N, the .policy of DIR, opened for writing by an admin (the
+ * caller checked): what is written is kept in memory and becomes the
+ * policy at close (ops_policy.c). The backing file, made again if a
+ * change removed it while the kernel kept its name, serves reads. */
+static int policy_handle(struct node *dir, struct node *n, struct fuse_file_info *fi, int truncate,
+			 struct handle **out)
 {
+	struct handle *h;
+	int fd, rc;
+
+	fd = ops_policy_backing(dir);
+	if (fd < 0)
+		return fd;
+	h = calloc(1, sizeof(*h));
+	if (!h) {
+		close(fd);
+		return -ENOMEM;
+	}
+	node_hold(n);
+	h->node = n;
 	h->fd = fd;
+	rc = ops_policy_open(h, truncate);
+	if (rc < 0) {
+		handle_free(h);
+		return rc;
+	}
 	fi->noflush = 0;
 	fi->direct_io = 1;
-	if (!ops_is_policy_admin(req))
-		return -EPERM;
-	return ops_policy_open(h, (fi->flags & O_TRUNC) != 0);
+	handle_track(h);
+	fi->fh = (uintptr_t)h;
+	*out = h;
+	return 0;
 }
 
 static void create_policy(fuse_req_t req, struct node *dir, const char *name,
@@ -160,40 +181,29 @@ static void create_policy(fuse_req_t req, struct node *dir, const char *name,
 {
 	struct fuse_entry_param e;
 	struct handle *h;
-	int fd, rc;
+	struct node *n;
+	int rc;
 
-	if (!ops_is_policy_admin(req)) {
-		fuse_reply_err(req, EPERM);
-		return;
+	/* the backing file first: the entry is made from it */
+	rc = ops_is_policy_admin(req) ? ops_policy_backing(dir) : -EPERM;
+	if (rc >= 0) {
+		close(rc);
+		rc = ops_make_entry(dir, name, &e);
 	}
-	fd = ops_policy_backing(dir);
-	if (fd < 0) {
-		fuse_reply_err(req, -fd);
-		return;
-	}
-	h = calloc(1, sizeof(*h));
-	rc = h ? ops_make_entry(dir, name, &e) : -ENOMEM;
 	if (rc < 0) {
-		close(fd);
-		free(h);
 		fuse_reply_err(req, -rc);
 		return;
 	}
-	h->node = node_from_ino(e.ino);
-	node_hold(h->node);
+	n = node_from_ino(e.ino);
 	/* what is written replaces the whole policy */
-	fi->flags |= O_TRUNC;
-	rc = policy_handle(req, h, fd, fi);
+	rc = policy_handle(dir, n, fi, 1, &h);
 	if (rc < 0) {
-		node_forget(h->node, 1);
-		handle_free(h);
+		node_forget(n, 1);
 		fuse_reply_err(req, -rc);
 		return;
 	}
-	handle_track(h);
-	fi->fh = (uintptr_t)h;
 	if (fuse_reply_create(req, &e, fi) != 0) {
-		node_forget(h->node, 1);
+		node_forget(n, 1);
 		handle_free(h);
 	}
 }
@@ -270,35 +280,14 @@ void ops_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode
 static void open_policy(fuse_req_t req, struct node *n, struct node *dir, struct fuse_file_info *fi)
 {
 	struct handle *h;
-	int fd, rc;
+	int rc = ops_is_policy_admin(req) ? 0 : -EPERM;
 
-	if (!ops_is_policy_admin(req)) {
-		fuse_reply_err(req, EPERM);
-		return;
-	}
-	/* made again if a change removed it while the kernel kept its name */
-	fd = ops_policy_backing(dir);
-	if (fd < 0) {
-		fuse_reply_err(req, -fd);
-		return;
-	}
-	h = calloc(1, sizeof(*h));
-	if (!h) {
-		close(fd);
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
-	node_hold(n);
-	h->node = n;
-	rc = policy_handle(req, h, fd, fi);
-	if (rc < 0) {
-		handle_free(h);
+	if (rc == 0)
+		rc = policy_handle(dir, n, fi, (fi->flags & O_TRUNC) != 0, &h);
+
+	if (rc < 0)
 		fuse_reply_err(req, -rc);
-		return;
-	}
-	handle_track(h);
-	fi->fh = (uintptr_t)h;
-	if (fuse_reply_open(req, fi) != 0)
+	else if (fuse_reply_open(req, fi) != 0)
 		handle_free(h);
 }
 

@@ -30,14 +30,10 @@ int ops_policy_backing(struct node *dir)
 	if (dir_fd < 0)
 		return dir_fd;
 	fd = openat(dir_fd, POLICY_FILE, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0 && errno == ENOENT) {
+	if (fd < 0 && errno == ENOENT)
 		fd = state_create_file(dir_fd, POLICY_FILE, "", 0, POLICY_FILE_MODE, getuid(),
 				       getgid());
-		if (fd >= 0)
-			close(fd);
-		fd = fd < 0 ? fd : openat(dir_fd, POLICY_FILE, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	}
-	if (fd < 0 && errno)
+	else if (fd < 0)
 		fd = -errno;
 	node_dir_fd_release(dir, dir_fd);
 	return fd;

@@ -226,41 +226,64 @@ int policy_store_replace(struct node *dir, const struct policy *p)
 	return rc;
 }
 
+/* A directory's ancestry, root first, each node referenced. */
+struct chain {
+	struct node *on_stack[CHAIN_ON_STACK];
+	struct node **nodes;
+	size_t n;
+};
+
+static int chain_get(struct node *dir, struct chain *c)
+{
+	c->nodes = c->on_stack;
+	c->n = node_ancestry(dir, c->on_stack, CHAIN_ON_STACK);
+	if (c->n <= CHAIN_ON_STACK)
+		return 0;
+	c->nodes = calloc(c->n, sizeof(*c->nodes));
+	if (!c->nodes || node_ancestry(dir, c->nodes, c->n) != c->n) {
+		/* a rename made the path deeper meanwhile: rare enough to
+		 * report instead of chasing */
+		free(c->nodes);
+		c->nodes = NULL;
+		c->n = 0;
+		return -EAGAIN;
+	}
+	return 0;
+}
+
+static void chain_put(struct chain *c)
+{
+	node_put_all(c->nodes, c->n);
+	if (c->nodes != c->on_stack)
+		free(c->nodes);
+}
+
 int policy_store_effective(struct node *dir, struct effective_policy *out)
 {
-	struct node *on_stack[CHAIN_ON_STACK], **chain = on_stack;
-	const struct policy *levels[CHAIN_ON_STACK], **policies = levels;
-	size_t n = node_ancestry(dir, chain, CHAIN_ON_STACK);
-	int rc = 0;
+	const struct policy *on_stack[CHAIN_ON_STACK], **policies = on_stack;
+	struct chain c;
+	int rc;
 
 	memset(out, 0, sizeof(*out));
-	if (n > CHAIN_ON_STACK) {
-		chain = calloc(n, sizeof(*chain));
-		policies = calloc(n, sizeof(*policies));
-		if (!chain || !policies || node_ancestry(dir, chain, n) != n) {
-			/* a rename made the path deeper meanwhile: rare enough
-			 * to report instead of chasing */
-			free(policies);
-			free(chain);
-			return -EAGAIN;
-		}
-	}
+	rc = chain_get(dir, &c);
+	if (rc < 0)
+		return rc;
+	if (c.n > CHAIN_ON_STACK && !(policies = calloc(c.n, sizeof(*policies))))
+		rc = -ENOMEM;
 	pthread_mutex_lock(&store_lock);
-	for (size_t i = 0; i < n && rc == 0; i++) {
+	for (size_t i = 0; i < c.n && rc == 0; i++) {
 		struct kept *k;
 
-		rc = kept_locked(chain[i], &k);
+		rc = kept_locked(c.nodes[i], &k);
 		if (rc == 0)
 			policies[i] = &k->policy;
 	}
 	if (rc == 0)
-		rc = policy_compose(policies, n, 0, out);
+		rc = policy_compose(policies, c.n, 0, out);
 	pthread_mutex_unlock(&store_lock);
-	node_put_all(chain, n);
-	if (chain != on_stack) {
+	if (policies != on_stack)
 		free(policies);
-		free(chain);
-	}
+	chain_put(&c);
 	return rc;
 }
 
@@ -298,25 +321,22 @@ static int residency_allows(const struct policy_list *l, const struct model *mod
 int policy_store_check_deployment(struct node *dir, const struct model *model, char *why,
 				  size_t size)
 {
-	struct node *chain[64];
-	size_t n = node_ancestry(dir, chain, 64);
-	int rc = 0;
+	struct chain c;
+	int rc = chain_get(dir, &c);
 
-	if (n > 64)
-		return -ENAMETOOLONG;
 	pthread_mutex_lock(&store_lock);
-	for (size_t i = 0; i < n && rc == 0; i++) {
+	for (size_t i = 0; i < c.n && rc == 0; i++) {
 		const struct policy *p;
 		struct kept *k;
 		char where[512];
 
-		rc = kept_locked(chain[i], &k);
+		rc = kept_locked(c.nodes[i], &k);
 		if (rc < 0)
 			break;
 		p = &k->policy;
 		if ((p->set & POLICY_BIT(POLICY_PROVIDERS)) &&
 		    !list_has(&p->providers, model->region->cloud->name)) {
-			policy_file_path(chain[i], where, sizeof(where));
+			policy_file_path(c.nodes[i], where, sizeof(where));
 			snprintf(why, size,
 				 "refused by %s: providers does not include %s, the cloud of "
 				 "%s/%s/%s",
@@ -325,7 +345,7 @@ int policy_store_check_deployment(struct node *dir, const struct model *model, c
 			rc = -EACCES;
 		} else if ((p->set & POLICY_BIT(POLICY_RESIDENCY)) &&
 			   !residency_allows(&p->residency, model)) {
-			policy_file_path(chain[i], where, sizeof(where));
+			policy_file_path(c.nodes[i], where, sizeof(where));
 			snprintf(why, size,
 				 "refused by %s: residency does not include a geo tag of region "
 				 "%s/%s",
@@ -334,40 +354,31 @@ int policy_store_check_deployment(struct node *dir, const struct model *model, c
 		}
 	}
 	pthread_mutex_unlock(&store_lock);
-	node_put_all(chain, n);
+	chain_put(&c);
 	return rc;
 }
 
-int policy_store_view(struct node *dir, struct policy_view *out)
+void policy_store_deciding_file(struct node *dir, enum policy_key key, char *buf, size_t size)
 {
-	struct node *chain[64];
-	size_t n = node_ancestry(dir, chain, 64);
-	const struct policy *levels[64];
-	int rc = 0;
+	struct chain c;
+	int found = 0;
 
-	memset(out, 0, sizeof(*out));
-	if (n > 64)
-		return -ENAMETOOLONG;
+	snprintf(buf, size, "?");
+	if (chain_get(dir, &c) < 0)
+		return;
 	pthread_mutex_lock(&store_lock);
-	for (size_t i = 0; i < n && rc == 0; i++) {
+	/* the nearest level that sets KEY: the smallest cap is at or above
+	 * it, and a preference is its */
+	for (size_t i = c.n; !found && i-- > 0;) {
 		struct kept *k;
 
-		rc = kept_locked(chain[i], &k);
-		if (rc == 0)
-			levels[i] = &k->policy;
+		if (kept_locked(c.nodes[i], &k) == 0 && (k->policy.set & POLICY_BIT(key))) {
+			policy_file_path(c.nodes[i], buf, size);
+			found = 1;
+		}
 	}
-	if (rc == 0)
-		rc = policy_compose(levels, n, 0, &out->effective);
-	/* the nearest level that sets a key decides it for a cap (the
-	 * smallest is at or above it) and a preference alike */
-	for (size_t i = n; rc == 0 && i-- > 0;)
-		for (int key = 0; key < POLICY_N_KEYS; key++)
-			if ((levels[i]->set & POLICY_BIT(key)) && !out->where[key][0])
-				policy_file_path(chain[i], out->where[key],
-						 sizeof(out->where[key]));
 	pthread_mutex_unlock(&store_lock);
-	node_put_all(chain, n);
-	return rc;
+	chain_put(&c);
 }
 
 void policy_store_forget(dev_t dev, ino_t ino)

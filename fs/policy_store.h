@@ -31,15 +31,9 @@ int policy_store_replace(struct node *dir, const struct policy *p);
  * composed. 0 or -errno; free OUT with effective_release. */
 int policy_store_effective(struct node *dir, struct effective_policy *out);
 
-/* What policies along the path to DIR say, for a refusal: the policy in
- * force (free with effective_release) and, for each key, the `.policy`
- * that decides it (the level whose own value is the one in force: the
- * topmost for a list that excludes, the nearest for a cap). */
-struct policy_view {
-	struct effective_policy effective;
-	char where[POLICY_N_KEYS][512]; /* "MOUNTPOINT/a/b/.policy", or "" */
-};
-int policy_store_view(struct node *dir, struct policy_view *out);
+/* "MOUNTPOINT/a/b/.policy" of the level along the path to DIR that
+ * decides KEY (the nearest that sets it), for a refusal's sentence. */
+void policy_store_deciding_file(struct node *dir, enum policy_key key, char *buf, size_t size);
 
 /* Which `.policy` along the path to DIR first excludes MODEL (by
  * providers or residency): 0 when none does, else -EACCES with a
