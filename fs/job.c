@@ -138,6 +138,9 @@ static void job_free(struct job *job)
 	json_decref(job->meta);
 	json_decref(job->end_meta);
 	free(job->end_error);
+	/* whatever ended it, a job gone holds no room in any budget */
+	ledger_release(&job->hold);
+	ledger_hold_free(&job->hold);
 	pthread_mutex_destroy(&job->file_lock);
 	node_put(job->dir);
 	free(job->base);
@@ -214,6 +217,8 @@ static void supersede(struct node *dir, const char *base, int record)
 		old->status = JOB_CANCELLED;
 	job_wake_readers(old, &w);
 	pthread_mutex_unlock(&jobs_lock);
+	/* cancelled: its room goes back (an end already recorded charged it) */
+	ledger_release(&old->hold);
 	pthread_mutex_unlock(&old->file_lock);
 	wakeups_deliver(&w);
 	if (record && table_ref)
@@ -320,6 +325,7 @@ void job_abandon(struct job *job)
 	job->status = JOB_FAILED;
 	job_wake_readers(job, &w);
 	pthread_mutex_unlock(&jobs_lock);
+	ledger_release(&job->hold);
 	wakeups_deliver(&w);
 	if (was_in_table)
 		job_put(job); /* the table's reference */
@@ -455,6 +461,7 @@ int job_submit(struct node *dir, const char *prompt_name, int prompt_fd, uid_t u
 {
 	struct llm_request req = { 0 };
 	struct effective_policy policy = { 0 };
+	struct ledger_hold hold = { 0 };
 	struct staged_files staged;
 	struct job_limits limits;
 	const struct model *model;
@@ -529,6 +536,19 @@ int job_submit(struct node *dir, const char *prompt_name, int prompt_fd, uid_t u
 	rc = check_job_names(dir, base, &fresh_name);
 	if (rc < 0)
 		goto out;
+	/* the last refusal: room in every budget on the path, held from
+	 * now until the job's end is charged */
+	rc = job_policy_reserve(dir, &policy, model, &req, &hold, reason, sizeof(reason));
+	if (rc == -EDQUOT) {
+		char sentence[640];
+
+		snprintf(sentence, sizeof(sentence), "The prompt was %s.", reason);
+		log_info("%s.prompt: %s", base, reason);
+		record_refusal(dir, base, sentence, &st);
+		goto out;
+	}
+	if (rc < 0)
+		goto out;
 	/* the prompt must survive a crash once close() says yes: in the
 	 * journal's record when small, else flushed where it is */
 	inline_prompt = len <= JOB_INLINE_BYTES;
@@ -546,6 +566,8 @@ int job_submit(struct node *dir, const char *prompt_name, int prompt_fd, uid_t u
 	job->file_gid = st.st_gid;
 	job->file_mode = (st.st_mode & 0444) | 0200;
 	job->limits = limits;
+	job->hold = hold; /* the job's now: released with it */
+	memset(&hold, 0, sizeof(hold));
 	job->journal_id = job_journal_new_id();
 	json_object_set_new(job->meta, "status", json_string("queued"));
 	job_meta_set_time(job->meta, "submitted");
@@ -590,6 +612,8 @@ int job_submit(struct node *dir, const char *prompt_name, int prompt_fd, uid_t u
 	rc = job_start(job, &req);
 out:
 	pthread_mutex_unlock(stripe);
+	ledger_release(&hold); /* refused after the reservation */
+	ledger_hold_free(&hold);
 	if (job)
 		job_put(job);
 	effective_release(&policy);

@@ -189,12 +189,21 @@ static void record_end(struct finished_job *it)
 	}
 	pthread_mutex_unlock(&jobs_lock);
 	if (final_meta && it->meta_text) {
-		rc = job_journal_end(job, final_meta, it->error, answer, answer_len, &it->lsn);
+		struct ledger_charge charge;
+
+		/* charged with its record, under the journal gate: a
+		 * checkpoint's ledger record counts exactly the charges
+		 * recorded before it */
+		job_policy_charge(final_meta, it->final, &charge);
+		rc = job_journal_end(job, final_meta, it->error, answer, answer_len,
+				     ledger_charge_to_json(&job->hold, &charge), &it->lsn);
 		if (rc < 0)
 			log_error("cannot record the end of job %s.prompt: %s; it may run again "
 				  "after a restart",
 				  job->base, strerror(-rc));
 		it->recorded = rc == 0;
+		/* billed either way: the provider answered */
+		ledger_charge(&job->hold, &charge);
 	}
 	pthread_mutex_lock(&jobs_lock);
 	if (final_meta) {

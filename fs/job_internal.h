@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "fs/job.h"
+#include "fs/ledger.h"
 #include "fs/policy.h"
 #include "fs/prompt.h"
 
@@ -55,6 +56,9 @@ struct job {
 	mode_t file_mode;
 	uint64_t journal_id; /* its records' id; 0 before it has one */
 	struct job_limits limits;
+	/* its worst case, reserved in every directory from the root down
+	 * to its own until its end is charged (job_policy_reserve) */
+	struct ledger_hold hold;
 	/* ended, recorded in the journal, but its .meta or .error could not
 	 * be written (a full disk): it stays in the table, its state in
 	 * memory the truth, until the finisher writes them */
@@ -141,10 +145,11 @@ int job_journal_submit(struct job *job, const char *prompt, size_t len, uint64_t
 /* JOB was removed or replaced: it is not to be resumed. Called with
  * journal_gate read-locked. */
 void job_journal_cancel(struct job *job);
-/* How JOB ended: FINAL_META, the .error text (NULL when done) and the
- * answer when small (RESPONSE, NULL when it was fsync'd instead). */
+/* How JOB ended: FINAL_META, the .error text (NULL when done), the
+ * answer when small (RESPONSE, NULL when it was fsync'd instead) and
+ * what it was charged (CHARGE, taken; NULL in a checkpoint's copy). */
 int job_journal_end(struct job *job, const json_t *final_meta, const char *error,
-		    const char *response, size_t response_len, uint64_t *lsn);
+		    const char *response, size_t response_len, json_t *charge, uint64_t *lsn);
 /* A checkpoint in two steps: the cut (journal_gate write-locked), then,
  * once every end recorded before the cut has its files written, the
  * rest (syncfs, the live jobs copied, the old segments dropped). */
@@ -161,6 +166,19 @@ int job_policy_admit(struct node *dir, const struct effective_policy *e, const s
 		     size_t prompt_len, struct llm_request *req, struct job_limits *limits,
 		     char *why, size_t size);
 
+/* Reserves the worst case of REQ on MODEL in every budget E (in force
+ * at DIR) applies, into HOLD, which gets E's directories as accounts:
+ * 0, or -EDQUOT with the sentence naming the budget without room (or
+ * the unknown price) in WHY, or -ENOMEM. A budget-free path reserves
+ * too, so .usage shows what is in flight. Release with ledger_release
+ * or ledger_charge. */
+int job_policy_reserve(struct node *dir, const struct effective_policy *e,
+		       const struct model *model, const struct llm_request *req,
+		       struct ledger_hold *hold, char *why, size_t size);
+
+/* What a job's end costs, from its final .meta, ending in STATUS. */
+void job_policy_charge(const json_t *final_meta, enum job_status status, struct ledger_charge *out);
+
 /* How the policy E (in force at a directory, see policy_store_effective)
  * says prompts are read; the same for DIR, composed for the purpose. */
 enum prompt_format job_policy_format_of(const struct effective_policy *e);
@@ -174,6 +192,9 @@ struct resume_from {
 	mode_t mode; /* its files' owner and mode, when known */
 	uid_t uid;
 	gid_t gid;
+	/* its reservation, held again: nano-dollars and accounts */
+	const json_t *reserve;
+	const json_t *acct;
 };
 void job_resume_one(struct node *dir, const char *base, json_t *meta,
 		    const struct resume_from *from);

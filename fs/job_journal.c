@@ -9,6 +9,12 @@
  *           fsync'd before the record was written
  *   cancel  job ID was removed or replaced by hand
  *   move    the directory at FROM is now at TO ("exchange": swapped)
+ *   ledger  what every budget account had spent when the segment it
+ *           opens began (see checkpoints below)
+ * A job record holds the job's reservation ("acct": its directories'
+ * accounts, root first; "reserve": nano-dollars), and the first end
+ * record of a job its charge ("charge"); the copies a checkpoint makes
+ * have none, since the ledger record before them counts it.
  * A job record with the path and NAME of a live one replaces it.
  *
  * At mount the records are replayed: a job with no end is resumed; an
@@ -76,6 +82,14 @@ static json_t *job_record(struct job *job)
 			(json_int_t)job->journal_id, "dir", path, "base", job->base, "uid",
 			(json_int_t)job->file_uid, "gid", (json_int_t)job->file_gid, "mode",
 			(json_int_t)job->file_mode, "meta", meta);
+	if (rec && job->hold.n) {
+		json_t *accts = json_array();
+
+		for (size_t i = 0; accts && i < job->hold.n; i++)
+			json_array_append_new(accts, json_integer((json_int_t)job->hold.accts[i]));
+		json_object_set_new(rec, "acct", accts);
+		json_object_set_new(rec, "reserve", json_integer((json_int_t)job->hold.amount));
+	}
 	return rec;
 }
 
@@ -109,10 +123,10 @@ void job_journal_cancel(struct job *job)
 }
 
 int job_journal_end(struct job *job, const json_t *final_meta, const char *error,
-		    const char *response, size_t response_len, uint64_t *lsn)
+		    const char *response, size_t response_len, json_t *charge, uint64_t *lsn)
 {
-	json_t *rec = json_pack("{s:s, s:I, s:O}", "t", "end", "id", (json_int_t)job->journal_id,
-				"meta", final_meta);
+	json_t *rec = json_pack("{s:s, s:I, s:O, s:o*}", "t", "end", "id",
+				(json_int_t)job->journal_id, "meta", final_meta, "charge", charge);
 	int rc;
 
 	if (!rec)
@@ -298,6 +312,22 @@ static void replay_move(struct replay *r, json_t *rec)
 	}
 }
 
+/* A job's charge, counted again as it was when its end was recorded. */
+static void replay_charge(const json_t *charge)
+{
+	struct ledger_charge c;
+	uint64_t *accts;
+	size_t n;
+
+	if (!charge)
+		return;
+	if (ledger_charge_from_json(charge, &accts, &n, &c) == 0)
+		ledger_apply(accts, n, &c);
+	else
+		log_error("journal: a charge does not read; the budgets miss it");
+	free(accts);
+}
+
 static void replay_record(void *ctx, json_t *rec)
 {
 	struct replay *r = ctx;
@@ -317,6 +347,13 @@ static void replay_record(void *ctx, json_t *rec)
 
 		if (entry)
 			json_object_set(entry, "end", rec);
+		replay_charge(json_object_get(rec, "charge"));
+	} else if (!strcmp(type, "ledger")) {
+		/* what was spent before this segment: the records before it
+		 * are counted in it (records are replayed in order) */
+		if (ledger_restore(rec) < 0)
+			log_error("journal: a ledger record does not read; budgets count "
+				  "from what follows it");
 	} else if (!strcmp(type, "cancel")) {
 		replay_forget(r, id);
 	} else if (!strcmp(type, "move")) {
@@ -475,6 +512,8 @@ static void resume_entry(json_t *entry, const char *id)
 		.mode = (mode_t)json_integer_value(json_object_get(job, "mode")),
 		.uid = (uid_t)json_integer_value(json_object_get(job, "uid")),
 		.gid = (gid_t)json_integer_value(json_object_get(job, "gid")),
+		.reserve = json_object_get(job, "reserve"),
+		.acct = json_object_get(job, "acct"),
 	};
 
 	if (!dir) {
@@ -536,7 +575,7 @@ static int record_live_jobs(uint64_t *lsn)
 			pthread_mutex_lock(&jobs_lock);
 			meta = json_deep_copy(job->end_meta ? job->end_meta : job->meta);
 			pthread_mutex_unlock(&jobs_lock);
-			rc = meta ? job_journal_end(job, meta, job->end_error, NULL, 0, lsn)
+			rc = meta ? job_journal_end(job, meta, job->end_error, NULL, 0, NULL, lsn)
 				  : -ENOMEM;
 			json_decref(meta);
 		}
@@ -551,9 +590,26 @@ static int64_t checkpoint_seq = -1;
 
 void jobs_checkpoint_cut_locked(void)
 {
+	json_t *ledger;
+	uint64_t lsn;
+	int rc;
+
 	checkpoint_seq = journal_rotate();
-	if (checkpoint_seq < 0)
+	if (checkpoint_seq < 0) {
 		log_error("journal: cannot start a segment: %s", strerror((int)-checkpoint_seq));
+		return;
+	}
+	/* the new segment opens with what every charge recorded before it
+	 * adds up to (no charge can be appended meanwhile: the gate is
+	 * write-locked), so the old segments may go; made durable with the
+	 * live jobs' copies. Without it they stay. */
+	ledger = ledger_snapshot();
+	rc = ledger ? journal_append(ledger, &lsn) : -ENOMEM;
+	json_decref(ledger);
+	if (rc < 0) {
+		log_error("journal: cannot record the ledger: %s; no checkpoint", strerror(-rc));
+		checkpoint_seq = -1;
+	}
 }
 
 void jobs_checkpoint_finish(void)

@@ -1,11 +1,12 @@
 /* What the policies along a prompt's path do to its job (SPEC §6.2,
  * §6.4): whether the deployment may serve it, the limits it is refused
- * for, the defaults it gets, and the retries and timeouts of its plan.
- * Budgets come with the ledger. */
+ * for, the defaults it gets, the retries and timeouts of its plan, and
+ * its reservation in the budgets on its path (the ledger). */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "fs/job_internal.h"
 #include "fs/log.h"
@@ -141,4 +142,99 @@ size_t job_policy_prompt_cap(struct node *dir)
 		cap = (size_t)e.max_prompt_bytes;
 	effective_release(&e);
 	return cap;
+}
+
+/* The worst case of REQ on MODEL in USD: infinity when nothing bounds
+ * its answer, NAN when the price is unknown. */
+static double worst_case(const struct llm_request *req, const struct model *model)
+{
+	if (!model->price.known)
+		return NAN;
+	return policy_worst_case_usd((size_t)prompt_bytes_for_cost(req), 0, 0,
+				     max_output_tokens(req, model), model->price.input_per_mtok,
+				     model->price.output_per_mtok);
+}
+
+int job_policy_reserve(struct node *dir, const struct effective_policy *e,
+		       const struct model *model, const struct llm_request *req,
+		       struct ledger_hold *hold, char *why, size_t size)
+{
+	struct ledger_budget *budgets = NULL;
+	struct ledger_refusal refusal;
+	double worst = worst_case(req, model);
+	char where[512], label[16], b[32], s[32], r[32], w[32];
+	time_t now = time(NULL);
+	int rc = 0;
+
+	memset(hold, 0, sizeof(*hold));
+	if (e->n_budgets && (isnan(worst) || isinf(worst))) {
+		policy_store_level_file(dir, e->budgets[0].level, where, sizeof(where));
+		if (isnan(worst))
+			snprintf(why, size,
+				 "refused by %s: budget_usd applies, and the price of %s/%s/%s is "
+				 "not known",
+				 where, model->region->cloud->name, model->region->name,
+				 model->name);
+		else
+			snprintf(why, size,
+				 "refused by %s: budget_usd applies, and nothing bounds the "
+				 "answer's "
+				 "tokens (set max_tokens or max_output_tokens)",
+				 where);
+		return -EDQUOT;
+	}
+	hold->amount = isnan(worst) || isinf(worst) ? 0 : nusd_ceil(worst);
+	hold->accts = calloc(e->n_dirs ? e->n_dirs : 1, sizeof(*hold->accts));
+	if (e->n_budgets)
+		budgets = calloc(e->n_budgets, sizeof(*budgets));
+	if (!hold->accts || (e->n_budgets && !budgets)) {
+		rc = -ENOMEM;
+		snprintf(why, size, "out of memory");
+		goto out;
+	}
+	memcpy(hold->accts, e->dirs, e->n_dirs * sizeof(*hold->accts));
+	hold->n = e->n_dirs;
+	for (size_t i = 0; i < e->n_budgets; i++) {
+		budgets[i].acct =
+			e->budgets[i].level < e->n_dirs ? e->dirs[e->budgets[i].level] : 0;
+		budgets[i].limit = nusd_round(e->budgets[i].usd);
+		budgets[i].period = e->budgets[i].period;
+		budgets[i].level = e->budgets[i].level;
+	}
+	rc = ledger_reserve(hold, budgets, e->n_budgets, now, &refusal);
+	if (rc == -EDQUOT) {
+		const struct ledger_budget *full = &budgets[refusal.which];
+
+		policy_store_level_file(dir, full->level, where, sizeof(where));
+		ledger_period_label(full->period, now, label, sizeof(label));
+		snprintf(why, size,
+			 "refused by %s: budget_usd %s %s %s, spent %s + reserved %s, this "
+			 "request may cost up to %s",
+			 where, nusd_format(full->limit, b, sizeof(b)),
+			 full->period == POLICY_PERIOD_TOTAL ? "in" : "for", label,
+			 nusd_format(refusal.spent, s, sizeof(s)),
+			 nusd_format(refusal.reserved, r, sizeof(r)),
+			 nusd_format(hold->amount, w, sizeof(w)));
+	} else if (rc < 0) {
+		snprintf(why, size, "out of memory");
+	}
+out:
+	free(budgets);
+	if (rc < 0)
+		ledger_hold_free(hold);
+	return rc;
+}
+
+void job_policy_charge(const json_t *final_meta, enum job_status status, struct ledger_charge *out)
+{
+	json_t *usage = json_object_get(final_meta, "usage");
+
+	memset(out, 0, sizeof(*out));
+	/* a cancelled job is no request done or failed: it costs what
+	 * the provider reported, if anything */
+	out->ok = status == JOB_DONE ? 1 : status == JOB_FAILED ? 0 : -1;
+	out->when = time(NULL);
+	out->cost = nusd_round(json_number_value(json_object_get(final_meta, "cost_usd")));
+	out->input_tokens = (uint64_t)json_integer_value(json_object_get(usage, "input_tokens"));
+	out->output_tokens = (uint64_t)json_integer_value(json_object_get(usage, "output_tokens"));
 }

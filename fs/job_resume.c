@@ -49,6 +49,24 @@ static int open_prompt(int dir_fd, const char *name, const struct resume_from *f
 	return fd < 0 ? -errno : fd;
 }
 
+/* The reservation FROM records, held by JOB again. 0 or -ENOMEM. */
+static int hold_again(struct job *job, const struct resume_from *from)
+{
+	size_t i, n = json_array_size(from->acct);
+	json_t *v;
+
+	if (!n)
+		return 0; /* recorded before budgets were */
+	job->hold.accts = calloc(n, sizeof(*job->hold.accts));
+	if (!job->hold.accts)
+		return -ENOMEM;
+	json_array_foreach (from->acct, i, v)
+		job->hold.accts[i] = (uint64_t)json_integer_value(v);
+	job->hold.n = n;
+	job->hold.amount = (nusd_t)json_integer_value(from->reserve);
+	return ledger_hold_again(&job->hold);
+}
+
 void job_resume_one(struct node *dir, const char *base, json_t *meta,
 		    const struct resume_from *from)
 {
@@ -123,6 +141,12 @@ void job_resume_one(struct node *dir, const char *base, json_t *meta,
 		snprintf(sentence, sizeof(sentence), "The job could not be resumed: it was %s.",
 			 reason);
 		resume_fail(job, sentence);
+		goto out;
+	}
+	/* accepted before the restart: its room is held again, whatever
+	 * the budgets say now */
+	if (hold_again(job, from) < 0) {
+		resume_fail(job, "The job could not be resumed: out of memory.");
 		goto out;
 	}
 	log_info("resuming job %s.prompt", base);

@@ -12,6 +12,7 @@
 #include "fs/job.h"
 #include "fs/ops_internal.h"
 #include "fs/policy_store.h"
+#include "fs/usage.h"
 #include "fs/state.h"
 
 static struct handle *handle_of(const struct fuse_file_info *fi)
@@ -222,6 +223,10 @@ void ops_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode
 		create_policy(req, dir, name, fi);
 		return;
 	}
+	if (usage_is_name(name)) {
+		fuse_reply_err(req, fi->flags & O_EXCL ? EEXIST : EACCES);
+		return;
+	}
 	if (!node_in_model_tree(dir)) {
 		fuse_reply_err(req, EPERM);
 		return;
@@ -291,6 +296,34 @@ static void open_policy(fuse_req_t req, struct node *n, struct node *dir, struct
 		handle_free(h);
 }
 
+/* DIR's .usage: its text as it is now, read from memory. */
+static void open_usage(fuse_req_t req, struct node *n, struct node *dir, struct fuse_file_info *fi)
+{
+	struct handle *h;
+
+	if (wants_write(fi->flags) || (fi->flags & O_TRUNC)) {
+		fuse_reply_err(req, EACCES);
+		return;
+	}
+	h = calloc(1, sizeof(*h));
+	if (!h || !(h->snapshot = usage_text(dir, &h->snapshot_len))) {
+		free(h);
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	node_hold(n);
+	h->node = n;
+	h->fd = -1;
+	h->kind = HANDLE_SNAPSHOT;
+	/* its size is the text's at this open, not at the last stat */
+	fi->direct_io = 1;
+	fi->noflush = 1;
+	handle_track(h);
+	fi->fh = (uintptr_t)h;
+	if (fuse_reply_open(req, fi) != 0)
+		handle_free(h);
+}
+
 void ops_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct node *n = node_from_ino(ino);
@@ -316,6 +349,10 @@ void ops_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	if (ops_name_is_policy(name) && wants_write(fi->flags)) {
 		open_policy(req, n, dir, fi);
+		goto out;
+	}
+	if (usage_is_name(name)) {
+		open_usage(req, n, dir, fi);
 		goto out;
 	}
 	fd = open_in(dir, name, backing_flags(fi->flags, role), 0);

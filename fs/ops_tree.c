@@ -17,6 +17,7 @@
 #include "fs/ops.h"
 #include "fs/ops_internal.h"
 #include "fs/policy_store.h"
+#include "fs/usage.h"
 #include "fs/state.h"
 
 /* How long the kernel may keep what a reply told it.
@@ -48,8 +49,8 @@ static int is_structure_level(const struct node *dir)
  * model everything is visible. */
 int ops_name_visible(const struct node *dir, const char *name)
 {
-	if (ops_name_is_policy(name))
-		return 1; /* every directory may have a policy */
+	if (ops_name_is_policy(name) || usage_is_name(name))
+		return 1; /* every directory may have a policy, and has its .usage */
 	switch (dir->kind) {
 	case NODE_ROOT:
 		for (size_t i = 0; i < pfs.config->n_clouds; i++) {
@@ -85,8 +86,9 @@ static int is_generated(const struct node *n, const struct node *dir, const char
 
 static double attr_timeout_for(const struct node *n, const struct node *dir, const char *name)
 {
-	/* a .policy is rewritten by the daemon at each change */
-	if (n->kind == NODE_FILE && name && ops_name_is_policy(name))
+	/* a .policy is rewritten by the daemon at each change, a .usage
+	 * changes with every job below it */
+	if (n->kind == NODE_FILE && name && (ops_name_is_policy(name) || usage_is_name(name)))
 		return 0.0;
 	return n->kind == NODE_WORKSPACE || is_generated(n, dir, name) ? 0.0 : CACHE_TIMEOUT;
 }
@@ -111,11 +113,14 @@ int ops_stat_node(struct node *n, struct stat *st, double *attr_timeout)
 	rc = node_file_location(n, &dir, &name);
 	if (rc < 0)
 		return rc;
-	fd = node_dir_fd(dir);
-	rc = fd;
-	if (fd >= 0) {
-		rc = fstatat(fd, name, st, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
-		node_dir_fd_release(dir, fd);
+	if (usage_is_name(name)) {
+		usage_stat(dir, st); /* made by the daemon, not stored */
+	} else {
+		fd = rc = node_dir_fd(dir);
+		if (fd >= 0) {
+			rc = fstatat(fd, name, st, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+			node_dir_fd_release(dir, fd);
+		}
 	}
 	if (rc == 0)
 		node_fill_attr(n, dir, name, st);
@@ -135,14 +140,19 @@ int ops_make_entry(struct node *dir, const char *name, struct fuse_entry_param *
 	memset(e, 0, sizeof(*e));
 	if (!ops_name_visible(dir, name))
 		return -ENOENT;
-	fd = node_dir_fd(dir);
-	if (fd < 0)
-		return fd;
-	rc = fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
-	node_dir_fd_release(dir, fd);
-	if (rc < 0)
-		return rc;
-	if (is_structure_level(dir) && !S_ISDIR(st.st_mode) && !ops_name_is_policy(name))
+	if (usage_is_name(name)) {
+		usage_stat(dir, &st);
+	} else {
+		fd = node_dir_fd(dir);
+		if (fd < 0)
+			return fd;
+		rc = fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+		node_dir_fd_release(dir, fd);
+		if (rc < 0)
+			return rc;
+	}
+	if (is_structure_level(dir) && !S_ISDIR(st.st_mode) && !ops_name_is_policy(name) &&
+	    !usage_is_name(name))
 		return -ENOENT;
 	if (ops_name_is_policy(name) && !S_ISREG(st.st_mode))
 		return -ENOENT;
@@ -258,6 +268,8 @@ static int setattr_file_at(struct node *dir, int dir_fd, const char *name, const
 	enum file_role role = node_in_model_tree(dir) ? file_role_of(name) : ROLE_PLAIN;
 	int generated = file_role_generated(role);
 
+	if (usage_is_name(name))
+		return -EPERM; /* the daemon's, made when read */
 	if (ops_name_is_policy(name)) {
 		struct handle *h = fi && fi->fh ? (struct handle *)(uintptr_t)fi->fh : NULL;
 
@@ -351,6 +363,11 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 }
 
 /* ---- directories ---- */
+
+/* The offset after the .usage entry that ends every listing: past any
+ * offset the backing directory's stream gives (ext4 and tmpfs give
+ * hashes or counters below 2^63 - 1). */
+#define USAGE_DIR_OFFSET INT64_MAX
 
 struct dir_handle {
 	struct dir_handle *prev_open, *next_open; /* every open one, for unmount */
@@ -453,6 +470,11 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
+	if (offset == USAGE_DIR_OFFSET) {
+		fuse_reply_buf(req, NULL, 0); /* .usage was the last */
+		free(buf);
+		return;
+	}
 	if (offset != d->offset) {
 		seekdir(d->dp, offset);
 		d->entry = NULL;
@@ -465,11 +487,25 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset
 		if (!d->entry) {
 			errno = 0;
 			d->entry = readdir(d->dp);
-			if (!d->entry)
+			if (!d->entry && d->node->kind == NODE_WORKSPACE)
 				break;
+			if (!d->entry) {
+				/* then the daemon's .usage, which no directory
+				 * stores; a workspace's is not listed (only read
+				 * by name), so that rm -r, cp -r and tar of it
+				 * work */
+				st.st_mode = S_IFREG;
+				st.st_ino = 1; /* readdir(3) skips an entry numbered 0 */
+				need = fuse_add_direntry(req, buf + used, size - used, USAGE_FILE,
+							 &st, USAGE_DIR_OFFSET);
+				if (need <= size - used)
+					used += need;
+				break;
+			}
 		}
-		if (strcmp(d->entry->d_name, ".") != 0 && strcmp(d->entry->d_name, "..") != 0 &&
-		    !ops_name_visible(d->node, d->entry->d_name)) {
+		if ((strcmp(d->entry->d_name, ".") != 0 && strcmp(d->entry->d_name, "..") != 0 &&
+		     !ops_name_visible(d->node, d->entry->d_name)) ||
+		    usage_is_name(d->entry->d_name)) {
 			d->offset = d->entry->d_off;
 			d->entry = NULL;
 			continue;
@@ -598,6 +634,10 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 		unlink_policy(req, dir, name);
 		return;
 	}
+	if (usage_is_name(name)) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
 	if (!node_in_model_tree(dir)) {
 		fuse_reply_err(req, ops_name_visible(dir, name) ? EPERM : ENOENT);
 		return;
@@ -638,7 +678,8 @@ static int rename_checks(struct node_rename *r, int from_fd, int to_fd, unsigned
 	if (!node_in_model_tree(r->from_dir) || !node_in_model_tree(r->to_dir))
 		return -EPERM;
 	/* a policy changes only by a write its close() checks */
-	if (ops_name_is_policy(r->from_name) || ops_name_is_policy(r->to_name))
+	if (ops_name_is_policy(r->from_name) || ops_name_is_policy(r->to_name) ||
+	    usage_is_name(r->from_name) || usage_is_name(r->to_name))
 		return -EPERM;
 	if (fstatat(from_fd, r->from_name, &r->from, AT_SYMLINK_NOFOLLOW) < 0)
 		return -errno;

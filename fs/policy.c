@@ -1284,6 +1284,7 @@ void effective_release(struct effective_policy *e)
 	list_release(&e->residency);
 	free(e->budgets);
 	free(e->system);
+	free(e->dirs);
 	memset(e, 0, sizeof(*e));
 }
 

@@ -39,6 +39,7 @@
 #define PROMPTFS_POLICY_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 struct model;
@@ -221,6 +222,13 @@ struct effective_policy {
 	unsigned umask;
 	int audit_prompts;
 	enum policy_prompt_format prompt_format;
+
+	/* The directories composed, root first, by their inode numbers in
+	 * state_dir (budgets[i].level indexes them): what the ledger
+	 * charges. Filled by the caller that knows them (policy_store),
+	 * freed by effective_release; policy_compose leaves them empty. */
+	uint64_t *dirs;
+	size_t n_dirs;
 };
 
 /* Composes CHAIN[0] (the root's policy) to CHAIN[N - 1] (the

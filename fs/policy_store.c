@@ -281,6 +281,15 @@ int policy_store_effective(struct node *dir, struct effective_policy *out)
 	if (rc == 0)
 		rc = policy_compose(policies, c.n, 0, out);
 	pthread_mutex_unlock(&store_lock);
+	/* the same chain's directories, for the ledger's accounts */
+	if (rc == 0 && !(out->dirs = calloc(c.n, sizeof(*out->dirs))))
+		rc = -ENOMEM;
+	for (size_t i = 0; rc == 0 && i < c.n; i++)
+		out->dirs[i] = (uint64_t)c.nodes[i]->ino;
+	if (rc == 0)
+		out->n_dirs = c.n;
+	else
+		effective_release(out);
 	if (policies != on_stack)
 		free(policies);
 	chain_put(&c);
@@ -356,6 +365,18 @@ int policy_store_check_deployment(struct node *dir, const struct model *model, c
 	pthread_mutex_unlock(&store_lock);
 	chain_put(&c);
 	return rc;
+}
+
+void policy_store_level_file(struct node *dir, size_t level, char *buf, size_t size)
+{
+	struct chain c;
+
+	snprintf(buf, size, "?");
+	if (chain_get(dir, &c) < 0)
+		return;
+	if (level < c.n)
+		policy_file_path(c.nodes[level], buf, size);
+	chain_put(&c);
 }
 
 void policy_store_deciding_file(struct node *dir, enum policy_key key, char *buf, size_t size)

@@ -35,6 +35,10 @@ int policy_store_effective(struct node *dir, struct effective_policy *out);
  * decides KEY (the nearest that sets it), for a refusal's sentence. */
 void policy_store_deciding_file(struct node *dir, enum policy_key key, char *buf, size_t size);
 
+/* "MOUNTPOINT/a/.policy" of the LEVELth directory from the root on the
+ * path to DIR (an effective policy's budget level). */
+void policy_store_level_file(struct node *dir, size_t level, char *buf, size_t size);
+
 /* Which `.policy` along the path to DIR first excludes MODEL (by
  * providers or residency): 0 when none does, else -EACCES with a
  * sentence naming it in WHY. */

@@ -141,6 +141,7 @@ static int parse_model(struct load_ctx *ctx, const char *path, json_t *obj,
 			return rc;
 	} else if (entry) {
 		model->price.known = 1;
+		model->price.from_catalog = 1;
 		model->price.input_per_mtok = entry->input_per_mtok;
 		model->price.output_per_mtok = entry->output_per_mtok;
 	}

@@ -39,6 +39,7 @@ struct credentials {
 
 struct price {
 	int known;
+	int from_catalog;      /* known from the catalog, not the config's own "price" */
 	double input_per_mtok; /* USD per million tokens */
 	double output_per_mtok;
 };

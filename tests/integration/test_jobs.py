@@ -121,7 +121,7 @@ def test_touch_and_empty_prompt_submit_nothing(mnt, fake):
     d = mnt.model()
     sh("touch %s/t.prompt" % d)
     sh(": > %s/t2.prompt" % d)
-    assert sorted(os.listdir(d)) == ["t.prompt", "t2.prompt"]
+    assert sorted(os.listdir(d)) == [".usage", "t.prompt", "t2.prompt"]
 
 
 def test_rewriting_a_prompt_replaces_the_previous_job(mnt):

@@ -51,7 +51,7 @@ def test_workspace_moved_to_another_model_runs_there(mount_factory):
     text = "hi " + routed_to("llama3.2", ["gpt-4o"])
     write_prompt(d + "/a.prompt", text)
     assert_ran_on(d, "a", text, LLAMA)
-    assert os.listdir(m.model(*GPT)) == []
+    assert os.listdir(m.model(*GPT)) == [".usage"]
 
     # the same path after a remount means the same deployment
     assert m.unmount() == 0
@@ -96,7 +96,7 @@ def test_nested_workspaces_follow_every_move(mount_factory):
     back = "back on gpt-4o " + routed_to("gpt-4o", ["llama3.2", "gpt-4o-mini"])
     write_prompt(g + "/empty/q5.prompt", back)
     assert_ran_on(g + "/empty", "q5", back, GPT)
-    assert sorted(os.listdir(g)) == ["empty"]
+    assert sorted(os.listdir(g)) == [".usage", "empty"]
     assert sorted(os.listdir(b2)) == ["q3.meta", "q3.prompt", "q3.response"]
 
     # a new directory made where an old one was removed is its own

@@ -11,10 +11,11 @@ from conftest import NOBODY, sh
 
 
 def test_structure_comes_from_the_config(mnt):
-    assert sorted(os.listdir(mnt.path)) == ["local", "openai"]
-    assert os.listdir(mnt.path + "/openai") == ["us"]
-    assert sorted(os.listdir(mnt.path + "/openai/us")) == ["gpt-4o", "gpt-4o-mini"]
-    assert os.listdir(mnt.model()) == []
+    # and each directory's .usage (SPEC §4), made by the daemon
+    assert sorted(os.listdir(mnt.path)) == [".usage", "local", "openai"]
+    assert sorted(os.listdir(mnt.path + "/openai")) == [".usage", "us"]
+    assert sorted(os.listdir(mnt.path + "/openai/us")) == [".usage", "gpt-4o", "gpt-4o-mini"]
+    assert os.listdir(mnt.model()) == [".usage"]
     with pytest.raises(FileNotFoundError):
         os.stat(mnt.path + "/azure")
     with pytest.raises(FileNotFoundError):
@@ -65,7 +66,7 @@ def test_ordinary_files_are_stored_as_written(mnt):
     assert open(d + "/notes2.txt").read() == "no"
     os.unlink(d + "/notes2.txt")
     assert not os.path.exists(d + "/notes2.txt")
-    assert sorted(os.listdir(d)) == ["blob.bin"]
+    assert sorted(os.listdir(d)) == [".usage", "blob.bin"]
 
 
 def test_editor_style_save_and_rename_between_workspaces(mnt):
@@ -78,7 +79,7 @@ def test_editor_style_save_and_rename_between_workspaces(mnt):
         os.rmdir(d + "/ws2")
     assert e.value.errno == errno.ENOTEMPTY
     sh("rm -r %s/ws1 %s/ws2" % (d, d))
-    assert os.listdir(d) == []
+    assert os.listdir(d) == [".usage"]
 
 
 def test_files_belong_to_their_creator_and_sticky_protects_them(mnt):

@@ -1,0 +1,248 @@
+"""Budgets and the ledger (SPEC §6.4): the worst case of a request is
+reserved in every budget on its path at submission, atomically, so however
+many writers race, spent + reserved never exceed a budget; the real cost is
+charged at the end and the rest released; `.usage` shows each subtree's
+figures; the ledger survives a remount and a kill -9 without losing or
+doubling a charge, and resumed jobs hold their reservation again.
+
+Prices here are 1 USD per million tokens in and out, so a prompt of L bytes
+with max_output_tokens 100 has the worst case (L + 8 + 100) micro-dollars
+(SPEC §6.4: prompt bytes plus 8 per message, plus the output bound)."""
+import copy
+import datetime
+import errno
+import json
+import os
+import threading
+from decimal import Decimal
+
+import pytest
+
+from conftest import default_config, read_meta, sh, wait_finished, wait_for
+
+MICRO = Decimal("0.000001")
+NANO = Decimal("0.000000001")
+
+
+def priced_config(fake_url):
+    config = copy.deepcopy(default_config(fake_url))
+    models = config["clouds"]["openai"]["regions"]["us"]["models"]
+    models["gpt-4o-mini"] = {"price": {"input_per_mtok": 1, "output_per_mtok": 1}}
+    return config
+
+
+def setpolicy(path, key, value):
+    os.setxattr(path, "user.policy." + key, value.encode())
+
+
+def usage(d):
+    with open(os.path.join(d, ".usage")) as f:
+        return json.loads(f.read(), parse_float=Decimal)
+
+
+def worst_case(text):
+    return (len(text.encode()) + 8 + 100) * MICRO
+
+
+def submit(path, text):
+    """Writes TEXT to PATH; the errno of the close() that submits, or 0."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        try:
+            os.close(fd)
+        except OSError as e:
+            return e.errno
+    return 0
+
+
+def charged(d, names):
+    """The sum of the jobs' cost_usd as the ledger counts them (nano-dollars)."""
+    total = Decimal(0)
+    for name in names:
+        cost = Decimal(repr(read_meta(os.path.join(d, name + ".meta"))["cost_usd"]))
+        total += cost.quantize(NANO)
+    return total
+
+
+def month():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m")
+
+
+@pytest.fixture
+def team(mount_factory, fake):
+    m = mount_factory(priced_config(fake.url))
+    d = os.path.join(m.model("openai", "us", "gpt-4o-mini"), "team")
+    os.mkdir(d)
+    os.chmod(d, 0o1777)
+    setpolicy(d, "max_output_tokens", "100")
+    return m, d
+
+
+def test_usage_without_a_budget_counts_the_subtree(team, fake):
+    m, d = team
+    text = "count me %d" % id(m)
+    assert submit(d + "/a.prompt", text) == 0
+    wait_finished(d, "a")
+    meta = read_meta(d + "/a.meta")
+    here = usage(d)
+    assert here["period"] == month()
+    assert here["budget_usd"] is None and here["remaining_usd"] is None
+    assert "budget_from" not in here and here["budgets"] == []
+    assert here["requests"] == {"done": 1, "failed": 0}
+    assert here["tokens"] == {"input": meta["usage"]["input_tokens"],
+                              "output": meta["usage"]["output_tokens"]}
+    assert here["spent_usd"] == charged(d, ["a"]) and here["reserved_usd"] == 0
+    assert here["price"] == {"input_per_mtok": 1, "output_per_mtok": 1, "source": "config"}
+    # every level above counts it too, with no walk of the subtree
+    assert usage(m.path)["requests"]["done"] == 1
+    assert usage(m.path + "/openai/us")["spent_usd"] == here["spent_usd"]
+    # the sibling model spent nothing; its price comes from the catalog
+    other = usage(m.model())
+    assert other["requests"] == {"done": 0, "failed": 0} and other["spent_usd"] == 0
+    assert other["price"]["source"] == "catalog"
+    # read-only, and listed in every directory
+    for flags in (os.O_WRONLY, os.O_RDWR | os.O_TRUNC):
+        with pytest.raises(OSError) as e:
+            os.open(d + "/.usage", flags)
+        assert e.value.errno == errno.EACCES
+    for call in (lambda: os.unlink(d + "/.usage"),
+                 lambda: os.rename(d + "/.usage", d + "/u.txt"),
+                 lambda: os.chmod(d + "/.usage", 0o666)):
+        with pytest.raises(OSError) as e:
+            call()
+        assert e.value.errno == errno.EPERM
+    model = os.path.dirname(d)
+    assert os.listdir(model).count(".usage") == 1 and ".usage" in os.listdir(m.path)
+    # a workspace's is read by name only: rm -r, cp -r and tar of it work
+    assert ".usage" not in os.listdir(d)
+    # jq reads it as a cron job would
+    r = sh("jq -r .requests.done %s/.usage" % d)
+    assert r.stdout == b"1\n"
+
+
+def test_race_of_200_writers_against_20_worst_cases(team, fake):
+    m, d = team
+    texts = ["[[fault:gate name=race%d]] race %03d" % (id(m), i) for i in range(200)]
+    w = worst_case(texts[0])
+    assert all(worst_case(t) == w for t in texts)
+    budget = 20 * w
+    setpolicy(d, "budget_usd", str(budget))
+    results = [None] * 200
+    start = threading.Barrier(200)
+
+    def writer(i):
+        start.wait()
+        results[i] = submit("%s/r%03d.prompt" % (d, i), texts[i])
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(200)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    accepted = [i for i, rc in enumerate(results) if rc == 0]
+    assert len(accepted) == 20, results
+    assert sorted(set(results)) == [0, errno.EDQUOT]
+    # while the 20 are held by the fake, their worst cases fill the budget
+    here = usage(d)
+    assert (here["budget_usd"], here["spent_usd"], here["reserved_usd"],
+            here["remaining_usd"]) == (budget, 0, budget, 0)
+    assert here["budget_from"] == d + "/.policy"
+    refused = next(i for i, rc in enumerate(results) if rc)
+    line = open("%s/r%03d.error" % (d, refused)).readline()
+    assert line == ("The prompt was refused by %s/.policy: budget_usd %s for %s, spent 0 + "
+                    "reserved %s, this request may cost up to %s.\n"
+                    % (d, budget.normalize(), month(), budget.normalize(), w.normalize()))
+    assert not os.path.exists("%s/r%03d.response" % (d, refused))
+    fake.open_gate("race%d" % id(m))
+    names = ["r%03d" % i for i in accepted]
+    for name in names:
+        wait_finished(d, name)
+        assert read_meta(d + "/" + name + ".meta")["status"] == "done"
+    # exactly the 20 reached the provider
+    assert sum(fake.requests_for(t) for t in texts) == 20
+    spent = charged(d, names)
+    assert 0 < spent < budget
+    expect = {"spent_usd": spent, "reserved_usd": 0, "remaining_usd": budget - spent,
+              "requests": {"done": 20, "failed": 0}}
+    assert wait_for(lambda: usage(d)["reserved_usd"] == 0)
+    assert {k: usage(d)[k] for k in expect} == expect
+    # a remount keeps the same figures
+    assert m.unmount() == 0
+    m.start()
+    assert {k: usage(d)[k] for k in expect} == expect
+    assert usage(m.path)["requests"]["done"] == 20
+
+
+def test_kill9_with_reservations_outstanding(team, fake):
+    m, d = team
+    gate = "held%d" % id(m)
+    texts = ["[[fault:gate name=%s]] held %d" % (gate, i) for i in range(5)]
+    w = worst_case(texts[0])
+    setpolicy(d, "budget_usd", "1")
+    assert submit(d + "/done.prompt", "before the crash") == 0
+    wait_finished(d, "done")
+    before = charged(d, ["done"])
+    for i, text in enumerate(texts):
+        assert submit("%s/h%d.prompt" % (d, i), text) == 0
+    assert usage(d)["reserved_usd"] == 5 * w
+    m.kill9()
+    m.start()
+    # the resumed jobs hold their room again; the charge is counted once
+    here = usage(d)
+    assert (here["spent_usd"], here["reserved_usd"]) == (before, 5 * w)
+    assert here["requests"] == {"done": 1, "failed": 0}
+    fake.open_gate(gate)
+    names = ["h%d" % i for i in range(5)]
+    for name in names:
+        wait_finished(d, name)
+    assert wait_for(lambda: usage(d)["reserved_usd"] == 0)
+    spent = before + charged(d, names)
+    assert usage(d)["spent_usd"] == spent
+    assert usage(d)["requests"] == {"done": 6, "failed": 0}
+    # and once more after a crash with nothing outstanding
+    m.kill9()
+    m.start()
+    assert usage(d)["spent_usd"] == spent
+    assert usage(d)["requests"] == {"done": 6, "failed": 0}
+
+
+def test_every_budget_on_the_path_applies(team, fake):
+    m, d = team
+    text = "[[fault:gate name=path%d]] x" % id(m)
+    w = worst_case(text)
+    model = os.path.dirname(d)
+    setpolicy(model, "budget_usd", str(w))
+    setpolicy(model, "budget_period", "day")
+    setpolicy(d, "budget_usd", "100")
+    assert submit(d + "/one.prompt", text) == 0
+    assert submit(d + "/two.prompt", text) == errno.EDQUOT
+    day = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    assert ("refused by %s/.policy: budget_usd %s for %s" % (model, w.normalize(), day)
+            in open(d + "/two.error").read())
+    here = usage(d)
+    # this directory's own budget is the one shown, every one is listed
+    assert here["budget_from"] == d + "/.policy" and here["budget_usd"] == 100
+    assert [b["policy"] for b in here["budgets"]] == [model + "/.policy", d + "/.policy"]
+    assert here["budgets"][0]["period"] == day and here["budgets"][0]["remaining_usd"] == 0
+    # the model directory itself shows its own, tighter, budget
+    assert usage(model)["budget_from"] == model + "/.policy"
+    # rm of a running prompt gives its room back
+    os.unlink(d + "/one.prompt")
+    assert wait_for(lambda: usage(d)["reserved_usd"] == 0)
+    fake.open_gate("path%d" % id(m))
+    assert submit(d + "/three.prompt", "now it fits") == 0
+
+
+def test_budget_without_a_known_price_is_edquot(mount_factory, fake):
+    m = mount_factory()
+    d = m.model("local", "localhost", "llama3.2")
+    setpolicy(m.path, "budget_usd", "5")
+    text = "priceless %d" % id(m)
+    assert submit(d + "/p.prompt", text) == errno.EDQUOT
+    assert open(d + "/p.error").readline() == (
+        "The prompt was refused by %s/.policy: budget_usd applies, and the price of "
+        "local/localhost/llama3.2 is not known.\n" % m.path)
+    assert fake.requests_for(text) == 0
+    assert usage(d)["price"] is None

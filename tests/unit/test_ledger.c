@@ -1,0 +1,284 @@
+/* Unit tests for fs/ledger.c: reservations against budgets, charges and
+ * releases, the UTC periods with a clock the test moves, and the
+ * snapshot a checkpoint writes. Each case starts from an empty ledger. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "fs/ledger.h"
+
+/* 2026-11-30T23:59:59Z and the seconds after it: a new day and month. */
+#define NOV_30_LAST 1796083199
+#define DEC_1_FIRST (NOV_30_LAST + 1)
+
+static uint64_t path3[] = { 1, 20, 300 }; /* root, team, workspace */
+
+static struct ledger_hold hold_of(nusd_t amount)
+{
+	struct ledger_hold h = { .n = 3, .amount = amount };
+
+	h.accts = malloc(sizeof(path3));
+	memcpy(h.accts, path3, sizeof(path3));
+	return h;
+}
+
+static int reset(void **state)
+{
+	(void)state;
+	ledger_destroy();
+	return 0;
+}
+
+static void test_money_format(void **state)
+{
+	char buf[32];
+
+	(void)state;
+	assert_string_equal(nusd_format(486000, buf, sizeof(buf)), "0.000486");
+	assert_string_equal(nusd_format(3600, buf, sizeof(buf)), "0.0000036");
+	assert_string_equal(nusd_format(50 * NUSD_PER_USD, buf, sizeof(buf)), "50");
+	assert_string_equal(nusd_format(12500000000, buf, sizeof(buf)), "12.5");
+	assert_string_equal(nusd_format(0, buf, sizeof(buf)), "0");
+	assert_string_equal(nusd_format(-150000000, buf, sizeof(buf)), "-0.15");
+	assert_int_equal(nusd_ceil(0.0000036), 3600);
+	assert_int_equal(nusd_ceil(0.1 + 0.2), 300000000); /* float noise is no nano-dollar */
+	assert_int_equal(nusd_ceil(1e-10), 1);
+	assert_int_equal(nusd_round(0.0000036), 3600);
+	assert_int_equal(nusd_ceil(-1), 0);
+}
+
+static void test_periods(void **state)
+{
+	char label[16];
+
+	(void)state;
+	assert_int_equal(ledger_period_key(POLICY_PERIOD_DAY, NOV_30_LAST), 20261130);
+	assert_int_equal(ledger_period_key(POLICY_PERIOD_MONTH, NOV_30_LAST), 202611);
+	assert_int_equal(ledger_period_key(POLICY_PERIOD_DAY, DEC_1_FIRST), 20261201);
+	assert_int_equal(ledger_period_key(POLICY_PERIOD_TOTAL, DEC_1_FIRST), 0);
+	ledger_period_label(POLICY_PERIOD_DAY, NOV_30_LAST, label, sizeof(label));
+	assert_string_equal(label, "2026-11-30");
+	ledger_period_label(POLICY_PERIOD_MONTH, DEC_1_FIRST, label, sizeof(label));
+	assert_string_equal(label, "2026-12");
+	ledger_period_label(POLICY_PERIOD_TOTAL, DEC_1_FIRST, label, sizeof(label));
+	assert_string_equal(label, "total");
+}
+
+/* A budget fits exactly N worst cases: the N+1st is refused, with the
+ * budget's figures, and nothing of it is held. */
+static void test_reserve_exact_fit(void **state)
+{
+	struct ledger_budget team = { .acct = 20,
+				      .limit = 20 * 123457,
+				      .period = POLICY_PERIOD_MONTH };
+	struct ledger_hold holds[21];
+	struct ledger_refusal why = { 0 };
+	struct ledger_counts c;
+	nusd_t reserved;
+
+	(void)state;
+	for (int i = 0; i < 20; i++) {
+		holds[i] = hold_of(123457);
+		assert_int_equal(ledger_reserve(&holds[i], &team, 1, NOV_30_LAST, &why), 0);
+		assert_true(holds[i].held);
+	}
+	holds[20] = hold_of(123457);
+	assert_int_equal(ledger_reserve(&holds[20], &team, 1, NOV_30_LAST, &why), -EDQUOT);
+	assert_false(holds[20].held);
+	assert_int_equal(why.which, 0);
+	assert_int_equal(why.spent, 0);
+	assert_int_equal(why.reserved, 20 * 123457);
+	/* every level of the path holds the reservations, for .usage */
+	ledger_usage(300, POLICY_PERIOD_MONTH, NOV_30_LAST, &c, &reserved);
+	assert_int_equal(reserved, 20 * 123457);
+	ledger_usage(1, POLICY_PERIOD_MONTH, NOV_30_LAST, &c, &reserved);
+	assert_int_equal(reserved, 20 * 123457);
+	for (int i = 0; i < 21; i++) {
+		ledger_release(&holds[i]);
+		ledger_release(&holds[i]); /* twice is once */
+		ledger_hold_free(&holds[i]);
+	}
+	ledger_usage(20, POLICY_PERIOD_MONTH, NOV_30_LAST, &c, &reserved);
+	assert_int_equal(reserved, 0);
+}
+
+/* The charge replaces the reservation: room comes back for the rest. */
+static void test_charge_releases_rest(void **state)
+{
+	struct ledger_budget team = { .acct = 20, .limit = 1000, .period = POLICY_PERIOD_MONTH };
+	struct ledger_charge done = {
+		.cost = 300, .ok = 1, .input_tokens = 12, .output_tokens = 30, .when = NOV_30_LAST
+	};
+	struct ledger_hold a = hold_of(800), b = hold_of(800);
+	struct ledger_refusal why;
+	struct ledger_counts c;
+	nusd_t reserved;
+
+	(void)state;
+	assert_int_equal(ledger_reserve(&a, &team, 1, NOV_30_LAST, &why), 0);
+	assert_int_equal(ledger_reserve(&b, &team, 1, NOV_30_LAST, &why), -EDQUOT);
+	assert_int_equal(why.reserved, 800);
+	ledger_charge(&a, &done);
+	assert_false(a.held);
+	ledger_usage(20, POLICY_PERIOD_MONTH, NOV_30_LAST, &c, &reserved);
+	assert_int_equal(c.spent, 300);
+	assert_int_equal(c.done, 1);
+	assert_int_equal(c.failed, 0);
+	assert_int_equal(c.input_tokens, 12);
+	assert_int_equal(c.output_tokens, 30);
+	assert_int_equal(reserved, 0);
+	/* 300 spent + 800 > 1000 */
+	assert_int_equal(ledger_reserve(&b, &team, 1, NOV_30_LAST, &why), -EDQUOT);
+	assert_int_equal(why.spent, 300);
+	b.amount = 700;
+	assert_int_equal(ledger_reserve(&b, &team, 1, NOV_30_LAST, &why), 0);
+	ledger_release(&b);
+	ledger_hold_free(&a);
+	ledger_hold_free(&b);
+}
+
+/* Every budget on the path must have room; the first without is named. */
+static void test_every_budget_applies(void **state)
+{
+	struct ledger_budget budgets[] = {
+		{ .acct = 1, .limit = 10000, .period = POLICY_PERIOD_TOTAL, .level = 0 },
+		{ .acct = 300, .limit = 500, .period = POLICY_PERIOD_DAY, .level = 2 },
+	};
+	struct ledger_charge spent = { .cost = 400, .ok = 1, .when = NOV_30_LAST };
+	struct ledger_hold h = hold_of(200);
+	struct ledger_refusal why;
+
+	(void)state;
+	ledger_apply(path3, 3, &spent);
+	assert_int_equal(ledger_reserve(&h, budgets, 2, NOV_30_LAST, &why), -EDQUOT);
+	assert_int_equal(why.which, 1);
+	assert_int_equal(why.spent, 400);
+	ledger_hold_free(&h);
+}
+
+/* Period rollover: a new day starts at zero for a day budget while the
+ * month and the total keep counting; a new month likewise. */
+static void test_rollover(void **state)
+{
+	struct ledger_budget day = { .acct = 20, .limit = 500, .period = POLICY_PERIOD_DAY };
+	struct ledger_budget month = { .acct = 20, .limit = 500, .period = POLICY_PERIOD_MONTH };
+	struct ledger_budget total = { .acct = 20, .limit = 500, .period = POLICY_PERIOD_TOTAL };
+	struct ledger_charge spent = { .cost = 450, .ok = 0, .when = NOV_30_LAST - 3600 };
+	struct ledger_hold h = hold_of(100);
+	struct ledger_refusal why;
+	struct ledger_counts c;
+	nusd_t reserved;
+
+	(void)state;
+	ledger_apply(path3, 3, &spent);
+	assert_int_equal(ledger_reserve(&h, &day, 1, NOV_30_LAST, &why), -EDQUOT);
+	assert_int_equal(ledger_reserve(&h, &day, 1, DEC_1_FIRST, &why), 0);
+	ledger_release(&h);
+	assert_int_equal(ledger_reserve(&h, &month, 1, DEC_1_FIRST, &why), 0);
+	ledger_release(&h);
+	assert_int_equal(ledger_reserve(&h, &total, 1, DEC_1_FIRST, &why), -EDQUOT);
+	ledger_usage(20, POLICY_PERIOD_DAY, DEC_1_FIRST, &c, &reserved);
+	assert_int_equal(c.spent, 0);
+	assert_int_equal(c.failed, 0);
+	ledger_usage(20, POLICY_PERIOD_MONTH, NOV_30_LAST, &c, &reserved);
+	assert_int_equal(c.spent, 450);
+	assert_int_equal(c.failed, 1);
+	/* a charge in the new day starts it; the old month is gone */
+	spent.when = DEC_1_FIRST + 10;
+	spent.cost = 7;
+	ledger_apply(path3, 3, &spent);
+	ledger_usage(20, POLICY_PERIOD_MONTH, DEC_1_FIRST + 20, &c, &reserved);
+	assert_int_equal(c.spent, 7);
+	ledger_usage(20, POLICY_PERIOD_TOTAL, DEC_1_FIRST + 20, &c, &reserved);
+	assert_int_equal(c.spent, 457);
+	ledger_hold_free(&h);
+}
+
+/* A snapshot gives back the spending, not the reservations, and a
+ * restore replaces what was counted. */
+static void test_snapshot_restore(void **state)
+{
+	struct ledger_charge spent = {
+		.cost = 1234, .ok = 1, .input_tokens = 5, .output_tokens = 6, .when = NOV_30_LAST
+	};
+	struct ledger_hold h = hold_of(99);
+	struct ledger_budget none = { .acct = 1, .limit = INT64_MAX / 4 };
+	struct ledger_refusal why;
+	struct ledger_counts c;
+	nusd_t reserved;
+	json_t *snap, *text_back;
+	char *text;
+
+	(void)state;
+	ledger_apply(path3, 3, &spent);
+	assert_int_equal(ledger_reserve(&h, &none, 1, NOV_30_LAST, &why), 0);
+	snap = ledger_snapshot();
+	assert_non_null(snap);
+	text = json_dumps(snap, JSON_COMPACT);
+	text_back = json_loads(text, 0, NULL);
+	ledger_apply(path3, 3, &spent); /* after the snapshot: undone by restore */
+	assert_int_equal(ledger_restore(text_back), 0);
+	ledger_usage(300, POLICY_PERIOD_DAY, NOV_30_LAST, &c, &reserved);
+	assert_int_equal(c.spent, 1234);
+	assert_int_equal(c.done, 1);
+	assert_int_equal(c.output_tokens, 6);
+	assert_int_equal(reserved, 99); /* the live job's, kept */
+	ledger_release(&h);
+	assert_int_equal(ledger_restore(json_object()), -EINVAL);
+	free(text);
+	json_decref(text_back);
+	json_decref(snap);
+	ledger_hold_free(&h);
+}
+
+static void test_charge_json(void **state)
+{
+	struct ledger_charge c = { .cost = 486000,
+				   .ok = 1,
+				   .input_tokens = 12,
+				   .output_tokens = 30,
+				   .when = NOV_30_LAST };
+	struct ledger_hold h = hold_of(0);
+	struct ledger_charge back;
+	uint64_t *accts;
+	size_t n;
+	json_t *j = ledger_charge_to_json(&h, &c);
+
+	(void)state;
+	assert_non_null(j);
+	assert_int_equal(ledger_charge_from_json(j, &accts, &n, &back), 0);
+	assert_int_equal(n, 3);
+	assert_int_equal(accts[2], 300);
+	assert_int_equal(back.cost, 486000);
+	assert_int_equal(back.ok, 1);
+	assert_int_equal(back.output_tokens, 30);
+	assert_int_equal(back.when, NOV_30_LAST);
+	free(accts);
+	json_decref(j);
+	j = json_pack("{s:s}", "acct", "x");
+	assert_int_equal(ledger_charge_from_json(j, &accts, &n, &back), -EINVAL);
+	json_decref(j);
+	ledger_hold_free(&h);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_money_format),
+		cmocka_unit_test(test_periods),
+		cmocka_unit_test_setup(test_reserve_exact_fit, reset),
+		cmocka_unit_test_setup(test_charge_releases_rest, reset),
+		cmocka_unit_test_setup(test_every_budget_applies, reset),
+		cmocka_unit_test_setup(test_rollover, reset),
+		cmocka_unit_test_setup(test_snapshot_restore, reset),
+		cmocka_unit_test_setup(test_charge_json, reset),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
