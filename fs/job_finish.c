@@ -86,6 +86,8 @@ static void meta_settle_cost(json_t *meta, const struct model *model)
 	in = (long)json_integer_value(json_object_get(usage, "input_tokens"));
 	out = (long)json_integer_value(json_object_get(usage, "output_tokens"));
 	json_object_set_new(meta, "cost_usd", json_real(cost_of(model, in, out)));
+	json_object_set_new(meta, "price_source",
+			    json_string(model->price.from_catalog ? "catalog" : "config"));
 }
 
 /* The .error text: what happened, then one line per attempt. */

@@ -34,16 +34,42 @@ const char *job_status_word(enum job_status s)
 	return words[s];
 }
 
+/* TEXT (JSON) with the number after "cost_usd": in fixed decimal, so
+ * that awk and COBOL read it (0.0000036, not 3.6e-06). Only a key can
+ * hold that pattern: inside a string its quotes would be escaped. */
+static char *money_fixed(const char *text)
+{
+	static const char key[] = "\"cost_usd\":";
+	const char *at = strstr(text, key), *number, *rest;
+	char digits[32], *out;
+	size_t head;
+
+	if (!at)
+		return strdup(text);
+	number = at + sizeof(key) - 1;
+	nusd_format(nusd_round(strtod(number, (char **)&rest)), digits, sizeof(digits));
+	head = (size_t)(number - text);
+	out = malloc(head + strlen(digits) + strlen(rest) + 1);
+	if (out) {
+		memcpy(out, text, head);
+		strcpy(out + head, digits);
+		strcat(out, rest);
+	}
+	return out;
+}
+
 char *job_meta_dump(const json_t *meta, size_t *len)
 {
-	/* ten significant digits: a cost of 7.2e-06, not 7.2000000000000005e-06 */
+	/* ten significant digits, then the cost in fixed decimal */
 	char *text = json_dumps(meta, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
+	char *fixed = text ? money_fixed(text) : NULL;
 	char *with_newline;
 
-	if (!text)
-		return NULL;
-	with_newline = name_with_suffix(text, "\n");
 	free(text);
+	if (!fixed)
+		return NULL;
+	with_newline = name_with_suffix(fixed, "\n");
+	free(fixed);
 	if (with_newline && len)
 		*len = strlen(with_newline);
 	return with_newline;

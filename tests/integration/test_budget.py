@@ -86,6 +86,10 @@ def test_usage_without_a_budget_counts_the_subtree(team, fake):
     assert submit(d + "/a.prompt", text) == 0
     wait_finished(d, "a")
     meta = read_meta(d + "/a.meta")
+    # the price's source, and money in fixed decimal for awk and COBOL
+    assert meta["price_source"] == "config"
+    raw = open(d + "/a.meta").read()
+    assert '"cost_usd":%s' % charged(d, ["a"]).normalize() in raw and "e-" not in raw
     here = usage(d)
     assert here["period"] == month()
     assert here["budget_usd"] is None and here["remaining_usd"] is None
