@@ -628,14 +628,22 @@ int job_check_deployment(struct node *dir, const char *prompt_name, uid_t uid, g
 	const struct model *model = node_deployment(dir);
 	char why[512], sentence[600];
 	struct stat st = { .st_mode = S_IFREG | 0644, .st_uid = uid, .st_gid = gid };
+	struct effective_policy e;
 	char *base;
 	int rc;
 
 	if (!model)
 		return 0;
-	rc = policy_store_check_deployment(dir, model, why, sizeof(why));
-	if (rc != -EACCES)
-		return 0; /* a policy that cannot be read refuses at close() */
+	rc = policy_store_effective(dir, &e);
+	if (rc < 0)
+		rc = 0; /* a policy that cannot be read refuses at close() */
+	else if (!effective_allows_model(&e, model))
+		rc = policy_store_check_deployment(dir, model, why, sizeof(why));
+	else
+		rc = job_policy_check_empty(dir, &e, model, why, sizeof(why));
+	effective_release(&e);
+	if (rc != -EACCES && rc != -EDQUOT)
+		return 0;
 	base = name_strip_suffix(prompt_name, ".prompt");
 	if (base) {
 		pthread_mutex_t *stripe = stripe_for(dir, base);
@@ -650,19 +658,44 @@ int job_check_deployment(struct node *dir, const char *prompt_name, uid_t uid, g
 	return rc;
 }
 
+/* Why a write past the caps of job_policy_prompt_caps failed with
+ * ERROR (EFBIG or EDQUOT), naming the .policy that set the cap. */
+static void cap_sentence(struct node *dir, int error, char *buf, size_t size)
+{
+	struct prompt_caps caps;
+	char where[512];
+
+	job_policy_prompt_caps(dir, &caps);
+	if (error == EDQUOT) {
+		policy_store_deciding_file(dir, POLICY_MAX_REQUEST_USD, where, sizeof(where));
+		snprintf(
+			buf, size,
+			"The prompt was refused by %s: max_request_usd, the worst case of a prompt "
+			"of more than %zu bytes exceeds it.",
+			where, caps.cost_bytes);
+	} else if (caps.size_bytes < pfs.opts->max_prompt_bytes) {
+		policy_store_deciding_file(dir, POLICY_MAX_PROMPT_BYTES, where, sizeof(where));
+		snprintf(buf, size,
+			 "The prompt was refused by %s: max_prompt_bytes %zu, and it is larger.",
+			 where, caps.size_bytes);
+	} else {
+		snprintf(buf, size,
+			 "The prompt was not submitted: it is larger than the limit of %zu bytes.",
+			 caps.size_bytes);
+	}
+}
+
 int job_refuse_unwritten(struct node *dir, const char *prompt_name, int prompt_fd, int error)
 {
 	char *base = name_strip_suffix(prompt_name, ".prompt");
-	char reason[256];
+	char reason[640];
 	pthread_mutex_t *stripe;
 	struct stat st;
 
 	if (!base)
 		return -error;
-	if (error == EFBIG)
-		snprintf(reason, sizeof(reason),
-			 "The prompt was not submitted: it is larger than the limit of %zu bytes.",
-			 pfs.opts->max_prompt_bytes);
+	if (error == EFBIG || error == EDQUOT)
+		cap_sentence(dir, error, reason, sizeof(reason));
 	else
 		snprintf(reason, sizeof(reason),
 			 "The prompt was not submitted: a write to it failed (%s).",

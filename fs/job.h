@@ -70,22 +70,37 @@ int job_check_prompt(struct node *dir, int fd, char *err, size_t err_size);
 int job_submit(struct node *dir, const char *prompt_name, int prompt_fd, uid_t uid);
 
 /* PROMPT_NAME in DIR, open in PROMPT_FD, was not stored whole (a write
- * failed with ERROR): it is not submitted, the previous job of NAME is
- * cancelled and its files removed, and NAME.error says why. Returns
- * -ERROR, close()'s answer. */
+ * failed with ERROR: EFBIG and EDQUOT from the caps above, or the
+ * disk's): it is not submitted, the previous job of NAME is cancelled
+ * and its files removed, and NAME.error says why. Returns -ERROR,
+ * close()'s answer. */
 int job_refuse_unwritten(struct node *dir, const char *prompt_name, int prompt_fd, int error);
 
 /* Whether a prompt PROMPT_NAME may be made in DIR at all (SPEC 5.1:
  * refused as early as the information allows): -EACCES when the
- * policies exclude DIR's deployment, with the sentence in NAME.error
- * (owned by UID/GID); 0 otherwise, also outside any model. */
+ * policies exclude DIR's deployment, -EDQUOT when even an empty prompt's
+ * worst case exceeds max_request_usd or has no room in a budget, with the
+ * sentence in NAME.error (owned by UID/GID); 0 otherwise, also outside
+ * any model. */
 int job_check_deployment(struct node *dir, const char *prompt_name, uid_t uid, gid_t gid);
 
 /* The extra umask DIR's policies give files and directories made there. */
 mode_t job_policy_umask(struct node *dir);
 
-/* The largest prompt DIR's policies and the mount allow. */
-size_t job_policy_prompt_cap(struct node *dir);
+/* What a prompt being written in DIR may grow to, known at open so that
+ * a write() past it fails at once (SPEC 5.1): EFBIG past SIZE_BYTES
+ * (max_prompt_bytes, the mount's limit the ceiling); EDQUOT past
+ * COST_BYTES, where the worst case of a text prompt of that many bytes
+ * exceeds max_request_usd. COST_BYTES applies only to a prompt read as
+ * text (under prompt_format auto, one that does not start with '{': a
+ * JSON request's cost counts its messages, not its syntax). */
+struct prompt_caps {
+	size_t size_bytes;
+	size_t cost_bytes; /* SIZE_MAX: no cost cap */
+	int may_be_json;   /* prompt_format auto: a leading '{' lifts COST_BYTES */
+	int always_json;   /* prompt_format json: COST_BYTES does not apply */
+};
+void job_policy_prompt_caps(struct node *dir, struct prompt_caps *caps);
 
 /* NAME.prompt is going away (rm, or renamed over): cancels its job and
  * removes its generated files. */

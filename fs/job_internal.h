@@ -176,6 +176,11 @@ int job_policy_reserve(struct node *dir, const struct effective_policy *e,
 		       const struct model *model, const struct llm_request *req,
 		       struct ledger_hold *hold, char *why, size_t size);
 
+/* Whether even an empty prompt passes E's cost cap and has room in its
+ * budgets at DIR on MODEL: 0, or -EDQUOT with the sentence in WHY. */
+int job_policy_check_empty(struct node *dir, const struct effective_policy *e,
+			   const struct model *model, char *why, size_t size);
+
 /* What a job's end costs, from its final .meta, ending in STATUS. */
 void job_policy_charge(const json_t *final_meta, enum job_status status, struct ledger_charge *out);
 

@@ -64,6 +64,28 @@ static int check_cost(struct node *dir, const struct effective_policy *e,
 	return -EDQUOT;
 }
 
+/* The request an empty text prompt makes under E: one empty user
+ * message, with E's system message and token cap. 0 or -ENOMEM. */
+static int empty_request(const struct effective_policy *e, struct llm_request *req)
+{
+	memset(req, 0, sizeof(*req));
+	req->messages = calloc(1, sizeof(*req->messages));
+	if (!req->messages)
+		return -ENOMEM;
+	req->n_messages = 1;
+	req->messages[0].role = strdup("user");
+	req->messages[0].content = strdup("");
+	if (!req->messages[0].role || !req->messages[0].content ||
+	    prompt_apply_defaults(req, e->system, e->has_temperature, e->temperature,
+				  e->max_output_tokens) < 0) {
+		llm_request_release(req);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static double worst_case(const struct llm_request *req, const struct model *model);
+
 int job_policy_admit(struct node *dir, const struct effective_policy *e, const struct model *model,
 		     size_t prompt_len, struct llm_request *req, struct job_limits *limits,
 		     char *why, size_t size)
@@ -131,17 +153,63 @@ mode_t job_policy_umask(struct node *dir)
 	return mask;
 }
 
-size_t job_policy_prompt_cap(struct node *dir)
+/* The most text bytes a prompt may have before its worst case on MODEL
+ * under E exceeds max_request_usd: SIZE_MAX without the cap, 0 when even
+ * an empty one does (or its cost cannot be bounded). */
+static size_t cost_cap_bytes(const struct effective_policy *e, const struct model *model)
 {
-	size_t cap = pfs.opts->max_prompt_bytes;
+	const struct price *price = &model->price;
+	struct llm_request req = { 0 };
+	double fixed, room;
+	long base, out;
+	size_t bytes;
+
+	if (!e->has_max_request_usd || !model)
+		return SIZE_MAX;
+	if (!price->known || empty_request(e, &req) < 0)
+		return 0;
+	/* the worst case of the empty prompt: system, framing, the answer */
+	fixed = worst_case(&req, model);
+	base = prompt_bytes_for_cost(&req);
+	out = max_output_tokens(&req, model);
+	llm_request_release(&req);
+	if (isinf(fixed) || fixed > e->max_request_usd)
+		return 0;
+	if (price->input_per_mtok <= 0)
+		return SIZE_MAX;
+	room = (e->max_request_usd - fixed) * 1e6 / price->input_per_mtok;
+	if (room >= 1e15)
+		return SIZE_MAX;
+	/* settled with the very sum close() checks, so the two agree to
+	 * the byte whatever the rounding */
+	bytes = (size_t)floor(room + 0.5);
+#define WORST(b)                                                                    \
+	policy_worst_case_usd((size_t)base + (b), 0, 0, out, price->input_per_mtok, \
+			      price->output_per_mtok)
+	while (bytes > 0 && WORST(bytes) > e->max_request_usd)
+		bytes--;
+	while (WORST(bytes + 1) <= e->max_request_usd)
+		bytes++;
+#undef WORST
+	return bytes;
+}
+
+void job_policy_prompt_caps(struct node *dir, struct prompt_caps *caps)
+{
 	struct effective_policy e;
 
-	/* the mount option stays the ceiling: a policy only lowers it */
-	if (policy_store_effective(dir, &e) == 0 && e.max_prompt_bytes > 0 &&
-	    (size_t)e.max_prompt_bytes < cap)
-		cap = (size_t)e.max_prompt_bytes;
+	caps->size_bytes = pfs.opts->max_prompt_bytes;
+	caps->cost_bytes = SIZE_MAX;
+	caps->may_be_json = caps->always_json = 0;
+	if (policy_store_effective(dir, &e) == 0) {
+		/* the mount option stays the ceiling: a policy only lowers it */
+		if (e.max_prompt_bytes > 0 && (size_t)e.max_prompt_bytes < caps->size_bytes)
+			caps->size_bytes = (size_t)e.max_prompt_bytes;
+		caps->cost_bytes = cost_cap_bytes(&e, node_deployment(dir));
+		caps->may_be_json = e.prompt_format == POLICY_FORMAT_AUTO;
+		caps->always_json = e.prompt_format == POLICY_FORMAT_JSON;
+	}
 	effective_release(&e);
-	return cap;
 }
 
 /* The worst case of REQ on MODEL in USD: infinity when nothing bounds
@@ -237,4 +305,28 @@ void job_policy_charge(const json_t *final_meta, enum job_status status, struct 
 	out->cost = nusd_round(json_number_value(json_object_get(final_meta, "cost_usd")));
 	out->input_tokens = (uint64_t)json_integer_value(json_object_get(usage, "input_tokens"));
 	out->output_tokens = (uint64_t)json_integer_value(json_object_get(usage, "output_tokens"));
+}
+
+int job_policy_check_empty(struct node *dir, const struct effective_policy *e,
+			   const struct model *model, char *why, size_t size)
+{
+	struct llm_request req = { 0 };
+	struct ledger_hold hold;
+	int rc;
+
+	if (!e->has_max_request_usd && !e->n_budgets)
+		return 0;
+	rc = empty_request(e, &req);
+	if (rc == 0)
+		rc = check_cost(dir, e, &req, model, why, size);
+	/* room in every budget now, without keeping it: close() reserves */
+	if (rc == 0 && e->n_budgets) {
+		rc = job_policy_reserve(dir, e, model, &req, &hold, why, size);
+		if (rc == 0) {
+			ledger_release(&hold);
+			ledger_hold_free(&hold);
+		}
+	}
+	llm_request_release(&req);
+	return rc == -EDQUOT ? rc : 0;
 }

@@ -95,7 +95,7 @@ static int handle_setup(struct handle *h, struct node *dir, const char *name, in
 		h->kind = (flags & O_ACCMODE) != O_RDONLY ? HANDLE_PROMPT : HANDLE_PLAIN;
 		if (h->kind == HANDLE_PROMPT) {
 			/* known at open: a write past it fails at once */
-			h->prompt_cap = job_policy_prompt_cap(dir);
+			job_policy_prompt_caps(dir, &h->caps);
 			fi->noflush = 0;
 			/* Writes go straight to us: the kernel then asks for no
 			 * security.capability before each one (it would, this
@@ -449,6 +449,23 @@ static void drop_set_id_bits(fuse_req_t req, struct handle *h, fuse_ino_t ino)
 	fuse_lowlevel_notify_inval_inode(pfs.session, ino, -1, 0);
 }
 
+/* A write taking prompt H past its cost cap: whether the prompt is read
+ * as text (a JSON request's cost is its messages', known at close). */
+static int over_cost_cap(struct handle *h, const char *buf, size_t size, off_t off)
+{
+	char first = 0;
+
+	if (h->caps.always_json)
+		return 0;
+	if (!h->caps.may_be_json)
+		return 1;
+	if (off == 0 && size > 0)
+		first = buf[0];
+	else if (pread(h->fd, &first, 1, 0) != 1)
+		first = size > 0 && off == 0 ? buf[0] : 0;
+	return first != '{';
+}
+
 void ops_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
 	       struct fuse_file_info *fi)
 {
@@ -474,9 +491,14 @@ void ops_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off
 
 		if ((fi->flags & O_APPEND) && fstat(h->fd, &st) == 0)
 			end = st.st_size;
-		if ((size_t)end + size > h->prompt_cap) {
+		if ((size_t)end + size > h->caps.size_bytes) {
 			h->write_error = EFBIG;
 			fuse_reply_err(req, EFBIG);
+			return;
+		}
+		if ((size_t)end + size > h->caps.cost_bytes && over_cost_cap(h, buf, size, off)) {
+			h->write_error = EDQUOT;
+			fuse_reply_err(req, EDQUOT);
 			return;
 		}
 	}

@@ -19,10 +19,10 @@ struct handle {
 	struct handle *prev_open, *next_open; /* every open handle, for unmount */
 	enum handle_kind kind;
 	int fd;
-	struct node *node; /* referenced */
-	int dirty;	   /* written since the last submission */
-	int write_error;   /* errno of a write that failed since: never submitted */
-	size_t prompt_cap; /* HANDLE_PROMPT: the largest prompt allowed here */
+	struct node *node;	 /* referenced */
+	int dirty;		 /* written since the last submission */
+	int write_error;	 /* errno of a write that failed since: never submitted */
+	struct prompt_caps caps; /* HANDLE_PROMPT: how large it may grow here */
 	int nonblock;
 	struct response_reader reader;
 	char *snapshot;

@@ -44,16 +44,24 @@ def worst_case(text):
     return (len(text.encode()) + 8 + 100) * MICRO
 
 
-def submit(path, text):
-    """Writes TEXT to PATH; the errno of the close() that submits, or 0."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+def submit(path, text, stages=None):
+    """Writes TEXT to PATH: 0 when the close() that submits succeeds, else
+    the errno of the first call refused (open, write or close, appended to
+    STAGES when given)."""
+    stage = "open"
     try:
-        os.write(fd, text.encode())
-    finally:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
+            stage = "write"
+            os.write(fd, text.encode())
+        finally:
+            if stage == "write":
+                stage = "close"
             os.close(fd)
-        except OSError as e:
-            return e.errno
+    except OSError as e:
+        if stages is not None:
+            stages.append(stage)
+        return e.errno
     return 0
 
 
@@ -134,11 +142,12 @@ def test_race_of_200_writers_against_20_worst_cases(team, fake):
     budget = 20 * w
     setpolicy(d, "budget_usd", str(budget))
     results = [None] * 200
+    stages = []
     start = threading.Barrier(200)
 
     def writer(i):
         start.wait()
-        results[i] = submit("%s/r%03d.prompt" % (d, i), texts[i])
+        results[i] = submit("%s/r%03d.prompt" % (d, i), texts[i], stages)
 
     threads = [threading.Thread(target=writer, args=(i,)) for i in range(200)]
     for t in threads:
@@ -148,17 +157,26 @@ def test_race_of_200_writers_against_20_worst_cases(team, fake):
     accepted = [i for i, rc in enumerate(results) if rc == 0]
     assert len(accepted) == 20, results
     assert sorted(set(results)) == [0, errno.EDQUOT]
+    # refused at close() while reservations raced, at open() once the
+    # budget had no room even for an empty prompt
+    assert set(stages) <= {"open", "close"}
     # while the 20 are held by the fake, their worst cases fill the budget
     here = usage(d)
     assert (here["budget_usd"], here["spent_usd"], here["reserved_usd"],
             here["remaining_usd"]) == (budget, 0, budget, 0)
     assert here["budget_from"] == d + "/.policy"
-    refused = next(i for i, rc in enumerate(results) if rc)
-    line = open("%s/r%03d.error" % (d, refused)).readline()
-    assert line == ("The prompt was refused by %s/.policy: budget_usd %s for %s, spent 0 + "
-                    "reserved %s, this request may cost up to %s.\n"
-                    % (d, budget.normalize(), month(), budget.normalize(), w.normalize()))
-    assert not os.path.exists("%s/r%03d.response" % (d, refused))
+    for refused in (i for i, rc in enumerate(results) if rc):
+        line = open("%s/r%03d.error" % (d, refused)).readline()
+        assert line.startswith("The prompt was refused by %s/.policy: budget_usd %s for %s, "
+                               "spent 0 + reserved " % (d, budget.normalize(), month()))
+        assert not os.path.exists("%s/r%03d.response" % (d, refused))
+    # a later one is refused at open(): what echo reports
+    r = sh("echo late > %s/late.prompt" % d, check=False)
+    assert r.returncode == 1 and b"Disk quota exceeded" in r.stderr
+    assert open(d + "/late.error").readline() == (
+        "The prompt was refused by %s/.policy: budget_usd %s for %s, spent 0 + reserved %s, "
+        "this request may cost up to %s.\n" % (d, budget.normalize(), month(),
+                                               budget.normalize(), (108 * MICRO).normalize()))
     fake.open_gate("race%d" % id(m))
     names = ["r%03d" % i for i in accepted]
     for name in names:

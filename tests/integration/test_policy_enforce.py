@@ -84,21 +84,23 @@ def test_max_prompt_bytes_is_efbig_at_write(mnt, fake):
     with pytest.raises(OSError) as e:
         os.close(fd)
     assert e.value.errno == errno.EFBIG
+    assert refusal(d, "big") == ("The prompt was refused by %s/.policy: max_prompt_bytes 10, "
+                                 "and it is larger.\n" % d)
     assert not os.path.exists(d + "/big.response")
     with open(d + "/fits.prompt", "w") as f:
         f.write("0123456789")
     assert read_all(d + "/fits.response") == (b"echo: 0123456789", 0)
 
 
-def test_unknown_price_under_a_cost_cap_is_edquot_at_close(mnt, fake):
+def test_unknown_price_under_a_cost_cap_is_edquot_at_open(mnt, fake):
     d = mnt.model("local", "localhost", "llama3.2")
     setpolicy(d, "max_request_usd", "1")
     text = "no price known %s" % id(mnt)
-    fd = os.open(d + "/p.prompt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    os.write(fd, text.encode())
     with pytest.raises(OSError) as e:
-        os.close(fd)
+        os.open(d + "/p.prompt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     assert e.value.errno == errno.EDQUOT
+    r = sh("echo '%s' > %s/p.prompt" % (text, d), check=False)
+    assert r.returncode == 1 and b"Disk quota exceeded" in r.stderr
     line = refusal(d, "p")
     assert line.startswith("The prompt was refused by %s/.policy: max_request_usd 1" % d)
     assert "price of local/localhost/llama3.2 is not known" in line
@@ -106,20 +108,39 @@ def test_unknown_price_under_a_cost_cap_is_edquot_at_close(mnt, fake):
     assert not os.path.exists(d + "/p.response")
 
 
-def test_worst_case_over_the_cap_is_edquot_and_under_it_runs(mnt, fake):
-    d = mnt.model()  # gpt-4o: priced by the built-in catalog
+def test_worst_case_over_the_cap_is_edquot_as_early_as_known(mnt, fake):
+    d = mnt.model()  # gpt-4o: 2.5 and 10 USD per million tokens, from the catalog
     setpolicy(d, "max_output_tokens", "100")
+    # even an empty prompt costs more: refused at open(), as echo shows
     setpolicy(d, "max_request_usd", "0.0000001")
-    text = "too dear %s" % id(mnt)
-    fd = os.open(d + "/dear.prompt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    os.write(fd, text.encode())
-    with pytest.raises(OSError) as e:
-        os.close(fd)
-    assert e.value.errno == errno.EDQUOT
+    r = sh("echo 'too dear' > %s/dear.prompt" % d, check=False)
+    assert r.returncode == 1 and b"Disk quota exceeded" in r.stderr
     line = refusal(d, "dear")
     assert "max_request_usd 1e-07, this request may cost up to" in line
     assert "up to 100 tokens out" in line
-    assert fake.requests_for(text) == 0
+    # an empty prompt costs 0.00102 at most; 0.001121 leaves room for 40
+    # bytes of text: a longer text fails at the write() that passes it
+    setpolicy(d, "max_request_usd", "0.001121")
+    text = "x" * 100
+    r = sh("echo %s > %s/long.prompt" % (text, d), check=False)
+    assert r.returncode == 1 and b"write error: Disk quota exceeded" in r.stderr
+    assert refusal(d, "long") == (
+        "The prompt was refused by %s/.policy: max_request_usd, the worst case of a prompt of "
+        "more than 40 bytes exceeds it.\n" % d)
+    assert not os.path.exists(d + "/long.response")
+    # a JSON request is costed by its messages, at close()
+    body = json.dumps({"messages": [{"role": "user", "content": text}]})
+    fd = os.open(d + "/j.prompt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(fd, body.encode())
+    with pytest.raises(OSError) as e:
+        os.close(fd)
+    assert e.value.errno == errno.EDQUOT
+    assert "max_request_usd 0.001121, this request may cost up to" in refusal(d, "j")
+    assert fake.requests_for(text) == 0 and fake.requests_for(text + "\n") == 0
+    short = json.dumps({"messages": [{"role": "user", "content": "short " + "y" * 14}]})
+    with open(d + "/short.prompt", "w") as f:
+        f.write(short)  # longer than 40 bytes as a file, its message fits
+    assert read_all(d + "/short.response")[1] == 0
     setpolicy(d, "max_request_usd", "1")
     with open(d + "/cheap.prompt", "w") as f:
         f.write("cheap enough")
