@@ -498,3 +498,16 @@ def test_bad_input_gets_a_clear_errno_and_changes_nothing(mount_factory):
     assert xattr_errno(os.getxattr, d, "user.colour") == errno.ENODATA
     assert os.listxattr(d) == ["user.policy.retries"]
     assert read_bytes(policy_file(d)) == before
+    # negative numbers and wrong types, as xattrs and in .policy
+    for key, value in (("budget_usd", b"-5"), ("max_request_usd", b"-0.01"),
+                       ("max_output_tokens", b"-1"), ("budget_usd", b"fifty"),
+                       ("retries", b"2.5"), ("budget_period", b"week")):
+        assert xattr_errno(os.setxattr, d, "user.policy." + key, value) == errno.EINVAL, key
+    for bad in (b'{"budget_usd": -5}', b'{"budget_usd": "50"}', b'{"max_output_tokens": 0}',
+                b'{"providers": "aws,azure", "residency": 5}', b'{"max_request_usd": null}',
+                b'{"fallback": "yes"}', b'{"temperature": [1]}'):
+        assert write_policy(policy_file(d), bad) == errno.EINVAL, bad
+    assert os.listxattr(d) == ["user.policy.retries"]
+    assert read_bytes(policy_file(d)) == before
+    # each refusal says why in the log
+    m.wait_log("budget_usd must be")
