@@ -5,7 +5,7 @@
 # and directly -- plus the disk's own fdatasync rate for scale. Not part of
 # the test suite; run it by hand, as root:
 #
-#   ./tests/bench/peer.sh [--build DIR] [--keep] [--seconds N]
+#   ./tests/bench/peer.sh [--build DIR] [--keep] [--seconds N] [--admission]
 #
 # Installs what is missing (nginx-light, wrk, curl with apt-get; the
 # gateway with npm into /var/tmp/promptfs-bench-npm, kept between runs),
@@ -14,21 +14,26 @@
 # exit, and prints a report. Each measured run lasts N seconds (default 10).
 # It is a measurement, not a check: it exits 0 when every run ran without
 # errors, 1 when any run had errors, 2 when it could not run. --keep leaves the temporary
-# directory (logs, configs, state) in place.
+# directory (logs, configs, state) in place. --admission adds the cost of
+# admission control: promptfs at 32 writers with a policy on each of the
+# five levels of the path and a budget on three of them, against the same
+# without policies, alternating (without, with, without, with).
 set -u
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BUILD=$ROOT/build
 KEEP=0
+ADMISSION=0
 DURATION=10
 while [ $# -gt 0 ]; do
 	case $1 in
 	--build) BUILD=$(cd "${2:?--build needs a directory}" && pwd) || exit 2; shift 2 ;;
 	--build=*) BUILD=$(cd "${1#--build=}" && pwd) || exit 2; shift ;;
 	--keep) KEEP=1; shift ;;
+	--admission) ADMISSION=1; shift ;;
 	--seconds) DURATION=${2:?--seconds needs a number}; shift 2 ;;
 	--seconds=*) DURATION=${1#--seconds=}; shift ;;
-	-h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "peer.sh: unknown argument: $1" >&2; exit 2 ;;
 	esac
 done
@@ -41,7 +46,8 @@ GATEWAY_VERSION=1.15.2
 NPM_DIR=/var/tmp/promptfs-bench-npm
 GATEWAY_DIR=$NPM_DIR/node_modules/$GATEWAY_PKG
 MODEL_DIR=local/localhost/llama3.2
-CONFIG_FMT='{"clouds":{"local":{"provider":"openai","regions":{"localhost":{"geo":"local","endpoint":"http://127.0.0.1:%s/v1","models":{"llama3.2":{}}}}}}}'
+# Priced, so that budgets apply (and every run charges the ledger).
+CONFIG_FMT='{"clouds":{"local":{"provider":"openai","regions":{"localhost":{"geo":"local","endpoint":"http://127.0.0.1:%s/v1","models":{"llama3.2":{"price":{"input_per_mtok":0.1,"output_per_mtok":0.4}}}}}}}}'
 # The one answer of the backend, for every request: an OpenAI chat
 # completion, not streamed. promptfs asks for a stream ("stream": true) but
 # reads a plain JSON body too, as it must for servers that do not stream;
@@ -313,6 +319,46 @@ run_promptfs() {
 	done
 }
 
+# Admission control: a policy at each level from the root to a workspace
+# (five), budgets at three, all roomy enough never to refuse.
+set_policies() {
+	local dir=$MNT/$MODEL_DIR
+	setfattr -n user.policy.residency -v local "$MNT" &&
+		setfattr -n user.policy.budget_usd -v 1000000 "$MNT" &&
+		setfattr -n user.policy.providers -v local "$MNT/local" &&
+		setfattr -n user.policy.max_request_usd -v 10 "$MNT/local/localhost" &&
+		setfattr -n user.policy.max_output_tokens -v 1000 "$dir" &&
+		setfattr -n user.policy.budget_usd -v 1000000 "$dir" &&
+		setfattr -n user.policy.budget_period -v day "$dir" &&
+		setfattr -n user.policy.temperature -v 0.5 "$1" &&
+		setfattr -n user.policy.budget_usd -v 1000000 "$1" ||
+		die "cannot set the policies"
+}
+clear_policies() {
+	local d
+	for d in "$MNT" "$MNT/local" "$MNT/local/localhost" "$MNT/$MODEL_DIR" "$1"; do
+		: >"$d/.policy" || die "cannot clear the policy of $d"
+	done
+}
+
+run_admission() {
+	local round log dir=$MNT/$MODEL_DIR ws
+	progress "admission: 32 writers without and with policies, twice, ${DURATION}s each"
+	for round in 1 2; do
+		ws=$dir/plain-$round
+		mkdir "$ws" && mkdir "$dir/policy-$round" || die "cannot make workspaces in $dir"
+		log=$WORK/plain-$round.log
+		measure "$log" "$LOADGEN" "$ws" 32 "$DURATION" "$ANSWER"
+		record plain-$round 32 "$log"
+		ws=$dir/policy-$round
+		set_policies "$ws"
+		log=$WORK/policy-$round.log
+		measure "$log" "$LOADGEN" "$ws" 32 "$DURATION" "$ANSWER"
+		record policy-$round 32 "$log"
+		clear_policies "$ws"
+	done
+}
+
 run_fsync() {
 	local c log
 	progress "fdatasync: 1 and 32 threads, ${DURATION}s each"
@@ -337,6 +383,7 @@ wrk_script "$WORK/gateway.lua" "${GATEWAY_HEADERS[@]}"
 run_wrk nginx "$WORK/direct.lua" "$NGINX_URL"
 run_wrk portkey "$WORK/gateway.lua" "$GATEWAY_URL"
 run_promptfs
+[ "$ADMISSION" = 1 ] && run_admission
 run_fsync
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -397,6 +444,17 @@ disk fdatasync, 128-byte appends, one file per thread, beside state_dir
   32 threads : $(result fdatasync 32 rate)/s (p50 $(result fdatasync 32 p50_ms) ms, p99 $(result fdatasync 32 p99_ms) ms, errors $(result fdatasync 32 errors))
 
 EOF
+if [ "$ADMISSION" = 1 ]; then
+	plain=$(awk -v a="$(result plain-1 32 rate)" -v b="$(result plain-2 32 rate)" 'BEGIN { printf "%.1f", (a + b) / 2 }')
+	policy=$(awk -v a="$(result policy-1 32 rate)" -v b="$(result policy-2 32 rate)" 'BEGIN { printf "%.1f", (a + b) / 2 }')
+	cat <<EOF
+admission control, promptfs at 32 writers (policies on 5 levels, budgets on 3)
+  without policies : $(result plain-1 32 rate), $(result plain-2 32 rate) requests/s (mean $plain, p50 $(result plain-1 32 p50_ms) / $(result plain-2 32 p50_ms) ms)
+  with policies    : $(result policy-1 32 rate), $(result policy-2 32 rate) requests/s (mean $policy, p50 $(result policy-1 32 p50_ms) / $(result policy-2 32 p50_ms) ms)
+  with / without   : $(ratio "$policy" "$plain")
+
+EOF
+fi
 for r in "${RESULTS[@]}"; do
 	IFS='|' read -r label clients log line <<<"$r"
 	# loadgen's first error, or wrk's error counts
