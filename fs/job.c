@@ -245,6 +245,22 @@ static void unlink_generated(struct node *dir, const char *base)
 	node_dir_fd_release(dir, fd);
 }
 
+/* The job of BASE and its files are gone (see job_discard). Under
+ * BASE's stripe. *RC: whether the journal was told. */
+static void discard_locked(struct node *dir, const char *base, int *rc)
+{
+	pthread_rwlock_rdlock(&journal_gate);
+	supersede(dir, base, 1);
+	*rc = job_journal_drop(dir, base);
+	pthread_rwlock_unlock(&journal_gate);
+	if (*rc < 0)
+		log_error(
+			"%s: cannot record that the job's files were removed (%s); a crash before "
+			"the next checkpoint may bring them back",
+			base, strerror(-*rc));
+	unlink_generated(dir, base);
+}
+
 /* A refused submission: no job, the reason in NAME.error. */
 static void record_refusal(struct node *dir, const char *base, const char *reason,
 			   const struct stat *prompt_st)
@@ -457,6 +473,19 @@ static int check_job_names(struct node *dir, const char *base, int *fresh)
 	return rc;
 }
 
+/* Whether BASE in DIR has a live job or any generated file. */
+static int has_job_or_files(struct node *dir, const char *base)
+{
+	int fresh = 1, live;
+
+	pthread_mutex_lock(&jobs_lock);
+	live = job_lookup_locked(dir, base) != NULL;
+	pthread_mutex_unlock(&jobs_lock);
+	if (!live)
+		check_job_names(dir, base, &fresh);
+	return live || !fresh;
+}
+
 int job_submit(struct node *dir, const char *prompt_name, int prompt_fd, uid_t uid)
 {
 	struct llm_request req = { 0 };
@@ -506,7 +535,12 @@ int job_submit(struct node *dir, const char *prompt_name, int prompt_fd, uid_t u
 	rc = prompt_parse_as(text, len, job_policy_format_of(&policy), &req, &is_json, reason,
 			     sizeof(reason));
 	if (rc == -ENODATA) {
-		rc = 0; /* touch, or an empty write: nothing to do */
+		/* touch: nothing to do; an emptied prompt (`: > x.prompt`, or
+		 * an empty file renamed over it) no longer has its answer */
+		rc = 0;
+		if (has_job_or_files(dir, base))
+			discard_locked(dir, base, &rc);
+		rc = 0;
 		goto out;
 	}
 	if (rc < 0) {
@@ -696,6 +730,10 @@ int job_refuse_unwritten(struct node *dir, const char *prompt_name, int prompt_f
 		return -error;
 	if (error == EFBIG || error == EDQUOT)
 		cap_sentence(dir, error, reason, sizeof(reason));
+	else if (error == EILSEQ)
+		snprintf(reason, sizeof(reason),
+			 "The prompt was refused: it is not valid UTF-8 (a write to it was "
+			 "refused).");
 	else
 		snprintf(reason, sizeof(reason),
 			 "The prompt was not submitted: a write to it failed (%s).",
@@ -733,9 +771,19 @@ void job_remove(struct node *dir, const char *prompt_name)
 	cancel_base(dir, name_strip_suffix(prompt_name, ".prompt"), 1);
 }
 
-void job_cancel_by_name(struct node *dir, const char *generated_name)
+void job_discard(struct node *dir, const char *name)
 {
-	cancel_base(dir, name_job_base(generated_name), 0);
+	char *base = name_job_base(name);
+	pthread_mutex_t *stripe;
+	int rc;
+
+	if (!base)
+		return;
+	stripe = stripe_for(dir, base);
+	pthread_mutex_lock(stripe);
+	discard_locked(dir, base, &rc);
+	pthread_mutex_unlock(stripe);
+	free(base);
 }
 
 /* ---- what readers and stat see of live jobs ---- */

@@ -58,8 +58,10 @@ int job_move_begin(struct job_move *mv, struct node *from_dir, const char *from_
 /* MOVED: whether the rename was done. */
 void job_move_end(struct job_move *mv, int moved);
 
-/* Checks the prompt in FD, read as DIR's policies say: 0 if it would be submitted, -ENODATA if
- * empty, -EINVAL/-EFBIG with the reason in ERR. */
+/* Checks the prompt in FD, read as DIR's policies say and as they would
+ * admit it now (its budgets' room included, nothing reserved): 0 if it
+ * would be submitted, -ENODATA if empty, -EILSEQ, -EINVAL, -EFBIG,
+ * -EACCES or -EDQUOT with the reason in ERR. */
 int job_check_prompt(struct node *dir, int fd, char *err, size_t err_size);
 
 /* Submits the prompt file PROMPT_NAME (NAME.prompt) in DIR, open in
@@ -106,8 +108,13 @@ void job_policy_prompt_caps(struct node *dir, struct prompt_caps *caps);
  * removes its generated files. */
 void job_remove(struct node *dir, const char *prompt_name);
 
-/* A generated file is being removed by hand: cancels the job if live. */
-void job_cancel_by_name(struct node *dir, const char *generated_name);
+/* The job of NAME (a prompt or a generated file's name) no longer
+ * answers its prompt: a generated file removed by hand, or the prompt
+ * emptied or truncated. The job is cancelled if live, ALL its generated
+ * files are removed (an answer without its .meta or .error would read
+ * as a clean success), and the journal is told, so that no restart
+ * resumes the job or writes its files again. The prompt stays. */
+void job_discard(struct node *dir, const char *name);
 
 /* Opens NAME.response for reading. 0 or -errno. */
 int job_response_open(struct node *dir, const char *response_name, int fd,

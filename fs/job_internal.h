@@ -145,6 +145,10 @@ int job_journal_submit(struct job *job, const char *prompt, size_t len, uint64_t
 /* JOB was removed or replaced: it is not to be resumed. Called with
  * journal_gate read-locked. */
 void job_journal_cancel(struct job *job);
+/* The job of BASE in DIR, finished or not, is gone with its files: no
+ * replay resumes it or writes them again. Durable when it returns 0.
+ * Called with journal_gate read-locked. */
+int job_journal_drop(struct node *dir, const char *base);
 /* How JOB ended: FINAL_META, the .error text (NULL when done), the
  * answer when small (RESPONSE, NULL when it was fsync'd instead) and
  * what it was charged (CHARGE, taken; NULL in a checkpoint's copy). */

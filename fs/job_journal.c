@@ -8,6 +8,8 @@
  *           answer itself when small ("response"); a larger answer was
  *           fsync'd before the record was written
  *   cancel  job ID was removed or replaced by hand
+ *   drop    the job at DIR and NAME, finished or not, lost its files by
+ *           hand (a generated file removed, the prompt emptied)
  *   move    the directory at FROM is now at TO ("exchange": swapped)
  *   ledger  what every budget account had spent when the segment it
  *           opens began (see checkpoints below)
@@ -120,6 +122,23 @@ void job_journal_cancel(struct job *job)
 	if (rec && journal_append(rec, &lsn) < 0)
 		log_warn("journal: cannot record a cancelled job");
 	json_decref(rec);
+}
+
+int job_journal_drop(struct node *dir, const char *base)
+{
+	char path[PATH_MAX];
+	uint64_t lsn;
+	json_t *rec;
+	int rc;
+
+	if (node_path(dir, path, sizeof(path)) < 0)
+		return -ENOENT;
+	rec = json_pack("{s:s, s:s, s:s}", "t", "drop", "dir", path, "base", base);
+	rc = rec ? journal_append(rec, &lsn) : -ENOMEM;
+	if (rc == 0)
+		rc = journal_wait(lsn);
+	json_decref(rec);
+	return rc;
 }
 
 int job_journal_end(struct job *job, const json_t *final_meta, const char *error,
@@ -312,6 +331,20 @@ static void replay_move(struct replay *r, json_t *rec)
 	}
 }
 
+/* The job at the record's place is forgotten: neither resumed nor its
+ * files written again. */
+static void replay_drop(struct replay *r, json_t *rec)
+{
+	const char *path = json_string_value(json_object_get(rec, "dir"));
+	const char *base = json_string_value(json_object_get(rec, "base"));
+	char *key = path && base ? place_key(path, base) : NULL;
+	const char *id = key ? json_string_value(json_object_get(r->by_place, key)) : NULL;
+
+	if (id)
+		replay_forget(r, id);
+	free(key);
+}
+
 /* A job's charge, counted again as it was when its end was recorded. */
 static void replay_charge(const json_t *charge)
 {
@@ -356,6 +389,8 @@ static void replay_record(void *ctx, json_t *rec)
 				  "from what follows it");
 	} else if (!strcmp(type, "cancel")) {
 		replay_forget(r, id);
+	} else if (!strcmp(type, "drop")) {
+		replay_drop(r, rec);
 	} else if (!strcmp(type, "move")) {
 		replay_move(r, rec);
 	}

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "fs/job_internal.h"
+#include "fs/policy_store.h"
 #include "fs/prompt.h"
 
 static void job_iso_time(char *out, size_t size, time_t t)
@@ -118,7 +119,11 @@ int job_read_prompt(int fd, char **out, size_t *len)
 
 int job_check_prompt(struct node *dir, int fd, char *err, size_t err_size)
 {
+	const struct model *model = node_deployment(dir);
+	struct effective_policy e = { 0 };
 	struct llm_request req = { 0 };
+	struct job_limits limits;
+	struct ledger_hold hold;
 	size_t len;
 	char *text;
 	int rc;
@@ -133,7 +138,21 @@ int job_check_prompt(struct node *dir, int fd, char *err, size_t err_size)
 		snprintf(err, err_size, "The prompt could not be read: %s.", strerror(-rc));
 		return rc;
 	}
-	rc = prompt_parse_as(text, len, job_policy_prompt_format(dir), &req, NULL, err, err_size);
+	rc = policy_store_effective(dir, &e);
+	if (rc == 0)
+		rc = prompt_parse_as(text, len, job_policy_format_of(&e), &req, NULL, err,
+				     err_size);
+	/* and what the policies would say of it, budgets' room included */
+	if (rc == 0 && model)
+		rc = job_policy_admit(dir, &e, model, len, &req, &limits, err, err_size);
+	if (rc == 0 && model &&
+	    job_policy_reserve(dir, &e, model, &req, &hold, err, err_size) == 0) {
+		ledger_release(&hold);
+		ledger_hold_free(&hold);
+	} else if (rc == 0 && model) {
+		rc = -EDQUOT;
+	}
+	effective_release(&e);
 	llm_request_release(&req);
 	free(text);
 	return rc;

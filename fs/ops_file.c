@@ -12,6 +12,7 @@
 #include "fs/job.h"
 #include "fs/ops_internal.h"
 #include "fs/policy_store.h"
+#include "fs/prompt.h"
 #include "fs/usage.h"
 #include "fs/state.h"
 
@@ -94,6 +95,10 @@ static int handle_setup(struct handle *h, struct node *dir, const char *name, in
 	case ROLE_PROMPT:
 		h->kind = (flags & O_ACCMODE) != O_RDONLY ? HANDLE_PROMPT : HANDLE_PLAIN;
 		if (h->kind == HANDLE_PROMPT) {
+			/* `: > x.prompt` changed it too: its close supersedes
+			 * the job (an empty prompt is not submitted) */
+			if (flags & O_TRUNC)
+				h->dirty = 1;
 			/* known at open: a write past it fails at once */
 			job_policy_prompt_caps(dir, &h->caps);
 			fi->noflush = 0;
@@ -449,6 +454,28 @@ static void drop_set_id_bits(fuse_req_t req, struct handle *h, fuse_ino_t ino)
 	fuse_lowlevel_notify_inval_inode(pfs.session, ino, -1, 0);
 }
 
+/* Whether BUF, written at END of prompt H, keeps it UTF-8 (SPEC 5.1:
+ * EILSEQ at the write that shows it). Judged for a write at the end of
+ * what is there, the way prompts are written; a write elsewhere is left
+ * to close(). */
+static int utf8_so_far(struct handle *h, const char *buf, size_t size, off_t end)
+{
+	char before[3];
+	struct stat st;
+	ssize_t n = 0;
+
+	if (fstat(h->fd, &st) < 0 || st.st_size != end)
+		return 1;
+	if (end > 0) {
+		off_t from = end > 3 ? end - 3 : 0;
+
+		n = pread(h->fd, before, (size_t)(end - from), from);
+		if (n < 0)
+			n = 0;
+	}
+	return prompt_utf8_continues(before, (size_t)n, buf, size) == 0;
+}
+
 /* A write taking prompt H past its cost cap: whether the prompt is read
  * as text (a JSON request's cost is its messages', known at close). */
 static int over_cost_cap(struct handle *h, const char *buf, size_t size, off_t off)
@@ -499,6 +526,11 @@ void ops_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off
 		if ((size_t)end + size > h->caps.cost_bytes && over_cost_cap(h, buf, size, off)) {
 			h->write_error = EDQUOT;
 			fuse_reply_err(req, EDQUOT);
+			return;
+		}
+		if (!utf8_so_far(h, buf, size, end)) {
+			h->write_error = EILSEQ;
+			fuse_reply_err(req, EILSEQ);
 			return;
 		}
 	}

@@ -262,6 +262,20 @@ static int setattr_directory(struct node *n, const struct stat *attr, int to_set
 	return rc;
 }
 
+/* A prompt's size changed: its text is a new question (issue: any change
+ * of a prompt supersedes its job). Through a descriptor open for writing,
+ * its close submits the new text; by path (truncate(1)), nothing will,
+ * so the old job and its files go now. */
+static void prompt_truncated(struct node *dir, const char *name, struct fuse_file_info *fi)
+{
+	struct handle *h = fi && fi->fh ? (struct handle *)(uintptr_t)fi->fh : NULL;
+
+	if (h && h->kind == HANDLE_PROMPT)
+		h->dirty = 1;
+	else
+		job_discard(dir, name);
+}
+
 static int setattr_file_at(struct node *dir, int dir_fd, const char *name, const struct stat *attr,
 			   int to_set, struct fuse_file_info *fi)
 {
@@ -311,6 +325,8 @@ static int setattr_file_at(struct node *dir, int dir_fd, const char *name, const
 		}
 		if (rc < 0)
 			return -errno;
+		if (role == ROLE_PROMPT)
+			prompt_truncated(dir, name, fi);
 	}
 	if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
 		struct timespec ts[2];
@@ -649,13 +665,17 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	}
 	if (fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		rc = errno;
-	if (rc == 0) {
+	/* a generated file the kernel still knew, removed a moment ago with
+	 * a sibling (rm -r removes x.meta, then x.response): already done */
+	if (rc == ENOENT && file_role_generated(file_role_of(name)))
+		rc = 0;
+	else if (rc == 0) {
 		role = S_ISREG(st.st_mode) ? file_role_of(name) : ROLE_PLAIN;
 		if (role == ROLE_PROMPT)
 			job_remove(dir, name);
 		else if (role != ROLE_PLAIN)
-			job_cancel_by_name(dir, name);
-		if (unlinkat(fd, name, 0) < 0)
+			job_discard(dir, name); /* this file and its siblings go */
+		if (unlinkat(fd, name, 0) < 0 && !(errno == ENOENT && role != ROLE_PLAIN))
 			rc = errno;
 	}
 	node_dir_fd_release(dir, fd);
@@ -742,9 +762,13 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 			goto out;
 		}
 		rc = job_check_prompt(r.to_dir, fd, reason, sizeof(reason));
-		if (rc == -EINVAL || rc == -EFBIG) {
+		if (rc == -EINVAL || rc == -EFBIG || rc == -EILSEQ || rc == -EDQUOT ||
+		    rc == -EACCES) {
 			/* refused: the reason goes where the job would have been */
 			rc = job_submit(r.to_dir, newname, fd, ctx->uid);
+			/* mv reads EINVAL as "a subdirectory of itself" */
+			if (rc == -EINVAL)
+				rc = -EBADMSG;
 			goto out;
 		}
 		if (rc < 0 && rc != -ENODATA)

@@ -315,7 +315,7 @@ int prompt_parse_as(const char *buf, size_t len, enum prompt_format format, stru
 	bad = utf8_invalid_offset(buf, len);
 	if (bad < len) {
 		err_set(err, err_size, "the prompt is not valid UTF-8 (byte offset %zu)", bad);
-		rc = -EINVAL;
+		rc = -EILSEQ;
 		goto out;
 	}
 	for (first = 0; first < len && is_blank(buf[first]); first++)
@@ -411,4 +411,35 @@ long prompt_bytes_for_cost(const struct llm_request *req)
 	for (i = 0; i < req->n_messages; i++)
 		total += (long)strlen(req->messages[i].content) + COST_BYTES_PER_MESSAGE;
 	return total;
+}
+
+int prompt_utf8_continues(const char *before, size_t before_len, const char *buf, size_t len)
+{
+	size_t start = before_len, i;
+
+	/* back to the start of the character the bytes before end in */
+	while (start > 0 && ((unsigned char)before[start - 1] & 0xc0) == 0x80)
+		start--;
+	if (start > 0)
+		start--;
+	else if (before_len > 0 && ((unsigned char)before[0] & 0xc0) == 0x80)
+		start = before_len; /* a character begun further back: not judged */
+	/* the bytes from there: BEFORE's tail, then BUF */
+	for (i = start; i < before_len + len;) {
+		char window[4];
+		size_t avail = before_len + len - i, n;
+		int seq;
+
+		if (avail > sizeof(window))
+			avail = sizeof(window);
+		for (n = 0; n < avail; n++)
+			window[n] = i + n < before_len ? before[i + n] : buf[i + n - before_len];
+		seq = utf8_sequence_length(window, avail);
+		if (seq < 0)
+			return 0; /* cut by the end of this write: the next one may finish it */
+		if (seq == 0 || window[0] == '\0')
+			return -EILSEQ;
+		i += (size_t)seq;
+	}
+	return 0;
 }

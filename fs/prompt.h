@@ -22,12 +22,19 @@ enum prompt_format {
  * anything else, text starting with '{' included, is text. *IS_JSON (may
  * be NULL) says which it was. Returns 0 with *OUT filled (caller frees
  * its members with llm_request_release); -ENODATA for an empty or
- * all-blank prompt, which is not to be submitted; -EINVAL for text that
- * is not UTF-8 or a JSON request that is malformed; -ENOMEM. On failure
+ * all-blank prompt, which is not to be submitted; -EILSEQ for text that
+ * is not UTF-8, -EINVAL for a JSON request that is malformed; -ENOMEM. On failure
  * *OUT holds nothing to free and ERR (ERR_SIZE bytes, may be 0) holds a
  * sentence naming the offending byte offset or key. */
 int prompt_parse_as(const char *buf, size_t len, enum prompt_format format, struct llm_request *out,
 		    int *is_json, char *err, size_t err_size);
+
+/* Whether BUF (LEN bytes), written right after BEFORE (the BEFORE_LEN,
+ * at most 3, bytes that precede it in the prompt), keeps the prompt
+ * UTF-8 so far: 0, or -EILSEQ at the first byte that cannot be, a NUL
+ * included. A character cut by the end of BUF is not judged: the next
+ * write may finish it (close() checks the whole text). */
+int prompt_utf8_continues(const char *before, size_t before_len, const char *buf, size_t len);
 
 /* prompt_parse_as with PROMPT_FORMAT_AUTO. */
 int prompt_parse(const char *buf, size_t len, struct llm_request *out, char *err, size_t err_size);

@@ -62,18 +62,37 @@ def test_json_prompt_with_system_and_max_tokens(mnt):
     assert read_meta(d + "/j.meta")["finish_reason"] == "length"
 
 
-def test_invalid_utf8_is_refused_at_close_with_einval(mnt):
+def test_invalid_utf8_is_eilseq_at_the_write_that_shows_it(mnt, fake):
     d = mnt.model()
     fd = os.open(d + "/bad.prompt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    os.write(fd, b"caf\xc3(\n")
+    os.write(fd, b"caf\xc3")  # cut at the end: the next write may finish it
+    with pytest.raises(OSError) as e:
+        os.write(fd, b"(\n")
+    assert e.value.errno == errno.EILSEQ
     with pytest.raises(OSError) as e:
         os.close(fd)
-    assert e.value.errno == errno.EINVAL
+    assert e.value.errno == errno.EILSEQ
     assert not os.path.exists(d + "/bad.response")
     assert not os.path.exists(d + "/bad.meta")
     err = open(d + "/bad.error").read()
     assert err.startswith("The prompt was refused: ")
     assert "UTF-8" in err
+    # what a shell sees: echo reports the failed write
+    r = sh("printf 'bad \\377 byte' > %s/sh.prompt" % d, check=False)
+    assert r.returncode == 1 and b"Invalid or incomplete multibyte" in r.stderr
+    # a character split across writes is fine; one cut at the very end
+    # is refused at close()
+    fd = os.open(d + "/split.prompt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(fd, b"caf\xc3")
+    os.write(fd, b"\xa9 ok")
+    os.close(fd)
+    assert sh("cat %s/split.response" % d).stdout == "echo: café ok".encode()
+    fd = os.open(d + "/cut.prompt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(fd, b"caf\xc3")
+    with pytest.raises(OSError) as e:
+        os.close(fd)
+    assert e.value.errno == errno.EILSEQ
+    assert fake.requests_for("caf") == 0
 
 
 def test_malformed_json_prompt_names_the_key(mnt):
@@ -147,7 +166,7 @@ def test_rename_of_invalid_prompt_fails_and_keeps_the_source(mnt):
         f.write(b"\xff\xfe")
     with pytest.raises(OSError) as e:
         os.rename(d + "/y.tmp", d + "/y.prompt")
-    assert e.value.errno == errno.EINVAL
+    assert e.value.errno == errno.EILSEQ
     assert os.path.exists(d + "/y.tmp")
     assert not os.path.exists(d + "/y.prompt")
     assert "UTF-8" in open(d + "/y.error").read()

@@ -28,7 +28,7 @@ static void expect_bad_utf8(const char *bytes, size_t len, size_t offset)
 
 	snprintf(expected, sizeof(expected), "the prompt is not valid UTF-8 (byte offset %zu)",
 		 offset);
-	assert_int_equal(prompt_parse(bytes, len, &req, err, sizeof(err)), -EINVAL);
+	assert_int_equal(prompt_parse(bytes, len, &req, err, sizeof(err)), -EILSEQ);
 	assert_string_equal(err, expected);
 	assert_null(req.messages);
 	assert_int_equal(req.n_messages, 0);
@@ -397,6 +397,24 @@ static void test_cost_bytes(void **state)
 	llm_request_release(&req);
 }
 
+/* A write is judged with the bytes before it: a character split between
+ * two writes is fine, one cut at the end is left to the next write. */
+static void test_utf8_across_writes(void **state)
+{
+	(void)state;
+	assert_int_equal(prompt_utf8_continues("", 0, "caf\xc3\xa9", 5), 0);
+	assert_int_equal(prompt_utf8_continues("", 0, "caf\xc3", 4), 0);
+	assert_int_equal(prompt_utf8_continues("af\xc3", 3, "\xa9!", 2), 0);
+	assert_int_equal(prompt_utf8_continues("\xe2\x82", 2, "\xac", 1), 0);
+	assert_int_equal(prompt_utf8_continues("", 0, "caf\xc3(\n", 6), -EILSEQ);
+	assert_int_equal(prompt_utf8_continues("af\xc3", 3, "(", 1), -EILSEQ);
+	assert_int_equal(prompt_utf8_continues("abc", 3, "\xff", 1), -EILSEQ);
+	assert_int_equal(prompt_utf8_continues("abc", 3, "x\0y", 3), -EILSEQ);
+	assert_int_equal(prompt_utf8_continues("abc", 3, "\xa9", 1), -EILSEQ);
+	/* continuation bytes of a character begun before what is kept */
+	assert_int_equal(prompt_utf8_continues("\x80\x80\x80", 3, "ok", 2), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -414,6 +432,7 @@ int main(void)
 		cmocka_unit_test(test_defaults_on_plain_text),
 		cmocka_unit_test(test_defaults_yield_to_prompt),
 		cmocka_unit_test(test_cost_bytes),
+		cmocka_unit_test(test_utf8_across_writes),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,149 @@
+"""A job's files are one unit, and its prompt is its question: removing any
+generated file removes them all (and cancels the job if it runs), emptying
+or truncating the prompt supersedes its job, and no restart brings back
+what was removed. Refusals of a rename use errnos mv prints truthfully."""
+import errno
+import json
+import os
+import subprocess
+
+import pytest
+
+from conftest import read_meta, sh, wait_finished, wait_for
+
+
+def write(path, data):
+    with open(path, "w") as f:
+        f.write(data)
+
+
+def generated(d, base):
+    return sorted(n for n in os.listdir(d)
+                  if n.startswith(base + ".") and not n.endswith(".prompt"))
+
+
+def test_removing_one_generated_file_removes_them_all(mount_factory, fake):
+    m = mount_factory()
+    d = m.model()
+    for base in ("a", "b"):
+        write("%s/%s.prompt" % (d, base), "unit %s %d" % (base, id(m)))
+        wait_finished(d, base)
+    os.unlink(d + "/a.meta")
+    assert generated(d, "a") == [] and os.path.exists(d + "/a.prompt")
+    os.unlink(d + "/b.response")
+    assert generated(d, "b") == []
+    with pytest.raises(FileNotFoundError):
+        open(d + "/a.response")
+    # not brought back by a crash before the next checkpoint, nor resumed
+    m.kill9()
+    m.start()
+    assert generated(d, "a") == [] and generated(d, "b") == []
+    assert fake.requests_for("unit a %d" % id(m)) == 1
+
+
+def test_removing_a_running_jobs_response_cancels_it(mount_factory, fake):
+    m = mount_factory()
+    d = m.model()
+    gate = "rmresp%d" % id(m)
+    text = "[[fault:gate name=%s]] running" % gate
+    write(d + "/r.prompt", text)
+    assert read_meta(d + "/r.meta")["status"] in ("queued", "running")
+    os.unlink(d + "/r.response")
+    assert generated(d, "r") == []
+    m.kill9()
+    m.start()
+    fake.open_gate(gate)
+    # never resumed: one request only, and no files came back
+    assert not wait_for(lambda: generated(d, "r") != [], 1)
+    assert fake.requests_for(text) == 1
+
+
+def test_emptying_or_truncating_a_prompt_supersedes_its_job(mount_factory, fake):
+    m = mount_factory()
+    d = m.model()
+    write(d + "/e.prompt", "to be emptied")
+    wait_finished(d, "e")
+    sh(": > %s/e.prompt" % d)
+    assert generated(d, "e") == []
+    write(d + "/t.prompt", "to be truncated")
+    wait_finished(d, "t")
+    # by path: the old job goes, and nothing is submitted
+    os.truncate(d + "/t.prompt", 5)
+    assert generated(d, "t") == [] and open(d + "/t.prompt").read() == "to be"
+    # through a descriptor (truncate(1) opens it): its close submits
+    sh("truncate -s 3 %s/t.prompt" % d)
+    wait_finished(d, "t")
+    assert open(d + "/t.response").read() == "echo: to "
+    # an empty file moved over a running job cancels it
+    gate = "mvempty%d" % id(m)
+    text = "[[fault:gate name=%s]] long job" % gate
+    write(d + "/run2.prompt", text)
+    write(d + "/empty.txt", "")
+    os.rename(d + "/empty.txt", d + "/run2.prompt")
+    assert generated(d, "run2") == []
+    fake.open_gate(gate)
+    assert not wait_for(lambda: generated(d, "run2") != [], 1)
+
+
+def consistent(d, base):
+    """BASE has no generated file, or a finished job that answers its
+    prompt as it is now."""
+    files = generated(d, base)
+    if not files:
+        return True
+    wait_finished(d, base)
+    prompt = open("%s/%s.prompt" % (d, base)).read()
+    return (read_meta("%s/%s.meta" % (d, base))["status"] == "done"
+            and open("%s/%s.response" % (d, base)).read() == "echo: " + prompt
+            and not os.path.exists("%s/%s.error" % (d, base)))
+
+
+def test_tar_over_a_workspace_leaves_consistent_jobs(mount_factory, fake, tmp_path):
+    m = mount_factory()
+    d = m.model()
+    os.mkdir(d + "/ws")
+    for i in range(3):
+        write("%s/ws/q%d.prompt" % (d, i), "tar %d" % i)
+        wait_finished(d + "/ws", "q%d" % i)
+    archive = str(tmp_path / "ws.tar")
+    sh("tar cf %s -C %s ws" % (archive, d))
+    # tar writes each prompt again (a new job) and removes the files it
+    # finds in the way of the archive's, whose creation is refused: a job
+    # keeps all its files or none, never a broken part of them, across a
+    # crash too
+    r = sh("tar xf %s -C %s" % (archive, d), check=False)
+    assert r.returncode == 2 and b"Permission denied" in r.stderr
+    assert all(consistent(d + "/ws", "q%d" % i) for i in range(3))
+    m.kill9()
+    m.start()
+    assert all(consistent(d + "/ws", "q%d" % i) for i in range(3))
+    # restoring a workspace: the prompts only, and each is asked again
+    sh("tar xf %s -C %s --exclude='*.response' --exclude='*.meta' --exclude='*.error'"
+       % (archive, d))
+    for i in range(3):
+        wait_finished(d + "/ws", "q%d" % i)
+        assert read_meta("%s/ws/q%d.meta" % (d, i))["status"] == "done"
+        assert open("%s/ws/q%d.response" % (d, i)).read() == "echo: tar %d" % i
+
+
+def test_rename_refusals_use_errnos_mv_prints_truthfully(mount_factory, fake):
+    m = mount_factory()
+    d = m.model()
+    write(d + "/j.tmp", json.dumps({"messages": [{"role": "user", "content": 5}]}))
+    with pytest.raises(OSError) as e:
+        os.rename(d + "/j.tmp", d + "/j.prompt")
+    assert e.value.errno == errno.EBADMSG
+    assert os.path.exists(d + "/j.tmp") and not os.path.exists(d + "/j.prompt")
+    assert "content" in open(d + "/j.error").read()
+    r = subprocess.run(["mv", d + "/j.tmp", d + "/j.prompt"], capture_output=True)
+    assert r.returncode == 1 and b"Bad message" in r.stderr
+    assert b"subdirectory" not in r.stderr
+    # a budget without room: EDQUOT, and the file stays where it was
+    os.setxattr(d, "user.policy.max_request_usd", b"0.0011")
+    os.setxattr(d, "user.policy.max_output_tokens", b"100")
+    write(d + "/long.tmp", "x" * 1000)
+    r = subprocess.run(["mv", d + "/long.tmp", d + "/long.prompt"], capture_output=True)
+    assert r.returncode == 1 and b"Disk quota exceeded" in r.stderr
+    assert os.path.exists(d + "/long.tmp") and not os.path.exists(d + "/long.prompt")
+    assert "max_request_usd 0.0011" in open(d + "/long.error").read()
+    assert fake.requests_for("x" * 1000) == 0
