@@ -1,8 +1,10 @@
 /* Open files: ordinary files pass through to state_dir; a prompt open for
  * writing is submitted by the close() that flushes it; a .response is
  * read through its job, parking reads that must wait. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -41,8 +43,10 @@ static int backing_flags(int flags, enum file_role role)
 static pthread_mutex_t open_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct handle *open_handles;
 
-static void handle_track(struct handle *h)
+/* Tracks H, opened by REQ's caller. */
+static void handle_track(struct handle *h, fuse_req_t req)
 {
+	h->opener = fuse_req_ctx(req)->pid;
 	pthread_mutex_lock(&open_lock);
 	h->prev_open = NULL;
 	h->next_open = open_handles;
@@ -152,8 +156,8 @@ static int open_in(struct node *dir, const char *name, int flags, mode_t mode)
  * caller checked): what is written is kept in memory and becomes the
  * policy at close (ops_policy.c). The backing file, made again if a
  * change removed it while the kernel kept its name, serves reads. */
-static int policy_handle(struct node *dir, struct node *n, struct fuse_file_info *fi, int truncate,
-			 struct handle **out)
+static int policy_handle(fuse_req_t req, struct node *dir, struct node *n,
+			 struct fuse_file_info *fi, int truncate, struct handle **out)
 {
 	struct handle *h;
 	int fd, rc;
@@ -176,7 +180,7 @@ static int policy_handle(struct node *dir, struct node *n, struct fuse_file_info
 	}
 	fi->noflush = 0;
 	fi->direct_io = 1;
-	handle_track(h);
+	handle_track(h, req);
 	fi->fh = (uintptr_t)h;
 	*out = h;
 	return 0;
@@ -202,7 +206,7 @@ static void create_policy(fuse_req_t req, struct node *dir, const char *name,
 	}
 	n = node_from_ino(e.ino);
 	/* what is written replaces the whole policy */
-	rc = policy_handle(dir, n, fi, 1, &h);
+	rc = policy_handle(req, dir, n, fi, 1, &h);
 	if (rc < 0) {
 		node_forget(n, 1);
 		fuse_reply_err(req, -rc);
@@ -278,7 +282,7 @@ void ops_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode
 	h->node = node_from_ino(e.ino);
 	node_hold(h->node);
 	handle_setup(h, dir, name, fd, fi->flags, fi);
-	handle_track(h);
+	handle_track(h, req);
 	fi->fh = (uintptr_t)h;
 	if (fuse_reply_create(req, &e, fi) != 0) {
 		/* the kernel gave up on this open: forget what it never saw */
@@ -293,7 +297,7 @@ static void open_policy(fuse_req_t req, struct node *n, struct node *dir, struct
 	int rc = ops_is_policy_admin(req) ? 0 : -EPERM;
 
 	if (rc == 0)
-		rc = policy_handle(dir, n, fi, (fi->flags & O_TRUNC) != 0, &h);
+		rc = policy_handle(req, dir, n, fi, (fi->flags & O_TRUNC) != 0, &h);
 
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
@@ -323,7 +327,7 @@ static void open_usage(fuse_req_t req, struct node *n, struct node *dir, struct 
 	/* its size is the text's at this open, not at the last stat */
 	fi->direct_io = 1;
 	fi->noflush = 1;
-	handle_track(h);
+	handle_track(h, req);
 	fi->fh = (uintptr_t)h;
 	if (fuse_reply_open(req, fi) != 0)
 		handle_free(h);
@@ -374,7 +378,7 @@ void ops_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	node_hold(n);
 	h->node = n;
 	handle_setup(h, dir, name, fd, fi->flags, fi);
-	handle_track(h);
+	handle_track(h, req);
 	fi->fh = (uintptr_t)h;
 	if (fuse_reply_open(req, fi) != 0)
 		handle_free(h);
@@ -548,6 +552,60 @@ void ops_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off
 	fuse_reply_write(req, (size_t)written);
 }
 
+/* Whether process OPENER has a descriptor on the file at PATH (what
+ * /proc/OPENER/fd/N links to). Read without asking this file system. */
+static int still_holds(pid_t opener, const char *path)
+{
+	char dir_path[64], link[PATH_MAX + 1];
+	struct dirent *entry;
+	int held = 0;
+	DIR *fds;
+
+	snprintf(dir_path, sizeof(dir_path), "/proc/%d/fd", (int)opener);
+	fds = opendir(dir_path);
+	if (!fds)
+		return 0; /* gone, or not ours to read: nothing holds it back */
+	while (!held && (entry = readdir(fds))) {
+		ssize_t n = readlinkat(dirfd(fds), entry->d_name, link, sizeof(link) - 1);
+
+		if (n > 0) {
+			link[n] = '\0';
+			held = strcmp(link, path) == 0;
+		}
+	}
+	closedir(fds);
+	return held;
+}
+
+/* Whether a close(2) by PID acts for the open file H (submits a prompt,
+ * applies a policy): a close by the process that opened it (any of its
+ * threads), or by another once the opener holds it no more. A child that
+ * inherited the descriptor (`{ cat r; echo x; } > x.prompt`) closes while
+ * the shell still holds it and may write more: its close does nothing,
+ * and the text is submitted once, whole, when the shell closes it. */
+static int acts_for_opener(struct handle *h, pid_t pid)
+{
+	char path[PATH_MAX], task[64], where[PATH_MAX];
+	struct node *dir;
+	char *name;
+	int held;
+
+	if (pid == h->opener || pid <= 0 || h->opener <= 0)
+		return 1;
+	snprintf(task, sizeof(task), "/proc/%d/task/%d", (int)h->opener, (int)pid);
+	if (access(task, F_OK) == 0)
+		return 1; /* another thread of the opener */
+	if (node_file_location(h->node, &dir, &name) < 0)
+		return 1;
+	held = node_path(dir, where, sizeof(where)) >= 0 &&
+	       snprintf(path, sizeof(path), "%s%s/%s", pfs.opts->mountpoint,
+			strcmp(where, "/") ? where : "", name) < (int)sizeof(path) &&
+	       still_holds(h->opener, path);
+	free(name);
+	node_put(dir);
+	return !held;
+}
+
 /* close(2) of a written prompt: submit it. Its return value is close's. */
 void ops_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
@@ -558,6 +616,11 @@ void ops_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	int rc;
 
 	(void)ino;
+	if ((h->kind == HANDLE_POLICY || h->kind == HANDLE_PROMPT) &&
+	    (h->dirty || h->write_error) && !acts_for_opener(h, ctx->pid)) {
+		fuse_reply_err(req, 0); /* the opener's close will */
+		return;
+	}
 	if (h->kind == HANDLE_POLICY) {
 		rc = node_file_location(h->node, &dir, &name);
 		if (rc == 0) {

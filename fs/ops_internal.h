@@ -18,6 +18,7 @@ enum handle_kind {
 struct handle {
 	struct handle *prev_open, *next_open; /* every open handle, for unmount */
 	enum handle_kind kind;
+	pid_t opener; /* the thread that opened it */
 	int fd;
 	struct node *node;	 /* referenced */
 	int dirty;		 /* written since the last submission */

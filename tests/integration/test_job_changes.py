@@ -47,7 +47,8 @@ def test_removing_a_running_jobs_response_cancels_it(mount_factory, fake):
     gate = "rmresp%d" % id(m)
     text = "[[fault:gate name=%s]] running" % gate
     write(d + "/r.prompt", text)
-    assert read_meta(d + "/r.meta")["status"] in ("queued", "running")
+    assert wait_for(lambda: fake.requests_for(text) == 1)  # held by the fake
+    assert read_meta(d + "/r.meta")["status"] == "running"
     os.unlink(d + "/r.response")
     assert generated(d, "r") == []
     m.kill9()
@@ -147,3 +148,35 @@ def test_rename_refusals_use_errnos_mv_prints_truthfully(mount_factory, fake):
     assert os.path.exists(d + "/long.tmp") and not os.path.exists(d + "/long.prompt")
     assert "max_request_usd 0.0011" in open(d + "/long.error").read()
     assert fake.requests_for("x" * 1000) == 0
+
+
+def test_a_group_redirection_submits_once_the_whole_text(mount_factory, fake, tmp_path):
+    m = mount_factory()
+    d = m.model()
+    report = tmp_path / "report.txt"
+    report.write_text("the report %d\n" % id(m))
+    cases = {
+        "a": ('{ echo "Translate:"; /bin/true; echo "into French"; }',
+              "Translate:\ninto French\n"),
+        "b": ('{ echo "Summarize:"; cat %s; }' % report,
+              "Summarize:\nthe report %d\n" % id(m)),
+        "c": ('{ cat %s; echo "Summarize the above"; }' % report,
+              "the report %d\nSummarize the above\n" % id(m)),
+    }
+    for base, (group, text) in cases.items():
+        sh("%s > %s/%s.prompt" % (group, d, base))
+        wait_finished(d, base)
+        assert open("%s/%s.response" % (d, base)).read() == "echo: " + text
+        assert fake.requests_for(text) == 1
+    # the pieces were never sent on their own
+    assert fake.requests_for("Translate:\n") == 0
+    assert fake.requests_for("the report %d\n" % id(m)) == 0
+    # a parent that closes its copy first: the child's close submits
+    sh("python3 -c 'import subprocess; f = open(\"%s/p.prompt\", \"w\"); "
+       "p = subprocess.Popen([\"cat\", \"%s\"], stdout=f); f.close(); p.wait()'" % (d, report))
+    wait_finished(d, "p")
+    assert open(d + "/p.response").read() == "echo: the report %d\n" % id(m)
+    # a policy written by a group is applied once, whole
+    (tmp_path / "retries.txt").write_text('"retries": 4\n')
+    sh("{ echo '{'; cat %s; echo '}'; } > %s/.policy" % (tmp_path / "retries.txt", d))
+    assert os.getxattr(d, "user.policy.retries") == b"4"
