@@ -4,6 +4,7 @@
  * record's format in job_record.c. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -666,6 +667,9 @@ int job_check_deployment(struct node *dir, const char *prompt_name, uid_t uid, g
 	char *base;
 	int rc;
 
+	/* NAME.response must fit where NAME.prompt does */
+	if (strlen(prompt_name) - strlen(".prompt") + strlen(".response") > NAME_MAX)
+		return -ENAMETOOLONG;
 	if (!model)
 		return 0;
 	rc = policy_store_effective(dir, &e);
@@ -782,6 +786,51 @@ void job_discard(struct node *dir, const char *name)
 	stripe = stripe_for(dir, base);
 	pthread_mutex_lock(stripe);
 	discard_locked(dir, base, &rc);
+	pthread_mutex_unlock(stripe);
+	free(base);
+}
+
+void job_follow_prompt(struct node *dir, int dir_fd, const char *prompt_name)
+{
+	static const char *const suffixes[] = { ".response", ".meta", ".error" };
+	char *base = name_strip_suffix(prompt_name, ".prompt");
+	pthread_mutex_t *stripe;
+	struct job *job;
+	struct stat st;
+	mode_t mode;
+
+	if (!base)
+		return;
+	stripe = stripe_for(dir, base);
+	pthread_mutex_lock(stripe);
+	if (fstatat(dir_fd, prompt_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		goto out;
+	mode = (st.st_mode & 0444) | 0200;
+	/* the live job writes its files with these from now on (read under
+	 * its file_lock by the finisher, under jobs_lock by the journal) */
+	pthread_mutex_lock(&jobs_lock);
+	job = job_lookup_locked(dir, base);
+	if (job)
+		job->refs++;
+	pthread_mutex_unlock(&jobs_lock);
+	if (job) {
+		pthread_mutex_lock(&job->file_lock);
+		pthread_mutex_lock(&jobs_lock);
+		job->file_mode = mode;
+		job->file_uid = st.st_uid;
+		job->file_gid = st.st_gid;
+		pthread_mutex_unlock(&jobs_lock);
+		pthread_mutex_unlock(&job->file_lock);
+		job_put(job);
+	}
+	for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
+		char *name = name_with_suffix(base, suffixes[i]);
+
+		if (name && fchownat(dir_fd, name, st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW) == 0)
+			fchmodat(dir_fd, name, mode, 0);
+		free(name);
+	}
+out:
 	pthread_mutex_unlock(stripe);
 	free(base);
 }

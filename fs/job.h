@@ -82,7 +82,8 @@ int job_refuse_unwritten(struct node *dir, const char *prompt_name, int prompt_f
  * refused as early as the information allows): -EACCES when the
  * policies exclude DIR's deployment, -EDQUOT when even an empty prompt's
  * worst case exceeds max_request_usd or has no room in a budget, with the
- * sentence in NAME.error (owned by UID/GID); 0 otherwise, also outside
+ * sentence in NAME.error (owned by UID/GID); -ENAMETOOLONG when
+ * NAME.response would not fit in a file name; 0 otherwise, also outside
  * any model. */
 int job_check_deployment(struct node *dir, const char *prompt_name, uid_t uid, gid_t gid);
 
@@ -115,6 +116,11 @@ void job_remove(struct node *dir, const char *prompt_name);
  * as a clean success), and the journal is told, so that no restart
  * resumes the job or writes its files again. The prompt stays. */
 void job_discard(struct node *dir, const char *name);
+
+/* PROMPT_NAME in DIR (open as DIR_FD) changed mode or owner: its job's
+ * generated files take its owner and read bits, now and when the job
+ * writes them later. */
+void job_follow_prompt(struct node *dir, int dir_fd, const char *prompt_name);
 
 /* Opens NAME.response for reading. 0 or -errno. */
 int job_response_open(struct node *dir, const char *response_name, int fd,

@@ -74,16 +74,22 @@ static json_t *job_record(struct job *job)
 {
 	char path[PATH_MAX];
 	json_t *rec, *meta;
+	uid_t uid;
+	gid_t gid;
+	mode_t mode;
 
 	if (node_path(job->dir, path, sizeof(path)) < 0)
 		return NULL;
 	pthread_mutex_lock(&jobs_lock);
 	meta = json_deep_copy(job->meta);
+	uid = job->file_uid;
+	gid = job->file_gid;
+	mode = job->file_mode;
 	pthread_mutex_unlock(&jobs_lock);
 	rec = json_pack("{s:s, s:I, s:s, s:s, s:I, s:I, s:I, s:o*}", "t", "job", "id",
 			(json_int_t)job->journal_id, "dir", path, "base", job->base, "uid",
-			(json_int_t)job->file_uid, "gid", (json_int_t)job->file_gid, "mode",
-			(json_int_t)job->file_mode, "meta", meta);
+			(json_int_t)uid, "gid", (json_int_t)gid, "mode", (json_int_t)mode, "meta",
+			meta);
 	if (rec && job->hold.n) {
 		json_t *accts = json_array();
 

@@ -308,6 +308,10 @@ static int setattr_file_at(struct node *dir, int dir_fd, const char *name, const
 		if (fchownat(dir_fd, name, uid, gid, AT_SYMLINK_NOFOLLOW) < 0)
 			return -errno;
 	}
+	/* a job's files take their prompt's owner and read bits, also later */
+	if (role == ROLE_PROMPT &&
+	    (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)))
+		job_follow_prompt(dir, dir_fd, name);
 	if (to_set & FUSE_SET_ATTR_SIZE) {
 		int rc;
 
@@ -570,6 +574,12 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 		fuse_reply_err(req, EPERM);
 		return;
 	}
+	/* a generated name is a job's, whoever makes it: a directory there
+	 * would keep another user's prompt from ever running */
+	if (file_role_generated(file_role_of(name))) {
+		fuse_reply_err(req, EACCES);
+		return;
+	}
 	fd = node_dir_fd(dir);
 	if (fd < 0) {
 		fuse_reply_err(req, -fd);
@@ -708,14 +718,15 @@ static int rename_checks(struct node_rename *r, int from_fd, int to_fd, unsigned
 	else if (errno != ENOENT)
 		return -errno;
 	r->exchange = (flags & RENAME_EXCHANGE) != 0;
-	if (!S_ISREG(r->from.st_mode))
-		return 0; /* workspaces move freely */
 	from_role = file_role_of(r->from_name);
 	to_role = file_role_of(r->to_name);
-	if (file_role_generated(from_role))
-		return -EPERM;
+	/* nothing, not even a directory, takes a job's generated name */
 	if (file_role_generated(to_role))
 		return -EACCES;
+	if (!S_ISREG(r->from.st_mode))
+		return 0; /* workspaces move freely */
+	if (file_role_generated(from_role))
+		return -EPERM;
 	*submit = to_role == ROLE_PROMPT;
 	return 0;
 }

@@ -253,7 +253,12 @@ def test_directory_in_the_way_of_meta_fails_the_submission(mount_factory, fake):
     m = mount_factory()
     d = m.model("local", "localhost", "llama3.2")
     base = os.path.join(d, "x")
-    os.mkdir(base + ".meta")  # an ordinary directory, where the job's record must go
+    # a directory where the job's record must go: made in state_dir (the
+    # mount refuses a generated name to directories), as a state_dir from
+    # before that rule may hold one
+    with pytest.raises(PermissionError):
+        os.mkdir(base + ".meta")
+    os.mkdir(os.path.join(m.state, "tree", "local", "localhost", "llama3.2", "x.meta"))
     text = unique("blocked")
     step, e = submit(base + ".prompt", text)
     assert (step, e) == ("close", errno.EISDIR), "the submission's %s gave %s" % (

@@ -5,11 +5,12 @@ what was removed. Refusals of a rename use errnos mv prints truthfully."""
 import errno
 import json
 import os
+import stat
 import subprocess
 
 import pytest
 
-from conftest import read_meta, sh, wait_finished, wait_for
+from conftest import NOBODY, read_meta, sh, wait_finished, wait_for
 
 
 def write(path, data):
@@ -180,3 +181,39 @@ def test_a_group_redirection_submits_once_the_whole_text(mount_factory, fake, tm
     (tmp_path / "retries.txt").write_text('"retries": 4\n')
     sh("{ echo '{'; cat %s; echo '}'; } > %s/.policy" % (tmp_path / "retries.txt", d))
     assert os.getxattr(d, "user.policy.retries") == b"4"
+
+
+def test_job_files_follow_their_prompt_and_nobody_squats_their_names(mount_factory, fake):
+    m = mount_factory()
+    d = m.model()
+    write(d + "/x.prompt", "private")
+    wait_finished(d, "x")
+    os.chmod(d + "/x.prompt", 0o600)
+    for suffix in (".response", ".meta"):
+        assert stat.S_IMODE(os.stat(d + "/x" + suffix).st_mode) == 0o400
+    r = sh("cat %s/x.response" % d, check=False, user=NOBODY)
+    assert r.returncode == 1 and b"Permission denied" in r.stderr
+    os.chown(d + "/x.prompt", NOBODY, NOBODY)
+    assert os.stat(d + "/x.meta").st_uid == NOBODY
+    assert sh("cat %s/x.response" % d, user=NOBODY).stdout == b"echo: private"
+    # a job still running writes its files with the new mode when it ends
+    gate = "follow%d" % id(m)
+    write(d + "/y.prompt", "[[fault:gate name=%s]] later" % gate)
+    os.chmod(d + "/y.prompt", 0o640)
+    assert stat.S_IMODE(os.stat(d + "/y.meta").st_mode) == 0o440
+    fake.open_gate(gate)
+    wait_finished(d, "y")
+    for suffix in (".response", ".meta"):
+        assert stat.S_IMODE(os.stat(d + "/y" + suffix).st_mode) == 0o440
+    # another uid cannot take a job's generated name, even as a directory
+    os.chmod(d, 0o1777)
+    for call in ("mkdir %s/u1next.response" % d, "mkdir %s/u1next.meta" % d,
+                 "mkdir %s/tmpdir && mv %s/tmpdir %s/u1next.error" % (d, d, d)):
+        r = sh(call, check=False, user=NOBODY)
+        assert r.returncode == 1 and b"Permission denied" in r.stderr, call
+    # a name whose .response would not fit in 255 bytes
+    with pytest.raises(OSError) as e:
+        os.open("%s/%s.prompt" % (d, "n" * 247), os.O_WRONLY | os.O_CREAT, 0o644)
+    assert e.value.errno == errno.ENAMETOOLONG
+    fd = os.open("%s/%s.prompt" % (d, "n" * 246), os.O_WRONLY | os.O_CREAT, 0o644)
+    os.close(fd)
