@@ -108,13 +108,13 @@ int engine_oauth_token_for(struct engine *e, struct engine_job *job, const char 
 				  "out of memory for the token cache");
 		return -EIO;
 	}
-	rc = google_token_cache_get(ct->cache, time(NULL), token);
+	rc = google_token_cache_get(ct->cache, engine_now(), token);
 	if (rc == 0)
 		return 0;
 	if (rc == -EAGAIN) {
 		rc = token_transfer_start(e, ct);
 		if (rc < 0) {
-			google_token_cache_fail(ct->cache, strerror(-rc), time(NULL));
+			google_token_cache_fail(ct->cache, strerror(-rc), engine_now());
 			attempt_error_set(
 				&job->error, OUTCOME_TOKEN_UNAVAILABLE,
 				"the Google service account token could not be requested: %s",
@@ -159,18 +159,18 @@ int engine_token_transfer_done(struct engine *e, CURL *easy, CURLcode result)
 		return 0;
 	curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
 	if (result != CURLE_OK) {
-		google_token_cache_fail(ct->cache, curl_easy_strerror(result), time(NULL));
+		google_token_cache_fail(ct->cache, curl_easy_strerror(result), engine_now());
 	} else {
 		rc = google_token_response_parse(status, ct->body.data ? ct->body.data : "",
 						 ct->body.len, &token, &expires_in, &err);
 		if (rc == 0)
-			rc = google_token_cache_store(ct->cache, token, expires_in, time(NULL));
+			rc = google_token_cache_store(ct->cache, token, expires_in, engine_now());
 		if (rc < 0)
 			google_token_cache_fail(
 				ct->cache,
 				err.message[0] ? err.message
 					       : "the token endpoint's answer was unusable",
-				time(NULL));
+				engine_now());
 		google_secret_free(token);
 	}
 	token_transfer_release(e, ct);

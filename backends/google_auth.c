@@ -375,12 +375,32 @@ out:
 	return rc;
 }
 
+double google_token_refresh_after(long lifetime)
+{
+	double early = (double)lifetime - GOOGLE_TOKEN_REFRESH_EARLY_S;
+	double fraction = (double)lifetime * GOOGLE_TOKEN_REFRESH_FRACTION;
+	double after = early > fraction ? early : fraction;
+
+	return after > GOOGLE_TOKEN_REFRESH_FLOOR_S ? after : GOOGLE_TOKEN_REFRESH_FLOOR_S;
+}
+
+double google_token_lend_for(long lifetime)
+{
+	double margin = (double)lifetime - GOOGLE_TOKEN_MIN_LEFT_S;
+	double fraction = (double)lifetime * GOOGLE_TOKEN_LEND_FRACTION;
+	double lend = margin > fraction ? margin : fraction;
+	double refresh = google_token_refresh_after(lifetime);
+
+	return lend > refresh ? lend : refresh;
+}
+
 struct google_token_cache {
 	char *token;		 /* secret; NULL before the first refresh */
-	time_t expiry;		 /* when the token stops working */
+	double refresh_at;	 /* renew the token from then on */
+	double lend_until;	 /* while renewing, lend the old token until then */
 	int refreshing;		 /* a caller got -EAGAIN and has not reported */
-	time_t refresh_deadline; /* a silent refresher is given up after this */
-	time_t failed_until;	 /* fail fast until then after a failed refresh */
+	double refresh_deadline; /* a silent refresher is given up after this */
+	double failed_until;	 /* fail fast until then after a failed refresh */
 	char error[sizeof(((struct attempt_error *)0)->message)];
 };
 
@@ -397,27 +417,23 @@ void google_token_cache_free(struct google_token_cache *cache)
 	free(cache);
 }
 
-static int token_left_at_least(const struct google_token_cache *cache, time_t now, long seconds)
+int google_token_cache_get(struct google_token_cache *cache, double now, const char **token)
 {
-	return cache->token && now + seconds < cache->expiry;
-}
-
-int google_token_cache_get(struct google_token_cache *cache, time_t now, const char **token)
-{
+	int lendable = cache->token && now < cache->lend_until;
 	int rc;
 
 	*token = NULL;
-	if (token_left_at_least(cache, now, GOOGLE_TOKEN_REFRESH_EARLY_S)) {
+	if (cache->token && now < cache->refresh_at) {
 		rc = 0;
 		goto out;
 	}
 	if (cache->refreshing && now < cache->refresh_deadline) {
 		/* The old token still serves while its successor is fetched. */
-		rc = token_left_at_least(cache, now, GOOGLE_TOKEN_MIN_LEFT_S) ? 0 : -EINPROGRESS;
+		rc = lendable ? 0 : -EINPROGRESS;
 		goto out;
 	}
 	if (!cache->refreshing && now < cache->failed_until) {
-		rc = token_left_at_least(cache, now, GOOGLE_TOKEN_MIN_LEFT_S) ? 0 : -EIO;
+		rc = lendable ? 0 : -EIO;
 		goto out;
 	}
 	cache->refreshing = 1;
@@ -430,7 +446,7 @@ out:
 }
 
 int google_token_cache_store(struct google_token_cache *cache, const char *token, long expires_in,
-			     time_t now)
+			     double now)
 {
 	char *copy;
 
@@ -443,14 +459,18 @@ int google_token_cache_store(struct google_token_cache *cache, const char *token
 	cache->token = copy;
 	if (expires_in > TOKEN_MAX_LIFETIME_S)
 		expires_in = TOKEN_MAX_LIFETIME_S;
-	cache->expiry = now + expires_in;
+	/* NOW is when the answer arrived, a little after the endpoint
+	 * started the token's clock: the lend fraction's margin covers the
+	 * round trip. */
+	cache->refresh_at = now + google_token_refresh_after(expires_in);
+	cache->lend_until = now + google_token_lend_for(expires_in);
 	cache->refreshing = 0;
 	cache->failed_until = 0;
 	cache->error[0] = '\0';
 	return 0;
 }
 
-void google_token_cache_fail(struct google_token_cache *cache, const char *message, time_t now)
+void google_token_cache_fail(struct google_token_cache *cache, const char *message, double now)
 {
 	cache->refreshing = 0;
 	cache->failed_until = now + GOOGLE_TOKEN_FAIL_BACKOFF_S;

@@ -23,12 +23,23 @@
 #define GOOGLE_DEFAULT_TOKEN_URI "https://oauth2.googleapis.com/token"
 /* Google refuses assertions meant to live longer than an hour. */
 #define GOOGLE_ASSERTION_LIFETIME_S 3600
-/* A token is renewed once it has less than this left, so a request never
- * starts with a token that could expire while it streams. */
+/* When a token is renewed (google_token_refresh_after): five minutes
+ * before it ends, so a request never starts with a token that could
+ * expire while it streams... */
 #define GOOGLE_TOKEN_REFRESH_EARLY_S 300
-/* While a refresh runs, other requests may still use the old token if it
- * has at least this much left. */
+/* ...or, when that leaves less, after this fraction of its life: an
+ * endpoint may grant tokens shorter than the margin above, and any
+ * lifetime it grants must be usable. */
+#define GOOGLE_TOKEN_REFRESH_FRACTION 0.75
+/* ...and never sooner than this after the token arrived, so no lifetime
+ * makes the engine fetch tokens in a loop. */
+#define GOOGLE_TOKEN_REFRESH_FLOOR_S 1.0
+/* While a refresh runs (or after it failed), other requests may still
+ * use the old token until it has this much left... */
 #define GOOGLE_TOKEN_MIN_LEFT_S 60
+/* ...or, for a short-lived token, until this fraction of its life has
+ * passed, whichever is later (google_token_lend_for). */
+#define GOOGLE_TOKEN_LEND_FRACTION 0.875
 /* A refresh whose caller never reported back is given up after this. */
 #define GOOGLE_TOKEN_REFRESH_TIMEOUT_S 60
 /* After a failed refresh, requests fail at once for this long instead of
@@ -61,7 +72,23 @@ int google_token_response_parse(long status, const char *body, size_t len, char 
 /* Wipes a NUL-terminated secret, then frees it. NULL is fine. */
 void google_secret_free(char *secret);
 
-/* One cloud's access token and the state of its renewal. */
+/* Seconds after its arrival that a token granted for LIFETIME seconds
+ * (> 0) is renewed: the later of LIFETIME - GOOGLE_TOKEN_REFRESH_EARLY_S
+ * and LIFETIME * GOOGLE_TOKEN_REFRESH_FRACTION, at least
+ * GOOGLE_TOKEN_REFRESH_FLOOR_S. 3600 s -> 3300, 400 -> 300, 6 -> 4.5,
+ * 2 -> 1.5, 1 -> 1. */
+double google_token_refresh_after(long lifetime);
+
+/* Seconds after its arrival that a token granted for LIFETIME seconds is
+ * still lent to new requests while its successor is fetched: the later
+ * of LIFETIME - GOOGLE_TOKEN_MIN_LEFT_S and LIFETIME *
+ * GOOGLE_TOKEN_LEND_FRACTION, never before google_token_refresh_after.
+ * 3600 s -> 3540, 400 -> 350, 6 -> 5.25, 2 -> 1.75, 1 -> 1. */
+double google_token_lend_for(long lifetime);
+
+/* One cloud's access token and the state of its renewal. Its times
+ * (NOW below) are seconds on any clock that never goes back; the engine
+ * uses CLOCK_MONOTONIC, so a wall-clock step cannot age a token. */
 struct google_token_cache;
 
 /* An empty cache; NULL on allocation failure. Free with
@@ -79,15 +106,15 @@ void google_token_cache_free(struct google_token_cache *cache);
  *   -EIO         the last refresh failed moments ago:
  *                google_token_cache_error() says why.
  * *TOKEN is NULL unless 0 is returned. */
-int google_token_cache_get(struct google_token_cache *cache, time_t now, const char **token);
+int google_token_cache_get(struct google_token_cache *cache, double now, const char **token);
 
 /* A refresh succeeded at NOW: TOKEN (copied) lives EXPIRES_IN seconds.
  * Returns 0, -EINVAL (empty, oversized or unusable token), -ENOMEM. */
 int google_token_cache_store(struct google_token_cache *cache, const char *token, long expires_in,
-			     time_t now);
+			     double now);
 
 /* A refresh failed at NOW because of MESSAGE (copied, truncated). */
-void google_token_cache_fail(struct google_token_cache *cache, const char *message, time_t now);
+void google_token_cache_fail(struct google_token_cache *cache, const char *message, double now);
 
 /* Why the last refresh failed; "" if it did not. Borrowed. */
 const char *google_token_cache_error(const struct google_token_cache *cache);

@@ -245,6 +245,10 @@ int main(int argc, char *argv[])
 		status = 0;
 		goto out_args;
 	}
+	if (opts.check_config) {
+		status = config_check_command(opts.config_path, opts.catalog_path, stdout, stderr);
+		goto out_args;
+	}
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
 		fprintf(stderr, "promptfs: cannot initialise libcurl\n");
 		goto out_args;

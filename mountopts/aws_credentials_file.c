@@ -92,7 +92,7 @@ int aws_profile_read(struct load_ctx *ctx, const char *path, const char *prefix,
 	int rc;
 
 	rc = secret_file_read(ctx, path, prefix, file, &text, &len);
-	if (rc < 0)
+	if (rc < 0 || !text) /* !text: absent, in check mode */
 		goto out;
 	rc = scan_profile(text, profile, creds);
 	if (rc < 0) {

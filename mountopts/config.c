@@ -70,10 +70,11 @@ static int parse_price(struct load_ctx *ctx, const char *model_path, json_t *pri
 	json_path_join(path, model_path, "price");
 	if (!json_is_object(price))
 		return load_error(ctx, -EINVAL, path, "must be an object");
-	rc = check_keys(ctx, path, price, price_keys);
+	rc = load_recover(ctx, check_keys(ctx, path, price, price_keys));
 	if (rc < 0)
 		return rc;
-	rc = json_take_price(ctx, path, price, "input_per_mtok", &out->input_per_mtok);
+	rc = load_recover(
+		ctx, json_take_price(ctx, path, price, "input_per_mtok", &out->input_per_mtok));
 	if (rc < 0)
 		return rc;
 	rc = json_take_price(ctx, path, price, "output_per_mtok", &out->output_per_mtok);
@@ -106,11 +107,11 @@ static int parse_model(struct load_ctx *ctx, const char *path, json_t *obj,
 
 	if (!json_is_object(obj))
 		return load_error(ctx, -EINVAL, path, "must be an object");
-	rc = check_keys(ctx, path, obj, model_keys);
+	rc = load_recover(ctx, check_keys(ctx, path, obj, model_keys));
 	if (rc < 0)
 		return rc;
 
-	rc = optional_string(ctx, path, obj, "id", &model->id);
+	rc = load_recover(ctx, optional_string(ctx, path, obj, "id", &model->id));
 	if (rc < 0)
 		return rc;
 	if (!model->id) {
@@ -120,7 +121,7 @@ static int parse_model(struct load_ctx *ctx, const char *path, json_t *obj,
 	}
 	entry = catalog_entry_for(ctx, cloud, model);
 
-	rc = optional_string(ctx, path, obj, "family", &model->family);
+	rc = load_recover(ctx, optional_string(ctx, path, obj, "family", &model->family));
 	if (rc < 0)
 		return rc;
 	if (!model->family) {
@@ -128,15 +129,19 @@ static int parse_model(struct load_ctx *ctx, const char *path, json_t *obj,
 		if (!model->family)
 			return out_of_memory(ctx);
 	}
-	/* Families name directories under any/<geo>/. */
-	json_path_join(key_path, path, "family");
-	rc = check_file_name(ctx, key_path, model->family, strlen(model->family));
-	if (rc < 0)
-		return rc;
+	/* Families name directories under any/<geo>/. One taken from the
+	 * model's name was checked as that name already. */
+	if (json_object_get(obj, "family") || entry) {
+		json_path_join(key_path, path, "family");
+		rc = load_recover(
+			ctx, check_file_name(ctx, key_path, model->family, strlen(model->family)));
+		if (rc < 0)
+			return rc;
+	}
 
 	value = json_object_get(obj, "price");
 	if (value) {
-		rc = parse_price(ctx, path, value, &model->price);
+		rc = load_recover(ctx, parse_price(ctx, path, value, &model->price));
 		if (rc < 0)
 			return rc;
 	} else if (entry) {
@@ -149,9 +154,13 @@ static int parse_model(struct load_ctx *ctx, const char *path, json_t *obj,
 	value = json_object_get(obj, "max_output_tokens");
 	if (value) {
 		json_path_join(key_path, path, "max_output_tokens");
-		if (!json_is_integer(value) || json_integer_value(value) < 1)
-			return load_error(ctx, -EINVAL, key_path, "must be an integer >= 1");
-		model->max_output_tokens = (long)json_integer_value(value);
+		if (!json_is_integer(value) || json_integer_value(value) < 1) {
+			rc = load_error(ctx, -EINVAL, key_path, "must be an integer >= 1");
+			if (load_recover(ctx, rc) < 0)
+				return rc;
+		} else {
+			model->max_output_tokens = (long)json_integer_value(value);
+		}
 	}
 
 	if (json_object_get(obj, "api_version") && cloud->provider != PROVIDER_AZURE) {
@@ -195,17 +204,22 @@ static int parse_geo(struct load_ctx *ctx, const char *region_path, json_t *geo,
 			format_into(tag_path, sizeof(tag_path), "%s[%zu]", path, i);
 		else
 			format_into(tag_path, sizeof(tag_path), "%s", path);
+		region->n_geo = i + 1;
 		if (!json_is_string(tag) || json_string_length(tag) == 0)
-			return load_error(ctx, -EINVAL, tag_path, "must be a non-empty string");
-		/* Tags name directories under any/. */
-		rc = check_file_name(ctx, tag_path, json_string_value(tag),
-				     json_string_length(tag));
-		if (rc < 0)
-			return rc;
+			rc = load_error(ctx, -EINVAL, tag_path, "must be a non-empty string");
+		else /* Tags name directories under any/. */
+			rc = check_file_name(ctx, tag_path, json_string_value(tag),
+					     json_string_length(tag));
+		if (rc < 0) {
+			/* in check mode the next tag is read; this one stays NULL */
+			rc = load_recover(ctx, rc);
+			if (rc < 0)
+				return rc;
+			continue;
+		}
 		region->geo[i] = strdup(json_string_value(tag));
 		if (!region->geo[i])
 			return out_of_memory(ctx);
-		region->n_geo = i + 1;
 	}
 	return 0;
 }
@@ -312,10 +326,13 @@ static int named_entries_parse(struct load_ctx *ctx, const char *path, json_t *o
 	*entries = array;
 	json_object_keylen_foreach (object, name, name_len, value) {
 		json_path_join(entry_path, entries_path, name);
-		rc = check_file_name(ctx, entry_path, name, name_len);
+		/* In check mode an entry with a bad name is still read, and
+		 * one that failed does not keep the next from being read. */
+		rc = load_recover(ctx, check_file_name(ctx, entry_path, name, name_len));
 		if (rc < 0)
 			return rc;
 		rc = kind->parse(ctx, entry_path, name, value, array + (*n)++ * kind->size, parent);
+		rc = load_recover(ctx, rc);
 		if (rc < 0)
 			return rc;
 	}
@@ -350,13 +367,13 @@ static int parse_region(struct load_ctx *ctx, const char *path, json_t *obj,
 
 	if (!json_is_object(obj))
 		return load_error(ctx, -EINVAL, path, "must be an object");
-	rc = check_keys(ctx, path, obj, region_keys);
+	rc = load_recover(ctx, check_keys(ctx, path, obj, region_keys));
 	if (rc < 0)
 		return rc;
-	rc = parse_geo(ctx, path, json_object_get(obj, "geo"), region);
+	rc = load_recover(ctx, parse_geo(ctx, path, json_object_get(obj, "geo"), region));
 	if (rc < 0)
 		return rc;
-	rc = parse_endpoint(ctx, path, obj, cloud, region);
+	rc = load_recover(ctx, parse_endpoint(ctx, path, obj, cloud, region));
 	if (rc < 0)
 		return rc;
 	rc = named_entries_parse(ctx, path, obj, &model_entries, region, &models,
@@ -409,9 +426,11 @@ static int parse_cloud(struct load_ctx *ctx, const char *path, json_t *obj, stru
 
 	if (!json_is_object(obj))
 		return load_error(ctx, -EINVAL, path, "must be an object");
-	rc = check_keys(ctx, path, obj, cloud_keys);
+	rc = load_recover(ctx, check_keys(ctx, path, obj, cloud_keys));
 	if (rc < 0)
 		return rc;
+	/* Everything below depends on the provider: without one, the
+	 * cloud is not read further, in check mode too. */
 	rc = parse_provider(ctx, path, obj, cloud);
 	if (rc < 0)
 		return rc;
@@ -419,17 +438,20 @@ static int parse_cloud(struct load_ctx *ctx, const char *path, json_t *obj, stru
 	json_path_join(key_path, path, "project");
 	if (cloud->provider == PROVIDER_VERTEX) {
 		if (!json_object_get(obj, "project"))
-			return load_error(ctx, -EINVAL, key_path, "required for provider vertex");
-		rc = optional_string(ctx, path, obj, "project", &cloud->project);
-		if (rc < 0)
-			return rc;
+			rc = load_error(ctx, -EINVAL, key_path, "required for provider vertex");
+		else
+			rc = optional_string(ctx, path, obj, "project", &cloud->project);
 	} else if (json_object_get(obj, "project")) {
-		return load_error(ctx, -EINVAL, key_path, "only for provider vertex");
+		rc = load_error(ctx, -EINVAL, key_path, "only for provider vertex");
 	}
+	rc = load_recover(ctx, rc);
+	if (rc < 0)
+		return rc;
 
 	rc = named_entries_parse(ctx, path, obj, &region_entries, cloud, &regions,
 				 &cloud->n_regions);
 	cloud->regions = regions;
+	rc = load_recover(ctx, rc);
 	if (rc < 0)
 		return rc;
 	/* Last: the OpenAI default key depends on the endpoints. */
@@ -442,9 +464,13 @@ static int cloud_entry_parse(struct load_ctx *ctx, const char *path, const char 
 	struct cloud *cloud = entry;
 
 	(void)parent;
-	if (strcmp(name, "any") == 0)
-		return load_error(ctx, -EINVAL, path,
-				  "the name \"any\" is reserved for the routed view");
+	if (strcmp(name, "any") == 0) {
+		int rc = load_error(ctx, -EINVAL, path,
+				    "the name \"any\" is reserved for the routed view");
+
+		if (load_recover(ctx, rc) < 0)
+			return rc;
+	}
 	cloud->name = strdup(name);
 	if (!cloud->name)
 		return out_of_memory(ctx);
@@ -465,7 +491,7 @@ static int parse_clouds(struct load_ctx *ctx, json_t *root, struct config *cfg)
 
 	if (!json_is_object(root))
 		return load_error(ctx, -EINVAL, NULL, "top level: must be an object");
-	rc = check_keys(ctx, NULL, root, top_keys);
+	rc = load_recover(ctx, check_keys(ctx, NULL, root, top_keys));
 	if (rc < 0)
 		return rc;
 	rc = named_entries_parse(ctx, NULL, root, &cloud_entries, cfg, &clouds, &cfg->n_clouds);
@@ -502,51 +528,43 @@ static char *directory_of(const char *path)
 	return dir;
 }
 
-int config_load(const char *path, const char *catalog_path, struct config **out,
-		char err[CONFIG_ERROR_MAX])
+int config_read(struct load_ctx *ctx, const char *path, struct config **out)
 {
-	struct load_ctx ctx = { .file = path, .err = err };
-	struct catalog *catalog = NULL;
 	struct config *cfg = NULL;
 	json_error_t error;
 	json_t *root = NULL;
 	struct stat st;
-	int fd = -1;
+	int fd;
 	int rc;
-
-	rc = catalog_load(catalog_path, &catalog, err);
-	if (rc < 0)
-		goto out;
-	ctx.catalog = catalog;
 
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0) {
-		rc = load_error(&ctx, -errno, NULL, "cannot open: %s", strerror(errno));
+		rc = load_error(ctx, -errno, NULL, "cannot open: %s", strerror(errno));
 		goto out;
 	}
 	if (fstat(fd, &st) < 0) {
-		rc = load_error(&ctx, -errno, NULL, "cannot stat: %s", strerror(errno));
+		rc = load_error(ctx, -errno, NULL, "cannot stat: %s", strerror(errno));
 		goto out;
 	}
-	ctx.have_file_mode = 1;
-	ctx.file_mode = st.st_mode;
-	ctx.dir = directory_of(path);
-	if (!ctx.dir) {
-		rc = out_of_memory(&ctx);
+	ctx->have_file_mode = 1;
+	ctx->file_mode = st.st_mode;
+	ctx->dir = directory_of(path);
+	if (!ctx->dir) {
+		rc = out_of_memory(ctx);
 		goto out;
 	}
 
 	root = json_loadfd(fd, JSON_REJECT_DUPLICATES, &error);
 	if (!root) {
-		rc = load_syntax_error(&ctx, &error);
+		rc = load_syntax_error(ctx, &error);
 		goto out;
 	}
-	rc = config_from_json(&ctx, root, &cfg);
+	rc = config_from_json(ctx, root, &cfg);
 	if (rc < 0)
 		goto out;
 	cfg->path = strdup(path);
 	if (!cfg->path) {
-		rc = out_of_memory(&ctx);
+		rc = out_of_memory(ctx);
 		goto out;
 	}
 	*out = cfg;
@@ -557,9 +575,25 @@ out:
 		wipe_inline_secrets(root);
 		json_decref(root);
 	}
-	free(ctx.dir);
+	free(ctx->dir);
+	ctx->dir = NULL;
 	if (fd >= 0)
 		close(fd);
+	return rc;
+}
+
+int config_load(const char *path, const char *catalog_path, struct config **out,
+		char err[CONFIG_ERROR_MAX])
+{
+	struct load_ctx ctx = { .file = path, .err = err };
+	struct catalog *catalog = NULL;
+	int rc;
+
+	rc = catalog_load(catalog_path, &catalog, err);
+	if (rc < 0)
+		return rc;
+	ctx.catalog = catalog;
+	rc = config_read(&ctx, path, out);
 	catalog_free(catalog);
 	return rc;
 }

@@ -108,6 +108,31 @@ int config_load(const char *path, const char *catalog_path, struct config **out,
 
 void config_free(struct config *cfg);
 
+/* What config_check() found. */
+struct config_report {
+	char **errors; /* each "FILE: JSON.PATH: reason", in file order */
+	size_t n_errors;
+	size_t n_lost;	       /* errors not recorded for want of memory */
+	size_t secrets_absent; /* secrets not here, which are no error */
+	size_t n_clouds, n_regions, n_models;
+};
+
+/* Validates the config at PATH (with CATALOG, may be NULL: built-in) by
+ * every rule config_load() applies, but reports every error instead of
+ * the first, and takes a secret that is not here (an unset environment
+ * variable, an absent key file) for no error: a present secret file is
+ * still checked, its mode included (SPEC §3.2). Fills REPORT (release
+ * it with config_report_release). Returns 0 when valid, -EINVAL when
+ * errors were found, -ENOMEM. */
+int config_check(const char *path, const char *catalog_path, struct config_report *report);
+
+void config_report_release(struct config_report *report);
+
+/* promptfs --check: runs config_check() and prints each error on ERR as
+ * "promptfs: FILE: JSON.PATH: reason", or one OK line on OUT. Returns
+ * the exit status: 0 valid, 1 not. */
+int config_check_command(const char *path, const char *catalog_path, FILE *out, FILE *err);
+
 const char *provider_name(enum provider p);
 
 /* Finds a deployment by its three directory names; NULL if none. */

@@ -71,20 +71,25 @@ static int check_auth_keys(struct load_ctx *ctx, const char *auth_path, json_t *
 	const char *key;
 	json_t *value;
 	size_t i;
+	int rc = 0;
 
 	json_object_foreach (auth, key, value) {
+		int foreign = 0;
+
 		if (in_list(allowed, key))
 			continue;
 		json_path_join(key_path, auth_path, key);
-		for (i = 0; i < sizeof(every_provider) / sizeof(every_provider[0]); i++) {
-			if (in_list(every_provider[i], key))
-				return load_error(ctx, -EINVAL, key_path,
-						  "not an auth key for provider %s",
-						  provider_name(provider));
-		}
-		return load_error(ctx, -EINVAL, key_path, "unknown key");
+		for (i = 0; i < sizeof(every_provider) / sizeof(every_provider[0]); i++)
+			foreign |= in_list(every_provider[i], key);
+		if (foreign)
+			rc = load_error(ctx, -EINVAL, key_path, "not an auth key for provider %s",
+					provider_name(provider));
+		else
+			rc = load_error(ctx, -EINVAL, key_path, "unknown key");
+		if (!ctx->report)
+			break; /* in check mode, every key is named */
 	}
-	return 0;
+	return rc;
 }
 
 int is_env_name(const char *name)
@@ -191,6 +196,8 @@ static int secret_from_env(struct load_ctx *ctx, const char *key_path, const cha
 	if (!is_env_name(var))
 		return load_error(ctx, -EINVAL, key_path, "not a valid environment variable name");
 	value = getenv(var);
+	if ((!value || !*value) && load_secret_absent(ctx))
+		return 0;
 	if (!value)
 		return load_error(ctx, -EINVAL, key_path, "environment variable %s is not set",
 				  var);
@@ -208,7 +215,7 @@ static int secret_from_file(struct load_ctx *ctx, const char *key_path, const ch
 	int rc;
 
 	rc = secret_file_read(ctx, key_path, "", file, &text, &len);
-	if (rc < 0)
+	if (rc < 0 || !text) /* !text: absent, in check mode */
 		goto out;
 	/* Editors end files with a newline that is not part of the key. */
 	if (len > 0 && text[len - 1] == '\n')
@@ -305,6 +312,19 @@ out:
 	return rc;
 }
 
+/* read_slot for callers that go on in check mode after an error there:
+ * the slot then counts as given, so that no second error (a key that
+ * "goes together" with it) follows from the first. */
+static int read_slot_or_recover(struct load_ctx *ctx, const char *auth_path, json_t *auth,
+				const char *name, struct cloud *cloud, char **dest)
+{
+	int rc = read_slot(ctx, auth_path, auth, name, cloud, dest);
+
+	if (rc < 0 && load_recover(ctx, rc) == 0)
+		return 1;
+	return rc;
+}
+
 /* The default of providers keyed by one environment variable. */
 static int api_key_default(struct load_ctx *ctx, const char *auth_path, const char *var,
 			   int required, struct cloud *cloud)
@@ -313,7 +333,7 @@ static int api_key_default(struct load_ctx *ctx, const char *auth_path, const ch
 	int rc;
 
 	if (!value || !*value) {
-		if (!required)
+		if (!required || load_secret_absent(ctx))
 			return 0;
 		return load_error(ctx, -EINVAL, auth_path,
 				  "absent, and environment variable %s is not set", var);
@@ -376,6 +396,10 @@ static int aws_file_credentials(struct load_ctx *ctx, const char *auth_path, con
 
 	if (!file) {
 		default_file = aws_credentials_path();
+		if (!default_file && load_secret_absent(ctx)) {
+			rc = 0;
+			goto out;
+		}
 		if (!default_file) {
 			rc = load_error(ctx, -ENOENT, auth_path,
 					"%sno home directory to find .aws/credentials in", prefix);
@@ -420,7 +444,7 @@ static int bedrock_default(struct load_ctx *ctx, const char *auth_path, struct c
 					    "absent, AWS_ACCESS_KEY_ID is not set, and ", NULL,
 					    NULL, cloud);
 	value = getenv("AWS_SECRET_ACCESS_KEY");
-	if (!value || !*value)
+	if ((!value || !*value) && !load_secret_absent(ctx))
 		return load_error(
 			ctx, -EINVAL, auth_path,
 			"absent, and AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not");
@@ -450,24 +474,26 @@ static int bedrock_auth(struct load_ctx *ctx, const char *auth_path, json_t *aut
 	int have_id, have_secret, have_token;
 	int rc;
 
-	rc = read_slot(ctx, auth_path, auth, "access_key_id", cloud, &creds->aws_access_key_id);
+	rc = read_slot_or_recover(ctx, auth_path, auth, "access_key_id", cloud,
+				  &creds->aws_access_key_id);
 	if (rc < 0)
 		goto out;
 	have_id = rc;
-	rc = read_slot(ctx, auth_path, auth, "secret_access_key", cloud,
-		       &creds->aws_secret_access_key);
+	rc = read_slot_or_recover(ctx, auth_path, auth, "secret_access_key", cloud,
+				  &creds->aws_secret_access_key);
 	if (rc < 0)
 		goto out;
 	have_secret = rc;
-	rc = read_slot(ctx, auth_path, auth, "session_token", cloud, &creds->aws_session_token);
+	rc = read_slot_or_recover(ctx, auth_path, auth, "session_token", cloud,
+				  &creds->aws_session_token);
 	if (rc < 0)
 		goto out;
 	have_token = rc;
 
-	rc = json_take_string(ctx, auth_path, auth, "credentials_file", &file);
+	rc = load_recover(ctx, json_take_string(ctx, auth_path, auth, "credentials_file", &file));
 	if (rc < 0)
 		goto out;
-	rc = json_take_string(ctx, auth_path, auth, "profile", &profile);
+	rc = load_recover(ctx, json_take_string(ctx, auth_path, auth, "profile", &profile));
 	if (rc < 0)
 		goto out;
 
@@ -524,6 +550,8 @@ static int vertex_auth(struct load_ctx *ctx, const char *auth_path, json_t *auth
 
 	if (!auth) {
 		default_file = getenv("GOOGLE_APPLICATION_CREDENTIALS");
+		if ((!default_file || !*default_file) && load_secret_absent(ctx))
+			return 0;
 		if (!default_file || !*default_file)
 			return load_error(ctx, -EINVAL, auth_path,
 					  "absent, and environment variable "
@@ -571,11 +599,12 @@ static int azure_auth(struct load_ctx *ctx, const char *auth_path, json_t *auth,
 
 	if (!auth)
 		return api_key_default(ctx, auth_path, "AZURE_OPENAI_API_KEY", 1, cloud);
-	rc = read_slot(ctx, auth_path, auth, "api_key", cloud, &creds->api_key);
+	rc = read_slot_or_recover(ctx, auth_path, auth, "api_key", cloud, &creds->api_key);
 	if (rc < 0)
 		return rc;
 	have_key = rc;
-	rc = read_slot(ctx, auth_path, auth, "bearer_token", cloud, &creds->bearer_token);
+	rc = read_slot_or_recover(ctx, auth_path, auth, "bearer_token", cloud,
+				  &creds->bearer_token);
 	if (rc < 0)
 		return rc;
 	if (have_key && rc)
@@ -594,7 +623,7 @@ int credentials_load(struct load_ctx *ctx, const char *cloud_path, json_t *auth,
 	if (auth && !json_is_object(auth))
 		return load_error(ctx, -EINVAL, auth_path, "must be an object");
 	if (auth) {
-		rc = check_auth_keys(ctx, auth_path, auth, cloud->provider);
+		rc = load_recover(ctx, check_auth_keys(ctx, auth_path, auth, cloud->provider));
 		if (rc < 0)
 			return rc;
 		/* An empty object says no more than an absent one. */

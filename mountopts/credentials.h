@@ -32,18 +32,22 @@ int auth_source_add(struct cloud *cloud, const char *key, const char *value);
 
 /* Reads the secret file FILE whole into a new buffer (caller wipes and
  * frees it with secret_free), refusing files that group or others may
- * read. Errors name PATH and start with PREFIX ("" for none). */
+ * read. Errors name PATH and start with PREFIX ("" for none). In check
+ * mode a file this process cannot open is no error: 0 is returned with
+ * *OUT NULL, after its mode was checked if stat() could see it. */
 int secret_file_read(struct load_ctx *ctx, const char *path, const char *prefix, const char *file,
 		     char **out, size_t *out_len);
 
 /* Reads PROFILE from the AWS shared credentials FILE (INI) into CREDS.
- * Errors as for secret_file_read(). */
+ * Errors as for secret_file_read(); an absent file in check mode
+ * leaves CREDS as they were. */
 int aws_profile_read(struct load_ctx *ctx, const char *path, const char *prefix, const char *file,
 		     const char *profile, struct credentials *creds);
 
 /* Reads a Google service account key FILE into a new struct (caller
  * frees with service_account_free). *PROJECT_ID, when not NULL, gets a
- * new copy of the key's project_id or NULL (caller frees). */
+ * new copy of the key's project_id or NULL (caller frees). An absent
+ * file in check mode: 0 with *OUT NULL. */
 int service_account_read(struct load_ctx *ctx, const char *path, const char *prefix,
 			 const char *file, struct google_service_account **out, char **project_id);
 

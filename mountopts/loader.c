@@ -16,6 +16,22 @@ void format_into(char *buf, size_t size, const char *fmt, ...)
 	va_end(ap);
 }
 
+void config_report_add(struct config_report *report, const char *message)
+{
+	char **grown;
+	char *copy;
+
+	copy = strdup(message);
+	grown = copy ? realloc(report->errors, (report->n_errors + 1) * sizeof(*grown)) : NULL;
+	if (!grown) {
+		free(copy);
+		report->n_lost++;
+		return;
+	}
+	report->errors = grown;
+	report->errors[report->n_errors++] = copy;
+}
+
 int load_error(struct load_ctx *ctx, int rc, const char *path, const char *fmt, ...)
 {
 	char reason[CONFIG_ERROR_MAX];
@@ -29,7 +45,24 @@ int load_error(struct load_ctx *ctx, int rc, const char *path, const char *fmt, 
 		format_into(ctx->err, CONFIG_ERROR_MAX, "%s: %s: %s", ctx->file, path, reason);
 	else
 		format_into(ctx->err, CONFIG_ERROR_MAX, "%s: %s", ctx->file, reason);
+	if (ctx->report)
+		config_report_add(ctx->report, ctx->err);
 	return rc;
+}
+
+int load_recover(struct load_ctx *ctx, int rc)
+{
+	if (rc >= 0 || rc == -ENOMEM || !ctx->report)
+		return rc;
+	return 0;
+}
+
+int load_secret_absent(struct load_ctx *ctx)
+{
+	if (!ctx->report)
+		return 0;
+	ctx->report->secrets_absent++;
+	return 1;
 }
 
 int load_syntax_error(struct load_ctx *ctx, const json_error_t *error)
@@ -63,6 +96,7 @@ int check_keys(struct load_ctx *ctx, const char *path, json_t *obj, const char *
 	const char *key;
 	json_t *value;
 	size_t i;
+	int rc = 0;
 
 	json_object_foreach (obj, key, value) {
 		int known = 0;
@@ -75,10 +109,12 @@ int check_keys(struct load_ctx *ctx, const char *path, json_t *obj, const char *
 		}
 		if (!known) {
 			json_path_join(key_path, path, key);
-			return load_error(ctx, -EINVAL, key_path, "unknown key");
+			rc = load_error(ctx, -EINVAL, key_path, "unknown key");
+			if (!ctx->report)
+				break;
 		}
 	}
-	return 0;
+	return rc;
 }
 
 int check_file_name(struct load_ctx *ctx, const char *path, const char *name, size_t len)

@@ -23,12 +23,32 @@ struct load_ctx {
 	mode_t file_mode;
 	const struct catalog *catalog; /* borrowed */
 	char *err;		       /* CONFIG_ERROR_MAX bytes, borrowed */
+	/* Set by config_check (--check): every error is recorded here and
+	 * reading goes on (load_recover), and a secret that is not here is
+	 * no error (load_secret_absent). NULL: the first error ends it. */
+	struct config_report *report; /* borrowed */
 };
 
 /* Writes "FILE: PATH: reason" into ctx->err (PATH may be NULL or "")
  * and returns RC, so callers can write rc = load_error(...). */
 int load_error(struct load_ctx *ctx, int rc, const char *path, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
+
+/* What a reader does after a step that returned RC: in check mode an
+ * invalid value has been recorded and reading goes on with the next one
+ * (0 is returned); otherwise, and for running out of memory, RC is
+ * returned and ends the reading. */
+int load_recover(struct load_ctx *ctx, int rc);
+
+/* Appends a copy of MESSAGE to REPORT's errors (on allocation failure
+ * it counts it in n_lost). */
+void config_report_add(struct config_report *report, const char *message);
+
+/* Called where a secret is not here (an environment variable unset, a
+ * key file absent): returns 1 in check mode, which counts it and takes
+ * it for no error (--check runs where the secrets may not be), else 0,
+ * and the caller reports the error as usual. */
+int load_secret_absent(struct load_ctx *ctx);
 
 /* snprintf for text that may be cut short: messages and JSON paths are
  * bounded, and a cut one still reads. */
@@ -45,7 +65,7 @@ int load_syntax_error(struct load_ctx *ctx, const json_error_t *error);
 void json_path_join(char out[JSON_PATH_MAX], const char *parent, const char *key);
 
 /* Fails with "PATH.KEY: unknown key" for the first key of OBJ that is
- * not in the NULL-terminated list ALLOWED. */
+ * not in the NULL-terminated list ALLOWED (in check mode, for each). */
 int check_keys(struct load_ctx *ctx, const char *path, json_t *obj, const char *const allowed[]);
 
 /* Checks that NAME (LEN bytes, from a JSON key) may be a directory name. */
@@ -65,6 +85,13 @@ int json_take_price(struct load_ctx *ctx, const char *path, json_t *obj, const c
 /* Returns a new string (caller frees): PATH itself when absolute or when
  * there is no directory to resolve against, else DIR/PATH. NULL: ENOMEM. */
 char *resolve_path(const struct load_ctx *ctx, const char *path);
+
+/* Reads the config file PATH into a new config in *OUT (caller frees
+ * with config_free), as config_load() does, with ctx->catalog already
+ * loaded; ctx->file must be PATH. Returns 0 or -errno with the sentence
+ * in ctx->err; in check mode the errors are in ctx->report, and *OUT
+ * may be set despite them. */
+int config_read(struct load_ctx *ctx, const char *path, struct config **out);
 
 /* Turns ROOT, a document in the SPEC §3.1 format, into a new config in
  * *OUT (caller frees with config_free), with ctx->catalog filling in

@@ -21,6 +21,7 @@ enum {
 	KEY_FOREGROUND,
 	KEY_DEBUG,
 	KEY_PRINT_CONFIG,
+	KEY_CHECK,
 	KEY_STATE_DIR,
 	KEY_MAX_INFLIGHT,
 	KEY_TIMEOUT,
@@ -43,6 +44,7 @@ static const struct fuse_opt promptfs_opts[] = {
 	FUSE_OPT_KEY("-d", KEY_DEBUG),
 	FUSE_OPT_KEY("debug", KEY_DEBUG),
 	FUSE_OPT_KEY("--print-config", KEY_PRINT_CONFIG),
+	FUSE_OPT_KEY("--check", KEY_CHECK),
 	FUSE_OPT_KEY("state_dir=", KEY_STATE_DIR),
 	FUSE_OPT_KEY("max_inflight=", KEY_MAX_INFLIGHT),
 	FUSE_OPT_KEY("timeout=", KEY_TIMEOUT),
@@ -269,6 +271,9 @@ static int option_proc(void *data, const char *arg, int key, struct fuse_args *o
 	case KEY_PRINT_CONFIG:
 		st->opts->print_config = 1;
 		return 0;
+	case KEY_CHECK:
+		st->opts->check_config = 1;
+		return 0;
 	case FUSE_OPT_KEY_NONOPT:
 		if (st->n_nonopts >= 2)
 			return parse_fail(st, "too many arguments: %s", arg);
@@ -369,6 +374,18 @@ int options_parse(int argc, char **argv, struct mount_options *opts, struct fuse
 		goto fail;
 	if (opts->show_help || opts->show_version)
 		return 0;
+	if (opts->check_config) {
+		/* CONFIG [MOUNTPOINT]: the mount's own command line with
+		 * --check added checks its config; nothing is mounted. */
+		if (st.n_nonopts == 0) {
+			parse_fail(&st, "--check needs CONFIG (usage: promptfs --check CONFIG)");
+			goto fail;
+		}
+		opts->config_path = st.nonopts[0];
+		opts->mountpoint = st.nonopts[1];
+		st.nonopts[0] = st.nonopts[1] = NULL;
+		return 0;
+	}
 	if (st.n_nonopts == 2) {
 		opts->config_path = st.nonopts[0];
 		opts->mountpoint = st.nonopts[1];
@@ -414,6 +431,7 @@ void options_release(struct mount_options *opts)
 void options_print_help(const char *progname)
 {
 	printf("usage: %s [options] [CONFIG] MOUNTPOINT\n"
+	       "       %s --check [-o catalog=FILE] CONFIG\n"
 	       "\n"
 	       "Mounts multi-cloud AI inference as files.\n"
 	       "\n"
@@ -423,6 +441,10 @@ void options_print_help(const char *progname)
 	       "    -f                     stay in the foreground\n"
 	       "    -d                     debug output (implies -f)\n"
 	       "    --print-config         print the config in use (no secrets) and exit\n"
+	       "    --check CONFIG         check CONFIG and exit, mounting nothing: every\n"
+	       "                           error is printed (file, JSON path, reason);\n"
+	       "                           secrets need not be present, but a secret file\n"
+	       "                           that is must be mode 0600; exit 0 valid, 1 not\n"
 	       "    -o opt[,opt...]        mount options:\n"
 	       "       state_dir=DIR         durable store (files, jobs)\n"
 	       "       max_inflight=N        backend requests in flight at once (64)\n"
@@ -435,5 +457,5 @@ void options_print_help(const char *progname)
 	       "       catalog=FILE          model and price catalog\n"
 	       "       max_response_bytes=N  cap of one answer (16 MiB)\n"
 	       "       allow_other, ro, fsname=, ... are passed to FUSE\n",
-	       progname);
+	       progname, progname);
 }

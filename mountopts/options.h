@@ -23,6 +23,7 @@ struct mount_options {
 	int show_help;
 	int show_version;
 	int print_config;
+	int check_config; /* --check: validate CONFIG, mount nothing */
 
 	char *state_dir; /* always set after options_parse */
 	unsigned max_inflight;

@@ -54,8 +54,11 @@ int service_account_read(struct load_ctx *ctx, const char *path, const char *pre
 	const char *type;
 	int rc;
 
+	*out = NULL;
+	if (project_id)
+		*project_id = NULL;
 	rc = secret_file_read(ctx, path, prefix, file, &text, &len);
-	if (rc < 0)
+	if (rc < 0 || !text) /* !text: absent, in check mode */
 		goto out;
 	root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &error);
 	if (!root) {
@@ -97,10 +100,8 @@ int service_account_read(struct load_ctx *ctx, const char *path, const char *pre
 		account->token_uri = strdup(GOOGLE_TOKEN_URI);
 		rc = account->token_uri ? 1 : -ENOMEM;
 	}
-	if (rc >= 0 && project_id) {
-		*project_id = NULL;
+	if (rc >= 0 && project_id)
 		rc = copy_field(root, "project_id", project_id);
-	}
 	if (rc < 0) {
 		rc = load_error(ctx, rc, NULL, "out of memory");
 		goto out;

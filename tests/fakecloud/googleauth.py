@@ -65,8 +65,11 @@ class TokenAuthority:
         return self.public_key is not None or self.static_token is not None
 
     def exchange(self, form_body, now=None):
-        """Handle a token request; return the JSON answer or raise GrantError."""
-        now = int(now if now is not None else time.time())
+        """Handle a token request; return the JSON answer or raise GrantError.
+        The token lives `ttl` seconds from this moment, to the fraction of
+        a second: a 2 s token must not die 1.1 s after it was issued."""
+        issued = now if now is not None else time.time()
+        now = int(issued)
         try:
             form = urllib.parse.parse_qs(form_body.decode("ascii"), keep_blank_values=True,
                                          strict_parsing=False)
@@ -82,7 +85,7 @@ class TokenAuthority:
         token = "ya29.fake-" + secrets.token_urlsafe(32)
         with self._lock:
             self._prune(now)
-            self._tokens[token] = now + self.ttl
+            self._tokens[token] = issued + self.ttl
         return {"access_token": token, "expires_in": self.ttl, "token_type": "Bearer"}
 
     def _verify_assertion(self, assertion, now):

@@ -250,10 +250,11 @@ def test_inband_errors_mid_stream(clouds):
 def test_vertex_token_is_refreshed_before_expiry_without_failing_jobs(mount_factory, tmp_path):
     work = str(tmp_path)
     subprocess.run([PYTHON, FAKECLOUD, "--make-sa-key", work], check=True, capture_output=True)
-    # tokens live 303 s; promptfs refreshes 300 s before expiry, so every
-    # few seconds a refresh runs while jobs keep using the old token
+    # tokens live 8 s; promptfs renews one after 3/4 of its life (6 s) and
+    # lends it to new jobs until 7/8 (7 s), so a refresh runs while jobs
+    # keep using the old token
     cloud = FakeCloud(work, ["--vertex-sa-json", os.path.join(work, "sa.json"),
-                             "--update-sa-token-uri", "--vertex-token-ttl", "303"])
+                             "--update-sa-token-uri", "--vertex-token-ttl", "8"])
     try:
         cloud.sa_path = os.path.join(work, "sa.json")
         assert wait_for(lambda: str(cloud.port) in open(cloud.sa_path).read(), 5)

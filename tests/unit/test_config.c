@@ -1094,6 +1094,220 @@ static void test_environment_azure_vertex(void **state)
 	assert_null(strstr(err, "SECRET-"));
 }
 
+/* ---- config_check (promptfs --check) ---- */
+
+/* Whether a bad_cases sentence is about a secret that is not here,
+ * which --check takes for no error. */
+static int about_absent_secret(const char *message)
+{
+	return strstr(message, "is not set") != NULL;
+}
+
+/* Each fixture config_load refuses, config_check refuses with the same
+ * sentence first, unless all that is wrong is a secret not being here. */
+static void test_check_agrees_with_load(void **state)
+{
+	struct config_report report;
+	char path[PATH_LEN], expected[CONFIG_ERROR_MAX];
+	size_t i;
+	int rc;
+
+	(void)state;
+	for (i = 0; i < sizeof(bad_cases) / sizeof(bad_cases[0]); i++) {
+		fixture(path, bad_cases[i].file);
+		rc = config_check(path, NULL, &report);
+		if (about_absent_secret(bad_cases[i].message)) {
+			assert_int_equal(rc, 0);
+			assert_int_equal(report.n_errors, 0);
+			assert_true(report.secrets_absent >= 1);
+		} else {
+			fmt(expected, sizeof(expected), "%s: %s", path, bad_cases[i].message);
+			assert_int_equal(rc, -EINVAL);
+			assert_true(report.n_errors >= 1);
+			assert_string_equal(report.errors[0], expected);
+		}
+		assert_int_equal(report.n_lost, 0);
+		config_report_release(&report);
+	}
+}
+
+/* Every error of the file, in file order, each once: reading goes on
+ * after an error in a key, a tag, a field, a model, a region or a cloud. */
+static void test_check_reports_every_error(void **state)
+{
+	static const char *const expected[] = {
+		"clouds.openai.regionz: unknown key",
+		"clouds.openai.regions.us.geo[1]: must be a non-empty string",
+		"clouds.openai.regions.us.endpoint: must start with http:// or https://",
+		"clouds.openai.regions.us.models.gpt-4o.temperature: unknown key",
+		"clouds.openai.regions.us.models.gpt-4o.max_output_tokens: must be an integer >= 1",
+		"clouds.bad.provider: must be one of openai, azure, bedrock, vertex, anthropic",
+		"clouds.any: the name \"any\" is reserved for the routed view",
+		"clouds.any.regions.us.models.claude.price.input_per_mtok: must be a number >= 0",
+		"clouds.gcp.project: required for provider vertex",
+		"clouds.gcp.regions.europe-west4.geo: required",
+		"clouds.gcp.auth: give either service_account_file or an access token, not both",
+	};
+	struct config_report report;
+	char path[PATH_LEN], line[CONFIG_ERROR_MAX], err[CONFIG_ERROR_MAX];
+	struct config *cfg = NULL;
+	size_t i;
+
+	(void)state;
+	fixture(path, "check_many_errors.json");
+	assert_int_equal(config_check(path, NULL, &report), -EINVAL);
+	for (i = 0; i < report.n_errors && i < sizeof(expected) / sizeof(expected[0]); i++) {
+		fmt(line, sizeof(line), "%s: %s", path, expected[i]);
+		assert_string_equal(report.errors[i], line);
+	}
+	assert_int_equal(report.n_errors, sizeof(expected) / sizeof(expected[0]));
+	config_report_release(&report);
+	assert_null(report.errors);
+
+	/* The mount itself still stops at the first. */
+	assert_true(config_load(path, NULL, &cfg, err) < 0);
+	fmt(line, sizeof(line), "%s: %s", path, expected[0]);
+	assert_string_equal(err, line);
+	assert_null(cfg);
+}
+
+/* Unset variables and absent key files are no error for --check. */
+static void test_check_without_secrets(void **state)
+{
+	struct config_report report;
+	char path[PATH_LEN];
+
+	(void)state;
+	fixture(path, "valid.json"); /* every PROMPTFS_TEST_* variable unset */
+	assert_int_equal(config_check(path, NULL, &report), 0);
+	assert_int_equal(report.n_errors, 0);
+	assert_int_equal(report.n_clouds, 6);
+	assert_int_equal(report.n_regions, 7);
+	assert_int_equal(report.n_models, 10);
+	assert_int_equal(report.secrets_absent, 6);
+	config_report_release(&report);
+
+	openai_config(path, "clouds.json", "\"auth\": { \"api_key_file\": \"absent.key\" }", NULL,
+		      0644);
+	assert_int_equal(config_check(path, NULL, &report), 0);
+	assert_int_equal(report.secrets_absent, 1);
+	config_report_release(&report);
+
+	/* Provider defaults: no variable, no ~/.aws/credentials, no key. */
+	bedrock_config(path, "");
+	assert_int_equal(config_check(path, NULL, &report), 0);
+	assert_int_equal(report.secrets_absent, 1);
+	config_report_release(&report);
+	vertex_config(path, "");
+	assert_int_equal(config_check(path, NULL, &report), 0);
+	config_report_release(&report);
+	vertex_config(path, "\"auth\": { \"service_account_file\": \"absent-sa.json\" }");
+	assert_int_equal(config_check(path, NULL, &report), 0);
+	config_report_release(&report);
+}
+
+/* A secret that is here is checked as at the mount, mode included. */
+static void test_check_present_secrets(void **state)
+{
+	struct config_report report;
+	char key[PATH_LEN], path[PATH_LEN], expected[CONFIG_ERROR_MAX];
+
+	(void)state;
+	tmp_file(key, "key.txt", "sk-file-SECRET-6\n", 0644);
+	openai_config(path, "clouds.json", "\"auth\": { \"api_key_file\": \"key.txt\" }", NULL,
+		      0600);
+	assert_int_equal(config_check(path, NULL, &report), -EINVAL);
+	assert_int_equal(report.n_errors, 1);
+	fmt(expected, sizeof(expected),
+	    "%s: clouds.openai.auth.api_key_file: %s/key.txt is readable by group or others "
+	    "(mode 0644); chmod 600 it",
+	    path, tmp_dir);
+	assert_string_equal(report.errors[0], expected);
+	config_report_release(&report);
+
+	/* Inline secrets only in a private config file. */
+	openai_config(path, "clouds.json", "\"auth\": { \"api_key\": \"sk-inline-SECRET-7\" }",
+		      NULL, 0644);
+	assert_int_equal(config_check(path, NULL, &report), -EINVAL);
+	assert_int_equal(report.n_errors, 1);
+	assert_non_null(strstr(report.errors[0], "inline secret refused"));
+	assert_null(strstr(report.errors[0], "SECRET-7"));
+	config_report_release(&report);
+
+	/* A key file that is here but not a service account key. */
+	tmp_file(key, "sa.json", "{ \"type\": \"authorized_user\" }", 0600);
+	vertex_config(path, "\"auth\": { \"service_account_file\": \"sa.json\" }");
+	assert_int_equal(config_check(path, NULL, &report), -EINVAL);
+	assert_int_equal(report.n_errors, 1);
+	assert_non_null(strstr(report.errors[0], "not a service account key"));
+	config_report_release(&report);
+
+	/* A variable that is set but empty is as good as unset. */
+	setenv("PROMPTFS_TEST_EMPTY", "", 1);
+	openai_config(path, "clouds.json", "\"auth\": { \"api_key_env\": \"PROMPTFS_TEST_EMPTY\" }",
+		      NULL, 0644);
+	assert_int_equal(config_check(path, NULL, &report), 0);
+	config_report_release(&report);
+	unsetenv("PROMPTFS_TEST_EMPTY");
+}
+
+/* What --check prints. */
+static void test_check_command_output(void **state)
+{
+	char path[PATH_LEN], out_text[4096] = "", err_text[8192] = "", expected[8192];
+	FILE *out, *err;
+	size_t n;
+
+	(void)state;
+	fixture(path, "valid.json");
+	out = tmpfile();
+	err = tmpfile();
+	assert_non_null(out);
+	assert_non_null(err);
+	assert_int_equal(config_check_command(path, NULL, out, err), 0);
+	rewind(out);
+	n = fread(out_text, 1, sizeof(out_text) - 1, out);
+	out_text[n] = '\0';
+	fmt(expected, sizeof(expected),
+	    "%s: OK: 6 clouds, 7 regions, 10 models; 6 secrets not present here, not checked\n",
+	    path);
+	assert_string_equal(out_text, expected);
+	assert_int_equal(ftell(err), 0);
+	fclose(out);
+	fclose(err);
+
+	fixture(path, "check_many_errors.json");
+	out = tmpfile();
+	err = tmpfile();
+	assert_non_null(out);
+	assert_non_null(err);
+	assert_int_equal(config_check_command(path, NULL, out, err), 1);
+	assert_int_equal(ftell(out), 0);
+	rewind(err);
+	n = fread(err_text, 1, sizeof(err_text) - 1, err);
+	err_text[n] = '\0';
+	fmt(expected, sizeof(expected), "promptfs: %s: clouds.openai.regionz: unknown key\n", path);
+	assert_memory_equal(err_text, expected, strlen(expected));
+	fmt(expected, sizeof(expected), "\npromptfs: %s: 11 errors\n", path);
+	assert_string_equal(err_text + strlen(err_text) - strlen(expected), expected);
+	fclose(out);
+	fclose(err);
+
+	/* An unreadable or broken file is one error. */
+	fmt(path, sizeof(path), "%s/absent.json", tmp_dir);
+	err = tmpfile();
+	assert_non_null(err);
+	assert_int_equal(config_check_command(path, NULL, stdout, err), 1);
+	rewind(err);
+	n = fread(err_text, 1, sizeof(err_text) - 1, err);
+	err_text[n] = '\0';
+	fmt(expected, sizeof(expected),
+	    "promptfs: %s: cannot open: No such file or directory\npromptfs: %s: 1 error\n", path,
+	    path);
+	assert_string_equal(err_text, expected);
+	fclose(err);
+}
+
 #ifdef TEST_WRAP_ALLOC
 /* Allocation failure: linked with -Wl,--wrap=malloc,--wrap=calloc,
  * --wrap=realloc,--wrap=strdup, the loader's own allocations come here.
@@ -1183,6 +1397,31 @@ static int load_from_environment(struct config **out, char *err)
 	return config_from_environment(NULL, out, err);
 }
 
+/* config_check with the Nth allocation failing: -ENOMEM, or -EINVAL
+ * with the errors it could record (n_lost counting the others); never a
+ * crash or a leak. Returns how many failures it survived. */
+static long check_survives_failures(const char *path, size_t n_expected)
+{
+	struct config_report report;
+	long n;
+	int rc;
+
+	for (n = 0;; n++) {
+		allocs_before_failure = n;
+		rc = config_check(path, NULL, &report);
+		allocs_before_failure = -1;
+		assert_true(rc == -ENOMEM || rc == -EINVAL);
+		if (rc == -EINVAL)
+			assert_true(report.n_errors + report.n_lost >= 1);
+		if (rc == -EINVAL && report.n_errors == n_expected && report.n_lost == 0) {
+			config_report_release(&report);
+			break;
+		}
+		config_report_release(&report);
+	}
+	return n;
+}
+
 static void test_allocation_failure(void **state)
 {
 	char ini[PATH_LEN];
@@ -1196,6 +1435,9 @@ static void test_allocation_failure(void **state)
 	tmp_mkdir(".aws");
 	tmp_file(ini, ".aws/credentials", aws_ini, 0600);
 	assert_true(survive_failures(load_from_environment) > 100);
+
+	fixture(ini, "check_many_errors.json");
+	assert_true(check_survives_failures(ini, 11) > 50);
 }
 #endif
 
@@ -1242,6 +1484,11 @@ int main(void)
 		T(test_environment_default),
 		T(test_environment_azure_vertex),
 		T(test_provider_names),
+		T(test_check_agrees_with_load),
+		T(test_check_reports_every_error),
+		T(test_check_without_secrets),
+		T(test_check_present_secrets),
+		T(test_check_command_output),
 #ifdef TEST_WRAP_ALLOC
 		T(test_allocation_failure),
 #endif

@@ -430,14 +430,103 @@ static void cache_expiry_and_stalled_refresh(void **state)
 	assert_non_null(cache);
 	assert_int_equal(google_token_cache_get(cache, NOW, &token), -EAGAIN);
 	assert_int_equal(google_token_cache_store(cache, "short", 400, NOW), 0);
-	assert_int_equal(google_token_cache_get(cache, NOW + 99, &token), 0);
-	/* Renewal due, and the token too close to its end to lend out. */
-	assert_int_equal(google_token_cache_get(cache, NOW + 345, &token), -EAGAIN);
-	assert_int_equal(google_token_cache_get(cache, NOW + 346, &token), -EINPROGRESS);
+	assert_int_equal(google_token_cache_get(cache, NOW + 299, &token), 0);
+	/* Renewal due after three quarters of its life (five minutes early
+	 * would leave it 100 s), lent until 7/8 of it while renewed. */
+	assert_int_equal(google_token_cache_get(cache, NOW + 300, &token), -EAGAIN);
+	assert_int_equal(google_token_cache_get(cache, NOW + 349, &token), 0);
+	assert_int_equal(google_token_cache_get(cache, NOW + 350, &token), -EINPROGRESS);
 	/* A refresher that never reports back is given up on. */
 	assert_int_equal(
-		google_token_cache_get(cache, NOW + 345 + GOOGLE_TOKEN_REFRESH_TIMEOUT_S, &token),
+		google_token_cache_get(cache, NOW + 300 + GOOGLE_TOKEN_REFRESH_TIMEOUT_S, &token),
 		-EAGAIN);
+	google_token_cache_free(cache);
+}
+
+/* The rule of issue 9 item 7: any lifetime the endpoint grants is
+ * usable, renewed at a fraction of it, never in a loop. */
+static void refresh_time_rule(void **state)
+{
+	(void)state;
+	/* Long tokens: five minutes early; shorter ones: at three quarters. */
+	assert_true(google_token_refresh_after(3600) == 3300.0);
+	assert_true(google_token_refresh_after(1200) == 900.0);
+	assert_true(google_token_refresh_after(400) == 300.0);
+	assert_true(google_token_refresh_after(303) == 227.25);
+	assert_true(google_token_refresh_after(6) == 4.5);
+	assert_true(google_token_refresh_after(2) == 1.5);
+	/* Never sooner than the floor, even for a one-second token. */
+	assert_true(google_token_refresh_after(1) == GOOGLE_TOKEN_REFRESH_FLOOR_S);
+	assert_true(GOOGLE_TOKEN_REFRESH_FLOOR_S >= 1.0);
+
+	assert_true(google_token_lend_for(3600) == 3540.0);
+	assert_true(google_token_lend_for(400) == 350.0);
+	assert_true(google_token_lend_for(6) == 5.25);
+	assert_true(google_token_lend_for(2) == 1.75);
+	assert_true(google_token_lend_for(1) == 1.0);
+
+	for (long lifetime = 1; lifetime <= 86400; lifetime++) {
+		double after = google_token_refresh_after(lifetime);
+		double lend = google_token_lend_for(lifetime);
+
+		assert_true(after >= GOOGLE_TOKEN_REFRESH_FLOOR_S);
+		assert_true(after <= (double)lifetime);
+		assert_true(lend >= after);
+		assert_true(lend <= (double)lifetime);
+	}
+}
+
+/* A token granted for 6 s (shorter than the five-minute margin) used to
+ * be due for renewal the moment it arrived: every caller refreshed
+ * again, about 30 tokens a second, and no job ever ran. */
+static void cache_short_lived_token_is_used(void **state)
+{
+	struct google_token_cache *cache = google_token_cache_new();
+	const char *token;
+	int refreshes = 0;
+	double now;
+
+	(void)state;
+	assert_non_null(cache);
+	assert_int_equal(google_token_cache_get(cache, NOW, &token), -EAGAIN);
+	assert_int_equal(google_token_cache_store(cache, "six", 6, NOW + 0.1), 0);
+	assert_int_equal(google_token_cache_get(cache, NOW + 0.1, &token), 0);
+	assert_string_equal(token, "six");
+	assert_int_equal(google_token_cache_get(cache, NOW + 4.5, &token), 0);
+	assert_int_equal(google_token_cache_get(cache, NOW + 4.6, &token), -EAGAIN);
+	assert_int_equal(google_token_cache_get(cache, NOW + 5.3, &token), 0);
+	assert_string_equal(token, "six");
+	assert_int_equal(google_token_cache_get(cache, NOW + 5.4, &token), -EINPROGRESS);
+
+	/* A caller every 10 ms for a minute, each refresh answered at once:
+	 * one token per 4.5 s, the first included. */
+	google_token_cache_free(cache);
+	cache = google_token_cache_new();
+	assert_non_null(cache);
+	for (now = NOW; now < NOW + 60; now += 0.01) {
+		int rc = google_token_cache_get(cache, now, &token);
+
+		if (rc == -EAGAIN) {
+			refreshes++;
+			assert_int_equal(google_token_cache_store(cache, "t", 6, now), 0);
+			rc = google_token_cache_get(cache, now, &token);
+		}
+		assert_int_equal(rc, 0);
+	}
+	assert_int_equal(refreshes, 14); /* 1 + floor(60 / 4.5) */
+
+	/* A one-second token: renewed once a second, not more. */
+	refreshes = 0;
+	google_token_cache_free(cache);
+	cache = google_token_cache_new();
+	assert_non_null(cache);
+	for (now = NOW; now < NOW + 10; now += 0.01) {
+		if (google_token_cache_get(cache, now, &token) == -EAGAIN) {
+			refreshes++;
+			assert_int_equal(google_token_cache_store(cache, "t", 1, now), 0);
+		}
+	}
+	assert_int_equal(refreshes, 10);
 	google_token_cache_free(cache);
 }
 
@@ -495,6 +584,8 @@ int main(void)
 		cmocka_unit_test(cache_lifecycle),
 		cmocka_unit_test(cache_expiry_and_stalled_refresh),
 		cmocka_unit_test(cache_failure),
+		cmocka_unit_test(refresh_time_rule),
+		cmocka_unit_test(cache_short_lived_token_is_used),
 	};
 
 	return cmocka_run_group_tests(tests, fixture_setup, fixture_teardown);

@@ -184,6 +184,43 @@ static void help_version_and_debug(void **state)
 	release(&p);
 }
 
+/* --check CONFIG [MOUNTPOINT]: CONFIG is the first argument even alone,
+ * and -o options are parsed (and checked) as for a mount. */
+static void check_takes_config(void **state)
+{
+	const char *alone[] = { "promptfs", "--check", "clouds.json" };
+	const char *as_mounted[] = { "promptfs",    "--check", "-o", "catalog=/etc/cat.json",
+				     "clouds.json", "/mnt/ai" };
+	const char *none[] = { "promptfs", "--check" };
+	const char *bad_option[] = { "promptfs", "--check", "-o", "max_inflight=0", "clouds.json" };
+	struct parsed p;
+
+	(void)state;
+	parse(&p, 3, alone);
+	assert_int_equal(p.rc, 0);
+	assert_true(p.opts.check_config);
+	assert_string_equal(p.opts.config_path, "clouds.json");
+	assert_null(p.opts.mountpoint);
+	release(&p);
+
+	parse(&p, 6, as_mounted);
+	assert_int_equal(p.rc, 0);
+	assert_string_equal(p.opts.config_path, "clouds.json");
+	assert_string_equal(p.opts.mountpoint, "/mnt/ai");
+	assert_string_equal(p.opts.catalog_path, "/etc/cat.json");
+	release(&p);
+
+	parse(&p, 2, none);
+	assert_int_equal(p.rc, -EINVAL);
+	assert_string_equal(p.err, "--check needs CONFIG (usage: promptfs --check CONFIG)");
+	release(&p);
+
+	parse(&p, 5, bad_option);
+	assert_int_equal(p.rc, -EINVAL);
+	assert_non_null(strstr(p.err, "max_inflight=0"));
+	release(&p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -193,6 +230,7 @@ int main(void)
 		cmocka_unit_test(bad_values_are_refused_with_a_reason),
 		cmocka_unit_test(missing_mountpoint_and_extra_arguments),
 		cmocka_unit_test(help_version_and_debug),
+		cmocka_unit_test(check_takes_config),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
