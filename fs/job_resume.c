@@ -19,9 +19,12 @@
 /* Each level holds a directory stream open while it walks deeper. */
 #define RESUME_MAX_DEPTH 256
 
-/* Ends JOB as failed, the way every job ends: recorded, then its files. */
+/* Ends JOB as failed, the way every job ends: recorded, then its files.
+ * In the table meanwhile, like any job: its .meta is rewritten in place,
+ * and a reader must get the text from memory, not half of each. */
 static void resume_fail(struct job *job, const char *message)
 {
+	job_publish(job);
 	pthread_mutex_lock(&jobs_lock);
 	job->refs++; /* what the engine would hold, dropped at the end */
 	pthread_mutex_unlock(&jobs_lock);
