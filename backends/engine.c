@@ -192,10 +192,19 @@ static void attempt_bytes_discard(struct engine_job *job)
  * if there is one (JOB then waits for a slot), else 0. */
 static int fail_over(struct engine *e, struct engine_job *job)
 {
-	if (!outcome_failover(job->error.outcome) || job->candidate + 1 >= job->plan.n_candidates)
+	const struct engine_sink *sink = job->plan.sink;
+	size_t next = job->candidate + 1;
+
+	if (!outcome_failover(job->error.outcome))
+		return 0;
+	/* the sink may skip a candidate (one its budget cannot afford) */
+	while (next < job->plan.n_candidates && sink->candidate &&
+	       sink->candidate(job->plan.sink_ctx, job->plan.candidates[next]) != 0)
+		next++;
+	if (next >= job->plan.n_candidates)
 		return 0;
 	attempt_bytes_discard(job);
-	candidate_select(job, job->candidate + 1);
+	candidate_select(job, next);
 	engine_waiting_push(e, job);
 	return 1;
 }

@@ -40,6 +40,10 @@ struct engine_sink {
 	 * attempt ends exactly once. An OUTCOME_OK attempt is the one whose
 	 * answer the job keeps. */
 	void (*attempt_ended)(void *ctx, const struct engine_attempt_report *report);
+	/* May the job fail over to MODEL (a candidate after the first)? 0,
+	 * or -errno to skip it (the sink says why where it reports). May be
+	 * NULL: every candidate may be tried. Must not block. */
+	int (*candidate)(void *ctx, const struct model *model);
 	/* The job ended: STATUS 0 (complete answer), -EIO (failed, MESSAGE
 	 * says why) or -ECANCELED. Last call for this job. */
 	void (*done)(void *ctx, int status, const char *message);

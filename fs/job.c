@@ -142,6 +142,7 @@ static void job_free(struct job *job)
 	/* whatever ended it, a job gone holds no room in any budget */
 	ledger_release(&job->hold);
 	ledger_hold_free(&job->hold);
+	free(job->budgets);
 	pthread_mutex_destroy(&job->file_lock);
 	node_put(job->dir);
 	free(job->base);
@@ -292,8 +293,7 @@ int job_start(struct job *job, struct llm_request *req)
 {
 	struct engine_plan plan = {
 		.request = *req,
-		.candidates = { job->model },
-		.n_candidates = 1,
+		.n_candidates = job->route.n,
 		.retries = (unsigned)job->limits.retries,
 		.timeout_s = job->limits.timeout_s,
 		.first_token_timeout_s = job->limits.first_token_timeout_s,
@@ -302,6 +302,7 @@ int job_start(struct job *job, struct llm_request *req)
 	};
 	struct engine_job *ej;
 
+	memcpy(plan.candidates, job->route.models, job->route.n * sizeof(*plan.candidates));
 	memset(req, 0, sizeof(*req));
 	pthread_mutex_lock(&jobs_lock);
 	job->refs++; /* the engine's, dropped in sink_done */
@@ -492,6 +493,7 @@ int job_submit(struct node *dir, const char *prompt_name, int prompt_fd, uid_t u
 	struct llm_request req = { 0 };
 	struct effective_policy policy = { 0 };
 	struct ledger_hold hold = { 0 };
+	struct route route;
 	struct staged_files staged;
 	struct job_limits limits;
 	const struct model *model;
@@ -552,12 +554,9 @@ int job_submit(struct node *dir, const char *prompt_name, int prompt_fd, uid_t u
 		goto out;
 	}
 	/* where the directory is now; a move later does not change it */
-	model = node_deployment(dir);
-	if (!model) {
-		rc = -ENOENT; /* not below a configured model: nowhere to run */
-		goto out;
-	}
-	rc = job_policy_admit(dir, &policy, model, len, &req, &limits, reason, sizeof(reason));
+	rc = job_policy_admit(dir, &policy, len, &req, &route, &limits, reason, sizeof(reason));
+	if (rc == -ENOENT)
+		goto out; /* not below a configured model or family: nowhere to run */
 	if (rc < 0) {
 		char sentence[640];
 
@@ -573,7 +572,8 @@ int job_submit(struct node *dir, const char *prompt_name, int prompt_fd, uid_t u
 		goto out;
 	/* the last refusal: room in every budget on the path, held from
 	 * now until the job's end is charged */
-	rc = job_policy_reserve(dir, &policy, model, &req, &hold, reason, sizeof(reason));
+	rc = job_policy_reserve_route(dir, &policy, &route, &req, &hold, reason, sizeof(reason));
+	model = route.models[0];
 	if (rc == -EDQUOT) {
 		char sentence[640];
 
@@ -603,6 +603,10 @@ int job_submit(struct node *dir, const char *prompt_name, int prompt_fd, uid_t u
 	job->limits = limits;
 	job->hold = hold; /* the job's now: released with it */
 	memset(&hold, 0, sizeof(hold));
+	job->route = route;
+	rc = job_keep_cost_inputs(job, &policy, &req);
+	if (rc < 0)
+		goto out;
 	job->journal_id = job_journal_new_id();
 	json_object_set_new(job->meta, "status", json_string("queued"));
 	job_meta_set_time(job->meta, "submitted");
@@ -660,7 +664,9 @@ out:
 
 int job_check_deployment(struct node *dir, const char *prompt_name, uid_t uid, gid_t gid)
 {
-	const struct model *model = node_deployment(dir);
+	const struct model *model;
+	const char *geo, *family;
+	struct route route;
 	char why[512], sentence[600];
 	struct stat st = { .st_mode = S_IFREG | 0644, .st_uid = uid, .st_gid = gid };
 	struct effective_policy e;
@@ -670,15 +676,24 @@ int job_check_deployment(struct node *dir, const char *prompt_name, uid_t uid, g
 	/* NAME.response must fit where NAME.prompt does */
 	if (strlen(prompt_name) - strlen(".prompt") + strlen(".response") > NAME_MAX)
 		return -ENAMETOOLONG;
-	if (!model)
+	if (node_route(dir, &model, &geo, &family) < 0)
 		return 0;
 	rc = policy_store_effective(dir, &e);
 	if (rc < 0)
 		rc = 0; /* a policy that cannot be read refuses at close() */
-	else if (!effective_allows_model(&e, model))
-		rc = policy_store_check_deployment(dir, model, why, sizeof(why));
 	else
-		rc = job_policy_check_empty(dir, &e, model, why, sizeof(why));
+		rc = job_policy_route(dir, &e, &route, why, sizeof(why));
+	/* refused when no candidate could take even an empty prompt (the
+	 * first one's reason is told) */
+	if (rc == 0) {
+		rc = -EDQUOT;
+		for (size_t i = 0; rc == -EDQUOT && i < route.n; i++) {
+			char other[512];
+
+			rc = job_policy_check_empty(dir, &e, route.models[i], i ? other : why,
+						    i ? sizeof(other) : sizeof(why));
+		}
+	}
 	effective_release(&e);
 	if (rc != -EACCES && rc != -EDQUOT)
 		return 0;

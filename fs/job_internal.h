@@ -9,6 +9,7 @@
 
 #include "fs/job.h"
 #include "fs/ledger.h"
+#include "fs/route.h"
 #include "fs/policy.h"
 #include "fs/prompt.h"
 
@@ -56,9 +57,17 @@ struct job {
 	mode_t file_mode;
 	uint64_t journal_id; /* its records' id; 0 before it has one */
 	struct job_limits limits;
+	/* the deployments that may serve it, in order (MODEL first) */
+	struct route route;
 	/* its worst case, reserved in every directory from the root down
-	 * to its own until its end is charged (job_policy_reserve) */
+	 * to its own until its end is charged (job_policy_reserve), at the
+	 * price of the candidate it is on; with the budgets it must fit in
+	 * and what its worst case is made of, for a failover to another
+	 * price (engine thread) */
 	struct ledger_hold hold;
+	struct ledger_budget *budgets;
+	size_t n_budgets;
+	long cost_in_bytes, cost_out_tokens;
 	/* ended, recorded in the journal, but its .meta or .error could not
 	 * be written (a full disk): it stays in the table, its state in
 	 * memory the truth, until the finisher writes them */
@@ -161,14 +170,32 @@ void jobs_checkpoint_cut_locked(void);
 void jobs_checkpoint_finish(void);
 int jobs_checkpoint_due(void);
 
-/* job_policy.c: what the policy E in force at DIR does to a job on
- * MODEL whose prompt (PROMPT_LEN bytes) became REQ: 0 with REQ given
- * the policy's defaults and caps and LIMITS filled, or -EACCES (the
- * deployment is excluded), -EFBIG (max_prompt_bytes), -EDQUOT (a cost
- * cap), with a sentence naming the .policy that refused in WHY. */
-int job_policy_admit(struct node *dir, const struct effective_policy *e, const struct model *model,
-		     size_t prompt_len, struct llm_request *req, struct job_limits *limits,
+/* job_policy.c: what the policy E in force at DIR does to a job whose
+ * prompt (PROMPT_LEN bytes) became REQ: 0 with REQ given the policy's
+ * defaults and caps, ROUTE its candidates (those whose worst case passes
+ * max_request_usd) and LIMITS filled, or -ENOENT (DIR is under no model
+ * or family), -EACCES (no deployment allowed), -EFBIG
+ * (max_prompt_bytes), -EDQUOT (a cost cap), with a sentence naming the
+ * .policy that refused in WHY. */
+int job_policy_admit(struct node *dir, const struct effective_policy *e, size_t prompt_len,
+		     struct llm_request *req, struct route *route, struct job_limits *limits,
 		     char *why, size_t size);
+
+/* The route of a prompt in DIR under E before its text is known: -EACCES
+ * with the sentence naming the .policy in WHY when no deployment may
+ * serve it, -ENOENT outside any model or family. */
+int job_policy_route(struct node *dir, const struct effective_policy *e, struct route *route,
+		     char *why, size_t size);
+
+/* What JOB's reservation needs at another candidate's price, kept from
+ * its request and E's budgets. 0 or -ENOMEM. */
+int job_keep_cost_inputs(struct job *job, const struct effective_policy *e,
+			 const struct llm_request *req);
+
+/* A failover: JOB moves on to MODEL, whose price may differ. Its
+ * reservation grows to the worst case there if every budget has room:
+ * 0, or -EDQUOT with the reason in WHY (the candidate is skipped). */
+int job_policy_follow_candidate(struct job *job, const struct model *model, char *why, size_t size);
 
 /* Reserves the worst case of REQ on MODEL in every budget E (in force
  * at DIR) applies, into HOLD, which gets E's directories as accounts:
@@ -184,6 +211,13 @@ int job_policy_reserve(struct node *dir, const struct effective_policy *e,
  * budgets at DIR on MODEL: 0, or -EDQUOT with the sentence in WHY. */
 int job_policy_check_empty(struct node *dir, const struct effective_policy *e,
 			   const struct model *model, char *why, size_t size);
+
+/* job_policy_reserve at the first candidate of ROUTE whose price fits
+ * every budget; the ones before it leave ROUTE (the first refusal is
+ * told when none fits). */
+int job_policy_reserve_route(struct node *dir, const struct effective_policy *e,
+			     struct route *route, const struct llm_request *req,
+			     struct ledger_hold *hold, char *why, size_t size);
 
 /* What a job's end costs, from its final .meta, ending in STATUS. */
 void job_policy_charge(const json_t *final_meta, enum job_status status, struct ledger_charge *out);

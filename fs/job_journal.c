@@ -675,6 +675,9 @@ void jobs_checkpoint_finish(void)
 		rc = journal_drop_old(checkpoint_seq);
 	if (rc < 0)
 		log_error("journal: checkpoint failed: %s", strerror(-rc));
+	else
+		log_info("journal: checkpoint done, segments before %016llx dropped",
+			 (unsigned long long)checkpoint_seq);
 	checkpoint_position = journal_position();
 }
 

@@ -86,19 +86,32 @@ static int empty_request(const struct effective_policy *e, struct llm_request *r
 
 static double worst_case(const struct llm_request *req, const struct model *model);
 
-int job_policy_admit(struct node *dir, const struct effective_policy *e, const struct model *model,
-		     size_t prompt_len, struct llm_request *req, struct job_limits *limits,
+int job_policy_route(struct node *dir, const struct effective_policy *e, struct route *route,
+		     char *why, size_t size)
+{
+	int rc = route_plan(dir, e, 0, 0, route, why, size);
+	const struct model *pinned;
+	const char *geo, *family;
+
+	/* a pinned path's refusal names the .policy that excludes it */
+	if (rc == -EACCES && node_route(dir, &pinned, &geo, &family) == 0 && pinned) {
+		rc = policy_store_check_deployment(dir, pinned, why, size);
+		if (rc == 0) {
+			snprintf(why, size, "refused by the policies of this directory");
+			rc = -EACCES;
+		}
+	}
+	return rc;
+}
+
+int job_policy_admit(struct node *dir, const struct effective_policy *e, size_t prompt_len,
+		     struct llm_request *req, struct route *route, struct job_limits *limits,
 		     char *why, size_t size)
 {
 	char where[512];
+	size_t kept = 0;
 	int rc;
 
-	/* the walk that names the refusing .policy, only for a refusal */
-	if (!effective_allows_model(e, model)) {
-		snprintf(why, size, "refused by the policies of this directory");
-		rc = policy_store_check_deployment(dir, model, why, size);
-		return rc < 0 ? rc : -EACCES;
-	}
 	if ((long)prompt_len > e->max_prompt_bytes) {
 		policy_store_deciding_file(dir, POLICY_MAX_PROMPT_BYTES, where, sizeof(where));
 		snprintf(why, size, "refused by %s: max_prompt_bytes %ld, the prompt has %zu bytes",
@@ -113,9 +126,24 @@ int job_policy_admit(struct node *dir, const struct effective_policy *e, const s
 		snprintf(why, size, "out of memory");
 		return rc;
 	}
-	rc = check_cost(dir, e, req, model, why, size);
+	rc = job_policy_route(dir, e, route, why, size);
 	if (rc < 0)
 		return rc;
+	/* the order by price needs the request's size */
+	if (e->order == POLICY_ORDER_PRICE)
+		route_plan(dir, e, prompt_bytes_for_cost(req), req->max_tokens, route, why, size);
+	/* candidates whose worst case passes the cost cap; the first
+	 * refusal is the one told when none does */
+	for (size_t i = 0; i < route->n; i++) {
+		char reason[512];
+
+		if (check_cost(dir, e, req, route->models[i], kept || i ? reason : why,
+			       kept || i ? sizeof(reason) : size) == 0)
+			route->models[kept++] = route->models[i];
+	}
+	route->n = kept;
+	if (!kept)
+		return -EDQUOT;
 	limits->retries = e->retries;
 	limits->timeout_s = e->timeout_s > 0 ? e->timeout_s : pfs.opts->timeout_s;
 	limits->first_token_timeout_s = e->first_token_timeout_s;
@@ -194,6 +222,16 @@ static size_t cost_cap_bytes(const struct effective_policy *e, const struct mode
 	return bytes;
 }
 
+/* DIR's own deployment on a pinned path; NULL under any/, where the
+ * candidate that serves is known only at close(). */
+static const struct model *pinned_model(struct node *dir)
+{
+	const struct model *model;
+	const char *geo, *family;
+
+	return node_route(dir, &model, &geo, &family) == 0 ? model : NULL;
+}
+
 void job_policy_prompt_caps(struct node *dir, struct prompt_caps *caps)
 {
 	struct effective_policy e;
@@ -205,7 +243,7 @@ void job_policy_prompt_caps(struct node *dir, struct prompt_caps *caps)
 		/* the mount option stays the ceiling: a policy only lowers it */
 		if (e.max_prompt_bytes > 0 && (size_t)e.max_prompt_bytes < caps->size_bytes)
 			caps->size_bytes = (size_t)e.max_prompt_bytes;
-		caps->cost_bytes = cost_cap_bytes(&e, node_deployment(dir));
+		caps->cost_bytes = cost_cap_bytes(&e, pinned_model(dir));
 		caps->may_be_json = e.prompt_format == POLICY_FORMAT_AUTO;
 		caps->always_json = e.prompt_format == POLICY_FORMAT_JSON;
 	}
@@ -221,6 +259,70 @@ static double worst_case(const struct llm_request *req, const struct model *mode
 	return policy_worst_case_usd((size_t)prompt_bytes_for_cost(req), 0, 0,
 				     max_output_tokens(req, model), model->price.input_per_mtok,
 				     model->price.output_per_mtok);
+}
+
+/* E's budgets for the ledger, into BUDGETS (E->n_budgets of them). */
+static void fill_budgets(const struct effective_policy *e, struct ledger_budget *budgets)
+{
+	for (size_t i = 0; i < e->n_budgets; i++) {
+		budgets[i].acct =
+			e->budgets[i].level < e->n_dirs ? e->dirs[e->budgets[i].level] : 0;
+		budgets[i].limit = nusd_round(e->budgets[i].usd);
+		budgets[i].period = e->budgets[i].period;
+		budgets[i].level = e->budgets[i].level;
+	}
+}
+
+int job_keep_cost_inputs(struct job *job, const struct effective_policy *e,
+			 const struct llm_request *req)
+{
+	job->cost_in_bytes = prompt_bytes_for_cost(req);
+	job->cost_out_tokens = req->max_tokens;
+	if (!e->n_budgets)
+		return 0;
+	job->budgets = calloc(e->n_budgets, sizeof(*job->budgets));
+	if (!job->budgets)
+		return -ENOMEM;
+	fill_budgets(e, job->budgets);
+	job->n_budgets = e->n_budgets;
+	return 0;
+}
+
+int job_policy_follow_candidate(struct job *job, const struct model *model, char *why, size_t size)
+{
+	struct ledger_refusal refusal;
+	char target[256], s[32], r[32], w[32], b[32];
+	long out = job->cost_out_tokens;
+	double worst;
+	int rc;
+
+	if (!job->hold.n)
+		return 0;
+	if (model->max_output_tokens > 0 && (out == 0 || model->max_output_tokens < out))
+		out = model->max_output_tokens;
+	worst = model->price.known ? policy_worst_case_usd((size_t)job->cost_in_bytes, 0, 0, out,
+							   model->price.input_per_mtok,
+							   model->price.output_per_mtok)
+				   : NAN;
+	route_target_name(model, target, sizeof(target));
+	if (job->n_budgets && (isnan(worst) || isinf(worst))) {
+		snprintf(why, size, "%s skipped: its price is not known and a budget applies",
+			 target);
+		return -EDQUOT;
+	}
+	if (isnan(worst) || isinf(worst))
+		return 0;
+	rc = ledger_grow(&job->hold, nusd_ceil(worst), job->budgets, job->n_budgets, time(NULL),
+			 &refusal);
+	if (rc == -EDQUOT)
+		snprintf(why, size,
+			 "%s skipped: its worst case %s does not fit in budget_usd %s (spent %s + "
+			 "reserved %s)",
+			 target, nusd_format(nusd_ceil(worst), w, sizeof(w)),
+			 nusd_format(job->budgets[refusal.which].limit, b, sizeof(b)),
+			 nusd_format(refusal.spent, s, sizeof(s)),
+			 nusd_format(refusal.reserved, r, sizeof(r)));
+	return rc;
 }
 
 int job_policy_reserve(struct node *dir, const struct effective_policy *e,
@@ -329,4 +431,28 @@ int job_policy_check_empty(struct node *dir, const struct effective_policy *e,
 	}
 	llm_request_release(&req);
 	return rc == -EDQUOT ? rc : 0;
+}
+
+/* Reserves REQ's worst case at the first candidate of ROUTE whose price
+ * fits every budget; the ones before it leave the route (the first
+ * refusal is the one told when none fits). */
+int job_policy_reserve_route(struct node *dir, const struct effective_policy *e,
+			     struct route *route, const struct llm_request *req,
+			     struct ledger_hold *hold, char *why, size_t size)
+{
+	int rc = -EDQUOT;
+	size_t i;
+
+	for (i = 0; rc == -EDQUOT && i < route->n; i++) {
+		char other[512];
+
+		rc = job_policy_reserve(dir, e, route->models[i], req, hold, i ? other : why,
+					i ? sizeof(other) : size);
+	}
+	if (rc == 0 && i > 1) {
+		memmove(route->models, route->models + i - 1,
+			(route->n - (i - 1)) * sizeof(*route->models));
+		route->n -= i - 1;
+	}
+	return rc;
 }

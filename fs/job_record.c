@@ -119,11 +119,11 @@ int job_read_prompt(int fd, char **out, size_t *len)
 
 int job_check_prompt(struct node *dir, int fd, char *err, size_t err_size)
 {
-	const struct model *model = node_deployment(dir);
 	struct effective_policy e = { 0 };
 	struct llm_request req = { 0 };
 	struct job_limits limits;
 	struct ledger_hold hold;
+	struct route route;
 	size_t len;
 	char *text;
 	int rc;
@@ -142,15 +142,19 @@ int job_check_prompt(struct node *dir, int fd, char *err, size_t err_size)
 	if (rc == 0)
 		rc = prompt_parse_as(text, len, job_policy_format_of(&e), &req, NULL, err,
 				     err_size);
-	/* and what the policies would say of it, budgets' room included */
-	if (rc == 0 && model)
-		rc = job_policy_admit(dir, &e, model, len, &req, &limits, err, err_size);
-	if (rc == 0 && model &&
-	    job_policy_reserve(dir, &e, model, &req, &hold, err, err_size) == 0) {
-		ledger_release(&hold);
-		ledger_hold_free(&hold);
-	} else if (rc == 0 && model) {
-		rc = -EDQUOT;
+	/* and what the policies would say of it, budgets' room included
+	 * (outside a model or family there is nothing to ask) */
+	if (rc == 0) {
+		rc = job_policy_admit(dir, &e, len, &req, &route, &limits, err, err_size);
+		if (rc == -ENOENT)
+			rc = 0;
+		else if (rc == 0 && job_policy_reserve_route(dir, &e, &route, &req, &hold, err,
+							     err_size) == 0) {
+			ledger_release(&hold);
+			ledger_hold_free(&hold);
+		} else if (rc == 0) {
+			rc = -EDQUOT;
+		}
 	}
 	effective_release(&e);
 	llm_request_release(&req);

@@ -79,10 +79,13 @@ void job_resume_one(struct node *dir, const char *base, json_t *meta,
 	char reason[512], sha[65];
 	char *prompt_name = name_with_suffix(base, ".prompt");
 	char *response_name = name_with_suffix(base, ".response");
-	/* the deployment its directory is under now: a workspace moved
-	 * before the daemon stopped resumes its jobs where it is */
-	const struct model *model = node_deployment(dir);
-	struct job *job = model ? job_new(dir, base, model) : NULL;
+	/* the deployment (or family) its directory is under now: a
+	 * workspace moved before the daemon stopped resumes its jobs where
+	 * it is */
+	const struct model *model = NULL;
+	const char *geo, *family;
+	struct job *job =
+		node_route(dir, &model, &geo, &family) == 0 ? job_new(dir, base, model) : NULL;
 	char *text = NULL;
 	struct stat st;
 	size_t len;
@@ -137,7 +140,14 @@ void job_resume_one(struct node *dir, const char *base, json_t *meta,
 				 "daemon was stopped. Write the prompt again to resubmit it.");
 		goto out;
 	}
-	rc = job_policy_admit(dir, &policy, model, len, &req, &job->limits, reason, sizeof(reason));
+	rc = job_policy_admit(dir, &policy, len, &req, &job->route, &job->limits, reason,
+			      sizeof(reason));
+	if (rc == 0) {
+		job->model = job->route.models[0];
+		rc = job_keep_cost_inputs(job, &policy, &req);
+		if (rc < 0)
+			snprintf(reason, sizeof(reason), "out of memory");
+	}
 	if (rc < 0) {
 		char sentence[640];
 

@@ -154,6 +154,30 @@ static void sink_attempt_ended(void *ctx, const struct engine_attempt_report *re
 		job->served = report->model;
 	}
 	pthread_mutex_unlock(&jobs_lock);
+	route_note_latency(report->model, report->ttfb_ms);
+}
+
+/* A failover to MODEL: its price must fit the budgets (SPEC §7); a
+ * candidate skipped is listed in .meta with the reason. */
+static int sink_candidate(void *ctx, const struct model *model)
+{
+	struct job *job = ctx;
+	char why[512];
+	json_t *skipped;
+	int rc = job_policy_follow_candidate(job, model, why, sizeof(why));
+
+	if (rc == 0)
+		return 0;
+	pthread_mutex_lock(&jobs_lock);
+	skipped = json_object_get(job->meta, "skipped");
+	if (!skipped) {
+		skipped = json_array();
+		json_object_set_new(job->meta, "skipped", skipped);
+	}
+	if (skipped)
+		json_array_append_new(skipped, json_string(why));
+	pthread_mutex_unlock(&jobs_lock);
+	return rc;
 }
 
 static void sink_done(void *ctx, int status, const char *message)
@@ -175,5 +199,6 @@ const struct engine_sink job_engine_sink = {
 	.finish_reason = sink_finish_reason,
 	.request_id = sink_request_id,
 	.attempt_ended = sink_attempt_ended,
+	.candidate = sink_candidate,
 	.done = sink_done,
 };

@@ -242,6 +242,43 @@ int ledger_reserve(struct ledger_hold *h, const struct ledger_budget *budgets, s
 	return rc;
 }
 
+int ledger_grow(struct ledger_hold *h, nusd_t amount, const struct ledger_budget *budgets, size_t n,
+		time_t now, struct ledger_refusal *why)
+{
+	nusd_t more = amount - h->amount;
+	int rc = 0;
+
+	pthread_mutex_lock(&ledger_lock);
+	if (!h->held || more <= 0) {
+		pthread_mutex_unlock(&ledger_lock);
+		return 0;
+	}
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		struct account *a = find_locked(budgets[i].acct);
+		struct ledger_counts spent = { 0 };
+		nusd_t reserved = a ? a->reserved : 0;
+
+		if (a)
+			spent = counts_at(a, budgets[i].period, now);
+		if (spent.spent + reserved + more > budgets[i].limit) {
+			why->which = i;
+			why->spent = spent.spent;
+			why->reserved = reserved;
+			rc = -EDQUOT;
+		}
+	}
+	for (size_t i = 0; rc == 0 && i < h->n; i++) {
+		struct account *a = find_locked(h->accts[i]);
+
+		if (a)
+			a->reserved += more;
+	}
+	if (rc == 0)
+		h->amount = amount;
+	pthread_mutex_unlock(&ledger_lock);
+	return rc;
+}
+
 int ledger_hold_again(struct ledger_hold *h)
 {
 	struct account **accounts = calloc(h->n ? h->n : 1, sizeof(*accounts));

@@ -103,6 +103,12 @@ void ledger_period_label(enum policy_budget_period period, time_t now, char *buf
 int ledger_reserve(struct ledger_hold *h, const struct ledger_budget *budgets, size_t n, time_t now,
 		   struct ledger_refusal *why);
 
+/* A held H grows to AMOUNT if the difference fits in every one of the N
+ * BUDGETS at NOW (a smaller AMOUNT changes nothing): 0, or -EDQUOT with
+ * the budget in WHY and H unchanged. */
+int ledger_grow(struct ledger_hold *h, nusd_t amount, const struct ledger_budget *budgets, size_t n,
+		time_t now, struct ledger_refusal *why);
+
 /* Holds H again whatever the budgets say: a job accepted before a
  * restart keeps its room. 0 or -ENOMEM. */
 int ledger_hold_again(struct ledger_hold *h);

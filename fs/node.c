@@ -302,6 +302,11 @@ static void set_directory_context(struct node *n, const struct node *parent, con
 {
 	switch (parent->kind) {
 	case NODE_ROOT:
+		/* "any" is no cloud's name: the config refuses it */
+		if (strcmp(name, ANY_DIR) == 0) {
+			n->kind = NODE_ANY;
+			break;
+		}
 		n->kind = NODE_CLOUD;
 		for (size_t i = 0; i < pfs.config->n_clouds; i++) {
 			if (strcmp(pfs.config->clouds[i].name, name) == 0)
@@ -321,6 +326,16 @@ static void set_directory_context(struct node *n, const struct node *parent, con
 			if (strcmp(parent->region->models[i].name, name) == 0)
 				n->model = &parent->region->models[i];
 		}
+		break;
+	case NODE_ANY:
+		n->kind = NODE_GEO;
+		n->geo = config_geo_named(pfs.config, name);
+		break;
+	case NODE_GEO:
+		n->kind = NODE_FAMILY;
+		n->geo = parent->geo;
+		n->family =
+			parent->geo ? config_family_in_geo(pfs.config, parent->geo, name) : NULL;
 		break;
 	default:
 		n->kind = NODE_WORKSPACE;
@@ -830,6 +845,29 @@ const struct model *node_deployment(struct node *dir)
 		model = n->model;
 	pthread_mutex_unlock(&table_lock);
 	return model;
+}
+
+int node_route(struct node *dir, const struct model **model, const char **geo, const char **family)
+{
+	struct node *n;
+	int rc = -ENOENT;
+
+	*model = NULL;
+	*geo = *family = NULL;
+	pthread_mutex_lock(&table_lock);
+	n = dir;
+	while (n && (n->kind == NODE_WORKSPACE || n->kind == NODE_FILE))
+		n = n->parent;
+	if (n && n->kind == NODE_MODEL && n->model) {
+		*model = n->model;
+		rc = 0;
+	} else if (n && n->kind == NODE_FAMILY && n->family) {
+		*geo = n->geo;
+		*family = n->family;
+		rc = 0;
+	}
+	pthread_mutex_unlock(&table_lock);
+	return rc;
 }
 
 size_t node_ancestry(struct node *dir, struct node **out, size_t max)

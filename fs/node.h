@@ -38,7 +38,10 @@ enum node_kind {
 	NODE_CLOUD,
 	NODE_REGION,
 	NODE_MODEL,
-	NODE_WORKSPACE, /* a directory a user made under a model */
+	NODE_ANY,	/* any/, the routed view */
+	NODE_GEO,	/* any/<geo> */
+	NODE_FAMILY,	/* any/<geo>/<family>: prompts go to an eligible deployment */
+	NODE_WORKSPACE, /* a directory a user made under a model or a family */
 	NODE_FILE,
 };
 
@@ -68,6 +71,8 @@ struct node {
 	const struct cloud *cloud;   /* NODE_CLOUD */
 	const struct region *region; /* NODE_REGION */
 	const struct model *model;   /* NODE_MODEL */
+	const char *geo;	     /* NODE_GEO, NODE_FAMILY: a tag of the config's */
+	const char *family;	     /* NODE_FAMILY: a family of the config's */
 	struct node *hash_next;
 };
 
@@ -190,11 +195,18 @@ void node_put_all(struct node **nodes, size_t n);
  * or -ENOENT when DIR or one of its ancestors was removed. */
 int node_path(struct node *dir, char *buf, size_t size);
 
-/* Whether files in directory DIR are jobs and scratch (model subtree). */
+/* Whether files in directory DIR are jobs and scratch (the subtree of a
+ * model, or of a family under any/). */
 static inline int node_in_model_tree(const struct node *dir)
 {
-	return dir->kind == NODE_MODEL || dir->kind == NODE_WORKSPACE;
+	return dir->kind == NODE_MODEL || dir->kind == NODE_FAMILY || dir->kind == NODE_WORKSPACE;
 }
+
+/* Where DIR's prompts go: a model directory's deployment (*MODEL), or a
+ * family of any/ (*GEO and *FAMILY), found by one walk up under the
+ * table lock. 0, or -ENOENT outside both (and under structure no longer
+ * configured). */
+int node_route(struct node *dir, const struct model **model, const char **geo, const char **family);
 
 /* Adjusts a backing stat for the kernel: our inode number, generated
  * files read-only. A file's DIR and NAME are where the caller found it

@@ -42,7 +42,8 @@
 
 static int is_structure_level(const struct node *dir)
 {
-	return dir->kind == NODE_ROOT || dir->kind == NODE_CLOUD || dir->kind == NODE_REGION;
+	return dir->kind == NODE_ROOT || dir->kind == NODE_CLOUD || dir->kind == NODE_REGION ||
+	       dir->kind == NODE_ANY || dir->kind == NODE_GEO;
 }
 
 /* Whether NAME in DIR is part of the tree the config describes. Below a
@@ -53,6 +54,8 @@ int ops_name_visible(const struct node *dir, const char *name)
 		return 1; /* every directory may have a policy, and has its .usage */
 	switch (dir->kind) {
 	case NODE_ROOT:
+		if (strcmp(name, ANY_DIR) == 0)
+			return 1;
 		for (size_t i = 0; i < pfs.config->n_clouds; i++) {
 			if (strcmp(pfs.config->clouds[i].name, name) == 0)
 				return 1;
@@ -70,6 +73,10 @@ int ops_name_visible(const struct node *dir, const char *name)
 				return 1;
 		}
 		return 0;
+	case NODE_ANY:
+		return config_geo_named(pfs.config, name) != NULL;
+	case NODE_GEO:
+		return dir->geo && config_family_in_geo(pfs.config, dir->geo, name) != NULL;
 	default:
 		return 1;
 	}

@@ -278,8 +278,9 @@ int policy_store_effective(struct node *dir, struct effective_policy *out)
 		if (rc == 0)
 			policies[i] = &k->policy;
 	}
+	/* fallback defaults to true in the routed view */
 	if (rc == 0)
-		rc = policy_compose(policies, c.n, 0, out);
+		rc = policy_compose(policies, c.n, c.n > 1 && c.nodes[1]->kind == NODE_ANY, out);
 	pthread_mutex_unlock(&store_lock);
 	/* the same chain's directories, for the ledger's accounts */
 	if (rc == 0 && !(out->dirs = calloc(c.n, sizeof(*out->dirs))))

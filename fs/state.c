@@ -71,6 +71,47 @@ static void empty_staging(int staging_fd)
 	closedir(dir);
 }
 
+/* any/<geo>/<family>/ for every tag and every family with a deployment
+ * carrying it. -1 with errno set on failure. */
+static int make_routed_view(void)
+{
+	const struct config *cfg = pfs.config;
+	int any_fd = open_subdir(pfs.tree_fd, ANY_DIR, 0755);
+
+	if (any_fd < 0)
+		return -1;
+	for (size_t c = 0; c < cfg->n_clouds; c++) {
+		const struct cloud *cloud = &cfg->clouds[c];
+
+		for (size_t r = 0; r < cloud->n_regions; r++) {
+			const struct region *region = &cloud->regions[r];
+
+			for (size_t g = 0; g < region->n_geo; g++) {
+				int geo_fd = open_subdir(any_fd, region->geo[g], 0755);
+
+				if (geo_fd < 0) {
+					close(any_fd);
+					return -1;
+				}
+				for (size_t m = 0; m < region->n_models; m++) {
+					const char *family = region->models[m].family;
+
+					if (mkdirat(geo_fd, family, 01777) == 0)
+						fchmodat(geo_fd, family, 01777, 0);
+					else if (errno != EEXIST) {
+						close(geo_fd);
+						close(any_fd);
+						return -1;
+					}
+				}
+				close(geo_fd);
+			}
+		}
+	}
+	close(any_fd);
+	return 0;
+}
+
 /* The structure directories from the config. Existing ones keep the
  * modes and owners admins gave them. */
 static int make_structure(char *err, size_t err_size)
@@ -107,7 +148,7 @@ static int make_structure(char *err, size_t err_size)
 		}
 		close(cloud_fd);
 	}
-	return 0;
+	return make_routed_view() < 0 ? -errno : 0;
 fail:
 	snprintf(err, err_size, "cannot create the tree in the state directory: %s",
 		 strerror(errno));

@@ -130,10 +130,11 @@ static void put_budgets(struct text *t, struct node *dir, const struct budget_vi
 
 static void put_price(struct text *t, struct node *dir)
 {
-	const struct model *model = node_deployment(dir);
+	const struct model *model;
+	const char *geo, *family;
 
-	if (!model)
-		return;
+	if (node_route(dir, &model, &geo, &family) < 0 || !model)
+		return; /* none, or a family of any/: no single price */
 	if (!model->price.known) {
 		put(t, ",\"price\":null");
 		return;

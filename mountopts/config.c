@@ -638,6 +638,44 @@ void config_free(struct config *cfg)
 	free(cfg);
 }
 
+const char *config_geo_named(const struct config *cfg, const char *name)
+{
+	for (size_t c = 0; cfg && c < cfg->n_clouds; c++) {
+		const struct cloud *cloud = &cfg->clouds[c];
+
+		for (size_t r = 0; r < cloud->n_regions; r++)
+			for (size_t g = 0; g < cloud->regions[r].n_geo; g++)
+				if (strcmp(cloud->regions[r].geo[g], name) == 0)
+					return cloud->regions[r].geo[g];
+	}
+	return NULL;
+}
+
+int model_has_geo(const struct model *model, const char *geo)
+{
+	for (size_t g = 0; g < model->region->n_geo; g++)
+		if (strcmp(model->region->geo[g], geo) == 0)
+			return 1;
+	return 0;
+}
+
+const char *config_family_in_geo(const struct config *cfg, const char *geo, const char *name)
+{
+	for (size_t c = 0; cfg && c < cfg->n_clouds; c++) {
+		const struct cloud *cloud = &cfg->clouds[c];
+
+		for (size_t r = 0; r < cloud->n_regions; r++) {
+			const struct region *region = &cloud->regions[r];
+
+			for (size_t m = 0; m < region->n_models; m++)
+				if (strcmp(region->models[m].family, name) == 0 &&
+				    model_has_geo(&region->models[m], geo))
+					return region->models[m].family;
+		}
+	}
+	return NULL;
+}
+
 const struct model *config_find_model(const struct config *cfg, const char *cloud,
 				      const char *region, const char *model)
 {

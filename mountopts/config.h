@@ -135,6 +135,21 @@ int config_check_command(const char *path, const char *catalog_path, FILE *out, 
 
 const char *provider_name(enum provider p);
 
+/* The routed view's directory at the mount root; no cloud may be named so. */
+#define ANY_DIR "any"
+
+/* The tag NAME as the config spells it (a region's geo entry), or NULL
+ * when no region has it: the directories of any/. */
+const char *config_geo_named(const struct config *cfg, const char *name);
+
+/* The family NAME as the config spells it (a model's family) when a
+ * deployment of it is in a region tagged GEO, else NULL: the directories
+ * of any/GEO/. */
+const char *config_family_in_geo(const struct config *cfg, const char *geo, const char *name);
+
+/* Whether MODEL's region carries the tag GEO. */
+int model_has_geo(const struct model *model, const char *geo);
+
 /* Finds a deployment by its three directory names; NULL if none. */
 const struct model *config_find_model(const struct config *cfg, const char *cloud,
 				      const char *region, const char *model);

@@ -13,6 +13,9 @@ def tree(m, *parts):
 def test_finished_job_files_come_back_from_the_journal(mount_factory):
     m = mount_factory()
     d = m.model()
+    # after the mount's own checkpoint: one later would make the files
+    # durable and let their records go, as it should
+    m.wait_log("journal: checkpoint done")
     sh("echo 'kept answer' > %s/k.prompt" % d)
     assert open(d + "/k.response").read() == "echo: kept answer\n"
     meta = open(d + "/k.meta").read()

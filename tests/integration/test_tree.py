@@ -12,7 +12,9 @@ from conftest import NOBODY, sh
 
 def test_structure_comes_from_the_config(mnt):
     # and each directory's .usage (SPEC §4), made by the daemon
-    assert sorted(os.listdir(mnt.path)) == [".usage", "local", "openai"]
+    assert sorted(os.listdir(mnt.path)) == [".usage", "any", "local", "openai"]
+    assert sorted(os.listdir(mnt.path + "/any")) == [".usage", "local", "us"]
+    assert sorted(os.listdir(mnt.path + "/any/us")) == [".usage", "gpt-4o", "gpt-4o-mini"]
     assert sorted(os.listdir(mnt.path + "/openai")) == [".usage", "us"]
     assert sorted(os.listdir(mnt.path + "/openai/us")) == [".usage", "gpt-4o", "gpt-4o-mini"]
     assert os.listdir(mnt.model()) == [".usage"]
