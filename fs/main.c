@@ -19,6 +19,7 @@
 
 #include "fs/job.h"
 #include "fs/log.h"
+#include "fs/mountpoint.h"
 #include "fs/policy_store.h"
 #include "fs/node.h"
 #include "fs/ops.h"
@@ -52,10 +53,9 @@ static int check_state_dir_placement(const struct mount_options *opts)
 	char mnt[PATH_MAX], state[PATH_MAX];
 	size_t n;
 
-	if (!realpath(opts->mountpoint, mnt)) {
-		fprintf(stderr, "promptfs: mountpoint %s: %s\n", opts->mountpoint, strerror(errno));
-		return -errno;
-	}
+	/* a dead mount may not resolve; the path is absolute already */
+	if (!realpath(opts->mountpoint, mnt))
+		snprintf(mnt, sizeof(mnt), "%s", opts->mountpoint);
 	if (!realpath(opts->state_dir, state))
 		return 0; /* created later, outside anything we serve */
 	n = strlen(mnt);
@@ -258,13 +258,24 @@ int main(int argc, char *argv[])
 	}
 	if (check_state_dir_placement(&opts) < 0)
 		goto out_config;
+	/* before the mountpoint and state_dir, which may have to say what
+	 * they found and changed; a log file inside the mountpoint is
+	 * opened before the mount hides it */
+	if (log_open(opts.log_target, opts.log_file, opts.log_level) < 0) {
+		fprintf(stderr, "promptfs: log %s: %s\n", opts.log_file, strerror(errno));
+		goto out_config;
+	}
+	if (mountpoint_prepare(opts.mountpoint, opts.allow_nonempty, err, sizeof(err)) < 0) {
+		fprintf(stderr, "promptfs: %s\n", err);
+		goto out_log;
+	}
 	raise_fd_limit();
 	pfs.opts = &opts;
 	pfs.config = cfg;
 	pfs.daemon_is_root = geteuid() == 0;
 	if (state_open(opts.state_dir, err, sizeof(err)) < 0) {
 		fprintf(stderr, "promptfs: %s\n", err);
-		goto out_config;
+		goto out_log;
 	}
 	if (jobs_journal_open(err, sizeof(err)) < 0) {
 		fprintf(stderr, "promptfs: %s\n", err);
@@ -285,17 +296,13 @@ int main(int argc, char *argv[])
 	ignore_sighup();
 	if (fuse_session_mount(se, opts.mountpoint) != 0)
 		goto out_signals;
-	if (log_open(opts.log_target, opts.log_file, opts.log_level) < 0) {
-		fprintf(stderr, "promptfs: log %s: %s\n", opts.log_file, strerror(errno));
-		goto out_unmount;
-	}
 	if (fuse_daemonize(opts.foreground) != 0)
-		goto out_log;
+		goto out_unmount;
 
 	rc = jobs_start_finisher();
 	if (rc < 0) {
 		log_error("cannot start the threads that record job ends: %s", strerror(-rc));
-		goto out_log;
+		goto out_unmount;
 	}
 	engine_opts.max_inflight = opts.max_inflight;
 	engine_opts.connect_timeout_s = opts.connect_timeout_s;
@@ -328,8 +335,6 @@ int main(int argc, char *argv[])
 out_finisher:
 	jobs_stop_finisher();
 	ops_release_all();
-out_log:
-	log_close();
 out_unmount:
 	fuse_session_unmount(se);
 out_signals:
@@ -343,6 +348,8 @@ out_journal:
 	jobs_journal_close();
 out_state:
 	state_close();
+out_log:
+	log_close();
 out_config:
 	config_free(cfg);
 out_curl:
