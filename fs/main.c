@@ -20,6 +20,7 @@
 #include "fs/job.h"
 #include "fs/log.h"
 #include "fs/mountpoint.h"
+#include "fs/notify.h"
 #include "fs/policy_store.h"
 #include "fs/node.h"
 #include "fs/ops.h"
@@ -225,7 +226,7 @@ int main(int argc, char *argv[])
 	struct config *cfg = NULL;
 	struct fuse_session *se = NULL;
 	pthread_t reloader;
-	int reloading = -1;
+	int reloading = -1, notifying;
 	char err[1024];
 	int rc, status = 1;
 
@@ -245,6 +246,7 @@ int main(int argc, char *argv[])
 		status = 0;
 		goto out_args;
 	}
+	notifying = notify_init();
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
 		fprintf(stderr, "promptfs: cannot initialise libcurl\n");
 		goto out_args;
@@ -265,6 +267,9 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "promptfs: log %s: %s\n", opts.log_file, strerror(errno));
 		goto out_config;
 	}
+	if (notifying < 0)
+		log_warn("NOTIFY_SOCKET is neither a path nor an abstract name (@…): "
+			 "the service manager will not be told when the mount is ready");
 	if (mountpoint_prepare(opts.mountpoint, opts.allow_nonempty, err, sizeof(err)) < 0) {
 		fprintf(stderr, "promptfs: %s\n", err);
 		goto out_log;
@@ -321,10 +326,17 @@ int main(int argc, char *argv[])
 		log_warn("SIGHUP will not reload the config: %s", strerror(-reloading));
 	log_info("mounted %s (state_dir %s)", opts.mountpoint, opts.state_dir);
 	load_unwinder();
+	/* requests that arrive before the loop reads them wait in the kernel:
+	 * the mount answers from here on */
+	rc = notify_send("READY=1\nSTATUS=serving");
+	if (rc < 0)
+		log_warn("cannot tell the service manager that the mount is ready: %s",
+			 strerror(-rc));
 	rc = serve(se);
 	/* SIGTERM/SIGINT end the loop with the signal's number: a clean
 	 * unmount, as asked */
 	status = rc == 0 || rc == SIGTERM || rc == SIGINT ? 0 : 1;
+	notify_send("STOPPING=1\nSTATUS=unmounting");
 	log_info("unmounting %s", opts.mountpoint);
 	if (reloading == 0)
 		stop_reloader(reloader);
