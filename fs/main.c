@@ -270,6 +270,9 @@ int main(int argc, char *argv[])
 	if (notifying < 0)
 		log_warn("NOTIFY_SOCKET is neither a path nor an abstract name (@…): "
 			 "the service manager will not be told when the mount is ready");
+	else if (notifying > 0 && !opts.foreground)
+		log_warn("NOTIFY_SOCKET is set but promptfs detaches: a service manager "
+			 "waiting for READY=1 from the process it started needs -f");
 	if (mountpoint_prepare(opts.mountpoint, opts.allow_nonempty, err, sizeof(err)) < 0) {
 		fprintf(stderr, "promptfs: %s\n", err);
 		goto out_log;

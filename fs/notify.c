@@ -15,7 +15,7 @@ static socklen_t notify_addr_len; /* 0: no manager listens */
 int notify_init(void)
 {
 	const char *name = getenv("NOTIFY_SOCKET");
-	int rc = 0;
+	int rc = 1;
 	size_t len;
 
 	notify_addr_len = 0;

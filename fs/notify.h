@@ -12,8 +12,9 @@
 
 /* Takes $NOTIFY_SOCKET and removes it from the environment, so that no
  * program the daemon starts (fusermount3) speaks for it. Call it before
- * any thread starts. 0, or -EAFNOSUPPORT for an address it cannot use
- * (not a path, not '@'; too long), which is then ignored. */
+ * any thread starts. 1 when there is a manager to tell, 0 when there is
+ * none, -EAFNOSUPPORT for an address it cannot use (not a path, not '@';
+ * too long), which is then ignored. */
 int notify_init(void);
 
 /* Sends STATE (e.g. "READY=1") to the manager, if there is one. 0 when
