@@ -19,6 +19,8 @@
 
 #include "fs/job.h"
 #include "fs/log.h"
+#include "fs/mountpoint.h"
+#include "fs/notify.h"
 #include "fs/policy_store.h"
 #include "fs/node.h"
 #include "fs/ops.h"
@@ -52,10 +54,9 @@ static int check_state_dir_placement(const struct mount_options *opts)
 	char mnt[PATH_MAX], state[PATH_MAX];
 	size_t n;
 
-	if (!realpath(opts->mountpoint, mnt)) {
-		fprintf(stderr, "promptfs: mountpoint %s: %s\n", opts->mountpoint, strerror(errno));
-		return -errno;
-	}
+	/* a dead mount may not resolve; the path is absolute already */
+	if (!realpath(opts->mountpoint, mnt))
+		snprintf(mnt, sizeof(mnt), "%s", opts->mountpoint);
 	if (!realpath(opts->state_dir, state))
 		return 0; /* created later, outside anything we serve */
 	n = strlen(mnt);
@@ -225,7 +226,7 @@ int main(int argc, char *argv[])
 	struct config *cfg = NULL;
 	struct fuse_session *se = NULL;
 	pthread_t reloader;
-	int reloading = -1;
+	int reloading = -1, notifying;
 	char err[1024];
 	int rc, status = 1;
 
@@ -249,6 +250,7 @@ int main(int argc, char *argv[])
 		status = config_check_command(opts.config_path, opts.catalog_path, stdout, stderr);
 		goto out_args;
 	}
+	notifying = notify_init();
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
 		fprintf(stderr, "promptfs: cannot initialise libcurl\n");
 		goto out_args;
@@ -262,13 +264,30 @@ int main(int argc, char *argv[])
 	}
 	if (check_state_dir_placement(&opts) < 0)
 		goto out_config;
+	/* before the mountpoint and state_dir, which may have to say what
+	 * they found and changed; a log file inside the mountpoint is
+	 * opened before the mount hides it */
+	if (log_open(opts.log_target, opts.log_file, opts.log_level) < 0) {
+		fprintf(stderr, "promptfs: log %s: %s\n", opts.log_file, strerror(errno));
+		goto out_config;
+	}
+	if (notifying < 0)
+		log_warn("NOTIFY_SOCKET is neither a path nor an abstract name (@…): "
+			 "the service manager will not be told when the mount is ready");
+	else if (notifying > 0 && !opts.foreground)
+		log_warn("NOTIFY_SOCKET is set but promptfs detaches: a service manager "
+			 "waiting for READY=1 from the process it started needs -f");
+	if (mountpoint_prepare(opts.mountpoint, opts.allow_nonempty, err, sizeof(err)) < 0) {
+		fprintf(stderr, "promptfs: %s\n", err);
+		goto out_log;
+	}
 	raise_fd_limit();
 	pfs.opts = &opts;
 	pfs.config = cfg;
 	pfs.daemon_is_root = geteuid() == 0;
 	if (state_open(opts.state_dir, err, sizeof(err)) < 0) {
 		fprintf(stderr, "promptfs: %s\n", err);
-		goto out_config;
+		goto out_log;
 	}
 	if (jobs_journal_open(err, sizeof(err)) < 0) {
 		fprintf(stderr, "promptfs: %s\n", err);
@@ -289,17 +308,13 @@ int main(int argc, char *argv[])
 	ignore_sighup();
 	if (fuse_session_mount(se, opts.mountpoint) != 0)
 		goto out_signals;
-	if (log_open(opts.log_target, opts.log_file, opts.log_level) < 0) {
-		fprintf(stderr, "promptfs: log %s: %s\n", opts.log_file, strerror(errno));
-		goto out_unmount;
-	}
 	if (fuse_daemonize(opts.foreground) != 0)
-		goto out_log;
+		goto out_unmount;
 
 	rc = jobs_start_finisher();
 	if (rc < 0) {
 		log_error("cannot start the threads that record job ends: %s", strerror(-rc));
-		goto out_log;
+		goto out_unmount;
 	}
 	engine_opts.max_inflight = opts.max_inflight;
 	engine_opts.connect_timeout_s = opts.connect_timeout_s;
@@ -318,10 +333,17 @@ int main(int argc, char *argv[])
 		log_warn("SIGHUP will not reload the config: %s", strerror(-reloading));
 	log_info("mounted %s (state_dir %s)", opts.mountpoint, opts.state_dir);
 	load_unwinder();
+	/* requests that arrive before the loop reads them wait in the kernel:
+	 * the mount answers from here on */
+	rc = notify_send("READY=1\nSTATUS=serving");
+	if (rc < 0)
+		log_warn("cannot tell the service manager that the mount is ready: %s",
+			 strerror(-rc));
 	rc = serve(se);
 	/* SIGTERM/SIGINT end the loop with the signal's number: a clean
 	 * unmount, as asked */
 	status = rc == 0 || rc == SIGTERM || rc == SIGINT ? 0 : 1;
+	notify_send("STOPPING=1\nSTATUS=unmounting");
 	log_info("unmounting %s", opts.mountpoint);
 	if (reloading == 0)
 		stop_reloader(reloader);
@@ -332,8 +354,6 @@ int main(int argc, char *argv[])
 out_finisher:
 	jobs_stop_finisher();
 	ops_release_all();
-out_log:
-	log_close();
 out_unmount:
 	fuse_session_unmount(se);
 out_signals:
@@ -347,6 +367,8 @@ out_journal:
 	jobs_journal_close();
 out_state:
 	state_close();
+out_log:
+	log_close();
 out_config:
 	config_free(cfg);
 out_curl:

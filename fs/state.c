@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fs/log.h"
 #include "fs/promptfs.h"
 
 static atomic_ulong staging_counter;
@@ -155,6 +156,36 @@ fail:
 	return -errno;
 }
 
+/* state_dir holds every prompt and answer with the modes their owners
+ * gave them: open to group or others, it would let anyone read what the
+ * mount's permissions refuse. An existing one is made 0700, and said so;
+ * one the daemon may not chmod is refused. */
+static int restrict_mode(int state_fd, const char *state_dir, char *err, size_t err_size)
+{
+	struct stat st;
+	int rc;
+
+	if (fstat(state_fd, &st) < 0) {
+		rc = -errno;
+		snprintf(err, err_size, "state_dir %s: %s", state_dir, strerror(errno));
+		return rc;
+	}
+	if ((st.st_mode & 077) == 0)
+		return 0;
+	if (fchmod(state_fd, 0700) < 0) {
+		rc = -errno;
+		snprintf(err, err_size,
+			 "state_dir %s is mode %04o and cannot be made 0700 (%s): it holds every "
+			 "prompt and answer; chmod 700 it, or choose another state_dir",
+			 state_dir, (unsigned)(st.st_mode & 07777), strerror(errno));
+		return rc;
+	}
+	log_warn("state_dir %s was mode %04o, open to other users; it is now 0700, as it "
+		 "holds every prompt and answer",
+		 state_dir, (unsigned)(st.st_mode & 07777));
+	return 0;
+}
+
 int state_open(const char *state_dir, char *err, size_t err_size)
 {
 	int rc;
@@ -170,6 +201,9 @@ int state_open(const char *state_dir, char *err, size_t err_size)
 		snprintf(err, err_size, "state_dir %s: %s", state_dir, strerror(errno));
 		return rc;
 	}
+	rc = restrict_mode(pfs.state_fd, state_dir, err, err_size);
+	if (rc < 0)
+		goto err_state;
 	pfs.lock_fd = openat(pfs.state_fd, "lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (pfs.lock_fd < 0) {
 		rc = -errno;

@@ -11,8 +11,10 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-/* Creates (mode 0700) and locks state_dir, opens tree/ and staging/,
- * empties staging/, and makes the configured structure directories.
+/* Creates (mode 0700) and locks state_dir (an existing one open to
+ * group or others is made 0700, logged, or refused if it cannot be),
+ * opens tree/ and staging/, empties staging/, and makes the configured
+ * structure directories.
  * Fills pfs.state_fd, tree_fd, staging_fd, lock_fd. 0 or -errno with a
  * sentence in ERR. */
 int state_open(const char *state_dir, char *err, size_t err_size);

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <syslog.h>
 #include <unistd.h>
 
@@ -33,6 +34,7 @@ enum {
 	KEY_LOG_LEVEL,
 	KEY_CATALOG,
 	KEY_MAX_RESPONSE_BYTES,
+	KEY_NONEMPTY,
 };
 
 static const struct fuse_opt promptfs_opts[] = {
@@ -56,6 +58,8 @@ static const struct fuse_opt promptfs_opts[] = {
 	FUSE_OPT_KEY("log_level=", KEY_LOG_LEVEL),
 	FUSE_OPT_KEY("catalog=", KEY_CATALOG),
 	FUSE_OPT_KEY("max_response_bytes=", KEY_MAX_RESPONSE_BYTES),
+	/* libfuse 3 dropped it; we check emptiness ourselves, so it is ours */
+	FUSE_OPT_KEY("nonempty", KEY_NONEMPTY),
 	/* fstab words that mean something to mount(8), nothing to us */
 	FUSE_OPT_KEY("_netdev", FUSE_OPT_KEY_DISCARD),
 	FUSE_OPT_KEY("nofail", FUSE_OPT_KEY_DISCARD),
@@ -103,6 +107,35 @@ static const char *option_value(const char *arg)
 	return eq ? eq + 1 : "";
 }
 
+/* PATH made absolute against the current directory, as a new string
+ * (caller frees); NULL when out of memory or the directory is gone. The
+ * daemon runs in / once libfuse has set it up, so every path it opens
+ * again later (CONFIG at SIGHUP, cafile at each connection, the
+ * mountpoint at unmount) must not depend on where it was started.
+ * Symbolic links are kept: a config reached through one is read
+ * through it again at reload. */
+static char *absolute_path(const char *path)
+{
+	char *cwd, *joined = NULL;
+
+	if (path[0] == '/')
+		return strdup(path);
+	while (path[0] == '.' && path[1] == '/') {
+		path += 2;
+		while (path[0] == '/')
+			path++;
+	}
+	cwd = getcwd(NULL, 0);
+	if (!cwd)
+		return NULL;
+	if (path[0] == '\0' || strcmp(path, ".") == 0)
+		joined = strdup(cwd);
+	else if (asprintf(&joined, "%s%s%s", cwd, strcmp(cwd, "/") ? "/" : "", path) < 0)
+		joined = NULL;
+	free(cwd);
+	return joined;
+}
+
 static int parse_seconds(struct parse_state *st, const char *arg, double *out)
 {
 	const char *value = option_value(arg);
@@ -131,14 +164,15 @@ static int parse_id(struct parse_state *st, const char *arg, long *out)
 	return 0;
 }
 
-static int replace_string(struct parse_state *st, char **slot, const char *value)
+static int replace_path(struct parse_state *st, char **slot, const char *value)
 {
-	char *copy = strdup(value);
+	char *path = absolute_path(value);
 
-	if (!copy)
-		return parse_fail(st, "out of memory");
+	if (!path)
+		return parse_fail(st, "%s: cannot make the path absolute: %s", value,
+				  strerror(errno));
 	free(*slot);
-	*slot = copy;
+	*slot = path;
 	return 0;
 }
 
@@ -176,11 +210,10 @@ static int parse_log(struct parse_state *st, const char *arg)
 		st->opts->log_target = LOG_TO_SYSLOG;
 		return 0;
 	}
-	if (value[0] != '/')
-		return parse_fail(st, "option %s: expected stderr, syslog or an absolute file path",
-				  arg);
+	if (value[0] == '\0')
+		return parse_fail(st, "option %s: expected stderr, syslog or a file path", arg);
 	st->opts->log_target = LOG_TO_FILE;
-	return replace_string(st, &st->opts->log_file, value);
+	return replace_path(st, &st->opts->log_file, value);
 }
 
 static int parse_max_inflight(struct parse_state *st, const char *arg)
@@ -220,7 +253,7 @@ static int parse_keyed_option(struct parse_state *st, const char *arg, int key)
 	case KEY_STATE_DIR:
 		if (option_value(arg)[0] == '\0')
 			return parse_fail(st, "option state_dir: empty path");
-		return replace_string(st, &o->state_dir, option_value(arg));
+		return replace_path(st, &o->state_dir, option_value(arg));
 	case KEY_MAX_INFLIGHT:
 		return parse_max_inflight(st, arg);
 	case KEY_TIMEOUT:
@@ -231,7 +264,7 @@ static int parse_keyed_option(struct parse_state *st, const char *arg, int key)
 		if (access(option_value(arg), R_OK) != 0)
 			return parse_fail(st, "option cafile: %s: %s", option_value(arg),
 					  strerror(errno));
-		return replace_string(st, &o->cafile, option_value(arg));
+		return replace_path(st, &o->cafile, option_value(arg));
 	case KEY_ADMIN_UID:
 		return parse_id(st, arg, &o->admin_uid);
 	case KEY_ADMIN_GID:
@@ -241,9 +274,12 @@ static int parse_keyed_option(struct parse_state *st, const char *arg, int key)
 	case KEY_LOG_LEVEL:
 		return parse_log_level(st, arg);
 	case KEY_CATALOG:
-		return replace_string(st, &o->catalog_path, option_value(arg));
+		return replace_path(st, &o->catalog_path, option_value(arg));
 	case KEY_MAX_RESPONSE_BYTES:
 		return parse_max_response_bytes(st, arg);
+	case KEY_NONEMPTY:
+		o->allow_nonempty = 1;
+		return 0;
 	}
 	return parse_fail(st, "internal error: option key %d", key);
 }
@@ -277,9 +313,10 @@ static int option_proc(void *data, const char *arg, int key, struct fuse_args *o
 	case FUSE_OPT_KEY_NONOPT:
 		if (st->n_nonopts >= 2)
 			return parse_fail(st, "too many arguments: %s", arg);
-		st->nonopts[st->n_nonopts] = strdup(arg);
+		st->nonopts[st->n_nonopts] = absolute_path(arg);
 		if (!st->nonopts[st->n_nonopts])
-			return parse_fail(st, "out of memory");
+			return parse_fail(st, "%s: cannot make the path absolute: %s", arg,
+					  strerror(errno));
 		st->n_nonopts++;
 		return 0;
 	case FUSE_OPT_KEY_OPT:
@@ -295,6 +332,13 @@ static int option_proc(void *data, const char *arg, int key, struct fuse_args *o
 			return -1;
 		return 0;
 	}
+}
+
+static int is_regular_file(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
 /* SPEC §2: $XDG_STATE_HOME/promptfs, else ~/.local/state/promptfs, and
@@ -391,6 +435,13 @@ int options_parse(int argc, char **argv, struct mount_options *opts, struct fuse
 		opts->mountpoint = st.nonopts[1];
 	} else if (st.n_nonopts == 1 && opts->print_config) {
 		opts->config_path = st.nonopts[0];
+	} else if (st.n_nonopts == 1 && is_regular_file(st.nonopts[0])) {
+		/* mounting over it would hide the config and take its name */
+		parse_fail(&st,
+			   "missing MOUNTPOINT: %s is a file (usage: promptfs [options] [CONFIG] "
+			   "MOUNTPOINT)",
+			   st.nonopts[0]);
+		goto fail;
 	} else if (st.n_nonopts == 1) {
 		opts->mountpoint = st.nonopts[0];
 	} else if (!opts->print_config) {
@@ -456,6 +507,7 @@ void options_print_help(const char *progname)
 	       "       log_level=error|warn|info|debug\n"
 	       "       catalog=FILE          model and price catalog\n"
 	       "       max_response_bytes=N  cap of one answer (16 MiB)\n"
+	       "       nonempty              mount over a directory that is not empty\n"
 	       "       allow_other, ro, fsname=, ... are passed to FUSE\n",
 	       progname, progname);
 }

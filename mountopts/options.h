@@ -3,7 +3,9 @@
  * options_parse() reads argv with a fuse_opt table, keeps promptfs's own
  * options in struct mount_options, drops the fstab-only words, and leaves
  * in FUSE_ARGS what libfuse itself must see (allow_other, ro, fsname …),
- * with default_permissions and subtype=promptfs added. */
+ * with default_permissions and subtype=promptfs added. Every path in it
+ * (CONFIG, MOUNTPOINT, state_dir, cafile, catalog, log) is absolute,
+ * made so against the directory it was started in. */
 #ifndef PROMPTFS_OPTIONS_H
 #define PROMPTFS_OPTIONS_H
 
@@ -36,6 +38,7 @@ struct mount_options {
 	char *log_file;
 	int log_level; /* LOG_ERR … LOG_DEBUG from syslog.h */
 	char *catalog_path;
+	int allow_nonempty; /* -o nonempty */
 
 	/* Not from the user: internal limits with safe defaults. */
 	size_t max_prompt_bytes;

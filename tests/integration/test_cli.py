@@ -1,15 +1,21 @@
 """The command line (SPEC §1–§2): errors reach the terminal before the
-daemon detaches and nothing is mounted; fstab-style mounts; signals."""
+daemon detaches and nothing is mounted; fstab-style mounts; signals;
+relative paths; the mountpoint and state_dir checked before mounting; a
+dead mount left by kill -9 recovered; systemd's readiness protocol."""
+import errno
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 
 import pytest
 
-from conftest import (OPENAI_KEY, PROMPTFS, default_config, sanitizer_env, sanitizer_reports, sh,
-                      wait_for)
+from conftest import (NOBODY, OPENAI_KEY, PROMPTFS, ROOT, default_config, sanitizer_env,
+                      sanitizer_reports, sh, wait_for)
+from test_tls import tls_cloud, tls_config  # noqa: F401 (tls_cloud is a fixture)
 
 # Where the daemons of the running test write sanitizer reports.
 reports_dir = None
@@ -311,3 +317,262 @@ def test_without_config_the_environment_decides(workdir, fake):
     finally:
         subprocess.run(["fusermount3", "-u", mnt], capture_output=True)
         assert proc.wait(20) == 0
+
+
+def promptfs_mounts():
+    """Mount points of type fuse.promptfs in this namespace's mount table."""
+    points = []
+    for line in open("/proc/self/mountinfo"):
+        fields = line.split()
+        if fields[fields.index("-") + 1] == "fuse.promptfs":
+            points.append(fields[4])
+    return points
+
+
+def test_relative_paths_survive_reload_and_unmount(workdir, tls_cloud):
+    """The daemon runs in /: CONFIG, MOUNTPOINT, state_dir, cafile, catalog
+    and log given relative to where it was started still mean the same
+    files at SIGHUP, at each HTTPS connection and at SIGTERM."""
+    write_config(workdir + "/clouds.json", tls_config(tls_cloud.url))
+    shutil.copy(tls_cloud.ca, workdir + "/ca.pem")
+    shutil.copy(ROOT + "/tests/data/config/catalog_custom.json", workdir + "/catalog.json")
+    proc = subprocess.Popen(
+        [PROMPTFS, "-f", "-o", "state_dir=st,cafile=ca.pem,catalog=./catalog.json,log=pfs.log",
+         "clouds.json", "mnt"],
+        cwd=workdir, env=environ(PFS_TEST_OPENAI_KEY=OPENAI_KEY),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    mnt, log = workdir + "/mnt", workdir + "/pfs.log"
+    try:
+        assert wait_for(lambda: os.path.ismount(mnt), 15), "not mounted"
+        d = mnt + "/secure/eu/m"
+        sh("echo 'over TLS' > %s/a.prompt" % d)
+        assert sh("cat %s/a.response" % d).stdout == b"echo: over TLS\n"
+        assert os.path.isdir(workdir + "/st/tree/secure")
+
+        proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: "config reloaded" in open(log).read(), 10), open(log).read()
+        assert "reload refused" not in open(log).read()
+        sh("echo 'after reload' > %s/b.prompt" % d)
+        assert sh("cat %s/b.response" % d).stdout == b"echo: after reload\n"
+
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+        assert not os.path.ismount(mnt)
+        os.stat(mnt)  # no "Transport endpoint is not connected" left behind
+        assert mnt not in promptfs_mounts()
+        assert "mounted %s (state_dir %s/st)" % (mnt, workdir) in open(log).read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_lone_config_argument_is_a_missing_mountpoint(workdir, fake):
+    """`promptfs clouds.json` once mounted FUSE over the config file (with
+    the environment's clouds, which here would be enough to mount)."""
+    write_config(workdir + "/clouds.json", default_config(fake.url))
+    env = environ(OPENAI_API_KEY=OPENAI_KEY, OPENAI_BASE_URL=fake.url + "/v1",
+                  OLLAMA_HOST="127.0.0.1:1")
+    r = subprocess.run([PROMPTFS, "-o", "state_dir=st", "clouds.json"], cwd=workdir, env=env,
+                       capture_output=True, timeout=20)
+    if r.returncode == 0:  # mounted over the config: take it away before failing
+        subprocess.run(["fusermount3", "-u", workdir + "/clouds.json"], capture_output=True)
+    assert r.returncode == 1
+    assert r.stderr.decode().startswith("promptfs: missing MOUNTPOINT: %s/clouds.json is a file"
+                                        % workdir)
+    assert workdir + "/clouds.json" not in promptfs_mounts()
+    assert json.load(open(workdir + "/clouds.json")) == default_config(fake.url)
+    assert not os.path.exists(workdir + "/st")
+
+
+def test_the_mountpoint_must_be_an_empty_directory_no_promptfs_serves(mount_factory, workdir,
+                                                                     fake):
+    path = workdir + "/clouds.json"
+    write_config(path, default_config(fake.url))
+    mnt = workdir + "/mnt"
+    state = "state_dir=" + workdir + "/s"
+
+    # a regular file as MOUNTPOINT
+    r = run([path, path, "-o", state])
+    assert r.returncode == 1
+    assert r.stderr == b"promptfs: mountpoint %s is not a directory\n" % path.encode()
+
+    # a directory with something in it: refused, unless -o nonempty
+    open(mnt + "/keep.txt", "w").close()
+    r = run([path, mnt, "-o", state])
+    assert r.returncode == 1
+    assert b"mountpoint %s is not empty" % mnt.encode() in r.stderr
+    assert b"-o nonempty" in r.stderr
+    assert not os.path.ismount(mnt)
+    r = run([path, mnt, "-o", state + ",nonempty"])
+    assert r.returncode == 0, r.stderr
+    assert sorted(os.listdir(mnt)) == ["local", "openai"]
+    sh("fusermount3 -u " + mnt)
+    assert os.listdir(mnt) == ["keep.txt"]
+    os.unlink(mnt + "/keep.txt")
+
+    # a live promptfs mount: refused, and it keeps serving
+    m = mount_factory()
+    r = run([path, m.path, "-o", state])
+    assert r.returncode == 1
+    assert r.stderr == (b"promptfs: mountpoint %s is already a promptfs mount; unmount it "
+                        b"first (fusermount3 -u %s)\n" % (m.path.encode(), m.path.encode()))
+    sh("echo still > %s/s.prompt" % m.model())
+    assert sh("cat %s/s.response" % m.model()).stdout == b"echo: still\n"
+
+
+def test_after_kill_9_the_next_start_recovers_the_dead_mount(mount_factory):
+    m = mount_factory()
+    d = m.model()
+    sh("echo before > %s/a.prompt" % d)
+    assert sh("cat %s/a.response" % d).stdout == b"echo: before\n"
+    m.proc.send_signal(signal.SIGKILL)
+    m.proc.wait()
+    m.proc = None
+    try:
+        with pytest.raises(OSError) as dead:
+            os.statvfs(m.path)  # stat may still answer from the kernel's cache
+        assert dead.value.errno == errno.ENOTCONN
+        assert m.path in promptfs_mounts()
+
+        m.start()  # no fusermount3 -u in between
+        # start() took the dead mount for a mount: wait for the new daemon
+        m.wait_log("unmounted (lazily) a dead promptfs mount left by a daemon", timeout=15)
+        m.wait_log("mounted " + m.path, count=2, timeout=15)
+    except BaseException:
+        if m.proc is None:  # the fixture unmounts only what it runs
+            subprocess.run(["fusermount3", "-uz", m.path], capture_output=True)
+        raise
+    assert promptfs_mounts().count(m.path) == 1
+    assert open(d + "/a.response").read() == "echo: before\n"
+    sh("echo after > %s/b.prompt" % d)
+    assert sh("cat %s/b.response" % d).stdout == b"echo: after\n"
+
+
+def test_auto_unmount_clears_the_mount_when_the_daemon_dies(mount_factory):
+    """libfuse's auto_unmount passes through: fusermount3 stays beside the
+    daemon and unmounts as soon as it dies."""
+    m = mount_factory(options=("auto_unmount",))
+    m.proc.send_signal(signal.SIGKILL)
+    m.proc.wait()
+    m.proc = None
+    assert wait_for(lambda: m.path not in promptfs_mounts(), 10)
+    assert os.listdir(m.path) == []
+    m.start()
+    sh("echo again > %s/a.prompt" % m.model())
+    assert sh("cat %s/a.response" % m.model()).stdout == b"echo: again\n"
+
+
+def test_a_state_dir_open_to_others_is_made_0700(mount_factory, workdir):
+    state = workdir + "/state"
+    os.mkdir(state, 0o755)
+    os.chmod(state, 0o755)
+    m = mount_factory(state_dir=state)
+    assert os.stat(state).st_mode & 0o7777 == 0o700
+    assert ("state_dir %s was mode 0755, open to other users; it is now 0700" % state
+            in open(m.log).read())
+    sh("echo private > %s/p.prompt" % m.model())
+    assert sh("cat %s/p.response" % m.model()).stdout == b"echo: private\n"
+    r = sh("cat %s/tree/openai/us/gpt-4o/p.response" % state, user=NOBODY, check=False)
+    assert r.returncode != 0 and b"Permission denied" in r.stderr
+
+
+def test_a_state_dir_the_daemon_cannot_restrict_is_refused(workdir, fake):
+    path = workdir + "/clouds.json"
+    write_config(path, default_config(fake.url))
+    state = workdir + "/state"
+    os.mkdir(state)
+    os.chmod(state, 0o755)  # root's: a daemon run as nobody cannot chmod it
+    e = environ(PFS_TEST_OPENAI_KEY=OPENAI_KEY)
+    r = subprocess.run(["setpriv", "--reuid=%d" % NOBODY, "--regid=%d" % NOBODY,
+                        "--clear-groups", PROMPTFS, "-f", "-o", "state_dir=" + state, path,
+                        workdir + "/mnt"], capture_output=True, env=e, timeout=20)
+    assert r.returncode == 1
+    assert (b"promptfs: state_dir %s is mode 0755 and cannot be made 0700 (Operation not "
+            b"permitted)" % state.encode()) in r.stderr
+    assert os.stat(state).st_mode & 0o7777 == 0o755
+    assert not os.path.ismount(workdir + "/mnt")
+
+
+@pytest.fixture
+def notify_socket(workdir):
+    """A datagram socket standing in for systemd's notification socket;
+    yields (socket, NOTIFY_SOCKET value) for a path and an abstract name."""
+    made = []
+
+    def make(abstract):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        if abstract:
+            name = "promptfs-test-%d-%d" % (os.getpid(), len(made))
+            s.bind("\0" + name)
+            value = "@" + name
+        else:
+            value = workdir + "/notify.sock"
+            s.bind(value)
+        s.settimeout(20)
+        made.append(s)
+        return s, value
+
+    yield make
+    for s in made:
+        s.close()
+
+
+@pytest.mark.parametrize("abstract", [False, True], ids=["path", "abstract"])
+def test_systemd_is_told_ready_once_mounted_and_stopping_at_unmount(workdir, fake,
+                                                                    notify_socket, abstract):
+    sock, address = notify_socket(abstract)
+    path = workdir + "/clouds.json"
+    write_config(path, default_config(fake.url))
+    mnt = workdir + "/mnt"
+    proc = subprocess.Popen([PROMPTFS, "-f", "-o", "state_dir=%s/s" % workdir, path, mnt],
+                            env=environ(PFS_TEST_OPENAI_KEY=OPENAI_KEY, NOTIFY_SOCKET=address),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        message = sock.recv(4096).decode()
+        # the mount answers the moment the manager hears it is ready
+        assert os.path.ismount(mnt)
+        assert sorted(os.listdir(mnt)) == ["local", "openai"]
+        assert "READY=1" in message.split("\n"), message
+        sh("echo ready > %s/local/localhost/llama3.2/r.prompt" % mnt)
+        assert sh("cat %s/local/localhost/llama3.2/r.response" % mnt).stdout == b"echo: ready\n"
+
+        if abstract:
+            proc.send_signal(signal.SIGTERM)
+        else:
+            sh("fusermount3 -u " + mnt)
+        message = sock.recv(4096).decode()
+        assert "STOPPING=1" in message.split("\n"), message
+        assert proc.wait(20) == 0
+        assert not os.path.ismount(mnt)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_the_systemd_unit_verifies(workdir):
+    """examples/promptfs.service as systemd reads it: Type=notify, and
+    `systemd-analyze verify` has nothing to say about it."""
+    analyze = shutil.which("systemd-analyze")
+    if not analyze:
+        pytest.skip("systemd-analyze is not installed (Debian package systemd)")
+    probe = workdir + "/probe.service"
+    with open(probe, "w") as f:
+        f.write("[Service]\nType=oneshot\nExecStart=/bin/true\n")
+    r = subprocess.run([analyze, "verify", probe], capture_output=True, timeout=60)
+    if r.returncode != 0 or r.stderr:
+        pytest.skip("systemd-analyze verify cannot run here: %s" % r.stderr.decode()[-500:])
+
+    unit = open(ROOT + "/examples/promptfs.service").read()
+    service = dict(line.split("=", 1) for line in unit.splitlines()
+                   if "=" in line and not line.startswith("#"))
+    assert service["Type"] == "notify"
+    exec_start = service["ExecStart"].split()
+    assert exec_start[1] == "-f"  # the daemon itself must be the main process
+    # verify checks that the binary exists: point it at the one under test
+    copy = workdir + "/promptfs.service"
+    with open(copy, "w") as f:
+        f.write(unit.replace(exec_start[0] + " ", PROMPTFS + " "))
+    r = subprocess.run([analyze, "verify", copy], capture_output=True, timeout=60)
+    assert r.returncode == 0 and r.stderr == b"", r.stderr.decode()

@@ -6,9 +6,11 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <syslog.h>
+#include <unistd.h>
 
 #include "mountopts/options.h"
 
@@ -126,8 +128,7 @@ static void bad_values_are_refused_with_a_reason(void **state)
 		{ "timeout=-1", "option timeout=-1: expected a number of seconds above 0" },
 		{ "admin_uid=x", "option admin_uid=x: expected a numeric id" },
 		{ "log_level=loud", "option log_level=loud: expected error, warn, info or debug" },
-		{ "log=relative.log",
-		  "option log=relative.log: expected stderr, syslog or an absolute file path" },
+		{ "log=", "option log=: expected stderr, syslog or a file path" },
 		{ "cafile=/nonexistent/ca.pem",
 		  "option cafile: /nonexistent/ca.pem: No such file or directory" },
 	};
@@ -160,6 +161,81 @@ static void missing_mountpoint_and_extra_arguments(void **state)
 	assert_int_equal(p.rc, -EINVAL);
 	assert_string_equal(p.err, "too many arguments: c");
 	release(&p);
+}
+
+static void assert_under(const char *dir, const char *name, const char *value)
+{
+	char *expected = NULL;
+
+	assert_true(asprintf(&expected, "%s/%s", dir, name) > 0);
+	assert_string_equal(value, expected);
+	free(expected);
+}
+
+/* The daemon runs in /: every path must mean what it meant where it was
+ * started, at reload and at unmount as well. */
+static void relative_paths_are_made_absolute(void **state)
+{
+	char dir[] = "/tmp/promptfs-options-XXXXXX";
+	const char *argv[] = { "promptfs", "-o",
+			       "state_dir=st,log=logs/p.log,catalog=./cat.json,cafile=ca.pem",
+			       "./clouds.json", "mnt" };
+	char *saved = getcwd(NULL, 0);
+	struct parsed p;
+	FILE *f;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	assert_int_equal(chdir(dir), 0);
+	f = fopen("ca.pem", "w"); /* cafile must be readable at once */
+	assert_non_null(f);
+	fclose(f);
+	parse(&p, 5, argv);
+	assert_int_equal(p.rc, 0);
+	assert_under(dir, "clouds.json", p.opts.config_path);
+	assert_under(dir, "mnt", p.opts.mountpoint);
+	assert_under(dir, "st", p.opts.state_dir);
+	assert_under(dir, "logs/p.log", p.opts.log_file);
+	assert_under(dir, "cat.json", p.opts.catalog_path);
+	assert_under(dir, "ca.pem", p.opts.cafile);
+	assert_int_equal(p.opts.log_target, LOG_TO_FILE);
+	release(&p);
+	unlink("ca.pem");
+	assert_int_equal(chdir(saved), 0);
+	rmdir(dir);
+	free(saved);
+}
+
+/* `promptfs -o state_dir=X clouds.json` once mounted FUSE over the
+ * config file itself. */
+static void a_lone_file_argument_is_a_missing_mountpoint(void **state)
+{
+	char path[] = "/tmp/promptfs-options-XXXXXX";
+	const char *argv[] = { "promptfs", path };
+	const char *print[] = { "promptfs", "--print-config", path };
+	char *expected = NULL;
+	struct parsed p;
+	int fd;
+
+	(void)state;
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	close(fd);
+	parse(&p, 2, argv);
+	assert_int_equal(p.rc, -EINVAL);
+	assert_true(asprintf(&expected,
+			     "missing MOUNTPOINT: %s is a file (usage: promptfs [options] [CONFIG] "
+			     "MOUNTPOINT)",
+			     path) > 0);
+	assert_string_equal(p.err, expected);
+	free(expected);
+	release(&p);
+	/* the one argument of --print-config is the config */
+	parse(&p, 3, print);
+	assert_int_equal(p.rc, 0);
+	assert_string_equal(p.opts.config_path, path);
+	release(&p);
+	unlink(path);
 }
 
 static void help_version_and_debug(void **state)
@@ -229,6 +305,8 @@ int main(void)
 		cmocka_unit_test(fstab_words_are_ignored),
 		cmocka_unit_test(bad_values_are_refused_with_a_reason),
 		cmocka_unit_test(missing_mountpoint_and_extra_arguments),
+		cmocka_unit_test(relative_paths_are_made_absolute),
+		cmocka_unit_test(a_lone_file_argument_is_a_missing_mountpoint),
 		cmocka_unit_test(help_version_and_debug),
 		cmocka_unit_test(check_takes_config),
 	};
