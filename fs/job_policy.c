@@ -364,13 +364,7 @@ int job_policy_reserve(struct node *dir, const struct effective_policy *e,
 	}
 	memcpy(hold->accts, e->dirs, e->n_dirs * sizeof(*hold->accts));
 	hold->n = e->n_dirs;
-	for (size_t i = 0; i < e->n_budgets; i++) {
-		budgets[i].acct =
-			e->budgets[i].level < e->n_dirs ? e->dirs[e->budgets[i].level] : 0;
-		budgets[i].limit = nusd_round(e->budgets[i].usd);
-		budgets[i].period = e->budgets[i].period;
-		budgets[i].level = e->budgets[i].level;
-	}
+	fill_budgets(e, budgets);
 	rc = ledger_reserve(hold, budgets, e->n_budgets, now, &refusal);
 	if (rc == -EDQUOT) {
 		const struct ledger_budget *full = &budgets[refusal.which];

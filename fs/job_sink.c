@@ -119,13 +119,6 @@ static void sink_request_id(void *ctx, const char *id)
 	pthread_mutex_unlock(&jobs_lock);
 }
 
-/* "cloud/region/model", the name of a deployment in .meta and .error. */
-static void model_route(const struct model *model, char *buf, size_t size)
-{
-	snprintf(buf, size, "%s/%s/%s", model->region->cloud->name, model->region->name,
-		 model->name);
-}
-
 static void sink_attempt_ended(void *ctx, const struct engine_attempt_report *report)
 {
 	struct job *job = ctx;
@@ -133,7 +126,7 @@ static void sink_attempt_ended(void *ctx, const struct engine_attempt_report *re
 	char route[3 * 256 + 3];
 	char word[32];
 
-	model_route(report->model, route, sizeof(route));
+	route_target_name(report->model, route, sizeof(route));
 	outcome_word(report->outcome, report->http_status, word, sizeof(word));
 	pthread_mutex_lock(&jobs_lock);
 	attempts = json_object_get(job->meta, "attempts");
