@@ -60,7 +60,8 @@ static void attempt_error_vset(struct attempt_error *err, enum outcome outcome, 
 	if (written < 0)
 		err->message[0] = '\0';
 	else if ((size_t)written >= sizeof(err->message))
-		utf8_trim_partial_tail(err->message); /* a cut message stays UTF-8 */
+		/* a cut message stays UTF-8 and says it was cut, at a word */
+		utf8_cut_at_word(err->message, sizeof(err->message));
 }
 
 void attempt_error_set(struct attempt_error *err, enum outcome outcome, const char *fmt, ...)

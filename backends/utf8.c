@@ -94,3 +94,22 @@ void utf8_trim_partial_tail(char *text)
 	if (utf8_sequence_length(text + start, len - start) < 0)
 		text[start] = '\0';
 }
+
+void utf8_cut_at_word(char *text, size_t size)
+{
+	static const char ellipsis[] = "\xe2\x80\xa6"; /* … */
+	size_t len = strlen(text), keep, space;
+
+	if (size < sizeof(ellipsis) + 1)
+		return;
+	/* room for the ellipsis, then back to the start of a character */
+	keep = utf8_prefix_length(text, len, size - sizeof(ellipsis));
+	/* and to the end of a word, unless that loses more than half */
+	for (space = keep; space > 0 && text[space] != ' ' && text[space - 1] != ' '; space--)
+		;
+	if (keep < len && space > keep / 2)
+		keep = space;
+	while (keep > 0 && text[keep - 1] == ' ')
+		keep--;
+	memcpy(text + keep, ellipsis, sizeof(ellipsis));
+}

@@ -38,6 +38,11 @@ int utf8_is_valid(const char *text);
  * to the start of the character that byte MAX belongs to. */
 size_t utf8_prefix_length(const char *text, size_t len, size_t max);
 
+/* TEXT, a sentence that was cut to fit SIZE bytes, ends at a word
+ * boundary (unless that loses more than half of it) followed by "…",
+ * all within SIZE bytes with its NUL, never splitting a character. */
+void utf8_cut_at_word(char *text, size_t size);
+
 /* Ends the C string TEXT before a sequence that a cut (snprintf
  * truncating, say) split at its end, so text shortened from UTF-8 stays
  * UTF-8. Anything else, invalid bytes included, is left as it is. */

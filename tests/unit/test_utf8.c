@@ -200,6 +200,27 @@ static void test_every_cut_trims_to_utf8(void **state)
 	}
 }
 
+/* A sentence cut to fit ends at a word with an ellipsis, in its size. */
+static void test_cut_at_word(void **state)
+{
+	char text[32];
+
+	(void)state;
+	strcpy(text, "the provider said: quota exceed");
+	utf8_cut_at_word(text, 24);
+	assert_string_equal(text, "the provider said:\xe2\x80\xa6");
+	assert_true(strlen(text) < 24);
+	/* one long word: cut inside it rather than lose more than half */
+	strcpy(text, "a supercalifragilisticexpialid");
+	utf8_cut_at_word(text, 16);
+	assert_string_equal(text, "a supercalif\xe2\x80\xa6");
+	/* never inside a character */
+	strcpy(text, "caf\xc3\xa9 caf\xc3\xa9 caf\xc3\xa9 caf\xc3\xa9");
+	utf8_cut_at_word(text, 12);
+	assert_string_equal(text, "caf\xc3\xa9\xe2\x80\xa6");
+	assert_int_equal(utf8_invalid_offset(text, strlen(text)), strlen(text));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -213,6 +234,7 @@ int main(void)
 		cmocka_unit_test(test_is_valid),
 		cmocka_unit_test(test_prefix_length),
 		cmocka_unit_test(test_partial_tail_trim),
+		cmocka_unit_test(test_cut_at_word),
 		cmocka_unit_test(test_every_cut_trims_to_utf8),
 	};
 
