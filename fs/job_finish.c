@@ -90,21 +90,51 @@ static void meta_settle_cost(json_t *meta, const struct model *model)
 			    json_string(model->price.from_catalog ? "catalog" : "config"));
 }
 
-/* The .error text: what happened, then one line per attempt. */
-static char *error_text(const json_t *meta, const char *message)
+/* For a job a provider refused the credentials of: where the daemon
+ * took them, and what makes it take a new one (a file is read again at
+ * SIGHUP; a variable of the daemon's environment only at a restart).
+ * Never the secret itself. */
+static void credentials_hint(const struct model *model, char *buf, size_t size)
 {
+	const struct cloud *cloud = model->region->cloud;
+	int from_env = 0;
+	size_t used;
+
+	used = (size_t)snprintf(buf, size, "The credentials of cloud %s come from", cloud->name);
+	for (size_t i = 0; i < cloud->n_auth_sources && used < size; i++) {
+		const struct auth_source *s = &cloud->auth_sources[i];
+
+		from_env |= strstr(s->key, "_env") != NULL;
+		used += (size_t)snprintf(buf + used, size - used, "%s %s %s", i ? "," : "", s->key,
+					 s->value);
+	}
+	if (!cloud->n_auth_sources && used < size)
+		used += (size_t)snprintf(buf + used, size - used, " nothing (no key is sent)");
+	if (used < size)
+		snprintf(buf + used, size - used,
+			 from_env ? "; a new key in the environment needs a restart of the daemon."
+				  : "; a new key file is read at SIGHUP, no restart needed.");
+}
+
+/* The .error text: what happened, then one line per attempt. */
+static char *error_text(const json_t *meta, const char *message, const struct model *refused_auth)
+{
+	char hint[512] = "";
 	json_t *attempts = json_object_get(meta, "attempts");
 	size_t i, size = strlen(message) + 64;
 	json_t *a;
 	char *text, *p;
 
+	if (refused_auth)
+		credentials_hint(refused_auth, hint, sizeof(hint));
+	size += strlen(hint) + 1;
 	json_array_foreach (attempts, i, a)
 		size += 96 + strlen(json_string_value(json_object_get(a, "target")) ?: "") +
 			strlen(json_string_value(json_object_get(a, "outcome")) ?: "");
 	text = malloc(size);
 	if (!text)
 		return NULL;
-	p = text + snprintf(text, size, "%s\n", message);
+	p = text + snprintf(text, size, "%s\n%s%s", message, hint, hint[0] ? "\n" : "");
 	/* the first line is a sentence */
 	if (text[0] >= 'a' && text[0] <= 'z')
 		text[0] = (char)(text[0] - 'a' + 'A');
@@ -187,7 +217,8 @@ static void record_end(struct finished_job *it)
 		it->meta_text = job_meta_dump(final_meta, &it->meta_len);
 		if (it->final != JOB_DONE)
 			it->error = error_text(final_meta,
-					       it->message ? it->message : "The job failed.");
+					       it->message ? it->message : "The job failed.",
+					       job->refused_auth);
 	}
 	pthread_mutex_unlock(&jobs_lock);
 	if (final_meta && it->meta_text) {

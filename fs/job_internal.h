@@ -40,7 +40,8 @@ struct job {
 	/* the deployment of its directory when it was submitted (or
 	 * resumed): a job whose directory moves finishes where it began */
 	const struct model *model;
-	const struct model *served; /* the one whose answer it kept; NULL until then */
+	const struct model *served;	  /* the one whose answer it kept; NULL until then */
+	const struct model *refused_auth; /* the last one that refused its credentials */
 	enum job_status status;
 	int in_table;
 	int detached;		   /* superseded or removed: its files are not its own */

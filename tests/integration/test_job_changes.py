@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from conftest import NOBODY, read_meta, sh, wait_finished, wait_for
+from conftest import NOBODY, default_config, read_meta, sh, wait_finished, wait_for
 
 
 def write(path, data):
@@ -217,3 +217,17 @@ def test_job_files_follow_their_prompt_and_nobody_squats_their_names(mount_facto
     assert e.value.errno == errno.ENAMETOOLONG
     fd = os.open("%s/%s.prompt" % (d, "n" * 246), os.O_WRONLY | os.O_CREAT, 0o644)
     os.close(fd)
+
+
+def test_a_refused_key_says_where_it_came_from_and_what_takes_a_new_one(mount_factory, fake):
+    config = default_config(fake.url)
+    config["clouds"]["openai"]["auth"] = {"api_key_env": "PFS_WRONG_KEY"}
+    m = mount_factory(config=config, env={"PFS_WRONG_KEY": "sk-wrong-key"})
+    d = m.model()
+    write(d + "/k.prompt", "with a wrong key")
+    wait_finished(d, "k")
+    lines = open(d + "/k.error").read().splitlines()
+    assert lines[1] == ("The credentials of cloud openai come from api_key_env "
+                        "PFS_WRONG_KEY; a new key in the environment needs a restart "
+                        "of the daemon.")
+    assert "sk-wrong-key" not in open(d + "/k.error").read()
