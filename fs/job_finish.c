@@ -18,6 +18,7 @@
  * again every second. Checkpoints run on the writer, between files, so
  * they never hold up a record. */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,6 +115,59 @@ static void credentials_hint(const struct model *model, char *buf, size_t size)
 		snprintf(buf + used, size - used,
 			 from_env ? "; a new key in the environment needs a restart of the daemon."
 				  : "; a new key file is read at SIGHUP, no restart needed.");
+}
+
+/* A failed job's .meta says why, and where it failed last: "error" is
+ * the first line of .error, "route" the last deployment tried. */
+static void meta_failure(json_t *meta, const char *message)
+{
+	json_t *attempts = json_object_get(meta, "attempts");
+	json_t *last = json_array_get(attempts, json_array_size(attempts) - 1);
+
+	char first[512];
+
+	/* as the first line of .error says it (error_text) */
+	snprintf(first, sizeof(first), "%s", message ? message : "The job failed.");
+	if (first[0] >= 'a' && first[0] <= 'z')
+		first[0] = (char)(first[0] - 'a' + 'A');
+	json_object_set_new(meta, "error", json_string(first));
+	if (!json_object_get(meta, "route") && json_object_get(last, "target"))
+		json_object_set(meta, "route", json_object_get(last, "target"));
+}
+
+/* One line in the log for a job's end: where, whose, how, how long. */
+static void log_end(struct job *job, enum job_status final)
+{
+	json_t *meta, *attempts, *a;
+	char path[PATH_MAX], outcomes[256] = "";
+	size_t used = 0, i;
+	const char *route, *request_id;
+	json_int_t uid, total_ms = 0;
+
+	if (node_path(job->dir, path, sizeof(path)) < 0)
+		snprintf(path, sizeof(path), "?");
+	pthread_mutex_lock(&jobs_lock);
+	meta = json_deep_copy(job->meta);
+	pthread_mutex_unlock(&jobs_lock);
+	if (!meta)
+		return;
+	attempts = json_object_get(meta, "attempts");
+	json_array_foreach (attempts, i, a) {
+		total_ms += json_integer_value(json_object_get(a, "ms"));
+		if (used < sizeof(outcomes))
+			used += (size_t)snprintf(
+				outcomes + used, sizeof(outcomes) - used, "%s%s", i ? "," : "",
+				json_string_value(json_object_get(a, "outcome")) ?: "?");
+	}
+	route = json_string_value(json_object_get(meta, "route"));
+	request_id = json_string_value(json_object_get(meta, "request_id"));
+	uid = json_integer_value(json_object_get(meta, "uid"));
+	log_info("job %s%s%s.prompt uid %lld %s: route %s, %zu attempt(s) [%s] in %lld ms%s%s",
+		 path, strcmp(path, "/") ? "/" : "", job->base, (long long)uid,
+		 job_status_word(final), route ? route : "none", json_array_size(attempts),
+		 outcomes, (long long)total_ms, request_id ? ", request " : "",
+		 request_id ? request_id : "");
+	json_decref(meta);
 }
 
 /* The .error text: what happened, then one line per attempt. */
@@ -214,6 +268,8 @@ static void record_end(struct finished_job *it)
 		job_meta_set_time(final_meta, "finished");
 		if (job->served)
 			meta_settle_cost(final_meta, job->served);
+		if (it->final == JOB_FAILED)
+			meta_failure(final_meta, it->message);
 		it->meta_text = job_meta_dump(final_meta, &it->meta_len);
 		if (it->final != JOB_DONE)
 			it->error = error_text(final_meta,
@@ -438,7 +494,7 @@ static void write_batch(struct finished_job *batch)
 		if (batch->recorded)
 			settled_end_lsn = batch->lsn;
 		if (batch->keep_files)
-			log_info("job %s.prompt %s", job->base, job_status_word(batch->final));
+			log_end(job, batch->final);
 		job_put(job); /* the engine's */
 		free_finished(batch);
 		batch = next;

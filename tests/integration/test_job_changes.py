@@ -231,3 +231,19 @@ def test_a_refused_key_says_where_it_came_from_and_what_takes_a_new_one(mount_fa
                         "PFS_WRONG_KEY; a new key in the environment needs a restart "
                         "of the daemon.")
     assert "sk-wrong-key" not in open(d + "/k.error").read()
+
+
+def test_a_jobs_end_is_one_line_in_the_log_and_a_failure_in_meta(mount_factory, fake):
+    m = mount_factory()
+    d = m.model()
+    write(d + "/ok.prompt", "logged")
+    wait_finished(d, "ok")
+    m.wait_log("job /openai/us/gpt-4o/ok.prompt uid 0 done: route openai/us/gpt-4o, "
+               "1 attempt(s) [ok] in ")
+    write(d + "/bad.prompt", "no [[fault:status code=400]]")
+    meta = wait_finished(d, "bad")
+    assert meta["status"] == "failed" and meta["route"] == "openai/us/gpt-4o"
+    assert meta["error"] == open(d + "/bad.error").readline().rstrip("\n")
+    m.wait_log("job /openai/us/gpt-4o/bad.prompt uid 0 failed: route openai/us/gpt-4o, "
+               "1 attempt(s) [http_400] in ")
+    assert "no [[fault" not in open(m.log).read()  # never the prompt's text
