@@ -14,7 +14,7 @@ import os
 
 import pytest
 
-from conftest import FakeCloud, read_all, read_meta, sh, wait_finished
+from conftest import FakeCloud, prompt_digest, read_all, read_meta, sh, wait_finished
 
 AZURE_KEY = "azure-key-routing"
 ANTHROPIC_KEY = "anthropic-key-routing"
@@ -171,3 +171,24 @@ def test_readers_of_a_cut_attempt_get_eio_and_a_new_reader_the_whole_answer(rout
     assert meta["status"] == "done" and meta["route"] == "oa/eu/gpt"
     assert ("az/weu/gpt", "stream_cut") in targets(meta)
     assert read_all(d + "/c.response") == (("echo: " + text).encode(), 0)
+
+
+def test_500_prompts_with_one_cloud_failing_half_of_them(routed, fake3):
+    d = routed.path + "/any/eu/chat"
+    os.mkdir(d + "/many")
+    # half of them (the even ones) get 503 from azure, the first candidate
+    texts = ["%s many %d %d" % ("[[fault:status code=503 provider=azure]]" if i % 2 == 0
+                                else "", i, id(routed)) for i in range(500)]
+    # written by 16 shells at once, as a batch would
+    for i, text in enumerate(texts):
+        with open(os.path.join(routed.workdir, "t%03d" % i), "w") as f:
+            f.write(text)
+    sh("seq -f '%%03g' 0 499 | xargs -P 16 -I{} cp %s/t{} %s/many/p{}.prompt"
+       % (routed.workdir, d), timeout=300)
+    for i, text in enumerate(texts):
+        meta = wait_finished(d + "/many", "p%03d" % i, timeout=120)
+        assert meta["status"] == "done", (i, meta)
+        assert open("%s/many/p%03d.response" % (d, i)).read() == "echo: " + text
+    # none answered twice
+    completions = fake3.completions()
+    assert all(completions.get(prompt_digest(t), 0) == 1 for t in texts)
