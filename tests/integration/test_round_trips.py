@@ -1,6 +1,7 @@
 """How many requests one prompt round trip costs the daemon, and that what
 makes it cheap (the kernel's caches) never serves stale data."""
 import collections
+import errno
 import os
 import re
 import stat
@@ -187,3 +188,31 @@ def test_a_set_id_prompt_written_by_its_owner_loses_the_bits(mnt):
     assert stat.S_IMODE(os.stat(p).st_mode) == 0o6755
     # the direct writes appended where they should
     assert open(p).read() == "first\nmore\nagain\nby root\n"
+
+
+def test_xattrs_outside_user_are_not_supported(mnt):
+    d = mnt.model()
+    with open(d + "/notes.txt", "w") as f:
+        f.write("x")
+    for path in (d, d + "/notes.txt"):
+        for name in ("security.selinux", "system.posix_acl_access", "trusted.x",
+                     "security.capability"):
+            with pytest.raises(OSError) as e:
+                os.getxattr(path, name)
+            assert e.value.errno == errno.ENOTSUP, (path, name)
+            with pytest.raises(OSError) as e:
+                os.removexattr(path, name)
+            assert e.value.errno == errno.ENOTSUP, (path, name)
+        with pytest.raises(OSError) as e:
+            os.getxattr(path, "user.colour")
+        assert e.value.errno == errno.ENODATA
+    # the policy's own names are untouched, after ls has given up on the
+    # other namespaces
+    sh("ls -l %s" % d)
+    os.setxattr(d, "user.policy.retries", b"1")
+    assert os.getxattr(d, "user.policy.retries") == b"1"
+    assert os.listxattr(d) == ["user.policy.retries"]
+    os.removexattr(d, "user.policy.retries")
+    with pytest.raises(OSError) as e:
+        os.getxattr(d, "user.policy.retries")
+    assert e.value.errno == errno.ENODATA
