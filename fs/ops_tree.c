@@ -19,7 +19,8 @@
 #include "fs/policy_store.h"
 #include "fs/state.h"
 
-/* How long the kernel may keep what a reply told it.
+/* How long the kernel may keep what a reply told it (docs/architecture.md,
+ * "What the kernel may cache").
  *
  * Names: a name stands for the same node for as long as it exists (file
  * nodes are keyed by directory and name, and jobs replace and remove
@@ -28,16 +29,30 @@
  * every entry may be cached. The one thing the kernel cannot see is a
  * job removing its .response, .meta or .error (rm or mv of the prompt):
  * it may then believe for CACHE_TIMEOUT that the name still exists, but
- * every stat, open or access of it still asks (attributes below) and gets
- * ENOENT; only mkdir of that very name would be told EEXIST meanwhile.
+ * the attributes it holds are dropped (below), so every stat, open or
+ * access of it asks and gets ENOENT; only mkdir of that very name would
+ * be told EEXIST meanwhile.
  *
- * Attributes: those of the files jobs write change behind the kernel's
- * back (a .response grows while it is read, each new job empties it) and
- * of workspaces too (their times, as jobs write into them): never
- * cached. Those of prompts and other files change only through the
- * mount, whose writes and setattrs update or invalidate the kernel's
- * copy; those of the structure are fixed but for its times. */
+ * Attributes: CACHE_TIMEOUT for every node, so that `ls -l` and path
+ * walks through a workspace cost no request per entry, except:
+ * - a .policy's: never (the daemon rewrites it at each change);
+ * - the files of a live job (one in the job table, whose files still
+ *   change): LIVE_TIMEOUT, enough for the lookup and the permission
+ *   check of one open() to share a reply.
+ * What the daemon changes behind the kernel's back it tells the kernel
+ * (node_attrs_changed): a live .response at each append, retry and end,
+ * before any reader is answered from the new state (fs/job_read.c); a
+ * name's generated files after a submission, refusal or removal through
+ * the mount replaced or removed them (ops_job_files_changed). A reply
+ * marks its node (node_attrs_given) before it reads the attributes, so
+ * no change after that read goes untold. Left to the timeouts: the times
+ * of a directory jobs write into (a second at most, as for models), a
+ * live job's .meta once its end is written (LIVE_TIMEOUT), and the rare
+ * first lookup of a name whose reply crosses such a change (the kernel
+ * has no inode to drop yet). Reads of a .response are direct_io and
+ * never limited by a cached size. */
 #define CACHE_TIMEOUT 1.0
+#define LIVE_TIMEOUT 0.1
 
 static int is_structure_level(const struct node *dir)
 {
@@ -74,29 +89,44 @@ int ops_name_visible(const struct node *dir, const char *name)
 	}
 }
 
-/* Whether N, named NAME in DIR (NULL when not known), is a file a job
- * writes. */
-static int is_generated(const struct node *n, const struct node *dir, const char *name)
+/* Whether NAME in DIR is a file a job writes, should it be a file. */
+static int generated_name(const struct node *dir, const char *name)
 {
-	return n->kind == NODE_FILE &&
-	       (!dir || !name ||
-		(node_in_model_tree(dir) && file_role_generated(file_role_of(name))));
+	return node_in_model_tree(dir) && file_role_generated(file_role_of(name));
 }
 
-static double attr_timeout_for(const struct node *n, const struct node *dir, const char *name)
+static double attr_timeout_for(const struct node *n, const char *name, int live)
 {
-	/* a .policy is rewritten by the daemon at each change */
 	if (n->kind == NODE_FILE && name && ops_name_is_policy(name))
 		return 0.0;
-	return n->kind == NODE_WORKSPACE || is_generated(n, dir, name) ? 0.0 : CACHE_TIMEOUT;
+	return live ? LIVE_TIMEOUT : CACHE_TIMEOUT;
+}
+
+void ops_job_files_changed(struct node *dir, const char *name)
+{
+	static const char *const suffixes[] = { ".response", ".meta", ".error" };
+	char *base = name_job_base(name);
+
+	for (size_t i = 0; base && i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
+		char *generated = name_with_suffix(base, suffixes[i]);
+		struct node *n = generated ? node_find_file(dir, generated) : NULL;
+
+		if (n) {
+			node_attrs_changed(n);
+			node_put(n);
+		}
+		free(generated);
+	}
+	free(base);
 }
 
 int ops_stat_node(struct node *n, struct stat *st, double *attr_timeout)
 {
 	struct node *dir;
 	char *name;
-	int rc, fd;
+	int rc, fd, generated, live = 0;
 
+	node_attrs_given(n);
 	if (n->kind != NODE_FILE) {
 		fd = node_dir_fd(n);
 		if (fd < 0)
@@ -105,31 +135,75 @@ int ops_stat_node(struct node *n, struct stat *st, double *attr_timeout)
 		node_dir_fd_release(n, fd);
 		if (rc == 0)
 			node_fill_attr(n, NULL, NULL, st);
-		*attr_timeout = attr_timeout_for(n, NULL, NULL);
+		*attr_timeout = attr_timeout_for(n, NULL, 0);
 		return rc;
 	}
 	rc = node_file_location(n, &dir, &name);
 	if (rc < 0)
 		return rc;
+	/* live before or after the stat: its files may be changing */
+	generated = generated_name(dir, name);
+	live = generated && job_is_live(dir, name);
 	fd = node_dir_fd(dir);
 	rc = fd;
 	if (fd >= 0) {
 		rc = fstatat(fd, name, st, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
 		node_dir_fd_release(dir, fd);
 	}
-	if (rc == 0)
+	if (rc == 0) {
 		node_fill_attr(n, dir, name, st);
-	*attr_timeout = attr_timeout_for(n, dir, name);
+		live = live || (generated && job_is_live(dir, name));
+	}
+	*attr_timeout = attr_timeout_for(n, name, live);
 	free(name);
 	node_put(dir);
 	return rc;
 }
 
-/* Looks NAME up in DIR and fills E with one kernel reference. */
-int ops_make_entry(struct node *dir, const char *name, struct fuse_entry_param *e)
+/* Looks NAME up in DIR, open as FD, and fills E with one kernel
+ * reference. */
+static int make_entry_at(struct node *dir, int fd, const char *name, struct fuse_entry_param *e)
 {
 	struct node *n;
 	struct stat st;
+	int rc, generated, live;
+
+	memset(e, 0, sizeof(*e));
+	generated = generated_name(dir, name);
+	live = generated && job_is_live(dir, name);
+	if (fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	if (is_structure_level(dir) && !S_ISDIR(st.st_mode) && !ops_name_is_policy(name))
+		return -ENOENT;
+	if (ops_name_is_policy(name) && !S_ISREG(st.st_mode))
+		return -ENOENT;
+	n = node_get_child_err(dir, name, &st, 1, &rc);
+	if (!n)
+		return rc;
+	/* the node was needed to mark it: a live job's file is read again
+	 * after the mark, so that no change since goes untold */
+	node_attrs_given(n);
+	generated = generated && n->kind == NODE_FILE;
+	live = generated && (live || job_is_live(dir, name));
+	if (live && fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+		rc = -errno;
+		node_forget(n, 1);
+		return rc;
+	}
+	node_fill_attr(n, dir, name, &st);
+	e->ino = node_ino(n);
+	e->attr = st;
+	e->attr_timeout = attr_timeout_for(n, name, live);
+	/* a .policy comes and goes with setxattr behind the kernel's back
+	 * (telling the kernel from inside a setxattr on its directory would
+	 * wait on the directory's lock the kernel holds): its name is
+	 * looked up each time */
+	e->entry_timeout = ops_name_is_policy(name) ? 0.0 : CACHE_TIMEOUT;
+	return 0;
+}
+
+int ops_make_entry(struct node *dir, const char *name, struct fuse_entry_param *e)
+{
 	int fd, rc;
 
 	memset(e, 0, sizeof(*e));
@@ -138,27 +212,9 @@ int ops_make_entry(struct node *dir, const char *name, struct fuse_entry_param *
 	fd = node_dir_fd(dir);
 	if (fd < 0)
 		return fd;
-	rc = fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+	rc = make_entry_at(dir, fd, name, e);
 	node_dir_fd_release(dir, fd);
-	if (rc < 0)
-		return rc;
-	if (is_structure_level(dir) && !S_ISDIR(st.st_mode) && !ops_name_is_policy(name))
-		return -ENOENT;
-	if (ops_name_is_policy(name) && !S_ISREG(st.st_mode))
-		return -ENOENT;
-	n = node_get_child_err(dir, name, &st, 1, &rc);
-	if (!n)
-		return rc;
-	node_fill_attr(n, dir, name, &st);
-	e->ino = node_ino(n);
-	e->attr = st;
-	e->attr_timeout = attr_timeout_for(n, dir, name);
-	/* a .policy comes and goes with setxattr behind the kernel's back
-	 * (telling the kernel from inside a setxattr on its directory would
-	 * wait on the directory's lock the kernel holds): its name is
-	 * looked up each time */
-	e->entry_timeout = ops_name_is_policy(name) ? 0.0 : CACHE_TIMEOUT;
-	return 0;
+	return rc;
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -624,6 +680,8 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 		return;
 	}
 	node_file_unlinked(dir, name);
+	if (role != ROLE_PLAIN)
+		ops_job_files_changed(dir, name);
 	fuse_reply_err(req, 0);
 }
 
@@ -675,7 +733,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 	};
 	struct job_move move = { 0 };
 	char reason[512];
-	int submit, rc, fd = -1, from_fd = -1, to_fd = -1;
+	int submit = 0, rc, fd = -1, from_fd = -1, to_fd = -1;
 
 	if (!node_in_model_tree(r.from_dir) || !node_in_model_tree(r.to_dir)) {
 		rc = -EPERM;
@@ -732,6 +790,12 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 	if (submit)
 		rc = job_submit(r.to_dir, newname, fd, ctx->uid);
 out:
+	/* a prompt moved away took its job's files, one moved in replaced
+	 * them (or its refusal did) */
+	if (S_ISREG(r.from.st_mode) && file_role_of(name) == ROLE_PROMPT)
+		ops_job_files_changed(r.from_dir, name);
+	if (submit)
+		ops_job_files_changed(r.to_dir, newname);
 	node_rename_release(&r);
 	if (fd >= 0)
 		close(fd);
