@@ -497,14 +497,35 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		dir_handle_free(d);
 }
 
-static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
-		       struct fuse_file_info *fi)
+static int remember_ino(fuse_ino_t **list, size_t *n, size_t *cap, fuse_ino_t ino)
+{
+	if (*n == *cap) {
+		size_t grown = *cap ? *cap * 2 : 64;
+		fuse_ino_t *more = realloc(*list, grown * sizeof(*more));
+
+		if (!more)
+			return 0;
+		*list = more;
+		*cap = grown;
+	}
+	(*list)[(*n)++] = ino;
+	return 1;
+}
+
+/* One READDIR or, with PLUS, READDIRPLUS: each entry with its
+ * attributes and a kernel reference, so that `ls -l` costs no lookup per
+ * entry (the kernel asks for READDIRPLUS while the entries it returned
+ * are used, plain READDIR otherwise). */
+static void read_directory(fuse_req_t req, size_t size, off_t offset, struct fuse_file_info *fi,
+			   int plus)
 {
 	struct dir_handle *d = (struct dir_handle *)(uintptr_t)fi->fh;
 	char *buf = calloc(1, size);
-	size_t used = 0;
+	/* the references given, taken back if the reply does not arrive */
+	fuse_ino_t *given = NULL;
+	size_t used = 0, n_given = 0, cap_given = 0;
+	int err = 0;
 
-	(void)ino;
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
@@ -515,8 +536,10 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset
 		d->offset = offset;
 	}
 	for (;;) {
-		struct stat st = { 0 };
+		struct fuse_entry_param e = { 0 };
+		const char *name;
 		size_t need;
+		int dots, fits;
 
 		if (!d->entry) {
 			errno = 0;
@@ -524,24 +547,65 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset
 			if (!d->entry)
 				break;
 		}
-		if (strcmp(d->entry->d_name, ".") != 0 && strcmp(d->entry->d_name, "..") != 0 &&
-		    !ops_name_visible(d->node, d->entry->d_name)) {
+		name = d->entry->d_name;
+		dots = strcmp(name, ".") == 0 || strcmp(name, "..") == 0;
+		if (!dots && !ops_name_visible(d->node, name)) {
 			d->offset = d->entry->d_off;
 			d->entry = NULL;
 			continue;
 		}
-		st.st_ino = d->entry->d_ino;
-		st.st_mode = (mode_t)d->entry->d_type << 12;
-		need = fuse_add_direntry(req, buf + used, size - used, d->entry->d_name, &st,
-					 d->entry->d_off);
-		if (need > size - used)
-			break; /* the next call starts with this entry */
+		/* without attributes (nodeid 0) when it cannot be had, e.g.
+		 * removed meanwhile: the kernel looks it up if it needs to */
+		if (!plus || dots || make_entry_at(d->node, dirfd(d->dp), name, &e) < 0) {
+			memset(&e, 0, sizeof(e));
+			e.attr.st_ino = d->entry->d_ino;
+			e.attr.st_mode = (mode_t)d->entry->d_type << 12;
+		}
+		if (plus)
+			need = fuse_add_direntry_plus(req, buf + used, size - used, name, &e,
+						      d->entry->d_off);
+		else
+			need = fuse_add_direntry(req, buf + used, size - used, name, &e.attr,
+						 d->entry->d_off);
+		fits = need <= size - used;
+		if (fits && e.ino && !remember_ino(&given, &n_given, &cap_given, e.ino)) {
+			node_forget(node_from_ino(e.ino), 1);
+			err = ENOMEM;
+			break;
+		}
+		if (!fits) {
+			/* the next call starts with this entry, which the
+			 * kernel does not get now: nor does its reference */
+			if (e.ino)
+				node_forget(node_from_ino(e.ino), 1);
+			break;
+		}
 		used += need;
 		d->offset = d->entry->d_off;
 		d->entry = NULL;
 	}
-	fuse_reply_buf(req, buf, used);
+	if (err)
+		fuse_reply_err(req, err);
+	if (err || fuse_reply_buf(req, buf, used) != 0) {
+		for (size_t i = 0; i < n_given; i++)
+			node_forget(node_from_ino(given[i]), 1);
+	}
+	free(given);
 	free(buf);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
+		       struct fuse_file_info *fi)
+{
+	(void)ino;
+	read_directory(req, size, offset, fi, 0);
+}
+
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
+			   struct fuse_file_info *fi)
+{
+	(void)ino;
+	read_directory(req, size, offset, fi, 1);
 }
 
 static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -849,6 +913,7 @@ const struct fuse_lowlevel_ops promptfs_ops = {
 	.setattr = op_setattr,
 	.opendir = op_opendir,
 	.readdir = op_readdir,
+	.readdirplus = op_readdirplus,
 	.releasedir = op_releasedir,
 	.fsyncdir = op_fsyncdir,
 	.mkdir = op_mkdir,

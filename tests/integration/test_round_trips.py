@@ -109,10 +109,61 @@ def test_one_round_trip_costs_at_most_ten_requests(mount_factory, whole_answers)
     assert "GETXATTR" not in fresh and again["GETXATTR"] <= 1
 
 
+def finished_jobs(mnt, ws, n):
+    """N finished jobs j0..j{N-1} in workspace WS of the default model, and
+    a plain file: their files as a daemon leaves them, written into
+    state_dir/tree directly (the mount serves what is there)."""
+    os.mkdir(os.path.join(mnt.model(), ws))
+    tree = os.path.join(mnt.state, "tree", "openai", "us", "gpt-4o", ws)
+    want = {}
+    for i in range(n):
+        prompt = b"question %d\n" % i
+        files = {"j%d.prompt" % i: (prompt, 0o644), "j%d.response" % i: (b"echo: " + prompt, 0o644),
+                 "j%d.meta" % i: (b'{"status":"done"}\n', 0o644)}
+        for name, (data, mode) in files.items():
+            with open(os.path.join(tree, name), "wb") as f:
+                f.write(data)
+            os.chmod(os.path.join(tree, name), mode)
+            want[name] = len(data)
+    with open(os.path.join(tree, "notes.txt"), "wb") as f:
+        f.write(b"notes\n")
+    want["notes.txt"] = 6
+    return want
+
+
 def ls_l(path):
     """{name: (mode string, size)} of `ls -l PATH`."""
     out = sh("LC_ALL=C ls -l %s" % path).stdout.decode()
     return {f[-1]: (f[0], int(f[4])) for f in (line.split() for line in out.splitlines()[1:])}
+
+
+def test_ls_l_costs_no_request_per_entry(mount_factory):
+    """ls -l asks each entry's attributes and its security.selinux and
+    system.posix_acl_access: the attributes come with the entries
+    (READDIRPLUS) and stay cached, the extended attributes are answered
+    ENOTSUP once, after which ls stops asking on this file system. Only
+    the listing itself costs requests."""
+    mnt = mount_factory(options=("debug",))
+    want = finished_jobs(mnt, "big", 100)
+    ws = os.path.join(mnt.model(), "big")
+    marker = os.open(mnt.model(), os.O_RDONLY | os.O_DIRECTORY)
+    listings = []
+    try:
+        cold = count_requests(mnt, marker, lambda: listings.append(ls_l(ws)))
+        warm = count_requests(mnt, marker, lambda: listings.append(ls_l(ws)))
+    finally:
+        os.close(marker)
+    print("ls -l of %d entries, first: %s; again: %s" % (len(want), dict(cold), dict(warm)))
+    for listing in listings:
+        assert {name: size for name, (_, size) in listing.items()} == want
+        # generated files read-only, the others as written
+        assert listing["j7.response"][0] == "-r--r--r--"
+        assert listing["j7.prompt"][0] == "-rw-r--r--"
+    for counts in (cold, warm):
+        assert counts["LOOKUP"] + counts["GETATTR"] <= 2, dict(counts)
+        assert counts["GETXATTR"] <= 2, dict(counts)
+        assert sum(counts.values()) < len(want) / 10, dict(counts)
+    assert cold["READDIRPLUS"] >= 1
 
 
 def test_xattrs_outside_user_are_not_supported(mnt):
