@@ -131,6 +131,10 @@ void job_response_read(fuse_req_t req, struct response_reader *reader, size_t si
 		       int nonblock);
 void job_response_poll(fuse_req_t req, struct response_reader *reader, struct fuse_pollhandle *ph);
 
+/* Whether the job of NAME (any of its files' names) in DIR is live: in
+ * the table, its files still changing. */
+int job_is_live(struct node *dir, const char *name);
+
 /* The current .meta text of the live job of META_NAME in DIR, or NULL
  * when none is live (the file on disk is then the truth). Caller frees. */
 char *job_meta_snapshot(struct node *dir, const char *meta_name, size_t *len);

@@ -32,7 +32,7 @@ static int check_cost(struct node *dir, const struct effective_policy *e,
 {
 	long out_tokens = max_output_tokens(req, model);
 	long in_bytes = prompt_bytes_for_cost(req);
-	char where[512];
+	char where[512], cap[32], most[32];
 	double worst;
 
 	if (!e->has_max_request_usd)
@@ -43,24 +43,26 @@ static int check_cost(struct node *dir, const struct effective_policy *e,
 				   : 0;
 	if (model->price.known && worst <= e->max_request_usd)
 		return 0;
-	/* refused: the sentence names the .policy that set the cap */
+	/* refused: the sentence names the .policy that set the cap; money
+	 * in fixed decimal, as everywhere */
 	policy_store_deciding_file(dir, POLICY_MAX_REQUEST_USD, where, sizeof(where));
+	nusd_format(nusd_round(e->max_request_usd), cap, sizeof(cap));
 	if (!model->price.known)
 		snprintf(why, size,
-			 "refused by %s: max_request_usd %g applies, and the price of %s/%s/%s is "
+			 "refused by %s: max_request_usd %s applies, and the price of %s/%s/%s is "
 			 "not known",
-			 where, e->max_request_usd, model->region->cloud->name, model->region->name,
-			 model->name);
+			 where, cap, model->region->cloud->name, model->region->name, model->name);
 	else if (isinf(worst))
 		snprintf(why, size,
-			 "refused by %s: max_request_usd %g, and nothing bounds the answer's "
+			 "refused by %s: max_request_usd %s, and nothing bounds the answer's "
 			 "tokens (set max_tokens or max_output_tokens)",
-			 where, e->max_request_usd);
+			 where, cap);
 	else
 		snprintf(why, size,
-			 "refused by %s: max_request_usd %g, this request may cost up to %.6g "
+			 "refused by %s: max_request_usd %s, this request may cost up to %s "
 			 "(%ld bytes in, up to %ld tokens out)",
-			 where, e->max_request_usd, worst, in_bytes, out_tokens);
+			 where, cap, nusd_format(nusd_ceil(worst), most, sizeof(most)), in_bytes,
+			 out_tokens);
 	return -EDQUOT;
 }
 
@@ -186,7 +188,7 @@ mode_t job_policy_umask(struct node *dir)
  * an empty one does (or its cost cannot be bounded). */
 static size_t cost_cap_bytes(const struct effective_policy *e, const struct model *model)
 {
-	const struct price *price = &model->price;
+	const struct price *price;
 	struct llm_request req = { 0 };
 	double fixed, room;
 	long base, out;
@@ -194,6 +196,7 @@ static size_t cost_cap_bytes(const struct effective_policy *e, const struct mode
 
 	if (!e->has_max_request_usd || !model)
 		return SIZE_MAX;
+	price = &model->price;
 	if (!price->known || empty_request(e, &req) < 0)
 		return 0;
 	/* the worst case of the empty prompt: system, framing, the answer */

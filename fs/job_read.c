@@ -123,9 +123,29 @@ static int wakeups_add_poll(struct wakeups *w, struct fuse_pollhandle *ph)
 	return 0;
 }
 
+/* The kernel may keep a .response's attributes (fs/ops_tree.c): told
+ * here, under jobs_lock, that its size or state changed, before any
+ * reader can be answered from the new state, so that no reader that got
+ * bytes or the end can then stat an older size. */
+static void response_attrs_changed(struct job *job)
+{
+	char name[NAME_MAX + 1];
+	struct node *n;
+
+	if (snprintf(name, sizeof(name), "%s.response", job->base) >= (int)sizeof(name))
+		return;
+	n = node_find_file(job->dir, name);
+	if (n) {
+		node_attrs_changed(n);
+		node_put(n);
+	}
+}
+
 void job_wake_readers(struct job *job, struct wakeups *w)
 {
 	struct parked_read *p = job->parked;
+
+	response_attrs_changed(job);
 
 	while (p) {
 		struct parked_read *next = p->next;
@@ -304,6 +324,20 @@ void job_response_poll(fuse_req_t req, struct response_reader *r, struct fuse_po
 	if (old)
 		fuse_pollhandle_destroy(old);
 	fuse_reply_poll(req, readable ? POLLIN | POLLRDNORM : 0);
+}
+
+int job_is_live(struct node *dir, const char *name)
+{
+	char *base = name_job_base(name);
+	int live;
+
+	if (!base)
+		return 0;
+	pthread_mutex_lock(&jobs_lock);
+	live = job_lookup_locked(dir, base) != NULL;
+	pthread_mutex_unlock(&jobs_lock);
+	free(base);
+	return live;
 }
 
 void job_response_close(struct response_reader *r)

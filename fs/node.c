@@ -787,6 +787,31 @@ void node_renamed(struct node_rename *r)
 	pthread_mutex_unlock(&table_lock);
 }
 
+struct node *node_find_file(struct node *dir, const char *name)
+{
+	struct node *n;
+
+	pthread_mutex_lock(&table_lock);
+	n = find_file_locked(dir, name);
+	if (n)
+		n->refs++;
+	pthread_mutex_unlock(&table_lock);
+	return n;
+}
+
+void node_attrs_given(struct node *n)
+{
+	__atomic_store_n(&n->attrs_out, 1, __ATOMIC_SEQ_CST);
+}
+
+void node_attrs_changed(struct node *n)
+{
+	if (!__atomic_exchange_n(&n->attrs_out, 0, __ATOMIC_SEQ_CST) || !pfs.session)
+		return;
+	/* attributes only (offset < 0): no page is waited for */
+	fuse_lowlevel_notify_inval_inode(pfs.session, node_ino(n), -1, 0);
+}
+
 void node_file_unlinked(struct node *dir, const char *name)
 {
 	struct node *n;

@@ -73,6 +73,11 @@ struct node {
 	const struct model *model;   /* NODE_MODEL */
 	const char *geo;	     /* NODE_GEO, NODE_FAMILY: a tag of the config's */
 	const char *family;	     /* NODE_FAMILY: a family of the config's */
+	/* Set (atomically) before a reply hands the kernel attributes it
+	 * may keep; cleared by node_attrs_changed, which then tells the
+	 * kernel to drop them. So a change costs a notification only when
+	 * the kernel may hold attributes from before it. */
+	int attrs_out;
 	struct node *hash_next;
 };
 
@@ -156,6 +161,19 @@ int node_rename_prepare(struct node_rename *r);
 void node_renamed(struct node_rename *r);
 /* Frees the copies node_renamed did not take. */
 void node_rename_release(struct node_rename *r);
+
+/* The node of file NAME in DIR, with a reference of ours (node_put), or
+ * NULL when the table has none. */
+struct node *node_find_file(struct node *dir, const char *name);
+
+/* What the kernel caches of N's attributes (SPEC 5.3: a .response's
+ * size grows behind its back). node_attrs_given: a reply is about to
+ * give N's attributes with a timeout; call it before reading them.
+ * node_attrs_changed: they changed; if the kernel may hold older ones,
+ * it is told to drop them (no request, no lock the kernel could be
+ * waiting on: safe inside any operation and under jobs_lock). */
+void node_attrs_given(struct node *n);
+void node_attrs_changed(struct node *n);
 
 /* A file NAME in DIR was unlinked: its node, if any, has no name from
  * now on. */

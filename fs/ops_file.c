@@ -249,6 +249,7 @@ void ops_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode
 	if (role == ROLE_PROMPT) {
 		rc = job_check_deployment(dir, name, ctx->uid, ctx->gid);
 		if (rc < 0) {
+			ops_job_files_changed(dir, name); /* NAME.error says why */
 			fuse_reply_err(req, -rc);
 			return;
 		}
@@ -646,6 +647,8 @@ void ops_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		rc = job_refuse_unwritten(dir, name, h->fd, h->write_error);
 	else if (node_in_model_tree(dir) && file_role_of(name) == ROLE_PROMPT)
 		rc = job_submit(dir, name, h->fd, ctx->uid);
+	if (node_in_model_tree(dir) && file_role_of(name) == ROLE_PROMPT)
+		ops_job_files_changed(dir, name);
 	h->write_error = 0;
 	free(name);
 	node_put(dir);

@@ -57,6 +57,11 @@ void ops_release_open_dirs(void);
  * attributes. 0 or -errno. */
 int ops_stat_node(struct node *n, struct stat *st, double *attr_timeout);
 int ops_make_entry(struct node *dir, const char *name, struct fuse_entry_param *e);
+/* The generated files of the job of NAME (the prompt's or any of its
+ * files' name) in DIR were replaced or removed by an operation: the
+ * kernel drops what it holds of their attributes. Called after the
+ * change. */
+void ops_job_files_changed(struct node *dir, const char *name);
 
 void ops_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		struct fuse_file_info *fi);

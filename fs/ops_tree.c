@@ -20,7 +20,8 @@
 #include "fs/usage.h"
 #include "fs/state.h"
 
-/* How long the kernel may keep what a reply told it.
+/* How long the kernel may keep what a reply told it (docs/architecture.md,
+ * "What the kernel may cache").
  *
  * Names: a name stands for the same node for as long as it exists (file
  * nodes are keyed by directory and name, and jobs replace and remove
@@ -29,16 +30,30 @@
  * every entry may be cached. The one thing the kernel cannot see is a
  * job removing its .response, .meta or .error (rm or mv of the prompt):
  * it may then believe for CACHE_TIMEOUT that the name still exists, but
- * every stat, open or access of it still asks (attributes below) and gets
- * ENOENT; only mkdir of that very name would be told EEXIST meanwhile.
+ * the attributes it holds are dropped (below), so every stat, open or
+ * access of it asks and gets ENOENT; only mkdir of that very name would
+ * be told EEXIST meanwhile.
  *
- * Attributes: those of the files jobs write change behind the kernel's
- * back (a .response grows while it is read, each new job empties it) and
- * of workspaces too (their times, as jobs write into them): never
- * cached. Those of prompts and other files change only through the
- * mount, whose writes and setattrs update or invalidate the kernel's
- * copy; those of the structure are fixed but for its times. */
+ * Attributes: CACHE_TIMEOUT for every node, so that `ls -l` and path
+ * walks through a workspace cost no request per entry, except:
+ * - a .policy's: never (the daemon rewrites it at each change);
+ * - the files of a live job (one in the job table, whose files still
+ *   change): LIVE_TIMEOUT, enough for the lookup and the permission
+ *   check of one open() to share a reply.
+ * What the daemon changes behind the kernel's back it tells the kernel
+ * (node_attrs_changed): a live .response at each append, retry and end,
+ * before any reader is answered from the new state (fs/job_read.c); a
+ * name's generated files after a submission, refusal or removal through
+ * the mount replaced or removed them (ops_job_files_changed). A reply
+ * marks its node (node_attrs_given) before it reads the attributes, so
+ * no change after that read goes untold. Left to the timeouts: the times
+ * of a directory jobs write into (a second at most, as for models), a
+ * live job's .meta once its end is written (LIVE_TIMEOUT), and the rare
+ * first lookup of a name whose reply crosses such a change (the kernel
+ * has no inode to drop yet). Reads of a .response are direct_io and
+ * never limited by a cached size. */
 #define CACHE_TIMEOUT 1.0
+#define LIVE_TIMEOUT 0.1
 
 static int is_structure_level(const struct node *dir)
 {
@@ -82,30 +97,46 @@ int ops_name_visible(const struct node *dir, const char *name)
 	}
 }
 
-/* Whether N, named NAME in DIR (NULL when not known), is a file a job
- * writes. */
-static int is_generated(const struct node *n, const struct node *dir, const char *name)
+/* Whether NAME in DIR is a file a job writes, should it be a file. */
+static int generated_name(const struct node *dir, const char *name)
 {
-	return n->kind == NODE_FILE &&
-	       (!dir || !name ||
-		(node_in_model_tree(dir) && file_role_generated(file_role_of(name))));
+	return node_in_model_tree(dir) && file_role_generated(file_role_of(name));
 }
 
-static double attr_timeout_for(const struct node *n, const struct node *dir, const char *name)
+static double attr_timeout_for(const struct node *n, const char *name, int live)
 {
 	/* a .policy is rewritten by the daemon at each change, a .usage
 	 * changes with every job below it */
 	if (n->kind == NODE_FILE && name && (ops_name_is_policy(name) || usage_is_name(name)))
 		return 0.0;
-	return n->kind == NODE_WORKSPACE || is_generated(n, dir, name) ? 0.0 : CACHE_TIMEOUT;
+	return live ? LIVE_TIMEOUT : CACHE_TIMEOUT;
+}
+
+void ops_job_files_changed(struct node *dir, const char *name)
+{
+	static const char *const suffixes[] = { ".response", ".meta", ".error" };
+	char *base = name_job_base(name);
+
+	for (size_t i = 0; base && i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
+		char *generated = name_with_suffix(base, suffixes[i]);
+		struct node *n = generated ? node_find_file(dir, generated) : NULL;
+
+		if (n) {
+			node_attrs_changed(n);
+			node_put(n);
+		}
+		free(generated);
+	}
+	free(base);
 }
 
 int ops_stat_node(struct node *n, struct stat *st, double *attr_timeout)
 {
 	struct node *dir;
 	char *name;
-	int rc, fd;
+	int rc, fd, generated, live = 0;
 
+	node_attrs_given(n);
 	if (n->kind != NODE_FILE) {
 		fd = node_dir_fd(n);
 		if (fd < 0)
@@ -114,14 +145,18 @@ int ops_stat_node(struct node *n, struct stat *st, double *attr_timeout)
 		node_dir_fd_release(n, fd);
 		if (rc == 0)
 			node_fill_attr(n, NULL, NULL, st);
-		*attr_timeout = attr_timeout_for(n, NULL, NULL);
+		*attr_timeout = attr_timeout_for(n, NULL, 0);
 		return rc;
 	}
 	rc = node_file_location(n, &dir, &name);
 	if (rc < 0)
 		return rc;
+	/* live before or after the stat: its files may be changing */
+	generated = generated_name(dir, name);
+	live = generated && job_is_live(dir, name);
 	if (usage_is_name(name)) {
 		usage_stat(dir, st); /* made by the daemon, not stored */
+		rc = 0;
 	} else {
 		fd = rc = node_dir_fd(dir);
 		if (fd >= 0) {
@@ -129,35 +164,31 @@ int ops_stat_node(struct node *n, struct stat *st, double *attr_timeout)
 			node_dir_fd_release(dir, fd);
 		}
 	}
-	if (rc == 0)
+	if (rc == 0) {
 		node_fill_attr(n, dir, name, st);
-	*attr_timeout = attr_timeout_for(n, dir, name);
+		live = live || (generated && job_is_live(dir, name));
+	}
+	*attr_timeout = attr_timeout_for(n, name, live);
 	free(name);
 	node_put(dir);
 	return rc;
 }
 
-/* Looks NAME up in DIR and fills E with one kernel reference. */
-int ops_make_entry(struct node *dir, const char *name, struct fuse_entry_param *e)
+/* Looks NAME up in DIR, open as FD, and fills E with one kernel
+ * reference. */
+static int make_entry_at(struct node *dir, int fd, const char *name, struct fuse_entry_param *e)
 {
 	struct node *n;
 	struct stat st;
-	int fd, rc;
+	int rc, generated, live;
 
 	memset(e, 0, sizeof(*e));
-	if (!ops_name_visible(dir, name))
-		return -ENOENT;
-	if (usage_is_name(name)) {
-		usage_stat(dir, &st);
-	} else {
-		fd = node_dir_fd(dir);
-		if (fd < 0)
-			return fd;
-		rc = fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
-		node_dir_fd_release(dir, fd);
-		if (rc < 0)
-			return rc;
-	}
+	generated = generated_name(dir, name);
+	live = generated && job_is_live(dir, name);
+	if (usage_is_name(name))
+		usage_stat(dir, &st); /* made by the daemon, not stored */
+	else if (fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
 	if (is_structure_level(dir) && !S_ISDIR(st.st_mode) && !ops_name_is_policy(name) &&
 	    !usage_is_name(name))
 		return -ENOENT;
@@ -166,16 +197,41 @@ int ops_make_entry(struct node *dir, const char *name, struct fuse_entry_param *
 	n = node_get_child_err(dir, name, &st, 1, &rc);
 	if (!n)
 		return rc;
+	/* the node was needed to mark it: a live job's file is read again
+	 * after the mark, so that no change since goes untold */
+	node_attrs_given(n);
+	generated = generated && n->kind == NODE_FILE;
+	live = generated && (live || job_is_live(dir, name));
+	if (live && fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+		rc = -errno;
+		node_forget(n, 1);
+		return rc;
+	}
 	node_fill_attr(n, dir, name, &st);
 	e->ino = node_ino(n);
 	e->attr = st;
-	e->attr_timeout = attr_timeout_for(n, dir, name);
+	e->attr_timeout = attr_timeout_for(n, name, live);
 	/* a .policy comes and goes with setxattr behind the kernel's back
 	 * (telling the kernel from inside a setxattr on its directory would
 	 * wait on the directory's lock the kernel holds): its name is
 	 * looked up each time */
 	e->entry_timeout = ops_name_is_policy(name) ? 0.0 : CACHE_TIMEOUT;
 	return 0;
+}
+
+int ops_make_entry(struct node *dir, const char *name, struct fuse_entry_param *e)
+{
+	int fd, rc;
+
+	memset(e, 0, sizeof(*e));
+	if (!ops_name_visible(dir, name))
+		return -ENOENT;
+	fd = node_dir_fd(dir);
+	if (fd < 0)
+		return fd;
+	rc = make_entry_at(dir, fd, name, e);
+	node_dir_fd_release(dir, fd);
+	return rc;
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -277,10 +333,12 @@ static void prompt_truncated(struct node *dir, const char *name, struct fuse_fil
 {
 	struct handle *h = fi && fi->fh ? (struct handle *)(uintptr_t)fi->fh : NULL;
 
-	if (h && h->kind == HANDLE_PROMPT)
+	if (h && h->kind == HANDLE_PROMPT) {
 		h->dirty = 1;
-	else
+	} else {
 		job_discard(dir, name);
+		ops_job_files_changed(dir, name);
+	}
 }
 
 static int setattr_file_at(struct node *dir, int dir_fd, const char *name, const struct stat *attr,
@@ -317,8 +375,11 @@ static int setattr_file_at(struct node *dir, int dir_fd, const char *name, const
 	}
 	/* a job's files take their prompt's owner and read bits, also later */
 	if (role == ROLE_PROMPT &&
-	    (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)))
+	    (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))) {
 		job_follow_prompt(dir, dir_fd, name);
+		/* the kernel checks permissions on what it keeps */
+		ops_job_files_changed(dir, name);
+	}
 	if (to_set & FUSE_SET_ATTR_SIZE) {
 		int rc;
 
@@ -485,14 +546,65 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		dir_handle_free(d);
 }
 
-static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
-		       struct fuse_file_info *fi)
+static int remember_ino(fuse_ino_t **list, size_t *n, size_t *cap, fuse_ino_t ino)
+{
+	if (*n == *cap) {
+		size_t grown = *cap ? *cap * 2 : 64;
+		fuse_ino_t *more = realloc(*list, grown * sizeof(*more));
+
+		if (!more)
+			return 0;
+		*list = more;
+		*cap = grown;
+	}
+	(*list)[(*n)++] = ino;
+	return 1;
+}
+
+/* The .usage entry that ends a listing of D into BUF (SIZE bytes,
+ * *USED of them taken), with its attributes and a kernel reference under
+ * PLUS (remembered in GIVEN, to be taken back if the reply fails). */
+static void add_usage_entry(fuse_req_t req, struct dir_handle *d, char *buf, size_t size,
+			    size_t *used, int plus, fuse_ino_t **given, size_t *n_given,
+			    size_t *cap_given)
+{
+	struct fuse_entry_param e = { 0 };
+	size_t need;
+
+	if (!plus || make_entry_at(d->node, dirfd(d->dp), USAGE_FILE, &e) < 0) {
+		memset(&e, 0, sizeof(e));
+		e.attr.st_mode = S_IFREG;
+		e.attr.st_ino = 1; /* readdir(3) skips an entry numbered 0 */
+	}
+	if (plus)
+		need = fuse_add_direntry_plus(req, buf + *used, size - *used, USAGE_FILE, &e,
+					      USAGE_DIR_OFFSET);
+	else
+		need = fuse_add_direntry(req, buf + *used, size - *used, USAGE_FILE, &e.attr,
+					 USAGE_DIR_OFFSET);
+	if (need <= size - *used && (!e.ino || remember_ino(given, n_given, cap_given, e.ino))) {
+		*used += need;
+		return;
+	}
+	/* it does not fit: the next call comes back for it */
+	if (e.ino)
+		node_forget(node_from_ino(e.ino), 1);
+}
+
+/* One READDIR or, with PLUS, READDIRPLUS: each entry with its
+ * attributes and a kernel reference, so that `ls -l` costs no lookup per
+ * entry (the kernel asks for READDIRPLUS while the entries it returned
+ * are used, plain READDIR otherwise). */
+static void read_directory(fuse_req_t req, size_t size, off_t offset, struct fuse_file_info *fi,
+			   int plus)
 {
 	struct dir_handle *d = (struct dir_handle *)(uintptr_t)fi->fh;
 	char *buf = calloc(1, size);
-	size_t used = 0;
+	/* the references given, taken back if the reply does not arrive */
+	fuse_ino_t *given = NULL;
+	size_t used = 0, n_given = 0, cap_given = 0;
+	int err = 0;
 
-	(void)ino;
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
@@ -508,8 +620,10 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset
 		d->offset = offset;
 	}
 	for (;;) {
-		struct stat st = { 0 };
+		struct fuse_entry_param e = { 0 };
+		const char *name;
 		size_t need;
+		int dots, fits;
 
 		if (!d->entry) {
 			errno = 0;
@@ -521,34 +635,72 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset
 				 * stores; a workspace's is not listed (only read
 				 * by name), so that rm -r, cp -r and tar of it
 				 * work */
-				st.st_mode = S_IFREG;
-				st.st_ino = 1; /* readdir(3) skips an entry numbered 0 */
-				need = fuse_add_direntry(req, buf + used, size - used, USAGE_FILE,
-							 &st, USAGE_DIR_OFFSET);
-				if (need <= size - used)
-					used += need;
+				add_usage_entry(req, d, buf, size, &used, plus, &given, &n_given,
+						&cap_given);
 				break;
 			}
 		}
-		if ((strcmp(d->entry->d_name, ".") != 0 && strcmp(d->entry->d_name, "..") != 0 &&
-		     !ops_name_visible(d->node, d->entry->d_name)) ||
-		    usage_is_name(d->entry->d_name)) {
+		name = d->entry->d_name;
+		dots = strcmp(name, ".") == 0 || strcmp(name, "..") == 0;
+		/* a stored .usage (a user's, from before) is hidden: the
+		 * daemon's comes last */
+		if ((!dots && !ops_name_visible(d->node, name)) || usage_is_name(name)) {
 			d->offset = d->entry->d_off;
 			d->entry = NULL;
 			continue;
 		}
-		st.st_ino = d->entry->d_ino;
-		st.st_mode = (mode_t)d->entry->d_type << 12;
-		need = fuse_add_direntry(req, buf + used, size - used, d->entry->d_name, &st,
-					 d->entry->d_off);
-		if (need > size - used)
-			break; /* the next call starts with this entry */
+		/* without attributes (nodeid 0) when it cannot be had, e.g.
+		 * removed meanwhile: the kernel looks it up if it needs to */
+		if (!plus || dots || make_entry_at(d->node, dirfd(d->dp), name, &e) < 0) {
+			memset(&e, 0, sizeof(e));
+			e.attr.st_ino = d->entry->d_ino;
+			e.attr.st_mode = (mode_t)d->entry->d_type << 12;
+		}
+		if (plus)
+			need = fuse_add_direntry_plus(req, buf + used, size - used, name, &e,
+						      d->entry->d_off);
+		else
+			need = fuse_add_direntry(req, buf + used, size - used, name, &e.attr,
+						 d->entry->d_off);
+		fits = need <= size - used;
+		if (fits && e.ino && !remember_ino(&given, &n_given, &cap_given, e.ino)) {
+			node_forget(node_from_ino(e.ino), 1);
+			err = ENOMEM;
+			break;
+		}
+		if (!fits) {
+			/* the next call starts with this entry, which the
+			 * kernel does not get now: nor does its reference */
+			if (e.ino)
+				node_forget(node_from_ino(e.ino), 1);
+			break;
+		}
 		used += need;
 		d->offset = d->entry->d_off;
 		d->entry = NULL;
 	}
-	fuse_reply_buf(req, buf, used);
+	if (err)
+		fuse_reply_err(req, err);
+	if (err || fuse_reply_buf(req, buf, used) != 0) {
+		for (size_t i = 0; i < n_given; i++)
+			node_forget(node_from_ino(given[i]), 1);
+	}
+	free(given);
 	free(buf);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
+		       struct fuse_file_info *fi)
+{
+	(void)ino;
+	read_directory(req, size, offset, fi, 0);
+}
+
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
+			   struct fuse_file_info *fi)
+{
+	(void)ino;
+	read_directory(req, size, offset, fi, 1);
 }
 
 static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -659,7 +811,7 @@ static void unlink_policy(fuse_req_t req, struct node *dir, const char *name)
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct node *dir = node_from_ino(parent);
-	enum file_role role;
+	enum file_role role = file_role_of(name);
 	struct stat st;
 	int fd, rc = 0;
 
@@ -701,6 +853,8 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 		return;
 	}
 	node_file_unlinked(dir, name);
+	if (role != ROLE_PLAIN)
+		ops_job_files_changed(dir, name);
 	fuse_reply_err(req, 0);
 }
 
@@ -754,7 +908,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 	};
 	struct job_move move = { 0 };
 	char reason[512];
-	int submit, rc, fd = -1, from_fd = -1, to_fd = -1;
+	int submit = 0, rc, fd = -1, from_fd = -1, to_fd = -1;
 
 	if (!node_in_model_tree(r.from_dir) || !node_in_model_tree(r.to_dir)) {
 		rc = -EPERM;
@@ -815,6 +969,12 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 	if (submit)
 		rc = job_submit(r.to_dir, newname, fd, ctx->uid);
 out:
+	/* a prompt moved away took its job's files, one moved in replaced
+	 * them (or its refusal did) */
+	if (S_ISREG(r.from.st_mode) && file_role_of(name) == ROLE_PROMPT)
+		ops_job_files_changed(r.from_dir, name);
+	if (submit)
+		ops_job_files_changed(r.to_dir, newname);
 	node_rename_release(&r);
 	if (fd >= 0)
 		close(fd);
@@ -868,6 +1028,7 @@ const struct fuse_lowlevel_ops promptfs_ops = {
 	.setattr = op_setattr,
 	.opendir = op_opendir,
 	.readdir = op_readdir,
+	.readdirplus = op_readdirplus,
 	.releasedir = op_releasedir,
 	.fsyncdir = op_fsyncdir,
 	.mkdir = op_mkdir,

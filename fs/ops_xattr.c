@@ -1,7 +1,12 @@
 /* Extended attributes (SPEC §6.3): a directory's own policy key by key
  * as user.policy.KEY, the policy in force as user.effective.KEY
- * (read-only). Nothing else is stored: other names are ENODATA, and
- * setting them ENOTSUP. */
+ * (read-only). Nothing else is stored: other user.* names are ENODATA,
+ * and setting them ENOTSUP. The other namespaces (security.*, system.*
+ * ACLs, trusted.*) are not supported at all: ENOTSUP, which tells `ls
+ * -l` (it asks for security.selinux and system.posix_acl_access of
+ * every file) to stop asking on this file system, where ENODATA would
+ * cost a request per file and per listing. (Only ENOSYS would make the
+ * kernel itself stop asking, for every name: user.policy.* too.) */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +61,11 @@ static void reply_value(fuse_req_t req, const char *value, size_t size)
 		fuse_reply_buf(req, value, len);
 }
 
+static int user_namespace(const char *name)
+{
+	return strncmp(name, "user.", 5) == 0;
+}
+
 void ops_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
 	struct node *dir = node_from_ino(ino);
@@ -64,6 +74,10 @@ void ops_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 	char *value = NULL;
 	int key, rc;
 
+	if (!user_namespace(name)) {
+		fuse_reply_err(req, ENOTSUP);
+		return;
+	}
 	if (dir->kind == NODE_FILE) {
 		fuse_reply_err(req, ENODATA);
 		return;
@@ -79,7 +93,7 @@ void ops_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 			rc = effective_get_value(&eff, (enum policy_key)key, &value);
 		effective_release(&eff);
 	} else {
-		rc = -ENODATA; /* security.*, system.*, unknown keys */
+		rc = -ENODATA; /* another user.* name */
 	}
 	if (rc < 0)
 		fuse_reply_err(req, rc == -EINVAL ? ENODATA : -rc);
@@ -184,6 +198,10 @@ void ops_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 	struct node *dir = node_from_ino(ino);
 	int key = dir->kind == NODE_FILE ? -ENODATA : key_under(name, POLICY_XATTR_PREFIX);
 
+	if (!user_namespace(name)) {
+		fuse_reply_err(req, ENOTSUP);
+		return;
+	}
 	if (key < 0) {
 		fuse_reply_err(req, key_under(name, EFFECTIVE_XATTR_PREFIX) >= 0 ? EPERM : ENODATA);
 		return;

@@ -116,7 +116,7 @@ def test_worst_case_over_the_cap_is_edquot_as_early_as_known(mnt, fake):
     r = sh("echo 'too dear' > %s/dear.prompt" % d, check=False)
     assert r.returncode == 1 and b"Disk quota exceeded" in r.stderr
     line = refusal(d, "dear")
-    assert "max_request_usd 1e-07, this request may cost up to" in line
+    assert "max_request_usd 0.0000001, this request may cost up to" in line
     assert "up to 100 tokens out" in line
     # an empty prompt costs 0.00102 at most; 0.001121 leaves room for 40
     # bytes of text: a longer text fails at the write() that passes it

@@ -230,7 +230,9 @@ static void test_snapshot_restore(void **state)
 	assert_int_equal(c.output_tokens, 6);
 	assert_int_equal(reserved, 99); /* the live job's, kept */
 	ledger_release(&h);
-	assert_int_equal(ledger_restore(json_object()), -EINVAL);
+	json_decref(text_back);
+	text_back = json_object();
+	assert_int_equal(ledger_restore(text_back), -EINVAL);
 	free(text);
 	json_decref(text_back);
 	json_decref(snap);

@@ -346,6 +346,36 @@ static void file_unlink_forgets_its_name(void **state)
 	node_put(gpt);
 }
 
+/* node_find_file finds what the table has, never makes a node; the mark
+ * of attributes given to the kernel is cleared by the change that
+ * follows (no session here: nothing is sent). */
+static void file_found_by_name_without_creating(void **state)
+{
+	struct fixture *fx = *state;
+	struct node *gpt, *f, *found;
+	unsigned refs;
+
+	make_file(fx->fd, "openai/us/gpt-4o/q.response");
+	gpt = walk(pfs.root, "openai/us/gpt-4o");
+	assert_null(node_find_file(gpt, "q.response"));
+	f = child(gpt, "q.response");
+	refs = f->refs;
+	found = node_find_file(gpt, "q.response");
+	assert_ptr_equal(found, f);
+	assert_int_equal(f->refs, refs + 1);
+	node_put(found);
+	assert_null(node_find_file(gpt, "q.meta"));
+	assert_int_equal(f->attrs_out, 0);
+	node_attrs_given(f);
+	assert_int_equal(f->attrs_out, 1);
+	node_attrs_changed(f);
+	assert_int_equal(f->attrs_out, 0);
+	node_file_unlinked(gpt, "q.response");
+	assert_null(node_find_file(gpt, "q.response"));
+	node_put(f);
+	node_put(gpt);
+}
+
 static void directory_rename_moves_it_and_its_reference(void **state)
 {
 	struct fixture *fx = *state;
@@ -827,6 +857,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(kernel_references_keep_a_node, setup, teardown),
 		cmocka_unit_test_setup_teardown(file_rename_moves_its_node, setup, teardown),
 		cmocka_unit_test_setup_teardown(file_unlink_forgets_its_name, setup, teardown),
+		cmocka_unit_test_setup_teardown(file_found_by_name_without_creating, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(directory_rename_moves_it_and_its_reference, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(directory_rename_onto_an_empty_directory, setup,
