@@ -6,9 +6,11 @@
 #
 # Each question becomes a job in a new workspace directory under the model
 # directory: written to N.tmp, then renamed to N.prompt (the rename submits
-# it whole). Reading N.response waits for the answer; a read that fails means
-# the job failed, and N.error says why. Blank lines are skipped. Exit status:
-# 0 when every question got an answer, 1 otherwise.
+# it whole). A job has ended when N.error exists (it failed or was refused;
+# the file says why) or N.meta says "done"; only then is N.response read.
+# (A read while the job runs can fail with EIO when an attempt is cut, even
+# though a retry then answers.) Blank lines are skipped. Exit status: 0 when
+# every question got an answer, 1 otherwise.
 set -euo pipefail
 
 if [ $# -lt 2 ] || [ ! -f "$1" ] || [ ! -d "$2" ]; then
@@ -33,11 +35,26 @@ seq 1 "$total" | xargs -P "$parallel" -I{} sh -c \
 	'sed -n "$1p" "$2" >"$3/$1.tmp" && mv "$3/$1.tmp" "$3/$1.prompt"' \
 	sh {} "$list" "$job" || true
 
+# state N: done, failed, or running.
+state() {
+	if [ -e "$job/$1.error" ]; then
+		echo failed
+	elif grep -q '"status": *"done"' "$job/$1.meta" 2>/dev/null; then
+		echo "done"
+	elif grep -q '"status": *"\(failed\|cancelled\)"' "$job/$1.meta" 2>/dev/null ||
+		[ ! -e "$job/$1.prompt" ]; then
+		echo failed # or never submitted (its N.tmp could not be written)
+	else
+		echo running
+	fi
+}
+
 # Collect, in order.
 failed=""
 for n in $(seq 1 "$total"); do
 	echo "[$n] $(sed -n "${n}p" "$list")"
-	if answer=$(cat "$job/$n.response" 2>/dev/null); then
+	while [ "$(state "$n")" = running ]; do sleep 0.2; done
+	if [ "$(state "$n")" = "done" ] && answer=$(cat "$job/$n.response"); then
 		printf '%s\n\n' "$answer"
 	else
 		failed="$failed $n"

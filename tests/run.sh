@@ -20,6 +20,9 @@ if ! promptfs_install_deps; then
 	echo "0 passed, 1 failed"
 	exit 1
 fi
+# cobc and man for the install and batch-example tests, which skip
+# (saying so) without them
+promptfs_install_test_deps || true
 
 # Counts cmocka cases from meson's test log: a binary that crashed before
 # reporting counts as one failure.

@@ -6,9 +6,17 @@ PROMPTFS_PACKAGES="gcc pkg-config meson ninja-build libfuse3-dev fuse3 \
 libcurl4-openssl-dev libjansson-dev libssl-dev zlib1g-dev libcmocka-dev \
 python3 python3-pytest python3-cryptography attr openssl curl clang-format git"
 
+# Tools that only the tests use, not the build or the quickstart: the
+# GnuCOBOL compiler for examples/askai.cbl and gawk beside mawk for
+# examples/meta-report.awk (test_batch_examples.py), and man
+# for `man --warnings` on promptfs(8) (test_install.py).
+PROMPTFS_TEST_PACKAGES="gnucobol gawk man-db"
+
+# promptfs_missing_packages [PACKAGES]: those of PACKAGES (default: the
+# build's) that are not installed.
 promptfs_missing_packages() {
 	local missing="" pkg
-	for pkg in $PROMPTFS_PACKAGES; do
+	for pkg in ${1:-$PROMPTFS_PACKAGES}; do
 		dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" ||
 			missing="$missing $pkg"
 	done
@@ -26,4 +34,20 @@ promptfs_install_deps() {
 	echo "installing:$missing"
 	apt-get update -qq >/dev/null &&
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+}
+
+# The test-only tools. One that cannot be installed is said on stderr; the
+# tests that need it skip, saying why.
+promptfs_install_test_deps() {
+	local missing
+	missing=$(promptfs_missing_packages "$PROMPTFS_TEST_PACKAGES")
+	[ -z "$missing" ] && return 0
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "missing test tools:$missing (run as root, or: sudo apt-get install$missing)" >&2
+		return 1
+	fi
+	echo "installing test tools:$missing"
+	{ apt-get update -qq >/dev/null &&
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null; } ||
+		{ echo "could not install$missing: the tests that need it will skip" >&2; return 1; }
 }
