@@ -55,6 +55,7 @@ struct job {
 	mode_t file_mode;
 	uint64_t journal_id; /* its records' id; 0 before it has one */
 	struct job_limits limits;
+	struct audit_job *audit; /* what its audit line needs (fs/audit.c) */
 	/* ended, recorded in the journal, but its .meta or .error could not
 	 * be written (a full disk): it stays in the table, its state in
 	 * memory the truth, until the finisher writes them */

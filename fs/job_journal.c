@@ -30,6 +30,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fs/audit.h"
 #include "fs/job_internal.h"
 #include "fs/journal.h"
 #include "fs/log.h"
@@ -307,6 +308,7 @@ static void replay_record(void *ctx, json_t *rec)
 
 	if (!type)
 		return;
+	audit_replay_record(rec);
 	snprintf(id, sizeof(id), "%" PRIu64, (uint64_t)n);
 	if (n > 0 && (uint64_t)n > r->max_id)
 		r->max_id = (uint64_t)n;
@@ -552,6 +554,7 @@ static int64_t checkpoint_seq = -1;
 void jobs_checkpoint_cut_locked(void)
 {
 	checkpoint_seq = journal_rotate();
+	audit_checkpoint_cut();
 	if (checkpoint_seq < 0)
 		log_error("journal: cannot start a segment: %s", strerror((int)-checkpoint_seq));
 }
@@ -576,6 +579,7 @@ void jobs_checkpoint_finish(void)
 		rc = journal_wait(lsn);
 	if (rc == 0)
 		rc = journal_drop_old(checkpoint_seq);
+	audit_checkpoint_done(rc == 0);
 	if (rc < 0)
 		log_error("journal: checkpoint failed: %s", strerror(-rc));
 	checkpoint_position = journal_position();
@@ -616,6 +620,7 @@ void jobs_resume(void)
 		rc = -ENOMEM;
 	else if (!journal_fresh)
 		rc = journal_replay(replay_record, &r);
+	audit_replay_finish();
 	pthread_mutex_lock(&jobs_lock);
 	if (r.max_id >= next_id)
 		next_id = r.max_id + 1;

@@ -17,6 +17,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "fs/audit.h"
 #include "fs/job.h"
 #include "fs/log.h"
 #include "fs/policy_store.h"
@@ -185,6 +186,7 @@ static void *reload_main(void *arg)
 	while (read(reload_pipe[0], &byte, 1) == 1) {
 		if (byte == 'q')
 			break;
+		audit_reopen(); /* logrotate: a SIGHUP after moving the file away */
 		reload_config();
 	}
 	return NULL;
@@ -327,6 +329,7 @@ int main(int argc, char *argv[])
 	pfs.engine = NULL;
 out_finisher:
 	jobs_stop_finisher();
+	audit_close();
 	ops_release_all();
 out_log:
 	log_close();

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fs/audit.h"
 #include "fs/job.h"
 #include "fs/node.h"
 #include "fs/ops.h"
@@ -677,6 +678,8 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 	char reason[512];
 	int submit, rc, fd = -1, from_fd = -1, to_fd = -1;
 
+	/* who renamed, for a job submitted or refused here */
+	audit_request_begin(req);
 	if (!node_in_model_tree(r.from_dir) || !node_in_model_tree(r.to_dir)) {
 		rc = -EPERM;
 		goto out;
@@ -732,6 +735,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 	if (submit)
 		rc = job_submit(r.to_dir, newname, fd, ctx->uid);
 out:
+	rc = audit_request_end(rc, fd);
 	node_rename_release(&r);
 	if (fd >= 0)
 		close(fd);
