@@ -186,7 +186,8 @@ static void *reload_main(void *arg)
 	while (read(reload_pipe[0], &byte, 1) == 1) {
 		if (byte == 'q')
 			break;
-		audit_reopen(); /* logrotate: a SIGHUP after moving the file away */
+		log_reopen(); /* logrotate: a SIGHUP after moving the files away */
+		audit_reopen();
 		reload_config();
 	}
 	return NULL;

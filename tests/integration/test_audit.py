@@ -3,19 +3,21 @@ cancelled) and per refused submission, with the submitter's uid and pid, the
 prompt's path, the outcome, route, attempts, tokens, cost, the journal id and
 the SHA-256 of prompt and answer; their text only under the policy
 audit_prompts. No line is lost or written twice across kill -9 (the journal's
-ends remake missing ones at mount)."""
+ends remake missing ones at mount), and SIGHUP reopens the file (and
+log=FILE) for logrotate."""
 import errno
 import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import stat
 import uuid
 
 import pytest
 
-from conftest import long_answer, read_all, sh, wait_for, wait_finished
+from conftest import ROOT, long_answer, read_all, sh, wait_for, wait_finished
 
 TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 KEYS = ["time", "journal_id", "submitted", "outcome", "errno", "reason", "uid", "pid", "path",
@@ -303,3 +305,62 @@ def test_lines_lost_in_a_crash_are_written_once_at_mount(mount_factory, fake):
     assert m.unmount() == 0
     m.start()
     assert len(audit_lines(m)) == len(before) + len(after) + 2
+
+
+def test_sighup_reopens_the_audit_file_and_the_log(mount_factory, tmp_path):
+    log = os.path.join(str(tmp_path), "daemon.log")
+    m = mount_factory(options=["log=" + log])
+    d = m.model()
+    submit(d + "/one.prompt", b"before the rotation")
+    assert read_all(d + "/one.response")[1] == 0
+    one_line(m, d + "/one.prompt")
+    # logrotate: move both away, then SIGHUP
+    os.rename(audit_path(m), audit_path(m) + ".1")
+    os.rename(log, log + ".1")
+    m.proc.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: os.path.exists(log) and "config reloaded" in open(log).read())
+    submit(d + "/two.prompt", b"after the rotation")
+    assert read_all(d + "/two.response")[1] == 0
+    one_line(m, d + "/two.prompt")
+    assert [line["path"] for line in audit_lines(m)] == [d + "/two.prompt"]
+    assert [line["path"] for line in audit_lines(m, "audit.jsonl.1")] == [d + "/one.prompt"]
+    assert stat.S_IMODE(os.stat(audit_path(m)).st_mode) == 0o600
+    assert wait_for(lambda: "job two.prompt done" in open(log).read())
+    assert "job two.prompt" not in open(log + ".1").read()
+    # copytruncate: the next line starts the emptied file, no hole before it
+    os.truncate(audit_path(m), 0)
+    submit(d + "/three.prompt", b"after the truncation")
+    assert read_all(d + "/three.response")[1] == 0
+    one_line(m, d + "/three.prompt")
+    assert [line["path"] for line in audit_lines(m)] == [d + "/three.prompt"]
+
+
+@pytest.mark.skipif(not shutil.which("logrotate"), reason="logrotate is not installed")
+def test_logrotate_example_rotates_the_audit_file_and_the_log(mount_factory, tmp_path):
+    """examples/logrotate, with this mount's paths and pid, run by logrotate
+    itself: the old lines stay in the rotated files, the new ones go to the
+    new files."""
+    log = os.path.join(str(tmp_path), "promptfs.log")
+    m = mount_factory(options=["log=" + log])
+    d = m.model()
+    submit(d + "/old.prompt", b"before logrotate")
+    assert read_all(d + "/old.response")[1] == 0
+    one_line(m, d + "/old.prompt")
+    conf = open(os.path.join(ROOT, "examples", "logrotate")).read()
+    conf = conf.replace("/var/lib/promptfs/audit.jsonl", audit_path(m))
+    conf = conf.replace("/var/log/promptfs.log", log)
+    conf, n = re.subn(r"systemctl reload promptfs\.service.*", "kill -HUP %d" % m.proc.pid, conf)
+    assert n == 1
+    conf_path = os.path.join(str(tmp_path), "logrotate.conf")
+    with open(conf_path, "w") as f:
+        f.write(conf)
+    sh("logrotate -f -s %s/logrotate.status %s" % (tmp_path, conf_path))
+    assert wait_for(lambda: "config reloaded" in open(log).read())
+    submit(d + "/new.prompt", b"after logrotate")
+    assert read_all(d + "/new.response")[1] == 0
+    one_line(m, d + "/new.prompt")
+    assert [line["path"] for line in audit_lines(m)] == [d + "/new.prompt"]
+    assert [line["path"] for line in audit_lines(m, "audit.jsonl.1")] == [d + "/old.prompt"]
+    assert stat.S_IMODE(os.stat(audit_path(m) + ".1").st_mode) == 0o600
+    assert "job old.prompt done" in open(log + ".1").read()
+    assert wait_for(lambda: "job new.prompt done" in open(log).read())
