@@ -180,6 +180,21 @@ def test_refusal_at_close_is_one_line_with_the_refused_prompts_hash(mnt, fake):
     assert line["pid"] not in (None, os.getpid())
 
 
+def test_prompt_a_write_failed_to_store_is_one_refused_line_without_a_hash(mnt):
+    d = mnt.model()
+    setpolicy(d, "max_prompt_bytes", "10")
+    fd = os.open(d + "/w.prompt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    with pytest.raises(OSError) as e:
+        os.write(fd, b"01234567890")
+    assert e.value.errno == errno.EFBIG
+    with pytest.raises(OSError):
+        os.close(fd)
+    line = one_line(mnt, d + "/w.prompt", timeout=0)
+    assert line["outcome"] == "refused" and line["errno"] == "EFBIG"
+    assert line["reason"] == open(d + "/w.error").readline().rstrip("\n")
+    assert line["prompt_sha256"] is None and line["pid"] == os.getpid()
+
+
 def test_audit_prompts_puts_the_exact_texts_in_the_line(mnt):
     d = mnt.model()
     setpolicy(d, "audit_prompts", "true")
