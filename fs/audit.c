@@ -81,13 +81,20 @@ static ssize_t text_read(const struct text *t, off_t off, char *buf, size_t size
 /* The SHA-256 of T in hex, streamed CHUNK bytes at a time. 0 or -errno. */
 static int text_sha256(const struct text *t, char hex[65])
 {
-	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	EVP_MD_CTX *md;
 	unsigned char digest[EVP_MAX_MD_SIZE];
-	char *buf = malloc(CHUNK);
 	unsigned int n_digest = 0;
 	off_t off = 0;
 	ssize_t n = -ENOMEM;
+	char *buf;
 
+	if (t->fd < 0) {
+		/* in memory already: no copy */
+		job_sha256_hex(t->data, t->len, hex);
+		return 0;
+	}
+	md = EVP_MD_CTX_new();
+	buf = malloc(CHUNK);
 	if (md && buf && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1) {
 		while ((n = text_read(t, off, buf, CHUNK)) > 0) {
 			if (EVP_DigestUpdate(md, buf, (size_t)n) != 1) {
