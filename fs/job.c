@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fs/audit.h"
 #include "fs/job_internal.h"
 #include "fs/journal.h"
 #include "fs/log.h"
@@ -144,6 +145,7 @@ static void job_free(struct job *job)
 	ledger_hold_free(&job->hold);
 	free(job->budgets);
 	pthread_mutex_destroy(&job->file_lock);
+	audit_job_release(job);
 	node_put(job->dir);
 	free(job->base);
 	free(job);
@@ -225,6 +227,7 @@ static void supersede(struct node *dir, const char *base, int record)
 	wakeups_deliver(&w);
 	if (record && table_ref)
 		job_journal_cancel(old);
+	audit_job_cancelled(old);
 	if (table_ref)
 		job_put(old);
 	job_put(old);
@@ -284,6 +287,7 @@ static void record_refusal(struct node *dir, const char *base, const char *reaso
 	if (fd >= 0)
 		state_sync_dir(fd);
 	node_dir_fd_release(dir, fd);
+	audit_refusal(dir, base, reason);
 	free(text);
 	free(error_name);
 }
@@ -613,6 +617,7 @@ int job_submit(struct node *dir, const char *prompt_name, int prompt_fd, uid_t u
 	json_object_set_new(job->meta, "uid", json_integer(uid));
 	json_object_set_new(job->meta, "prompt_sha256", json_string(sha));
 	json_object_set_new(job->meta, "format", json_string(is_json ? "json" : "text"));
+	audit_job_submitted(job, &policy, text, len);
 
 	/* made before the job is accepted: a full disk refuses it here,
 	 * with the previous job of NAME and its files untouched; a name

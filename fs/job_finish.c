@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "backends/utf8.h"
+#include "fs/audit.h"
 #include "fs/job_internal.h"
 #include "fs/journal.h"
 #include "fs/log.h"
@@ -491,6 +492,7 @@ static void write_batch(struct finished_job *batch)
 				  job->base, strerror(-rc));
 			add_pending(job);
 		}
+		audit_job_ended(job, batch->recorded);
 		if (batch->recorded)
 			settled_end_lsn = batch->lsn;
 		if (batch->keep_files)

@@ -69,6 +69,7 @@ struct job {
 	struct ledger_budget *budgets;
 	size_t n_budgets;
 	long cost_in_bytes, cost_out_tokens;
+	struct audit_job *audit; /* what its audit line needs (fs/audit.c) */
 	/* ended, recorded in the journal, but its .meta or .error could not
 	 * be written (a full disk): it stays in the table, its state in
 	 * memory the truth, until the finisher writes them */

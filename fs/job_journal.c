@@ -38,6 +38,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fs/audit.h"
 #include "fs/job_internal.h"
 #include "fs/journal.h"
 #include "fs/log.h"
@@ -376,6 +377,7 @@ static void replay_record(void *ctx, json_t *rec)
 
 	if (!type)
 		return;
+	audit_replay_record(rec);
 	snprintf(id, sizeof(id), "%" PRIu64, (uint64_t)n);
 	if (n > 0 && (uint64_t)n > r->max_id)
 		r->max_id = (uint64_t)n;
@@ -636,6 +638,7 @@ void jobs_checkpoint_cut_locked(void)
 	int rc;
 
 	checkpoint_seq = journal_rotate();
+	audit_checkpoint_cut();
 	if (checkpoint_seq < 0) {
 		log_error("journal: cannot start a segment: %s", strerror((int)-checkpoint_seq));
 		return;
@@ -673,6 +676,7 @@ void jobs_checkpoint_finish(void)
 		rc = journal_wait(lsn);
 	if (rc == 0)
 		rc = journal_drop_old(checkpoint_seq);
+	audit_checkpoint_done(rc == 0);
 	if (rc < 0)
 		log_error("journal: checkpoint failed: %s", strerror(-rc));
 	else
@@ -716,6 +720,7 @@ void jobs_resume(void)
 		rc = -ENOMEM;
 	else if (!journal_fresh)
 		rc = journal_replay(replay_record, &r);
+	audit_replay_finish();
 	pthread_mutex_lock(&jobs_lock);
 	if (r.max_id >= next_id)
 		next_id = r.max_id + 1;

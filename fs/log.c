@@ -4,9 +4,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -14,9 +16,13 @@
 static enum log_target log_target = LOG_TO_STDERR;
 static int log_level = LOG_INFO;
 static int log_fd = STDERR_FILENO;
+/* log=FILE, absolute: a reopen after fuse_daemonize's chdir("/") finds
+ * the same file */
+static char log_path[PATH_MAX];
 
 int log_open(enum log_target target, const char *file, int level)
 {
+	char cwd[PATH_MAX];
 	int fd;
 
 	log_level = level;
@@ -30,8 +36,31 @@ int log_open(enum log_target target, const char *file, int level)
 		if (fd < 0)
 			return -errno;
 		log_fd = fd;
+		if (file[0] == '/' || !getcwd(cwd, sizeof(cwd)) ||
+		    snprintf(log_path, sizeof(log_path), "%s/%s", cwd, file) >=
+			    (int)sizeof(log_path))
+			snprintf(log_path, sizeof(log_path), "%s", file);
 	}
 	return 0;
+}
+
+void log_reopen(void)
+{
+	int fd;
+
+	if (log_target != LOG_TO_FILE || log_fd <= STDERR_FILENO)
+		return;
+	fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		log_error("log %s: cannot open it again: %s; still writing the old one", log_path,
+			  strerror(errno));
+		return;
+	}
+	/* one atomic swap: a line being written goes to one file or the
+	 * other */
+	if (dup3(fd, log_fd, O_CLOEXEC) < 0)
+		log_error("log %s: cannot switch to it: %s", log_path, strerror(errno));
+	close(fd);
 }
 
 void log_close(void)

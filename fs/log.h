@@ -9,6 +9,9 @@
 
 /* Opens the log target. 0 or -errno. */
 int log_open(enum log_target target, const char *file, int level);
+/* SIGHUP: log=FILE is opened again (logrotate moved it away), the lines
+ * of other threads going to the old file or the new one, never lost. */
+void log_reopen(void);
 void log_close(void);
 
 void log_msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

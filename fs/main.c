@@ -17,6 +17,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "fs/audit.h"
 #include "fs/job.h"
 #include "fs/log.h"
 #include "fs/mountpoint.h"
@@ -186,6 +187,8 @@ static void *reload_main(void *arg)
 	while (read(reload_pipe[0], &byte, 1) == 1) {
 		if (byte == 'q')
 			break;
+		log_reopen(); /* logrotate: a SIGHUP after moving the files away */
+		audit_reopen();
 		reload_config();
 	}
 	return NULL;
@@ -353,6 +356,7 @@ int main(int argc, char *argv[])
 	pfs.engine = NULL;
 out_finisher:
 	jobs_stop_finisher();
+	audit_close();
 	ops_release_all();
 out_unmount:
 	fuse_session_unmount(se);

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fs/audit.h"
 #include "fs/job.h"
 #include "fs/ops_internal.h"
 #include "fs/policy_store.h"
@@ -247,7 +248,8 @@ void ops_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode
 	}
 	/* a prompt the policies will refuse is refused before it is written */
 	if (role == ROLE_PROMPT) {
-		rc = job_check_deployment(dir, name, ctx->uid, ctx->gid);
+		audit_request_begin(req);
+		rc = audit_request_end(job_check_deployment(dir, name, ctx->uid, ctx->gid), -1);
 		if (rc < 0) {
 			ops_job_files_changed(dir, name); /* NAME.error says why */
 			fuse_reply_err(req, -rc);
@@ -643,12 +645,15 @@ void ops_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	/* a prompt a write failed to store whole is never sent */
+	audit_request_begin(req);
 	if (node_in_model_tree(dir) && file_role_of(name) == ROLE_PROMPT && h->write_error)
 		rc = job_refuse_unwritten(dir, name, h->fd, h->write_error);
 	else if (node_in_model_tree(dir) && file_role_of(name) == ROLE_PROMPT)
 		rc = job_submit(dir, name, h->fd, ctx->uid);
 	if (node_in_model_tree(dir) && file_role_of(name) == ROLE_PROMPT)
 		ops_job_files_changed(dir, name);
+	/* what a failed write left is not the prompt: no hash of it */
+	rc = audit_request_end(rc, h->write_error ? -1 : h->fd);
 	h->write_error = 0;
 	free(name);
 	node_put(dir);

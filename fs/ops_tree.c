@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fs/audit.h"
 #include "fs/job.h"
 #include "fs/node.h"
 #include "fs/ops.h"
@@ -910,6 +911,8 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 	char reason[512];
 	int submit = 0, rc, fd = -1, from_fd = -1, to_fd = -1;
 
+	/* who renamed, for a job submitted or refused here */
+	audit_request_begin(req);
 	if (!node_in_model_tree(r.from_dir) || !node_in_model_tree(r.to_dir)) {
 		rc = -EPERM;
 		goto out;
@@ -975,6 +978,7 @@ out:
 		ops_job_files_changed(r.from_dir, name);
 	if (submit)
 		ops_job_files_changed(r.to_dir, newname);
+	rc = audit_request_end(rc, fd);
 	node_rename_release(&r);
 	if (fd >= 0)
 		close(fd);

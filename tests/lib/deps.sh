@@ -4,7 +4,8 @@
 
 PROMPTFS_PACKAGES="gcc pkg-config meson ninja-build libfuse3-dev fuse3 \
 libcurl4-openssl-dev libjansson-dev libssl-dev zlib1g-dev libcmocka-dev \
-python3 python3-pytest python3-cryptography attr openssl curl clang-format git"
+python3 python3-pytest python3-cryptography attr openssl curl clang-format git \
+logrotate"
 
 # Tools that only the tests use, not the build or the quickstart: the
 # GnuCOBOL compiler for examples/askai.cbl and gawk beside mawk for
