@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -20,6 +22,22 @@ static int log_fd = STDERR_FILENO;
  * the same file */
 static char log_path[PATH_MAX];
 
+#define SYSLOG_SOCKET "/dev/log"
+
+/* Whether a syslog daemon listens on SYSLOG_SOCKET. */
+static int syslog_reachable(void)
+{
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0), ok;
+
+	if (fd < 0)
+		return 0;
+	snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", SYSLOG_SOCKET);
+	ok = connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0;
+	close(fd);
+	return ok;
+}
+
 int log_open(enum log_target target, const char *file, int level)
 {
 	char cwd[PATH_MAX];
@@ -29,6 +47,13 @@ int log_open(enum log_target target, const char *file, int level)
 	log_target = target;
 	if (target == LOG_TO_SYSLOG) {
 		openlog("promptfs", LOG_PID, LOG_DAEMON);
+		/* said on stderr while there is one: once detached, lines sent
+		 * to no syslog are lost without a word */
+		if (!syslog_reachable())
+			fprintf(stderr,
+				"promptfs: warning: no syslog answers at %s: the log is "
+				"lost (use -o log=FILE, or -f to log on stderr)\n",
+				SYSLOG_SOCKET);
 		return 0;
 	}
 	if (target == LOG_TO_FILE) {

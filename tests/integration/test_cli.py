@@ -576,3 +576,18 @@ def test_the_systemd_unit_verifies(workdir):
         f.write(unit.replace(exec_start[0] + " ", PROMPTFS + " "))
     r = subprocess.run([analyze, "verify", copy], capture_output=True, timeout=60)
     assert r.returncode == 0 and r.stderr == b"", r.stderr.decode()
+
+
+@pytest.mark.skipif(os.path.exists("/dev/log"), reason="a syslog listens here: nothing to warn of")
+def test_detached_without_a_syslog_warns_on_stderr_before_detaching(workdir, fake):
+    path = workdir + "/clouds.json"
+    write_config(path, default_config(fake.url))
+    mnt = workdir + "/mnt"
+    r = run([path, mnt, "-o", "state_dir=%s/s" % workdir])
+    try:
+        assert r.returncode == 0 and os.path.ismount(mnt)
+        assert (b"promptfs: warning: no syslog answers at /dev/log: the log is lost "
+                b"(use -o log=FILE, or -f to log on stderr)\n") in r.stderr
+    finally:
+        subprocess.run(["fusermount3", "-u", mnt], capture_output=True)
+    assert wait_for(lambda: not os.path.ismount(mnt), 10)
