@@ -87,6 +87,9 @@ def test_workspace_moved_under_another_model_resumes_there(mount_factory, fake):
 def test_lost_prompt_file_is_written_again_from_the_journal(mount_factory, fake):
     m = mount_factory()
     d = m.model()
+    # after the mount's checkpoint, whose syncfs would make the prompt
+    # durable (and its text in the journal no longer needed)
+    m.wait_log("journal: checkpoint done")
     sh("echo 'remember me [[fault:gate name=jlost]]' > %s/p.prompt" % d)
     m.kill9()
     # a power cut can leave a new file empty: its text was in the journal
