@@ -916,13 +916,15 @@ static void test_attempt_error_set(void **state)
 	attempt_error_set_http(&err, OUTCOME_HTTP_REJECTED, 422, "no");
 	assert_string_equal(ATTEMPT_ERROR_WORD(&err), "http_422");
 
-	/* Truncation never leaves half a character behind. */
+	/* Truncation never leaves half a character behind, and says it cut
+	 * (an ellipsis, utf8_cut_at_word) */
 	memset(long_text, 'x', sizeof(long_text));
-	memcpy(long_text + 509, "\xE2\x82\xAC", 3);
+	memcpy(long_text + 507, "\xE2\x82\xAC", 3);
 	long_text[sizeof(long_text) - 1] = '\0';
 	attempt_error_set(&err, OUTCOME_BAD_RESPONSE, "%s", long_text);
 	len = strlen(err.message);
-	assert_int_equal(len, 509);
+	assert_int_equal(len, 507 + 3);
+	assert_memory_equal(err.message + 507, "\xE2\x80\xA6", 3);
 	assert_false(outcome_retryable(err.outcome));
 }
 
