@@ -393,6 +393,24 @@ static int attempt_filtered(struct engine_job *job)
 	return -EIO;
 }
 
+/* A 429 without Retry-After may still say when its limit resets, in
+ * the provider's rate-limit headers: a longer wait than the one its
+ * message's prose gave ("try again in 1s") wins, since the headers name
+ * the limit that is spent. */
+static void rate_limit_hint(struct engine_job *job)
+{
+	struct attempt_error *err = &job->error;
+	time_t now = time(NULL);
+	double reset;
+
+	if (!outcome_rate_limited(err->outcome, job->head.status) ||
+	    retry_after_parse(job->head.retry_after, job->head.retry_after_ms, now) >= 0)
+		return;
+	reset = ratelimit_reset_wait(&job->ratelimit, now);
+	if (reset > err->retry_after_s)
+		err->retry_after_s = reset;
+}
+
 /* Explains a transfer that did not deliver a complete answer; 0 when it
  * did. */
 static int attempt_outcome(struct engine *e, struct engine_job *job, CURLcode result)
@@ -448,9 +466,7 @@ static int attempt_outcome(struct engine *e, struct engine_job *job, CURLcode re
 					     job->error_body.data ? job->error_body.data : "",
 					     job->error_body.len, err);
 		err->outcome = outcome_refine_rejection(err->outcome, err->message);
-		/* a 429 that named no wait may still say when its limit resets */
-		if (err->retry_after_s < 0 && outcome_rate_limited(err->outcome, job->head.status))
-			err->retry_after_s = ratelimit_reset_wait(&job->ratelimit, time(NULL));
+		rate_limit_hint(job);
 		return -EIO;
 	}
 	if (job->wrong_content_type) {
