@@ -424,17 +424,21 @@ void throttle_note(struct throttle *t, int rate_limited, double hint, double sta
 {
 	double floor_s;
 	double until;
+	int raised;
 
 	/* a rate limit long past says nothing of this one */
 	if (t->level > 0 && now - t->raised_at > THROTTLE_QUIET_S)
 		t->level = 0;
-	if (rate_limited && (t->level == 0 || started >= t->raised_at)) {
+	raised = rate_limited && (t->level == 0 || started >= t->wave_end);
+	if (raised) {
 		if (t->level < 16)
 			t->level++;
 		t->raised_at = now;
 	}
 	floor_s = rate_limited ? throttle_floor_s(t) : 0;
 	until = now + (hint > floor_s ? hint : floor_s);
+	if (raised)
+		t->wave_end = until;
 	if (until > t->not_before)
 		t->not_before = until;
 }

@@ -86,15 +86,17 @@ double ratelimit_reset_wait(const struct ratelimit_hints *hints, time_t now);
  * the caller's clock (the engine's monotonic seconds). */
 struct throttle {
 	double not_before; /* no attempt starts before this */
-	unsigned level;	   /* rate-limited answers in a row; the floor doubles with each */
+	unsigned level;	   /* waves of rate limits in a row; the floor doubles with each */
 	double raised_at;  /* when level last rose */
+	double wave_end;   /* the not_before that rise set */
 };
 
 /* An attempt that started at STARTED ended at NOW with a rate-limit
  * answer (RATE_LIMITED: 429) and/or a hint of HINT seconds (< 0: none).
- * A rate limit raises the level once per wave: answers to attempts that
- * started before the last rise say nothing new. not_before becomes at
- * least NOW + max(HINT, the floor of the level). */
+ * A rate limit raises the level once per wave: a 429 to a request sent
+ * before the not_before of the last rise belongs to that rise's wave
+ * and says nothing new. not_before becomes at least NOW + max(HINT, the
+ * floor of the level). */
 void throttle_note(struct throttle *t, int rate_limited, double hint, double started, double now);
 
 /* An answer came through: the level falls back to 0 (a not_before

@@ -226,15 +226,20 @@ static void test_throttle(void **state)
 	assert_float_equal(throttle_wait_s(&t, 100, 0), 0.5, EPSILON);
 	assert_float_equal(throttle_wait_s(&t, 100, 1), 1, EPSILON);
 	assert_float_equal(throttle_wait_s(&t, 100.5, 1), 0, EPSILON);
-	/* the rest of the same wave: requests sent before the rise */
+	/* the rest of the same wave: requests sent before its not_before */
 	throttle_note(&t, 1, -1, 99.95, 100.01);
 	assert_int_equal(t.level, 1);
 	assert_float_equal(t.not_before, 100.51, EPSILON);
-	/* the next wave doubles it */
+	/* the next wave doubles it, once: the jobs it released one after the
+	 * other were all sent before the new not_before */
 	throttle_note(&t, 1, -1, 100.6, 100.7);
 	assert_int_equal(t.level, 2);
 	assert_float_equal(t.not_before, 101.7, EPSILON);
-	assert_float_equal(throttle_wait_s(&t, 101, 0.5), 1.2, EPSILON);
+	throttle_note(&t, 1, -1, 100.75, 100.8);
+	throttle_note(&t, 1, -1, 101.0, 101.1);
+	assert_int_equal(t.level, 2);
+	assert_float_equal(t.not_before, 102.1, EPSILON);
+	assert_float_equal(throttle_wait_s(&t, 101, 0.5), 1.6, EPSILON);
 	/* a longer hint wins; a shorter one never shortens the wait */
 	throttle_note(&t, 1, 5, 100.5, 100.8);
 	assert_float_equal(t.not_before, 105.8, EPSILON);
@@ -250,10 +255,11 @@ static void test_throttle(void **state)
 	assert_float_equal(t.not_before, 112, EPSILON);
 	/* the floor stops doubling at 8 s */
 	for (int i = 0; i < 10; i++)
-		throttle_note(&t, 1, -1, 200 + i, 200 + i + 0.1);
+		throttle_note(&t, 1, -1, 200 + 20 * i, 200 + 20 * i + 0.1);
+	assert_int_equal(t.level, 10);
 	assert_float_equal(throttle_floor_s(&t), 8, EPSILON);
 	/* a minute without a 429: the next one starts again at level 1 */
-	throttle_note(&t, 1, -1, 300, 300);
+	throttle_note(&t, 1, -1, 500, 500);
 	assert_int_equal(t.level, 1);
 }
 
