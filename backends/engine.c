@@ -201,15 +201,17 @@ static void backoff_push(struct engine *e, struct engine_job *job, double delay)
 	e->n_backoff++;
 }
 
-/* The wait the provider or the deployment's throttle demands before
- * JOB's next attempt on its candidate, at NOW (0: none). */
+/* The wait the provider demands before JOB's next attempt on its
+ * candidate, at NOW: its hint to JOB, or to every job sent there (0:
+ * none). The back-off's own floor and jitter are not demands: they
+ * never fail a job. */
 static double wait_demanded(struct engine *e, const struct engine_job *job, double now)
 {
 	const struct deployment_health *h = engine_health_of(e, job->model);
 	double wait = job->error.retry_after_s;
 
-	if (h && h->throttle.not_before - now > wait)
-		wait = h->throttle.not_before - now;
+	if (h && throttle_asked_s(&h->throttle, now) > wait)
+		wait = throttle_asked_s(&h->throttle, now);
 	return wait > 0 ? wait : 0;
 }
 
@@ -373,7 +375,7 @@ static int job_admit(struct engine *e, struct engine_job *job, double now)
 		if (breaker_peek(&h->breaker, now) == BREAKER_SKIP) {
 			engine_health_skip_reason(h, now, note, sizeof(note));
 		} else if (!job->throttle_waited && h->throttle.not_before > now) {
-			wait = h->throttle.not_before - now;
+			wait = throttle_asked_s(&h->throttle, now);
 			if (wait <= job->plan.timeout_s) {
 				/* its turn, as for every job sent there */
 				backoff_push(

@@ -441,6 +441,13 @@ void throttle_note(struct throttle *t, int rate_limited, double hint, double sta
 		t->wave_end = until;
 	if (until > t->not_before)
 		t->not_before = until;
+	if (hint >= 0 && now + hint > t->asked_until)
+		t->asked_until = now + hint;
+}
+
+double throttle_asked_s(const struct throttle *t, double now)
+{
+	return t->asked_until > now ? t->asked_until - now : 0;
 }
 
 void throttle_clear(struct throttle *t)

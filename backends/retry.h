@@ -85,10 +85,11 @@ double ratelimit_reset_wait(const struct ratelimit_hints *hints, time_t now);
  * slows every job sent there, not only the job that saw it. Times are
  * the caller's clock (the engine's monotonic seconds). */
 struct throttle {
-	double not_before; /* no attempt starts before this */
-	unsigned level;	   /* waves of rate limits in a row; the floor doubles with each */
-	double raised_at;  /* when level last rose */
-	double wave_end;   /* the not_before that rise set */
+	double not_before;  /* no attempt starts before this */
+	unsigned level;	    /* waves of rate limits in a row; the floor doubles with each */
+	double raised_at;   /* when level last rose */
+	double wave_end;    /* the not_before that rise set */
+	double asked_until; /* the part of not_before the provider's hints asked for */
 };
 
 /* An attempt that started at STARTED ended at NOW with a rate-limit
@@ -98,6 +99,10 @@ struct throttle {
  * and says nothing new. not_before becomes at least NOW + max(HINT, the
  * floor of the level). */
 void throttle_note(struct throttle *t, int rate_limited, double hint, double started, double now);
+
+/* How long, from NOW, the provider itself asked every job to wait (its
+ * hints, not the floor): what is compared with a job's time left. */
+double throttle_asked_s(const struct throttle *t, double now);
 
 /* An answer came through: the level falls back to 0 (a not_before
  * already promised stays). */

@@ -1251,6 +1251,21 @@ static void test_persistent_rate_limit_backs_off(void **state)
 	assert_int_equal(server_requests(&f->srv), 3);
 }
 
+/* The back-off's own floor is no demand of the provider: a job whose
+ * attempt limit is shorter than the floor still retries after it. */
+static void test_floor_longer_than_the_time_left_still_retries(void **state)
+{
+	struct fixture *f = *state;
+	struct recorder *r = &f->rec[0];
+	const struct model *rl0 = deployment(f, 0, "rl0", 0);
+
+	submit(f, r, &(struct plan_spec){ .candidates = { rl0 }, .retries = 1, .timeout_s = 0.3 });
+	assert_int_equal(recorder_wait_done(r), -EIO);
+	assert_int_equal(r->n_started, 2);
+	assert_true(r->started_at[1] - r->ended_at[0] >= 0.5);
+	assert_null(strstr(r->message, "asked to wait"));
+}
+
 /* A deployment whose throttle asks longer than an attempt may take is
  * skipped for the next candidate, without waiting. */
 static void test_throttle_longer_than_the_time_left_fails_over(void **state)
@@ -1476,6 +1491,7 @@ int main(void)
 		ENGINE_TEST(test_retry_after_zero_keeps_the_floor),
 		ENGINE_TEST(test_rate_limit_slows_every_job),
 		ENGINE_TEST(test_persistent_rate_limit_backs_off),
+		ENGINE_TEST(test_floor_longer_than_the_time_left_still_retries),
 		ENGINE_TEST(test_throttle_longer_than_the_time_left_fails_over),
 		ENGINE_TEST(test_first_token_timeout_tries_the_others_first),
 		ENGINE_TEST(test_timed_out_candidate_is_retried_last),

@@ -240,9 +240,12 @@ static void test_throttle(void **state)
 	assert_int_equal(t.level, 2);
 	assert_float_equal(t.not_before, 102.1, EPSILON);
 	assert_float_equal(throttle_wait_s(&t, 101, 0.5), 1.6, EPSILON);
+	/* only the provider's hints are asked for: the floor is ours */
+	assert_float_equal(throttle_asked_s(&t, 100.8), 0, EPSILON);
 	/* a longer hint wins; a shorter one never shortens the wait */
 	throttle_note(&t, 1, 5, 100.5, 100.8);
 	assert_float_equal(t.not_before, 105.8, EPSILON);
+	assert_float_equal(throttle_asked_s(&t, 101.8), 4, EPSILON);
 	throttle_note(&t, 0, 0.1, 100.9, 101);
 	assert_float_equal(t.not_before, 105.8, EPSILON);
 	/* a success: level 0, the promised wait stays */
