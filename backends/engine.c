@@ -9,11 +9,15 @@
  * (waiting for its cloud's OAuth token, engine_token.c). Cancellations
  * and credential updates arrive through the same lock.
  *
- * Each attempt goes to one candidate of the job's plan. When it ends,
- * engine_job_next_step reads the outcome table: a retryable failure
- * waits in backoff and tries the same candidate again, up to the plan's
- * retries; a failure worth failing over then moves to the next
- * candidate; anything else ends the job. */
+ * Each attempt goes to one candidate of the job's plan. Before it
+ * starts, the candidate's circuit breaker and throttle have their say
+ * (job_admit, engine_health.c): an open circuit skips the candidate, a
+ * throttled deployment makes the job wait its turn. When the attempt
+ * ends, engine_job_next_step reads the outcome table: a retryable
+ * failure waits in backoff and tries the same candidate again, up to the
+ * plan's retries (a timeout first tries the other candidates); a failure
+ * worth failing over then moves to the next candidate; anything else
+ * ends the job. */
 #include "backends/engine_internal.h"
 
 #include <errno.h>
@@ -133,7 +137,11 @@ void engine_job_finish(struct engine *e, struct engine_job *job, int status, con
 	void *ctx = job->plan.sink_ctx;
 	struct engine_job **pp;
 
+	engine_health_release(e, job);
 	engine_attempt_release(e, job);
+	/* whoever learns of the end may read what its attempts did to the
+	 * deployments' circuits */
+	engine_health_publish(e);
 	sink->done(ctx, status, message);
 	pthread_mutex_lock(&e->lock);
 	if (job->in_cancel_list) {
@@ -154,7 +162,34 @@ static void candidate_select(struct engine_job *job, size_t index)
 	job->candidate = index;
 	job->model = job->plan.candidates[index];
 	job->backend = backend_for(job->model->region->cloud->provider);
-	job->attempts_here = 0;
+	job->candidate_mark[index] = CANDIDATE_DONE;
+	job->throttle_waited = 0;
+}
+
+/* The candidate JOB should try next: the first untried one, else the
+ * first deferred one; -1 when none is left. */
+static int candidate_next(const struct engine_job *job)
+{
+	size_t i;
+
+	for (i = 0; i < job->plan.n_candidates; i++) {
+		if (job->candidate_mark[i] == CANDIDATE_UNTRIED)
+			return (int)i;
+	}
+	for (i = 0; i < job->plan.n_candidates; i++) {
+		if (job->candidate_mark[i] == CANDIDATE_DEFERRED)
+			return (int)i;
+	}
+	return -1;
+}
+
+static int attempts_total(const struct engine_job *job)
+{
+	int total = 0;
+
+	for (size_t i = 0; i < job->plan.n_candidates; i++)
+		total += job->attempts_on[i];
+	return total;
 }
 
 static void backoff_push(struct engine *e, struct engine_job *job, double delay)
@@ -166,16 +201,32 @@ static void backoff_push(struct engine *e, struct engine_job *job, double delay)
 	e->n_backoff++;
 }
 
-/* The wait before trying JOB's candidate again: the provider's hint, or
- * the back-off of SPEC §7. < 0: the hint is longer than an attempt may
- * take, so waiting is pointless. */
-static double retry_delay(struct engine *e, const struct engine_job *job)
+/* The wait the provider demands before JOB's next attempt on its
+ * candidate, at NOW: its hint to JOB, or to every job sent there (0:
+ * none). The back-off's own floor and jitter are not demands: they
+ * never fail a job. */
+static double wait_demanded(struct engine *e, const struct engine_job *job, double now)
 {
-	const struct attempt_error *err = &job->error;
+	const struct deployment_health *h = engine_health_of(e, job->model);
+	double wait = job->error.retry_after_s;
 
-	if (err->retry_after_s >= 0)
-		return err->retry_after_s > job->plan.timeout_s ? -1 : err->retry_after_s;
-	return backoff_delay_s(job->attempts_here - 1, engine_random01(e));
+	if (h && throttle_asked_s(&h->throttle, now) > wait)
+		wait = throttle_asked_s(&h->throttle, now);
+	return wait > 0 ? wait : 0;
+}
+
+/* The pause before retrying JOB's candidate at NOW: the provider's hint
+ * and the deployment's throttle, never under the exponential minimum of
+ * this retry, with jitter (SPEC §7, docs/contract.md). */
+static double retry_delay(struct engine *e, const struct engine_job *job, double now)
+{
+	const struct deployment_health *h = engine_health_of(e, job->model);
+	double random01 = engine_random01(e);
+	double delay = retry_wait_s(job->attempts_on[job->candidate] - 1, job->error.retry_after_s,
+				    random01);
+	double throttled = h ? throttle_wait_s(&h->throttle, now, random01) : 0;
+
+	return throttled > delay ? throttled : delay;
 }
 
 /* Another attempt follows: the bytes the failed one streamed are never
@@ -188,32 +239,74 @@ static void attempt_bytes_discard(struct engine_job *job)
 	job->streamed_text = 0;
 }
 
-/* Moves JOB on to its next candidate for a failover-worthy failure: 1
- * if there is one (JOB then waits for a slot), else 0. */
-static int fail_over(struct engine *e, struct engine_job *job)
+/* Moves JOB on to its next candidate: 1 if there is one (JOB then waits
+ * for a slot), else 0. */
+static int candidate_advance(struct engine *e, struct engine_job *job)
 {
 	const struct engine_sink *sink = job->plan.sink;
-	size_t next = job->candidate + 1;
+	int next;
 
-	if (!outcome_failover(job->error.outcome))
-		return 0;
-	/* the sink may skip a candidate (one its budget cannot afford) */
-	while (next < job->plan.n_candidates && sink->candidate &&
-	       sink->candidate(job->plan.sink_ctx, job->plan.candidates[next]) != 0)
-		next++;
-	if (next >= job->plan.n_candidates)
-		return 0;
+	for (;;) {
+		next = candidate_next(job);
+		if (next < 0)
+			return 0;
+		/* the sink may skip a candidate (one its budget cannot afford) */
+		if (!sink->candidate ||
+		    sink->candidate(job->plan.sink_ctx, job->plan.candidates[next]) == 0)
+			break;
+		job->candidate_mark[next] = CANDIDATE_DONE;
+	}
 	attempt_bytes_discard(job);
-	candidate_select(job, next);
+	candidate_select(job, (size_t)next);
 	engine_waiting_push(e, job);
 	return 1;
+}
+
+/* The same for a failure whose outcome is worth failing over. */
+static int fail_over(struct engine *e, struct engine_job *job)
+{
+	return outcome_failover(job->error.outcome) && candidate_advance(e, job);
+}
+
+/* Adds NOTE to what JOB's message will say of skipped candidates. */
+static void skip_note(struct engine_job *job, const char *note)
+{
+	size_t len = strlen(job->skipped);
+
+	snprintf(job->skipped + len, sizeof(job->skipped) - len, "%s%s", len ? "; " : "", note);
+}
+
+/* JOB ends failed: its last attempt's error (if it made one), then the
+ * candidates it skipped. */
+static void job_fail(struct engine *e, struct engine_job *job, const char *message)
+{
+	char text[sizeof(job->error.message) + sizeof(job->skipped) + 64];
+
+	if (!job->skipped[0])
+		snprintf(text, sizeof(text), "%s", message);
+	else if (attempts_total(job) == 0)
+		snprintf(text, sizeof(text), "not sent: %s", job->skipped);
+	else
+		snprintf(text, sizeof(text), "%s; then %s", message, job->skipped);
+	engine_job_finish(e, job, -EIO, text);
+}
+
+/* Timeouts cost a whole wait each: such a deployment is not asked again
+ * before the job's other candidates have been tried. */
+static int outcome_slow(enum outcome o)
+{
+	return o == OUTCOME_TIMEOUT || o == OUTCOME_FIRST_TOKEN_TIMEOUT;
 }
 
 void engine_job_next_step(struct engine *e, struct engine_job *job)
 {
 	const struct attempt_error *err = &job->error;
-	char message[sizeof(err->message) + 128];
-	double delay;
+	const struct model *m = job->model;
+	const struct deployment_health *h;
+	char message[sizeof(err->message) + 256];
+	double now = engine_now();
+	double demanded;
+	int retry;
 
 	if (err->outcome == OUTCOME_OK) {
 		engine_job_finish(e, job, 0, NULL);
@@ -223,24 +316,93 @@ void engine_job_next_step(struct engine *e, struct engine_job *job)
 		engine_job_finish(e, job, -ECANCELED, "the job was cancelled");
 		return;
 	}
-	if (outcome_retryable(err->outcome) && job->attempts_here <= job->plan.retries) {
-		delay = retry_delay(e, job);
-		if (delay >= 0) {
+	retry = outcome_retryable(err->outcome) &&
+		job->attempts_on[job->candidate] <= job->plan.retries;
+	h = engine_health_of(e, job->model);
+	if (retry && h && breaker_peek(&h->breaker, now) == BREAKER_SKIP) {
+		/* the circuit opened: no point waiting for it, job_admit
+		 * moves the job on (or ends it) at once */
+		attempt_bytes_discard(job);
+		engine_waiting_push(e, job);
+		return;
+	}
+	if (retry && outcome_slow(err->outcome) && outcome_failover(err->outcome) &&
+	    candidate_next(job) >= 0) {
+		job->candidate_mark[job->candidate] = CANDIDATE_DEFERRED;
+		candidate_advance(e, job);
+		return;
+	}
+	if (retry) {
+		demanded = wait_demanded(e, job, now);
+		if (demanded <= job->plan.timeout_s) {
 			attempt_bytes_discard(job);
-			backoff_push(e, job, delay);
+			backoff_push(e, job, retry_delay(e, job, now));
+			job->throttle_waited = 1;
 			return;
 		}
+		snprintf(message, sizeof(message),
+			 "%s (%s/%s/%s asked to wait %.0f s, longer than the %g s an attempt may "
+			 "take)",
+			 err->message, m->region->cloud->name, m->region->name, m->name, demanded,
+			 job->plan.timeout_s);
 		if (fail_over(e, job))
 			return;
-		snprintf(message, sizeof(message),
-			 "%s (the provider asked to wait %.0f s, longer than the %g s limit)",
-			 err->message, err->retry_after_s, job->plan.timeout_s);
-		engine_job_finish(e, job, -EIO, message);
+		job_fail(e, job, message);
 		return;
 	}
 	if (fail_over(e, job))
 		return;
-	engine_job_finish(e, job, -EIO, err->message);
+	job_fail(e, job, err->message);
+}
+
+/* Whether JOB's attempt may start now on its candidate, as its circuit
+ * breaker and throttle say: 0 yes (JOB is admitted); 1 no: JOB waits in
+ * backoff, or has moved on to another candidate, or has ended. */
+static int job_admit(struct engine *e, struct engine_job *job, double now)
+{
+	struct deployment_health *h;
+	const struct model *m;
+	char note[384];
+	double wait;
+
+	while (!job->admitted) {
+		h = engine_health_of(e, job->model);
+		if (!h) {
+			job->admitted = 1; /* no memory for its record: unguarded */
+			break;
+		}
+		m = job->model;
+		if (breaker_peek(&h->breaker, now) == BREAKER_SKIP) {
+			engine_health_skip_reason(h, now, note, sizeof(note));
+		} else if (!job->throttle_waited && h->throttle.not_before > now) {
+			wait = throttle_asked_s(&h->throttle, now);
+			if (wait <= job->plan.timeout_s) {
+				/* its turn, as for every job sent there */
+				backoff_push(
+					e, job,
+					throttle_wait_s(&h->throttle, now, engine_random01(e)));
+				job->throttle_waited = 1;
+				return 1;
+			}
+			snprintf(note, sizeof(note),
+				 "%s/%s/%s is skipped: it asked to wait %.0f s, longer than the "
+				 "%g s an attempt may take",
+				 m->region->cloud->name, m->region->name, m->name, wait,
+				 job->plan.timeout_s);
+		} else {
+			job->probe = breaker_admit(&h->breaker, now) == BREAKER_PROBE;
+			job->admitted = 1;
+			if (job->probe)
+				e->health.dirty = 1;
+			break;
+		}
+		skip_note(job, note);
+		if (candidate_advance(e, job))
+			return 1; /* back in the waiting list, for its next candidate */
+		job_fail(e, job, job->error.message);
+		return 1;
+	}
+	return 0;
 }
 
 static void start_waiting_jobs(struct engine *e)
@@ -254,6 +416,8 @@ static void start_waiting_jobs(struct engine *e)
 		job = waiting_pop(e);
 		if (!job)
 			return;
+		if (job_admit(e, job, engine_now()))
+			continue;
 		rc = engine_oauth_token_for(e, job, &token);
 		if (rc == 1)
 			continue; /* parked until the refresh ends */
@@ -442,6 +606,7 @@ static void *engine_main(void *arg)
 		collect_finished_transfers(e);
 		/* finished transfers free slots: start more before sleeping */
 		start_waiting_jobs(e);
+		engine_health_publish(e);
 		curl_multi_poll(e->multi, NULL, 0, poll_timeout_ms(e, engine_now()), NULL);
 	}
 	/* take what arrived with the stop request, then end it all */
@@ -467,10 +632,13 @@ struct engine *engine_new(const struct engine_options *opts, int *err_out)
 	if (e->rng == 0)
 		e->rng = 1;
 	pthread_mutex_init(&e->lock, NULL);
+	rc = engine_health_init(e, &opts->breaker);
+	if (rc < 0)
+		goto err_lock;
 	e->multi = curl_multi_init();
 	if (!e->multi) {
 		rc = -ENOMEM;
-		goto err_lock;
+		goto err_health;
 	}
 	/* keep-alive connections for every job in flight, not curl's default 4x */
 	curl_multi_setopt(e->multi, CURLMOPT_MAXCONNECTS, (long)e->opts.max_inflight);
@@ -482,6 +650,8 @@ struct engine *engine_new(const struct engine_options *opts, int *err_out)
 
 err_multi:
 	curl_multi_cleanup(e->multi);
+err_health:
+	engine_health_free(e);
 err_lock:
 	pthread_mutex_destroy(&e->lock);
 	free(e);
@@ -499,6 +669,7 @@ void engine_free(struct engine *e)
 	curl_multi_wakeup(e->multi);
 	pthread_join(e->thread, NULL);
 	curl_multi_cleanup(e->multi);
+	engine_health_free(e);
 	pthread_mutex_destroy(&e->lock);
 	free(e);
 }

@@ -11,6 +11,7 @@
 #include <stddef.h>
 
 #include "backends/backend.h"
+#include "backends/breaker.h"
 
 /* How one attempt ended, as the engine reports it. */
 struct engine_attempt_report {
@@ -40,9 +41,10 @@ struct engine_sink {
 	 * attempt ends exactly once. An OUTCOME_OK attempt is the one whose
 	 * answer the job keeps. */
 	void (*attempt_ended)(void *ctx, const struct engine_attempt_report *report);
-	/* May the job fail over to MODEL (a candidate after the first)? 0,
-	 * or -errno to skip it (the sink says why where it reports). May be
-	 * NULL: every candidate may be tried. Must not block. */
+	/* May the job fail over to MODEL (a candidate after the first, or
+	 * the first again when the job comes back to it after a timeout)?
+	 * 0, or -errno to skip it (the sink says why where it reports). May
+	 * be NULL: every candidate may be tried. Must not block. */
 	int (*candidate)(void *ctx, const struct model *model);
 	/* The job ended: STATUS 0 (complete answer), -EIO (failed, MESSAGE
 	 * says why) or -ECANCELED. Last call for this job. */
@@ -73,6 +75,10 @@ struct engine_options {
 	const char *cafile;	 /* NULL: system CAs only */
 	size_t max_answer_bytes; /* cap of one answer's text */
 	size_t max_body_bytes;	 /* cap of one response body, framing included */
+	/* The circuit breakers' numbers; a zero member takes the default
+	 * of breaker.h (the cool-down: PROMPTFS_TEST_BREAKER_COOLDOWN_S
+	 * when set, a test-only knob, docs/testing.md). */
+	struct breaker_config breaker;
 };
 
 struct engine;
@@ -93,6 +99,28 @@ struct engine_job *engine_submit(struct engine *e, struct engine_plan *plan);
 /* Aborts JOB; its sink sees done(-ECANCELED) soon after unless the job
  * has already ended. Safe from any thread while the handle is valid. */
 void engine_cancel(struct engine *e, struct engine_job *job);
+
+/* One deployment's circuit breaker and throttle, as /.metrics shows
+ * them. */
+struct engine_breaker_entry {
+	const struct model *model;     /* the deployment (outlives the engine) */
+	enum breaker_state state;      /* closed, open (cooling down), half_open (probing) */
+	unsigned consecutive_failures; /* failed attempts in a row (outcome_deployment_fault) */
+	unsigned long opened_total;    /* times the circuit opened since the engine started */
+	double open_until;	       /* Unix time when the cool-down ends and a probe may go;
+					  0 when closed */
+	double not_before;	       /* Unix time before which no request goes there (429,
+					  Retry-After); 0 when none; may lie in the past */
+};
+
+/* A copy of the circuit state of every deployment the engine has sent a
+ * request to: fills OUT with up to MAX entries and returns how many
+ * there are (call again with a larger OUT when that is more than MAX).
+ * A deployment not listed is closed, with no failures. The copy is as
+ * the engine thread last published it (after every change). Safe from
+ * any thread: it takes only a lock that the engine holds to publish a
+ * copy, never the one submissions take. */
+size_t engine_breaker_snapshot(struct engine *e, struct engine_breaker_entry *out, size_t max);
 
 /* Runs FN(ARG) on the engine thread at its next turn, then forgets every
  * cached OAuth token: the way to change credentials (SIGHUP) without a

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "backends/retry.h"
 
@@ -134,6 +135,15 @@ static size_t on_header(char *buffer, size_t size, size_t nitems, void *userdata
 	if (!colon)
 		return len;
 	name_len = (size_t)(colon - buffer);
+	if (name_len > 6 &&
+	    (strncasecmp(buffer, "x-rate", 6) == 0 ||
+	     strncasecmp(buffer, "anthropic-ratelimit", name_len < 19 ? name_len : 19) == 0)) {
+		char value[64];
+
+		copy_header_value(value, sizeof(value), colon + 1, len - name_len - 1);
+		ratelimit_header_take(&job->ratelimit, buffer, name_len, value);
+		return len;
+	}
 	for (size_t i = 0; i < sizeof(wanted) / sizeof(wanted[0]); i++) {
 		char *dst = (char *)&job->head + wanted[i].offset;
 
@@ -225,6 +235,7 @@ void engine_set_tls_options(struct engine *e, CURL *easy)
 static void attempt_reset(struct engine_job *job)
 {
 	memset(&job->head, 0, sizeof(job->head));
+	memset(&job->ratelimit, 0, sizeof(job->ratelimit));
 	memset(&job->error, 0, sizeof(job->error));
 	job->error.retry_after_s = -1;
 	capped_buffer_init(&job->error_body, ERROR_BODY_CAP);
@@ -241,7 +252,7 @@ static void attempt_reset(struct engine_job *job)
 /* The start that every attempt reports, whatever comes next. */
 static void attempt_announce(struct engine_job *job)
 {
-	job->attempts_here++;
+	job->attempts_on[job->candidate]++;
 	job->attempt_started = engine_now();
 	job->plan.sink->attempt_started(job->plan.sink_ctx, job->model);
 }
@@ -263,6 +274,7 @@ void engine_attempt_end(struct engine *e, struct engine_job *job)
 	    curl_easy_getinfo(job->easy, CURLINFO_STARTTRANSFER_TIME_T, &ttfb_us) == CURLE_OK &&
 	    ttfb_us > 0)
 		report.ttfb_ms = (long)(ttfb_us / 1000);
+	engine_health_attempt_ended(e, job);
 	job->plan.sink->attempt_ended(job->plan.sink_ctx, &report);
 	if (job->error.outcome == OUTCOME_OK && !job->reported_request_id &&
 	    job->head.request_id[0])
@@ -381,6 +393,24 @@ static int attempt_filtered(struct engine_job *job)
 	return -EIO;
 }
 
+/* A 429 without Retry-After may still say when its limit resets, in
+ * the provider's rate-limit headers: a longer wait than the one its
+ * message's prose gave ("try again in 1s") wins, since the headers name
+ * the limit that is spent. */
+static void rate_limit_hint(struct engine_job *job)
+{
+	struct attempt_error *err = &job->error;
+	time_t now = time(NULL);
+	double reset;
+
+	if (!outcome_rate_limited(err->outcome, job->head.status) ||
+	    retry_after_parse(job->head.retry_after, job->head.retry_after_ms, now) >= 0)
+		return;
+	reset = ratelimit_reset_wait(&job->ratelimit, now);
+	if (reset > err->retry_after_s)
+		err->retry_after_s = reset;
+}
+
 /* Explains a transfer that did not deliver a complete answer; 0 when it
  * did. */
 static int attempt_outcome(struct engine *e, struct engine_job *job, CURLcode result)
@@ -435,6 +465,8 @@ static int attempt_outcome(struct engine *e, struct engine_job *job, CURLcode re
 		job->backend->classify_error(&job->head,
 					     job->error_body.data ? job->error_body.data : "",
 					     job->error_body.len, err);
+		err->outcome = outcome_refine_rejection(err->outcome, err->message);
+		rate_limit_hint(job);
 		return -EIO;
 	}
 	if (job->wrong_content_type) {

@@ -6,6 +6,7 @@
 #include <pthread.h>
 
 #include "backends/engine.h"
+#include "backends/retry.h"
 #include "backends/wire_util.h"
 
 /* A failed response's body is kept only this far: enough for any
@@ -16,6 +17,33 @@
 #define TOKEN_BODY_CAP (16 * 1024)
 
 enum job_place { PLACE_INCOMING, PLACE_WAITING, PLACE_ACTIVE, PLACE_BACKOFF, PLACE_TOKEN };
+
+enum candidate_mark {
+	CANDIDATE_UNTRIED,
+	CANDIDATE_DEFERRED, /* left after a timeout with retries to spare: tried again
+			       once every other candidate has been */
+	CANDIDATE_DONE,	    /* being tried, spent, or skipped */
+};
+
+/* What the engine knows of one deployment: its circuit breaker and its
+ * throttle (the "not before" of rate limits). Engine thread only. */
+struct deployment_health {
+	const struct model *model; /* NULL: a free slot */
+	struct breaker breaker;
+	struct throttle throttle;
+};
+
+/* Every deployment's health, by deployment, and the copy of it that
+ * other threads read (engine_breaker_snapshot). */
+struct health_table {
+	struct breaker_config config;
+	struct deployment_health *slots; /* open addressing; engine thread only */
+	size_t cap, n;
+	int dirty; /* changed since last published */
+	pthread_mutex_t published_lock;
+	struct engine_breaker_entry *published; /* under published_lock */
+	size_t n_published, cap_published;	/* under published_lock */
+};
 
 /* The OAuth token of one cloud whose credential is a Google service
  * account: cached, refreshed by one transfer while the jobs that need it
@@ -45,8 +73,19 @@ struct engine_job {
 	size_t candidate;	       /* index in plan.candidates */
 	const struct model *model;     /* plan.candidates[candidate] */
 	const struct backend *backend; /* its provider's; NULL if not built in */
-	int attempts_here;	       /* attempts started on this candidate */
 	double retry_at;	       /* monotonic seconds, in backoff */
+	/* What became of each candidate: enum candidate_mark, and the
+	 * attempts started on it (a deferred one keeps its count). */
+	unsigned char candidate_mark[ENGINE_MAX_CANDIDATES];
+	int attempts_on[ENGINE_MAX_CANDIDATES];
+	/* The next attempt passed the deployment's circuit breaker (as its
+	 * probe, when PROBE): held until that attempt ends. */
+	int admitted;
+	int probe;
+	/* The wait before the next attempt already honoured the
+	 * deployment's throttle: it goes when the wait is over. */
+	int throttle_waited;
+	char skipped[512]; /* candidates skipped without an attempt, and why */
 
 	/* The current attempt, between engine_attempt_begin and _end. */
 	CURL *easy;
@@ -56,7 +95,8 @@ struct engine_job {
 	int head_seen;
 	int body_accepted; /* 2xx with an answer content type */
 	int wrong_content_type;
-	struct capped_buffer error_body; /* a failed response's body, capped */
+	struct ratelimit_hints ratelimit; /* a 429's reset headers */
+	struct capped_buffer error_body;  /* a failed response's body, capped */
 	size_t body_bytes;
 	int streamed_text; /* answer bytes went to the sink */
 	int reported_request_id;
@@ -91,6 +131,7 @@ struct engine {
 	unsigned n_waiting;
 	unsigned n_backoff;
 	unsigned rng;
+	struct health_table health;
 };
 
 /* engine.c: the loop, its lists, and what follows an attempt */
@@ -122,6 +163,26 @@ void engine_attempt_transfer_done(struct engine *e, struct engine_job *job, CURL
 void engine_attempt_end(struct engine *e, struct engine_job *job);
 void engine_attempt_release(struct engine *e, struct engine_job *job);
 void engine_set_tls_options(struct engine *e, CURL *easy);
+
+/* engine_health.c: each deployment's circuit breaker and throttle */
+int engine_health_init(struct engine *e, const struct breaker_config *config);
+void engine_health_free(struct engine *e);
+/* The record of MODEL, made on first use; NULL when memory ran out (the
+ * deployment then goes unguarded). Valid until the next call. */
+struct deployment_health *engine_health_of(struct engine *e, const struct model *model);
+/* JOB's admitted attempt ended with JOB->error: its breaker and
+ * throttle learn from it, and the admission is spent. */
+void engine_health_attempt_ended(struct engine *e, struct engine_job *job);
+/* JOB gives up an admission it never used (cancelled, or failed before
+ * its attempt): a probe it held goes to the next attempt. */
+void engine_health_release(struct engine *e, struct engine_job *job);
+/* Makes the changes since the last call visible to
+ * engine_breaker_snapshot. */
+void engine_health_publish(struct engine *e);
+/* A sentence saying why H's deployment is skipped at NOW ("... is
+ * skipped for 28 s more after 5 failed attempts in a row"), into BUF. */
+void engine_health_skip_reason(const struct deployment_health *h, double now, char *buf,
+			       size_t size);
 
 /* engine_token.c: OAuth tokens of service-account clouds */
 /* The token JOB's candidate needs: 0 with *TOKEN (NULL when it needs

@@ -30,7 +30,7 @@ static const struct outcome_info outcomes[OUTCOME_COUNT] = {
 	[OUTCOME_BAD_CONTENT_TYPE]    = { "bad_content_type",    1,    1,    EIO },
 	[OUTCOME_TOO_LARGE]           = { "too_large",           0,    0,    EIO },
 	[OUTCOME_TOKEN_UNAVAILABLE]   = { "token_http_%ld",      1,    1,    EIO },
-	[OUTCOME_TOKEN_REJECTED]      = { "token_http_%ld",      0,    1,    EIO },
+	[OUTCOME_TOKEN_REJECTED]      = { "token_http_%ld",      0,    0,    EIO },
 	[OUTCOME_NO_MEMORY]           = { "no_memory",           1,    0,    EIO },
 	[OUTCOME_LOCAL_ERROR]         = { "local_error",         0,    0,    EIO },
 };
@@ -61,11 +61,45 @@ char *outcome_word(enum outcome o, long http_status, char *buf, size_t size)
 
 enum outcome outcome_of_http_status(long status, int should_retry)
 {
-	if (should_retry == 1 || (should_retry != 0 && http_status_retryable(status)))
+	if (should_retry != 0 && http_status_retryable(status))
 		return OUTCOME_HTTP_RETRYABLE;
 	if (status == 401 || status == 403)
 		return OUTCOME_AUTH;
 	return OUTCOME_HTTP_REJECTED;
+}
+
+enum outcome outcome_refine_rejection(enum outcome o, const char *message)
+{
+	/* the providers' own words */
+	static const char *const too_long[] = {
+		"context_length_exceeded",		/* OpenAI, Azure: the code */
+		"maximum context length",		/* OpenAI, Azure */
+		"context window",			/* Bedrock: model_context_window_exceeded */
+		"context_window",			/* ... and its spelling as a word */
+		"prompt is too long",			/* Anthropic */
+		"input is too long",			/* Bedrock */
+		"exceeds the maximum number of tokens", /* Vertex */
+		"too many input tokens",
+	};
+	size_t i;
+
+	if (o != OUTCOME_HTTP_REJECTED || !message)
+		return o;
+	for (i = 0; i < sizeof(too_long) / sizeof(too_long[0]); i++) {
+		if (strcasestr(message, too_long[i]))
+			return OUTCOME_CONTEXT_LENGTH;
+	}
+	return o;
+}
+
+int outcome_rate_limited(enum outcome o, long http_status)
+{
+	return o == OUTCOME_HTTP_RETRYABLE && http_status == 429;
+}
+
+int outcome_deployment_fault(enum outcome o, long http_status)
+{
+	return outcome_failover(o) && !outcome_rate_limited(o, http_status);
 }
 
 int should_retry_header(const char *value)

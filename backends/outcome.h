@@ -70,9 +70,30 @@ static inline int outcome_failover(enum outcome o)
 char *outcome_word(enum outcome o, long http_status, char *buf, size_t size);
 
 /* The outcome of an HTTP error status when nothing more specific is
- * known: SHOULD_RETRY is the provider's own verdict (1 yes, 0 no, -1 it
- * gave none), which wins over the status list of SPEC §7. */
+ * known: the status list of SPEC §7 decides what is retried. The
+ * provider's own verdict SHOULD_RETRY (1 yes, 0 no, -1 it gave none)
+ * may only take a retry away (x-should-retry: false, a spent budget):
+ * it never makes a status outside the list retryable, nor an auth
+ * failure. */
 enum outcome outcome_of_http_status(long status, int should_retry);
+
+/* A rejected request (OUTCOME_HTTP_REJECTED) whose provider MESSAGE says
+ * the prompt does not fit the model's context window becomes
+ * OUTCOME_CONTEXT_LENGTH ("maximum context length", "prompt is too
+ * long", "input is too long", "exceeds the maximum number of tokens",
+ * "context_length_exceeded" ...); any other outcome is returned as it
+ * is. */
+enum outcome outcome_refine_rejection(enum outcome o, const char *message);
+
+/* The attempt was rate limited (HTTP 429): the deployment's throttle
+ * slows every job sent there; it says nothing of the deployment's
+ * health, so it does not count towards its circuit breaker. */
+int outcome_rate_limited(enum outcome o, long http_status);
+
+/* The attempt failed by a fault of the deployment (the failover column,
+ * a rate limit excepted): it counts towards the deployment's circuit
+ * breaker. */
+int outcome_deployment_fault(enum outcome o, long http_status);
 
 /* The verdict of an x-should-retry header: 1, 0, or -1 for none. */
 int should_retry_header(const char *value);

@@ -3,12 +3,15 @@
 
 #include <ctype.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #define BACKOFF_INITIAL_S 0.5
 #define BACKOFF_MAX_S 8.0
+/* a deployment that has not said 429 for this long starts again at level 0 */
+#define THROTTLE_QUIET_S 60.0
 
 int http_status_retryable(long status)
 {
@@ -177,8 +180,9 @@ static double unit_seconds(const char *text, size_t *len)
 }
 
 /* A duration at TEXT: "6 seconds", "18.642s", "1m30s", "120ms", or a
- * bare number taken as seconds. -1 when TEXT does not start with one. */
-static double duration_parse(const char *text)
+ * bare number taken as seconds. -1 when TEXT does not start with one;
+ * *END (if not NULL) is where the duration stopped. */
+static double duration_parse(const char *text, const char **end_out)
 {
 	double total = 0;
 	double amount;
@@ -209,6 +213,8 @@ static double duration_parse(const char *text)
 		parts++;
 		text += unit_len;
 	}
+	if (end_out)
+		*end_out = text;
 	return parts ? total : -1;
 }
 
@@ -232,7 +238,7 @@ double retry_after_from_text(const char *message)
 			hit = strcasestr(at, phrases[i]);
 			if (!hit)
 				break;
-			seconds = duration_parse(hit + n);
+			seconds = duration_parse(hit + n, NULL);
 			if (seconds >= 0)
 				return seconds;
 			at = hit + n;
@@ -241,19 +247,221 @@ double retry_after_from_text(const char *message)
 	return -1;
 }
 
-double backoff_delay_s(int retry_index, double random01)
+static double random_clamp(double random01)
+{
+	if (!(random01 >= 0)) /* also catches NaN */
+		return 0;
+	return random01 > 1 ? 1 : random01;
+}
+
+double backoff_floor_s(int retry_index)
 {
 	double delay = BACKOFF_INITIAL_S;
 	int i;
 
-	if (!(random01 >= 0)) /* also catches NaN */
-		random01 = 0;
-	if (random01 > 1)
-		random01 = 1;
 	/* Doubling stops at the ceiling, so a large index cannot overflow. */
 	for (i = 0; i < retry_index && delay < BACKOFF_MAX_S; i++)
 		delay *= 2;
-	if (delay > BACKOFF_MAX_S)
-		delay = BACKOFF_MAX_S;
-	return delay * (1.0 - 0.25 * random01);
+	return delay > BACKOFF_MAX_S ? BACKOFF_MAX_S : delay;
+}
+
+double backoff_delay_s(int retry_index, double random01)
+{
+	return retry_wait_s(retry_index, -1, random01);
+}
+
+double retry_wait_s(int retry_index, double hint, double random01)
+{
+	double floor_s = backoff_floor_s(retry_index);
+	double base = hint > floor_s ? hint : floor_s; /* also when hint is NaN */
+
+	return base + floor_s * random_clamp(random01);
+}
+
+/* ---- rate-limit reset headers ---- */
+
+int ratelimit_header_take(struct ratelimit_hints *hints, const char *name, size_t name_len,
+			  const char *value)
+{
+	static const struct {
+		const char *name;
+		enum ratelimit_kind kind;
+		int is_reset;
+	} known[] = {
+		{ "x-ratelimit-remaining-requests", RATELIMIT_REQUESTS, 0 },
+		{ "x-ratelimit-remaining-tokens", RATELIMIT_TOKENS, 0 },
+		{ "x-ratelimit-reset-requests", RATELIMIT_REQUESTS, 1 },
+		{ "x-ratelimit-reset-tokens", RATELIMIT_TOKENS, 1 },
+		/* Azure, with the extra hyphen */
+		{ "x-rate-limit-reset-requests", RATELIMIT_REQUESTS, 1 },
+		{ "x-rate-limit-reset-tokens", RATELIMIT_TOKENS, 1 },
+		{ "anthropic-ratelimit-requests-remaining", RATELIMIT_REQUESTS, 0 },
+		{ "anthropic-ratelimit-requests-reset", RATELIMIT_REQUESTS, 1 },
+		{ "anthropic-ratelimit-tokens-remaining", RATELIMIT_TOKENS, 0 },
+		{ "anthropic-ratelimit-tokens-reset", RATELIMIT_TOKENS, 1 },
+		{ "anthropic-ratelimit-input-tokens-remaining", RATELIMIT_INPUT_TOKENS, 0 },
+		{ "anthropic-ratelimit-input-tokens-reset", RATELIMIT_INPUT_TOKENS, 1 },
+		{ "anthropic-ratelimit-output-tokens-remaining", RATELIMIT_OUTPUT_TOKENS, 0 },
+		{ "anthropic-ratelimit-output-tokens-reset", RATELIMIT_OUTPUT_TOKENS, 1 },
+	};
+	size_t i;
+	char *dst;
+	size_t size;
+
+	for (i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
+		if (strlen(known[i].name) != name_len ||
+		    strncasecmp(name, known[i].name, name_len) != 0)
+			continue;
+		dst = known[i].is_reset ? hints->reset[known[i].kind]
+					: hints->remaining[known[i].kind];
+		size = known[i].is_reset ? sizeof(hints->reset[0]) : sizeof(hints->remaining[0]);
+		snprintf(dst, size, "%s", value);
+		return 1;
+	}
+	return 0;
+}
+
+/* RFC 3339: "2024-05-01T12:00:30Z", "2024-05-01T12:00:30.25+02:00".
+ * 0 and the time in *OUT (fractions of a second kept), or -1. */
+static int rfc3339_parse(const char *text, double *out)
+{
+	struct tm tm;
+	time_t when;
+	double fraction = 0;
+	int offset = 0;
+	char *end;
+
+	if (strlen(text) < 20 || text[4] != '-' || text[7] != '-' ||
+	    (text[10] != 'T' && text[10] != 't' && text[10] != ' ') || text[13] != ':' ||
+	    text[16] != ':')
+		return -1;
+	memset(&tm, 0, sizeof(tm));
+	tm.tm_year = digits_parse(text, 4) - 1900;
+	tm.tm_mon = digits_parse(text + 5, 2) - 1;
+	tm.tm_mday = digits_parse(text + 8, 2);
+	tm.tm_hour = digits_parse(text + 11, 2);
+	tm.tm_min = digits_parse(text + 14, 2);
+	tm.tm_sec = digits_parse(text + 17, 2);
+	if (tm.tm_year < 0 || tm.tm_mon < 0 || tm.tm_mon > 11 || tm.tm_mday < 1 ||
+	    tm.tm_mday > 31 || tm.tm_hour < 0 || tm.tm_hour > 23 || tm.tm_min < 0 ||
+	    tm.tm_min > 59 || tm.tm_sec < 0 || tm.tm_sec > 60)
+		return -1;
+	text += 19;
+	if (*text == '.') {
+		if (!isdigit((unsigned char)text[1]))
+			return -1;
+		fraction = strtod(text, &end);
+		text = end;
+	}
+	if (*text == 'Z' || *text == 'z') {
+		text++;
+	} else if ((*text == '+' || *text == '-') && text[3] == ':') {
+		int hours = digits_parse(text + 1, 2);
+		int minutes = digits_parse(text + 4, 2);
+
+		if (hours < 0 || minutes < 0)
+			return -1;
+		offset = (hours * 60 + minutes) * 60 * (*text == '+' ? 1 : -1);
+		text += 6;
+	} else {
+		return -1;
+	}
+	if (*text != '\0')
+		return -1;
+	when = timegm(&tm);
+	if (when == (time_t)-1)
+		return -1;
+	*out = (double)when - offset + fraction;
+	return 0;
+}
+
+/* The seconds from NOW until the reset TEXT; -1 when it does not parse. */
+static double reset_value_parse(const char *text, time_t now)
+{
+	const char *end;
+	double seconds;
+	double when;
+
+	if (!*text)
+		return -1;
+	if (rfc3339_parse(text, &when) == 0)
+		return when > (double)now ? when - (double)now : 0;
+	seconds = duration_parse(text, &end);
+	if (seconds < 0 || *end != '\0')
+		return -1;
+	return seconds;
+}
+
+double ratelimit_reset_wait(const struct ratelimit_hints *hints, time_t now)
+{
+	double exhausted = -1;
+	double earliest = -1;
+	double wait;
+	int kind;
+
+	for (kind = 0; kind < RATELIMIT_KINDS; kind++) {
+		wait = reset_value_parse(hints->reset[kind], now);
+		if (wait < 0)
+			continue;
+		if (nonnegative_number_parse(hints->remaining[kind]) == 0) {
+			if (wait > exhausted)
+				exhausted = wait;
+		} else if (earliest < 0 || wait < earliest) {
+			earliest = wait;
+		}
+	}
+	return exhausted >= 0 ? exhausted : earliest;
+}
+
+/* ---- a deployment's throttle ---- */
+
+double throttle_floor_s(const struct throttle *t)
+{
+	return t->level == 0 ? 0 : backoff_floor_s((int)t->level - 1);
+}
+
+void throttle_note(struct throttle *t, int rate_limited, double hint, double started, double now)
+{
+	double floor_s;
+	double until;
+	int raised;
+
+	/* a rate limit long past says nothing of this one */
+	if (t->level > 0 && now - t->raised_at > THROTTLE_QUIET_S)
+		t->level = 0;
+	raised = rate_limited && (t->level == 0 || started >= t->wave_end);
+	if (raised) {
+		if (t->level < 16)
+			t->level++;
+		t->raised_at = now;
+	}
+	floor_s = rate_limited ? throttle_floor_s(t) : 0;
+	until = now + (hint > floor_s ? hint : floor_s);
+	if (raised)
+		t->wave_end = until;
+	if (until > t->not_before)
+		t->not_before = until;
+	if (hint >= 0 && now + hint > t->asked_until)
+		t->asked_until = now + hint;
+}
+
+double throttle_asked_s(const struct throttle *t, double now)
+{
+	return t->asked_until > now ? t->asked_until - now : 0;
+}
+
+void throttle_clear(struct throttle *t)
+{
+	t->level = 0;
+}
+
+double throttle_wait_s(const struct throttle *t, double now, double random01)
+{
+	double spread = throttle_floor_s(t);
+
+	if (t->not_before <= now)
+		return 0;
+	if (spread < BACKOFF_INITIAL_S)
+		spread = BACKOFF_INITIAL_S;
+	return t->not_before - now + spread * random_clamp(random01);
 }

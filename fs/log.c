@@ -38,6 +38,17 @@ static int syslog_reachable(void)
 	return ok;
 }
 
+void log_warn_if_unheard(void)
+{
+	/* said on stderr while there is one: once detached, lines sent to
+	 * no syslog are lost without a word */
+	if (log_target == LOG_TO_SYSLOG && !syslog_reachable())
+		fprintf(stderr,
+			"promptfs: warning: no syslog answers at %s: the log is lost "
+			"(use -o log=FILE, or -f to log on stderr)\n",
+			SYSLOG_SOCKET);
+}
+
 int log_open(enum log_target target, const char *file, int level)
 {
 	char cwd[PATH_MAX];
@@ -47,13 +58,6 @@ int log_open(enum log_target target, const char *file, int level)
 	log_target = target;
 	if (target == LOG_TO_SYSLOG) {
 		openlog("promptfs", LOG_PID, LOG_DAEMON);
-		/* said on stderr while there is one: once detached, lines sent
-		 * to no syslog are lost without a word */
-		if (!syslog_reachable())
-			fprintf(stderr,
-				"promptfs: warning: no syslog answers at %s: the log is "
-				"lost (use -o log=FILE, or -f to log on stderr)\n",
-				SYSLOG_SOCKET);
 		return 0;
 	}
 	if (target == LOG_TO_FILE) {

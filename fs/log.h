@@ -14,6 +14,10 @@ int log_open(enum log_target target, const char *file, int level);
 void log_reopen(void);
 void log_close(void);
 
+/* Before detaching: a warning on stderr when the log goes to a syslog
+ * that nobody listens to. */
+void log_warn_if_unheard(void);
+
 void log_msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define log_error(...) log_msg(LOG_ERR, __VA_ARGS__)

@@ -311,6 +311,8 @@ int main(int argc, char *argv[])
 	ignore_sighup();
 	if (fuse_session_mount(se, opts.mountpoint) != 0)
 		goto out_signals;
+	if (!opts.foreground)
+		log_warn_if_unheard();
 	if (fuse_daemonize(opts.foreground) != 0)
 		goto out_unmount;
 

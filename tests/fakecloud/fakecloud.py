@@ -173,6 +173,54 @@ class LastRequests:
             return None
 
 
+class RequestLog:
+    """Every API and /token request seen since the start or the last
+    `/_reset` (`GET /_requests`): when it arrived and ended, where it went,
+    how it was answered, so that tests can assert attempts, the gaps
+    between them and which deployments were called. The last KEPT stay."""
+
+    KEPT = 100000
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._entries = collections.deque(maxlen=self.KEPT)
+        self._seq = 0
+
+    def reset(self):
+        with self._lock:
+            self._entries.clear()
+
+    def add(self, entry):
+        with self._lock:
+            self._seq += 1
+            entry["seq"] = self._seq
+            self._entries.append(entry)
+
+    def find(self, params):
+        """The entries matching every filter given: provider (comma list),
+        model, path (substring), prompt, status, since (arrival, Unix time)."""
+        since = float(params["since"]) if params.get("since") else None
+        providers = params["provider"].split(",") if params.get("provider") else None
+        with self._lock:
+            entries = list(self._entries)
+        found = []
+        for e in entries:
+            if providers and e["provider"] not in providers:
+                continue
+            if params.get("model") and e["model"] != params["model"]:
+                continue
+            if params.get("path") and params["path"] not in e["path"]:
+                continue
+            if params.get("prompt") and e["prompt"] != params["prompt"]:
+                continue
+            if params.get("status") and str(e["status"]) != params["status"]:
+                continue
+            if since is not None and e["t"] < since:
+                continue
+            found.append(e)
+        return found
+
+
 class Outcome:
     """What happened to one request, for the log and the counters."""
 
@@ -180,6 +228,9 @@ class Outcome:
         self.status = "-"
         self.provider = None
         self.faults = []
+        self.model = None
+        self.prompt = None
+        self.rules = []
 
 
 class Exchange:
@@ -237,12 +288,14 @@ class Handler(BaseHTTPRequestHandler):
         self.pending_gate = None
         self.fragment = None
         path, _, query = self.path.partition("?")
-        if path in ("/_stats", "/_reset", "/_last", "/_open", "/_completions"):
-            return self.control(path, query)
+        if path in ("/_stats", "/_reset", "/_last", "/_open", "/_completions", "/_faults",
+                    "/_requests"):
+            return self.control(path, query, method)
         srv = self.server
         outcome = Outcome()
         self.outcome = outcome
         started = time.monotonic()
+        arrived = time.time()
         srv.stats.begin(path)
         try:
             self.route(method, path, query)
@@ -257,9 +310,15 @@ class Handler(BaseHTTPRequestHandler):
             traceback.print_exc()
         finally:
             srv.stats.end(outcome)
+            ms = (time.monotonic() - started) * 1000
+            srv.requests.add({
+                "t": arrived, "t_end": arrived + ms / 1000, "method": method, "path": path,
+                "provider": outcome.provider, "model": outcome.model, "prompt": outcome.prompt,
+                "status": outcome.status, "faults": list(outcome.faults),
+                "rules": list(outcome.rules), "ms": round(ms, 3)})
             srv.log_line("%s %s %s fault=%s provider=%s ms=%d" % (
                 method, path, outcome.status, ",".join(outcome.faults) or "-",
-                outcome.provider or "-", (time.monotonic() - started) * 1000))
+                outcome.provider or "-", ms))
 
     def route(self, method, path, query):
         if path == "/token":
@@ -421,17 +480,35 @@ class Handler(BaseHTTPRequestHandler):
         self.close_connection = True
 
     # ----- control endpoints ----------------------------------------------------------
-    def control(self, path, query=""):
+    def control(self, path, query="", method="GET"):
         self.outcome = Outcome()
-        self.read_body_quietly()
+        raw = self.read_body_quietly()
         srv = self.server
         if path == "/_reset":
             srv.stats.reset()
             srv.faults.reset()
             srv.token_faults.reset()
             srv.last.reset()
+            srv.requests.reset()
             srv.close_gates()
             body = jbody({"ok": True})
+        elif path == "/_faults":
+            try:
+                result = self.runtime_faults(method, query, raw)
+            except BadRequest as e:
+                return self.send_simple(400, {"Content-Type": "application/json",
+                                              "Cache-Control": "no-store"},
+                                        jbody({"error": e.message}))
+            body = jbody(result)
+        elif path == "/_requests":
+            params = {k: v[0] for k, v in urllib.parse.parse_qs(query).items()}
+            try:
+                found = srv.requests.find(params)
+            except ValueError:
+                return self.send_simple(400, {"Content-Type": "application/json",
+                                              "Cache-Control": "no-store"},
+                                        jbody({"error": "since must be a number"}))
+            body = jbody({"requests": found})
         elif path == "/_last":
             params = {k: v[0] for k, v in urllib.parse.parse_qs(query).items()}
             entry = srv.last.find(params)
@@ -449,6 +526,34 @@ class Handler(BaseHTTPRequestHandler):
         else:
             body = jbody(srv.stats.snapshot())
         self.send_simple(200, {"Content-Type": "application/json", "Cache-Control": "no-store"}, body)
+
+    def runtime_faults(self, method, query, raw):
+        """`/_faults`: GET lists the rules; DELETE (or POST with clear=all)
+        removes them all; POST sets the faults of one selector, from the
+        query (provider=, model=, path=, fault=... repeated) or a JSON body
+        {"provider", "model", "path", "faults": [...]}; no fault removes
+        that selector's rule."""
+        book = self.server.faults
+        params = urllib.parse.parse_qs(query, keep_blank_values=True)
+        if method == "DELETE" or (method == "POST" and params.get("clear") == ["all"]):
+            book.clear_rules()
+            return {"ok": True, "rules": []}
+        if method != "POST":
+            return {"rules": book.rules()}
+        if raw.strip():
+            try:
+                spec = json.loads(raw)
+            except ValueError:
+                raise BadRequest("fakecloud: /_faults body is not JSON")
+            if not isinstance(spec, dict) or not isinstance(spec.get("faults", []), list):
+                raise BadRequest("fakecloud: /_faults body must be an object with a faults list")
+        else:
+            spec = {k: v[0] for k, v in params.items() if k != "fault"}
+            spec["faults"] = params.get("fault", [])
+        directives = [d for text in spec.get("faults", []) if str(text).strip()
+                      for d in faults.parse_spec(str(text))]
+        rule = book.set_rule(spec.get("provider"), spec.get("model"), spec.get("path"), directives)
+        return {"ok": True, "rule": rule.describe() if rule else None, "rules": book.rules()}
 
     # ----- OAuth token endpoint -------------------------------------------------------
     def token(self, method):
@@ -493,6 +598,7 @@ class Handler(BaseHTTPRequestHandler):
         cfg = srv.cfg
         rq = Exchange(self, path, query, match, prov)
         self.outcome.provider = prov.name
+        self.outcome.model = rq.model
         self.pending_delay = cfg.latency
         try:
             rq.body = self.read_body()
@@ -515,10 +621,13 @@ class Handler(BaseHTTPRequestHandler):
         if cfg.known_models is not None and chat.model not in cfg.known_models:
             return self.unknown_model(rq, prov, chat)
         digest = hashlib.sha256(chat.last_user.encode()).hexdigest()
+        self.outcome.model = chat.model
+        self.outcome.prompt = digest
         srv.stats.prompt(digest)
         srv.last.record(prov.name, digest, path, chat.model, obj)
         plan = srv.faults.plan(digest, directives, prov.name, path, chat.model)
         self.outcome.faults = plan.names
+        self.outcome.rules = plan.rules
         self.execute(rq, prov, chat, plan)
         if plan.main is None:
             # a normal answer, every byte of it written (a client that left
@@ -570,7 +679,7 @@ class Handler(BaseHTTPRequestHandler):
             status, headers, body = prov.error(rq, main.get("code", 503), main.get("message"),
                                                fault=main)
             headers["Content-Type"] = "application/json"
-            headers.update(retry_headers(main))
+            headers.update(retry_headers(main, prov.name))
             return self.send_simple(status, headers, body)
         if name == "content_filter":
             status, headers, body = prov.content_filter_error(rq)
@@ -666,7 +775,16 @@ class Handler(BaseHTTPRequestHandler):
         self.send_simple(200, headers, body)
 
 
-def retry_headers(fault):
+def go_duration(seconds):
+    """A duration as OpenAI's reset headers write it: "2s", "1.5s", "1m30s", "120ms"."""
+    if seconds < 1:
+        return "%dms" % round(seconds * 1000)
+    minutes, rest = divmod(seconds, 60)
+    text = ("%g" % rest) + "s"
+    return ("%dm" % minutes + text) if minutes else text
+
+
+def retry_headers(fault, provider=None):
     headers = {}
     if fault.get("retry_after") is not None:
         headers["retry-after"] = fault.get("retry_after_text")
@@ -674,6 +792,14 @@ def retry_headers(fault):
         headers["retry-after-ms"] = str(fault.get("retry_after_ms"))
     if fault.get("should_retry") is not None:
         headers["x-should-retry"] = fault.get("should_retry")
+    reset = fault.get("reset_after")
+    if reset is not None and provider in ("openai", "azure"):
+        headers["x-ratelimit-remaining-requests"] = "0"
+        headers["x-ratelimit-reset-requests"] = go_duration(reset)
+    elif reset is not None and provider == "anthropic":
+        when = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=reset)
+        headers["anthropic-ratelimit-requests-remaining"] = "0"
+        headers["anthropic-ratelimit-requests-reset"] = when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return headers
 
 
@@ -689,6 +815,7 @@ class FakeCloudServer(ThreadingHTTPServer):
         self.cfg = cfg
         self.stats = Stats()
         self.last = LastRequests()
+        self.requests = RequestLog()
         self.faults = faults.FaultBook(cfg.fault_defaults)
         self.token_faults = faults.FaultBook(cfg.token_faults)
         self.stopping = threading.Event()

@@ -16,7 +16,7 @@ MODIFIERS = ("latency", "slow_first_byte", "stall", "fragment", "finish", "gate"
 
 _ARG_TYPES = {
     "code": int, "times": int, "after": int, "bytes": int, "retry_after_ms": int,
-    "retry_after": float, "seconds": float,
+    "retry_after": float, "seconds": float, "reset_after": float,
     "message": str, "provider": str, "path": str, "model": str, "type": str,
     "should_retry": str, "reason": str, "name": str,
 }
@@ -108,37 +108,109 @@ class Plan:
         self.gate = None          # name of the gate to wait for before the first byte
         self.long = None          # bytes the answer's text is padded to, or None
         self.names = []           # every active directive name, for logs and stats
+        self.rules = []           # ids of the run-time rules that applied
 
     def first_byte_delay(self, default_latency):
         base = self.latency if self.latency is not None else default_latency
         return base + self.slow
 
 
+class Rule:
+    """Faults set at run time (`POST /_faults`) for every request to the
+    deployments a selector names: provider(s), model, path substring. Its
+    `times=` counts the rule's own requests, whatever their prompt."""
+
+    def __init__(self, rule_id, provider, model, path, directives):
+        self.id = rule_id
+        self.provider = provider or None
+        self.model = model or None
+        self.path = path or None
+        self.directives = directives
+
+    def selector(self):
+        return (self.provider, self.model, self.path)
+
+    def matches(self, provider, path, model):
+        if self.provider and provider not in self.provider.split(","):
+            return False
+        if self.model and self.model != model:
+            return False
+        if self.path and self.path not in path:
+            return False
+        return True
+
+    def describe(self):
+        return {"id": self.id, "provider": self.provider, "model": self.model, "path": self.path,
+                "faults": [d.text for d in self.directives]}
+
+
 class FaultBook:
-    """Counts, per prompt text and directive, how many requests it has seen."""
+    """Counts, per prompt text and directive, how many requests it has seen;
+    holds the run-time rules."""
 
     def __init__(self, defaults=()):
         self.defaults = list(defaults)
         self._counts = {}
+        self._rules = []
+        self._next_rule = 1
         self._lock = threading.Lock()
 
     def reset(self):
+        """Counters zeroed and run-time rules removed: as at start."""
         with self._lock:
             self._counts.clear()
+            self._rules = []
+
+    def set_rule(self, provider, model, path, directives):
+        """Sets the faults of the selector (provider, model, path), replacing
+        its earlier rule (and its counters); no directives removes it.
+        Returns the rule, or None when removed."""
+        with self._lock:
+            selector = (provider or None, model or None, path or None)
+            for old in [r for r in self._rules if r.selector() == selector]:
+                self._rules.remove(old)
+                for key in [k for k in self._counts if k[0] == ("rule", old.id)]:
+                    del self._counts[key]
+            if not directives:
+                return None
+            rule = Rule(self._next_rule, provider, model, path, list(directives))
+            self._next_rule += 1
+            self._rules.append(rule)
+            return rule
+
+    def clear_rules(self):
+        with self._lock:
+            for rule in self._rules:
+                for key in [k for k in self._counts if k[0] == ("rule", rule.id)]:
+                    del self._counts[key]
+            self._rules = []
+
+    def rules(self):
+        with self._lock:
+            return [r.describe() for r in self._rules]
 
     def plan(self, prompt_key, directives, provider, path, model=None):
+        """The faults for one request: the prompt's own directives first,
+        then the run-time rules of its deployment, then --fault-default."""
         plan = Plan()
-        for d in list(directives) + self.defaults:
+        with self._lock:
+            ruled = [(("rule", r.id), d, r) for r in self._rules
+                     if r.matches(provider, path, model) for d in r.directives]
+        candidates = ([(prompt_key, d, None) for d in directives] + ruled +
+                      [(prompt_key, d, None) for d in self.defaults])
+        for counter, d, rule in candidates:
             if not d.matches(provider, path, model):
                 continue
             with self._lock:
-                key = (prompt_key, d.text)
+                key = (counter, d.text)
                 count = self._counts.get(key, 0) + 1
                 self._counts[key] = count
             times = d.get("times")
             if times is not None and count > times:
                 continue
             plan.names.append(d.name)
+            if rule is not None and rule.id not in plan.rules:
+                plan.rules.append(rule.id)
             if d.name in TERMINAL:
                 if plan.main is None:
                     plan.main = d

@@ -894,6 +894,74 @@ class FakeCloudTest(unittest.TestCase):
             self.assertEqual(text, "echo: par %d [[fault:latency seconds=0.5]]" % i)
         self.assertGreaterEqual(self.stats()["max_inflight"], 200)
 
+    def test_runtime_faults_and_request_log(self):
+        """Faults set for a deployment at run time apply to every prompt sent
+        there, count `times=` per rule, and go away when cleared; the request
+        log shows each request's time, deployment, status and faults."""
+        t0 = time.time()
+        stamp = "%f" % t0
+        path = "/rt-%s/v1/chat/completions" % stamp.replace(".", "")
+        q = urllib.parse.urlencode([("provider", "openai"), ("path", path[:12]), ("model", "gpt-4o"),
+                                    ("fault", "status code=503 times=2 retry_after=1")])
+        st, _, body = self.post("/_faults?" + q, b"")
+        self.assertEqual(st, 200, body)
+        rule = json.loads(body)["rule"]
+        self.assertEqual(rule["faults"], ["status code=503 times=2 retry_after=1"])
+        headers = {"Authorization": "Bearer " + OPENAI_KEY}
+
+        def send(prompt, model="gpt-4o", where=path):
+            return self.post(where, {"model": model, "messages": [
+                {"role": "user", "content": prompt}]}, headers)[0]
+
+        # two different prompts share the rule's two failures
+        self.assertEqual(send("first " + stamp), 503)
+        self.assertEqual(send("second " + stamp), 503)
+        self.assertEqual(send("third " + stamp), 200)
+        # another model is another deployment
+        self.assertEqual(send("other model " + stamp, model="gpt-4o-mini"), 200)
+        # a rule for a whole provider, set from a JSON body, replaced, cleared
+        st, _, body = self.post("/_faults", {"provider": "anthropic", "faults": ["status code=529"]})
+        self.assertEqual(st, 200, body)
+        self.assertEqual(self.anthropic("overloaded " + stamp)[0], 529)
+        self.post("/_faults", {"provider": "anthropic", "faults": ["status code=429 reset_after=2"]})
+        st, h, _ = self.anthropic("limited " + stamp)
+        self.assertEqual(st, 429)
+        self.assertEqual(h["anthropic-ratelimit-requests-remaining"], "0")
+        self.assertRegex(h["anthropic-ratelimit-requests-reset"], r"^\d{4}-\d\d-\d\dT[\d:.]+Z$")
+        st, rules = self.get_json("/_faults")
+        self.assertEqual(len(rules["rules"]), 2)
+        self.post("/_faults", {"provider": "anthropic", "faults": []})
+        self.assertEqual(self.anthropic("fine " + stamp)[0], 200)
+        # the prompt's own directives come first
+        self.post("/_faults?" + q, b"")
+        self.assertEqual(send("own [[fault:status code=400]] " + stamp), 400)
+        # an unknown directive is refused
+        st, _, body = self.post("/_faults?fault=nonsense", b"")
+        self.assertEqual(st, 400)
+        c = self.conn()
+        c.request("DELETE", "/_faults")
+        self.assertEqual(json.loads(c.getresponse().read()), {"ok": True, "rules": []})
+        c.close()
+        self.assertEqual(send("cleared " + stamp), 200)
+
+        st, log = self.get_json("/_requests?path=%s&since=%f" % (path, t0))
+        self.assertEqual(st, 200)
+        entries = log["requests"]
+        self.assertEqual([e["status"] for e in entries], [503, 503, 200, 200, 400, 200])
+        self.assertEqual([e["model"] for e in entries][3], "gpt-4o-mini")
+        self.assertEqual(entries[0]["faults"], ["status"])
+        self.assertEqual(entries[0]["rules"], [rule["id"]])
+        self.assertEqual(entries[2]["rules"], [])
+        self.assertEqual(entries[0]["prompt"], hashlib.sha256(("first " + stamp).encode()).hexdigest())
+        for e in entries:
+            self.assertEqual((e["provider"], e["path"], e["method"]), ("openai", path, "POST"))
+            self.assertGreaterEqual(e["t"], t0)
+            self.assertGreaterEqual(e["t_end"], e["t"])
+        self.assertEqual(sorted(e["seq"] for e in entries), [e["seq"] for e in entries])
+        st, log = self.get_json("/_requests?provider=anthropic&status=429&since=%f" % t0)
+        self.assertEqual(len(log["requests"]), 1)
+        self.assertEqual(self.get_json("/_requests?since=soon")[0], 400)
+
     def test_stats_log_and_control(self):
         self.openai("counted")
         snap = self.stats()

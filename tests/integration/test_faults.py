@@ -54,12 +54,12 @@ def test_retries_exhausted_is_eio_with_reason(mnt):
 
 def test_400_is_not_retried(mnt):
     d = mnt.model()
-    submit(d, "b", "bad [[fault:status code=400 message=context_length_exceeded]]")
+    submit(d, "b", "bad [[fault:status code=400 message=temperature_out_of_range]]")
     data, err = read_all(d + "/b.response")
     assert err == errno.EIO
     meta = read_meta(d + "/b.meta")
     assert [a["outcome"] for a in meta["attempts"]] == ["http_400"]
-    assert "context_length_exceeded" in open(d + "/b.error").readline()
+    assert "temperature_out_of_range" in open(d + "/b.error").readline()
     r = sh("cat %s/b.response" % d, check=False)
     assert r.returncode != 0 and b"Input/output error" in r.stderr
 

@@ -166,12 +166,20 @@ def test_recovers_from_429(clouds, provider):
 def test_400_is_eio_with_the_providers_message(clouds, provider):
     d = os.path.join(clouds.path, PROVIDERS[provider])
     with open(d + "/b.prompt", "w") as f:
-        f.write('bad [[fault:status code=400 message="prompt is too long for this model"]]')
+        f.write('bad [[fault:status code=400 message="temperature must be at most 2"]]')
     assert read_all(d + "/b.response")[1] == errno.EIO
     meta = wait_finished(d, "b")
     assert [a["outcome"] for a in meta["attempts"]] == ["http_400"]
     first = open(d + "/b.error").readline()
-    assert "prompt is too long for this model" in first
+    assert "temperature must be at most 2" in first
+    # a prompt too long for the model, in each provider's error shape, is
+    # context_length: one attempt too
+    with open(d + "/c.prompt", "w") as f:
+        f.write('long [[fault:status code=400 message="prompt is too long for this model"]]')
+    assert read_all(d + "/c.response")[1] == errno.EIO
+    meta = wait_finished(d, "c")
+    assert [a["outcome"] for a in meta["attempts"]] == ["context_length"]
+    assert "prompt is too long for this model" in open(d + "/c.error").readline()
 
 
 def test_azure_content_filter_names_the_category(clouds):

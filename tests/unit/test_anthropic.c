@@ -410,11 +410,11 @@ static void classify_client_errors(void **state)
 			 cases[i].status, cases[i].type);
 		assert_string_equal(err.message, expected);
 	}
-	/* The server's own word on retrying wins. */
+	/* The server's own word cannot make a 400 retryable (SPEC §7). */
 	head_init(&head, 400);
 	snprintf(head.should_retry, sizeof(head.should_retry), "true");
 	classify(&backend_anthropic, &head, "", &err);
-	assert_true(outcome_retryable(err.outcome));
+	assert_false(outcome_retryable(err.outcome));
 	assert_string_equal(err.message, "Anthropic answered HTTP 400");
 }
 

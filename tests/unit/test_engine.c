@@ -16,6 +16,10 @@
  *   /bad/       400
  *   /filter/    200, a stream "partial" whose finish_reason is content_filter
  *   /silent/    reads the request, never answers, waits for the client to leave
+ *   /rl/        429 with Retry-After: 1 to its first request, then as /ok/
+ *   /rl0/       429 with Retry-After: 0, always
+ *   /switch/    503 with Retry-After: 0 while the test says it is down, else as /ok/
+ *   /toolong/   400, "This model's maximum context length is ..."
  *
  * It records each request's path and body. Every wait is on a condition
  * variable, never a sleep. */
@@ -67,6 +71,27 @@ static struct timespec deadline_in(double seconds)
 	return ts;
 }
 
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Lets at least SECONDS pass: a lower bound only, never a guess at how
+ * long something takes. */
+static void pass_time(double seconds)
+{
+	double end = now_s() + seconds;
+
+	while (now_s() < end) {
+		struct timespec ts = { .tv_sec = 0, .tv_nsec = 20 * 1000 * 1000 };
+
+		nanosleep(&ts, NULL);
+	}
+}
+
 /* ---- the HTTP server ------------------------------------------------------- */
 
 #define MAX_CONNS 64
@@ -88,6 +113,8 @@ struct server {
 	struct seen_request seen[MAX_SEEN]; /* under lock */
 	size_t n_seen;			    /* under lock */
 	unsigned busy2_count;		    /* under lock */
+	unsigned rl_count;		    /* under lock */
+	int switch_down;		    /* under lock */
 	pthread_t conns[MAX_CONNS];	    /* accept thread only */
 	size_t n_conns;
 };
@@ -108,6 +135,14 @@ static const char filter_stream[] = "data: {\"choices\":[{\"delta\":{\"content\"
 
 static const char error_503[] =
 	"{\"error\":{\"message\":\"The server is overloaded\",\"type\":\"server_error\"}}";
+
+static const char error_429[] =
+	"{\"error\":{\"message\":\"Rate limit reached\",\"type\":\"requests\"}}";
+
+static const char error_context[] =
+	"{\"error\":{\"message\":\"This model's maximum context length is 128000 tokens. "
+	"However, your messages resulted in 130000 tokens.\",\"type\":\"invalid_request_error\","
+	"\"code\":\"context_length_exceeded\"}}";
 
 static const char error_400[] = "{\"error\":{\"message\":\"Invalid value for temperature\","
 				"\"type\":\"invalid_request_error\"}}";
@@ -159,6 +194,7 @@ static void respond(int fd, int status, const char *extra_headers, const char *c
 		     status,
 		     status == 200   ? "OK"
 		     : status == 400 ? "Bad Request"
+		     : status == 429 ? "Too Many Requests"
 		     : status == 503 ? "Service Unavailable"
 				     : "Not Found",
 		     content_type, strlen(body), extra_headers);
@@ -240,6 +276,8 @@ static void *conn_main(void *arg)
 	char path[128];
 	char *body;
 	int busy2_fails = 0;
+	int rl_fails = 0;
+	int switch_down = 0;
 
 	body = read_request(srv, c->fd, path);
 	if (!body)
@@ -253,12 +291,24 @@ static void *conn_main(void *arg)
 	}
 	if (path_is(path, "/busy2"))
 		busy2_fails = srv->busy2_count++ < 2;
+	if (path_is(path, "/rl"))
+		rl_fails = srv->rl_count++ < 1;
+	switch_down = srv->switch_down;
 	pthread_cond_broadcast(&srv->cond);
 	pthread_mutex_unlock(&srv->lock);
 	free(body);
 
-	if (path_is(path, "/ok") || (path_is(path, "/busy2") && !busy2_fails))
+	if (path_is(path, "/ok") || (path_is(path, "/busy2") && !busy2_fails) ||
+	    (path_is(path, "/rl") && !rl_fails) || (path_is(path, "/switch") && !switch_down))
 		respond(c->fd, 200, "x-request-id: req_ok\r\n", "text/event-stream", ok_stream);
+	else if (path_is(path, "/rl"))
+		respond(c->fd, 429, "Retry-After: 1\r\n", "application/json", error_429);
+	else if (path_is(path, "/rl0"))
+		respond(c->fd, 429, "Retry-After: 0\r\n", "application/json", error_429);
+	else if (path_is(path, "/switch"))
+		respond(c->fd, 503, "Retry-After: 0\r\n", "application/json", error_503);
+	else if (path_is(path, "/toolong"))
+		respond(c->fd, 400, "", "application/json", error_context);
 	else if (path_is(path, "/busy") || path_is(path, "/busy2"))
 		respond(c->fd, 503, "Retry-After: 0\r\n", "application/json", error_503);
 	else if (path_is(path, "/busylong"))
@@ -392,6 +442,8 @@ struct recorder {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	const struct model *started[MAX_ATTEMPTS];
+	double started_at[MAX_ATTEMPTS]; /* monotonic seconds */
+	double ended_at[MAX_ATTEMPTS];
 	struct engine_attempt_report ended[MAX_ATTEMPTS];
 	size_t n_started, n_ended;
 	int in_attempt;
@@ -435,8 +487,10 @@ static void rec_attempt_started(void *ctx, const struct model *model)
 	check_protocol(r, 0);
 	if (r->in_attempt || r->n_started == MAX_ATTEMPTS)
 		r->protocol_errors++;
-	else
+	else {
+		r->started_at[r->n_started] = now_s();
 		r->started[r->n_started++] = model;
+	}
 	r->in_attempt = 1;
 	pthread_cond_broadcast(&r->cond);
 	pthread_mutex_unlock(&r->lock);
@@ -510,8 +564,10 @@ static void rec_attempt_ended(void *ctx, const struct engine_attempt_report *rep
 	check_protocol(r, 1);
 	if (r->n_ended >= r->n_started || report->model != r->started[r->n_ended])
 		r->protocol_errors++;
-	else
+	else {
+		r->ended_at[r->n_ended] = now_s();
 		r->ended[r->n_ended++] = *report;
+	}
 	r->in_attempt = 0;
 	pthread_cond_broadcast(&r->cond);
 	pthread_mutex_unlock(&r->lock);
@@ -588,7 +644,7 @@ struct fixture {
 	struct deployment dep[MAX_DEPLOYMENTS];
 	/* the jobs' sinks live here, not on a test's stack: should an
 	 * assertion leave a test early, engine_free still reports to them */
-	struct recorder rec[2];
+	struct recorder rec[4];
 };
 
 static int setup(void **state)
@@ -1094,6 +1150,320 @@ static void test_plan_without_candidates(void **state)
 	assert_int_equal(f->rec[0].done_calls, 0);
 }
 
+/* ---- retry discipline and circuit breaking ------------------------------ */
+
+/* Replaces F's engine by one whose circuit breakers open after
+ * THRESHOLD failures for COOLDOWN seconds (doubling up to 4 times). */
+static void engine_with_breaker(struct fixture *f, unsigned threshold, double cooldown)
+{
+	struct engine_options opts = {
+		.max_inflight = 4,
+		.connect_timeout_s = 2,
+		.max_answer_bytes = 1 << 20,
+		.max_body_bytes = 4 << 20,
+		.breaker = { .threshold = threshold,
+			     .cooldown_s = cooldown,
+			     .cooldown_max_s = 4 * cooldown },
+	};
+	int err = 0;
+
+	engine_free(f->engine);
+	f->engine = engine_new(&opts, &err);
+	assert_non_null(f->engine);
+}
+
+static void server_set_down(struct server *srv, int down)
+{
+	pthread_mutex_lock(&srv->lock);
+	srv->switch_down = down;
+	pthread_mutex_unlock(&srv->lock);
+}
+
+/* The circuit state the engine last published for MODEL (a job's end
+ * is published before its done()); closed with no failures when it has
+ * none. */
+static struct engine_breaker_entry circuit_of(struct engine *e, const struct model *model)
+{
+	struct engine_breaker_entry entries[8];
+	struct engine_breaker_entry none = { .model = model, .state = BREAKER_CLOSED };
+	size_t n = engine_breaker_snapshot(e, entries, 8);
+
+	assert_true(n <= 8);
+	for (size_t i = 0; i < n; i++) {
+		if (entries[i].model == model)
+			return entries[i];
+	}
+	return none;
+}
+
+/* Retry-After: 0 keeps the exponential minimum: no retry within 0.5 s. */
+static void test_retry_after_zero_keeps_the_floor(void **state)
+{
+	struct fixture *f = *state;
+	struct recorder *r = &f->rec[0];
+	const struct model *busy = deployment(f, 0, "busy", 0);
+
+	submit(f, r, &(struct plan_spec){ .candidates = { busy }, .retries = 2 });
+	assert_int_equal(recorder_wait_done(r), -EIO);
+	assert_int_equal(r->n_started, 3);
+	/* the floors of the first and second retries: 0.5 s and 1 s */
+	assert_true(r->started_at[1] - r->ended_at[0] >= 0.5);
+	assert_true(r->started_at[2] - r->ended_at[1] >= 1.0);
+}
+
+/* A 429 slows every job sent to that deployment, not only the one that
+ * saw it: a job submitted after it waits for the deployment's turn. */
+static void test_rate_limit_slows_every_job(void **state)
+{
+	struct fixture *f = *state;
+	const struct model *rl = deployment(f, 0, "rl", 0);
+	double limited_at;
+
+	submit(f, &f->rec[0], &(struct plan_spec){ .candidates = { rl }, .retries = 0 });
+	assert_int_equal(recorder_wait_done(&f->rec[0]), -EIO);
+	assert_int_equal(f->rec[0].ended[0].http_status, 429);
+	limited_at = f->rec[0].ended_at[0];
+	assert_true(circuit_of(f->engine, rl).not_before > 0);
+	/* the 429 is no failure of the deployment: its circuit stays closed */
+	assert_int_equal(circuit_of(f->engine, rl).consecutive_failures, 0);
+
+	submit(f, &f->rec[1], &(struct plan_spec){ .candidates = { rl }, .retries = 0 });
+	assert_int_equal(recorder_wait_done(&f->rec[1]), 0);
+	assert_int_equal(f->rec[1].n_started, 1);
+	/* Retry-After: 1, less what the clocks of two threads may differ */
+	assert_true(f->rec[1].started_at[0] - limited_at >= 0.95);
+	assert_int_equal(server_requests(&f->srv), 2);
+}
+
+/* A deployment answering 429 to everything: every retry waits its
+ * growing floor, and the job ends after its retries. */
+static void test_persistent_rate_limit_backs_off(void **state)
+{
+	struct fixture *f = *state;
+	struct recorder *r = &f->rec[0];
+	const struct model *rl0 = deployment(f, 0, "rl0", 0);
+
+	submit(f, r, &(struct plan_spec){ .candidates = { rl0 }, .retries = 2 });
+	assert_int_equal(recorder_wait_done(r), -EIO);
+	assert_int_equal(r->n_started, 3);
+	assert_true(r->started_at[1] - r->ended_at[0] >= 0.5);
+	assert_true(r->started_at[2] - r->ended_at[1] >= 1.0);
+	assert_int_equal(server_requests(&f->srv), 3);
+}
+
+/* The back-off's own floor is no demand of the provider: a job whose
+ * attempt limit is shorter than the floor still retries after it. */
+static void test_floor_longer_than_the_time_left_still_retries(void **state)
+{
+	struct fixture *f = *state;
+	struct recorder *r = &f->rec[0];
+	const struct model *rl0 = deployment(f, 0, "rl0", 0);
+
+	submit(f, r, &(struct plan_spec){ .candidates = { rl0 }, .retries = 1, .timeout_s = 0.3 });
+	assert_int_equal(recorder_wait_done(r), -EIO);
+	assert_int_equal(r->n_started, 2);
+	assert_true(r->started_at[1] - r->ended_at[0] >= 0.5);
+	assert_null(strstr(r->message, "asked to wait"));
+}
+
+/* A deployment whose throttle asks longer than an attempt may take is
+ * skipped for the next candidate, without waiting. */
+static void test_throttle_longer_than_the_time_left_fails_over(void **state)
+{
+	struct fixture *f = *state;
+	const struct model *busy = deployment(f, 0, "busylong", 0);
+	const struct model *ok = deployment(f, 1, "ok", 0);
+
+	submit(f, &f->rec[0], &(struct plan_spec){ .candidates = { busy }, .retries = 2 });
+	assert_int_equal(recorder_wait_done(&f->rec[0]), -EIO);
+	/* another job: its first candidate has asked everyone for 30 s */
+	submit(f, &f->rec[1], &(struct plan_spec){ .candidates = { busy, ok }, .retries = 2 });
+	assert_int_equal(recorder_wait_done(&f->rec[1]), 0);
+	assert_int_equal(f->rec[1].n_started, 1);
+	assert_ptr_equal(f->rec[1].started[0], ok);
+	/* and with no other candidate it fails at once, saying why */
+	submit(f, &f->rec[2], &(struct plan_spec){ .candidates = { busy }, .retries = 2 });
+	assert_int_equal(recorder_wait_done(&f->rec[2]), -EIO);
+	assert_int_equal(f->rec[2].n_started, 0);
+	assert_non_null(strstr(f->rec[2].message, "asked to wait 30 s"));
+	assert_int_equal(server_requests(&f->srv), 2);
+}
+
+/* A silent deployment is not asked again before the other candidates
+ * have been tried, even with retries to spare... */
+static void test_first_token_timeout_tries_the_others_first(void **state)
+{
+	struct fixture *f = *state;
+	struct recorder *r = &f->rec[0];
+	const struct model *silent = deployment(f, 0, "silent", 0);
+	const struct model *ok = deployment(f, 1, "ok", 0);
+
+	submit(f, r,
+	       &(struct plan_spec){
+		       .candidates = { silent, ok }, .retries = 2, .first_token_timeout_s = 0.3 });
+	assert_int_equal(recorder_wait_done(r), 0);
+	assert_int_equal(r->n_started, 2);
+	assert_ptr_equal(r->started[0], silent);
+	assert_int_equal(r->ended[0].outcome, OUTCOME_FIRST_TOKEN_TIMEOUT);
+	assert_ptr_equal(r->started[1], ok);
+}
+
+/* ... and comes back to its remaining retries when they have failed. */
+static void test_timed_out_candidate_is_retried_last(void **state)
+{
+	struct fixture *f = *state;
+	struct recorder *r = &f->rec[0];
+	const struct model *silent = deployment(f, 0, "silent", 0);
+	const struct model *busy = deployment(f, 1, "busy", 0);
+
+	submit(f, r,
+	       &(struct plan_spec){ .candidates = { silent, busy },
+				    .retries = 1,
+				    .first_token_timeout_s = 0.3 });
+	assert_int_equal(recorder_wait_done(r), -EIO);
+	assert_int_equal(r->n_started, 4);
+	assert_ptr_equal(r->started[0], silent);
+	assert_ptr_equal(r->started[1], busy);
+	assert_ptr_equal(r->started[2], busy);
+	assert_ptr_equal(r->started[3], silent);
+	assert_int_equal(r->ended[3].outcome, OUTCOME_FIRST_TOKEN_TIMEOUT);
+}
+
+/* A prompt too long for the model: one attempt, context_length, the
+ * provider's reason, no failover. */
+static void test_context_length_is_final(void **state)
+{
+	struct fixture *f = *state;
+	struct recorder *r = &f->rec[0];
+	const struct model *toolong = deployment(f, 0, "toolong", 0);
+	const struct model *ok = deployment(f, 1, "ok", 0);
+
+	submit(f, r, &(struct plan_spec){ .candidates = { toolong, ok }, .retries = 2 });
+	assert_int_equal(recorder_wait_done(r), -EIO);
+	assert_int_equal(r->n_started, 1);
+	assert_int_equal(r->ended[0].outcome, OUTCOME_CONTEXT_LENGTH);
+	assert_non_null(strstr(r->message, "maximum context length is 128000 tokens"));
+	assert_int_equal(server_requests(&f->srv), 1);
+	/* the request's own fault says nothing of the deployment */
+	assert_int_equal(circuit_of(f->engine, toolong).consecutive_failures, 0);
+}
+
+/* Failures in a row open the circuit: the next job is not sent there
+ * and fails at once naming it; after the cool-down one probe goes, and
+ * its success closes the circuit. */
+static void test_circuit_opens_then_probe_closes(void **state)
+{
+	struct fixture *f = *state;
+	const struct model *sw = deployment(f, 0, "switch", 0);
+	struct engine_breaker_entry c;
+
+	engine_with_breaker(f, 2, 1.0);
+	server_set_down(&f->srv, 1);
+	submit(f, &f->rec[0], &(struct plan_spec){ .candidates = { sw }, .retries = 1 });
+	assert_int_equal(recorder_wait_done(&f->rec[0]), -EIO);
+	assert_int_equal(f->rec[0].n_started, 2);
+	c = circuit_of(f->engine, sw);
+	assert_int_equal(c.state, BREAKER_OPEN);
+	assert_int_equal(c.consecutive_failures, 2);
+	assert_int_equal(c.opened_total, 1);
+	assert_true(c.open_until > 0);
+
+	/* open: not sent, fails at once, saying why */
+	submit(f, &f->rec[1], &(struct plan_spec){ .candidates = { sw }, .retries = 2 });
+	assert_int_equal(recorder_wait_done(&f->rec[1]), -EIO);
+	assert_int_equal(f->rec[1].n_started, 0);
+	assert_non_null(strstr(f->rec[1].message, "not sent"));
+	assert_non_null(strstr(f->rec[1].message, "local/localhost/switch is skipped"));
+	assert_non_null(strstr(f->rec[1].message, "2 failed attempts in a row"));
+	assert_int_equal(server_requests(&f->srv), 2);
+
+	/* the cool-down passes, the deployment is back: one probe closes it */
+	server_set_down(&f->srv, 0);
+	pass_time(1.05);
+	submit(f, &f->rec[2], &(struct plan_spec){ .candidates = { sw }, .retries = 2 });
+	assert_int_equal(recorder_wait_done(&f->rec[2]), 0);
+	assert_int_equal(f->rec[2].n_started, 1);
+	c = circuit_of(f->engine, sw);
+	assert_int_equal(c.state, BREAKER_CLOSED);
+	assert_int_equal(c.consecutive_failures, 0);
+	assert_true(c.open_until == 0);
+	assert_int_equal(server_requests(&f->srv), 3);
+}
+
+/* A probe that fails opens the circuit again, for twice as long. */
+static void test_failed_probe_doubles_the_cooldown(void **state)
+{
+	struct fixture *f = *state;
+	const struct model *sw = deployment(f, 0, "switch", 0);
+	struct engine_breaker_entry c;
+	double opened;
+
+	engine_with_breaker(f, 2, 1.0);
+	server_set_down(&f->srv, 1);
+	submit(f, &f->rec[0], &(struct plan_spec){ .candidates = { sw }, .retries = 1 });
+	assert_int_equal(recorder_wait_done(&f->rec[0]), -EIO);
+	pass_time(1.05);
+	/* the probe fails: open again, now for 2 s */
+	submit(f, &f->rec[1], &(struct plan_spec){ .candidates = { sw }, .retries = 2 });
+	assert_int_equal(recorder_wait_done(&f->rec[1]), -EIO);
+	assert_int_equal(f->rec[1].n_started, 1);
+	opened = now_s();
+	c = circuit_of(f->engine, sw);
+	assert_int_equal(c.state, BREAKER_OPEN);
+	assert_int_equal(c.opened_total, 2);
+	assert_int_equal(c.consecutive_failures, 3);
+	assert_int_equal(server_requests(&f->srv), 3);
+	/* after the first cool-down's length it is still open */
+	pass_time(1.05);
+	if (now_s() - opened < 1.9) {
+		submit(f, &f->rec[2], &(struct plan_spec){ .candidates = { sw }, .retries = 2 });
+		assert_int_equal(recorder_wait_done(&f->rec[2]), -EIO);
+		assert_int_equal(f->rec[2].n_started, 0);
+		assert_int_equal(server_requests(&f->srv), 3);
+	}
+}
+
+/* An open candidate is skipped for the next one, with no attempt on it. */
+static void test_open_candidate_is_skipped(void **state)
+{
+	struct fixture *f = *state;
+	const struct model *sw = deployment(f, 0, "switch", 0);
+	const struct model *ok = deployment(f, 1, "ok", 0);
+
+	engine_with_breaker(f, 2, 30);
+	server_set_down(&f->srv, 1);
+	submit(f, &f->rec[0], &(struct plan_spec){ .candidates = { sw }, .retries = 1 });
+	assert_int_equal(recorder_wait_done(&f->rec[0]), -EIO);
+	submit(f, &f->rec[1], &(struct plan_spec){ .candidates = { sw, ok }, .retries = 2 });
+	assert_int_equal(recorder_wait_done(&f->rec[1]), 0);
+	assert_int_equal(f->rec[1].n_started, 1);
+	assert_ptr_equal(f->rec[1].started[0], ok);
+	assert_int_equal(server_requests(&f->srv), 3);
+	/* the snapshot lists both deployments the engine has sent to */
+	assert_int_equal(engine_breaker_snapshot(f->engine, NULL, 0), 2);
+	assert_int_equal(circuit_of(f->engine, ok).state, BREAKER_CLOSED);
+}
+
+/* A job retrying on a deployment whose circuit opens meanwhile spends
+ * no more retries there: it moves on to its next candidate. */
+static void test_circuit_opening_under_a_retrying_job(void **state)
+{
+	struct fixture *f = *state;
+	struct recorder *r = &f->rec[0];
+	const struct model *sw = deployment(f, 0, "switch", 0);
+	const struct model *ok = deployment(f, 1, "ok", 0);
+
+	engine_with_breaker(f, 2, 30);
+	server_set_down(&f->srv, 1);
+	submit(f, r, &(struct plan_spec){ .candidates = { sw, ok }, .retries = 5 });
+	assert_int_equal(recorder_wait_done(r), 0);
+	assert_int_equal(r->n_started, 3);
+	assert_ptr_equal(r->started[0], sw);
+	assert_ptr_equal(r->started[1], sw);
+	assert_ptr_equal(r->started[2], ok);
+	assert_int_equal(server_requests(&f->srv), 3);
+}
+
 #define ENGINE_TEST(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -1118,6 +1488,18 @@ int main(void)
 		ENGINE_TEST(test_cancel_waiting_job),
 		ENGINE_TEST(test_engine_free_ends_every_job),
 		ENGINE_TEST(test_plan_without_candidates),
+		ENGINE_TEST(test_retry_after_zero_keeps_the_floor),
+		ENGINE_TEST(test_rate_limit_slows_every_job),
+		ENGINE_TEST(test_persistent_rate_limit_backs_off),
+		ENGINE_TEST(test_floor_longer_than_the_time_left_still_retries),
+		ENGINE_TEST(test_throttle_longer_than_the_time_left_fails_over),
+		ENGINE_TEST(test_first_token_timeout_tries_the_others_first),
+		ENGINE_TEST(test_timed_out_candidate_is_retried_last),
+		ENGINE_TEST(test_context_length_is_final),
+		ENGINE_TEST(test_circuit_opens_then_probe_closes),
+		ENGINE_TEST(test_failed_probe_doubles_the_cooldown),
+		ENGINE_TEST(test_open_candidate_is_skipped),
+		ENGINE_TEST(test_circuit_opening_under_a_retrying_job),
 	};
 	int rc;
 

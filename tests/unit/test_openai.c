@@ -792,8 +792,11 @@ static void test_classify_should_retry_header(void **state)
 	(void)state;
 	classify_status(503, "", "false", "{\"error\":{\"message\":\"down\"}}", &err);
 	assert_false(outcome_retryable(err.outcome));
+	/* the provider may take a retry away, never add one outside SPEC §7's list */
 	classify_status(409, "", "true", "{\"error\":{\"message\":\"conflict\"}}", &err);
-	assert_true(outcome_retryable(err.outcome));
+	assert_false(outcome_retryable(err.outcome));
+	classify_status(401, "", "true", "{\"error\":{\"message\":\"bad key\"}}", &err);
+	assert_int_equal(err.outcome, OUTCOME_AUTH);
 	classify_status(400, "", "", NULL, &err);
 	assert_false(outcome_retryable(err.outcome));
 	assert_string_equal(err.message, "the provider answered HTTP 400");

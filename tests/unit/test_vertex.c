@@ -423,12 +423,13 @@ static void classify_status_rules(void **state)
 	struct attempt_error err;
 
 	(void)state;
-	/* The canonical code alone makes it retryable... */
+	/* The canonical code cannot make a status outside SPEC §7's list
+	 * retryable... */
 	head_init(&head, 400);
 	classify(&backend_vertex, &head,
 		 "{\"error\":{\"code\":400,\"message\":\"m\",\"status\":\"INTERNAL\"}}", &err);
-	assert_true(outcome_retryable(err.outcome));
-	/* ...and so does the HTTP status alone. */
+	assert_false(outcome_retryable(err.outcome));
+	/* ...the HTTP status alone makes it retryable. */
 	head_init(&head, 502);
 	classify(&backend_vertex, &head, "<html>Bad Gateway</html>", &err);
 	assert_true(outcome_retryable(err.outcome));
