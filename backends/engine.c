@@ -27,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "backends/metrics.h"
 #include "backends/retry.h"
 
 double engine_now(void)
@@ -142,6 +143,7 @@ void engine_job_finish(struct engine *e, struct engine_job *job, int status, con
 	/* whoever learns of the end may read what its attempts did to the
 	 * deployments' circuits */
 	engine_health_publish(e);
+	metrics_job_ended();
 	sink->done(ctx, status, message);
 	pthread_mutex_lock(&e->lock);
 	if (job->in_cancel_list) {
@@ -690,6 +692,7 @@ struct engine_job *engine_submit(struct engine *e, struct engine_plan *plan)
 	memset(&plan->request, 0, sizeof(plan->request));
 	candidate_select(job, 0);
 	job->place = PLACE_INCOMING;
+	metrics_job_queued();
 
 	pthread_mutex_lock(&e->lock);
 	if (e->incoming_tail)

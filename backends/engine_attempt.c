@@ -13,6 +13,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "backends/metrics.h"
 #include "backends/retry.h"
 
 void engine_attempt_release(struct engine *e, struct engine_job *job)
@@ -254,6 +255,8 @@ static void attempt_announce(struct engine_job *job)
 {
 	job->attempts_on[job->candidate]++;
 	job->attempt_started = engine_now();
+	metrics_attempt_started(job->model, job->previous_model);
+	job->previous_model = job->model;
 	job->plan.sink->attempt_started(job->plan.sink_ctx, job->model);
 }
 
@@ -275,6 +278,7 @@ void engine_attempt_end(struct engine *e, struct engine_job *job)
 	    ttfb_us > 0)
 		report.ttfb_ms = (long)(ttfb_us / 1000);
 	engine_health_attempt_ended(e, job);
+	metrics_attempt_ended(&report);
 	job->plan.sink->attempt_ended(job->plan.sink_ctx, &report);
 	if (job->error.outcome == OUTCOME_OK && !job->reported_request_id &&
 	    job->head.request_id[0])

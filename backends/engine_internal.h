@@ -87,6 +87,10 @@ struct engine_job {
 	int throttle_waited;
 	char skipped[512]; /* candidates skipped without an attempt, and why */
 
+	/* The deployment of the job's last attempt (NULL before its first):
+	 * the next attempt is a retry there or a failover from it. */
+	const struct model *previous_model;
+
 	/* The current attempt, between engine_attempt_begin and _end. */
 	CURL *easy;
 	struct http_request http;

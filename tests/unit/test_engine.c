@@ -43,6 +43,7 @@
 #include <jansson.h>
 
 #include "backends/engine.h"
+#include "backends/metrics.h"
 
 /* How long any wait of this test may take before it counts as a hang. */
 #define WAIT_LIMIT_S 8.0
@@ -676,6 +677,7 @@ static int teardown(void **state)
 	struct fixture *f = *state;
 
 	engine_free(f->engine);
+	metrics_free(); /* after the engine: it counts until it stops */
 	server_stop(&f->srv);
 	for (size_t i = 0; i < sizeof(f->rec) / sizeof(f->rec[0]); i++)
 		recorder_destroy(&f->rec[i]);
@@ -839,6 +841,47 @@ static void test_failover_after_retries(void **state)
 	assert_seen_path(&f->srv, 0, "busy");
 	assert_seen_path(&f->srv, 1, "busy");
 	assert_seen_path(&f->srv, 2, "ok");
+}
+
+/* What the engine counts for /.metrics (backends/metrics.c) in (b):
+ * each attempt's outcome and duration on its deployment, the second
+ * attempt on the first candidate a retry there, the third a failover
+ * from it; once the job ended, nothing is queued or in flight. */
+static void test_metrics_of_retries_and_failover(void **state)
+{
+	struct fixture *f = *state;
+	struct recorder *r = &f->rec[0];
+	const struct model *busy = deployment(f, 0, "busy", 0);
+	const struct model *ok = deployment(f, 1, "ok", 0);
+	const struct model *models[] = { busy, ok };
+	const struct metrics_deployment_view *b, *o;
+	struct metrics_snapshot s;
+
+	assert_int_equal(metrics_init_models(models, 2), 0);
+	submit(f, r, &(struct plan_spec){ .candidates = { busy, ok }, .retries = 1 });
+	assert_int_equal(recorder_wait_done(r), 0);
+	assert_int_equal(metrics_snapshot_take(&s), 0);
+	assert_int_equal(s.n_deployments, 2);
+	b = &s.deployments[0];
+	o = &s.deployments[1];
+	assert_ptr_equal(b->model, busy);
+	assert_int_equal(b->n_outcomes, 2);
+	assert_string_equal(b->outcomes[0].word, "ok");
+	assert_int_equal(b->outcomes[0].count, 0);
+	assert_string_equal(b->outcomes[1].word, "http_503");
+	assert_int_equal(b->outcomes[1].count, 2);
+	assert_int_equal(b->retries, 1);
+	assert_int_equal(b->failovers, 1);
+	assert_int_equal(b->duration.cumulative[metrics_duration_buckets.n], 2);
+	assert_int_equal(b->ttfb.cumulative[metrics_ttfb_buckets.n], 2);
+	assert_int_equal(o->n_outcomes, 1);
+	assert_int_equal(o->outcomes[0].count, 1);
+	assert_int_equal(o->retries, 0);
+	assert_int_equal(o->failovers, 0);
+	assert_int_equal(o->duration.cumulative[metrics_duration_buckets.n], 1);
+	assert_int_equal(s.jobs_queued, 0);
+	assert_int_equal(s.jobs_in_flight, 0);
+	metrics_snapshot_release(&s);
 }
 
 /* A Retry-After longer than an attempt may take: no waiting, no retry
@@ -1473,6 +1516,7 @@ int main(void)
 		ENGINE_TEST(test_retries_spent_on_one_candidate),
 		ENGINE_TEST(test_retry_then_answer),
 		ENGINE_TEST(test_failover_after_retries),
+		ENGINE_TEST(test_metrics_of_retries_and_failover),
 		ENGINE_TEST(test_long_retry_after_fails_over_at_once),
 		ENGINE_TEST(test_long_retry_after_without_candidate_fails),
 		ENGINE_TEST(test_400_is_final),
