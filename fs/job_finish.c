@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "backends/metrics.h"
 #include "backends/utf8.h"
 #include "fs/audit.h"
 #include "fs/job_internal.h"
@@ -235,6 +236,7 @@ static char *small_answer(struct job *job, size_t *len)
 static void record_end(struct finished_job *it)
 {
 	struct job *job = it->job;
+	const struct model *charged_to; /* for /.metrics: who answered, else who was asked */
 	char *answer = NULL, failure[160];
 	json_t *final_meta = NULL;
 	size_t answer_len = 0;
@@ -262,6 +264,7 @@ static void record_end(struct finished_job *it)
 		    : it->status == -ECANCELED ? JOB_CANCELLED
 					       : JOB_FAILED;
 	pthread_mutex_lock(&jobs_lock);
+	charged_to = job->served ? job->served : job->model;
 	if (it->keep_files)
 		final_meta = json_deep_copy(job->meta);
 	if (final_meta) {
@@ -294,6 +297,8 @@ static void record_end(struct finished_job *it)
 		it->recorded = rc == 0;
 		/* billed either way: the provider answered */
 		ledger_charge(&job->hold, &charge);
+		metrics_job_charged(charged_to, charge.input_tokens, charge.output_tokens,
+				    charge.cost);
 	}
 	pthread_mutex_lock(&jobs_lock);
 	if (final_meta) {

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "backends/metrics.h"
 #include "fs/job_internal.h"
 #include "fs/log.h"
 
@@ -27,6 +28,7 @@ static void park(struct job *job, struct parked_read *e)
 	if (all_parked)
 		all_parked->prev_all = e;
 	all_parked = e;
+	metrics_parked_readers_add(1);
 }
 
 static void unpark(struct job *job, struct parked_read *e)
@@ -43,6 +45,7 @@ static void unpark(struct job *job, struct parked_read *e)
 		all_parked = e->next_all;
 	if (e->next_all)
 		e->next_all->prev_all = e->prev_all;
+	metrics_parked_readers_add(-1);
 }
 
 /* What a read at OFF gets now: 1 with OUT filled, or 0 to wait. Called

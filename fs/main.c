@@ -17,6 +17,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "backends/metrics.h"
 #include "fs/audit.h"
 #include "fs/job.h"
 #include "fs/log.h"
@@ -302,6 +303,12 @@ int main(int argc, char *argv[])
 		goto out_journal;
 	}
 	jobs_init();
+	/* every deployment counted from the first job on, resumed ones too */
+	rc = metrics_init(cfg);
+	if (rc < 0) {
+		fprintf(stderr, "promptfs: %s\n", strerror(-rc));
+		goto out_nodes;
+	}
 	se = fuse_session_new(&args, &promptfs_ops, sizeof(promptfs_ops), NULL);
 	if (!se)
 		goto out_nodes; /* libfuse said why on stderr */
@@ -367,6 +374,7 @@ out_signals:
 out_session:
 	fuse_session_destroy(se);
 out_nodes:
+	metrics_free();
 	policy_store_destroy();
 	node_table_destroy();
 out_journal:

@@ -13,6 +13,7 @@
 
 #include "fs/audit.h"
 #include "fs/job.h"
+#include "fs/metrics.h"
 #include "fs/ops_internal.h"
 #include "fs/policy_store.h"
 #include "fs/prompt.h"
@@ -233,7 +234,7 @@ void ops_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode
 		create_policy(req, dir, name, fi);
 		return;
 	}
-	if (usage_is_name(name)) {
+	if (usage_is_name(name) || metrics_file_is(dir, name)) {
 		fuse_reply_err(req, fi->flags & O_EXCL ? EEXIST : EACCES);
 		return;
 	}
@@ -308,8 +309,10 @@ static void open_policy(fuse_req_t req, struct node *n, struct node *dir, struct
 		handle_free(h);
 }
 
-/* DIR's .usage: its text as it is now, read from memory. */
-static void open_usage(fuse_req_t req, struct node *n, struct node *dir, struct fuse_file_info *fi)
+/* A file the daemon makes, N named NAME in DIR: DIR's .usage or the
+ * root's .metrics, its text as it is now, read from memory. */
+static void open_made_file(fuse_req_t req, struct node *n, struct node *dir, const char *name,
+			   struct fuse_file_info *fi)
 {
 	struct handle *h;
 
@@ -318,7 +321,10 @@ static void open_usage(fuse_req_t req, struct node *n, struct node *dir, struct 
 		return;
 	}
 	h = calloc(1, sizeof(*h));
-	if (!h || !(h->snapshot = usage_text(dir, &h->snapshot_len))) {
+	if (h)
+		h->snapshot = metrics_file_is(dir, name) ? metrics_file_text(&h->snapshot_len)
+							 : usage_text(dir, &h->snapshot_len);
+	if (!h || !h->snapshot) {
 		free(h);
 		fuse_reply_err(req, ENOMEM);
 		return;
@@ -363,8 +369,8 @@ void ops_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		open_policy(req, n, dir, fi);
 		goto out;
 	}
-	if (usage_is_name(name)) {
-		open_usage(req, n, dir, fi);
+	if (usage_is_name(name) || metrics_file_is(dir, name)) {
+		open_made_file(req, n, dir, name, fi);
 		goto out;
 	}
 	fd = open_in(dir, name, backing_flags(fi->flags, role), 0);

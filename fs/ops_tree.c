@@ -14,6 +14,7 @@
 
 #include "fs/audit.h"
 #include "fs/job.h"
+#include "fs/metrics.h"
 #include "fs/node.h"
 #include "fs/ops.h"
 #include "fs/ops_internal.h"
@@ -68,6 +69,8 @@ int ops_name_visible(const struct node *dir, const char *name)
 {
 	if (ops_name_is_policy(name) || usage_is_name(name))
 		return 1; /* every directory may have a policy, and has its .usage */
+	if (metrics_file_is(dir, name))
+		return 1;
 	switch (dir->kind) {
 	case NODE_ROOT:
 		if (strcmp(name, ANY_DIR) == 0)
@@ -107,8 +110,10 @@ static int generated_name(const struct node *dir, const char *name)
 static double attr_timeout_for(const struct node *n, const char *name, int live)
 {
 	/* a .policy is rewritten by the daemon at each change, a .usage
-	 * changes with every job below it */
-	if (n->kind == NODE_FILE && name && (ops_name_is_policy(name) || usage_is_name(name)))
+	 * changes with every job below it, /.metrics with every attempt (a
+	 * user's file of that name below a model is not cached either) */
+	if (n->kind == NODE_FILE && name &&
+	    (ops_name_is_policy(name) || usage_is_name(name) || metrics_file_is_name(name)))
 		return 0.0;
 	return live ? LIVE_TIMEOUT : CACHE_TIMEOUT;
 }
@@ -158,6 +163,9 @@ int ops_stat_node(struct node *n, struct stat *st, double *attr_timeout)
 	if (usage_is_name(name)) {
 		usage_stat(dir, st); /* made by the daemon, not stored */
 		rc = 0;
+	} else if (metrics_file_is(dir, name)) {
+		metrics_file_stat(st);
+		rc = 0;
 	} else {
 		fd = rc = node_dir_fd(dir);
 		if (fd >= 0) {
@@ -188,10 +196,12 @@ static int make_entry_at(struct node *dir, int fd, const char *name, struct fuse
 	live = generated && job_is_live(dir, name);
 	if (usage_is_name(name))
 		usage_stat(dir, &st); /* made by the daemon, not stored */
+	else if (metrics_file_is(dir, name))
+		metrics_file_stat(&st);
 	else if (fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return -errno;
 	if (is_structure_level(dir) && !S_ISDIR(st.st_mode) && !ops_name_is_policy(name) &&
-	    !usage_is_name(name))
+	    !usage_is_name(name) && !metrics_file_is(dir, name))
 		return -ENOENT;
 	if (ops_name_is_policy(name) && !S_ISREG(st.st_mode))
 		return -ENOENT;
@@ -348,7 +358,7 @@ static int setattr_file_at(struct node *dir, int dir_fd, const char *name, const
 	enum file_role role = node_in_model_tree(dir) ? file_role_of(name) : ROLE_PLAIN;
 	int generated = file_role_generated(role);
 
-	if (usage_is_name(name))
+	if (usage_is_name(name) || metrics_file_is(dir, name))
 		return -EPERM; /* the daemon's, made when read */
 	if (ops_name_is_policy(name)) {
 		struct handle *h = fi && fi->fh ? (struct handle *)(uintptr_t)fi->fh : NULL;
@@ -453,9 +463,10 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 
 /* ---- directories ---- */
 
-/* The offset after the .usage entry that ends every listing: past any
- * offset the backing directory's stream gives (ext4 and tmpfs give
- * hashes or counters below 2^63 - 1). */
+/* The offsets after the entries that end a listing, the root's .metrics
+ * then every directory's .usage: past any offset the backing directory's
+ * stream gives (ext4 and tmpfs give hashes or counters below 2^63 - 2). */
+#define METRICS_DIR_OFFSET (INT64_MAX - 1)
 #define USAGE_DIR_OFFSET INT64_MAX
 
 struct dir_handle {
@@ -562,34 +573,34 @@ static int remember_ino(fuse_ino_t **list, size_t *n, size_t *cap, fuse_ino_t in
 	return 1;
 }
 
-/* The .usage entry that ends a listing of D into BUF (SIZE bytes,
- * *USED of them taken), with its attributes and a kernel reference under
- * PLUS (remembered in GIVEN, to be taken back if the reply fails). */
-static void add_usage_entry(fuse_req_t req, struct dir_handle *d, char *buf, size_t size,
-			    size_t *used, int plus, fuse_ino_t **given, size_t *n_given,
-			    size_t *cap_given)
+/* An entry the daemon makes (NAME: the root's .metrics, or the .usage
+ * that ends every listing) at offset OFFSET of a listing of D into BUF
+ * (SIZE bytes, *USED of them taken), with its attributes and a kernel
+ * reference under PLUS (remembered in GIVEN, to be taken back if the
+ * reply fails). 1 if it fit, else 0 (the next call comes back for it). */
+static int add_made_entry(fuse_req_t req, struct dir_handle *d, const char *name, off_t offset,
+			  char *buf, size_t size, size_t *used, int plus, fuse_ino_t **given,
+			  size_t *n_given, size_t *cap_given)
 {
 	struct fuse_entry_param e = { 0 };
 	size_t need;
 
-	if (!plus || make_entry_at(d->node, dirfd(d->dp), USAGE_FILE, &e) < 0) {
+	if (!plus || make_entry_at(d->node, dirfd(d->dp), name, &e) < 0) {
 		memset(&e, 0, sizeof(e));
 		e.attr.st_mode = S_IFREG;
 		e.attr.st_ino = 1; /* readdir(3) skips an entry numbered 0 */
 	}
 	if (plus)
-		need = fuse_add_direntry_plus(req, buf + *used, size - *used, USAGE_FILE, &e,
-					      USAGE_DIR_OFFSET);
+		need = fuse_add_direntry_plus(req, buf + *used, size - *used, name, &e, offset);
 	else
-		need = fuse_add_direntry(req, buf + *used, size - *used, USAGE_FILE, &e.attr,
-					 USAGE_DIR_OFFSET);
+		need = fuse_add_direntry(req, buf + *used, size - *used, name, &e.attr, offset);
 	if (need <= size - *used && (!e.ino || remember_ino(given, n_given, cap_given, e.ino))) {
 		*used += need;
-		return;
+		return 1;
 	}
-	/* it does not fit: the next call comes back for it */
 	if (e.ino)
 		node_forget(node_from_ino(e.ino), 1);
+	return 0;
 }
 
 /* One READDIR or, with PLUS, READDIRPLUS: each entry with its
@@ -610,10 +621,13 @@ static void read_directory(fuse_req_t req, size_t size, off_t offset, struct fus
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	if (offset == USAGE_DIR_OFFSET) {
-		fuse_reply_buf(req, NULL, 0); /* .usage was the last */
-		free(buf);
-		return;
+	if (offset >= METRICS_DIR_OFFSET) {
+		/* past the directory's own entries: .usage, unless it was
+		 * the last */
+		if (offset == METRICS_DIR_OFFSET)
+			add_made_entry(req, d, USAGE_FILE, USAGE_DIR_OFFSET, buf, size, &used, plus,
+				       &given, &n_given, &cap_given);
+		goto reply;
 	}
 	if (offset != d->offset) {
 		seekdir(d->dp, offset);
@@ -632,12 +646,17 @@ static void read_directory(fuse_req_t req, size_t size, off_t offset, struct fus
 			if (!d->entry && d->node->kind == NODE_WORKSPACE)
 				break;
 			if (!d->entry) {
-				/* then the daemon's .usage, which no directory
-				 * stores; a workspace's is not listed (only read
-				 * by name), so that rm -r, cp -r and tar of it
-				 * work */
-				add_usage_entry(req, d, buf, size, &used, plus, &given, &n_given,
-						&cap_given);
+				/* then the daemon's own, which no directory
+				 * stores: the root's .metrics, and .usage; a
+				 * workspace's .usage is not listed (only read by
+				 * name), so that rm -r, cp -r and tar of it work */
+				if (d->node->kind == NODE_ROOT &&
+				    !add_made_entry(req, d, METRICS_FILE, METRICS_DIR_OFFSET, buf,
+						    size, &used, plus, &given, &n_given,
+						    &cap_given))
+					break;
+				add_made_entry(req, d, USAGE_FILE, USAGE_DIR_OFFSET, buf, size,
+					       &used, plus, &given, &n_given, &cap_given);
 				break;
 			}
 		}
@@ -645,7 +664,8 @@ static void read_directory(fuse_req_t req, size_t size, off_t offset, struct fus
 		dots = strcmp(name, ".") == 0 || strcmp(name, "..") == 0;
 		/* a stored .usage (a user's, from before) is hidden: the
 		 * daemon's comes last */
-		if ((!dots && !ops_name_visible(d->node, name)) || usage_is_name(name)) {
+		if ((!dots && !ops_name_visible(d->node, name)) || usage_is_name(name) ||
+		    metrics_file_is(d->node, name)) {
 			d->offset = d->entry->d_off;
 			d->entry = NULL;
 			continue;
@@ -680,6 +700,7 @@ static void read_directory(fuse_req_t req, size_t size, off_t offset, struct fus
 		d->offset = d->entry->d_off;
 		d->entry = NULL;
 	}
+reply:
 	if (err)
 		fuse_reply_err(req, err);
 	if (err || fuse_reply_buf(req, buf, used) != 0) {
@@ -820,7 +841,7 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 		unlink_policy(req, dir, name);
 		return;
 	}
-	if (usage_is_name(name)) {
+	if (usage_is_name(name) || metrics_file_is(dir, name)) {
 		fuse_reply_err(req, EPERM);
 		return;
 	}
