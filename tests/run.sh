@@ -20,8 +20,8 @@ if ! promptfs_install_deps; then
 	echo "0 passed, 1 failed"
 	exit 1
 fi
-# cobc and man for the install and batch-example tests, which skip
-# (saying so) without them
+# cobc and man for the install and batch-example tests, promtool for the
+# /.metrics test, which skip (saying so) without them
 promptfs_install_test_deps || true
 
 # Counts cmocka cases from meson's test log: a binary that crashed before

@@ -311,7 +311,7 @@ def test_without_config_the_environment_decides(workdir, fake):
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         assert wait_for(lambda: os.path.ismount(mnt), 10)
-        assert sorted(os.listdir(mnt)) == [".usage", "any", "openai"]
+        assert sorted(os.listdir(mnt)) == [".metrics", ".usage", "any", "openai"]
         sh("echo 'no config' > %s/openai/us/gpt-4o/e.prompt" % mnt)
         assert sh("cat %s/openai/us/gpt-4o/e.response" % mnt).stdout == b"echo: no config\n"
     finally:

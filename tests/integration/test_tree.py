@@ -11,8 +11,9 @@ from conftest import NOBODY, sh
 
 
 def test_structure_comes_from_the_config(mnt):
-    # and each directory's .usage (SPEC §4), made by the daemon
-    assert sorted(os.listdir(mnt.path)) == [".usage", "any", "local", "openai"]
+    # and each directory's .usage, the root's .metrics (SPEC §4), made by
+    # the daemon
+    assert sorted(os.listdir(mnt.path)) == [".metrics", ".usage", "any", "local", "openai"]
     assert sorted(os.listdir(mnt.path + "/any")) == [".usage", "local", "us"]
     assert sorted(os.listdir(mnt.path + "/any/us")) == [".usage", "gpt-4o", "gpt-4o-mini"]
     assert sorted(os.listdir(mnt.path + "/openai")) == [".usage", "us"]

@@ -12,6 +12,10 @@ logrotate"
 # examples/meta-report.awk (test_batch_examples.py), and man
 # for `man --warnings` on promptfs(8) (test_install.py).
 PROMPTFS_TEST_PACKAGES="gnucobol gawk man-db"
+# The same, installed without the packages they recommend: promtool
+# (package prometheus) for test_metrics.py, whose recommended node
+# exporter is a daemon the tests do not need.
+PROMPTFS_TEST_PACKAGES_BARE="prometheus"
 
 # promptfs_missing_packages [PACKAGES]: those of PACKAGES (default: the
 # build's) that are not installed.
@@ -40,15 +44,20 @@ promptfs_install_deps() {
 # The test-only tools. One that cannot be installed is said on stderr; the
 # tests that need it skip, saying why.
 promptfs_install_test_deps() {
-	local missing
+	local missing bare
 	missing=$(promptfs_missing_packages "$PROMPTFS_TEST_PACKAGES")
-	[ -z "$missing" ] && return 0
+	bare=$(promptfs_missing_packages "$PROMPTFS_TEST_PACKAGES_BARE")
+	[ -z "$missing$bare" ] && return 0
 	if [ "$(id -u)" -ne 0 ]; then
-		echo "missing test tools:$missing (run as root, or: sudo apt-get install$missing)" >&2
+		echo "missing test tools:$missing$bare (run as root, or: sudo apt-get install$missing;" \
+			"sudo apt-get install --no-install-recommends$bare)" >&2
 		return 1
 	fi
-	echo "installing test tools:$missing"
-	{ apt-get update -qq >/dev/null &&
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null; } ||
-		{ echo "could not install$missing: the tests that need it will skip" >&2; return 1; }
+	echo "installing test tools:$missing$bare"
+	apt-get update -qq >/dev/null
+	{ [ -z "$missing" ] ||
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null; } &&
+		{ [ -z "$bare" ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends $bare >/dev/null; } ||
+		{ echo "could not install$missing$bare: the tests that need it will skip" >&2; return 1; }
 }
