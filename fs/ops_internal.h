@@ -20,9 +20,11 @@ struct handle {
 	enum handle_kind kind;
 	pid_t opener; /* the thread that opened it */
 	int fd;
-	struct node *node;	 /* referenced */
-	int dirty;		 /* written since the last submission */
-	int write_error;	 /* errno of a write that failed since: never submitted */
+	struct node *node; /* referenced */
+	/* Atomic: a process that inherited the descriptor may write while
+	 * the opener's close() reads and clears them on another thread. */
+	_Atomic int dirty;	 /* written since the last submission */
+	_Atomic int write_error; /* errno of a write that failed since: never submitted */
 	struct prompt_caps caps; /* HANDLE_PROMPT: how large it may grow here */
 	int nonblock;
 	struct response_reader reader;
