@@ -68,8 +68,8 @@ void metrics_job_ended(void);
 
 /* ---- what fs/ counts ---- */
 
-/* A job that MODEL answered (or, failed, the one it was for) ended and
- * was charged: its tokens and its cost in nano-dollars. */
+/* A job that MODEL answered (or, failed, whose last attempt went there)
+ * ended and was charged: its tokens and its cost in nano-dollars. */
 void metrics_job_charged(const struct model *model, uint64_t input_tokens, uint64_t output_tokens,
 			 int64_t cost_nusd);
 /* A read of a .response was parked (+1) or answered (-1). */

@@ -236,7 +236,7 @@ static char *small_answer(struct job *job, size_t *len)
 static void record_end(struct finished_job *it)
 {
 	struct job *job = it->job;
-	const struct model *charged_to; /* for /.metrics: who answered, else who was asked */
+	const struct model *charged_to; /* for /.metrics: who answered, else who was tried last */
 	char *answer = NULL, failure[160];
 	json_t *final_meta = NULL;
 	size_t answer_len = 0;
@@ -264,7 +264,7 @@ static void record_end(struct finished_job *it)
 		    : it->status == -ECANCELED ? JOB_CANCELLED
 					       : JOB_FAILED;
 	pthread_mutex_lock(&jobs_lock);
-	charged_to = job->served ? job->served : job->model;
+	charged_to = job->served ? job->served : job->last_tried;
 	if (it->keep_files)
 		final_meta = json_deep_copy(job->meta);
 	if (final_meta) {

@@ -42,6 +42,9 @@ struct job {
 	const struct model *model;
 	const struct model *served;	  /* the one whose answer it kept; NULL until then */
 	const struct model *refused_auth; /* the last one that refused its credentials */
+	/* where its last attempt went: a failed job's reported usage is
+	 * counted there in /.metrics */
+	const struct model *last_tried;
 	enum job_status status;
 	int in_table;
 	int detached;		   /* superseded or removed: its files are not its own */

@@ -146,6 +146,7 @@ static void sink_attempt_ended(void *ctx, const struct engine_attempt_report *re
 		json_object_set_new(job->meta, "route", json_string(route));
 		job->served = report->model;
 	}
+	job->last_tried = report->model;
 	if (report->outcome == OUTCOME_AUTH)
 		job->refused_auth = report->model;
 	pthread_mutex_unlock(&jobs_lock);
