@@ -406,7 +406,7 @@ def test_the_mountpoint_must_be_an_empty_directory_no_promptfs_serves(mount_fact
     assert not os.path.ismount(mnt)
     r = run([path, mnt, "-o", state + ",nonempty"])
     assert r.returncode == 0, r.stderr
-    assert sorted(os.listdir(mnt)) == [".usage", "any", "local", "openai"]
+    assert sorted(os.listdir(mnt)) == [".metrics", ".usage", "any", "local", "openai"]
     sh("fusermount3 -u " + mnt)
     assert os.listdir(mnt) == ["keep.txt"]
     os.unlink(mnt + "/keep.txt")
@@ -532,7 +532,7 @@ def test_systemd_is_told_ready_once_mounted_and_stopping_at_unmount(workdir, fak
         message = sock.recv(4096).decode()
         # the mount answers the moment the manager hears it is ready
         assert os.path.ismount(mnt)
-        assert sorted(os.listdir(mnt)) == [".usage", "any", "local", "openai"]
+        assert sorted(os.listdir(mnt)) == [".metrics", ".usage", "any", "local", "openai"]
         assert "READY=1" in message.split("\n"), message
         sh("echo ready > %s/local/localhost/llama3.2/r.prompt" % mnt)
         assert sh("cat %s/local/localhost/llama3.2/r.response" % mnt).stdout == b"echo: ready\n"

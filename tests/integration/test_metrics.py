@@ -14,7 +14,9 @@ from decimal import Decimal
 
 import pytest
 
-from conftest import NOBODY, default_config, read_all, read_meta, sh, wait_finished, wait_for
+from conftest import (NOBODY, FakeCloud, default_config, read_all, read_meta, sh, wait_finished,
+                      wait_for)
+from test_routing import ANTHROPIC_KEY, AZURE_KEY, routing_config
 
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)",?')
@@ -146,6 +148,51 @@ def test_metrics_count_the_jobs_run(mnt, fake):
     assert value(samples, "promptfs_parked_readers") == 0
 
 
+@pytest.fixture(scope="module")
+def fake_clouds(tmp_path_factory):
+    """A fake cloud that also plays Azure and Anthropic, for any/."""
+    cloud = FakeCloud(str(tmp_path_factory.mktemp("metrics")),
+                      ["--azure-key", AZURE_KEY, "--anthropic-key", ANTHROPIC_KEY])
+    yield cloud
+    cloud.stop()
+
+
+def test_a_failover_is_counted_on_the_deployment_left(mount_factory, fake_clouds):
+    """In any/, Azure answers 503: three attempts there (two retries),
+    then a failover to OpenAI, which answers and is charged."""
+    m = mount_factory(config=routing_config(fake_clouds.url),
+                      env={"PFS_AZURE_KEY": AZURE_KEY, "PFS_ANTHROPIC_KEY": ANTHROPIC_KEY})
+    d = m.path + "/any/eu/chat"
+    with open(d + "/f.prompt", "w") as f:
+        f.write("[[fault:status code=503 provider=azure]] metrics failover %d" % id(m))
+    meta = wait_finished(d, "f", timeout=60)
+    assert meta["status"] == "done" and meta["route"] == "oa/eu/gpt"
+    assert [(a["target"], a["outcome"]) for a in meta["attempts"]] == \
+        [("az/weu/gpt", "http_503")] * 3 + [("oa/eu/gpt", "ok")]
+    text = metrics(m)
+    samples, _ = parse(text)
+    azure, openai = ("az", "weu", "gpt"), ("oa", "eu", "gpt")
+    assert value(samples, "promptfs_requests_total", azure, outcome="http_503") == 3
+    assert value(samples, "promptfs_requests_total", azure, outcome="ok") == 0
+    assert value(samples, "promptfs_retries_total", azure) == 2
+    assert value(samples, "promptfs_failovers_total", azure) == 1
+    assert value(samples, "promptfs_attempt_duration_seconds_count", azure) == 3
+    assert value(samples, "promptfs_requests_total", openai, outcome="ok") == 1
+    assert value(samples, "promptfs_retries_total", openai) == 0
+    assert value(samples, "promptfs_failovers_total", openai) == 0
+    # the answer's tokens and cost on the deployment that gave it
+    assert value(samples, "promptfs_tokens_total", openai, direction="output") == \
+        meta["usage"]["output_tokens"]
+    assert value(samples, "promptfs_tokens_total", azure, direction="output") == 0
+    assert value(samples, "promptfs_cost_usd_total", openai) == \
+        Decimal(repr(meta["cost_usd"])).quantize(Decimal("0.000000001"))
+    # the deployments not tried, listed all the same
+    for other in (("an", "eu", "claude"), ("oa", "us", "gpt")):
+        assert value(samples, "promptfs_attempt_duration_seconds_count", other) == 0
+        assert value(samples, "promptfs_circuit_state", other) == 0
+    check_with_promtool(text)
+
+
 def test_promtool_accepts_it(mount_factory, fake):
     """promtool's own check of the format and its naming rules, on a
     mount whose names need escaping, after an answer and a failure."""
@@ -196,8 +243,8 @@ def test_metrics_is_a_read_only_file_of_the_root_only(mnt):
     root = mnt.path
     path = os.path.join(root, ".metrics")
     # listed once, at the root
-    assert sorted(os.listdir(root)) == [".metrics", ".usage", "local", "openai"]
-    for sub in ("openai", "openai/us", "openai/us/gpt-4o"):
+    assert sorted(os.listdir(root)) == [".metrics", ".usage", "any", "local", "openai"]
+    for sub in ("openai", "openai/us", "openai/us/gpt-4o", "any", "any/us", "any/us/gpt-4o"):
         assert ".metrics" not in os.listdir(os.path.join(root, sub))
         assert not os.path.exists(os.path.join(root, sub, ".metrics"))
     st = os.stat(path)

@@ -66,7 +66,7 @@ def targets(meta):
 
 def test_the_routed_view_comes_from_the_config(routed):
     m = routed
-    assert sorted(os.listdir(m.path)) == [".usage", "an", "any", "az", "oa"]
+    assert sorted(os.listdir(m.path)) == [".metrics", ".usage", "an", "any", "az", "oa"]
     assert sorted(os.listdir(m.path + "/any")) == [".usage", "eu", "us"]
     assert os.listdir(m.path + "/any/eu") == [".usage", "chat"] or \
         sorted(os.listdir(m.path + "/any/eu")) == [".usage", "chat"]
