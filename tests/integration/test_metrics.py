@@ -126,7 +126,7 @@ def test_metrics_count_the_jobs_run(mnt, fake):
     assert abs(value(samples, "promptfs_attempt_duration_seconds_sum", GPT)
                - Decimal(total_ms) / 1000) <= Decimal("0.006")
     # two retries of the failed job, one of the flaky one; no failover
-    # (one candidate per job until any/ and fallback land)
+    # (a model directory without fallback has one candidate)
     assert value(samples, "promptfs_retries_total", GPT) == 3
     assert value(samples, "promptfs_failovers_total", GPT) == 0
     # tokens and cost as the jobs' .meta say (the failed job reported none)
