@@ -257,13 +257,6 @@ void metrics_parked_readers_add(int delta)
 	gauge_add(&parked_readers, delta);
 }
 
-/* The one place the circuit breaker plugs in: its state of MODEL. */
-enum metrics_circuit metrics_circuit_state(const struct model *model)
-{
-	(void)model;
-	return METRICS_CIRCUIT_CLOSED;
-}
-
 /* ---- reading ---- */
 
 static uint64_t load(_Atomic uint64_t *counter)
@@ -357,12 +350,41 @@ int metrics_snapshot_take(struct metrics_snapshot *out)
 		v->input_tokens = load(&d->input_tokens);
 		v->output_tokens = load(&d->output_tokens);
 		v->cost_nusd = atomic_load_explicit(&d->cost_nusd, memory_order_relaxed);
-		v->circuit = metrics_circuit_state(d->model);
+		v->circuit = METRICS_CIRCUIT_CLOSED;
 	}
 	out->jobs_queued = gauge_load(&jobs_queued);
 	out->jobs_in_flight = gauge_load(&jobs_in_flight);
 	out->parked_readers = gauge_load(&parked_readers);
 	return 0;
+}
+
+static enum metrics_circuit circuit_of(enum breaker_state state)
+{
+	switch (state) {
+	case BREAKER_OPEN:
+		return METRICS_CIRCUIT_OPEN;
+	case BREAKER_HALF_OPEN:
+		return METRICS_CIRCUIT_HALF_OPEN;
+	default:
+		return METRICS_CIRCUIT_CLOSED;
+	}
+}
+
+void metrics_snapshot_add_circuits(struct metrics_snapshot *s,
+				   const struct engine_breaker_entry *entries, size_t n)
+{
+	/* a few deployments each: no index needed */
+	for (size_t i = 0; i < n; i++) {
+		for (size_t k = 0; k < s->n_deployments; k++) {
+			struct metrics_deployment_view *v = &s->deployments[k];
+
+			if (v->model == entries[i].model) {
+				v->circuit = circuit_of(entries[i].state);
+				v->circuit_opens = entries[i].opened_total;
+				break;
+			}
+		}
+	}
 }
 
 void metrics_snapshot_release(struct metrics_snapshot *s)

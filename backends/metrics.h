@@ -35,7 +35,8 @@ struct metrics_buckets {
 extern const struct metrics_buckets metrics_duration_buckets;
 extern const struct metrics_buckets metrics_ttfb_buckets;
 
-/* promptfs_circuit_state: the breaker's view of a deployment. */
+/* promptfs_circuit_state: the breaker's view of a deployment
+ * (enum breaker_state, as Prometheus shows it). */
 enum metrics_circuit {
 	METRICS_CIRCUIT_CLOSED = 0,
 	METRICS_CIRCUIT_OPEN = 1,
@@ -75,12 +76,6 @@ void metrics_job_charged(const struct model *model, uint64_t input_tokens, uint6
 /* A read of a .response was parked (+1) or answered (-1). */
 void metrics_parked_readers_add(int delta);
 
-/* The circuit state of MODEL, from the circuit breaker; called while
- * /.metrics is read, on a FUSE thread, so it must take no lock that the
- * engine holds for long. Until the breaker lands every deployment is
- * closed. */
-enum metrics_circuit metrics_circuit_state(const struct model *model);
-
 /* ---- reading ---- */
 
 /* One histogram as read: COUNT[i] observations at or below bucket i's
@@ -111,7 +106,8 @@ struct metrics_deployment_view {
 	uint64_t retries, failovers;
 	uint64_t input_tokens, output_tokens;
 	int64_t cost_nusd;
-	enum metrics_circuit circuit;
+	enum metrics_circuit circuit; /* from metrics_snapshot_add_circuits */
+	unsigned long circuit_opens;
 };
 
 struct metrics_snapshot {
@@ -120,9 +116,13 @@ struct metrics_snapshot {
 	uint64_t jobs_queued, jobs_in_flight, parked_readers;
 };
 
-/* Copies every figure now into OUT. 0, or -ENOMEM. Release with
- * metrics_snapshot_release. */
+/* Copies every figure now into OUT, every circuit closed. 0, or
+ * -ENOMEM. Release with metrics_snapshot_release. */
 int metrics_snapshot_take(struct metrics_snapshot *out);
+/* Puts the circuit breakers' states into S: the N entries of
+ * engine_breaker_snapshot(); a deployment without one stays closed. */
+void metrics_snapshot_add_circuits(struct metrics_snapshot *s,
+				   const struct engine_breaker_entry *entries, size_t n);
 void metrics_snapshot_release(struct metrics_snapshot *s);
 
 #endif

@@ -153,6 +153,11 @@ static void put_routing(FILE *f, const struct metrics_snapshot *s)
 	for (size_t i = 0; i < s->n_deployments; i++)
 		put_sample(f, "promptfs_circuit_state", &s->deployments[i],
 			   (uint64_t)s->deployments[i].circuit);
+	family(f, "promptfs_circuit_opens_total", "counter",
+	       "Times the circuit breaker opened the circuit of a deployment.");
+	for (size_t i = 0; i < s->n_deployments; i++)
+		put_sample(f, "promptfs_circuit_opens_total", &s->deployments[i],
+			   s->deployments[i].circuit_opens);
 }
 
 static void put_gauge(FILE *f, const char *name, const char *help, uint64_t value)
@@ -194,22 +199,49 @@ char *metrics_file_render(const struct metrics_snapshot *s, size_t *len)
 	return text;
 }
 
-char *metrics_file_text(size_t *len)
+/* The circuit breakers' copy ENGINE published (no lock a submission
+ * takes), into S. Without memory for it, every circuit reads closed. */
+static void add_circuits(struct metrics_snapshot *s, struct engine *engine)
+{
+	struct engine_breaker_entry *entries = NULL;
+	size_t max = s->n_deployments, n = 0;
+
+	if (!engine)
+		return; /* read before the engine started */
+	for (;;) {
+		struct engine_breaker_entry *grown =
+			realloc(entries, (max ? max : 1) * sizeof(*entries));
+
+		if (!grown)
+			break;
+		entries = grown;
+		n = engine_breaker_snapshot(engine, entries, max);
+		if (n <= max)
+			break;
+		max = n; /* more than the config's (cannot be): room for all */
+	}
+	if (entries && n <= max)
+		metrics_snapshot_add_circuits(s, entries, n);
+	free(entries);
+}
+
+char *metrics_file_text(struct engine *engine, size_t *len)
 {
 	struct metrics_snapshot s;
 	char *text;
 
 	if (metrics_snapshot_take(&s) < 0)
 		return NULL;
+	add_circuits(&s, engine);
 	text = metrics_file_render(&s, len);
 	metrics_snapshot_release(&s);
 	return text;
 }
 
-void metrics_file_stat(struct stat *st)
+void metrics_file_stat(struct engine *engine, struct stat *st)
 {
 	size_t len = 0;
-	char *text = metrics_file_text(&len);
+	char *text = metrics_file_text(engine, &len);
 
 	free(text);
 	memset(st, 0, sizeof(*st));

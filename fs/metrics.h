@@ -30,12 +30,13 @@ static inline int metrics_file_is(const struct node *dir, const char *name)
  * memory. Caller frees. */
 char *metrics_file_render(const struct metrics_snapshot *s, size_t *len);
 
-/* The text of /.metrics now; NULL when out of memory. Caller frees. */
-char *metrics_file_text(size_t *len);
+/* The text of /.metrics now, with the circuit states ENGINE published
+ * (none, all closed, when NULL); NULL when out of memory. Caller frees. */
+char *metrics_file_text(struct engine *engine, size_t *len);
 
 /* The status of /.metrics (its node's inode number is the caller's to
  * fill): a read-only regular file owned by the daemon, its size the
  * text's now, its times now. */
-void metrics_file_stat(struct stat *st);
+void metrics_file_stat(struct engine *engine, struct stat *st);
 
 #endif

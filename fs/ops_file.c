@@ -322,8 +322,9 @@ static void open_made_file(fuse_req_t req, struct node *n, struct node *dir, con
 	}
 	h = calloc(1, sizeof(*h));
 	if (h)
-		h->snapshot = metrics_file_is(dir, name) ? metrics_file_text(&h->snapshot_len)
-							 : usage_text(dir, &h->snapshot_len);
+		h->snapshot = metrics_file_is(dir, name)
+				      ? metrics_file_text(pfs.engine, &h->snapshot_len)
+				      : usage_text(dir, &h->snapshot_len);
 	if (!h || !h->snapshot) {
 		free(h);
 		fuse_reply_err(req, ENOMEM);

@@ -164,7 +164,7 @@ int ops_stat_node(struct node *n, struct stat *st, double *attr_timeout)
 		usage_stat(dir, st); /* made by the daemon, not stored */
 		rc = 0;
 	} else if (metrics_file_is(dir, name)) {
-		metrics_file_stat(st);
+		metrics_file_stat(pfs.engine, st);
 		rc = 0;
 	} else {
 		fd = rc = node_dir_fd(dir);
@@ -197,7 +197,7 @@ static int make_entry_at(struct node *dir, int fd, const char *name, struct fuse
 	if (usage_is_name(name))
 		usage_stat(dir, &st); /* made by the daemon, not stored */
 	else if (metrics_file_is(dir, name))
-		metrics_file_stat(&st);
+		metrics_file_stat(pfs.engine, &st);
 	else if (fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return -errno;
 	if (is_structure_level(dir) && !S_ISDIR(st.st_mode) && !ops_name_is_policy(name) &&

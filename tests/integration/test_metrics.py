@@ -193,6 +193,37 @@ def test_a_failover_is_counted_on_the_deployment_left(mount_factory, fake_clouds
     check_with_promtool(text)
 
 
+def test_an_open_circuit_is_shown(mnt, fake):
+    """Five failed attempts in a row on one deployment open its circuit
+    (docs/contract.md): /.metrics shows it open, opened once, while the
+    other deployments stay closed; a job sent there meanwhile makes no
+    attempt and is counted nowhere."""
+    mini = ("openai", "us", "gpt-4o-mini")
+    d = mnt.model(*mini)
+    os.setxattr(d, "user.policy.retries", b"0")
+    for i in range(5):
+        with open("%s/f%d.prompt" % (d, i), "w") as f:
+            f.write("[[fault:status code=500]] circuit %d %d" % (i, id(mnt)))
+        assert wait_finished(d, "f%d" % i)["status"] == "failed"
+    with open(d + "/skipped.prompt", "w") as f:
+        f.write("circuit skipped %d" % id(mnt))
+    meta = wait_finished(d, "skipped")
+    assert meta["status"] == "failed" and not meta.get("attempts")
+    text = metrics(mnt)
+    samples, _ = parse(text)
+    assert value(samples, "promptfs_circuit_state", mini) == 1
+    assert value(samples, "promptfs_circuit_opens_total", mini) == 1
+    assert value(samples, "promptfs_requests_total", mini, outcome="http_500") == 5
+    assert value(samples, "promptfs_attempt_duration_seconds_count", mini) == 5
+    assert value(samples, "promptfs_retries_total", mini) == 0
+    for other in (GPT, ("local", "localhost", "llama3.2")):
+        assert value(samples, "promptfs_circuit_state", other) == 0
+        assert value(samples, "promptfs_circuit_opens_total", other) == 0
+    assert value(samples, "promptfs_jobs_queued") == 0
+    assert value(samples, "promptfs_jobs_in_flight") == 0
+    check_with_promtool(text)
+
+
 def test_promtool_accepts_it(mount_factory, fake):
     """promtool's own check of the format and its naming rules, on a
     mount whose names need escaping, after an answer and a failure."""

@@ -73,7 +73,7 @@ static int teardown(void **state)
 static char *render(void)
 {
 	size_t len = 0;
-	char *text = metrics_file_text(&len);
+	char *text = metrics_file_text(NULL, &len);
 
 	assert_non_null(text);
 	assert_int_equal(strlen(text), len);
@@ -130,6 +130,7 @@ static void test_zero_listing(void **state)
 		{ "promptfs_retries_total", "counter" },
 		{ "promptfs_failovers_total", "counter" },
 		{ "promptfs_circuit_state", "gauge" },
+		{ "promptfs_circuit_opens_total", "counter" },
 		{ "promptfs_jobs_queued", "gauge" },
 		{ "promptfs_jobs_in_flight", "gauge" },
 		{ "promptfs_parked_readers", "gauge" },
@@ -157,6 +158,7 @@ static void test_zero_listing(void **state)
 	assert_line(text, "promptfs_tokens_total{" CLAUDE ",direction=\"output\"} 0");
 	assert_line(text, "promptfs_cost_usd_total{" CLAUDE "} 0");
 	assert_line(text, "promptfs_circuit_state{" CLAUDE "} 0");
+	assert_line(text, "promptfs_circuit_opens_total{" CLAUDE "} 0");
 	assert_line(text, "promptfs_jobs_queued 0");
 	assert_line(text, "promptfs_jobs_in_flight 0");
 	assert_line(text, "promptfs_parked_readers 0");
@@ -310,6 +312,37 @@ static void test_unknown_deployment(void **state)
 	free(text);
 }
 
+/* The breakers' copy (engine_breaker_snapshot) gives each deployment
+ * it names its state and opens; the others stay closed, a deployment
+ * not in the config is ignored. */
+static void test_circuits(void **state)
+{
+	struct model stranger = { .name = "stranger", .region = &fx.aws_regions[0] };
+	struct engine_breaker_entry entries[] = {
+		{ .model = claude, .state = BREAKER_OPEN, .opened_total = 2 },
+		{ .model = &stranger, .state = BREAKER_OPEN, .opened_total = 9 },
+		{ .model = weird, .state = BREAKER_HALF_OPEN, .opened_total = 1 },
+	};
+	struct metrics_snapshot s;
+	size_t len;
+	char *text;
+
+	(void)state;
+	assert_int_equal(metrics_snapshot_take(&s), 0);
+	metrics_snapshot_add_circuits(&s, entries, sizeof(entries) / sizeof(entries[0]));
+	text = metrics_file_render(&s, &len);
+	metrics_snapshot_release(&s);
+	assert_non_null(text);
+	assert_line(text, "promptfs_circuit_state{" CLAUDE "} 1");
+	assert_line(text, "promptfs_circuit_opens_total{" CLAUDE "} 2");
+	assert_line(text, "promptfs_circuit_state{" WEIRD "} 2");
+	assert_line(text, "promptfs_circuit_opens_total{" WEIRD "} 1");
+	assert_line(text, "promptfs_circuit_state{" LLAMA "} 0");
+	assert_line(text, "promptfs_circuit_opens_total{" LLAMA "} 0");
+	assert_null(strstr(text, "stranger"));
+	free(text);
+}
+
 #define THREADS 4
 #define PER_THREAD 5000
 
@@ -368,6 +401,7 @@ int main(void)
 		METRICS_TEST(test_outcome_words),
 		METRICS_TEST(test_outcome_overflow),
 		METRICS_TEST(test_unknown_deployment),
+		METRICS_TEST(test_circuits),
 		METRICS_TEST(test_threads_count_exactly),
 	};
 
