@@ -280,9 +280,9 @@ void engine_attempt_end(struct engine *e, struct engine_job *job)
 	engine_health_attempt_ended(e, job);
 	metrics_attempt_ended(&report);
 	job->plan.sink->attempt_ended(job->plan.sink_ctx, &report);
-	if (job->error.outcome == OUTCOME_OK && !job->reported_request_id &&
-	    job->head.request_id[0])
-		/* providers that keep the id in a header only (Bedrock) */
+	if (!job->reported_request_id && job->head.request_id[0])
+		/* providers that keep the id in a header only (Bedrock), and
+		 * every HTTP error: the id a support ticket asks for */
 		job->plan.sink->request_id(job->plan.sink_ctx, job->head.request_id);
 	engine_attempt_release(e, job);
 	engine_job_next_step(e, job);

@@ -17,8 +17,20 @@
 static void sink_attempt_started(void *ctx, const struct model *model)
 {
 	struct job *job = ctx;
+	const struct model *before;
+	char target[256];
+	size_t n;
 
-	(void)model;
+	pthread_mutex_lock(&jobs_lock);
+	before = job->last_tried;
+	n = json_array_size(json_object_get(job->meta, "attempts"));
+	pthread_mutex_unlock(&jobs_lock);
+	/* each retry and failover is a line (the first attempt is not) */
+	if (before) {
+		route_target_name(model, target, sizeof(target));
+		log_info("job %s.prompt: %s to %s (attempt %zu)", job->base,
+			 before == model ? "retry" : "failover", target, n + 1);
+	}
 	pthread_mutex_lock(&jobs_lock);
 	if (job->status == JOB_QUEUED) {
 		job->status = JOB_RUNNING;
@@ -128,6 +140,12 @@ static void sink_attempt_ended(void *ctx, const struct engine_attempt_report *re
 
 	route_target_name(report->model, route, sizeof(route));
 	outcome_word(report->outcome, report->http_status, word, sizeof(word));
+	if (report->http_status)
+		log_debug("job %s.prompt: %s answered HTTP %ld (%s) in %ld ms", job->base, route,
+			  report->http_status, word, report->elapsed_ms);
+	else
+		log_debug("job %s.prompt: %s: %s after %ld ms", job->base, route, word,
+			  report->elapsed_ms);
 	pthread_mutex_lock(&jobs_lock);
 	attempts = json_object_get(job->meta, "attempts");
 	if (!attempts) {

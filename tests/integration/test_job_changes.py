@@ -234,7 +234,7 @@ def test_a_refused_key_says_where_it_came_from_and_what_takes_a_new_one(mount_fa
 
 
 def test_a_jobs_end_is_one_line_in_the_log_and_a_failure_in_meta(mount_factory, fake):
-    m = mount_factory()
+    m = mount_factory(options=("log_level=debug",))
     d = m.model()
     write(d + "/ok.prompt", "logged")
     wait_finished(d, "ok")
@@ -246,4 +246,6 @@ def test_a_jobs_end_is_one_line_in_the_log_and_a_failure_in_meta(mount_factory, 
     assert meta["error"] == open(d + "/bad.error").readline().rstrip("\n")
     m.wait_log("job /openai/us/gpt-4o/bad.prompt uid 0 failed: route openai/us/gpt-4o, "
                "1 attempt(s) [http_400] in ")
+    # log_level=debug adds each HTTP status
+    m.wait_log("job bad.prompt: openai/us/gpt-4o answered HTTP 400 (http_400) in ")
     assert "no [[fault" not in open(m.log).read()  # never the prompt's text

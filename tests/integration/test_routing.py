@@ -93,6 +93,10 @@ def test_failover_across_clouds_in_any(routed, fake3):
     assert meta["route"] == "oa/eu/gpt"
     # the default retries on azure (1 + 2), then openai
     assert targets(meta) == [("az/weu/gpt", "http_503")] * 3 + [("oa/eu/gpt", "ok")]
+    # each retry and failover is a line in the log
+    routed.wait_log("job f.prompt: retry to az/weu/gpt (attempt 2)")
+    routed.wait_log("job f.prompt: retry to az/weu/gpt (attempt 3)")
+    routed.wait_log("job f.prompt: failover to oa/eu/gpt (attempt 4)")
     # cost at the price of the deployment that answered
     usage = meta["usage"]
     assert meta["cost_usd"] == pytest.approx(
@@ -104,6 +108,8 @@ def test_a_pinned_path_fails_over_only_with_fallback(routed):
     text = "[[fault:status code=503 provider=azure]] pinned %d" % id(routed)
     data, err, meta = ask(d, "p", text)
     assert err == errno.EIO and meta["status"] == "failed"
+    # a failed job names the provider's request id, as a ticket needs
+    assert meta.get("request_id"), meta
     assert {t for t, _ in targets(meta)} == {"az/weu/gpt"}
     os.setxattr(d, "user.policy.fallback", b"true")
     data, err, meta = ask(d, "p2", text + " again")
