@@ -724,7 +724,12 @@ static void cap_sentence(struct node *dir, int error, char *buf, size_t size)
 	char where[512];
 
 	job_policy_prompt_caps(dir, &caps);
-	if (error == EDQUOT) {
+	if (error == EDQUOT && caps.budget_bytes < caps.cost_bytes) {
+		snprintf(buf, size,
+			 "The prompt was refused: its budgets have room for the worst case of a "
+			 "prompt of %zu bytes at most, and it is longer (see .usage).",
+			 caps.budget_bytes);
+	} else if (error == EDQUOT) {
 		policy_store_deciding_file(dir, POLICY_MAX_REQUEST_USD, where, sizeof(where));
 		snprintf(
 			buf, size,

@@ -99,11 +99,17 @@ mode_t job_policy_umask(struct node *dir);
  * JSON request's cost counts its messages, not its syntax). */
 struct prompt_caps {
 	size_t size_bytes;
-	size_t cost_bytes; /* SIZE_MAX: no cost cap */
-	int may_be_json;   /* prompt_format auto: a leading '{' lifts COST_BYTES */
-	int always_json;   /* prompt_format json: COST_BYTES does not apply */
+	size_t cost_bytes;   /* SIZE_MAX: no cost cap */
+	size_t budget_bytes; /* past it no candidate's worst case fits the
+				budgets' room as it was at open (SIZE_MAX: no
+				budget); a write past it asks again */
+	int may_be_json;     /* prompt_format auto: a leading '{' lifts COST_BYTES */
+	int always_json;     /* prompt_format json: COST_BYTES does not apply */
 };
 void job_policy_prompt_caps(struct node *dir, struct prompt_caps *caps);
+
+/* The budget_bytes of DIR now. */
+size_t job_policy_budget_bytes(struct node *dir);
 
 /* NAME.prompt is going away (rm, or renamed over): cancels its job and
  * removes its generated files. */

@@ -235,18 +235,90 @@ static const struct model *pinned_model(struct node *dir)
 	return node_route(dir, &model, &geo, &family) == 0 ? model : NULL;
 }
 
+static void fill_budgets(const struct effective_policy *e, struct ledger_budget *budgets);
+
+/* The most text bytes a prompt in DIR under E may have before no
+ * candidate's worst case fits the room its budgets have now. */
+static size_t budget_room_bytes(struct node *dir, const struct effective_policy *e)
+{
+	struct ledger_budget *budgets;
+	size_t best = 0;
+	struct route route;
+	char why[512];
+	nusd_t room;
+
+	if (!e->n_budgets)
+		return SIZE_MAX;
+	if (job_policy_route(dir, e, &route, why, sizeof(why)) < 0)
+		return SIZE_MAX; /* refused otherwise, or nowhere to run */
+	budgets = calloc(e->n_budgets, sizeof(*budgets));
+	if (!budgets)
+		return SIZE_MAX;
+	fill_budgets(e, budgets);
+	room = ledger_room(budgets, e->n_budgets, time(NULL));
+	free(budgets);
+	for (size_t i = 0; i < route.n; i++) {
+		const struct model *model = route.models[i];
+		const struct price *price = &model->price;
+		struct llm_request req = { 0 };
+		double fixed, guess;
+		long base, out;
+		size_t bytes;
+
+		if (!price->known || empty_request(e, &req) < 0)
+			continue;
+		fixed = worst_case(&req, model);
+		base = prompt_bytes_for_cost(&req);
+		out = max_output_tokens(&req, model);
+		llm_request_release(&req);
+		if (isinf(fixed) || nusd_ceil(fixed) > room)
+			continue;
+		if (price->input_per_mtok <= 0)
+			return SIZE_MAX;
+		guess = ((double)room / NUSD_PER_USD - fixed) * 1e6 / price->input_per_mtok;
+		if (guess >= 1e15)
+			return SIZE_MAX;
+		/* settled with the very sum the reservation at close() makes */
+		bytes = (size_t)floor(guess + 0.5);
+#define RESERVED(b)                                                                           \
+	nusd_ceil(policy_worst_case_usd((size_t)base + (b), 0, 0, out, price->input_per_mtok, \
+					price->output_per_mtok))
+		while (bytes > 0 && RESERVED(bytes) > room)
+			bytes--;
+		while (RESERVED(bytes + 1) <= room)
+			bytes++;
+#undef RESERVED
+		if (bytes > best)
+			best = bytes;
+	}
+	return best;
+}
+
+size_t job_policy_budget_bytes(struct node *dir)
+{
+	struct effective_policy e;
+	size_t bytes = SIZE_MAX;
+
+	if (policy_store_effective(dir, &e) == 0)
+		bytes = budget_room_bytes(dir, &e);
+	effective_release(&e);
+	return bytes;
+}
+
 void job_policy_prompt_caps(struct node *dir, struct prompt_caps *caps)
 {
 	struct effective_policy e;
 
 	caps->size_bytes = pfs.opts->max_prompt_bytes;
 	caps->cost_bytes = SIZE_MAX;
+	caps->budget_bytes = SIZE_MAX;
 	caps->may_be_json = caps->always_json = 0;
 	if (policy_store_effective(dir, &e) == 0) {
 		/* the mount option stays the ceiling: a policy only lowers it */
 		if (e.max_prompt_bytes > 0 && (size_t)e.max_prompt_bytes < caps->size_bytes)
 			caps->size_bytes = (size_t)e.max_prompt_bytes;
 		caps->cost_bytes = cost_cap_bytes(&e, pinned_model(dir));
+		caps->budget_bytes = budget_room_bytes(dir, &e);
 		caps->may_be_json = e.prompt_format == POLICY_FORMAT_AUTO;
 		caps->always_json = e.prompt_format == POLICY_FORMAT_JSON;
 	}

@@ -279,6 +279,26 @@ int ledger_grow(struct ledger_hold *h, nusd_t amount, const struct ledger_budget
 	return rc;
 }
 
+nusd_t ledger_room(const struct ledger_budget *budgets, size_t n, time_t now)
+{
+	nusd_t least = INT64_MAX;
+
+	pthread_mutex_lock(&ledger_lock);
+	for (size_t i = 0; i < n; i++) {
+		struct account *a = find_locked(budgets[i].acct);
+		struct ledger_counts spent = { 0 };
+		nusd_t room;
+
+		if (a)
+			spent = counts_at(a, budgets[i].period, now);
+		room = budgets[i].limit - spent.spent - (a ? a->reserved : 0);
+		if (room < least)
+			least = room;
+	}
+	pthread_mutex_unlock(&ledger_lock);
+	return least;
+}
+
 int ledger_hold_again(struct ledger_hold *h)
 {
 	struct account **accounts = calloc(h->n ? h->n : 1, sizeof(*accounts));

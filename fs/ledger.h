@@ -109,6 +109,10 @@ int ledger_reserve(struct ledger_hold *h, const struct ledger_budget *budgets, s
 int ledger_grow(struct ledger_hold *h, nusd_t amount, const struct ledger_budget *budgets, size_t n,
 		time_t now, struct ledger_refusal *why);
 
+/* The least room left in the N BUDGETS at NOW (limit - spent in its
+ * period - reserved; may be negative); INT64_MAX without budgets. */
+nusd_t ledger_room(const struct ledger_budget *budgets, size_t n, time_t now);
+
 /* Holds H again whatever the budgets say: a job accepted before a
  * restart keeps its room. 0 or -ENOMEM. */
 int ledger_hold_again(struct ledger_hold *h);

@@ -490,6 +490,23 @@ static int utf8_so_far(struct handle *h, const char *buf, size_t size, off_t end
 	return prompt_utf8_continues(before, (size_t)n, buf, size) == 0;
 }
 
+/* Whether a prompt of BYTES in H's directory has no room in its budgets
+ * now (the room known at open may have grown since). */
+static int over_budget_now(struct handle *h, size_t bytes)
+{
+	struct node *dir;
+	char *name;
+	int over;
+
+	if (node_file_location(h->node, &dir, &name) < 0)
+		return 0;
+	h->caps.budget_bytes = job_policy_budget_bytes(dir);
+	over = bytes > h->caps.budget_bytes;
+	free(name);
+	node_put(dir);
+	return over;
+}
+
 /* A write taking prompt H past its cost cap: whether the prompt is read
  * as text (a JSON request's cost is its messages', known at close). */
 static int over_cost_cap(struct handle *h, const char *buf, size_t size, off_t off)
@@ -538,6 +555,12 @@ void ops_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off
 			return;
 		}
 		if ((size_t)end + size > h->caps.cost_bytes && over_cost_cap(h, buf, size, off)) {
+			h->write_error = EDQUOT;
+			fuse_reply_err(req, EDQUOT);
+			return;
+		}
+		if ((size_t)end + size > h->caps.budget_bytes && over_cost_cap(h, buf, size, off) &&
+		    over_budget_now(h, (size_t)end + size)) {
 			h->write_error = EDQUOT;
 			fuse_reply_err(req, EDQUOT);
 			return;

@@ -157,9 +157,10 @@ def test_race_of_200_writers_against_20_worst_cases(team, fake):
     accepted = [i for i, rc in enumerate(results) if rc == 0]
     assert len(accepted) == 20, results
     assert sorted(set(results)) == [0, errno.EDQUOT]
-    # refused at close() while reservations raced, at open() once the
-    # budget had no room even for an empty prompt
-    assert set(stages) <= {"open", "close"}
+    # refused at close() while reservations raced, at write() once the
+    # room left was too small for the text, at open() once it had none
+    # even for an empty prompt
+    assert set(stages) <= {"open", "write", "close"}
     # while the 20 are held by the fake, their worst cases fill the budget
     here = usage(d)
     assert (here["budget_usd"], here["spent_usd"], here["reserved_usd"],
@@ -167,8 +168,10 @@ def test_race_of_200_writers_against_20_worst_cases(team, fake):
     assert here["budget_from"] == d + "/.policy"
     for refused in (i for i, rc in enumerate(results) if rc):
         line = open("%s/r%03d.error" % (d, refused)).readline()
-        assert line.startswith("The prompt was refused by %s/.policy: budget_usd %s for %s, "
-                               "spent 0 + reserved " % (d, budget.normalize(), month()))
+        assert line.startswith(("The prompt was refused by %s/.policy: budget_usd %s for %s, "
+                                "spent 0 + reserved " % (d, budget.normalize(), month()),
+                                "The prompt was refused: its budgets have room for the worst "
+                                "case of a prompt of ")), line
         assert not os.path.exists("%s/r%03d.response" % (d, refused))
     # a later one is refused at open(): what echo reports
     r = sh("echo late > %s/late.prompt" % d, check=False)
@@ -268,3 +271,19 @@ def test_budget_without_a_known_price_is_edquot(mount_factory, fake):
         "local/localhost/llama3.2 is not known.\n" % m.path)
     assert fake.requests_for(text) == 0
     assert usage(d)["price"] is None
+
+
+def test_a_write_past_the_budgets_room_is_edquot(team, fake):
+    m, d = team
+    # room for an empty prompt's worst case (108 micro-dollars) and 92
+    # bytes more
+    setpolicy(d, "budget_usd", "0.0002")
+    r = sh("echo %s > %s/long.prompt" % ("x" * 150, d), check=False)
+    assert r.returncode == 1 and b"write error: Disk quota exceeded" in r.stderr
+    assert open(d + "/long.error").readline() == (
+        "The prompt was refused: its budgets have room for the worst case of a prompt of 92 "
+        "bytes at most, and it is longer (see .usage).\n")
+    assert fake.requests_for("x" * 150 + "\n") == 0
+    sh("echo short > %s/short.prompt" % d)
+    wait_finished(d, "short")
+    assert read_meta(d + "/short.meta")["status"] == "done"
