@@ -20,6 +20,8 @@
 #include "fs/state.h"
 
 #define JOB_TABLE_SIZE 4096
+/* A .meta is read whole up to this much to see its status. */
+#define JOB_META_READ_MAX (64 * 1024)
 #define SUBMIT_STRIPES 64
 
 pthread_mutex_t jobs_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -252,7 +254,7 @@ static void unlink_generated(struct node *dir, const char *base)
 
 /* The job of BASE and its files are gone (see job_discard). Under
  * BASE's stripe. *RC: whether the journal was told. */
-static void discard_locked(struct node *dir, const char *base, int *rc)
+static void discard_locked(struct node *dir, const char *base, int remove_files, int *rc)
 {
 	pthread_rwlock_rdlock(&journal_gate);
 	supersede(dir, base, 1);
@@ -263,7 +265,8 @@ static void discard_locked(struct node *dir, const char *base, int *rc)
 			"%s: cannot record that the job's files were removed (%s); a crash before "
 			"the next checkpoint may bring them back",
 			base, strerror(-*rc));
-	unlink_generated(dir, base);
+	if (remove_files)
+		unlink_generated(dir, base);
 }
 
 /* A refused submission: no job, the reason in NAME.error. */
@@ -546,7 +549,7 @@ int job_submit(struct node *dir, const char *prompt_name, int prompt_fd, uid_t u
 		 * an empty file renamed over it) no longer has its answer */
 		rc = 0;
 		if (has_job_or_files(dir, base))
-			discard_locked(dir, base, &rc);
+			discard_locked(dir, base, 1, &rc);
 		rc = 0;
 		goto out;
 	}
@@ -800,7 +803,7 @@ void job_remove(struct node *dir, const char *prompt_name)
 	cancel_base(dir, name_strip_suffix(prompt_name, ".prompt"), 1);
 }
 
-void job_discard(struct node *dir, const char *name)
+void job_discard(struct node *dir, const char *name, int remove_files)
 {
 	char *base = name_job_base(name);
 	pthread_mutex_t *stripe;
@@ -810,7 +813,7 @@ void job_discard(struct node *dir, const char *name)
 		return;
 	stripe = stripe_for(dir, base);
 	pthread_mutex_lock(stripe);
-	discard_locked(dir, base, &rc);
+	discard_locked(dir, base, remove_files, &rc);
 	pthread_mutex_unlock(stripe);
 	free(base);
 }
@@ -862,6 +865,28 @@ out:
 
 /* ---- what readers and stat see of live jobs ---- */
 
+/* Whether BASE.meta in DIR_FD exists and says done. */
+static int meta_says_done(int dir_fd, const char *base)
+{
+	char *name = name_with_suffix(base, ".meta"), buf[JOB_META_READ_MAX];
+	json_t *meta = NULL;
+	ssize_t n = -1;
+	int fd, done;
+
+	fd = name ? openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) : -1;
+	if (fd >= 0) {
+		n = read(fd, buf, sizeof(buf));
+		close(fd);
+	}
+	if (n > 0)
+		meta = json_loadb(buf, (size_t)n, 0, NULL);
+	done = meta &&
+	       strcmp(json_string_value(json_object_get(meta, "status")) ?: "", "done") == 0;
+	json_decref(meta);
+	free(name);
+	return done;
+}
+
 int job_response_open(struct node *dir, const char *response_name, int fd,
 		      struct response_reader *reader)
 {
@@ -883,12 +908,15 @@ int job_response_open(struct node *dir, const char *response_name, int fd,
 	}
 	pthread_mutex_unlock(&jobs_lock);
 	if (!job) {
-		/* a finished job: it failed if it left an .error */
+		/* a finished job: its answer ends cleanly only if nothing says
+		 * it failed and its .meta, still there, says done */
 		int dir_fd = node_dir_fd(dir);
 
 		error_name = name_with_suffix(base, ".error");
 		if (dir_fd >= 0 && error_name &&
 		    fstatat(dir_fd, error_name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+			reader->failed = 1;
+		else if (dir_fd >= 0 && !meta_says_done(dir_fd, base))
 			reader->failed = 1;
 		node_dir_fd_release(dir, dir_fd);
 		free(error_name);

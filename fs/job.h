@@ -116,12 +116,13 @@ size_t job_policy_budget_bytes(struct node *dir);
 void job_remove(struct node *dir, const char *prompt_name);
 
 /* The job of NAME (a prompt or a generated file's name) no longer
- * answers its prompt: a generated file removed by hand, or the prompt
- * emptied or truncated. The job is cancelled if live, ALL its generated
- * files are removed (an answer without its .meta or .error would read
- * as a clean success), and the journal is told, so that no restart
+ * answers its prompt: the prompt emptied or truncated (its generated
+ * files are removed: REMOVE_FILES), or a generated file removed by hand
+ * (the others stay: rm -r removes them one by one; a .response whose
+ * .meta is gone or does not say done never reads as a clean answer). The
+ * job is cancelled if live, and the journal is told, so that no restart
  * resumes the job or writes its files again. The prompt stays. */
-void job_discard(struct node *dir, const char *name);
+void job_discard(struct node *dir, const char *name, int remove_files);
 
 /* PROMPT_NAME in DIR (open as DIR_FD) changed mode or owner: its job's
  * generated files take its owner and read bits, now and when the job

@@ -347,7 +347,7 @@ static void prompt_truncated(struct node *dir, const char *name, struct fuse_fil
 	if (h && h->kind == HANDLE_PROMPT) {
 		h->dirty = 1;
 	} else {
-		job_discard(dir, name);
+		job_discard(dir, name, 1);
 		ops_job_files_changed(dir, name);
 	}
 }
@@ -865,7 +865,11 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 		if (role == ROLE_PROMPT)
 			job_remove(dir, name);
 		else if (role != ROLE_PLAIN)
-			job_discard(dir, name); /* this file and its siblings go */
+			/* a live job goes with all its files (its .meta
+			 * would say running forever); a finished one's
+			 * other files stay, so rm -r removes them in any
+			 * order */
+			job_discard(dir, name, job_is_live(dir, name));
 		if (unlinkat(fd, name, 0) < 0 && !(errno == ENOENT && role != ROLE_PLAIN))
 			rc = errno;
 	}

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from conftest import NOBODY, default_config, read_meta, sh, wait_finished, wait_for
+from conftest import NOBODY, default_config, read_all, read_meta, sh, wait_finished, wait_for
 
 
 def write(path, data):
@@ -23,23 +23,34 @@ def generated(d, base):
                   if n.startswith(base + ".") and not n.endswith(".prompt"))
 
 
-def test_removing_one_generated_file_removes_them_all(mount_factory, fake):
+def test_a_finished_job_without_its_meta_never_reads_as_an_answer(mount_factory, fake):
     m = mount_factory()
     d = m.model()
     for base in ("a", "b"):
         write("%s/%s.prompt" % (d, base), "unit %s %d" % (base, id(m)))
         wait_finished(d, base)
+    # a finished job's files go one by one (rm -r works in any order), but
+    # an answer whose .meta is gone is no longer a clean end of file
     os.unlink(d + "/a.meta")
-    assert generated(d, "a") == [] and os.path.exists(d + "/a.prompt")
+    assert generated(d, "a") == ["a.response"] and os.path.exists(d + "/a.prompt")
+    assert read_all(d + "/a.response")[1] == errno.EIO
+    r = sh("cat %s/a.response" % d, check=False)
+    assert r.returncode == 1
     os.unlink(d + "/b.response")
-    assert generated(d, "b") == []
-    with pytest.raises(FileNotFoundError):
-        open(d + "/a.response")
+    assert generated(d, "b") == ["b.meta"]
     # not brought back by a crash before the next checkpoint, nor resumed
     m.kill9()
     m.start()
-    assert generated(d, "a") == [] and generated(d, "b") == []
+    assert generated(d, "a") == ["a.response"] and generated(d, "b") == ["b.meta"]
+    assert read_all(d + "/a.response")[1] == errno.EIO
     assert fake.requests_for("unit a %d" % id(m)) == 1
+    # and a workspace of finished jobs goes with rm -r, long after
+    os.mkdir(d + "/ws")
+    for i in range(3):
+        write("%s/ws/q%d.prompt" % (d, i), "gone %d" % i)
+        wait_finished(d + "/ws", "q%d" % i)
+    sh("rm -r %s/ws" % d)
+    assert not os.path.exists(d + "/ws")
 
 
 def test_removing_a_running_jobs_response_cancels_it(mount_factory, fake):
@@ -50,6 +61,7 @@ def test_removing_a_running_jobs_response_cancels_it(mount_factory, fake):
     write(d + "/r.prompt", text)
     assert wait_for(lambda: fake.requests_for(text) == 1)  # held by the fake
     assert read_meta(d + "/r.meta")["status"] == "running"
+    # a live job goes with all its files: its .meta would say running
     os.unlink(d + "/r.response")
     assert generated(d, "r") == []
     m.kill9()
@@ -88,11 +100,13 @@ def test_emptying_or_truncating_a_prompt_supersedes_its_job(mount_factory, fake)
 
 
 def consistent(d, base):
-    """BASE has no generated file, or a finished job that answers its
-    prompt as it is now."""
+    """BASE's answer is never a clean end of file unless its .meta says
+    done and it answers the prompt as it is now."""
     files = generated(d, base)
-    if not files:
+    if base + ".response" not in files:
         return True
+    if base + ".meta" not in files:
+        return read_all("%s/%s.response" % (d, base))[1] == errno.EIO
     wait_finished(d, base)
     prompt = open("%s/%s.prompt" % (d, base)).read()
     return (read_meta("%s/%s.meta" % (d, base))["status"] == "done"
@@ -110,9 +124,8 @@ def test_tar_over_a_workspace_leaves_consistent_jobs(mount_factory, fake, tmp_pa
     archive = str(tmp_path / "ws.tar")
     sh("tar cf %s -C %s ws" % (archive, d))
     # tar writes each prompt again (a new job) and removes the files it
-    # finds in the way of the archive's, whose creation is refused: a job
-    # keeps all its files or none, never a broken part of them, across a
-    # crash too
+    # finds in the way of the archive's, whose creation is refused: what
+    # is left never reads as an answer it is not, across a crash too
     r = sh("tar xf %s -C %s" % (archive, d), check=False)
     assert r.returncode == 2 and b"Permission denied" in r.stderr
     assert all(consistent(d + "/ws", "q%d" % i) for i in range(3))
