@@ -453,6 +453,9 @@ def test_auto_unmount_clears_the_mount_when_the_daemon_dies(mount_factory):
     """libfuse's auto_unmount passes through: fusermount3 stays beside the
     daemon and unmounts as soon as it dies."""
     m = mount_factory(options=("auto_unmount",))
+    # dies while it serves, not while it is still starting
+    sh("echo first > %s/a.prompt" % m.model())
+    assert sh("cat %s/a.response" % m.model()).stdout == b"echo: first\n"
     m.proc.send_signal(signal.SIGKILL)
     m.proc.wait()
     m.proc = None
@@ -461,8 +464,8 @@ def test_auto_unmount_clears_the_mount_when_the_daemon_dies(mount_factory):
     assert wait_for(lambda: m.path not in promptfs_mounts(), 60)
     assert os.listdir(m.path) == []
     m.start()
-    sh("echo again > %s/a.prompt" % m.model())
-    assert sh("cat %s/a.response" % m.model()).stdout == b"echo: again\n"
+    sh("echo again > %s/b.prompt" % m.model())
+    assert sh("cat %s/b.response" % m.model()).stdout == b"echo: again\n"
 
 
 def test_a_state_dir_open_to_others_is_made_0700(mount_factory, workdir):
