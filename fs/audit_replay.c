@@ -165,34 +165,6 @@ void audit_replay_record(json_t *record)
 	}
 }
 
-/* The directory node at PATH ("/a/b"), referenced, or NULL. */
-static struct node *dir_at_path(const char *path)
-{
-	char *copy = strdup(path), *save = NULL;
-	struct node *dir = pfs.root;
-
-	if (!copy || !dir) {
-		free(copy);
-		return NULL;
-	}
-	node_hold(dir);
-	for (char *name = strtok_r(copy, "/", &save); name && dir;
-	     name = strtok_r(NULL, "/", &save)) {
-		int fd = node_dir_fd(dir);
-		struct node *child = NULL;
-		struct stat st;
-
-		if (fd >= 0 && fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-		    S_ISDIR(st.st_mode))
-			child = node_get_child(dir, name, &st, 0);
-		node_dir_fd_release(dir, fd);
-		node_put(dir);
-		dir = child;
-	}
-	free(copy);
-	return dir;
-}
-
 /* "ID\nSUBMITTED": a line's key, and a replayed job's. */
 static char *line_key(uint64_t id, const char *submitted)
 {
@@ -306,7 +278,7 @@ static void replay_write_line(json_t *entry, uint64_t id)
 
 	if (!path || !f.base)
 		return;
-	f.dir = dir_at_path(path);
+	f.dir = node_at_path(path);
 	if (json_is_string(prompt))
 		f.prompt = (struct text){ .present = 1,
 					  .data = json_string_value(prompt),

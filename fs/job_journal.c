@@ -404,32 +404,6 @@ static void replay_record(void *ctx, json_t *rec)
 	}
 }
 
-/* The directory node at PATH ("/a/b"), or NULL. */
-static struct node *node_at_path(const char *path)
-{
-	char *copy = strdup(path), *save = NULL;
-	struct node *dir = pfs.root;
-
-	if (!copy)
-		return NULL;
-	node_hold(dir);
-	for (char *name = strtok_r(copy, "/", &save); name && dir;
-	     name = strtok_r(NULL, "/", &save)) {
-		int fd = node_dir_fd(dir);
-		struct node *child = NULL;
-		struct stat st;
-
-		if (fd >= 0 && fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-		    S_ISDIR(st.st_mode))
-			child = node_get_child(dir, name, &st, 0);
-		node_dir_fd_release(dir, fd);
-		node_put(dir);
-		dir = child;
-	}
-	free(copy);
-	return dir;
-}
-
 static int file_exists(struct node *dir, const char *name)
 {
 	int fd = node_dir_fd(dir), found;

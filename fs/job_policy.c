@@ -17,11 +17,7 @@
  * capped by policy), else the deployment's cap; 0 when nothing bounds it. */
 static long max_output_tokens(const struct llm_request *req, const struct model *model)
 {
-	long cap = req->max_tokens;
-
-	if (model->max_output_tokens > 0 && (cap == 0 || model->max_output_tokens < cap))
-		cap = model->max_output_tokens;
-	return cap;
+	return route_output_bound(model, req->max_tokens);
 }
 
 /* The cost cap of E for REQ on MODEL in DIR: 0, or -EDQUOT with the
@@ -329,11 +325,7 @@ void job_policy_prompt_caps(struct node *dir, struct prompt_caps *caps)
  * its answer, NAN when the price is unknown. */
 static double worst_case(const struct llm_request *req, const struct model *model)
 {
-	if (!model->price.known)
-		return NAN;
-	return policy_worst_case_usd((size_t)prompt_bytes_for_cost(req), 0, 0,
-				     max_output_tokens(req, model), model->price.input_per_mtok,
-				     model->price.output_per_mtok);
+	return route_worst_case(model, prompt_bytes_for_cost(req), req->max_tokens);
 }
 
 /* E's budgets for the ledger, into BUDGETS (E->n_budgets of them). */
@@ -367,18 +359,12 @@ int job_policy_follow_candidate(struct job *job, const struct model *model, char
 {
 	struct ledger_refusal refusal;
 	char target[256], s[32], r[32], w[32], b[32];
-	long out = job->cost_out_tokens;
 	double worst;
 	int rc;
 
 	if (!job->hold.n)
 		return 0;
-	if (model->max_output_tokens > 0 && (out == 0 || model->max_output_tokens < out))
-		out = model->max_output_tokens;
-	worst = model->price.known ? policy_worst_case_usd((size_t)job->cost_in_bytes, 0, 0, out,
-							   model->price.input_per_mtok,
-							   model->price.output_per_mtok)
-				   : NAN;
+	worst = route_worst_case(model, job->cost_in_bytes, job->cost_out_tokens);
 	route_target_name(model, target, sizeof(target));
 	if (job->n_budgets && (isnan(worst) || isinf(worst))) {
 		snprintf(why, size, "%s skipped: its price is not known and a budget applies",

@@ -895,6 +895,33 @@ int node_route(struct node *dir, const struct model **model, const char **geo, c
 	return rc;
 }
 
+struct node *node_at_path(const char *path)
+{
+	char *copy = strdup(path), *save = NULL;
+	struct node *dir = pfs.root;
+
+	if (!copy || !dir) {
+		free(copy);
+		return NULL;
+	}
+	node_hold(dir);
+	for (char *name = strtok_r(copy, "/", &save); name && dir;
+	     name = strtok_r(NULL, "/", &save)) {
+		int fd = node_dir_fd(dir);
+		struct node *child = NULL;
+		struct stat st;
+
+		if (fd >= 0 && fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    S_ISDIR(st.st_mode))
+			child = node_get_child(dir, name, &st, 0);
+		node_dir_fd_release(dir, fd);
+		node_put(dir);
+		dir = child;
+	}
+	free(copy);
+	return dir;
+}
+
 size_t node_ancestry(struct node *dir, struct node **out, size_t max)
 {
 	size_t len = 0, i;

@@ -204,6 +204,11 @@ const struct model *node_deployment(struct node *dir);
  * again with room for N. */
 size_t node_ancestry(struct node *dir, struct node **out, size_t max);
 
+/* The directory node at PATH from the mount root ("/a/b"), with one
+ * reference of ours, found by looking each name up in state_dir; NULL
+ * when a name is missing or no directory (replay finds jobs so). */
+struct node *node_at_path(const char *path);
+
 /* Drops one reference of each of the N nodes in NODES. */
 void node_put_all(struct node **nodes, size_t n);
 

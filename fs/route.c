@@ -58,17 +58,20 @@ void route_target_name(const struct model *model, char *buf, size_t size)
 		 model->name);
 }
 
-/* The worst case of the request on MODEL, NAN when its price is unknown. */
-static double worst_on(const struct model *model, long in_bytes, long out_tokens)
+long route_output_bound(const struct model *model, long out_tokens)
 {
-	long out = out_tokens;
+	if (model->max_output_tokens > 0 &&
+	    (out_tokens == 0 || model->max_output_tokens < out_tokens))
+		return model->max_output_tokens;
+	return out_tokens;
+}
 
+double route_worst_case(const struct model *model, long in_bytes, long out_tokens)
+{
 	if (!model->price.known)
 		return NAN;
-	if (model->max_output_tokens > 0 && (out == 0 || model->max_output_tokens < out))
-		out = model->max_output_tokens;
-	return policy_worst_case_usd((size_t)in_bytes, 0, 0, out, model->price.input_per_mtok,
-				     model->price.output_per_mtok);
+	return policy_worst_case_usd((size_t)in_bytes, 0, 0, route_output_bound(model, out_tokens),
+				     model->price.input_per_mtok, model->price.output_per_mtok);
 }
 
 /* Sorts KEYS ascending with MODELS alongside, stably, NAN last. */
@@ -162,7 +165,7 @@ int route_plan(struct node *dir, const struct effective_policy *e, long in_bytes
 		return 0;
 	for (size_t i = 0; i < out->n; i++)
 		keys[i] = e->order == POLICY_ORDER_PRICE
-				  ? worst_on(out->models[i], in_bytes, out_tokens)
+				  ? route_worst_case(out->models[i], in_bytes, out_tokens)
 				  : latency_of(out->models[i]);
 	sort_by(out->models, keys, first, out->n);
 	return 0;

@@ -33,6 +33,16 @@ struct route {
 int route_plan(struct node *dir, const struct effective_policy *e, long in_bytes, long out_tokens,
 	       struct route *out, char *why, size_t size);
 
+/* The bound on the answer's tokens a request asking OUT_TOKENS (0: none)
+ * gets on MODEL: the deployment's own cap where it is lower; 0 when
+ * nothing bounds it. */
+long route_output_bound(const struct model *model, long out_tokens);
+
+/* The worst case in USD (SPEC 6.4) of a request of IN_BYTES
+ * (prompt_bytes_for_cost) asking OUT_TOKENS on MODEL: infinity when
+ * nothing bounds its answer, NAN when the price is unknown. */
+double route_worst_case(const struct model *model, long in_bytes, long out_tokens);
+
 /* "cloud/region/model". */
 void route_target_name(const struct model *model, char *buf, size_t size);
 

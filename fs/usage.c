@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "fs/ledger.h"
+#include "fs/made_file.h"
 #include "fs/policy_store.h"
 
 /* A growing text. */
@@ -229,13 +230,5 @@ void usage_stat(struct node *dir, struct stat *st)
 	char *text = usage_text(dir, &len);
 
 	free(text);
-	memset(st, 0, sizeof(*st));
-	st->st_mode = S_IFREG | 0444;
-	st->st_nlink = 1;
-	st->st_uid = getuid();
-	st->st_gid = getgid();
-	st->st_size = (off_t)len;
-	st->st_blksize = 4096;
-	clock_gettime(CLOCK_REALTIME, &st->st_mtim);
-	st->st_atim = st->st_ctim = st->st_mtim;
+	made_file_stat(st, len);
 }
