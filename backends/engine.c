@@ -648,6 +648,7 @@ struct engine *engine_new(const struct engine_options *opts, int *err_out)
 	rc = -pthread_create(&e->thread, NULL, engine_main, e);
 	if (rc < 0)
 		goto err_multi;
+	pthread_setname_np(e->thread, "pfs-engine"); /* what top -H and perf show */
 	return e;
 
 err_multi:

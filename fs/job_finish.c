@@ -1,10 +1,13 @@
 /* The end of a job, in three threads, each handing batches to the next.
  *
- * The recorder takes every end the engine has handed over as one batch
- * and appends an end record for each to the journal (with the answer
- * itself when small; a larger answer is fsync'd first). It never waits
- * for a flush: an append is in the page cache, which outlives the
- * daemon, so an answer that has arrived is on record at once.
+ * An end is recorded on the engine thread itself when that takes no
+ * wait: its end record (with the answer, small enough to go in it) is
+ * appended to the journal, in the page cache, which outlives the
+ * daemon, so an answer that has arrived is on record at once, with no
+ * hand-over. Otherwise (a larger answer to fsync first, a checkpoint
+ * holding the journal gate, a submission holding the job's file) the
+ * recorder thread takes it, with every other end handed over as one
+ * batch. Neither ever waits for a flush.
  *
  * The publisher waits for the batch's records to be durable (one flush,
  * shared with every submission and batch waiting then), writes .error of
@@ -19,6 +22,7 @@
  * they never hold up a record. */
 #include <errno.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +50,8 @@ struct finished_job {
 	char *error;
 	int recorded; /* its end record was appended */
 	uint64_t lsn;
+	char *answer; /* read ahead for its record by record_now, or NULL */
+	size_t answer_len;
 };
 
 /* A queue and the thread that empties it. */
@@ -61,9 +67,11 @@ static struct stage recorder = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIAL
 static struct stage publisher = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER };
 static struct stage writer = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER };
 static int checkpoint_wanted; /* under writer.lock */
-/* the position of the last end record appended (under the journal gate)
- * and of the last whose files the writer settled (writer only) */
-static uint64_t appended_end_lsn, settled_end_lsn;
+/* the position of the last end record appended (by the engine and the
+ * recorder, both under the journal gate's read lock) and of the last
+ * whose files the writer settled (writer only) */
+static _Atomic uint64_t appended_end_lsn;
+static uint64_t settled_end_lsn;
 
 /* Jobs whose .meta or .error could not be written (writer only). */
 static struct job **pending;
@@ -249,7 +257,9 @@ static void record_end(struct finished_job *it)
 		!job->detached && !(jobs_shutting_down_locked() && it->status == -ECANCELED);
 	pthread_mutex_unlock(&jobs_lock);
 	if (it->keep_files && it->status == 0) {
-		answer = small_answer(job, &answer_len);
+		answer = it->answer ? it->answer : small_answer(job, &answer_len);
+		answer_len = it->answer ? it->answer_len : answer_len;
+		it->answer = NULL;
 		if (!answer && fsync(job->response_fd) < 0) {
 			/* an answer that may not be on disk is not "done" */
 			snprintf(failure, sizeof(failure), "the answer could not be stored: %s",
@@ -355,6 +365,14 @@ static int write_end_files(struct job *job, const char *meta_text, size_t meta_l
 /* Appends the end records of BATCH (a list) at once, never waiting for a
  * flush: what the page cache holds survives the daemon's own death, so
  * an answer that has arrived is on record within microseconds. */
+static void note_appended(uint64_t lsn)
+{
+	uint64_t seen = atomic_load(&appended_end_lsn);
+
+	while (seen < lsn && !atomic_compare_exchange_weak(&appended_end_lsn, &seen, lsn))
+		;
+}
+
 static void record_batch(struct finished_job *batch)
 {
 	pthread_rwlock_rdlock(&journal_gate);
@@ -364,9 +382,38 @@ static void record_batch(struct finished_job *batch)
 		record_end(it);
 		pthread_mutex_unlock(&it->job->file_lock);
 		if (it->recorded)
-			appended_end_lsn = it->lsn;
+			note_appended(it->lsn);
 	}
 	pthread_rwlock_unlock(&journal_gate);
+}
+
+/* Records IT on the calling (engine) thread when nothing makes it wait:
+ * 1 when recorded, 0 when the recorder must. An answer too large for
+ * the record needs an fsync; a checkpoint's cut holds the gate; a
+ * submission of the same name holds the file: each would pause every
+ * transfer of the engine, so the recorder waits for them instead. */
+static int record_now(struct finished_job *it)
+{
+	struct job *job = it->job;
+
+	/* a done job's answer goes in its record, else it is fsync'd */
+	if (it->status == 0) {
+		it->answer = small_answer(job, &it->answer_len);
+		if (!it->answer)
+			return 0;
+	}
+	if (pthread_rwlock_tryrdlock(&journal_gate) != 0)
+		return 0;
+	if (pthread_mutex_trylock(&job->file_lock) != 0) {
+		pthread_rwlock_unlock(&journal_gate);
+		return 0;
+	}
+	record_end(it);
+	pthread_mutex_unlock(&job->file_lock);
+	if (it->recorded)
+		note_appended(it->lsn);
+	pthread_rwlock_unlock(&journal_gate);
+	return 1;
 }
 
 /* Once BATCH's records are durable (one flush for all of them, shared
@@ -480,6 +527,7 @@ static void free_finished(struct finished_job *it)
 	free(it->meta_text);
 	free(it->error);
 	free(it->message);
+	free(it->answer);
 	free(it);
 }
 
@@ -558,7 +606,7 @@ static void writer_checkpoint(void)
 
 	pthread_rwlock_wrlock(&journal_gate);
 	jobs_checkpoint_cut_locked();
-	need = appended_end_lsn;
+	need = atomic_load(&appended_end_lsn);
 	pthread_rwlock_unlock(&journal_gate);
 	/* those ends are on their way through the publisher to here */
 	while (settled_end_lsn < need) {
@@ -645,12 +693,13 @@ static void *publisher_main(void *arg)
 	}
 }
 
-static int stage_start(struct stage *s, void *(*main)(void *))
+static int stage_start(struct stage *s, void *(*main)(void *), const char *name)
 {
 	int rc = pthread_create(&s->thread, NULL, main, NULL);
 
 	if (rc != 0)
 		return -rc;
+	pthread_setname_np(s->thread, name); /* what top -H and perf show */
 	pthread_mutex_lock(&s->lock);
 	s->running = 1;
 	pthread_mutex_unlock(&s->lock);
@@ -675,12 +724,12 @@ static void stage_stop(struct stage *s)
 
 int jobs_start_finisher(void)
 {
-	int rc = stage_start(&writer, writer_main);
+	int rc = stage_start(&writer, writer_main, "pfs-writer");
 
 	if (rc == 0)
-		rc = stage_start(&publisher, publisher_main);
+		rc = stage_start(&publisher, publisher_main, "pfs-publisher");
 	if (rc == 0)
-		rc = stage_start(&recorder, recorder_main);
+		rc = stage_start(&recorder, recorder_main, "pfs-recorder");
 	if (rc < 0) {
 		stage_stop(&publisher);
 		stage_stop(&writer);
@@ -734,5 +783,8 @@ void job_finish(struct job *job, int status, const char *message)
 		return;
 	}
 	pthread_mutex_unlock(&recorder.lock);
-	stage_push(&recorder, item);
+	if (record_now(item))
+		stage_push(&publisher, item);
+	else
+		stage_push(&recorder, item);
 }

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -86,17 +87,45 @@ void job_sha256_hex(const void *data, size_t len, char out[65])
 }
 
 /* Reads a whole prompt, refusing more than the limit. Caller frees. */
+/* A buffer for the prompt as large as the file says it is, plus one byte to
+ * see its end (or a growth past the limit); a prompt written meanwhile
+ * doubles it, never past the limit. Not max_prompt_bytes at once: a
+ * megabyte per submission is an mmap and a munmap, for a few bytes. */
+static char *prompt_buffer(int fd, size_t cap, size_t *size)
+{
+	struct stat st;
+	size_t want = 4096;
+
+	if (fstat(fd, &st) == 0 && st.st_size > 0 && (size_t)st.st_size < cap)
+		want = (size_t)st.st_size + 1;
+	if (want > cap + 1)
+		want = cap + 1;
+	*size = want;
+	return malloc(want);
+}
+
 int job_read_prompt(int fd, char **out, size_t *len)
 {
 	size_t cap = pfs.opts->max_prompt_bytes;
-	char *buf = malloc(cap + 1);
-	size_t have = 0;
+	size_t size, have = 0;
+	char *buf = prompt_buffer(fd, cap, &size);
 	ssize_t n;
 
 	if (!buf)
 		return -ENOMEM;
 	for (;;) {
-		n = pread(fd, buf + have, cap + 1 - have, (off_t)have);
+		if (have == size) {
+			size_t bigger = size * 2 > cap + 1 ? cap + 1 : size * 2;
+			char *grown = realloc(buf, bigger);
+
+			if (!grown) {
+				free(buf);
+				return -ENOMEM;
+			}
+			buf = grown;
+			size = bigger;
+		}
+		n = pread(fd, buf + have, size - have, (off_t)have);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -111,7 +140,7 @@ int job_read_prompt(int fd, char **out, size_t *len)
 			return -EFBIG;
 		}
 	}
-	buf[have] = '\0';
+	buf[have] = '\0'; /* the loop ended with room: have < size */
 	*out = buf;
 	*len = have;
 	return 0;

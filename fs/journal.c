@@ -269,6 +269,31 @@ static int sync_dir(void)
 	return fsync(dir_fd) < 0 ? -errno : 0;
 }
 
+/* Writes BYTES of zeros to FD: 0, or an errno (ENOSPC on a full disk).
+ * Written, not fallocate()d: a record then overwrites blocks that exist,
+ * so its fdatasync writes the record and nothing else. In an fallocated
+ * range each record first turns unwritten blocks into written ones, and
+ * every flush also had to write that change of the file's extents. */
+static int zero_fill(int fd, off_t bytes)
+{
+	static const char zeros[65536];
+	off_t at = 0;
+
+	while (at < bytes) {
+		size_t want =
+			bytes - at < (off_t)sizeof(zeros) ? (size_t)(bytes - at) : sizeof(zeros);
+		ssize_t n = pwrite(fd, zeros, want, at);
+
+		if (n < 0 && errno != EINTR)
+			return errno;
+		if (n == 0)
+			return EIO;
+		if (n > 0)
+			at += n;
+	}
+	return 0;
+}
+
 /* A new segment of at least BYTES, made durable with its name, then the
  * one appended to. Called with journal_lock held and no flush running. */
 static int start_segment(off_t bytes)
@@ -281,7 +306,7 @@ static int start_segment(off_t bytes)
 	fd = openat(dir_fd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -errno;
-	rc = posix_fallocate(fd, 0, bytes);
+	rc = zero_fill(fd, bytes);
 	if (rc == 0 && fsync(fd) < 0)
 		rc = errno;
 	if (rc == 0)

@@ -115,9 +115,11 @@ static int serve(struct fuse_session *se)
 	if (!loop)
 		return -ENOMEM;
 	/* Parked reads hold no thread; these serve opens, closes (which
-	 * fsync submissions) and stats arriving together. */
+	 * fsync submissions) and stats arriving together. A thread once
+	 * made stays: under many writers, threads that exit when idle are
+	 * made again a moment later, each with its megabyte of buffer. */
 	fuse_loop_cfg_set_max_threads(loop, 64);
-	fuse_loop_cfg_set_idle_threads(loop, 16);
+	fuse_loop_cfg_set_idle_threads(loop, 64);
 	rc = fuse_session_loop_mt(se, loop);
 	fuse_loop_cfg_destroy(loop);
 	return rc;
@@ -206,6 +208,7 @@ static int start_reloader(pthread_t *thread)
 	fcntl(reload_pipe[0], F_SETFL, 0);
 	if (pthread_create(thread, NULL, reload_main, NULL) != 0)
 		return -EAGAIN;
+	pthread_setname_np(*thread, "pfs-reload");
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGHUP, &sa, NULL);
 	return 0;
