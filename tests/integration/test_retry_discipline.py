@@ -10,8 +10,10 @@ never faster.
 The module runs its own fake cloud: its deployments' faults are switched
 at run time (/_faults) and its log (/_requests) must hold this module's
 requests only."""
+import calendar
 import errno
 import json
+import re
 import os
 import time
 import urllib.parse
@@ -313,6 +315,9 @@ def test_failing_deployment_is_skipped_then_probed_back(m, fake):
     error = open(d + "/j3.error").readline()
     assert error.startswith("Not sent: openai/down/gpt-4o is skipped for"), error
     assert "(circuit open)" in error
+    # .meta lists it too, as a candidate skipped with the reason
+    (skipped,) = meta["skipped"]
+    assert skipped.startswith("openai/down/gpt-4o skipped: circuit open until "), skipped
     assert len(requests(fake, path="/down/", since=since)) == 5
     assert_healthy(m, "while-open")
 
@@ -431,3 +436,55 @@ def test_a_primary_down_for_a_while_then_back(m, fake):
     assert answer(d, "z") == (b"echo: back on the primary", 0)
     assert targets(d, "z") == [("routed/p1/m", "ok")]
     assert_healthy(m, "after-primary-back")
+
+
+def circuit_open_until(skipped, target):
+    """The Unix time in TARGET's entry of .meta's skipped list, which must
+    say its circuit is open after 5 failed attempts in a row."""
+    found = [s for s in skipped if s.startswith(target + " skipped: ")]
+    assert len(found) == 1, skipped
+    match = re.fullmatch(re.escape(target) + r" skipped: circuit open until "
+                         r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ), "
+                         r"after 5 failed attempts in a row", found[0])
+    assert match, found[0]
+    return calendar.timegm(time.strptime(match.group(1), "%Y-%m-%dT%H:%M:%SZ"))
+
+
+def test_an_open_circuit_is_listed_in_meta(m, fake):
+    """A candidate passed over because its circuit is open is named in
+    .meta's skipped list with the reason, like one the budget cannot
+    afford, whether the job is then served elsewhere or fails; it makes
+    no attempt, so attempts does not list it, and the fake sees nothing."""
+    d = m.path + "/any/xx/fam"
+    since = time.time()
+    set_faults(fake, "/p1/", ["status code=503"])
+    write_prompt(d, "a", "opens the circuit")
+    assert answer(d, "a")[1] == 0
+    write_prompt(d, "b", "opens it for good")
+    assert answer(d, "b")[1] == 0
+    assert len(requests(fake, path="/p1/", since=since)) == 5
+    opened = requests(fake, path="/p1/", since=since)[-1]["t_end"]
+
+    # done: served by p2, p1 skipped with its reason
+    text = "served past an open circuit %f" % time.time()
+    write_prompt(d, "c", text)
+    assert answer(d, "c") == (("echo: " + text).encode(), 0)
+    meta = read_meta(d + "/c.meta")
+    assert meta["status"] == "done" and meta["route"] == "routed/p2/m"
+    assert targets(d, "c") == [("routed/p2/m", "ok")]
+    until = circuit_open_until(meta["skipped"], "routed/p1/m")
+    # the end of the cool-down, in whole seconds rounded up
+    assert opened + COOLDOWN - 1 <= until <= opened + COOLDOWN + 10, (until, opened)
+    assert requests(fake, path="/p1/", prompt=prompt_digest(text)) == []
+
+    # failed: p2 refuses the prompt; p1 is still listed, and .error says it
+    text = "refused past an open circuit %f [[fault:status code=400]]" % time.time()
+    write_prompt(d, "f", text)
+    assert answer(d, "f")[1] == errno.EIO
+    meta = read_meta(d + "/f.meta")
+    assert meta["status"] == "failed"
+    assert targets(d, "f") == [("routed/p2/m", "http_400")]
+    circuit_open_until(meta["skipped"], "routed/p1/m")
+    assert "routed/p1/m is skipped for" in open(d + "/f.error").readline()
+    assert requests(fake, path="/p1/", prompt=prompt_digest(text)) == []
+    assert len(requests(fake, path="/p1/", since=since)) == 5
