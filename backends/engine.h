@@ -81,9 +81,9 @@ struct engine_options {
 	const char *cafile;	 /* NULL: system CAs only */
 	size_t max_answer_bytes; /* cap of one answer's text */
 	size_t max_body_bytes;	 /* cap of one response body, framing included */
-	/* The circuit breakers' numbers; a zero member takes the default
-	 * of breaker.h (the cool-down: PROMPTFS_TEST_BREAKER_COOLDOWN_S
-	 * when set, a test-only knob, docs/testing.md). */
+	/* The circuit breakers' numbers (the mount options
+	 * breaker_failures= and breaker_cooldown=); a zero member takes
+	 * the default of breaker.h. */
 	struct breaker_config breaker;
 };
 

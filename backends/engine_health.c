@@ -18,23 +18,9 @@
 int engine_health_init(struct engine *e, const struct breaker_config *config)
 {
 	struct health_table *t = &e->health;
-	const char *knob;
-	char *end;
-	double cooldown;
 
 	memset(t, 0, sizeof(*t));
 	breaker_config_default(&t->config);
-	/* a test-only knob (docs/testing.md): short cool-downs, so that a
-	 * mounted test sees a circuit close again within seconds */
-	knob = getenv("PROMPTFS_TEST_BREAKER_COOLDOWN_S");
-	if (knob && *knob) {
-		cooldown = strtod(knob, &end);
-		if (*end == '\0' && cooldown > 0 && cooldown < 1e6) {
-			t->config.cooldown_s = cooldown;
-			t->config.cooldown_max_s =
-				cooldown * (BREAKER_COOLDOWN_MAX_S / BREAKER_COOLDOWN_S);
-		}
-	}
 	if (config->threshold)
 		t->config.threshold = config->threshold;
 	if (config->cooldown_s > 0)
@@ -193,7 +179,7 @@ void engine_health_circuit_reason(const struct deployment_health *h, double now,
 			 h->breaker.failures);
 		return;
 	}
-	/* a Unix time, not "28 s more": .meta is read long after; rounded
+	/* a UTC time, not "28 s more": .meta is read long after; rounded
 	 * up, so that it never names a moment before the probe may go */
 	t = (time_t)ceil(wall_time_of(h->breaker.open_until, now, unix_now()));
 	if (!gmtime_r(&t, &tm) || !strftime(until, sizeof(until), "%Y-%m-%dT%H:%M:%SZ", &tm))

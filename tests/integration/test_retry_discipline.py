@@ -24,7 +24,7 @@ import pytest
 from conftest import FakeCloud, read_all, read_meta, wait_finished, wait_for, prompt_digest
 
 AZURE_KEY = "azure-key-for-retry-tests"
-# the circuit's cool-down in these tests (the test-only knob of docs/testing.md)
+# the circuit's first cool-down in these tests (mount option breaker_cooldown=)
 COOLDOWN = 3.0
 
 
@@ -100,9 +100,8 @@ def config(fake):
 
 @pytest.fixture
 def m(mount_factory, fake):
-    return mount_factory(config=config(fake),
-                         env={"PFS_RETRY_AZURE_KEY": AZURE_KEY,
-                              "PROMPTFS_TEST_BREAKER_COOLDOWN_S": str(COOLDOWN)})
+    return mount_factory(config=config(fake), options=["breaker_cooldown=%g" % COOLDOWN],
+                         env={"PFS_RETRY_AZURE_KEY": AZURE_KEY})
 
 
 def write_prompt(d, name, text):
@@ -488,3 +487,29 @@ def test_an_open_circuit_is_listed_in_meta(m, fake):
     assert "routed/p1/m is skipped for" in open(d + "/f.error").readline()
     assert requests(fake, path="/p1/", prompt=prompt_digest(text)) == []
     assert len(requests(fake, path="/p1/", since=since)) == 5
+
+
+def test_breaker_mount_options(mount_factory, fake):
+    """-o breaker_failures=2,breaker_cooldown=2: the second failed attempt
+    in a row opens the circuit, and the probe goes about 2 s later (a
+    lower bound from the fake's log; the upper bound only catches the
+    default 30 s)."""
+    m = mount_factory(config=config(fake), options=["breaker_failures=2", "breaker_cooldown=2"],
+                      env={"PFS_RETRY_AZURE_KEY": AZURE_KEY})
+    d = m.model("openai", "down", "gpt-4o")
+    since = time.time()
+    set_faults(fake, "/down/", ["status code=503"])
+    # 3 attempts allowed; the circuit opens after 2 and the job ends
+    write_prompt(d, "j1", "two strikes")
+    assert answer(d, "j1")[1] == errno.EIO
+    assert outcomes(d, "j1") == ["http_503"] * 2
+    assert "after 2 failed attempts in a row" in open(d + "/j1.error").readline()
+    second = requests(fake, path="/down/", since=since)[-1]
+    assert len(requests(fake, path="/down/", since=since)) == 2
+
+    set_faults(fake, "/down/", [])
+    name, text, sent, meta = submit_until_sent(m, fake, "probe", limit=25)
+    assert len(sent) == 1 and sent[0]["status"] == 200
+    waited = sent[0]["t"] - second["t_end"]
+    assert 2 * 0.95 <= waited < 20, waited
+    assert answer(d, name) == (("echo: " + text).encode(), 0)
