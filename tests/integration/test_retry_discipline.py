@@ -373,6 +373,10 @@ def test_a_wait_longer_than_the_time_left_fails_over(m, fake):
     assert requests(fake, path="/p1/", prompt=prompt_digest(later)) == []
     skipped = read_meta(d + "/l.meta")
     assert skipped["route"] == "routed/p2/m"
+    # .meta says why p1 was passed over (the wait left, in whole seconds)
+    (why,) = skipped["skipped"]
+    assert re.fullmatch(r"routed/p1/m skipped: it asked to wait \d+ s, longer than the 5 s an "
+                        r"attempt may take", why), why
     assert_healthy(m, "after-long-wait")
 
 
