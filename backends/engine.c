@@ -278,6 +278,16 @@ static void skip_note(struct engine_job *job, const char *note)
 	snprintf(job->skipped + len, sizeof(job->skipped) - len, "%s%s", len ? "; " : "", note);
 }
 
+/* JOB passes over its candidate without an attempt: NOTE joins what its
+ * message will say (a sentence naming the deployment), and its sink
+ * hears REASON, for .meta. */
+static void candidate_skip(struct engine_job *job, const char *note, const char *reason)
+{
+	skip_note(job, note);
+	if (job->plan.sink->skipped)
+		job->plan.sink->skipped(job->plan.sink_ctx, job->model, reason);
+}
+
 /* JOB ends failed: its last attempt's error (if it made one), then the
  * candidates it skipped. */
 static void job_fail(struct engine *e, struct engine_job *job, const char *message)
@@ -364,7 +374,7 @@ static int job_admit(struct engine *e, struct engine_job *job, double now)
 {
 	struct deployment_health *h;
 	const struct model *m;
-	char note[384];
+	char note[384], reason[160];
 	double wait;
 
 	while (!job->admitted) {
@@ -376,6 +386,7 @@ static int job_admit(struct engine *e, struct engine_job *job, double now)
 		m = job->model;
 		if (breaker_peek(&h->breaker, now) == BREAKER_SKIP) {
 			engine_health_skip_reason(h, now, note, sizeof(note));
+			engine_health_circuit_reason(h, now, reason, sizeof(reason));
 		} else if (!job->throttle_waited && h->throttle.not_before > now) {
 			wait = throttle_asked_s(&h->throttle, now);
 			if (wait <= job->plan.timeout_s) {
@@ -386,11 +397,12 @@ static int job_admit(struct engine *e, struct engine_job *job, double now)
 				job->throttle_waited = 1;
 				return 1;
 			}
-			snprintf(note, sizeof(note),
-				 "%s/%s/%s is skipped: it asked to wait %.0f s, longer than the "
-				 "%g s an attempt may take",
-				 m->region->cloud->name, m->region->name, m->name, wait,
-				 job->plan.timeout_s);
+			snprintf(reason, sizeof(reason),
+				 "it asked to wait %.0f s, longer than the %g s an attempt may "
+				 "take",
+				 wait, job->plan.timeout_s);
+			snprintf(note, sizeof(note), "%s/%s/%s is skipped: %s",
+				 m->region->cloud->name, m->region->name, m->name, reason);
 		} else {
 			job->probe = breaker_admit(&h->breaker, now) == BREAKER_PROBE;
 			job->admitted = 1;
@@ -398,7 +410,7 @@ static int job_admit(struct engine *e, struct engine_job *job, double now)
 				e->health.dirty = 1;
 			break;
 		}
-		skip_note(job, note);
+		candidate_skip(job, note, reason);
 		if (candidate_advance(e, job))
 			return 1; /* back in the waiting list, for its next candidate */
 		job_fail(e, job, job->error.message);

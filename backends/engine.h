@@ -46,6 +46,12 @@ struct engine_sink {
 	 * 0, or -errno to skip it (the sink says why where it reports). May
 	 * be NULL: every candidate may be tried. Must not block. */
 	int (*candidate)(void *ctx, const struct model *model);
+	/* The job passes over MODEL without an attempt: its circuit is open
+	 * or its probe is out, or its throttle asks a longer wait than an
+	 * attempt may take. REASON says which, without the deployment's
+	 * name ("circuit open until 2026-11-26T10:00:30Z, after 5 failed
+	 * attempts in a row"). May be NULL. Must not block. */
+	void (*skipped)(void *ctx, const struct model *model, const char *reason);
 	/* The job ended: STATUS 0 (complete answer), -EIO (failed, MESSAGE
 	 * says why) or -ECANCELED. Last call for this job. */
 	void (*done)(void *ctx, int status, const char *message);
@@ -75,9 +81,9 @@ struct engine_options {
 	const char *cafile;	 /* NULL: system CAs only */
 	size_t max_answer_bytes; /* cap of one answer's text */
 	size_t max_body_bytes;	 /* cap of one response body, framing included */
-	/* The circuit breakers' numbers; a zero member takes the default
-	 * of breaker.h (the cool-down: PROMPTFS_TEST_BREAKER_COOLDOWN_S
-	 * when set, a test-only knob, docs/testing.md). */
+	/* The circuit breakers' numbers (the mount options
+	 * breaker_failures= and breaker_cooldown=); a zero member takes
+	 * the default of breaker.h. */
 	struct breaker_config breaker;
 };
 

@@ -6,6 +6,7 @@
 #include "backends/engine_internal.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,23 +18,9 @@
 int engine_health_init(struct engine *e, const struct breaker_config *config)
 {
 	struct health_table *t = &e->health;
-	const char *knob;
-	char *end;
-	double cooldown;
 
 	memset(t, 0, sizeof(*t));
 	breaker_config_default(&t->config);
-	/* a test-only knob (docs/testing.md): short cool-downs, so that a
-	 * mounted test sees a circuit close again within seconds */
-	knob = getenv("PROMPTFS_TEST_BREAKER_COOLDOWN_S");
-	if (knob && *knob) {
-		cooldown = strtod(knob, &end);
-		if (*end == '\0' && cooldown > 0 && cooldown < 1e6) {
-			t->config.cooldown_s = cooldown;
-			t->config.cooldown_max_s =
-				cooldown * (BREAKER_COOLDOWN_MAX_S / BREAKER_COOLDOWN_S);
-		}
-	}
 	if (config->threshold)
 		t->config.threshold = config->threshold;
 	if (config->cooldown_s > 0)
@@ -164,6 +151,43 @@ void engine_health_release(struct engine *e, struct engine_job *job)
 		e->health.dirty = 1;
 }
 
+/* Monotonic engine time T as Unix time, for readers on other clocks. */
+static double wall_time_of(double t, double mono_now, double wall_now)
+{
+	return wall_now + (t - mono_now);
+}
+
+static double unix_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void engine_health_circuit_reason(const struct deployment_health *h, double now, char *buf,
+				  size_t size)
+{
+	char until[32];
+	struct tm tm;
+	time_t t;
+
+	if (h->breaker.state != BREAKER_OPEN) {
+		snprintf(buf, size,
+			 "circuit half open: its one probe request is out, after %u failed "
+			 "attempts in a row",
+			 h->breaker.failures);
+		return;
+	}
+	/* a UTC time, not "28 s more": .meta is read long after; rounded
+	 * up, so that it never names a moment before the probe may go */
+	t = (time_t)ceil(wall_time_of(h->breaker.open_until, now, unix_now()));
+	if (!gmtime_r(&t, &tm) || !strftime(until, sizeof(until), "%Y-%m-%dT%H:%M:%SZ", &tm))
+		snprintf(until, sizeof(until), "%lld", (long long)t);
+	snprintf(buf, size, "circuit open until %s, after %u failed attempts in a row", until,
+		 h->breaker.failures);
+}
+
 void engine_health_skip_reason(const struct deployment_health *h, double now, char *buf,
 			       size_t size)
 {
@@ -182,24 +206,16 @@ void engine_health_skip_reason(const struct deployment_health *h, double now, ch
 			 m->region->cloud->name, m->region->name, m->name, h->breaker.failures);
 }
 
-/* Monotonic engine time T as Unix time, for readers on other clocks. */
-static double wall_time_of(double t, double mono_now, double wall_now)
-{
-	return wall_now + (t - mono_now);
-}
-
 void engine_health_publish(struct engine *e)
 {
 	struct health_table *t = &e->health;
 	struct engine_breaker_entry *entries;
-	struct timespec ts;
-	double mono_now, wall_now;
+	double mono_now, wall;
 	size_t n = 0;
 
 	if (!t->dirty)
 		return;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	wall_now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	wall = unix_now();
 	mono_now = engine_now();
 	pthread_mutex_lock(&t->published_lock);
 	if (t->cap_published < t->n) {
@@ -225,9 +241,9 @@ void engine_health_publish(struct engine *e)
 		out->opened_total = h->breaker.opened_total;
 		out->open_until = h->breaker.state == BREAKER_CLOSED
 					  ? 0
-					  : wall_time_of(h->breaker.open_until, mono_now, wall_now);
+					  : wall_time_of(h->breaker.open_until, mono_now, wall);
 		out->not_before = h->throttle.not_before > mono_now
-					  ? wall_time_of(h->throttle.not_before, mono_now, wall_now)
+					  ? wall_time_of(h->throttle.not_before, mono_now, wall)
 					  : 0;
 	}
 	t->n_published = n;

@@ -187,6 +187,11 @@ void engine_health_publish(struct engine *e);
  * skipped for 28 s more after 5 failed attempts in a row"), into BUF. */
 void engine_health_skip_reason(const struct deployment_health *h, double now, char *buf,
 			       size_t size);
+/* Why H's deployment is skipped at NOW, for .meta's list, without its
+ * name ("circuit open until 2026-11-26T10:00:30Z, after 5 failed
+ * attempts in a row"), into BUF. */
+void engine_health_circuit_reason(const struct deployment_health *h, double now, char *buf,
+				  size_t size);
 
 /* engine_token.c: OAuth tokens of service-account clouds */
 /* The token JOB's candidate needs: 0 with *TOKEN (NULL when it needs

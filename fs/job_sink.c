@@ -171,17 +171,12 @@ static void sink_attempt_ended(void *ctx, const struct engine_attempt_report *re
 	route_note_latency(report->model, report->ttfb_ms);
 }
 
-/* A failover to MODEL: its price must fit the budgets (SPEC §7); a
- * candidate skipped is listed in .meta with the reason. */
-static int sink_candidate(void *ctx, const struct model *model)
+/* Adds WHY ("TARGET skipped: reason") to .meta's list of the candidates
+ * JOB passed over without an attempt. */
+static void meta_add_skipped(struct job *job, const char *why)
 {
-	struct job *job = ctx;
-	char why[512];
 	json_t *skipped;
-	int rc = job_policy_follow_candidate(job, model, why, sizeof(why));
 
-	if (rc == 0)
-		return 0;
 	pthread_mutex_lock(&jobs_lock);
 	skipped = json_object_get(job->meta, "skipped");
 	if (!skipped) {
@@ -191,7 +186,33 @@ static int sink_candidate(void *ctx, const struct model *model)
 	if (skipped)
 		json_array_append_new(skipped, json_string(why));
 	pthread_mutex_unlock(&jobs_lock);
+}
+
+/* A failover to MODEL: its price must fit the budgets (SPEC §7); a
+ * candidate skipped is listed in .meta with the reason. */
+static int sink_candidate(void *ctx, const struct model *model)
+{
+	struct job *job = ctx;
+	char why[512];
+	int rc = job_policy_follow_candidate(job, model, why, sizeof(why));
+
+	if (rc == 0)
+		return 0;
+	meta_add_skipped(job, why);
 	return rc;
+}
+
+/* The engine passed over MODEL (its circuit, its throttle): listed in
+ * .meta the way a candidate the budget cannot afford is, since the
+ * attempts alone would not show why the job went elsewhere or failed. */
+static void sink_skipped(void *ctx, const struct model *model, const char *reason)
+{
+	struct job *job = ctx;
+	char target[256], why[512];
+
+	route_target_name(model, target, sizeof(target));
+	snprintf(why, sizeof(why), "%s skipped: %s", target, reason);
+	meta_add_skipped(job, why);
 }
 
 static void sink_done(void *ctx, int status, const char *message)
@@ -214,5 +235,6 @@ const struct engine_sink job_engine_sink = {
 	.request_id = sink_request_id,
 	.attempt_ended = sink_attempt_ended,
 	.candidate = sink_candidate,
+	.skipped = sink_skipped,
 	.done = sink_done,
 };

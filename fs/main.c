@@ -335,6 +335,9 @@ int main(int argc, char *argv[])
 	engine_opts.connect_timeout_s = opts.connect_timeout_s;
 	engine_opts.cafile = opts.cafile;
 	engine_opts.max_answer_bytes = opts.max_answer_bytes;
+	engine_opts.breaker.threshold = opts.breaker_failures;
+	engine_opts.breaker.cooldown_s = opts.breaker_cooldown_s;
+	engine_opts.breaker.cooldown_max_s = BREAKER_COOLDOWN_MAX_S;
 	/* JSON framing around the text can take several times its size */
 	engine_opts.max_body_bytes = opts.max_answer_bytes * 64 + 1024 * 1024;
 	pfs.engine = engine_new(&engine_opts, &rc);

@@ -16,6 +16,8 @@
 #include <syslog.h>
 #include <unistd.h>
 
+#include "backends/breaker.h"
+
 enum {
 	KEY_HELP,
 	KEY_VERSION,
@@ -35,6 +37,8 @@ enum {
 	KEY_CATALOG,
 	KEY_MAX_RESPONSE_BYTES,
 	KEY_NONEMPTY,
+	KEY_BREAKER_FAILURES,
+	KEY_BREAKER_COOLDOWN,
 };
 
 static const struct fuse_opt promptfs_opts[] = {
@@ -58,6 +62,8 @@ static const struct fuse_opt promptfs_opts[] = {
 	FUSE_OPT_KEY("log_level=", KEY_LOG_LEVEL),
 	FUSE_OPT_KEY("catalog=", KEY_CATALOG),
 	FUSE_OPT_KEY("max_response_bytes=", KEY_MAX_RESPONSE_BYTES),
+	FUSE_OPT_KEY("breaker_failures=", KEY_BREAKER_FAILURES),
+	FUSE_OPT_KEY("breaker_cooldown=", KEY_BREAKER_COOLDOWN),
 	/* libfuse 3 dropped it; we check emptiness ourselves, so it is ours */
 	FUSE_OPT_KEY("nonempty", KEY_NONEMPTY),
 	/* fstab words that mean something to mount(8), nothing to us */
@@ -245,6 +251,37 @@ static int parse_max_response_bytes(struct parse_state *st, const char *arg)
 	return 0;
 }
 
+static int parse_breaker_failures(struct parse_state *st, const char *arg)
+{
+	const char *value = option_value(arg);
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(value, &end, 10);
+	if (errno || end == value || *end || v < 1 || v > 1000)
+		return parse_fail(st, "option %s: expected an integer from 1 to 1000", arg);
+	st->opts->breaker_failures = (unsigned)v;
+	return 0;
+}
+
+/* The first cool-down: the doubling stops at BREAKER_COOLDOWN_MAX_S, so
+ * a longer first one would make that cap a lie. */
+static int parse_breaker_cooldown(struct parse_state *st, const char *arg)
+{
+	const char *value = option_value(arg);
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(value, &end);
+	if (errno || end == value || *end || !isfinite(v) || v <= 0 || v > BREAKER_COOLDOWN_MAX_S)
+		return parse_fail(st, "option %s: expected a number of seconds above 0, at most %g",
+				  arg, BREAKER_COOLDOWN_MAX_S);
+	st->opts->breaker_cooldown_s = v;
+	return 0;
+}
+
 static int parse_keyed_option(struct parse_state *st, const char *arg, int key)
 {
 	struct mount_options *o = st->opts;
@@ -280,6 +317,10 @@ static int parse_keyed_option(struct parse_state *st, const char *arg, int key)
 	case KEY_NONEMPTY:
 		o->allow_nonempty = 1;
 		return 0;
+	case KEY_BREAKER_FAILURES:
+		return parse_breaker_failures(st, arg);
+	case KEY_BREAKER_COOLDOWN:
+		return parse_breaker_cooldown(st, arg);
 	}
 	return parse_fail(st, "internal error: option key %d", key);
 }
@@ -380,6 +421,8 @@ static void set_defaults(struct mount_options *opts)
 	opts->log_level = LOG_INFO;
 	opts->max_prompt_bytes = 1024 * 1024;
 	opts->max_answer_bytes = 16 * 1024 * 1024;
+	opts->breaker_failures = BREAKER_THRESHOLD;
+	opts->breaker_cooldown_s = BREAKER_COOLDOWN_S;
 }
 
 static int add_fuse_defaults(struct parse_state *st, struct fuse_args *fuse_args)
@@ -508,6 +551,8 @@ void options_print_help(const char *progname)
 	       "       catalog=FILE          model and price catalog\n"
 	       "       max_response_bytes=N  cap of one answer (16 MiB)\n"
 	       "       nonempty              mount over a directory that is not empty\n"
+	       "       breaker_failures=N    failed attempts that open a circuit (5)\n"
+	       "       breaker_cooldown=S    its first cool-down, seconds (30; up to 300)\n"
 	       "       allow_other, ro, fsname=, ... are passed to FUSE\n",
 	       progname, progname);
 }

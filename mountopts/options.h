@@ -38,7 +38,9 @@ struct mount_options {
 	char *log_file;
 	int log_level; /* LOG_ERR … LOG_DEBUG from syslog.h */
 	char *catalog_path;
-	int allow_nonempty; /* -o nonempty */
+	int allow_nonempty;	   /* -o nonempty */
+	unsigned breaker_failures; /* failed attempts in a row that open a circuit */
+	double breaker_cooldown_s; /* its first cool-down; doubles up to BREAKER_COOLDOWN_MAX_S */
 
 	/* Not from the user: internal limits with safe defaults. */
 	size_t max_prompt_bytes;

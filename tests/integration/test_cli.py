@@ -118,6 +118,20 @@ def test_unknown_option_and_bad_value(workdir, fake):
     assert not os.path.ismount(workdir + "/mnt")
 
 
+@pytest.mark.parametrize("option", [
+    "breaker_failures=0", "breaker_failures=many", "breaker_failures=1001",
+    "breaker_cooldown=0", "breaker_cooldown=-2", "breaker_cooldown=301",
+    "breaker_cooldown=soon", "breaker_cooldown="])
+def test_bad_breaker_option_is_refused(workdir, fake, option):
+    path = workdir + "/clouds.json"
+    write_config(path, default_config(fake.url))
+    r = run(["-o", option + ",state_dir=" + workdir + "/s", path, workdir + "/mnt"])
+    assert r.returncode == 1
+    err = r.stderr.decode()
+    assert err.startswith("promptfs: option " + option + ": expected "), err
+    assert not os.path.ismount(workdir + "/mnt")
+
+
 def test_missing_credential_names_the_variable(workdir, fake):
     path = workdir + "/clouds.json"
     write_config(path, default_config(fake.url))

@@ -10,8 +10,10 @@ never faster.
 The module runs its own fake cloud: its deployments' faults are switched
 at run time (/_faults) and its log (/_requests) must hold this module's
 requests only."""
+import calendar
 import errno
 import json
+import re
 import os
 import time
 import urllib.parse
@@ -22,7 +24,7 @@ import pytest
 from conftest import FakeCloud, read_all, read_meta, wait_finished, wait_for, prompt_digest
 
 AZURE_KEY = "azure-key-for-retry-tests"
-# the circuit's cool-down in these tests (the test-only knob of docs/testing.md)
+# the circuit's first cool-down in these tests (mount option breaker_cooldown=)
 COOLDOWN = 3.0
 
 
@@ -98,9 +100,8 @@ def config(fake):
 
 @pytest.fixture
 def m(mount_factory, fake):
-    return mount_factory(config=config(fake),
-                         env={"PFS_RETRY_AZURE_KEY": AZURE_KEY,
-                              "PROMPTFS_TEST_BREAKER_COOLDOWN_S": str(COOLDOWN)})
+    return mount_factory(config=config(fake), options=["breaker_cooldown=%g" % COOLDOWN],
+                         env={"PFS_RETRY_AZURE_KEY": AZURE_KEY})
 
 
 def write_prompt(d, name, text):
@@ -313,6 +314,9 @@ def test_failing_deployment_is_skipped_then_probed_back(m, fake):
     error = open(d + "/j3.error").readline()
     assert error.startswith("Not sent: openai/down/gpt-4o is skipped for"), error
     assert "(circuit open)" in error
+    # .meta lists it too, as a candidate skipped with the reason
+    (skipped,) = meta["skipped"]
+    assert skipped.startswith("openai/down/gpt-4o skipped: circuit open until "), skipped
     assert len(requests(fake, path="/down/", since=since)) == 5
     assert_healthy(m, "while-open")
 
@@ -369,6 +373,10 @@ def test_a_wait_longer_than_the_time_left_fails_over(m, fake):
     assert requests(fake, path="/p1/", prompt=prompt_digest(later)) == []
     skipped = read_meta(d + "/l.meta")
     assert skipped["route"] == "routed/p2/m"
+    # .meta says why p1 was passed over (the wait left, in whole seconds)
+    (why,) = skipped["skipped"]
+    assert re.fullmatch(r"routed/p1/m skipped: it asked to wait \d+ s, longer than the 5 s an "
+                        r"attempt may take", why), why
     assert_healthy(m, "after-long-wait")
 
 
@@ -431,3 +439,81 @@ def test_a_primary_down_for_a_while_then_back(m, fake):
     assert answer(d, "z") == (b"echo: back on the primary", 0)
     assert targets(d, "z") == [("routed/p1/m", "ok")]
     assert_healthy(m, "after-primary-back")
+
+
+def circuit_open_until(skipped, target):
+    """The Unix time in TARGET's entry of .meta's skipped list, which must
+    say its circuit is open after 5 failed attempts in a row."""
+    found = [s for s in skipped if s.startswith(target + " skipped: ")]
+    assert len(found) == 1, skipped
+    match = re.fullmatch(re.escape(target) + r" skipped: circuit open until "
+                         r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ), "
+                         r"after 5 failed attempts in a row", found[0])
+    assert match, found[0]
+    return calendar.timegm(time.strptime(match.group(1), "%Y-%m-%dT%H:%M:%SZ"))
+
+
+def test_an_open_circuit_is_listed_in_meta(m, fake):
+    """A candidate passed over because its circuit is open is named in
+    .meta's skipped list with the reason, like one the budget cannot
+    afford, whether the job is then served elsewhere or fails; it makes
+    no attempt, so attempts does not list it, and the fake sees nothing."""
+    d = m.path + "/any/xx/fam"
+    since = time.time()
+    set_faults(fake, "/p1/", ["status code=503"])
+    write_prompt(d, "a", "opens the circuit")
+    assert answer(d, "a")[1] == 0
+    write_prompt(d, "b", "opens it for good")
+    assert answer(d, "b")[1] == 0
+    assert len(requests(fake, path="/p1/", since=since)) == 5
+    opened = requests(fake, path="/p1/", since=since)[-1]["t_end"]
+
+    # done: served by p2, p1 skipped with its reason
+    text = "served past an open circuit %f" % time.time()
+    write_prompt(d, "c", text)
+    assert answer(d, "c") == (("echo: " + text).encode(), 0)
+    meta = read_meta(d + "/c.meta")
+    assert meta["status"] == "done" and meta["route"] == "routed/p2/m"
+    assert targets(d, "c") == [("routed/p2/m", "ok")]
+    until = circuit_open_until(meta["skipped"], "routed/p1/m")
+    # the end of the cool-down, in whole seconds rounded up
+    assert opened + COOLDOWN - 1 <= until <= opened + COOLDOWN + 10, (until, opened)
+    assert requests(fake, path="/p1/", prompt=prompt_digest(text)) == []
+
+    # failed: p2 refuses the prompt; p1 is still listed, and .error says it
+    text = "refused past an open circuit %f [[fault:status code=400]]" % time.time()
+    write_prompt(d, "f", text)
+    assert answer(d, "f")[1] == errno.EIO
+    meta = read_meta(d + "/f.meta")
+    assert meta["status"] == "failed"
+    assert targets(d, "f") == [("routed/p2/m", "http_400")]
+    circuit_open_until(meta["skipped"], "routed/p1/m")
+    assert "routed/p1/m is skipped for" in open(d + "/f.error").readline()
+    assert requests(fake, path="/p1/", prompt=prompt_digest(text)) == []
+    assert len(requests(fake, path="/p1/", since=since)) == 5
+
+
+def test_breaker_mount_options(mount_factory, fake):
+    """-o breaker_failures=2,breaker_cooldown=2: the second failed attempt
+    in a row opens the circuit, and the probe goes about 2 s later (a
+    lower bound from the fake's log; the upper bound only catches the
+    default 30 s)."""
+    m = mount_factory(config=config(fake), options=["breaker_failures=2", "breaker_cooldown=2"],
+                      env={"PFS_RETRY_AZURE_KEY": AZURE_KEY})
+    d = m.model("openai", "down", "gpt-4o")
+    since = time.time()
+    set_faults(fake, "/down/", ["status code=503"])
+    # 3 attempts allowed; the circuit opens after 2 and the job ends
+    write_prompt(d, "j1", "two strikes")
+    assert answer(d, "j1")[1] == errno.EIO
+    assert outcomes(d, "j1") == ["http_503"] * 2
+    assert "after 2 failed attempts in a row" in open(d + "/j1.error").readline()
+    second = requests(fake, path="/down/", since=since)[-1]
+    assert len(requests(fake, path="/down/", since=since)) == 2
+
+    set_faults(fake, "/down/", [])
+    name, text, sent, meta = submit_until_sent(m, fake, "probe", limit=25)
+    assert len(sent) == 1 and sent[0]["status"] == 200
+    waited = sent[0]["t"] - second["t_end"]
+    assert 2 * 0.95 <= waited < 20, waited
+    assert answer(d, name) == (("echo: " + text).encode(), 0)

@@ -457,6 +457,9 @@ struct recorder {
 	int done_calls;
 	int status;
 	char message[600];
+	const struct model *skipped[MAX_ATTEMPTS]; /* passed over without an attempt */
+	char skip_reason[MAX_ATTEMPTS][160];
+	size_t n_skipped;
 };
 
 static void recorder_init(struct recorder *r)
@@ -574,6 +577,21 @@ static void rec_attempt_ended(void *ctx, const struct engine_attempt_report *rep
 	pthread_mutex_unlock(&r->lock);
 }
 
+static void rec_skipped(void *ctx, const struct model *model, const char *reason)
+{
+	struct recorder *r = ctx;
+
+	pthread_mutex_lock(&r->lock);
+	check_protocol(r, 0);
+	if (r->in_attempt || r->n_skipped == MAX_ATTEMPTS)
+		r->protocol_errors++;
+	else {
+		snprintf(r->skip_reason[r->n_skipped], sizeof(r->skip_reason[0]), "%s", reason);
+		r->skipped[r->n_skipped++] = model;
+	}
+	pthread_mutex_unlock(&r->lock);
+}
+
 static void rec_done(void *ctx, int status, const char *message)
 {
 	struct recorder *r = ctx;
@@ -596,6 +614,7 @@ static const struct engine_sink recording_sink = {
 	.finish_reason = rec_finish_reason,
 	.request_id = rec_request_id,
 	.attempt_ended = rec_attempt_ended,
+	.skipped = rec_skipped,
 	.done = rec_done,
 };
 
@@ -1419,6 +1438,11 @@ static void test_circuit_opens_then_probe_closes(void **state)
 	assert_non_null(strstr(f->rec[1].message, "local/localhost/switch is skipped"));
 	assert_non_null(strstr(f->rec[1].message, "2 failed attempts in a row"));
 	assert_int_equal(server_requests(&f->srv), 2);
+	/* the sink hears of the skip too, with the reason for .meta */
+	assert_int_equal(f->rec[1].n_skipped, 1);
+	assert_ptr_equal(f->rec[1].skipped[0], sw);
+	assert_non_null(strstr(f->rec[1].skip_reason[0], "circuit open until "));
+	assert_non_null(strstr(f->rec[1].skip_reason[0], "after 2 failed attempts in a row"));
 
 	/* the cool-down passes, the deployment is back: one probe closes it */
 	server_set_down(&f->srv, 0);
@@ -1481,6 +1505,8 @@ static void test_open_candidate_is_skipped(void **state)
 	assert_int_equal(recorder_wait_done(&f->rec[1]), 0);
 	assert_int_equal(f->rec[1].n_started, 1);
 	assert_ptr_equal(f->rec[1].started[0], ok);
+	assert_int_equal(f->rec[1].n_skipped, 1);
+	assert_ptr_equal(f->rec[1].skipped[0], sw);
 	assert_int_equal(server_requests(&f->srv), 3);
 	/* the snapshot lists both deployments the engine has sent to */
 	assert_int_equal(engine_breaker_snapshot(f->engine, NULL, 0), 2);

@@ -58,7 +58,7 @@ static void config_and_mountpoint_with_promptfs_options(void **state)
 	const char *argv[] = { "promptfs", "-o",
 			       "state_dir=/tmp/s,max_inflight=8,timeout=2.5,"
 			       "connect_timeout=3,admin_uid=1000,admin_gid=50,log_level=debug,"
-			       "allow_other",
+			       "breaker_failures=3,breaker_cooldown=2.5,allow_other",
 			       "/etc/clouds.json", "/mnt/ai" };
 	struct parsed p;
 
@@ -74,8 +74,11 @@ static void config_and_mountpoint_with_promptfs_options(void **state)
 	assert_int_equal(p.opts.admin_uid, 1000);
 	assert_int_equal(p.opts.admin_gid, 50);
 	assert_int_equal(p.opts.log_level, LOG_DEBUG);
+	assert_int_equal(p.opts.breaker_failures, 3);
+	assert_true(p.opts.breaker_cooldown_s == 2.5);
 	/* promptfs's own options are consumed; FUSE's pass through */
 	assert_false(kept_option(&p.args, "state_dir"));
+	assert_false(kept_option(&p.args, "breaker_"));
 	assert_true(kept_option(&p.args, "allow_other"));
 	assert_true(has_arg(&p.args, "-odefault_permissions"));
 	assert_true(has_arg(&p.args, "-osubtype=promptfs"));
@@ -96,6 +99,8 @@ static void defaults_without_config(void **state)
 	assert_true(p.opts.timeout_s == 120);
 	assert_true(p.opts.connect_timeout_s == 10);
 	assert_int_equal(p.opts.admin_uid, -1);
+	assert_int_equal(p.opts.breaker_failures, 5);
+	assert_true(p.opts.breaker_cooldown_s == 30);
 	assert_int_equal(p.opts.log_target, LOG_TO_STDERR);
 	assert_non_null(p.opts.state_dir);
 	release(&p);
@@ -127,6 +132,16 @@ static void bad_values_are_refused_with_a_reason(void **state)
 		{ "timeout=abc", "option timeout=abc: expected a number of seconds above 0" },
 		{ "timeout=-1", "option timeout=-1: expected a number of seconds above 0" },
 		{ "admin_uid=x", "option admin_uid=x: expected a numeric id" },
+		{ "breaker_failures=0",
+		  "option breaker_failures=0: expected an integer from 1 to 1000" },
+		{ "breaker_failures=2.5",
+		  "option breaker_failures=2.5: expected an integer from 1 to 1000" },
+		{ "breaker_cooldown=0",
+		  "option breaker_cooldown=0: expected a number of seconds above 0, at most 300" },
+		{ "breaker_cooldown=301", "option breaker_cooldown=301: expected a number of "
+					  "seconds above 0, at most 300" },
+		{ "breaker_cooldown=",
+		  "option breaker_cooldown=: expected a number of seconds above 0, at most 300" },
 		{ "log_level=loud", "option log_level=loud: expected error, warn, info or debug" },
 		{ "log=", "option log=: expected stderr, syslog or a file path" },
 		{ "cafile=/nonexistent/ca.pem",
