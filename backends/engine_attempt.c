@@ -246,6 +246,7 @@ static void attempt_reset(struct engine_job *job)
 	job->text_bytes = 0;
 	job->reported_request_id = 0;
 	job->body_too_large = 0;
+	job->request_sent = job->request_resent = 0;
 	job->finish = FINISH_NONE;
 	job->filter_detail[0] = '\0';
 }
@@ -310,6 +311,30 @@ static struct llm_request request_for_candidate(const struct engine_job *job)
 	return req;
 }
 
+/* Called by libcurl right before it sends the request. libcurl sends
+ * it again, on a fresh connection, when a reused connection died before
+ * any byte of the answer ("Connection died, retrying a fresh connect"):
+ * for an inference request that is a second request the provider may
+ * have run and billed, sent at once, outside the retries, their back-off
+ * and .meta's attempts. So one attempt is one request: the second send
+ * is refused, and the attempt ends as the connection failure it was. */
+static int on_prerequest(void *clientp, char *primary_ip, char *local_ip, int primary_port,
+			 int local_port)
+{
+	struct engine_job *job = clientp;
+
+	(void)primary_ip;
+	(void)local_ip;
+	(void)primary_port;
+	(void)local_port;
+	if (job->request_sent) {
+		job->request_resent = 1;
+		return CURL_PREREQFUNC_ABORT;
+	}
+	job->request_sent = 1;
+	return CURL_PREREQFUNC_OK;
+}
+
 /* Builds the transfer of JOB's attempt. 0 or -errno. */
 static int transfer_build(struct engine *e, struct engine_job *job, const char *access_token)
 {
@@ -349,6 +374,8 @@ static int transfer_build(struct engine *e, struct engine_job *job, const char *
 	curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(easy, CURLOPT_HEADERDATA, job);
 	curl_easy_setopt(easy, CURLOPT_PRIVATE, job);
+	curl_easy_setopt(easy, CURLOPT_PREREQFUNCTION, on_prerequest);
+	curl_easy_setopt(easy, CURLOPT_PREREQDATA, job);
 	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long)(job->plan.timeout_s * 1000));
 	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long)(e->opts.connect_timeout_s * 1000));
@@ -450,6 +477,12 @@ static int attempt_outcome(struct engine *e, struct engine_job *job, CURLcode re
 	if (result == CURLE_PEER_FAILED_VERIFICATION || result == CURLE_SSL_CACERT_BADFILE) {
 		attempt_error_set(err, OUTCOME_TLS, "TLS verification failed: %s",
 				  curl_easy_strerror(result));
+		return -EIO;
+	}
+	if (result == CURLE_ABORTED_BY_CALLBACK && job->request_resent) {
+		attempt_error_set(err, OUTCOME_CONNECTION,
+				  "could not reach the provider: the connection closed before "
+				  "any answer");
 		return -EIO;
 	}
 	if (result != CURLE_OK) {

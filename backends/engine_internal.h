@@ -108,6 +108,10 @@ struct engine_job {
 	int sink_error;
 	int parser_failed;
 	int body_too_large;
+	/* The attempt's request went out once; a second send (libcurl
+	 * resending it on a fresh connection) was refused. */
+	int request_sent;
+	int request_resent;
 	enum finish_reason finish;
 	char filter_detail[256]; /* who filtered, when FINISH_FILTERED */
 	struct attempt_error error;

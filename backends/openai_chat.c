@@ -215,6 +215,8 @@ static int provider_error_retryable(const struct provider_error *pe)
 struct stream_parser {
 	struct sse_answer answer; /* first (see sse_answer.h); complete: [DONE] arrived */
 	int id_reported;
+	int finish_seen; /* a choice's finish_reason arrived */
+	int usage_seen;	 /* the usage chunk (include_usage) arrived */
 };
 
 _Static_assert(offsetof(struct stream_parser, answer) == 0, "the answer comes first");
@@ -261,6 +263,7 @@ static void usage_report(struct stream_parser *p, json_t *usage)
 
 	if (!json_is_object(usage))
 		return; /* "usage": null on every chunk but one */
+	p->usage_seen = 1;
 	input = json_object_get(usage, "prompt_tokens");
 	output = json_object_get(usage, "completion_tokens");
 	p->answer.ev->usage(p->answer.ctx,
@@ -305,10 +308,12 @@ static int completion_apply(struct stream_parser *p, json_t *root, int whole)
 		if (rc < 0)
 			return rc;
 		reason = json_object_get(choice, "finish_reason");
-		if (json_is_string(reason) && json_string_length(reason) > 0)
+		if (json_is_string(reason) && json_string_length(reason) > 0) {
+			p->finish_seen = 1;
 			p->answer.ev->finish_reason(p->answer.ctx,
 						    finish_reason_of(json_string_value(reason)),
 						    json_string_value(reason));
+		}
 	} else if (whole) {
 		attempt_error_set(p->answer.err, OUTCOME_MALFORMED,
 				  "the provider's answer holds no choices");
@@ -388,6 +393,14 @@ int openai_chat_parser_feed(struct stream_parser *p, const char *data, size_t le
 
 int openai_chat_parser_finish(struct stream_parser *p, struct attempt_error *err)
 {
+	/* Finish is called only for a transfer that ended cleanly. A stream
+	 * whose finish_reason and usage chunk (the last two before the
+	 * marker) arrived holds the whole answer and its token counts:
+	 * [DONE] is a sentinel some servers and proxies leave out, and a
+	 * retry would ask, and bill, the same answer again. Without them
+	 * the answer may be truncated: a cut stream. */
+	if (p->finish_seen && p->usage_seen)
+		p->answer.complete = 1;
 	return sse_answer_parser_finish(p, err);
 }
 

@@ -104,12 +104,18 @@ def test_cut_every_time_ends_in_eio_never_eof(mnt):
     assert read_all(d + "/cut2.response")[1] == errno.EIO
 
 
-def test_missing_done_marker_is_not_a_clean_end(mnt):
+def test_missing_done_marker_after_a_whole_answer_is_its_end(mnt):
+    """Everything but [DONE], after the finish_reason and usage chunks,
+    then a clean end of the transfer: the answer is whole, at once, in
+    one attempt (a stream cut before those chunks is test_cut_*'s)."""
     d = mnt.model()
-    submit(d, "nd", "no end [[fault:no_done]]")
-    assert read_all(d + "/nd.response")[1] == errno.EIO
-    wait_finished(d, "nd")
-    assert "end marker" in open(d + "/nd.error").readline()
+    text = "no end [[fault:no_done]]"
+    submit(d, "nd", text)
+    assert read_all(d + "/nd.response") == (("echo: " + text).encode(), 0)
+    meta = wait_finished(d, "nd")
+    assert meta["status"] == "done" and meta["finish_reason"] == "stop"
+    assert [a["outcome"] for a in meta["attempts"]] == ["ok"]
+    assert not os.path.exists(d + "/nd.error")
 
 
 def test_malformed_chunk_fails(mnt):

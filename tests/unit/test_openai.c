@@ -454,6 +454,45 @@ static void test_missing_done(void **state)
 	assert_string_equal(ATTEMPT_ERROR_WORD(&err), "stream_cut");
 }
 
+/* [DONE] left out after the finish_reason and the usage chunk: the answer
+ * and its token counts are whole, so the stream is complete. Without
+ * the usage chunk, or without the finish_reason, it may be truncated. */
+static void test_whole_stream_without_done(void **state)
+{
+	static const char whole[] =
+		"data: "
+		"{\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"}}]}\n\n"
+		"data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{},"
+		"\"finish_reason\":\"stop\"}]}\n\n"
+		"data: {\"id\":\"c1\",\"choices\":[],"
+		"\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}\n\n";
+	static const char no_usage[] =
+		"data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"},"
+		"\"finish_reason\":\"stop\"}]}\n\n";
+	static const char no_finish[] =
+		"data: "
+		"{\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"}}]}\n\n"
+		"data: {\"id\":\"c1\",\"choices\":[],"
+		"\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}\n\n";
+	struct attempt_error err;
+	struct answer a;
+	size_t step;
+
+	(void)state;
+	for (step = 0; step <= 7; step++) {
+		answer_init(&a);
+		assert_int_equal(parse_body(whole, step, &a, &err), 0);
+		assert_string_equal(a.text, "Hel");
+		assert_int_equal(a.output_tokens, 1);
+	}
+	answer_init(&a);
+	assert_int_equal(parse_body(no_usage, 0, &a, &err), -EIO);
+	assert_string_equal(ATTEMPT_ERROR_WORD(&err), "stream_cut");
+	answer_init(&a);
+	assert_int_equal(parse_body(no_finish, 0, &a, &err), -EIO);
+	assert_string_equal(ATTEMPT_ERROR_WORD(&err), "stream_cut");
+}
+
 static void test_done_without_blank_line(void **state)
 {
 	static const char *const endings[] = {
@@ -953,6 +992,7 @@ int main(void)
 		cmocka_unit_test(test_malformed_json),
 		cmocka_unit_test(test_malformed_json_line_end),
 		cmocka_unit_test(test_missing_done),
+		cmocka_unit_test(test_whole_stream_without_done),
 		cmocka_unit_test(test_done_without_blank_line),
 		cmocka_unit_test(test_data_after_done_ignored),
 		cmocka_unit_test(test_text_refused),
