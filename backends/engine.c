@@ -509,6 +509,7 @@ static int take_handovers(struct engine *e)
 	int stopping;
 
 	pthread_mutex_lock(&e->lock);
+	e->wake_sent = 0; /* what is handed in from now on needs a wakeup */
 	update_fn = e->update_fn;
 	update_arg = e->update_arg;
 	e->update_fn = NULL;
@@ -692,6 +693,7 @@ void engine_free(struct engine *e)
 struct engine_job *engine_submit(struct engine *e, struct engine_plan *plan)
 {
 	struct engine_job *job;
+	int wake;
 
 	job = plan->n_candidates > 0 ? calloc(1, sizeof(*job)) : NULL;
 	if (!job) {
@@ -714,8 +716,14 @@ struct engine_job *engine_submit(struct engine *e, struct engine_plan *plan)
 		e->incoming_head = job;
 	e->incoming_tail = job;
 	e->n_incoming++;
+	/* one wakeup until the engine takes the list: under many writers it
+	 * is mostly awake already, and each wakeup is a syscall here and a
+	 * return from poll() there */
+	wake = !e->wake_sent;
+	e->wake_sent = 1;
 	pthread_mutex_unlock(&e->lock);
-	curl_multi_wakeup(e->multi);
+	if (wake)
+		curl_multi_wakeup(e->multi);
 	return job;
 }
 

@@ -129,6 +129,7 @@ struct engine {
 	void (*update_fn)(void *);			  /* under lock */
 	void *update_arg;				  /* under lock */
 	unsigned n_incoming;				  /* under lock */
+	int wake_sent; /* under lock: a wakeup the engine has not yet acted on */
 
 	/* engine thread only; the counts are read under lock */
 	struct engine_job *waiting_head, *waiting_tail;

@@ -18,7 +18,14 @@
 #define SEGMENT_SUFFIX ".log"
 
 static pthread_mutex_t journal_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t flushed = PTHREAD_COND_INITIALIZER;
+/* Waiters sleep on the condition of the flush that will cover them: the
+ * running one's, when their record was appended before it began, else
+ * the next one's. A flush's end then wakes just the waiters it made
+ * durable, and one of the others to lead the next flush, instead of
+ * every waiter to find most of them still waiting. */
+static pthread_cond_t flushed[2] = { PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER };
+static unsigned flush_count;  /* flushes begun; the parity of the running one's */
+static uint64_t flush_target; /* what the running flush makes durable */
 
 static int state_dir_fd = -1;	 /* state_dir (the caller's) */
 static int dir_fd = -1;		 /* state_dir/journal */
@@ -326,12 +333,27 @@ static int start_segment(off_t bytes)
 	return 0;
 }
 
+/* Wakes the waiters a flush's end concerns: all of both conditions
+ * (EVERYONE: everything appended is durable, or the journal is broken),
+ * else those the flush covered and one other, to lead the next. */
+static void wake_after_flush(int everyone)
+{
+	pthread_cond_t *covered = &flushed[flush_count & 1];
+	pthread_cond_t *next = &flushed[(flush_count + 1) & 1];
+
+	pthread_cond_broadcast(covered);
+	if (everyone)
+		pthread_cond_broadcast(next);
+	else
+		pthread_cond_signal(next);
+}
+
 /* Makes every record appended so far durable. Called with journal_lock
  * held; waits for a running flush, and runs one if records remain. */
 static int flush_locked(void)
 {
 	while (flushing)
-		pthread_cond_wait(&flushed, &journal_lock);
+		pthread_cond_wait(&flushed[flush_count & 1], &journal_lock);
 	if (broken)
 		return broken;
 	if (durable < appended) {
@@ -339,9 +361,11 @@ static int flush_locked(void)
 			broken = -errno;
 			log_error("journal: flush failed: %s; no more jobs are accepted",
 				  strerror(errno));
+			wake_after_flush(1);
 			return broken;
 		}
 		durable = appended;
+		wake_after_flush(1);
 	}
 	return 0;
 }
@@ -440,12 +464,14 @@ int journal_wait(uint64_t lsn)
 			break;
 		}
 		if (flushing) {
-			pthread_cond_wait(&flushed, &journal_lock);
+			pthread_cond_wait(&flushed[(flush_count + (lsn > flush_target)) & 1],
+					  &journal_lock);
 			continue;
 		}
 		/* lead one flush for everything appended until now */
 		flushing = 1;
-		target = appended;
+		flush_count++;
+		target = flush_target = appended;
 		fd = segment_fd;
 		pthread_mutex_unlock(&journal_lock);
 		rc = fdatasync(fd) < 0 ? -errno : 0;
@@ -458,7 +484,7 @@ int journal_wait(uint64_t lsn)
 		} else if (durable < target) {
 			durable = target;
 		}
-		pthread_cond_broadcast(&flushed);
+		wake_after_flush(rc < 0 || durable >= appended);
 	}
 	pthread_mutex_unlock(&journal_lock);
 	return rc;
