@@ -50,7 +50,8 @@ struct finished_job {
 	char *error;
 	int recorded; /* its end record was appended */
 	uint64_t lsn;
-	char *answer; /* read ahead for its record by record_now, or NULL */
+	unsigned epoch; /* end_epoch when it was */
+	char *answer;	/* read ahead for its record by record_now, or NULL */
 	size_t answer_len;
 };
 
@@ -67,11 +68,14 @@ static struct stage recorder = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIAL
 static struct stage publisher = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER };
 static struct stage writer = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER };
 static int checkpoint_wanted; /* under writer.lock */
-/* the position of the last end record appended (by the engine and the
- * recorder, both under the journal gate's read lock) and of the last
- * whose files the writer settled (writer only) */
-static _Atomic uint64_t appended_end_lsn;
-static uint64_t settled_end_lsn;
+/* End records appended and not yet settled by the writer, counted by
+ * the checkpoint epoch they were appended in (its parity). The engine and
+ * the recorder append in parallel, so ends reach the writer in no fixed
+ * order of position: a checkpoint waits for its epoch's count to reach
+ * zero, not for a position. An epoch changes under the journal gate's
+ * write lock; appends hold its read lock. */
+static unsigned end_epoch;
+static _Atomic unsigned unsettled_ends[2];
 
 /* Jobs whose .meta or .error could not be written (writer only). */
 static struct job **pending;
@@ -362,16 +366,17 @@ static void write_batch(struct finished_job *batch);
 static int write_end_files(struct job *job, const char *meta_text, size_t meta_len,
 			   const char *error);
 
+/* Counts IT's end record for the checkpoint that waits for it. Under the
+ * journal gate's read lock. */
+static void note_appended(struct finished_job *it)
+{
+	it->epoch = end_epoch;
+	atomic_fetch_add(&unsettled_ends[it->epoch & 1], 1);
+}
+
 /* Appends the end records of BATCH (a list) at once, never waiting for a
  * flush: what the page cache holds survives the daemon's own death, so
  * an answer that has arrived is on record within microseconds. */
-static void note_appended(uint64_t lsn)
-{
-	uint64_t seen = atomic_load(&appended_end_lsn);
-
-	while (seen < lsn && !atomic_compare_exchange_weak(&appended_end_lsn, &seen, lsn))
-		;
-}
 
 static void record_batch(struct finished_job *batch)
 {
@@ -382,7 +387,7 @@ static void record_batch(struct finished_job *batch)
 		record_end(it);
 		pthread_mutex_unlock(&it->job->file_lock);
 		if (it->recorded)
-			note_appended(it->lsn);
+			note_appended(it);
 	}
 	pthread_rwlock_unlock(&journal_gate);
 }
@@ -411,7 +416,7 @@ static int record_now(struct finished_job *it)
 	record_end(it);
 	pthread_mutex_unlock(&job->file_lock);
 	if (it->recorded)
-		note_appended(it->lsn);
+		note_appended(it);
 	pthread_rwlock_unlock(&journal_gate);
 	return 1;
 }
@@ -547,7 +552,7 @@ static void write_batch(struct finished_job *batch)
 		}
 		audit_job_ended(job, batch->recorded);
 		if (batch->recorded)
-			settled_end_lsn = batch->lsn;
+			atomic_fetch_sub(&unsettled_ends[batch->epoch & 1], 1);
 		if (batch->keep_files)
 			log_end(job, batch->final);
 		job_put(job); /* the engine's */
@@ -602,14 +607,15 @@ static struct finished_job *stage_take(struct stage *s)
  * files must be on disk by the checkpoint's syncfs. */
 static void writer_checkpoint(void)
 {
-	uint64_t need;
+	unsigned before;
 
 	pthread_rwlock_wrlock(&journal_gate);
 	jobs_checkpoint_cut_locked();
-	need = atomic_load(&appended_end_lsn);
+	before = end_epoch++;
 	pthread_rwlock_unlock(&journal_gate);
-	/* those ends are on their way through the publisher to here */
-	while (settled_end_lsn < need) {
+	/* those ends are on their way through the publisher to here (the
+	 * previous checkpoint emptied the count this epoch shares) */
+	while (atomic_load(&unsettled_ends[before & 1]) > 0) {
 		struct finished_job *batch;
 
 		pthread_mutex_lock(&writer.lock);
