@@ -14,6 +14,7 @@
 
 #include "fs/audit.h"
 #include "fs/job.h"
+#include "fs/log.h"
 #include "fs/metrics.h"
 #include "fs/node.h"
 #include "fs/ops.h"
@@ -767,9 +768,16 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 		return;
 	}
 	rc = mkdirat(fd, name, mode & ~job_policy_umask(dir)) < 0 ? -errno : 0;
-	/* a new directory may have an old one's inode number: no policy */
-	if (rc == 0 && fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+	/* a new directory may have an old one's inode number: no policy,
+	 * no spending (an account left by a directory removed behind the
+	 * daemon's back, or by a daemon that did not forget at rmdir) */
+	if (rc == 0 && fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
 		policy_store_forget(st.st_dev, st.st_ino);
+		if (job_journal_forget((uint64_t)st.st_ino) < 0)
+			log_error("%s: cannot record that a new directory starts a budget "
+				  "account of its own",
+				  name);
+	}
 	if (rc == 0 && pfs.daemon_is_root)
 		fchownat(fd, name, ctx->uid, ctx->gid, AT_SYMLINK_NOFOLLOW);
 	node_dir_fd_release(dir, fd);
@@ -811,6 +819,15 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	}
 	node_directory_removed(&st);
 	policy_store_forget(st.st_dev, st.st_ino);
+	/* its budget account too: a new directory may get its inode
+	 * number, and must not inherit its spending. The directory is gone
+	 * whatever the journal says, so rmdir succeeds; a failure is the
+	 * journal's (which then refuses every submission) */
+	rc = job_journal_forget((uint64_t)st.st_ino);
+	if (rc < 0)
+		log_error("%s: cannot record that its budget account is gone (%s); a crash "
+			  "before the next checkpoint may bring its spending back",
+			  name, strerror(-rc));
 	fuse_reply_err(req, 0);
 }
 
