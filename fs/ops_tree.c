@@ -769,8 +769,8 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	}
 	rc = mkdirat(fd, name, mode & ~job_policy_umask(dir)) < 0 ? -errno : 0;
 	/* a new directory may have an old one's inode number: no policy,
-	 * no spending (an account left by a directory removed behind the
-	 * daemon's back, or by a daemon that did not forget at rmdir) */
+	 * no spending (an account left by a directory removed in state_dir
+	 * behind the daemon's back, or by an older daemon) */
 	if (rc == 0 && fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
 		policy_store_forget(st.st_dev, st.st_ino);
 		if (job_journal_forget((uint64_t)st.st_ino) < 0)
@@ -950,6 +950,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 		.to_name = newname,
 	};
 	struct job_move move = { 0 };
+	uint64_t replaced = 0; /* the inode number of a directory the rename removed */
 	char reason[512];
 	int submit = 0, rc, fd = -1, from_fd = -1, to_fd = -1;
 
@@ -1010,6 +1011,8 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 	}
 	node_renamed(&r);
 	job_move_end(&move, 1);
+	if (!r.exchange && r.to_exists && S_ISDIR(r.to.st_mode) && r.to.st_ino != r.from.st_ino)
+		replaced = (uint64_t)r.to.st_ino;
 	rc = 0;
 	if (submit)
 		rc = job_submit(r.to_dir, newname, fd, ctx->uid);
@@ -1026,6 +1029,14 @@ out:
 		close(fd);
 	node_dir_fd_release(r.to_dir, to_fd);
 	node_dir_fd_release(r.from_dir, from_fd);
+	/* an empty directory replaced is removed, as by rmdir: its account
+	 * goes (with no descriptor held while the journal gate is waited
+	 * for) */
+	if (replaced && job_journal_forget(replaced) < 0)
+		log_error(
+			"%s: cannot record that the directory it replaced has no budget account "
+			"any more; a crash before the next checkpoint may bring its spending back",
+			newname);
 	fuse_reply_err(req, -rc);
 }
 

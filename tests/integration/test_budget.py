@@ -408,6 +408,26 @@ def test_removed_directory_account_does_not_come_back_after_kill9(team, fake):
     assert {k: usage(d)[k] for k in above} == above
 
 
+def test_directory_replaced_by_a_rename_is_forgotten(team, fake):
+    m, d = team
+    ws = d + "/old"
+    os.mkdir(ws)
+    assert submit(ws + "/a.prompt", "spent before a rename %d" % id(m)) == 0
+    wait_finished(ws, "a")
+    ino = os.stat(backing(m, ws)).st_ino
+    above = {k: usage(d)[k] for k in ("spent_usd", "requests", "tokens")}
+    os.unlink(ws + "/a.prompt")
+    os.mkdir(d + "/other")
+    # rename(2) over an empty directory removes it
+    os.rename(d + "/other", ws)
+    assert os.stat(backing(m, ws)).st_ino != ino
+    assert {"t": "forget", "acct": ino} in journal_records(m)
+    assert {k: usage(d)[k] for k in above} == above
+    kill9_and_checkpoint(m)
+    assert ino not in snapshot_accounts(m)
+    assert {k: usage(d)[k] for k in above} == above
+
+
 def test_job_moved_out_of_a_removed_directory_does_not_charge_it(team, fake):
     m, d = team
     gate = "outlive%d" % id(m)
