@@ -750,7 +750,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	struct node *dir = node_from_ino(parent);
 	struct fuse_entry_param e;
 	struct stat st;
-	int rc, fd;
+	int rc, fd, made;
 
 	if (!node_in_model_tree(dir) || ops_name_is_policy(name)) {
 		fuse_reply_err(req, EPERM);
@@ -771,13 +771,9 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	/* a new directory may have an old one's inode number: no policy,
 	 * no spending (an account left by a directory removed in state_dir
 	 * behind the daemon's back, or by an older daemon) */
-	if (rc == 0 && fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+	made = rc == 0 && fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0;
+	if (made)
 		policy_store_forget(st.st_dev, st.st_ino);
-		if (job_journal_forget((uint64_t)st.st_ino) < 0)
-			log_error("%s: cannot record that a new directory starts a budget "
-				  "account of its own",
-				  name);
-	}
 	if (rc == 0 && pfs.daemon_is_root)
 		fchownat(fd, name, ctx->uid, ctx->gid, AT_SYMLINK_NOFOLLOW);
 	node_dir_fd_release(dir, fd);
@@ -785,6 +781,10 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 		fuse_reply_err(req, -rc);
 		return;
 	}
+	if (made && job_journal_forget((uint64_t)st.st_ino) < 0)
+		log_error(
+			"%s: cannot record that a new directory starts a budget account of its own",
+			name);
 	rc = ops_make_entry(dir, name, &e);
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
