@@ -127,7 +127,9 @@ void ledger_release(struct ledger_hold *h);
 
 /* A job ended: its reservation H is released (if held) and C charged to
  * H's accounts, in C->when's periods, but to none forgotten since H was
- * held. */
+ * held. Called before H's release, as every caller does (a job
+ * cancelled is not charged): a forgotten account that H held alone is
+ * gone once released, and a charge after that would make it again. */
 void ledger_charge(struct ledger_hold *h, const struct ledger_charge *c);
 
 /* Replay: C charged to the N accounts ACCTS (no reservation involved). */
