@@ -58,6 +58,15 @@ int job_move_begin(struct job_move *mv, struct node *from_dir, const char *from_
 /* MOVED: whether the rename was done. */
 void job_move_end(struct job_move *mv, int moved);
 
+/* The directory whose inode number in state_dir/tree is ACCT was
+ * removed (or ACCT is a new directory's, whose number an old one may
+ * have had): its budget account is forgotten, durably (a "forget"
+ * record, flushed), so that no directory given that number later finds
+ * the old one's spending, even after a crash. 0, or -errno when the
+ * record could not be made durable (the account is gone in memory all
+ * the same). */
+int job_journal_forget(uint64_t acct);
+
 /* Checks the prompt in FD, read as DIR's policies say and as they would
  * admit it now (its budgets' room included, nothing reserved): 0 if it
  * would be submitted, -ENODATA if empty, -EILSEQ, -EINVAL, -EFBIG,

@@ -11,6 +11,9 @@
  *   drop    the job at DIR and NAME, finished or not, lost its files by
  *           hand (a generated file removed, the prompt emptied)
  *   move    the directory at FROM is now at TO ("exchange": swapped)
+ *   forget  the directory of budget account ACCT was removed: its
+ *           account goes (ledger_forget), and the jobs recorded before
+ *           reserve there no more
  *   ledger  what every budget account had spent when the segment it
  *           opens began (see checkpoints below)
  * A job record holds the job's reservation ("acct": its directories'
@@ -27,7 +30,10 @@
  * journal_gate: a record that names a job's place (job, cancel, move) is
  * appended, and the job table or the tree brought up to date with it,
  * under the gate read-locked; a checkpoint write-locks it to cut the
- * journal and to copy the live jobs, so no job is between the two. */
+ * journal and to copy the live jobs, so no job is between the two. A
+ * forget write-locks it too: an end record's charge and the ledger's
+ * are made under the read side, so no charge can be counted in memory
+ * on one side of a forget and recorded on the other. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -92,11 +98,9 @@ static json_t *job_record(struct job *job)
 			(json_int_t)uid, "gid", (json_int_t)gid, "mode", (json_int_t)mode, "meta",
 			meta);
 	if (rec && job->hold.n) {
-		json_t *accts = json_array();
-
-		for (size_t i = 0; accts && i < job->hold.n; i++)
-			json_array_append_new(accts, json_integer((json_int_t)job->hold.accts[i]));
-		json_object_set_new(rec, "acct", accts);
+		/* a checkpoint's copy leaves out an account forgotten since:
+		 * resumed, the job must not bring it back */
+		json_object_set_new(rec, "acct", ledger_hold_accts_json(&job->hold));
 		json_object_set_new(rec, "reserve", json_integer((json_int_t)job->hold.amount));
 	}
 	return rec;
@@ -216,6 +220,36 @@ void job_move_end(struct job_move *mv, int moved)
 	pthread_rwlock_unlock(&journal_gate);
 	json_decref(mv->record);
 	mv->record = NULL;
+}
+
+/* ---- removed directories ---- */
+
+int job_journal_forget(uint64_t acct)
+{
+	uint64_t lsn = 0;
+	json_t *rec;
+	int rc = 0;
+
+	/* most directories removed (or made) have no account: no record,
+	 * and no wait for the gate */
+	if (!ledger_knows(acct))
+		return 0;
+	rec = ledger_forget_record(acct);
+	if (!rec)
+		return -ENOMEM;
+	/* write side: no end record can be between its charge in memory
+	 * and its append (see journal_gate above); a checkpoint's ledger
+	 * record is wholly before or after it */
+	pthread_rwlock_wrlock(&journal_gate);
+	if (ledger_forget(acct))
+		rc = journal_append(rec, &lsn);
+	pthread_rwlock_unlock(&journal_gate);
+	json_decref(rec);
+	/* rmdir is rare: its reply waits for a flush, so a crash after it
+	 * cannot bring the account back from a snapshot */
+	if (rc == 0 && lsn)
+		rc = journal_wait(lsn);
+	return rc;
 }
 
 /* ---- replay ---- */
@@ -352,6 +386,29 @@ static void replay_drop(struct replay *r, json_t *rec)
 	free(key);
 }
 
+/* A forget record: the account goes, and the unfinished jobs recorded
+ * before it reserve there no more when resumed, as in the daemon that
+ * wrote it (ledger_hold_accts_json). */
+static void replay_forget_acct(struct replay *r, json_t *rec)
+{
+	json_int_t acct = json_integer_value(json_object_get(rec, "acct"));
+	const char *id;
+	json_t *entry;
+
+	if (ledger_forget_replay(rec) < 0) {
+		log_error("journal: a forget record does not read; a removed directory's "
+			  "spending may show in a new one");
+		return;
+	}
+	json_object_foreach (r->jobs, id, entry) {
+		json_t *list = json_object_get(json_object_get(entry, "job"), "acct");
+
+		for (size_t i = json_array_size(list); i-- > 0;)
+			if (json_integer_value(json_array_get(list, i)) == acct)
+				json_array_remove(list, i);
+	}
+}
+
 /* A job's charge, counted again as it was when its end was recorded. */
 static void replay_charge(const json_t *charge)
 {
@@ -401,6 +458,9 @@ static void replay_record(void *ctx, json_t *rec)
 		replay_drop(r, rec);
 	} else if (!strcmp(type, "move")) {
 		replay_move(r, rec);
+	} else if (!strcmp(type, "forget")) {
+		/* after the snapshot and the charges before it, as it came */
+		replay_forget_acct(r, rec);
 	}
 }
 

@@ -16,12 +16,16 @@ struct account {
 	long day_key, month_key; /* the periods DAY and MONTH count */
 	struct ledger_counts day, month, total;
 	nusd_t reserved;
-	uint64_t holds; /* reservations counted in RESERVED */
+	uint64_t holds;	    /* reservations counted in RESERVED */
+	uint64_t forgotten; /* the number of the forget that last cleared it, or 0 */
 	struct account *next;
 };
 
 static pthread_mutex_t ledger_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct account *table[LEDGER_BUCKETS];
+/* Accounts forgotten so far: the epoch of a hold made now. Never reset,
+ * so a hold is never taken for one made after a forget it predates. */
+static uint64_t forgets;
 
 nusd_t nusd_ceil(double usd)
 {
@@ -111,6 +115,40 @@ static struct account *find_locked(uint64_t ino)
 	return a;
 }
 
+static int counts_empty(const struct ledger_counts *c)
+{
+	return !c->spent && !c->done && !c->failed && !c->input_tokens && !c->output_tokens;
+}
+
+static int spent_nothing(const struct account *a)
+{
+	return counts_empty(&a->total) && counts_empty(&a->month) && counts_empty(&a->day);
+}
+
+/* Whether A was forgotten after H was held: then A is another
+ * directory's now, or nobody's, and H neither charges it nor says it
+ * reserved there (H still gives back the room it holds there). */
+static int forgotten_since(const struct account *a, const struct ledger_hold *h)
+{
+	return a->forgotten > h->epoch;
+}
+
+/* A forgotten account that holds nothing and has spent nothing since
+ * goes: a snapshot then leaves it out, and a directory given its number
+ * finds none. */
+static void drop_if_empty_locked(struct account *a)
+{
+	struct account **pp = &table[bucket_of(a->ino)];
+
+	if (!a->forgotten || a->holds || !spent_nothing(a))
+		return;
+	while (*pp && *pp != a)
+		pp = &(*pp)->next;
+	if (*pp)
+		*pp = a->next;
+	free(a);
+}
+
 static struct account *get_locked(uint64_t ino)
 {
 	struct account *a = find_locked(ino);
@@ -179,6 +217,7 @@ static void hold_locked(struct ledger_hold *h, struct account **accounts)
 		accounts[i]->holds++;
 	}
 	h->held = 1;
+	h->epoch = forgets;
 }
 
 static void release_locked(struct ledger_hold *h)
@@ -194,6 +233,7 @@ static void release_locked(struct ledger_hold *h)
 		/* the last reservation gone leaves exactly nothing */
 		if (--a->holds == 0 || a->reserved < 0)
 			a->reserved = 0;
+		drop_if_empty_locked(a);
 	}
 	h->held = 0;
 }
@@ -337,14 +377,54 @@ void ledger_apply(const uint64_t *accts, size_t n, const struct ledger_charge *c
 void ledger_charge(struct ledger_hold *h, const struct ledger_charge *c)
 {
 	pthread_mutex_lock(&ledger_lock);
-	release_locked(h);
+	/* charged before the release, which may drop an account forgotten
+	 * since H was held (and not charged here) */
 	for (size_t i = 0; i < h->n; i++) {
-		struct account *a = get_locked(h->accts[i]);
+		struct account *a = find_locked(h->accts[i]);
 
+		if (a && forgotten_since(a, h))
+			continue;
+		a = a ? a : get_locked(h->accts[i]);
 		if (a)
 			charge_locked(a, c);
 	}
+	release_locked(h);
 	pthread_mutex_unlock(&ledger_lock);
+}
+
+int ledger_forget(uint64_t acct)
+{
+	struct account *a;
+
+	pthread_mutex_lock(&ledger_lock);
+	a = find_locked(acct);
+	if (a) {
+		/* the subtree's spending is its ancestors' still; here it
+		 * goes. A reservation held stays counted (its release takes
+		 * it back, and a new directory of this number must not have
+		 * more room than the budgets have), but the holds made so far
+		 * charge it no more */
+		memset(&a->day, 0, sizeof(a->day));
+		memset(&a->month, 0, sizeof(a->month));
+		memset(&a->total, 0, sizeof(a->total));
+		a->day_key = a->month_key = 0;
+		a->forgotten = ++forgets;
+		drop_if_empty_locked(a);
+	}
+	pthread_mutex_unlock(&ledger_lock);
+	return a != NULL;
+}
+
+int ledger_knows(uint64_t acct)
+{
+	struct account *a;
+	int known;
+
+	pthread_mutex_lock(&ledger_lock);
+	a = find_locked(acct);
+	known = a && (a->holds || !spent_nothing(a));
+	pthread_mutex_unlock(&ledger_lock);
+	return known;
 }
 
 void ledger_hold_free(struct ledger_hold *h)
@@ -372,18 +452,29 @@ void ledger_usage(uint64_t acct, enum policy_budget_period period, time_t now,
 
 /* ---- records ---- */
 
-static json_t *accts_to_json(const uint64_t *accts, size_t n)
+json_t *ledger_hold_accts_json(const struct ledger_hold *h)
 {
 	json_t *list = json_array();
 
-	for (size_t i = 0; list && i < n; i++)
-		json_array_append_new(list, json_integer((json_int_t)accts[i]));
+	pthread_mutex_lock(&ledger_lock);
+	for (size_t i = 0; list && i < h->n; i++) {
+		struct account *a = find_locked(h->accts[i]);
+
+		/* as ledger_charge: a replay must count what it counted */
+		if (a && forgotten_since(a, h))
+			continue;
+		if (json_array_append_new(list, json_integer((json_int_t)h->accts[i])) < 0) {
+			json_decref(list);
+			list = NULL;
+		}
+	}
+	pthread_mutex_unlock(&ledger_lock);
 	return list;
 }
 
 json_t *ledger_charge_to_json(const struct ledger_hold *h, const struct ledger_charge *c)
 {
-	return json_pack("{s:o, s:I, s:i, s:I, s:I, s:I}", "acct", accts_to_json(h->accts, h->n),
+	return json_pack("{s:o, s:I, s:i, s:I, s:I, s:I}", "acct", ledger_hold_accts_json(h),
 			 "nusd", (json_int_t)c->cost, "ok", c->ok, "in",
 			 (json_int_t)c->input_tokens, "out", (json_int_t)c->output_tokens, "at",
 			 (json_int_t)c->when);
@@ -440,11 +531,17 @@ json_t *ledger_snapshot(void)
 	pthread_mutex_lock(&ledger_lock);
 	for (size_t b = 0; accounts && b < LEDGER_BUCKETS; b++) {
 		for (struct account *a = table[b]; a; a = a->next) {
-			json_t *one = json_pack(
-				"{s:I, s:I, s:o, s:I, s:o, s:o}", "ino", (json_int_t)a->ino, "day",
-				(json_int_t)a->day_key, "d", counts_to_json(&a->day), "month",
-				(json_int_t)a->month_key, "m", counts_to_json(&a->month), "all",
-				counts_to_json(&a->total));
+			json_t *one;
+
+			/* nothing to say: restore counts it as zero anyway,
+			 * and a forgotten account must not come back */
+			if (spent_nothing(a))
+				continue;
+			one = json_pack("{s:I, s:I, s:o, s:I, s:o, s:o}", "ino", (json_int_t)a->ino,
+					"day", (json_int_t)a->day_key, "d", counts_to_json(&a->day),
+					"month", (json_int_t)a->month_key, "m",
+					counts_to_json(&a->month), "all",
+					counts_to_json(&a->total));
 
 			if (!one || json_array_append_new(accounts, one) < 0) {
 				json_decref(accounts);
@@ -493,4 +590,19 @@ int ledger_restore(const json_t *record)
 	}
 	pthread_mutex_unlock(&ledger_lock);
 	return rc;
+}
+
+json_t *ledger_forget_record(uint64_t acct)
+{
+	return json_pack("{s:s, s:I}", "t", "forget", "acct", (json_int_t)acct);
+}
+
+int ledger_forget_replay(const json_t *record)
+{
+	json_t *acct = json_object_get(record, "acct");
+
+	if (!json_is_integer(acct))
+		return -EINVAL;
+	ledger_forget((uint64_t)json_integer_value(acct));
+	return 0;
 }

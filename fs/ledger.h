@@ -19,7 +19,9 @@
  *
  * Durability is the journal's (job_journal.c): a job's record carries
  * its reservation, its end record the charge, and a checkpoint writes a
- * snapshot (ledger_snapshot) as the first record of the new segment.
+ * snapshot (ledger_snapshot) as the first record of the new segment,
+ * and a removed directory's account is dropped by a forget record
+ * (ledger_forget).
  * This file does no I/O; the clock is the caller's, so tests can move
  * it. Thread-safe: one mutex, held for a few additions. */
 #ifndef PROMPTFS_LEDGER_H
@@ -55,12 +57,15 @@ struct ledger_counts {
 /* A reservation: the directories it is charged to (root first) and its
  * amount. HELD says whether the amount is counted now; every function
  * below that changes it does so under the ledger's lock, so a
- * reservation is released once however many paths try. */
+ * reservation is released once however many paths try. EPOCH is the
+ * number of accounts forgotten (ledger_forget) when it was held: an
+ * account forgotten after that is no longer its to charge. */
 struct ledger_hold {
 	uint64_t *accts;
 	size_t n;
 	nusd_t amount;
 	int held;
+	uint64_t epoch;
 };
 
 /* One budget a reservation must fit in: the account of the directory
@@ -121,7 +126,10 @@ int ledger_hold_again(struct ledger_hold *h);
 void ledger_release(struct ledger_hold *h);
 
 /* A job ended: its reservation H is released (if held) and C charged to
- * H's accounts, in C->when's periods. */
+ * H's accounts, in C->when's periods, but to none forgotten since H was
+ * held. Called before H's release, as every caller does (a job
+ * cancelled is not charged): a forgotten account that H held alone is
+ * gone once released, and a charge after that would make it again. */
 void ledger_charge(struct ledger_hold *h, const struct ledger_charge *c);
 
 /* Replay: C charged to the N accounts ACCTS (no reservation involved). */
@@ -134,7 +142,32 @@ void ledger_hold_free(struct ledger_hold *h);
 void ledger_usage(uint64_t acct, enum policy_budget_period period, time_t now,
 		  struct ledger_counts *out, nusd_t *reserved);
 
-/* JSON of a charge for an end record, and back (0 or -EINVAL). */
+/* The directory of ACCT was removed: its account goes, so that a new
+ * directory given the same inode number starts from nothing. Its
+ * ancestors' accounts keep what was spent in it (that money was spent).
+ * A reservation still held there (a job that outlived its directory:
+ * one in a subdirectory moved elsewhere before) stays counted until it
+ * is released, and is then gone with the account; that job's charge no
+ * longer goes to it. 1 when there was an account to forget (the journal
+ * must say so), 0 when there was none. */
+int ledger_forget(uint64_t acct);
+
+/* Whether ACCT has anything ledger_forget would have to forget: a cheap
+ * look before the journal gate is taken for it. */
+int ledger_knows(uint64_t acct);
+
+/* The journal record of ledger_forget(ACCT) ({"t":"forget","acct":N}),
+ * and the replay of one (0 or -EINVAL). */
+json_t *ledger_forget_record(uint64_t acct);
+int ledger_forget_replay(const json_t *record);
+
+/* H's accounts, root first, but those forgotten since H was held: what
+ * a job record says it reserved in. */
+json_t *ledger_hold_accts_json(const struct ledger_hold *h);
+
+/* JSON of a charge for an end record (its accounts as
+ * ledger_hold_accts_json, the ones ledger_charge counts it in), and
+ * back (0 or -EINVAL). */
 json_t *ledger_charge_to_json(const struct ledger_hold *h, const struct ledger_charge *c);
 int ledger_charge_from_json(const json_t *j, uint64_t **accts, size_t *n, struct ledger_charge *c);
 

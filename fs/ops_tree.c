@@ -14,6 +14,7 @@
 
 #include "fs/audit.h"
 #include "fs/job.h"
+#include "fs/log.h"
 #include "fs/metrics.h"
 #include "fs/node.h"
 #include "fs/ops.h"
@@ -749,7 +750,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	struct node *dir = node_from_ino(parent);
 	struct fuse_entry_param e;
 	struct stat st;
-	int rc, fd;
+	int rc, fd, made;
 
 	if (!node_in_model_tree(dir) || ops_name_is_policy(name)) {
 		fuse_reply_err(req, EPERM);
@@ -767,8 +768,11 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 		return;
 	}
 	rc = mkdirat(fd, name, mode & ~job_policy_umask(dir)) < 0 ? -errno : 0;
-	/* a new directory may have an old one's inode number: no policy */
-	if (rc == 0 && fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+	/* a new directory may have an old one's inode number: no policy,
+	 * no spending (an account left by a directory removed in state_dir
+	 * behind the daemon's back, or by an older daemon) */
+	made = rc == 0 && fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0;
+	if (made)
 		policy_store_forget(st.st_dev, st.st_ino);
 	if (rc == 0 && pfs.daemon_is_root)
 		fchownat(fd, name, ctx->uid, ctx->gid, AT_SYMLINK_NOFOLLOW);
@@ -777,6 +781,10 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 		fuse_reply_err(req, -rc);
 		return;
 	}
+	if (made && job_journal_forget((uint64_t)st.st_ino) < 0)
+		log_error(
+			"%s: cannot record that a new directory starts a budget account of its own",
+			name);
 	rc = ops_make_entry(dir, name, &e);
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
@@ -811,6 +819,15 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	}
 	node_directory_removed(&st);
 	policy_store_forget(st.st_dev, st.st_ino);
+	/* its budget account too: a new directory may get its inode
+	 * number, and must not inherit its spending. The directory is gone
+	 * whatever the journal says, so rmdir succeeds; a failure is the
+	 * journal's (which then refuses every submission) */
+	rc = job_journal_forget((uint64_t)st.st_ino);
+	if (rc < 0)
+		log_error("%s: cannot record that its budget account is gone (%s); a crash "
+			  "before the next checkpoint may bring its spending back",
+			  name, strerror(-rc));
 	fuse_reply_err(req, 0);
 }
 
@@ -933,6 +950,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 		.to_name = newname,
 	};
 	struct job_move move = { 0 };
+	uint64_t replaced = 0; /* the inode number of a directory the rename removed */
 	char reason[512];
 	int submit = 0, rc, fd = -1, from_fd = -1, to_fd = -1;
 
@@ -993,6 +1011,8 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 	}
 	node_renamed(&r);
 	job_move_end(&move, 1);
+	if (!r.exchange && r.to_exists && S_ISDIR(r.to.st_mode) && r.to.st_ino != r.from.st_ino)
+		replaced = (uint64_t)r.to.st_ino;
 	rc = 0;
 	if (submit)
 		rc = job_submit(r.to_dir, newname, fd, ctx->uid);
@@ -1009,6 +1029,14 @@ out:
 		close(fd);
 	node_dir_fd_release(r.to_dir, to_fd);
 	node_dir_fd_release(r.from_dir, from_fd);
+	/* an empty directory replaced is removed, as by rmdir: its account
+	 * goes (with no descriptor held while the journal gate is waited
+	 * for) */
+	if (replaced && job_journal_forget(replaced) < 0)
+		log_error(
+			"%s: cannot record that the directory it replaced has no budget account "
+			"any more; a crash before the next checkpoint may bring its spending back",
+			newname);
 	fuse_reply_err(req, -rc);
 }
 

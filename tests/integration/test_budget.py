@@ -14,6 +14,7 @@ import errno
 import json
 import os
 import threading
+import time
 from decimal import Decimal
 
 import pytest
@@ -287,3 +288,170 @@ def test_a_write_past_the_budgets_room_is_edquot(team, fake):
     sh("echo short > %s/short.prompt" % d)
     wait_finished(d, "short")
     assert read_meta(d + "/short.meta")["status"] == "done"
+
+
+
+# A budget account is named by its directory's inode number in
+# state_dir/tree, which the file system gives again to a directory made
+# after the first one is removed: rmdir forgets the account, durably.
+
+def backing(m, d):
+    """D (a path under the mount) in state_dir/tree."""
+    return os.path.join(m.state, "tree", os.path.relpath(d, m.path))
+
+
+def journal_records(m):
+    """Every record of state_dir/journal's segments, oldest first."""
+    records = []
+    journal = os.path.join(m.state, "journal")
+    for name in sorted(n for n in os.listdir(journal) if n.endswith(".log")):
+        with open(os.path.join(journal, name), "rb") as f:
+            for line in f.read().split(b"\n"):
+                line = line.strip(b"\0")
+                if len(line) > 9:
+                    records.append(json.loads(line[9:]))
+    return records
+
+
+def snapshot_accounts(m):
+    """The inode numbers the last checkpoint wrote in its ledger record."""
+    ledgers = [r for r in journal_records(m) if r["t"] == "ledger"]
+    assert ledgers, "no ledger record in the journal"
+    return {a["ino"] for a in ledgers[-1]["accounts"]}
+
+
+def kill9_and_checkpoint(m):
+    """kill -9, a mount of the same state_dir, and its own checkpoint."""
+    seen = open(m.log).read().count("journal: checkpoint done")
+    m.kill9()
+    m.start()
+    m.wait_log("journal: checkpoint done", count=seen + 1)
+
+
+def new_directory_with_inode(m, parent, ino, through_mount=True, tries=100):
+    """Makes directories in PARENT (through the mount, or straight in
+    state_dir/tree while the daemon is down) until the file system of
+    state_dir gives one the inode number INO; its path under the mount
+    (skips the test if none gets it). ext4 gives the lowest free inode
+    of the parent's group: a directory freed a moment ago, unless a file
+    (a journal segment) took it first."""
+    for i in range(tries):
+        d = os.path.join(parent, "new%03d" % i)
+        os.mkdir(d if through_mount else backing(m, d))
+        if os.stat(backing(m, d)).st_ino == ino:
+            return d
+    pytest.skip("the file system of state_dir gave inode %d to none of %d new directories; "
+                "a directory inheriting an account cannot be shown here" % (ino, tries))
+
+
+def spend_and_remove(m, d, name):
+    """A workspace NAME in D with a budget and a job done in it, emptied and
+    removed: (its inode number in state_dir/tree, what D's .usage said)."""
+    ws = os.path.join(d, name)
+    os.mkdir(ws)
+    setpolicy(ws, "budget_usd", "0.001")
+    assert submit(ws + "/a.prompt", "spent in %s %d" % (name, id(m))) == 0
+    wait_finished(ws, "a")
+    spent = charged(ws, ["a"])
+    assert usage(ws)["spent_usd"] == spent > 0
+    ino = os.stat(backing(m, ws)).st_ino
+    above = {k: usage(d)[k] for k in ("spent_usd", "requests", "tokens")}
+    assert above["spent_usd"] == spent
+    os.unlink(ws + "/a.prompt")
+    os.unlink(ws + "/.policy")
+    os.rmdir(ws)
+    # the money was spent: the directories above still count it
+    assert {k: usage(d)[k] for k in above} == above
+    return ino, above
+
+
+def test_removed_workspace_account_stays_gone_after_kill9(team, fake):
+    m, d = team
+    ino, above = spend_and_remove(m, d, "gone")
+    # said in the journal before rmdir returned
+    assert {"t": "forget", "acct": ino} in journal_records(m)
+    kill9_and_checkpoint(m)
+    assert {k: usage(d)[k] for k in above} == above
+    # the mount's own checkpoint wrote the parent's account, not the
+    # removed directory's (which a replay bringing it back would write)
+    accounts = snapshot_accounts(m)
+    assert os.stat(backing(m, d)).st_ino in accounts
+    assert ino not in accounts
+
+
+def assert_spent_nothing(d):
+    here = usage(d)
+    assert (here["spent_usd"], here["reserved_usd"]) == (0, 0), here
+    assert here["requests"] == {"done": 0, "failed": 0}, here
+    assert here["tokens"] == {"input": 0, "output": 0}, here
+    # a budget set on it has its whole room
+    setpolicy(d, "budget_usd", "0.001")
+    assert usage(d)["remaining_usd"] == Decimal("0.001")
+
+
+def test_new_directory_with_a_removed_ones_inode_starts_from_nothing(team, fake):
+    m, d = team
+    ino, above = spend_and_remove(m, d, "old")
+    assert_spent_nothing(new_directory_with_inode(m, d, ino))
+    assert {k: usage(d)[k] for k in above} == above
+
+
+def test_removed_directory_account_does_not_come_back_after_kill9(team, fake):
+    m, d = team
+    ino, above = spend_and_remove(m, d, "old")
+    m.kill9()
+    # made while the daemon is down, so that no file of its restart takes
+    # the inode first; the mount then finds the tree as it is
+    new = new_directory_with_inode(m, d, ino, through_mount=False)
+    m.start()
+    assert_spent_nothing(new)
+    assert {k: usage(d)[k] for k in above} == above
+
+
+def test_directory_replaced_by_a_rename_is_forgotten(team, fake):
+    m, d = team
+    ws = d + "/old"
+    os.mkdir(ws)
+    assert submit(ws + "/a.prompt", "spent before a rename %d" % id(m)) == 0
+    wait_finished(ws, "a")
+    ino = os.stat(backing(m, ws)).st_ino
+    above = {k: usage(d)[k] for k in ("spent_usd", "requests", "tokens")}
+    os.unlink(ws + "/a.prompt")
+    os.mkdir(d + "/other")
+    # rename(2) over an empty directory removes it
+    os.rename(d + "/other", ws)
+    assert os.stat(backing(m, ws)).st_ino != ino
+    assert {"t": "forget", "acct": ino} in journal_records(m)
+    assert {k: usage(d)[k] for k in above} == above
+    kill9_and_checkpoint(m)
+    assert ino not in snapshot_accounts(m)
+    assert {k: usage(d)[k] for k in above} == above
+
+
+def test_job_moved_out_of_a_removed_directory_does_not_charge_it(team, fake):
+    m, d = team
+    gate = "outlive%d" % id(m)
+    ws = d + "/ws"
+    os.makedirs(ws + "/sub")
+    text = "[[fault:gate name=%s]] outlives its workspace" % gate
+    assert submit(ws + "/sub/j.prompt", text) == 0
+    w = worst_case(text)
+    assert usage(ws)["reserved_usd"] == w
+    ino = os.stat(backing(m, ws)).st_ino
+    # the job's directory moves out; the one it also reserved in goes
+    os.rename(ws + "/sub", d + "/sub")
+    os.rmdir(ws)
+    assert {"t": "forget", "acct": ino} in journal_records(m)
+    assert usage(d)["reserved_usd"] == w
+    fake.open_gate(gate)
+    wait_finished(d + "/sub", "j")
+    spent = charged(d + "/sub", ["j"])
+    assert wait_for(lambda: usage(d)["reserved_usd"] == 0)
+    assert usage(d)["spent_usd"] == usage(d + "/sub")["spent_usd"] == spent > 0
+    # charged above and in its own directory, not to the removed one
+    ends = [r for r in journal_records(m) if r["t"] == "end" and r.get("charge")]
+    accts = ends[-1]["charge"]["acct"]
+    assert os.stat(backing(m, d)).st_ino in accts and ino not in accts
+    kill9_and_checkpoint(m)
+    assert usage(d)["spent_usd"] == usage(d + "/sub")["spent_usd"] == spent
+    assert ino not in snapshot_accounts(m)

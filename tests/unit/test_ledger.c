@@ -269,6 +269,205 @@ static void test_charge_json(void **state)
 	ledger_hold_free(&h);
 }
 
+/* A removed directory's account with nothing held goes: its figures are
+ * gone (a new directory of its number starts at zero, with a budget's
+ * whole room), its ancestors keep what was spent in it, and a snapshot
+ * no longer names it. */
+static void test_forget_drops_the_figures(void **state)
+{
+	struct ledger_charge spent = {
+		.cost = 400, .ok = 1, .input_tokens = 7, .output_tokens = 9, .when = NOV_30_LAST
+	};
+	struct ledger_budget fresh = { .acct = 300, .limit = 500, .period = POLICY_PERIOD_MONTH };
+	struct ledger_hold h = hold_of(500);
+	struct ledger_refusal why;
+	struct ledger_counts c;
+	nusd_t reserved;
+	json_t *snap;
+	size_t i;
+	json_t *one;
+
+	(void)state;
+	ledger_apply(path3, 3, &spent);
+	assert_true(ledger_knows(300));
+	assert_int_equal(ledger_forget(300), 1);
+	assert_false(ledger_knows(300));
+	assert_int_equal(ledger_forget(300), 0); /* nothing left to record */
+	ledger_usage(300, POLICY_PERIOD_TOTAL, NOV_30_LAST, &c, &reserved);
+	assert_int_equal(c.spent, 0);
+	assert_int_equal(c.done, 0);
+	assert_int_equal(c.input_tokens, 0);
+	assert_int_equal(reserved, 0);
+	for (uint64_t acct = 1; acct <= 20; acct += 19) {
+		ledger_usage(acct, POLICY_PERIOD_MONTH, NOV_30_LAST, &c, &reserved);
+		assert_int_equal(c.spent, 400);
+		assert_int_equal(c.done, 1);
+		assert_int_equal(c.output_tokens, 9);
+	}
+	snap = ledger_snapshot();
+	json_array_foreach (json_object_get(snap, "accounts"), i, one)
+		assert_int_not_equal(json_integer_value(json_object_get(one, "ino")), 300);
+	assert_int_equal(json_array_size(json_object_get(snap, "accounts")), 2);
+	json_decref(snap);
+	/* a new directory given number 300 has its budget's whole room */
+	assert_int_equal(ledger_reserve(&h, &fresh, 1, NOV_30_LAST, &why), 0);
+	ledger_charge(&h, &spent);
+	ledger_usage(300, POLICY_PERIOD_MONTH, NOV_30_LAST, &c, &reserved);
+	assert_int_equal(c.spent, 400);
+	assert_int_equal(c.done, 1);
+	assert_int_equal(reserved, 0);
+	ledger_hold_free(&h);
+}
+
+/* Forgotten while a reservation is held there: only that reservation
+ * stays until it is released; the job's charge goes to the ancestors
+ * and not to the forgotten account, nor to a new directory that got its
+ * number meanwhile, and nothing is left behind or negative. */
+static void test_forget_with_a_reservation_held(void **state)
+{
+	struct ledger_charge before = { .cost = 100, .ok = 1, .when = NOV_30_LAST };
+	struct ledger_charge late = {
+		.cost = 250, .ok = 1, .input_tokens = 3, .output_tokens = 4, .when = NOV_30_LAST
+	};
+	struct ledger_budget none = { .acct = 1, .limit = INT64_MAX / 4 };
+	struct ledger_hold old = hold_of(600), other = hold_of(50), fresh = hold_of(70);
+	struct ledger_refusal why;
+	struct ledger_counts c;
+	nusd_t reserved;
+	uint64_t *accts;
+	size_t n;
+	json_t *j;
+
+	(void)state;
+	ledger_apply(path3, 3, &before);
+	assert_int_equal(ledger_reserve(&old, &none, 1, NOV_30_LAST, &why), 0);
+	assert_int_equal(ledger_reserve(&other, &none, 1, NOV_30_LAST, &why), 0);
+	assert_int_equal(ledger_forget(300), 1);
+	ledger_usage(300, POLICY_PERIOD_MONTH, NOV_30_LAST, &c, &reserved);
+	assert_int_equal(c.spent, 0);
+	assert_int_equal(c.done, 0);
+	assert_int_equal(reserved, 650); /* held, so the budgets keep counting it */
+	assert_true(ledger_knows(300));
+	/* what a job record or an end record says of the old holds: not 300 */
+	j = ledger_hold_accts_json(&old);
+	assert_int_equal(json_array_size(j), 2);
+	assert_int_equal(json_integer_value(json_array_get(j, 1)), 20);
+	json_decref(j);
+	/* a new directory numbered 300 reserves (its hold is its own) */
+	assert_int_equal(ledger_reserve(&fresh, &none, 1, NOV_30_LAST, &why), 0);
+	ledger_usage(300, POLICY_PERIOD_MONTH, NOV_30_LAST, &c, &reserved);
+	assert_int_equal(reserved, 720);
+	j = ledger_hold_accts_json(&fresh);
+	assert_int_equal(json_array_size(j), 3);
+	json_decref(j);
+	/* the old job ends: charged above, its room given back here */
+	j = ledger_charge_to_json(&old, &late);
+	assert_int_equal(ledger_charge_from_json(j, &accts, &n, &late), 0);
+	assert_int_equal(n, 2);
+	free(accts);
+	json_decref(j);
+	ledger_charge(&old, &late);
+	ledger_usage(300, POLICY_PERIOD_TOTAL, NOV_30_LAST, &c, &reserved);
+	assert_int_equal(c.spent, 0);
+	assert_int_equal(c.done, 0);
+	assert_int_equal(c.input_tokens, 0);
+	assert_int_equal(reserved, 120);
+	ledger_usage(20, POLICY_PERIOD_TOTAL, NOV_30_LAST, &c, &reserved);
+	assert_int_equal(c.spent, 350);
+	assert_int_equal(c.done, 2);
+	assert_int_equal(c.output_tokens, 4);
+	assert_int_equal(reserved, 120);
+	/* twice is once, and never below zero */
+	ledger_release(&old);
+	ledger_release(&other);
+	ledger_release(&other);
+	ledger_usage(300, POLICY_PERIOD_TOTAL, NOV_30_LAST, &c, &reserved);
+	assert_int_equal(reserved, 70);
+	/* the new directory's own job is charged to it */
+	ledger_charge(&fresh, &before);
+	ledger_usage(300, POLICY_PERIOD_TOTAL, NOV_30_LAST, &c, &reserved);
+	assert_int_equal(c.spent, 100);
+	assert_int_equal(c.done, 1);
+	assert_int_equal(reserved, 0);
+	ledger_usage(1, POLICY_PERIOD_TOTAL, NOV_30_LAST, &c, &reserved);
+	assert_int_equal(c.spent, 450);
+	assert_int_equal(reserved, 0);
+	ledger_hold_free(&old);
+	ledger_hold_free(&other);
+	ledger_hold_free(&fresh);
+}
+
+/* Forgotten with a reservation held, and no new directory: once it is
+ * released nothing is left of the account, and a charge of the old
+ * hold does not bring it back. */
+static void test_forget_then_release_leaves_nothing(void **state)
+{
+	struct ledger_charge late = { .cost = 30, .ok = 0, .when = NOV_30_LAST };
+	struct ledger_budget none = { .acct = 1, .limit = INT64_MAX / 4 };
+	struct ledger_hold h = hold_of(80);
+	struct ledger_refusal why;
+	struct ledger_counts c;
+	nusd_t reserved;
+	json_t *snap;
+
+	(void)state;
+	assert_int_equal(ledger_reserve(&h, &none, 1, NOV_30_LAST, &why), 0);
+	assert_int_equal(ledger_forget(300), 1);
+	ledger_charge(&h, &late);
+	assert_false(ledger_knows(300));
+	ledger_usage(300, POLICY_PERIOD_TOTAL, NOV_30_LAST, &c, &reserved);
+	assert_int_equal(c.spent, 0);
+	assert_int_equal(c.failed, 0);
+	assert_int_equal(reserved, 0);
+	ledger_usage(20, POLICY_PERIOD_TOTAL, NOV_30_LAST, &c, &reserved);
+	assert_int_equal(c.spent, 30);
+	assert_int_equal(c.failed, 1);
+	assert_int_equal(reserved, 0);
+	snap = ledger_snapshot();
+	assert_int_equal(json_array_size(json_object_get(snap, "accounts")), 2);
+	json_decref(snap);
+	ledger_hold_free(&h);
+}
+
+/* Replay, in the journal's order: the snapshot, the charges after it,
+ * the forget record, then a new directory's charge to the same number:
+ * only the last one is that account's. */
+static void test_forget_record_replayed_in_order(void **state)
+{
+	struct ledger_charge early = { .cost = 500, .ok = 1, .when = NOV_30_LAST };
+	struct ledger_charge after = { .cost = 20, .ok = 1, .when = NOV_30_LAST };
+	struct ledger_counts c;
+	nusd_t reserved;
+	json_t *snap, *rec, *back;
+	char *text;
+
+	(void)state;
+	ledger_apply(path3, 3, &early);
+	snap = ledger_snapshot();
+	ledger_destroy(); /* a crash */
+	rec = ledger_forget_record(300);
+	text = json_dumps(rec, JSON_COMPACT);
+	assert_string_equal(text, "{\"t\":\"forget\",\"acct\":300}");
+	back = json_loads(text, 0, NULL);
+	assert_int_equal(ledger_restore(snap), 0);
+	ledger_apply(path3, 3, &early);
+	assert_int_equal(ledger_forget_replay(back), 0);
+	ledger_apply(path3, 3, &after);
+	ledger_usage(300, POLICY_PERIOD_TOTAL, NOV_30_LAST, &c, &reserved);
+	assert_int_equal(c.spent, 20);
+	assert_int_equal(c.done, 1);
+	ledger_usage(20, POLICY_PERIOD_TOTAL, NOV_30_LAST, &c, &reserved);
+	assert_int_equal(c.spent, 1020);
+	assert_int_equal(c.done, 3);
+	json_decref(back);
+	back = json_pack("{s:s, s:s}", "t", "forget", "acct", "x");
+	assert_int_equal(ledger_forget_replay(back), -EINVAL);
+	json_decref(back);
+	free(text);
+	json_decref(rec);
+	json_decref(snap);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -280,6 +479,10 @@ int main(void)
 		cmocka_unit_test_setup(test_rollover, reset),
 		cmocka_unit_test_setup(test_snapshot_restore, reset),
 		cmocka_unit_test_setup(test_charge_json, reset),
+		cmocka_unit_test_setup(test_forget_drops_the_figures, reset),
+		cmocka_unit_test_setup(test_forget_with_a_reservation_held, reset),
+		cmocka_unit_test_setup(test_forget_then_release_leaves_nothing, reset),
+		cmocka_unit_test_setup(test_forget_record_replayed_in_order, reset),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
