@@ -1,5 +1,5 @@
 """The descriptors the daemon holds are bounded whatever the tree's size
-(issue 7, item 4): one user making tens of thousands of directories cannot
+: one user making tens of thousands of directories cannot
 exhaust them for everyone, and a daemon whose descriptors did run out
 answers EMFILE, never crashes, and unmounts cleanly."""
 import errno
