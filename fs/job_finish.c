@@ -1,4 +1,5 @@
-/* The end of a job, in three threads, each handing batches to the next.
+/* The end of a job: recorded (by the engine, else the recorder thread),
+ * then published and written by two threads, each handing batches on.
  *
  * An end is recorded on the engine thread itself when that takes no
  * wait: its end record (with the answer, small enough to go in it) is
@@ -377,7 +378,6 @@ static void note_appended(struct finished_job *it)
 /* Appends the end records of BATCH (a list) at once, never waiting for a
  * flush: what the page cache holds survives the daemon's own death, so
  * an answer that has arrived is on record within microseconds. */
-
 static void record_batch(struct finished_job *batch)
 {
 	pthread_rwlock_rdlock(&journal_gate);
