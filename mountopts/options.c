@@ -222,7 +222,9 @@ static int parse_log(struct parse_state *st, const char *arg)
 	return replace_path(st, &st->opts->log_file, value);
 }
 
-static int parse_max_inflight(struct parse_state *st, const char *arg)
+/* ARG's value as a whole number from LO to HI into OUT, else the
+ * option's error. */
+static int parse_integer(struct parse_state *st, const char *arg, long lo, long hi, long *out)
 {
 	const char *value = option_value(arg);
 	char *end;
@@ -230,10 +232,21 @@ static int parse_max_inflight(struct parse_state *st, const char *arg)
 
 	errno = 0;
 	v = strtol(value, &end, 10);
-	if (errno || end == value || *end || v < 1 || v > 100000)
-		return parse_fail(st, "option %s: expected an integer from 1 to 100000", arg);
-	st->opts->max_inflight = (unsigned)v;
+	if (errno || end == value || *end || v < lo || v > hi)
+		return parse_fail(st, "option %s: expected an integer from %ld to %ld", arg, lo,
+				  hi);
+	*out = v;
 	return 0;
+}
+
+static int parse_max_inflight(struct parse_state *st, const char *arg)
+{
+	long v;
+	int rc = parse_integer(st, arg, 1, 100000, &v);
+
+	if (rc == 0)
+		st->opts->max_inflight = (unsigned)v;
+	return rc;
 }
 
 static int parse_max_response_bytes(struct parse_state *st, const char *arg)
@@ -253,16 +266,12 @@ static int parse_max_response_bytes(struct parse_state *st, const char *arg)
 
 static int parse_breaker_failures(struct parse_state *st, const char *arg)
 {
-	const char *value = option_value(arg);
-	char *end;
 	long v;
+	int rc = parse_integer(st, arg, 1, 1000, &v);
 
-	errno = 0;
-	v = strtol(value, &end, 10);
-	if (errno || end == value || *end || v < 1 || v > 1000)
-		return parse_fail(st, "option %s: expected an integer from 1 to 1000", arg);
-	st->opts->breaker_failures = (unsigned)v;
-	return 0;
+	if (rc == 0)
+		st->opts->breaker_failures = (unsigned)v;
+	return rc;
 }
 
 /* The first cool-down: the doubling stops at BREAKER_COOLDOWN_MAX_S, so

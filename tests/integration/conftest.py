@@ -77,6 +77,16 @@ class FakeCloud:
         with urllib.request.urlopen(self.url + "/_stats", timeout=5) as r:
             return json.load(r)
 
+    def control(self, path, body=None, method=None):
+        """A control endpoint (/_faults, /_requests, ...): BODY as JSON when
+        given (POST), else GET, unless METHOD says otherwise; its JSON answer."""
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method=method or
+                                     ("POST" if data is not None else "GET"),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.load(r)
+
     def open_gate(self, name):
         """Lets the answers held by [[fault:gate name=NAME]] go on."""
         with urllib.request.urlopen(self.url + "/_open?gate=" + name, timeout=5) as r:

@@ -4,15 +4,13 @@ failed and refused jobs included; and the README's recipes for scripts:
 the end of a job known from NAME.error and NAME.meta (never from a read
 error), a reader's EIO from a cut attempt told from a failed job, a
 workspace backed up from state_dir/tree and its prompts put back."""
-import json
 import os
 import shutil
 import subprocess
-import tempfile
 
 import pytest
 
-from conftest import ROOT, prompt_digest, read_all, read_meta, sh, wait_finished, wait_for
+from conftest import ROOT, read_all, read_meta, sh, wait_finished
 
 EXAMPLES = ROOT + "/examples"
 # cron's environment: no PATH of the user's, no HOME of a login

@@ -14,7 +14,6 @@ import errno
 import json
 import os
 import threading
-import time
 from decimal import Decimal
 
 import pytest

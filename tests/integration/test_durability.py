@@ -1,11 +1,9 @@
 """Nothing lost (SPEC §2, §5.3): files and answers survive unmount and
 kill -9; jobs in flight resume and end exactly once."""
-import hashlib
-import json
 import os
 import subprocess
 
-from conftest import read_meta, sh, wait_for
+from conftest import read_meta, sh
 
 
 def test_files_and_answers_survive_unmount(mount_factory):

@@ -30,7 +30,6 @@ import shutil
 import tempfile
 import time
 import urllib.parse
-import urllib.request
 
 import pytest
 
@@ -87,12 +86,7 @@ def bench_config(url):
 
 
 def control(fake, path, body=None, method=None):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(fake.url + path, data=data, method=method or
-                                 ("POST" if data is not None else "GET"),
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.load(r)
+    return fake.control(path, body, method)
 
 
 def logged(fake, **filters):

@@ -14,8 +14,7 @@ from decimal import Decimal
 
 import pytest
 
-from conftest import (NOBODY, FakeCloud, default_config, read_all, read_meta, sh, wait_finished,
-                      wait_for)
+from conftest import NOBODY, FakeCloud, default_config, read_all, sh, wait_finished, wait_for
 from test_routing import ANTHROPIC_KEY, AZURE_KEY, routing_config
 
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')

@@ -12,12 +12,10 @@ at run time (/_faults) and its log (/_requests) must hold this module's
 requests only."""
 import calendar
 import errno
-import json
 import re
 import os
 import time
 import urllib.parse
-import urllib.request
 
 import pytest
 
@@ -42,12 +40,7 @@ def no_faults_left(fake):
 
 
 def control(fake, path, body=None, method=None):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(fake.url + path, data=data, method=method or
-                                 ("POST" if data is not None else "GET"),
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.load(r)
+    return fake.control(path, body, method)
 
 
 def set_faults(fake, path, faults, model=None):

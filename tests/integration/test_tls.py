@@ -1,12 +1,11 @@
 """Real TLS to the backends: certificates are always verified; cafile=
 adds a trusted CA (SPEC §2)."""
-import errno
 import os
 import subprocess
 
 import pytest
 
-from conftest import OPENAI_KEY, FakeCloud, read_meta, sh, wait_finished
+from conftest import FakeCloud, sh, wait_finished
 
 
 def openssl(*args, cwd):

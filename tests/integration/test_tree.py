@@ -3,7 +3,6 @@
 import errno
 import os
 import stat
-import subprocess
 
 import pytest
 
