@@ -77,6 +77,23 @@ static int digits_parse(const char *text, int n)
 	return value;
 }
 
+/* The time of the broken-down UTC TM, its fields in range: 0 and *OUT,
+ * or -1 (a field out of range, a digit missing, or no such time). */
+static int utc_time(struct tm *tm, time_t *out)
+{
+	time_t when;
+
+	if (tm->tm_year < 0 || tm->tm_mon < 0 || tm->tm_mon > 11 || tm->tm_mday < 1 ||
+	    tm->tm_mday > 31 || tm->tm_hour < 0 || tm->tm_hour > 23 || tm->tm_min < 0 ||
+	    tm->tm_min > 59 || tm->tm_sec < 0 || tm->tm_sec > 60)
+		return -1;
+	when = timegm(tm);
+	if (when == (time_t)-1)
+		return -1;
+	*out = when;
+	return 0;
+}
+
 /* IMF-fixdate (RFC 9110 §5.6.7): "Sun, 06 Nov 1994 08:49:37 GMT", fixed
  * width, English names, always GMT. Returns 0 and the time in *OUT, or -1. */
 static int imf_fixdate_parse(const char *text, time_t *out)
@@ -88,7 +105,6 @@ static int imf_fixdate_parse(const char *text, time_t *out)
 		"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
 	};
 	struct tm tm;
-	time_t when;
 
 	while (*text == ' ' || *text == '\t')
 		text++;
@@ -103,20 +119,12 @@ static int imf_fixdate_parse(const char *text, time_t *out)
 	tm.tm_hour = digits_parse(text + 17, 2);
 	tm.tm_min = digits_parse(text + 20, 2);
 	tm.tm_sec = digits_parse(text + 23, 2);
-	if (tm.tm_mday < 1 || tm.tm_mday > 31 || tm.tm_mon < 0 || tm.tm_year < 0 ||
-	    tm.tm_hour < 0 || tm.tm_hour > 23 || tm.tm_min < 0 || tm.tm_min > 59 || tm.tm_sec < 0 ||
-	    tm.tm_sec > 60)
-		return -1;
 	text += 29;
 	while (*text == ' ' || *text == '\t')
 		text++;
 	if (*text != '\0')
 		return -1;
-	when = timegm(&tm);
-	if (when == (time_t)-1)
-		return -1;
-	*out = when;
-	return 0;
+	return utc_time(&tm, out);
 }
 
 double retry_after_parse(const char *retry_after, const char *retry_after_ms, time_t now)
@@ -342,10 +350,6 @@ static int rfc3339_parse(const char *text, double *out)
 	tm.tm_hour = digits_parse(text + 11, 2);
 	tm.tm_min = digits_parse(text + 14, 2);
 	tm.tm_sec = digits_parse(text + 17, 2);
-	if (tm.tm_year < 0 || tm.tm_mon < 0 || tm.tm_mon > 11 || tm.tm_mday < 1 ||
-	    tm.tm_mday > 31 || tm.tm_hour < 0 || tm.tm_hour > 23 || tm.tm_min < 0 ||
-	    tm.tm_min > 59 || tm.tm_sec < 0 || tm.tm_sec > 60)
-		return -1;
 	text += 19;
 	if (*text == '.') {
 		if (!isdigit((unsigned char)text[1]))
@@ -366,10 +370,7 @@ static int rfc3339_parse(const char *text, double *out)
 	} else {
 		return -1;
 	}
-	if (*text != '\0')
-		return -1;
-	when = timegm(&tm);
-	if (when == (time_t)-1)
+	if (*text != '\0' || utc_time(&tm, &when) < 0)
 		return -1;
 	*out = (double)when - offset + fraction;
 	return 0;

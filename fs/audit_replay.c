@@ -15,6 +15,7 @@
 #include "fs/audit_internal.h"
 #include "fs/log.h"
 #include "fs/promptfs.h"
+#include "fs/replay_place.h"
 
 /* Read this much at a time when looking for lines. */
 #define SCAN_CHUNK (64 * 1024)
@@ -28,20 +29,6 @@
 static json_t *replayed;
 static json_t *replayed_places; /* "PATH\nNAME" → id */
 
-static char *place_key(const char *path, const char *base)
-{
-	char *key = NULL;
-
-	if (asprintf(&key, "%s\n%s", path, base) < 0)
-		return NULL;
-	return key;
-}
-
-static const char *entry_base(const json_t *entry)
-{
-	return json_string_value(json_object_get(json_object_get(entry, "job"), "base"));
-}
-
 static void replay_job(json_t *rec, const char *id)
 {
 	const char *path = json_string_value(json_object_get(rec, "dir"));
@@ -52,7 +39,7 @@ static void replay_job(json_t *rec, const char *id)
 
 	if (!path || !base)
 		return;
-	key = place_key(path, base);
+	key = replay_place_key(path, base);
 	if (!key)
 		return;
 	other_id = json_string_value(json_object_get(replayed_places, key));
@@ -65,8 +52,8 @@ static void replay_job(json_t *rec, const char *id)
 	}
 	if (entry && strcmp(json_string_value(json_object_get(entry, "path")) ?: "", path)) {
 		/* moved since its last record: its old place is free */
-		char *old_key =
-			place_key(json_string_value(json_object_get(entry, "path")) ?: "", base);
+		char *old_key = replay_place_key(
+			json_string_value(json_object_get(entry, "path")) ?: "", base);
 
 		if (old_key &&
 		    !strcmp(json_string_value(json_object_get(replayed_places, old_key)) ?: "", id))
@@ -86,19 +73,6 @@ static void replay_job(json_t *rec, const char *id)
 	free(key);
 }
 
-/* PATH under FROM (or FROM itself) with TO's prefix; NULL if not under. */
-static char *moved_path(const char *path, const char *from, const char *to)
-{
-	size_t n = strlen(from);
-	char *out = NULL;
-
-	if (strncmp(path, from, n) != 0 || (path[n] != '\0' && path[n] != '/'))
-		return NULL;
-	if (asprintf(&out, "%s%s", to, path + n) < 0)
-		return NULL;
-	return out;
-}
-
 static void replay_move(const json_t *rec)
 {
 	const char *from = json_string_value(json_object_get(rec, "from"));
@@ -111,15 +85,13 @@ static void replay_move(const json_t *rec)
 		return;
 	json_object_foreach (replayed, id, entry) {
 		const char *path = json_string_value(json_object_get(entry, "path"));
-		char *now = path ? moved_path(path, from, to) : NULL;
+		char *now = replay_path_after_move(path, from, to, exchange);
 		char *old_key, *new_key;
 
-		if (!now && path && exchange)
-			now = moved_path(path, to, from);
 		if (!now)
 			continue;
-		old_key = place_key(path, entry_base(entry));
-		new_key = place_key(now, entry_base(entry));
+		old_key = replay_place_key(path, replay_entry_base(entry));
+		new_key = replay_place_key(now, replay_entry_base(entry));
 		if (old_key && new_key &&
 		    !strcmp(json_string_value(json_object_get(replayed_places, old_key)) ?: "",
 			    id)) {
@@ -268,7 +240,7 @@ static void replay_write_line(json_t *entry, uint64_t id)
 	const char *path = json_string_value(json_object_get(entry, "path"));
 	struct job_facts f = {
 		.dir_path = path,
-		.base = entry_base(entry),
+		.base = replay_entry_base(entry),
 		.id = id,
 		.want_text = -1,
 	};

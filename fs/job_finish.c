@@ -262,9 +262,13 @@ static void record_end(struct finished_job *it)
 		!job->detached && !(jobs_shutting_down_locked() && it->status == -ECANCELED);
 	pthread_mutex_unlock(&jobs_lock);
 	if (it->keep_files && it->status == 0) {
-		answer = it->answer ? it->answer : small_answer(job, &answer_len);
-		answer_len = it->answer ? it->answer_len : answer_len;
-		it->answer = NULL;
+		if (it->answer) { /* read ahead by record_now */
+			answer = it->answer;
+			answer_len = it->answer_len;
+			it->answer = NULL;
+		} else {
+			answer = small_answer(job, &answer_len);
+		}
 		if (!answer && fsync(job->response_fd) < 0) {
 			/* an answer that may not be on disk is not "done" */
 			snprintf(failure, sizeof(failure), "the answer could not be stored: %s",

@@ -48,6 +48,7 @@
 #include "fs/job_internal.h"
 #include "fs/journal.h"
 #include "fs/log.h"
+#include "fs/replay_place.h"
 #include "fs/state.h"
 
 pthread_rwlock_t journal_gate;
@@ -262,24 +263,6 @@ struct replay {
 	uint64_t max_id;
 };
 
-static char *place_key(const char *path, const char *base)
-{
-	size_t a = strlen(path), b = strlen(base);
-	char *key = malloc(a + b + 2);
-
-	if (key) {
-		memcpy(key, path, a);
-		key[a] = '\n';
-		memcpy(key + a + 1, base, b + 1);
-	}
-	return key;
-}
-
-static const char *entry_base(json_t *entry)
-{
-	return json_string_value(json_object_get(json_object_get(entry, "job"), "base"));
-}
-
 static void replay_forget(struct replay *r, const char *job_id)
 {
 	/* JOB_ID may be the very string by_place holds and frees below */
@@ -291,7 +274,8 @@ static void replay_forget(struct replay *r, const char *job_id)
 		free(id);
 		return;
 	}
-	key = place_key(json_string_value(json_object_get(entry, "path")), entry_base(entry));
+	key = replay_place_key(json_string_value(json_object_get(entry, "path")),
+			       replay_entry_base(entry));
 	if (key && !strcmp(json_string_value(json_object_get(r->by_place, key)) ?: "", id))
 		json_object_del(r->by_place, key);
 	free(key);
@@ -308,7 +292,7 @@ static void replay_job(struct replay *r, json_t *rec, const char *id)
 
 	if (!path || !base || path[0] != '/')
 		return;
-	key = place_key(path, base);
+	key = replay_place_key(path, base);
 	if (!key)
 		return;
 	old_id = json_object_get(r->by_place, key);
@@ -323,22 +307,6 @@ static void replay_job(struct replay *r, json_t *rec, const char *id)
 	free(key);
 }
 
-/* PATH under FROM (or FROM itself) is given TO's prefix; NULL if not. */
-static char *moved_path(const char *path, const char *from, const char *to)
-{
-	size_t n = strlen(from);
-	char *out;
-
-	if (strncmp(path, from, n) != 0 || (path[n] != '\0' && path[n] != '/'))
-		return NULL;
-	out = malloc(strlen(to) + strlen(path + n) + 1);
-	if (out) {
-		strcpy(out, to);
-		strcat(out, path + n);
-	}
-	return out;
-}
-
 static void replay_move(struct replay *r, json_t *rec)
 {
 	const char *from = json_string_value(json_object_get(rec, "from"));
@@ -351,15 +319,13 @@ static void replay_move(struct replay *r, json_t *rec)
 		return;
 	json_object_foreach (r->jobs, id, entry) {
 		const char *path = json_string_value(json_object_get(entry, "path"));
-		char *now = moved_path(path, from, to);
+		char *now = replay_path_after_move(path, from, to, exchange);
 		char *old_key, *new_key;
 
-		if (!now && exchange)
-			now = moved_path(path, to, from);
 		if (!now)
 			continue;
-		old_key = place_key(path, entry_base(entry));
-		new_key = place_key(now, entry_base(entry));
+		old_key = replay_place_key(path, replay_entry_base(entry));
+		new_key = replay_place_key(now, replay_entry_base(entry));
 		if (old_key && new_key) {
 			json_object_del(r->by_place, old_key);
 			json_object_set_new(r->by_place, new_key, json_string(id));
@@ -378,7 +344,7 @@ static void replay_drop(struct replay *r, json_t *rec)
 {
 	const char *path = json_string_value(json_object_get(rec, "dir"));
 	const char *base = json_string_value(json_object_get(rec, "base"));
-	char *key = path && base ? place_key(path, base) : NULL;
+	char *key = path && base ? replay_place_key(path, base) : NULL;
 	const char *id = key ? json_string_value(json_object_get(r->by_place, key)) : NULL;
 
 	if (id)
@@ -482,7 +448,7 @@ static struct node *entry_dir(json_t *entry)
 {
 	const char *places[] = { json_string_value(json_object_get(entry, "path")),
 				 json_string_value(json_object_get(entry, "alt")) };
-	const char *base = entry_base(entry);
+	const char *base = replay_entry_base(entry);
 	char *prompt = name_with_suffix(base, ".prompt");
 	char *meta = name_with_suffix(base, ".meta");
 	struct node *found = NULL;
@@ -542,7 +508,7 @@ static int restore_end(json_t *entry)
 	json_t *job = json_object_get(entry, "job"), *end = json_object_get(entry, "end");
 	json_t *response = json_object_get(end, "response");
 	const char *error = json_string_value(json_object_get(end, "error"));
-	const char *base = entry_base(entry);
+	const char *base = replay_entry_base(entry);
 	struct node *dir = entry_dir(entry);
 	char *meta_text, *error_name;
 	size_t meta_len;
@@ -594,11 +560,11 @@ static void resume_entry(json_t *entry, const char *id)
 	};
 
 	if (!dir) {
-		log_warn("job %s.prompt in %s is gone: not resumed", entry_base(entry),
+		log_warn("job %s.prompt in %s is gone: not resumed", replay_entry_base(entry),
 			 json_string_value(json_object_get(entry, "path")));
 		return;
 	}
-	job_resume_one(dir, entry_base(entry), json_object_get(job, "meta"), &from);
+	job_resume_one(dir, replay_entry_base(entry), json_object_get(job, "meta"), &from);
 	node_put(dir);
 }
 

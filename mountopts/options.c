@@ -142,7 +142,12 @@ static char *absolute_path(const char *path)
 	return joined;
 }
 
-static int parse_seconds(struct parse_state *st, const char *arg, double *out)
+/* The longest time limit any option takes (a day). */
+#define SECONDS_MAX 86400.0
+
+/* ARG's value as seconds above 0 and at most MAX into OUT, else the
+ * option's error (which names MAX when it is lower than a day). */
+static int parse_seconds(struct parse_state *st, const char *arg, double max, double *out)
 {
 	const char *value = option_value(arg);
 	char *end;
@@ -150,8 +155,13 @@ static int parse_seconds(struct parse_state *st, const char *arg, double *out)
 
 	errno = 0;
 	v = strtod(value, &end);
-	if (errno || end == value || *end || !isfinite(v) || v <= 0 || v > 86400)
+	if (errno || end == value || *end || !isfinite(v) || v <= 0 || v > max) {
+		if (max < SECONDS_MAX)
+			return parse_fail(
+				st, "option %s: expected a number of seconds above 0, at most %g",
+				arg, max);
 		return parse_fail(st, "option %s: expected a number of seconds above 0", arg);
+	}
 	*out = v;
 	return 0;
 }
@@ -278,17 +288,7 @@ static int parse_breaker_failures(struct parse_state *st, const char *arg)
  * a longer first one would make that cap a lie. */
 static int parse_breaker_cooldown(struct parse_state *st, const char *arg)
 {
-	const char *value = option_value(arg);
-	char *end;
-	double v;
-
-	errno = 0;
-	v = strtod(value, &end);
-	if (errno || end == value || *end || !isfinite(v) || v <= 0 || v > BREAKER_COOLDOWN_MAX_S)
-		return parse_fail(st, "option %s: expected a number of seconds above 0, at most %g",
-				  arg, BREAKER_COOLDOWN_MAX_S);
-	st->opts->breaker_cooldown_s = v;
-	return 0;
+	return parse_seconds(st, arg, BREAKER_COOLDOWN_MAX_S, &st->opts->breaker_cooldown_s);
 }
 
 static int parse_keyed_option(struct parse_state *st, const char *arg, int key)
@@ -303,9 +303,9 @@ static int parse_keyed_option(struct parse_state *st, const char *arg, int key)
 	case KEY_MAX_INFLIGHT:
 		return parse_max_inflight(st, arg);
 	case KEY_TIMEOUT:
-		return parse_seconds(st, arg, &o->timeout_s);
+		return parse_seconds(st, arg, SECONDS_MAX, &o->timeout_s);
 	case KEY_CONNECT_TIMEOUT:
-		return parse_seconds(st, arg, &o->connect_timeout_s);
+		return parse_seconds(st, arg, SECONDS_MAX, &o->connect_timeout_s);
 	case KEY_CAFILE:
 		if (access(option_value(arg), R_OK) != 0)
 			return parse_fail(st, "option cafile: %s: %s", option_value(arg),
