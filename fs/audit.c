@@ -652,25 +652,22 @@ void audit_job_cancelled(struct job *job)
 	json_decref(meta);
 }
 
-void audit_job_ended(struct job *job, int recorded)
+void audit_job_ended(struct job *job, const json_t *meta, int recorded)
 {
 	struct job_facts f = { 0 };
 	char time[AUDIT_TIME_SIZE];
-	json_t *meta;
 	char *error;
 
 	if (!recorded)
 		return;
+	if (!meta) {
+		log_error("audit: out of memory: the line of job %s.prompt is lost", job->base);
+		return;
+	}
 	pthread_mutex_lock(&jobs_lock);
-	meta = json_deep_copy(job->meta);
 	error = job->end_error ? strdup(job->end_error) : NULL;
 	f.id = job->journal_id;
 	pthread_mutex_unlock(&jobs_lock);
-	if (!meta) {
-		log_error("audit: out of memory: the line of job %s.prompt is lost", job->base);
-		free(error);
-		return;
-	}
 	facts_from_job(&f, job);
 	f.meta = meta;
 	f.outcome = json_string_value(json_object_get(meta, "status")) ?: "failed";
@@ -685,7 +682,6 @@ void audit_job_ended(struct job *job, int recorded)
 	if (!strcmp(f.outcome, "done"))
 		f.response = (struct text){ .present = 1, .fd = job->response_fd };
 	audit_write_job_line(&f);
-	json_decref(meta);
 	free(error);
 }
 

@@ -54,6 +54,11 @@ struct finished_job {
 	unsigned epoch; /* end_epoch when it was */
 	char *answer;	/* read ahead for its record by record_now, or NULL */
 	size_t answer_len;
+	/* Its final .meta, once recorded: the same object as the job's
+	 * (end_meta, then meta), which nobody changes any more, so that the
+	 * writer reads it for the log and the audit line without a copy and
+	 * without jobs_lock. */
+	json_t *final_meta;
 };
 
 /* A queue and the thread that empties it. */
@@ -151,9 +156,9 @@ static void meta_failure(json_t *meta, const char *message)
 }
 
 /* One line in the log for a job's end: where, whose, how, how long. */
-static void log_end(struct job *job, enum job_status final)
+static void log_end(struct job *job, enum job_status final, const json_t *meta)
 {
-	json_t *meta, *attempts, *a;
+	const json_t *attempts, *a;
 	char path[PATH_MAX], outcomes[256] = "";
 	size_t used = 0, i;
 	const char *route, *request_id;
@@ -161,11 +166,6 @@ static void log_end(struct job *job, enum job_status final)
 
 	if (node_path(job->dir, path, sizeof(path)) < 0)
 		snprintf(path, sizeof(path), "?");
-	pthread_mutex_lock(&jobs_lock);
-	meta = json_deep_copy(job->meta);
-	pthread_mutex_unlock(&jobs_lock);
-	if (!meta)
-		return;
 	attempts = json_object_get(meta, "attempts");
 	json_array_foreach (attempts, i, a) {
 		total_ms += json_integer_value(json_object_get(a, "ms"));
@@ -182,7 +182,6 @@ static void log_end(struct job *job, enum job_status final)
 		 job_status_word(final), route ? route : "none", json_array_size(attempts),
 		 outcomes, (long long)total_ms, request_id ? ", request " : "",
 		 request_id ? request_id : "");
-	json_decref(meta);
 }
 
 /* The .error text: what happened, then one line per attempt. */
@@ -250,6 +249,7 @@ static void record_end(struct finished_job *it)
 {
 	struct job *job = it->job;
 	const struct model *charged_to; /* for /.metrics: who answered, else who was tried last */
+	const struct model *served, *refused_auth;
 	char *answer = NULL, failure[160];
 	json_t *final_meta = NULL;
 	size_t answer_len = 0;
@@ -283,23 +283,27 @@ static void record_end(struct finished_job *it)
 		    : it->status == -ECANCELED ? JOB_CANCELLED
 					       : JOB_FAILED;
 	pthread_mutex_lock(&jobs_lock);
-	charged_to = job->served ? job->served : job->last_tried;
+	served = job->served;
+	refused_auth = job->refused_auth;
+	charged_to = served ? served : job->last_tried;
 	if (it->keep_files)
 		final_meta = json_deep_copy(job->meta);
+	pthread_mutex_unlock(&jobs_lock);
+	/* the copy is this thread's own: made final outside the lock every
+	 * FUSE thread takes */
 	if (final_meta) {
 		json_object_set_new(final_meta, "status", json_string(job_status_word(it->final)));
 		job_meta_set_time(final_meta, "finished");
-		if (job->served)
-			meta_settle_cost(final_meta, job->served);
+		if (served)
+			meta_settle_cost(final_meta, served);
 		if (it->final == JOB_FAILED)
 			meta_failure(final_meta, it->message);
 		it->meta_text = job_meta_dump(final_meta, &it->meta_len);
 		if (it->final != JOB_DONE)
 			it->error = error_text(final_meta,
 					       it->message ? it->message : "The job failed.",
-					       job->refused_auth);
+					       refused_auth);
 	}
-	pthread_mutex_unlock(&jobs_lock);
 	if (final_meta && it->meta_text) {
 		struct ledger_charge charge;
 
@@ -322,6 +326,7 @@ static void record_end(struct finished_job *it)
 	pthread_mutex_lock(&jobs_lock);
 	if (final_meta) {
 		json_decref(job->end_meta);
+		it->final_meta = json_incref(final_meta);
 		job->end_meta = final_meta;
 		final_meta = NULL;
 		free(job->end_error);
@@ -537,6 +542,7 @@ static void free_finished(struct finished_job *it)
 	free(it->error);
 	free(it->message);
 	free(it->answer);
+	json_decref(it->final_meta);
 	free(it);
 }
 
@@ -554,11 +560,11 @@ static void write_batch(struct finished_job *batch)
 				  job->base, strerror(-rc));
 			add_pending(job);
 		}
-		audit_job_ended(job, batch->recorded);
+		audit_job_ended(job, batch->final_meta, batch->recorded);
 		if (batch->recorded)
 			atomic_fetch_sub(&unsettled_ends[batch->epoch & 1], 1);
-		if (batch->keep_files)
-			log_end(job, batch->final);
+		if (batch->keep_files && batch->final_meta)
+			log_end(job, batch->final, batch->final_meta);
 		job_put(job); /* the engine's */
 		free_finished(batch);
 		batch = next;

@@ -12,6 +12,12 @@
  *	Each thread appends 128 bytes to FILE.<thread> and fdatasync()s it.
  *	One append and sync is one sample.
  *
+ *   loadgen --create DIR THREADS SECONDS
+ *	Each thread creates empty files in DIR/c<thread>, a new name each
+ *	time (open with O_CREAT | O_EXCL, then close). One file is one
+ *	sample: what the file system charges for an inode, which a job pays
+ *	three times (its prompt, .response and .meta).
+ *
  * Prints one line: count=N seconds=S rate=R p50_ms=X p99_ms=Y errors=E,
  * and the first error on stderr. Exits 0 when there was no error, 1 when
  * there were errors, 2 on bad usage or setup.
@@ -28,7 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
-enum mode { MODE_PROMPTS, MODE_FSYNC };
+enum mode { MODE_PROMPTS, MODE_FSYNC, MODE_CREATE };
 
 struct worker {
 	pthread_t thread;
@@ -193,12 +199,42 @@ static void fsync_loop(struct worker *w)
 		close(fd);
 }
 
+static void create_loop(struct worker *w)
+{
+	char dir[4096];
+	char path[4200];
+	unsigned long i;
+	double t0;
+	int fd;
+
+	snprintf(dir, sizeof(dir), "%s/c%d", target, w->index);
+	if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+		fail(w, "mkdir", dir, errno);
+	pthread_barrier_wait(&start_line);
+	for (i = 0; now() < deadline; i++) {
+		t0 = now();
+		snprintf(path, sizeof(path), "%s/f%lu", dir, i);
+		fd = open(path, O_CREAT | O_EXCL | O_WRONLY, 0644);
+		if (fd < 0) {
+			fail(w, "open", path, errno);
+			break;
+		}
+		close(fd);
+		if (record(w, now() - t0) != 0) {
+			fail(w, "memory for", "samples", ENOMEM);
+			break;
+		}
+	}
+}
+
 static void *run(void *arg)
 {
 	struct worker *w = arg;
 
 	if (mode == MODE_FSYNC)
 		fsync_loop(w);
+	else if (mode == MODE_CREATE)
+		create_loop(w);
 	else
 		prompts_loop(w);
 	return NULL;
@@ -227,7 +263,8 @@ static double percentile_ms(const double *sorted, size_t n, double p)
 static int usage(void)
 {
 	fprintf(stderr, "usage: loadgen DIR THREADS SECONDS [EXPECTED]\n"
-			"       loadgen --fsync FILE THREADS SECONDS\n");
+			"       loadgen --fsync FILE THREADS SECONDS\n"
+			"       loadgen --create DIR THREADS SECONDS\n");
 	return 2;
 }
 
@@ -244,8 +281,8 @@ int main(int argc, char **argv)
 	int threads;
 	int i;
 
-	if (argc > 1 && strcmp(argv[1], "--fsync") == 0) {
-		mode = MODE_FSYNC;
+	if (argc > 1 && (strcmp(argv[1], "--fsync") == 0 || strcmp(argv[1], "--create") == 0)) {
+		mode = strcmp(argv[1], "--fsync") == 0 ? MODE_FSYNC : MODE_CREATE;
 		argv++;
 		argc--;
 		if (argc != 4)

@@ -2,8 +2,10 @@
 # promptfs side by side with a peer: the same instant backend (nginx
 # returning a fixed chat completion) reached three ways -- through a
 # promptfs mount, through Portkey's AI gateway (an HTTP proxy, from npm),
-# and directly -- plus the disk's own fdatasync rate for scale. Not part of
-# the test suite; run it by hand, as root:
+# and directly -- plus, for scale, the same round trip through a FUSE file
+# system that does nothing but answer (the FUSE floor: what the kernel's
+# protocol alone allows here), and the disk's own rates of fdatasync and
+# of file creation. Not part of the test suite; run it by hand, as root:
 #
 #   ./tests/bench/peer.sh [--build DIR] [--keep] [--seconds N] [--admission]
 #
@@ -33,7 +35,7 @@ while [ $# -gt 0 ]; do
 	--admission) ADMISSION=1; shift ;;
 	--seconds) DURATION=${2:?--seconds needs a number}; shift 2 ;;
 	--seconds=*) DURATION=${1#--seconds=}; shift ;;
-	-h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "peer.sh: unknown argument: $1" >&2; exit 2 ;;
 	esac
 done
@@ -107,7 +109,8 @@ chmod 755 "$WORK"
 # of their own (setsid), so that a Ctrl-C reaches only this script, which
 # then stops them in order: the mount before the backend it uses.
 MNT=$WORK/mnt
-DAEMON= NGINX= GATEWAY= RUNNING=
+FLOOR_MNT=$WORK/floor
+DAEMON= FLOOR= NGINX= GATEWAY= RUNNING=
 
 cleanup() {
 	local rc=$? i
@@ -123,6 +126,10 @@ cleanup() {
 		done
 		kill -KILL "$DAEMON" 2>/dev/null
 	fi
+	if mountpoint -q "$FLOOR_MNT" 2>/dev/null; then
+		fusermount3 -u "$FLOOR_MNT" 2>/dev/null || fusermount3 -uz "$FLOOR_MNT" 2>/dev/null
+	fi
+	[ -n "$FLOOR" ] && kill -KILL "$FLOOR" 2>/dev/null
 	[ -n "$GATEWAY" ] && kill -TERM "$GATEWAY" 2>/dev/null
 	# nginx's master stops its worker on SIGTERM.
 	[ -n "$NGINX" ] && kill -TERM "$NGINX" 2>/dev/null
@@ -235,6 +242,19 @@ start_daemon() {
 	echo "What is the capital of France?" >"$MNT/$MODEL_DIR/check.prompt" || die "submitting a prompt failed"
 	got=$(cat "$MNT/$MODEL_DIR/check.response") || die "reading the answer failed: $(cat "$MNT/$MODEL_DIR/check.error" 2>/dev/null)"
 	[ "$got" = "$ANSWER" ] || die "promptfs answered '$got', not '$ANSWER'"
+}
+
+# Unmounts promptfs and waits for the daemon to exit, so that nothing of
+# it runs beside what is measured next.
+stop_daemon() {
+	local i
+	fusermount3 -u "$MNT" || die "cannot unmount $MNT"
+	for i in $(seq 100); do
+		kill -0 "$DAEMON" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -0 "$DAEMON" 2>/dev/null && die "promptfs did not exit after its unmount"
+	DAEMON=
 }
 
 # ---------------------------------------------------------------- runs
@@ -359,6 +379,46 @@ run_admission() {
 	done
 }
 
+# The FUSE floor: the same round trip through a file system that does
+# nothing but answer (tests/bench/fuse_floor.c), so the report shows what
+# the kernel's FUSE protocol alone allows here, and how much of it
+# promptfs reaches. Run after promptfs, with promptfs unmounted.
+run_floor() {
+	local c log i dir=$FLOOR_MNT
+	progress "FUSE floor: warm-up ${WARMUP}s, then 1 and 32 writers, ${DURATION}s each"
+	cc -O2 -Wall -pthread -o "$WORK/fuse_floor" "$HERE/fuse_floor.c" \
+		$(pkg-config --cflags --libs fuse3) || die "cannot build fuse_floor"
+	mkdir -p "$dir"
+	setsid "$WORK/fuse_floor" "$ANSWER" "$dir" >"$WORK/fuse_floor.log" 2>&1 &
+	FLOOR=$!
+	for i in $(seq 100); do
+		mountpoint -q "$dir" && break
+		sleep 0.05
+	done
+	mountpoint -q "$dir" || die "fuse_floor did not mount $dir: $(tail -3 "$WORK/fuse_floor.log")"
+	mkdir "$dir/warmup" "$dir/run-1" "$dir/run-32" || die "cannot make workspaces in $dir"
+	measure "$WORK/floor-warmup.log" "$LOADGEN" "$dir/warmup" 32 "$WARMUP" "$ANSWER"
+	for c in 1 32; do
+		log=$WORK/floor-$c.log
+		measure "$log" "$LOADGEN" "$dir/run-$c" "$c" "$DURATION" "$ANSWER"
+		record floor "$c" "$log"
+	done
+	fusermount3 -u "$dir" || die "cannot unmount $dir"
+	wait "$FLOOR" 2>/dev/null
+	FLOOR=
+}
+
+# What the disk charges for a new file beside state_dir: a job makes
+# three, and this figure moves with the file system's history (ext4
+# without a journal skips recently freed inodes one by one, so a large
+# rm -rf shortly before makes every creation slower).
+run_create() {
+	progress "file creation: 1 thread, ${DURATION}s"
+	mkdir -p "$WORK/create"
+	measure "$WORK/create-1.log" "$LOADGEN" --create "$WORK/create" 1 "$DURATION"
+	record create 1 "$WORK/create-1.log"
+}
+
 run_fsync() {
 	local c log
 	progress "fdatasync: 1 and 32 threads, ${DURATION}s each"
@@ -384,6 +444,9 @@ run_wrk nginx "$WORK/direct.lua" "$NGINX_URL"
 run_wrk portkey "$WORK/gateway.lua" "$GATEWAY_URL"
 run_promptfs
 [ "$ADMISSION" = 1 ] && run_admission
+stop_daemon
+run_floor
+run_create
 run_fsync
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -421,9 +484,10 @@ warm-up   : ${WARMUP}s at 32 clients before each system's runs, not counted
 
 system         clients        requests/s     p50 ms     p99 ms   errors
 EOF
-for label in promptfs portkey nginx; do
+for label in promptfs portkey nginx floor; do
 	case $label in
 	promptfs) who=promptfs; unit=writer ;;
+	floor) who="FUSE floor"; unit=writer ;;
 	portkey) who=Portkey; unit=conn ;;
 	nginx) who="nginx direct"; unit=conn ;;
 	esac
@@ -438,6 +502,13 @@ cat <<EOF
 promptfs / Portkey (above 1: more requests/s, or a longer p50, for promptfs)
   at 32 clients : requests/s $(ratio "$(result promptfs 32 rate)" "$(result portkey 32 rate)"), p50 $(ratio "$(result promptfs 32 p50_ms)" "$(result portkey 32 p50_ms)")
   at 1 client   : requests/s $(ratio "$(result promptfs 1 rate)" "$(result portkey 1 rate)"), p50 $(ratio "$(result promptfs 1 p50_ms)" "$(result portkey 1 p50_ms)")
+
+promptfs / FUSE floor (the share of what a file system that only answers gets here)
+  at 32 writers : requests/s $(ratio "$(result promptfs 32 rate)" "$(result floor 32 rate)")
+  at 1 writer   : requests/s $(ratio "$(result promptfs 1 rate)" "$(result floor 1 rate)")
+
+disk file creation, empty files, one directory, beside state_dir
+  1 thread   : $(result create 1 rate)/s (p50 $(result create 1 p50_ms) ms, p99 $(result create 1 p99_ms) ms, errors $(result create 1 errors))
 
 disk fdatasync, 128-byte appends, one file per thread, beside state_dir
   1 thread   : $(result fdatasync 1 rate)/s (p50 $(result fdatasync 1 p50_ms) ms, p99 $(result fdatasync 1 p99_ms) ms, errors $(result fdatasync 1 errors))
