@@ -244,19 +244,6 @@ start_daemon() {
 	[ "$got" = "$ANSWER" ] || die "promptfs answered '$got', not '$ANSWER'"
 }
 
-# Unmounts promptfs and waits for the daemon to exit, so that nothing of
-# it runs beside what is measured next.
-stop_daemon() {
-	local i
-	fusermount3 -u "$MNT" || die "cannot unmount $MNT"
-	for i in $(seq 100); do
-		kill -0 "$DAEMON" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -0 "$DAEMON" 2>/dev/null && die "promptfs did not exit after its unmount"
-	DAEMON=
-}
-
 # ---------------------------------------------------------------- runs
 
 LOADGEN=$WORK/loadgen
@@ -382,7 +369,7 @@ run_admission() {
 # The FUSE floor: the same round trip through a file system that does
 # nothing but answer (tests/bench/fuse_floor.c), so the report shows what
 # the kernel's FUSE protocol alone allows here, and how much of it
-# promptfs reaches. Run after promptfs, with promptfs unmounted.
+# promptfs reaches.
 run_floor() {
 	local c log i dir=$FLOOR_MNT
 	progress "FUSE floor: warm-up ${WARMUP}s, then 1 and 32 writers, ${DURATION}s each"
@@ -436,16 +423,17 @@ LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "promptfs peer benchmark -- work directory $WORK" >&2
 start_nginx
 start_gateway
-start_daemon
 
 wrk_script "$WORK/direct.lua" 'Content-Type: application/json' 'Authorization: Bearer sk-bench'
 wrk_script "$WORK/gateway.lua" "${GATEWAY_HEADERS[@]}"
 run_wrk nginx "$WORK/direct.lua" "$NGINX_URL"
 run_wrk portkey "$WORK/gateway.lua" "$GATEWAY_URL"
+# before promptfs: the kernel then still has none of its files to write
+# back, which would take CPU time from the floor's run
+run_floor
+start_daemon
 run_promptfs
 [ "$ADMISSION" = 1 ] && run_admission
-stop_daemon
-run_floor
 run_create
 run_fsync
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
