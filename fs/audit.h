@@ -56,8 +56,8 @@ void audit_refusal(struct node *dir, const char *base, const char *reason);
  * that cancelled it before its end was recorded. */
 void audit_job_cancelled(struct job *job);
 /* JOB's end went through the writer; RECORDED: its end record is in the
- * journal (then it gets its line). META: its final .meta, which nobody
- * changes any more (read without a lock). */
+ * journal (then it gets its line). META: its final .meta, the calling
+ * thread's own (read without a lock). */
 void audit_job_ended(struct job *job, const json_t *meta, int recorded);
 void audit_job_release(struct job *job);
 

@@ -54,10 +54,9 @@ struct finished_job {
 	unsigned epoch; /* end_epoch when it was */
 	char *answer;	/* read ahead for its record by record_now, or NULL */
 	size_t answer_len;
-	/* Its final .meta, once recorded: the same object as the job's
-	 * (end_meta, then meta), which nobody changes any more, so that the
-	 * writer reads it for the log and the audit line without a copy and
-	 * without jobs_lock. */
+	/* Its final .meta, once recorded: a copy of the job's (end_meta,
+	 * then meta) that only the writer reads, for the log and the audit
+	 * line, without jobs_lock. */
 	json_t *final_meta;
 };
 
@@ -323,10 +322,13 @@ static void record_end(struct finished_job *it)
 		metrics_job_charged(charged_to, charge.input_tokens, charge.output_tokens,
 				    charge.cost);
 	}
+	/* the writer's copy, made before the job's goes where other threads
+	 * read it: one object is never shared between threads, as jansson's
+	 * json_decref reads its count without an atomic */
+	it->final_meta = final_meta ? json_deep_copy(final_meta) : NULL;
 	pthread_mutex_lock(&jobs_lock);
 	if (final_meta) {
 		json_decref(job->end_meta);
-		it->final_meta = json_incref(final_meta);
 		job->end_meta = final_meta;
 		final_meta = NULL;
 		free(job->end_error);
