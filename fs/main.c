@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "backends/metrics.h"
@@ -289,6 +290,12 @@ int main(int argc, char *argv[])
 		goto out_log;
 	}
 	raise_fd_limit();
+	/* What is made in state_dir gets exactly the mode asked for: a file
+	 * or workspace made through the mount has its creator's mode minus
+	 * its creator's umask (the kernel applies it) and the policy's,
+	 * never the daemon's own as well; the daemon's own files name
+	 * theirs (0600, 0700). */
+	umask(0);
 	pfs.opts = &opts;
 	pfs.config = cfg;
 	pfs.daemon_is_root = geteuid() == 0;

@@ -137,7 +137,7 @@ static int make_structure(char *err, size_t err_size)
 				const char *model = region->models[m].name;
 
 				if (mkdirat(region_fd, model, 01777) == 0) {
-					/* mkdir applies the umask; the sticky 1777 is the point */
+					/* the sticky 1777 is the point, whatever mkdir kept */
 					fchmodat(region_fd, model, 01777, 0);
 				} else if (errno != EEXIST) {
 					close(region_fd);
@@ -299,10 +299,7 @@ int state_stage_file(char *staged, const void *data, size_t len, mode_t mode, ui
 	fd = staging_create(staged, STATE_STAGED_NAME, mode);
 	if (fd < 0)
 		return fd;
-	rc = write_all(fd, data, len);
-	/* creation applied the umask */
-	if (rc == 0 && fchmod(fd, mode) < 0)
-		rc = -errno;
+	rc = write_all(fd, data, len); /* the mode is MODE: no umask (main.c) */
 	if (rc < 0) {
 		close(fd);
 		unlinkat(pfs.staging_fd, staged, 0);
@@ -349,10 +346,7 @@ int state_create_file(int dir_fd, const char *name, const void *data, size_t len
 
 	if (fd < 0)
 		return -errno;
-	rc = write_all(fd, data, len);
-	/* creation applied the umask */
-	if (rc == 0 && fchmod(fd, mode) < 0)
-		rc = -errno;
+	rc = write_all(fd, data, len); /* the mode is MODE: no umask (main.c) */
 	if (rc < 0) {
 		close(fd);
 		unlinkat(dir_fd, name, 0);

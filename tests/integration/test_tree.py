@@ -98,6 +98,29 @@ def test_files_belong_to_their_creator_and_sticky_protects_them(mnt):
     assert b"Permission denied" in r.stderr
 
 
+def test_modes_are_the_creators_umask_never_the_daemons(mount_factory):
+    """A daemon started under umask 077 does not narrow what users make:
+    umask 002 gives a group its write bit, as on a disk."""
+    old = os.umask(0o077)
+    try:
+        m = mount_factory()
+    finally:
+        os.umask(old)
+    d = m.model()
+    sh("umask 002; echo a > %s/shared.txt; mkdir %s/shared-ws; echo q > %s/shared.prompt; "
+       "cat %s/shared.response >/dev/null" % (d, d, d, d), user=NOBODY)
+    sh("umask 027; echo a > %s/group.txt; mkdir %s/group-ws" % (d, d), user=NOBODY)
+    modes = {name: stat.S_IMODE(os.stat(os.path.join(d, name)).st_mode)
+             for name in ("shared.txt", "shared-ws", "shared.prompt", "shared.response",
+                          "shared.meta", "group.txt", "group-ws")}
+    assert modes == {"shared.txt": 0o664, "shared-ws": 0o775, "shared.prompt": 0o664,
+                     "shared.response": 0o444, "shared.meta": 0o444,
+                     "group.txt": 0o640, "group-ws": 0o750}
+    # the daemon's own files stay its own
+    for name in ("audit.jsonl", "journal", "staging"):
+        assert stat.S_IMODE(os.stat(os.path.join(m.state, name)).st_mode) & 0o077 == 0
+
+
 def test_job_files_take_the_prompt_owner_and_read_bits(mnt):
     d = mnt.model()
     sh("umask 077; echo secret question > %s/priv.prompt; cat %s/priv.response" % (d, d),
