@@ -314,16 +314,22 @@ run_wrk() { # LABEL LUA URL
 	done
 }
 
-run_promptfs() {
-	local c log dir=$MNT/$MODEL_DIR
-	progress "promptfs: warm-up ${WARMUP}s, then 1 and 32 writers, ${DURATION}s each"
-	mkdir "$dir/warmup" "$dir/run-1" "$dir/run-32" || die "cannot make workspaces in $dir"
-	measure "$WORK/promptfs-warmup.log" "$LOADGEN" "$dir/warmup" 32 "$WARMUP" "$ANSWER"
+# round_trips LABEL DIR: loadgen's round trips in DIR, a warm-up at 32
+# writers, then 1 and 32 writers, recorded as LABEL.
+round_trips() {
+	local c log
+	progress "$1: warm-up ${WARMUP}s, then 1 and 32 writers, ${DURATION}s each"
+	mkdir "$2/warmup" "$2/run-1" "$2/run-32" || die "cannot make workspaces in $2"
+	measure "$WORK/$1-warmup.log" "$LOADGEN" "$2/warmup" 32 "$WARMUP" "$ANSWER"
 	for c in 1 32; do
-		log=$WORK/promptfs-$c.log
-		measure "$log" "$LOADGEN" "$dir/run-$c" "$c" "$DURATION" "$ANSWER"
-		record promptfs "$c" "$log"
+		log=$WORK/$1-$c.log
+		measure "$log" "$LOADGEN" "$2/run-$c" "$c" "$DURATION" "$ANSWER"
+		record "$1" "$c" "$log"
 	done
+}
+
+run_promptfs() {
+	round_trips promptfs "$MNT/$MODEL_DIR"
 }
 
 # Admission control: a policy at each level from the root to a workspace
@@ -371,8 +377,7 @@ run_admission() {
 # the kernel's FUSE protocol alone allows here, and how much of it
 # promptfs reaches.
 run_floor() {
-	local c log i dir=$FLOOR_MNT
-	progress "FUSE floor: warm-up ${WARMUP}s, then 1 and 32 writers, ${DURATION}s each"
+	local i dir=$FLOOR_MNT
 	cc -O2 -Wall -pthread -o "$WORK/fuse_floor" "$HERE/fuse_floor.c" \
 		$(pkg-config --cflags --libs fuse3) || die "cannot build fuse_floor"
 	mkdir -p "$dir"
@@ -383,13 +388,7 @@ run_floor() {
 		sleep 0.05
 	done
 	mountpoint -q "$dir" || die "fuse_floor did not mount $dir: $(tail -3 "$WORK/fuse_floor.log")"
-	mkdir "$dir/warmup" "$dir/run-1" "$dir/run-32" || die "cannot make workspaces in $dir"
-	measure "$WORK/floor-warmup.log" "$LOADGEN" "$dir/warmup" 32 "$WARMUP" "$ANSWER"
-	for c in 1 32; do
-		log=$WORK/floor-$c.log
-		measure "$log" "$LOADGEN" "$dir/run-$c" "$c" "$DURATION" "$ANSWER"
-		record floor "$c" "$log"
-	done
+	round_trips floor "$dir"
 	fusermount3 -u "$dir" || die "cannot unmount $dir"
 	wait "$FLOOR" 2>/dev/null
 	FLOOR=
