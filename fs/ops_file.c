@@ -268,8 +268,14 @@ void ops_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode
 		fuse_reply_err(req, -fd);
 		return;
 	}
-	if (created)
-		state_give_file(fd, ctx->uid, ctx->gid);
+	if (created && pfs.daemon_is_root) {
+		int dir_fd = node_dir_fd(dir);
+
+		state_give_file(fd, ctx->uid,
+				dir_fd >= 0 ? ops_new_gid(dir_fd, ctx->gid) : ctx->gid);
+		if (dir_fd >= 0)
+			node_dir_fd_release(dir, dir_fd);
+	}
 	h = calloc(1, sizeof(*h));
 	if (!h) {
 		close(fd);

@@ -59,6 +59,10 @@ void ops_release_open_dirs(void);
  * attributes. 0 or -errno. */
 int ops_stat_node(struct node *n, struct stat *st, double *attr_timeout);
 int ops_make_entry(struct node *dir, const char *name, struct fuse_entry_param *e);
+/* The group of what a creator of group GID makes in the directory whose
+ * backing descriptor is DIR_FD: that directory's own group when it is
+ * set-group-ID, as on a disk, else GID. */
+gid_t ops_new_gid(int dir_fd, gid_t gid);
 /* The generated files of the job of NAME (the prompt's or any of its
  * files' name) in DIR were replaced or removed by an operation: the
  * kernel drops what it holds of their attributes. Called after the

@@ -246,6 +246,17 @@ int ops_make_entry(struct node *dir, const char *name, struct fuse_entry_param *
 	return rc;
 }
 
+gid_t ops_new_gid(int dir_fd, gid_t gid)
+{
+	struct stat st;
+
+	/* a team's directory (chmod g+s) keeps its group on what is made
+	 * in it; the daemon made it, so the kernel's own rule does not */
+	if (fstat(dir_fd, &st) == 0 && (st.st_mode & S_ISGID))
+		return st.st_gid;
+	return gid;
+}
+
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fuse_entry_param e;
@@ -775,7 +786,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	if (made)
 		policy_store_forget(st.st_dev, st.st_ino);
 	if (rc == 0 && pfs.daemon_is_root)
-		fchownat(fd, name, ctx->uid, ctx->gid, AT_SYMLINK_NOFOLLOW);
+		fchownat(fd, name, ctx->uid, ops_new_gid(fd, ctx->gid), AT_SYMLINK_NOFOLLOW);
 	node_dir_fd_release(dir, fd);
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);

@@ -121,6 +121,30 @@ def test_modes_are_the_creators_umask_never_the_daemons(mount_factory):
         assert stat.S_IMODE(os.stat(os.path.join(m.state, name)).st_mode) & 0o077 == 0
 
 
+def test_a_set_group_id_directory_gives_its_group_as_on_a_disk(mnt):
+    """A team's workspace (chmod g+s, its group) keeps its group on what
+    its members make, prompts and their answers included; elsewhere the
+    creator's group."""
+    d = mnt.model()
+    os.mkdir(d + "/team")
+    os.mkdir(d + "/plain")
+    os.chown(d + "/team", 0, 100)
+    os.chmod(d + "/team", 0o2777)
+    os.chmod(d + "/plain", 0o777)
+    sh("umask 002; echo a > %s/team/f.txt; mkdir %s/team/sub; echo b > %s/team/sub/g.txt; "
+       "echo q > %s/team/p.prompt; cat %s/team/p.response >/dev/null; echo c > %s/plain/h.txt"
+       % (d, d, d, d, d, d), user=NOBODY)
+    owners = {name: (os.stat(os.path.join(d, name)).st_uid, os.stat(os.path.join(d, name)).st_gid)
+              for name in ("team/f.txt", "team/sub", "team/sub/g.txt", "team/p.prompt",
+                           "team/p.response", "team/p.meta", "plain/h.txt")}
+    assert owners == {"team/f.txt": (NOBODY, 100), "team/sub": (NOBODY, 100),
+                      "team/sub/g.txt": (NOBODY, 100), "team/p.prompt": (NOBODY, 100),
+                      "team/p.response": (NOBODY, 100), "team/p.meta": (NOBODY, 100),
+                      "plain/h.txt": (NOBODY, NOBODY)}
+    # a directory made in it is set-group-ID too, as mkdir makes it on a disk
+    assert os.stat(d + "/team/sub").st_mode & stat.S_ISGID
+
+
 def test_job_files_take_the_prompt_owner_and_read_bits(mnt):
     d = mnt.model()
     sh("umask 077; echo secret question > %s/priv.prompt; cat %s/priv.response" % (d, d),
