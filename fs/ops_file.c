@@ -138,8 +138,11 @@ static int handle_setup(struct handle *h, struct node *dir, const char *name, in
 	return 0;
 }
 
-/* openat(2) in DIR: a descriptor, or -errno. */
-static int open_in(struct node *dir, const char *name, int flags, mode_t mode)
+/* openat(2) in DIR: a descriptor, or -errno. With CREATOR (and O_EXCL,
+ * so that success means it was made) the new file is given to the
+ * creator, in the group the directory gives (ops_new_gid). */
+static int open_in(struct node *dir, const char *name, int flags, mode_t mode,
+		   const struct fuse_ctx *creator)
 {
 	int dir_fd = node_dir_fd(dir), fd;
 
@@ -149,6 +152,8 @@ static int open_in(struct node *dir, const char *name, int flags, mode_t mode)
 	if (fd < 0) {
 		fd = -errno;
 		node_fd_shortage(-fd);
+	} else if (creator && pfs.daemon_is_root) {
+		state_give_file(fd, creator->uid, ops_new_gid(dir_fd, creator->gid));
 	}
 	node_dir_fd_release(dir, dir_fd);
 	return fd;
@@ -228,7 +233,7 @@ void ops_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode
 	struct fuse_entry_param e;
 	enum file_role role;
 	struct handle *h;
-	int fd, created = 1, rc;
+	int fd, rc;
 
 	if (ops_name_is_policy(name)) {
 		create_policy(req, dir, name, fi);
@@ -259,22 +264,12 @@ void ops_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode
 	}
 	/* the policy's umask, beyond the creator's own */
 	mode &= ~job_policy_umask(dir);
-	fd = open_in(dir, name, backing_flags(fi->flags, role) | O_CREAT | O_EXCL, mode);
-	if (fd == -EEXIST && !(fi->flags & O_EXCL)) {
-		created = 0;
-		fd = open_in(dir, name, backing_flags(fi->flags, role), 0);
-	}
+	fd = open_in(dir, name, backing_flags(fi->flags, role) | O_CREAT | O_EXCL, mode, ctx);
+	if (fd == -EEXIST && !(fi->flags & O_EXCL))
+		fd = open_in(dir, name, backing_flags(fi->flags, role), 0, NULL);
 	if (fd < 0) {
 		fuse_reply_err(req, -fd);
 		return;
-	}
-	if (created && pfs.daemon_is_root) {
-		int dir_fd = node_dir_fd(dir);
-
-		state_give_file(fd, ctx->uid,
-				dir_fd >= 0 ? ops_new_gid(dir_fd, ctx->gid) : ctx->gid);
-		if (dir_fd >= 0)
-			node_dir_fd_release(dir, dir_fd);
 	}
 	h = calloc(1, sizeof(*h));
 	if (!h) {
@@ -380,7 +375,7 @@ void ops_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		open_made_file(req, n, dir, name, fi);
 		goto out;
 	}
-	fd = open_in(dir, name, backing_flags(fi->flags, role), 0);
+	fd = open_in(dir, name, backing_flags(fi->flags, role), 0, NULL);
 	if (fd < 0) {
 		rc = fd;
 		goto out;

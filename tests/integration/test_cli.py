@@ -2,6 +2,7 @@
 daemon detaches and nothing is mounted; fstab-style mounts; signals;
 relative paths; the mountpoint and state_dir checked before mounting; a
 dead mount left by kill -9 recovered; systemd's readiness protocol."""
+import contextlib
 import errno
 import json
 import os
@@ -435,28 +436,48 @@ def test_the_mountpoint_must_be_an_empty_directory_no_promptfs_serves(mount_fact
     assert sh("cat %s/s.response" % m.model()).stdout == b"echo: still\n"
 
 
+def kill_9(m):
+    """Kills M's daemon with SIGKILL and waits for it."""
+    m.proc.send_signal(signal.SIGKILL)
+    m.proc.wait()
+    m.proc = None
+
+
+@contextlib.contextmanager
+def detached_on_failure(m):
+    """For a test whose daemon M was killed: if it fails before M runs
+    again, the mount left behind is detached (the fixture unmounts only
+    what it runs)."""
+    try:
+        yield
+    except BaseException:
+        if m.proc is None:
+            subprocess.run(["fusermount3", "-uz", m.path], capture_output=True)
+        raise
+
+
+def start_again(m, over_dead_mount):
+    """Starts M's daemon again, and waits until it has mounted; OVER_DEAD_MOUNT:
+    the killed daemon's mount is still there, for the start to detach
+    (start() took it for a mount)."""
+    m.start()
+    if over_dead_mount:
+        m.wait_log("unmounted (lazily) a dead promptfs mount left by a daemon", timeout=15)
+    m.wait_log("mounted " + m.path, count=2, timeout=15)
+
+
 def test_after_kill_9_the_next_start_recovers_the_dead_mount(mount_factory):
     m = mount_factory()
     d = m.model()
     sh("echo before > %s/a.prompt" % d)
     assert sh("cat %s/a.response" % d).stdout == b"echo: before\n"
-    m.proc.send_signal(signal.SIGKILL)
-    m.proc.wait()
-    m.proc = None
-    try:
+    kill_9(m)
+    with detached_on_failure(m):
         with pytest.raises(OSError) as dead:
             os.statvfs(m.path)  # stat may still answer from the kernel's cache
         assert dead.value.errno == errno.ENOTCONN
         assert m.path in promptfs_mounts()
-
-        m.start()  # no fusermount3 -u in between
-        # start() took the dead mount for a mount: wait for the new daemon
-        m.wait_log("unmounted (lazily) a dead promptfs mount left by a daemon", timeout=15)
-        m.wait_log("mounted " + m.path, count=2, timeout=15)
-    except BaseException:
-        if m.proc is None:  # the fixture unmounts only what it runs
-            subprocess.run(["fusermount3", "-uz", m.path], capture_output=True)
-        raise
+        start_again(m, over_dead_mount=True)  # no fusermount3 -u in between
     assert promptfs_mounts().count(m.path) == 1
     assert open(d + "/a.response").read() == "echo: before\n"
     sh("echo after > %s/b.prompt" % d)
@@ -488,10 +509,8 @@ def test_auto_unmount_clears_the_mount_when_the_daemon_dies(mount_factory):
     sh("echo first > %s/a.prompt" % m.model())
     assert sh("cat %s/a.response" % m.model()).stdout == b"echo: first\n"
     assert fusermount3_watching(m.path), "no fusermount3 beside the daemon"
-    m.proc.send_signal(signal.SIGKILL)
-    m.proc.wait()
-    m.proc = None
-    try:
+    kill_9(m)
+    with detached_on_failure(m):
         # fusermount3 notices when it is next scheduled: a loaded machine
         # may take a while
         assert wait_for(lambda: m.path not in promptfs_mounts() or
@@ -507,15 +526,7 @@ def test_auto_unmount_clears_the_mount_when_the_daemon_dies(mount_factory):
             assert e.value.errno == errno.ENOTCONN
         else:
             assert os.listdir(m.path) == []
-        m.start()
-        if left_dead:
-            # start() took the dead mount for a mount
-            m.wait_log("unmounted (lazily) a dead promptfs mount left by a daemon", timeout=15)
-        m.wait_log("mounted " + m.path, count=2, timeout=15)
-    except BaseException:
-        if m.proc is None:  # the fixture unmounts only what it runs
-            subprocess.run(["fusermount3", "-uz", m.path], capture_output=True)
-        raise
+        start_again(m, over_dead_mount=left_dead)
     assert promptfs_mounts().count(m.path) == 1
     sh("echo again > %s/b.prompt" % m.model())
     assert sh("cat %s/b.response" % m.model()).stdout == b"echo: again\n"
