@@ -4,8 +4,10 @@
 # promptfs mount, through Portkey's AI gateway (an HTTP proxy, from npm),
 # and directly -- plus, for scale, the same round trip through a FUSE file
 # system that does nothing but answer (the FUSE floor: what the kernel's
-# protocol alone allows here), and the disk's own rates of fdatasync and
-# of file creation. Not part of the test suite; run it by hand, as root:
+# protocol alone allows here), promptfs again with state_dir on a tmpfs
+# (what durability on this disk costs), the disk's own rates of fdatasync
+# and of file creation, and what one thread waking another costs on one
+# CPU and across two. Not part of the test suite; run it by hand, as root:
 #
 #   ./tests/bench/peer.sh [--build DIR] [--keep] [--seconds N] [--admission]
 #
@@ -35,7 +37,7 @@ while [ $# -gt 0 ]; do
 	--admission) ADMISSION=1; shift ;;
 	--seconds) DURATION=${2:?--seconds needs a number}; shift 2 ;;
 	--seconds=*) DURATION=${1#--seconds=}; shift ;;
-	-h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "peer.sh: unknown argument: $1" >&2; exit 2 ;;
 	esac
 done
@@ -110,12 +112,12 @@ chmod 755 "$WORK"
 # then stops them in order: the mount before the backend it uses.
 MNT=$WORK/mnt
 FLOOR_MNT=$WORK/floor
+MEMORY_STATE=$WORK/memory-state
 DAEMON= FLOOR= NGINX= GATEWAY= RUNNING=
 
-cleanup() {
-	local rc=$? i
-	trap - EXIT INT TERM
-	[ -n "$RUNNING" ] && kill -TERM "$RUNNING" 2>/dev/null
+# stop_daemon: unmounts promptfs and waits for it to exit (5 s, then KILL).
+stop_daemon() {
+	local i
 	if mountpoint -q "$MNT" 2>/dev/null; then
 		fusermount3 -u "$MNT" 2>/dev/null || fusermount3 -uz "$MNT" 2>/dev/null
 	fi
@@ -125,7 +127,17 @@ cleanup() {
 			sleep 0.1
 		done
 		kill -KILL "$DAEMON" 2>/dev/null
+		wait "$DAEMON" 2>/dev/null
 	fi
+	DAEMON=
+}
+
+cleanup() {
+	local rc=$?
+	trap - EXIT INT TERM
+	[ -n "$RUNNING" ] && kill -TERM "$RUNNING" 2>/dev/null
+	stop_daemon
+	mountpoint -q "$MEMORY_STATE" 2>/dev/null && umount "$MEMORY_STATE"
 	if mountpoint -q "$FLOOR_MNT" 2>/dev/null; then
 		fusermount3 -u "$FLOOR_MNT" 2>/dev/null || fusermount3 -uz "$FLOOR_MNT" 2>/dev/null
 	fi
@@ -225,10 +237,11 @@ start_gateway() {
 		"$got" "$COMPLETION" || die "the gateway answered $got, not nginx's $COMPLETION"
 }
 
+# start_daemon STATE_DIR: promptfs mounted at $MNT, checked with one prompt
 start_daemon() {
-	mkdir -p "$MNT" "$WORK/state"
+	mkdir -p "$MNT" "$1"
 	printf "$CONFIG_FMT\n" "$NGINX_PORT" >"$WORK/clouds.json"
-	setsid "$PROMPTFS" -f -o "state_dir=$WORK/state" "$WORK/clouds.json" "$MNT" >"$WORK/promptfs.log" 2>&1 &
+	setsid "$PROMPTFS" -f -o "state_dir=$1" "$WORK/clouds.json" "$MNT" >>"$WORK/promptfs.log" 2>&1 &
 	DAEMON=$!
 	local i
 	for i in $(seq 300); do
@@ -332,6 +345,21 @@ run_promptfs() {
 	round_trips promptfs "$MNT/$MODEL_DIR"
 }
 
+# promptfs again, with state_dir on a tmpfs: every fdatasync and file
+# creation then costs only memory, so the two runs side by side show what
+# making each job durable on this disk costs. Not a way to run promptfs:
+# a tmpfs loses every job at a reboot.
+run_memory() {
+	stop_daemon
+	mkdir -p "$MEMORY_STATE"
+	mount -t tmpfs -o size=2g,mode=0700 promptfs-bench "$MEMORY_STATE" ||
+		die "cannot mount a tmpfs at $MEMORY_STATE"
+	start_daemon "$MEMORY_STATE/state"
+	round_trips memory "$MNT/$MODEL_DIR"
+	stop_daemon
+	umount "$MEMORY_STATE" || die "cannot unmount $MEMORY_STATE"
+}
+
 # Admission control: a policy at each level from the root to a workspace
 # (five), budgets at three, all roomy enough never to refuse.
 set_policies() {
@@ -416,6 +444,19 @@ run_fsync() {
 	done
 }
 
+# What one thread waking another costs here (tests/bench/handoff.c): a
+# round trip through two pipes with both threads on one CPU, then on two.
+run_handoff() {
+	progress "thread hand-off: one CPU, then two, ${DURATION}s each"
+	cc -O2 -Wall -pthread -o "$WORK/handoff" "$HERE/handoff.c" || die "cannot build handoff"
+	measure "$WORK/handoff.log" "$WORK/handoff" "$DURATION"
+	local placement line
+	for placement in same-cpu other-cpu; do
+		line=$(grep "^$placement " "$WORK/handoff.log" | cut -d' ' -f2-)
+		[ -n "$line" ] && RESULTS+=("$placement|1|$WORK/handoff.log|$line")
+	done
+}
+
 # ---------------------------------------------------------------- main
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -430,11 +471,13 @@ run_wrk portkey "$WORK/gateway.lua" "$GATEWAY_URL"
 # before promptfs: the kernel then still has none of its files to write
 # back, which would take CPU time from the floor's run
 run_floor
-start_daemon
+start_daemon "$WORK/state"
 run_promptfs
 [ "$ADMISSION" = 1 ] && run_admission
+run_memory
 run_create
 run_fsync
+run_handoff
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------- report
@@ -471,9 +514,10 @@ warm-up   : ${WARMUP}s at 32 clients before each system's runs, not counted
 
 system         clients        requests/s     p50 ms     p99 ms   errors
 EOF
-for label in promptfs portkey nginx floor; do
+for label in promptfs portkey nginx floor memory; do
 	case $label in
 	promptfs) who=promptfs; unit=writer ;;
+	memory) who="promptfs tmpfs"; unit=writer ;;
 	floor) who="FUSE floor"; unit=writer ;;
 	portkey) who=Portkey; unit=conn ;;
 	nginx) who="nginx direct"; unit=conn ;;
@@ -494,12 +538,20 @@ promptfs / FUSE floor (the share of what a file system that only answers gets he
   at 32 writers : requests/s $(ratio "$(result promptfs 32 rate)" "$(result floor 32 rate)")
   at 1 writer   : requests/s $(ratio "$(result promptfs 1 rate)" "$(result floor 1 rate)")
 
+promptfs / promptfs with state_dir on tmpfs (below 1: what durability on this disk costs)
+  at 32 writers : requests/s $(ratio "$(result promptfs 32 rate)" "$(result memory 32 rate)")
+  at 1 writer   : requests/s $(ratio "$(result promptfs 1 rate)" "$(result memory 1 rate)"), p50 $(ratio "$(result promptfs 1 p50_ms)" "$(result memory 1 p50_ms)")
+
 disk file creation, empty files, one directory, beside state_dir
   1 thread   : $(result create 1 rate)/s (p50 $(result create 1 p50_ms) ms, p99 $(result create 1 p99_ms) ms, errors $(result create 1 errors))
 
 disk fdatasync, 128-byte appends, one file per thread, beside state_dir
   1 thread   : $(result fdatasync 1 rate)/s (p50 $(result fdatasync 1 p50_ms) ms, p99 $(result fdatasync 1 p99_ms) ms, errors $(result fdatasync 1 errors))
   32 threads : $(result fdatasync 32 rate)/s (p50 $(result fdatasync 32 p50_ms) ms, p99 $(result fdatasync 32 p99_ms) ms, errors $(result fdatasync 32 errors))
+
+thread hand-off: one thread wakes another through a pipe and is woken by its answer
+  one CPU    : p50 $(result same-cpu 1 p50_ms) ms a round trip, $(result same-cpu 1 cpu_us) us of CPU
+  two CPUs   : p50 $(result other-cpu 1 p50_ms) ms a round trip, $(result other-cpu 1 cpu_us) us of CPU
 
 EOF
 if [ "$ADMISSION" = 1 ]; then
