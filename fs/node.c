@@ -16,13 +16,23 @@
 
 #include "fs/log.h"
 
-#define TABLE_SIZE 16384
+#define TABLE_FIRST_SIZE 4096
 #define FD_CACHE_MAX 1024
 #define FD_CACHE_MIN 16
 
+/* A chained hash table that doubles once it holds more nodes than it
+ * has buckets. The kernel keeps a node for every file it remembers, so a
+ * long-lived mount holds hundreds of thousands after a large batch; with
+ * a fixed size every lookup walked longer chains as the batch went on.
+ * It does not shrink: its peak is 8 bytes a node. */
+struct table {
+	struct node **buckets;
+	size_t size; /* a power of two */
+	size_t count;
+};
+
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct node *dir_table[TABLE_SIZE];
-static struct node *file_table[TABLE_SIZE];
+static struct table dir_table, file_table;
 /* nodes without a name: out of both tables, freed with their last
  * reference, or at unmount if the kernel never let go of them */
 static struct node *removed_nodes;
@@ -35,20 +45,77 @@ static size_t lru_count, lru_limit = FD_CACHE_MAX;
  * a node was walks again if the tree moved meanwhile */
 static uint64_t moves;
 
-static size_t dir_hash(dev_t dev, ino_t ino)
+/* The last steps of MurmurHash3: every bit of H reaches the low bits,
+ * which pick the bucket. */
+static uint64_t mix(uint64_t h)
 {
-	uint64_t h = (uint64_t)ino * 0x9e3779b97f4a7c15ull ^ (uint64_t)dev;
-
-	return (size_t)(h >> 17) % TABLE_SIZE;
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdull;
+	h ^= h >> 33;
+	h *= 0xc4ceb9fe1a85ec53ull;
+	return h ^ (h >> 33);
 }
 
-static size_t file_hash(const struct node *parent, const char *name)
+static uint64_t dir_hash(dev_t dev, ino_t ino)
 {
-	uint64_t h = (uint64_t)(uintptr_t)parent * 0x9e3779b97f4a7c15ull;
+	return mix((uint64_t)ino * 0x9e3779b97f4a7c15ull ^ (uint64_t)dev);
+}
+
+static uint64_t file_hash(const struct node *parent, const char *name)
+{
+	uint64_t h = (uint64_t)(uintptr_t)parent;
 
 	for (const unsigned char *p = (const unsigned char *)name; *p; p++)
 		h = (h ^ *p) * 0x100000001b3ull;
-	return (size_t)(h >> 7) % TABLE_SIZE;
+	return mix(h);
+}
+
+static int table_init(struct table *t)
+{
+	t->buckets = calloc(TABLE_FIRST_SIZE, sizeof(*t->buckets));
+	t->size = t->buckets ? TABLE_FIRST_SIZE : 0;
+	t->count = 0;
+	return t->buckets ? 0 : -ENOMEM;
+}
+
+static struct node **table_chain(const struct table *t, uint64_t hash)
+{
+	return &t->buckets[hash & (t->size - 1)];
+}
+
+/* Doubles T, when memory allows: without it, the chains only grow longer. */
+static void table_grow(struct table *t)
+{
+	size_t size = t->size * 2;
+	struct node **buckets = calloc(size, sizeof(*buckets));
+
+	if (!buckets)
+		return;
+	for (size_t i = 0; i < t->size; i++) {
+		while (t->buckets[i]) {
+			struct node *n = t->buckets[i];
+
+			t->buckets[i] = n->hash_next;
+			n->hash_next = buckets[n->hash & (size - 1)];
+			buckets[n->hash & (size - 1)] = n;
+		}
+	}
+	free(t->buckets);
+	t->buckets = buckets;
+	t->size = size;
+}
+
+/* N->hash is its key's. */
+static void table_insert(struct table *t, struct node *n)
+{
+	struct node **chain;
+
+	if (t->count >= t->size)
+		table_grow(t);
+	chain = table_chain(t, n->hash);
+	n->hash_next = *chain;
+	*chain = n;
+	t->count++;
 }
 
 /* ---- the descriptor cache (all under the table lock) ---- */
@@ -130,14 +197,27 @@ static void drop_fd_locked(struct node *n)
 	n->fd = -1;
 }
 
-static void table_unlink(struct node **table, size_t bucket, struct node *n)
+static void list_unlink(struct node **head, struct node *n)
 {
-	struct node **pp = &table[bucket];
+	struct node **pp = head;
 
 	while (*pp && *pp != n)
 		pp = &(*pp)->hash_next;
 	if (*pp)
 		*pp = n->hash_next;
+	n->hash_next = NULL;
+}
+
+static void table_remove(struct table *t, struct node *n)
+{
+	struct node **pp = table_chain(t, n->hash);
+
+	while (*pp && *pp != n)
+		pp = &(*pp)->hash_next;
+	if (*pp) {
+		*pp = n->hash_next;
+		t->count--;
+	}
 	n->hash_next = NULL;
 }
 
@@ -149,11 +229,9 @@ static struct node *node_free_locked(struct node *n)
 	struct node *parent = n->parent;
 
 	if (!n->name)
-		table_unlink(&removed_nodes, 0, n);
-	else if (n->kind == NODE_FILE)
-		table_unlink(file_table, file_hash(n->parent, n->name), n);
+		list_unlink(&removed_nodes, n);
 	else
-		table_unlink(dir_table, dir_hash(n->dev, n->ino), n);
+		table_remove(n->kind == NODE_FILE ? &file_table : &dir_table, n);
 	drop_fd_locked(n);
 	free(n->name);
 	free(n);
@@ -193,46 +271,62 @@ int node_table_init(int root_fd)
 		lru_limit = rl.rlim_cur / 4 > FD_CACHE_MIN ? rl.rlim_cur / 4 : FD_CACHE_MIN;
 	if (fstat(root_fd, &st) < 0)
 		return -errno;
+	if (table_init(&dir_table) < 0 || table_init(&file_table) < 0)
+		goto no_memory;
 	fd = openat(root_fd, ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
+	if (fd < 0) {
+		fd = -errno;
+		goto fail;
+	}
 	root = calloc(1, sizeof(*root));
 	if (!root) {
 		close(fd);
-		return -ENOMEM;
+		goto no_memory;
 	}
 	root->kind = NODE_ROOT;
 	root->fd = fd;
 	root->dev = st.st_dev;
 	root->ino = st.st_ino;
 	root->nlookup = 1;
-	dir_table[dir_hash(root->dev, root->ino)] = root;
+	root->hash = dir_hash(root->dev, root->ino);
+	table_insert(&dir_table, root);
 	pfs.root = root;
 	return 0;
+
+no_memory:
+	fd = -ENOMEM;
+fail:
+	free(dir_table.buckets);
+	free(file_table.buckets);
+	dir_table = file_table = (struct table){ 0 };
+	return fd;
 }
 
 void node_table_destroy(void)
 {
 	pthread_mutex_lock(&table_lock);
-	for (size_t i = 0; i < TABLE_SIZE; i++) {
-		while (file_table[i]) {
-			struct node *n = file_table[i];
+	for (size_t i = 0; i < file_table.size; i++) {
+		while (file_table.buckets[i]) {
+			struct node *n = file_table.buckets[i];
 
-			file_table[i] = n->hash_next;
+			file_table.buckets[i] = n->hash_next;
 			free(n->name);
 			free(n);
 		}
 	}
-	for (size_t i = 0; i < TABLE_SIZE; i++) {
-		while (dir_table[i]) {
-			struct node *n = dir_table[i];
+	for (size_t i = 0; i < dir_table.size; i++) {
+		while (dir_table.buckets[i]) {
+			struct node *n = dir_table.buckets[i];
 
-			dir_table[i] = n->hash_next;
+			dir_table.buckets[i] = n->hash_next;
 			drop_fd_locked(n);
 			free(n->name);
 			free(n);
 		}
 	}
+	free(file_table.buckets);
+	free(dir_table.buckets);
+	file_table = dir_table = (struct table){ 0 };
 	while (removed_nodes) {
 		struct node *n = removed_nodes;
 
@@ -265,7 +359,9 @@ static void add_reference(struct node *n, int kernel_ref)
 
 static struct node *find_directory_locked(dev_t dev, ino_t ino)
 {
-	for (struct node *n = dir_table[dir_hash(dev, ino)]; n; n = n->hash_next) {
+	uint64_t hash = dir_hash(dev, ino);
+
+	for (struct node *n = *table_chain(&dir_table, hash); n; n = n->hash_next) {
 		if (n->dev == dev && n->ino == ino)
 			return n;
 	}
@@ -274,20 +370,15 @@ static struct node *find_directory_locked(dev_t dev, ino_t ino)
 
 static void insert_directory_locked(struct node *n)
 {
-	size_t bucket = dir_hash(n->dev, n->ino);
-
-	n->hash_next = dir_table[bucket];
-	dir_table[bucket] = n;
+	n->hash = dir_hash(n->dev, n->ino);
+	table_insert(&dir_table, n);
 }
 
 /* N's entry is gone from the tree: lookups must not find N again. It
  * keeps its parent until it is freed. */
 static void remove_locked(struct node *n)
 {
-	if (n->kind == NODE_FILE)
-		table_unlink(file_table, file_hash(n->parent, n->name), n);
-	else
-		table_unlink(dir_table, dir_hash(n->dev, n->ino), n);
+	table_remove(n->kind == NODE_FILE ? &file_table : &dir_table, n);
 	free(n->name);
 	n->name = NULL;
 	moves++;
@@ -610,8 +701,10 @@ size_t node_fd_cache_count(void)
 
 static struct node *find_file_locked(struct node *parent, const char *name)
 {
-	for (struct node *n = file_table[file_hash(parent, name)]; n; n = n->hash_next) {
-		if (n->parent == parent && strcmp(n->name, name) == 0)
+	uint64_t hash = file_hash(parent, name);
+
+	for (struct node *n = *table_chain(&file_table, hash); n; n = n->hash_next) {
+		if (n->hash == hash && n->parent == parent && strcmp(n->name, name) == 0)
 			return n;
 	}
 	return NULL;
@@ -619,15 +712,13 @@ static struct node *find_file_locked(struct node *parent, const char *name)
 
 static void insert_file_locked(struct node *n)
 {
-	size_t bucket = file_hash(n->parent, n->name);
-
-	n->hash_next = file_table[bucket];
-	file_table[bucket] = n;
+	n->hash = file_hash(n->parent, n->name);
+	table_insert(&file_table, n);
 }
 
 static void unhash_file_locked(struct node *n)
 {
-	table_unlink(file_table, file_hash(n->parent, n->name), n);
+	table_remove(&file_table, n);
 }
 
 static struct node *get_file(struct node *parent, const char *name, int kernel_ref)

@@ -78,6 +78,7 @@ struct node {
 	 * kernel to drop them. So a change costs a notification only when
 	 * the kernel may hold attributes from before it. */
 	int attrs_out;
+	uint64_t hash; /* of its key in the inode table */
 	struct node *hash_next;
 };
 

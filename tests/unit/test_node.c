@@ -1,6 +1,7 @@
 /* The inode table on a real directory tree in a temporary directory:
  * lookups by identity, renames of files and directories, the deployment
- * and ancestry found by walking up, paths, references, stale nodes. */
+ * and ancestry found by walking up, paths, references, stale nodes, a
+ * table that grows. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -374,6 +375,63 @@ static void file_found_by_name_without_creating(void **state)
 	assert_null(node_find_file(gpt, "q.response"));
 	node_put(f);
 	node_put(gpt);
+}
+
+/* Many more nodes than the table's first size (4096): it grows while
+ * they are held, and every node is found by its key after each growth;
+ * a removed one is not, the others still are. */
+static void the_table_grows_and_still_finds_every_node(void **state)
+{
+	enum { FILES = 3 * 4096, DIRS = 4096 + 100 };
+	struct node **files = calloc(FILES, sizeof(*files)), **dirs = calloc(DIRS, sizeof(*dirs));
+	struct fixture *fx = *state;
+	struct stat file_st = { .st_mode = S_IFREG | 0644 };
+	struct node *gpt, *found;
+	char name[32];
+
+	assert_non_null(files);
+	assert_non_null(dirs);
+	gpt = walk(pfs.root, "openai/us/gpt-4o");
+	for (int i = 0; i < FILES; i++) {
+		snprintf(name, sizeof(name), "job-%05d.prompt", i);
+		files[i] = node_get_child(gpt, name, &file_st, 0);
+		assert_non_null(files[i]);
+	}
+	for (int i = 0; i < DIRS; i++) {
+		snprintf(name, sizeof(name), "openai/us/gpt-4o/ws-%04d", i);
+		make_dirs(fx->fd, name);
+		dirs[i] = child(gpt, name + strlen("openai/us/gpt-4o/"));
+	}
+	for (int i = 0; i < FILES; i++) {
+		snprintf(name, sizeof(name), "job-%05d.prompt", i);
+		found = node_find_file(gpt, name);
+		assert_ptr_equal(found, files[i]);
+		node_put(found);
+	}
+	for (int i = 0; i < DIRS; i++) {
+		snprintf(name, sizeof(name), "ws-%04d", i);
+		found = child(gpt, name);
+		assert_ptr_equal(found, dirs[i]);
+		node_put(found);
+	}
+	for (int i = 0; i < FILES; i += 2) {
+		snprintf(name, sizeof(name), "job-%05d.prompt", i);
+		node_file_unlinked(gpt, name);
+		assert_null(node_find_file(gpt, name));
+	}
+	for (int i = 1; i < FILES; i += 2) {
+		snprintf(name, sizeof(name), "job-%05d.prompt", i);
+		found = node_find_file(gpt, name);
+		assert_ptr_equal(found, files[i]);
+		node_put(found);
+	}
+	for (int i = 0; i < FILES; i++)
+		node_put(files[i]);
+	for (int i = 0; i < DIRS; i++)
+		node_put(dirs[i]);
+	node_put(gpt);
+	free(dirs);
+	free(files);
 }
 
 static void directory_rename_moves_it_and_its_reference(void **state)
@@ -857,6 +915,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(kernel_references_keep_a_node, setup, teardown),
 		cmocka_unit_test_setup_teardown(file_rename_moves_its_node, setup, teardown),
 		cmocka_unit_test_setup_teardown(file_unlink_forgets_its_name, setup, teardown),
+		cmocka_unit_test_setup_teardown(the_table_grows_and_still_finds_every_node, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(file_found_by_name_without_creating, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(directory_rename_moves_it_and_its_reference, setup,
