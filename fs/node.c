@@ -197,28 +197,42 @@ static void drop_fd_locked(struct node *n)
 	n->fd = -1;
 }
 
-static void list_unlink(struct node **head, struct node *n)
+/* Takes N out of the chain at HEAD: 1 if it was there. */
+static int list_unlink(struct node **head, struct node *n)
 {
 	struct node **pp = head;
+	int found;
 
 	while (*pp && *pp != n)
 		pp = &(*pp)->hash_next;
-	if (*pp)
+	found = *pp != NULL;
+	if (found)
 		*pp = n->hash_next;
 	n->hash_next = NULL;
+	return found;
 }
 
 static void table_remove(struct table *t, struct node *n)
 {
-	struct node **pp = table_chain(t, n->hash);
-
-	while (*pp && *pp != n)
-		pp = &(*pp)->hash_next;
-	if (*pp) {
-		*pp = n->hash_next;
+	if (list_unlink(table_chain(t, n->hash), n))
 		t->count--;
+}
+
+/* Frees T and every node in it (with its descriptor), at unmount. */
+static void table_destroy_locked(struct table *t)
+{
+	for (size_t i = 0; i < t->size; i++) {
+		while (t->buckets[i]) {
+			struct node *n = t->buckets[i];
+
+			t->buckets[i] = n->hash_next;
+			drop_fd_locked(n);
+			free(n->name);
+			free(n);
+		}
 	}
-	n->hash_next = NULL;
+	free(t->buckets);
+	*t = (struct table){ 0 };
 }
 
 /* Drops a node no one references. Called with the lock held; returns the
@@ -296,37 +310,16 @@ int node_table_init(int root_fd)
 no_memory:
 	fd = -ENOMEM;
 fail:
-	free(dir_table.buckets);
-	free(file_table.buckets);
-	dir_table = file_table = (struct table){ 0 };
+	table_destroy_locked(&dir_table);
+	table_destroy_locked(&file_table);
 	return fd;
 }
 
 void node_table_destroy(void)
 {
 	pthread_mutex_lock(&table_lock);
-	for (size_t i = 0; i < file_table.size; i++) {
-		while (file_table.buckets[i]) {
-			struct node *n = file_table.buckets[i];
-
-			file_table.buckets[i] = n->hash_next;
-			free(n->name);
-			free(n);
-		}
-	}
-	for (size_t i = 0; i < dir_table.size; i++) {
-		while (dir_table.buckets[i]) {
-			struct node *n = dir_table.buckets[i];
-
-			dir_table.buckets[i] = n->hash_next;
-			drop_fd_locked(n);
-			free(n->name);
-			free(n);
-		}
-	}
-	free(file_table.buckets);
-	free(dir_table.buckets);
-	file_table = dir_table = (struct table){ 0 };
+	table_destroy_locked(&file_table);
+	table_destroy_locked(&dir_table);
 	while (removed_nodes) {
 		struct node *n = removed_nodes;
 

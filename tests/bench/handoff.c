@@ -29,7 +29,7 @@
 struct pair {
 	int there[2], back[2]; /* pipes: to the echoing thread, and back */
 	int echo_cpu;
-	volatile int stop;
+	int unpinned; /* the echoing thread could not run on ECHO_CPU */
 };
 
 static double now(void)
@@ -63,8 +63,14 @@ static void *echo(void *arg)
 	struct pair *p = arg;
 	char c;
 
-	if (pin(p->echo_cpu) != 0)
+	/* without its CPU it answers nothing: closing its end of the way
+	 * back ends the measuring thread's read at once */
+	if (pin(p->echo_cpu) != 0) {
+		p->unpinned = 1;
+		close(p->back[1]);
+		p->back[1] = -1;
 		return NULL;
+	}
 	while (read(p->there[0], &c, 1) == 1 && c != 'q')
 		if (write(p->back[1], &c, 1) != 1)
 			break;
@@ -116,9 +122,13 @@ static int measure(const char *label, int echo_cpu, double seconds, double *samp
 	close(p.there[0]);
 	close(p.there[1]);
 	close(p.back[0]);
-	close(p.back[1]);
+	if (p.back[1] >= 0)
+		close(p.back[1]);
 	if (rc != 0 || n == 0) {
-		fprintf(stderr, "handoff: the echoing thread stopped (%s)\n", strerror(errno));
+		if (p.unpinned)
+			fprintf(stderr, "handoff: cannot run a thread on CPU %d\n", echo_cpu);
+		else
+			fprintf(stderr, "handoff: a pipe failed (%s)\n", strerror(errno));
 		return 2;
 	}
 	qsort(samples, n, sizeof(*samples), by_value);

@@ -303,10 +303,12 @@ measure() {
 
 RESULTS=()   # "label|clients|log|result line" rows
 FAILED=0
-# record LABEL CLIENTS LOG: keeps the result line of a run, and notes errors
+# record LABEL CLIENTS LOG [PREFIX]: keeps the result line of a run (the
+# last one starting with count=, or with "PREFIX count="), and notes errors
 record() {
 	local line
-	line=$(grep -E '^count=' "$3" | tail -1)
+	line=$(grep -E "^${4:+$4 }count=" "$3" | tail -1)
+	line=${line#"${4:+$4 }"}
 	[ -n "$line" ] || line="count=0 seconds=0 rate=0 p50_ms=0 p99_ms=0 errors=no-result"
 	[ "$(kv "$line" errors)" = 0 ] || FAILED=1
 	RESULTS+=("$1|$2|$3|$line")
@@ -450,11 +452,8 @@ run_handoff() {
 	progress "thread hand-off: one CPU, then two, ${DURATION}s each"
 	cc -O2 -Wall -pthread -o "$WORK/handoff" "$HERE/handoff.c" || die "cannot build handoff"
 	measure "$WORK/handoff.log" "$WORK/handoff" "$DURATION"
-	local placement line
-	for placement in same-cpu other-cpu; do
-		line=$(grep "^$placement " "$WORK/handoff.log" | cut -d' ' -f2-)
-		[ -n "$line" ] && RESULTS+=("$placement|1|$WORK/handoff.log|$line")
-	done
+	record same-cpu 1 "$WORK/handoff.log" same-cpu
+	[ "$(nproc)" -gt 1 ] && record other-cpu 1 "$WORK/handoff.log" other-cpu
 }
 
 # ---------------------------------------------------------------- main
